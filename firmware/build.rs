@@ -1,0 +1,269 @@
+//! Build script: board memory layout, the embedded model and test inputs, and the budget check.
+//!
+//! - copies `boards/<board>/memory.x` to OUT_DIR (cortex-m-rt's `link.x` includes it);
+//! - copies the model blob (`FIRMWARE_MODEL`, default `models/ref-cnn.bin`) and the test inputs
+//!   (`FIRMWARE_INPUTS`, default `models/test-inputs.bin`) to OUT_DIR for `include_bytes!`;
+//!   relative paths are taken from this crate's folder (`firmware/`);
+//! - reads `arena_bytes` from the blob preamble and writes `OUT_DIR/config.rs`;
+//! - fails the build when the model, arena and stack do not fit the board.
+//!
+//! The blob's CRC is deliberately not checked here: the device must detect a corrupted payload
+//! at run time (`runtime::Model::from_bytes`), and a test shows that error path.
+
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Blob preamble, little endian: magic, u16 version, u16 reserved, u32 arena_bytes,
+/// u32 payload_len, u32 CRC-32 of the payload; the postcard payload starts at byte 20.
+const MAGIC: &[u8; 4] = b"TMCU";
+const PREAMBLE_BYTES: usize = 20;
+
+/// Test-inputs file: u32 count, u32 bytes per input, then count * len raw int8 values.
+const INPUTS_HEADER_BYTES: usize = 8;
+
+const KIB: u64 = 1024;
+
+struct Board {
+    name: &'static str,
+    /// RAM the budget check allows (may be less than memory.x, see mps2-an386).
+    ram_budget: u64,
+    /// Flash the budget check allows.
+    flash_budget: u64,
+    why: &'static str,
+}
+
+const BOARDS: &[(&str, Board)] = &[
+    (
+        "CARGO_FEATURE_BOARD_MPS2_AN386",
+        Board {
+            name: "mps2-an386",
+            // QEMU gives 4 MiB of each; a board a model like this would ship on is far smaller.
+            ram_budget: 256 * KIB,
+            flash_budget: 1024 * KIB,
+            why: "QEMU mps2-an386 has 4 MiB of each, but the budget is a realistic Cortex-M4F part \
+                  (256 KiB RAM, 1 MiB flash; override with FIRMWARE_RAM_BUDGET / \
+                  FIRMWARE_FLASH_BUDGET)",
+        },
+    ),
+    (
+        "CARGO_FEATURE_BOARD_STM32F411",
+        Board {
+            name: "stm32f411",
+            ram_budget: 128 * KIB,
+            flash_budget: 512 * KIB,
+            why: "STM32F411xE: 128 KiB SRAM, 512 KiB flash",
+        },
+    ),
+];
+
+/// Stack the firmware keeps free for itself and the runtime's kernels (the STACK line reports
+/// the measured peak; raise this with FIRMWARE_STACK_RESERVE if that comes close).
+const DEFAULT_STACK_RESERVE: u64 = 16 * KIB;
+/// RAM for the firmware's own statics (.data/.bss besides the arena).
+const STATICS_RESERVE: u64 = 4 * KIB;
+/// Flash for code, vector table and constants besides the model and the test inputs.
+const CODE_RESERVE: u64 = 64 * KIB;
+
+fn main() {
+    if let Err(msg) = run() {
+        // A panic would bury the message under a backtrace hint; print it plainly and fail.
+        eprintln!("\nerror: {msg}\n");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let out_dir = PathBuf::from(env::var("OUT_DIR").unwrap());
+    println!("cargo:rerun-if-changed=build.rs");
+
+    // ---- board ----
+    let selected: Vec<&Board> = BOARDS
+        .iter()
+        .filter(|(feature, _)| env::var_os(feature).is_some())
+        .map(|(_, b)| b)
+        .collect();
+    let board = match selected.as_slice() {
+        [b] => *b,
+        [] => {
+            return Err("no board selected: enable one feature of board-mps2-an386 (default) or \
+                        board-stm32f411"
+                .into())
+        }
+        _ => {
+            return Err("more than one board feature enabled; use --no-default-features \
+                        --features board-stm32f411 for the STM32"
+                .into())
+        }
+    };
+    let memory_x = manifest_dir.join("boards").join(board.name).join("memory.x");
+    println!("cargo:rerun-if-changed={}", memory_x.display());
+    fs::copy(&memory_x, out_dir.join("memory.x"))
+        .map_err(|e| format!("cannot copy {}: {e}", memory_x.display()))?;
+    println!("cargo:rustc-link-search={}", out_dir.display());
+    if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo:rustc-link-arg=-Tdefmt.x");
+    }
+
+    // ---- model ----
+    let model_path = input_path(&manifest_dir, "FIRMWARE_MODEL", "models/ref-cnn.bin");
+    let model = read_input(&model_path, "FIRMWARE_MODEL", "model blob")?;
+    let header = parse_preamble(&model, &model_path)?;
+    fs::write(out_dir.join("model.bin"), &model).map_err(|e| e.to_string())?;
+
+    // ---- test inputs ----
+    let inputs_path = input_path(&manifest_dir, "FIRMWARE_INPUTS", "models/test-inputs.bin");
+    let inputs = read_input(&inputs_path, "FIRMWARE_INPUTS", "test inputs")?;
+    let (count, input_len) = parse_inputs(&inputs, &inputs_path)?;
+    // Only the raw int8 bytes go into flash; the header becomes constants.
+    fs::write(out_dir.join("inputs.bin"), &inputs[INPUTS_HEADER_BYTES..])
+        .map_err(|e| e.to_string())?;
+
+    // ---- budget ----
+    let stack_reserve = env_u64("FIRMWARE_STACK_RESERVE")?.unwrap_or(DEFAULT_STACK_RESERVE);
+    let ram_budget = env_u64("FIRMWARE_RAM_BUDGET")?.unwrap_or(board.ram_budget);
+    let flash_budget = env_u64("FIRMWARE_FLASH_BUDGET")?.unwrap_or(board.flash_budget);
+    let arena = u64::from(header.arena_bytes);
+    let model_len = model.len() as u64;
+    let inputs_len = (inputs.len() - INPUTS_HEADER_BYTES) as u64;
+
+    let ram_need = arena + stack_reserve + STATICS_RESERVE;
+    if ram_need > ram_budget {
+        return Err(format!(
+            "firmware does not fit board {}: model ({model_len} B, in flash) + arena ({arena} B) \
+             + stack reserve ({stack_reserve} B) + statics reserve ({STATICS_RESERVE} B): \
+             {ram_need} B of RAM exceeds board RAM ({ram_budget} B).\n       {}.\n       \
+             Model: {}",
+            board.name,
+            board.why,
+            model_path.display()
+        ));
+    }
+    let flash_need = model_len + inputs_len + CODE_RESERVE;
+    if flash_need > flash_budget {
+        return Err(format!(
+            "firmware does not fit board {}: model ({model_len} B) + test inputs ({inputs_len} B) \
+             + code reserve ({CODE_RESERVE} B) = {flash_need} B exceeds board flash \
+             ({flash_budget} B); arena ({arena} B) + stack reserve ({stack_reserve} B) would fit \
+             RAM.\n       {}.\n       Model: {}",
+            board.name,
+            board.why,
+            model_path.display()
+        ));
+    }
+
+    // ---- generated constants ----
+    let mut cfg = String::new();
+    let _ = writeln!(cfg, "// Generated by build.rs from {}", model_path.display());
+    let _ = writeln!(cfg, "/// Board this image was built for.");
+    let _ = writeln!(cfg, "pub const BOARD: &str = {:?};", board.name);
+    let _ = writeln!(cfg, "/// Arena bytes the model needs (blob preamble, bytes 8..12).");
+    let _ = writeln!(cfg, "pub const ARENA_BYTES: usize = {};", header.arena_bytes);
+    let _ = writeln!(cfg, "/// Blob format version (preamble bytes 4..6).");
+    let _ = writeln!(cfg, "pub const MODEL_FORMAT_VERSION: u16 = {};", header.version);
+    let _ = writeln!(cfg, "/// Size of the whole model blob in flash, bytes.");
+    let _ = writeln!(cfg, "pub const MODEL_BYTES: usize = {model_len};");
+    let _ = writeln!(cfg, "/// Number of embedded test inputs.");
+    let _ = writeln!(cfg, "pub const INPUT_COUNT: usize = {count};");
+    let _ = writeln!(cfg, "/// Bytes (int8 values) per embedded test input.");
+    let _ = writeln!(cfg, "pub const INPUT_LEN: usize = {input_len};");
+    let _ = writeln!(cfg, "/// Stack the budget check reserved, bytes.");
+    let _ = writeln!(cfg, "pub const STACK_RESERVE_BYTES: usize = {stack_reserve};");
+    fs::write(out_dir.join("config.rs"), cfg).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+struct Preamble {
+    version: u16,
+    arena_bytes: u32,
+}
+
+fn input_path(manifest_dir: &Path, var: &str, default: &str) -> PathBuf {
+    println!("cargo:rerun-if-env-changed={var}");
+    let p = env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    let p = if p.is_absolute() { p } else { manifest_dir.join(p) };
+    println!("cargo:rerun-if-changed={}", p.display());
+    p
+}
+
+fn read_input(path: &Path, var: &str, what: &str) -> Result<Vec<u8>, String> {
+    fs::read(path).map_err(|e| {
+        format!(
+            "cannot read the {what} {}: {e}.\n       Set {var} to the file (relative paths are \
+             taken from firmware/), or produce it with the trainer's export.",
+            path.display()
+        )
+    })
+}
+
+fn parse_preamble(blob: &[u8], path: &Path) -> Result<Preamble, String> {
+    if blob.len() < PREAMBLE_BYTES || &blob[0..4] != MAGIC {
+        let got = &blob[..blob.len().min(4)];
+        return Err(format!(
+            "{} is not a model blob: expected magic {:?} and at least {PREAMBLE_BYTES} bytes, \
+             found {:?} in a {}-byte file",
+            path.display(),
+            String::from_utf8_lossy(MAGIC),
+            String::from_utf8_lossy(got),
+            blob.len()
+        ));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(blob[i..i + 4].try_into().unwrap());
+    let version = u16::from_le_bytes([blob[4], blob[5]]);
+    let arena_bytes = u32_at(8);
+    let payload_len = u32_at(12) as usize;
+    if PREAMBLE_BYTES + payload_len != blob.len() {
+        // Not fatal on purpose: the device's own validation reports this (see the module doc).
+        println!(
+            "cargo:warning=model blob {}: preamble says {payload_len} payload bytes, file has {}; \
+             the device will reject it",
+            path.display(),
+            blob.len() - PREAMBLE_BYTES
+        );
+    }
+    Ok(Preamble { version, arena_bytes })
+}
+
+fn parse_inputs(data: &[u8], path: &Path) -> Result<(usize, usize), String> {
+    if data.len() < INPUTS_HEADER_BYTES {
+        return Err(format!(
+            "{}: test-inputs file shorter than its 8-byte header (u32 count, u32 bytes per input)",
+            path.display()
+        ));
+    }
+    let count = u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize;
+    let len = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
+    let want = count
+        .checked_mul(len)
+        .and_then(|n| n.checked_add(INPUTS_HEADER_BYTES))
+        .ok_or_else(|| format!("{}: count {count} x len {len} overflows", path.display()))?;
+    if want != data.len() {
+        return Err(format!(
+            "{}: header says {count} inputs of {len} bytes ({want} bytes with the header), file \
+             has {} bytes",
+            path.display(),
+            data.len()
+        ));
+    }
+    if count == 0 {
+        println!("cargo:warning=test inputs {}: zero inputs", path.display());
+    }
+    Ok((count, len))
+}
+
+fn env_u64(var: &str) -> Result<Option<u64>, String> {
+    println!("cargo:rerun-if-env-changed={var}");
+    match env::var(var) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{var}={v:?} is not a byte count")),
+        _ => Ok(None),
+    }
+}

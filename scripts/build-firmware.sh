@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Build the release firmware ELF and print its path as the last line of stdout.
+#   scripts/build-firmware.sh [--board mps2-an386|stm32f411] [--model PATH] [--inputs PATH]
+#                             [--features F1,F2] [--stack-reserve BYTES]
+# Defaults: board mps2-an386, model firmware/models/ref-cnn.bin, inputs
+# firmware/models/test-inputs.bin (build.rs defaults). Relative paths are taken from the
+# current directory. Build output is cached in firmware/target.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+abspath() {
+    case "$1" in
+        /*) printf '%s\n' "$1" ;;
+        *) printf '%s/%s\n' "$PWD" "$1" ;;
+    esac
+}
+
+board=mps2-an386
+features=()
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --board) board="${2:?--board needs a value}"; shift 2 ;;
+        --board=*) board="${1#*=}"; shift ;;
+        --model) FIRMWARE_MODEL="$(abspath "${2:?--model needs a path}")"; export FIRMWARE_MODEL; shift 2 ;;
+        --model=*) FIRMWARE_MODEL="$(abspath "${1#*=}")"; export FIRMWARE_MODEL; shift ;;
+        --inputs) FIRMWARE_INPUTS="$(abspath "${2:?--inputs needs a path}")"; export FIRMWARE_INPUTS; shift 2 ;;
+        --inputs=*) FIRMWARE_INPUTS="$(abspath "${1#*=}")"; export FIRMWARE_INPUTS; shift ;;
+        --features) features+=("${2:?--features needs a value}"); shift 2 ;;
+        --features=*) features+=("${1#*=}"); shift ;;
+        --stack-reserve) export FIRMWARE_STACK_RESERVE="${2:?}"; shift 2 ;;
+        -h | --help) usage ;;
+        *) echo "build-firmware: unknown argument '$1'" >&2; usage ;;
+    esac
+done
+# Paths given through the environment are made absolute too (build.rs would otherwise take
+# them from firmware/).
+if [ -n "${FIRMWARE_MODEL:-}" ]; then FIRMWARE_MODEL="$(abspath "$FIRMWARE_MODEL")"; export FIRMWARE_MODEL; fi
+if [ -n "${FIRMWARE_INPUTS:-}" ]; then FIRMWARE_INPUTS="$(abspath "$FIRMWARE_INPUTS")"; export FIRMWARE_INPUTS; fi
+
+case "$board" in
+    mps2-an386 | stm32f411) ;;
+    *) echo "build-firmware: unknown board '$board' (mps2-an386 or stm32f411)" >&2; exit 64 ;;
+esac
+feature_list="board-$board"
+for f in ${features[@]+"${features[@]}"}; do feature_list="$feature_list,$f"; done
+
+if [ ! -f "$REPO/.toolchain/env.sh" ]; then
+    "$REPO/scripts/firmware-toolchain.sh" >&2
+fi
+# shellcheck source=/dev/null
+. "$REPO/.toolchain/env.sh"
+export CARGO_TARGET_DIR="$REPO/firmware/target"
+
+cd "$REPO/firmware"
+# shellcheck disable=SC2086  # FW_BUILD_STD_FLAGS is a list of words on purpose
+"$FW_CARGO" build --release $FW_BUILD_STD_FLAGS \
+    --no-default-features --features "$feature_list" >&2
+elf="$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/firmware"
+[ -f "$elf" ] || { echo "build-firmware: cargo succeeded but $elf is missing" >&2; exit 1; }
+echo "$elf"
