@@ -1,0 +1,224 @@
+//! The model blob: a fixed 20-byte preamble, then a postcard payload whose weights are borrowed
+//! straight from the blob (zero-copy from flash).
+//!
+//! ```text
+//! offset  size  field (little endian)
+//!      0     4  magic "TMCU"
+//!      4     2  format version (FORMAT_VERSION)
+//!      6     2  reserved, 0
+//!      8     4  arena_bytes: the planner's exact peak, so firmware can size a static buffer
+//!     12     4  payload_len
+//!     16     4  CRC-32 (IEEE) of the payload
+//!     20     .  payload: postcard(ModelDef)
+//! ```
+//! Activations are int8 NHWC; conv weights are int8 OHWI; biases are i32 LE; per-channel
+//! requantization is `(multiplier: i32 LE, shift: i32 LE)`, 8 bytes per output channel.
+
+use crate::quant::QuantParams;
+use crate::Error;
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: [u8; 4] = *b"TMCU";
+/// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
+pub const FORMAT_VERSION: u16 = 1;
+pub const PREAMBLE_BYTES: usize = 20;
+/// Most layers a model may have (bounds the fixed-capacity layer list).
+pub const MAX_LAYERS: usize = 24;
+/// Bytes per output channel in a requantization array.
+pub const REQUANT_BYTES: usize = 8;
+
+/// The fixed-size header in front of the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preamble {
+    pub version: u16,
+    pub arena_bytes: u32,
+    pub payload_len: u32,
+    pub crc32: u32,
+}
+
+fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        w.copy_from_slice(s);
+    }
+    u32::from_le_bytes(w)
+}
+
+impl Preamble {
+    /// Parses the preamble and returns it with the payload slice (not yet CRC-checked).
+    pub fn parse(bytes: &[u8]) -> Result<(Preamble, &[u8]), Error> {
+        let head = bytes.get(..PREAMBLE_BYTES).ok_or(Error::Truncated {
+            needed: PREAMBLE_BYTES,
+            available: bytes.len(),
+        })?;
+        if head[..4] != MAGIC {
+            return Err(Error::BadMagic);
+        }
+        let version = u16::from_le_bytes([head[4], head[5]]);
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if head[6..8] != [0, 0] {
+            return Err(Error::Reserved);
+        }
+        let pre = Preamble {
+            version,
+            arena_bytes: le_u32(head, 8),
+            payload_len: le_u32(head, 12),
+            crc32: le_u32(head, 16),
+        };
+        let rest = &bytes[PREAMBLE_BYTES..];
+        let len = pre.payload_len as usize;
+        let payload = rest.get(..len).ok_or(Error::Truncated {
+            needed: PREAMBLE_BYTES.saturating_add(len),
+            available: bytes.len(),
+        })?;
+        if rest.len() > len {
+            return Err(Error::TrailingBytes {
+                extra: rest.len() - len,
+            });
+        }
+        Ok((pre, payload))
+    }
+
+    pub fn to_bytes(&self) -> [u8; PREAMBLE_BYTES] {
+        let mut out = [0u8; PREAMBLE_BYTES];
+        out[..4].copy_from_slice(&MAGIC);
+        out[4..6].copy_from_slice(&self.version.to_le_bytes());
+        out[8..12].copy_from_slice(&self.arena_bytes.to_le_bytes());
+        out[12..16].copy_from_slice(&self.payload_len.to_le_bytes());
+        out[16..20].copy_from_slice(&self.crc32.to_le_bytes());
+        out
+    }
+}
+
+/// Height, width, channels of an NHWC activation (batch is always 1 on the device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Shape {
+    pub h: u16,
+    pub w: u16,
+    pub c: u16,
+}
+
+impl Shape {
+    pub const fn new(h: u16, w: u16, c: u16) -> Shape {
+        Shape { h, w, c }
+    }
+    /// Number of int8 elements (= bytes).
+    pub const fn len(&self) -> usize {
+        self.h as usize * self.w as usize * self.c as usize
+    }
+    pub const fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub const fn dims(&self) -> [u16; 3] {
+        [self.h, self.w, self.c]
+    }
+}
+
+/// Shape and quantization of the model's input or output tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TensorSpec {
+    pub shape: Shape,
+    pub quant: QuantParams,
+}
+
+/// What follows the conv/linear accumulation: bias, requantization, zero point and the clamp
+/// that holds a fused ReLU (`act_min = zero_point`) or ReLU6.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct OutputStage<'a> {
+    pub zero_point: i8,
+    pub act_min: i8,
+    pub act_max: i8,
+    /// One i32 LE per output channel; scale `input_scale * weight_scale[c]`, zero point 0.
+    pub bias: &'a [u8],
+    /// One `(multiplier i32 LE, shift i32 LE)` per output channel.
+    pub requant: &'a [u8],
+}
+
+/// Pooling window (square), no padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool2d {
+    pub kernel: u8,
+    pub stride: u8,
+}
+
+/// Convolution, also used for depthwise convolution (then `weights` is `[1, kh, kw, C]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Conv2d<'a> {
+    pub in_channels: u16,
+    pub out_channels: u16,
+    pub kernel_h: u8,
+    pub kernel_w: u8,
+    pub stride: u8,
+    /// Zero padding on every side; padded pixels take the input zero point (real 0).
+    pub padding: u8,
+    pub input_zero_point: i8,
+    #[serde(borrow)]
+    pub output: OutputStage<'a>,
+    /// int8 OHWI.
+    pub weights: &'a [u8],
+    /// A max-pool applied to the conv output inside the kernel, so the full-resolution conv
+    /// output never exists in the arena.
+    pub pool: Option<Pool2d>,
+}
+
+/// `y = W x + b` over the flattened (HWC-ordered) input.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FullyConnected<'a> {
+    pub in_features: u32,
+    pub out_features: u16,
+    pub input_zero_point: i8,
+    #[serde(borrow)]
+    pub output: OutputStage<'a>,
+    /// int8 `[out, in]`.
+    pub weights: &'a [u8],
+}
+
+/// One operation of the chain. Each layer reads the previous layer's output.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Layer<'a> {
+    Conv2d(#[serde(borrow)] Conv2d<'a>),
+    DepthwiseConv2d(#[serde(borrow)] Conv2d<'a>),
+    MaxPool2d(Pool2d),
+    /// Same scale and zero point in and out; rounds half away from zero.
+    AvgPool2d(Pool2d),
+    /// `[H, W, C] -> [1, 1, C]`, same quantization in and out.
+    GlobalAvgPool,
+    FullyConnected(#[serde(borrow)] FullyConnected<'a>),
+}
+
+impl Layer<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Layer::Conv2d(_) => "Conv2d",
+            Layer::DepthwiseConv2d(_) => "DepthwiseConv2d",
+            Layer::MaxPool2d(_) => "MaxPool2d",
+            Layer::AvgPool2d(_) => "AvgPool2d",
+            Layer::GlobalAvgPool => "GlobalAvgPool",
+            Layer::FullyConnected(_) => "FullyConnected",
+        }
+    }
+}
+
+/// How to read the output tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Head {
+    /// The output holds class logits.
+    Classifier { classes: u16 },
+}
+
+/// The decoded payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelDef<'a> {
+    pub name: &'a str,
+    pub input: TensorSpec,
+    pub output: TensorSpec,
+    #[serde(borrow)]
+    pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
+    pub head: Head,
+}

@@ -1,0 +1,58 @@
+//! int8 kernels: int8 in, int8 out, int32 accumulators, per-channel requantization through
+//! [`crate::quant::Requant`]. Layouts: activations NHWC (batch 1), conv weights OHWI.
+//!
+//! **Why the int32 accumulator cannot overflow:** every term is `(x - zp_in) * w` with
+//! `|x - zp_in| <= 255` and `|w| <= 127`, so `|term| <= 32,385`. Model validation limits a
+//! kernel's taps (`kh * kw * in_c`, or `in_features`) to [`MAX_TAPS`] = 16,384 and biases to
+//! `|b| <= 2^30`, so `|acc| <= 2^30 + 16,384 * 32,385 < 2^31`.
+//!
+//! Each kernel has a naive i64 reference in [`reference`] (test builds) and a proptest that
+//! compares the two bit for bit.
+
+mod conv;
+mod fc;
+mod pool;
+#[cfg(test)]
+pub mod reference;
+
+pub use conv::{conv2d, depthwise_conv2d, ConvGeom};
+pub use fc::fully_connected;
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, PoolGeom};
+
+use crate::quant::Requant;
+
+/// Most multiply-accumulates feeding one accumulator (see the module doc).
+pub const MAX_TAPS: usize = 16_384;
+/// Largest accepted bias magnitude.
+pub const MAX_BIAS: i32 = 1 << 30;
+
+/// Bias, requantization, zero point and clamp of one layer, read from the blob's byte arrays.
+#[derive(Clone, Copy, Debug)]
+pub struct Stage<'a> {
+    pub bias: &'a [u8],
+    pub requant: &'a [u8],
+    pub zero_point: i32,
+    pub act_min: i32,
+    pub act_max: i32,
+}
+
+impl Stage<'_> {
+    /// Bias and multiplier of output channel `c` (validated to exist at load time).
+    #[inline(always)]
+    pub fn channel(&self, c: usize) -> (i32, Requant) {
+        let b = &self.bias[4 * c..4 * c + 4];
+        let r = &self.requant[8 * c..8 * c + 8];
+        (
+            i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            Requant {
+                multiplier: i32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+                shift: i32::from_le_bytes([r[4], r[5], r[6], r[7]]),
+            },
+        )
+    }
+
+    #[inline(always)]
+    pub fn finish(&self, acc: i32, rq: Requant) -> i8 {
+        rq.to_i8(acc, self.zero_point, self.act_min, self.act_max)
+    }
+}

@@ -1,0 +1,90 @@
+//! Pooling kernels. Pools keep the input's scale and zero point, so no requantization is needed:
+//! max-pool is exact, and average pools round the mean half away from zero.
+
+/// Geometry of a square pooling window without padding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolGeom {
+    pub in_h: usize,
+    pub in_w: usize,
+    pub c: usize,
+    pub k: usize,
+    pub s: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl PoolGeom {
+    pub fn new(in_h: usize, in_w: usize, c: usize, k: usize, s: usize) -> Option<PoolGeom> {
+        if k == 0 || s == 0 || c == 0 || in_h < k || in_w < k {
+            return None;
+        }
+        Some(PoolGeom {
+            in_h,
+            in_w,
+            c,
+            k,
+            s,
+            out_h: (in_h - k) / s + 1,
+            out_w: (in_w - k) / s + 1,
+        })
+    }
+}
+
+pub fn max_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let base = (oy * g.out_w + ox) * g.c;
+            let out = &mut output[base..base + g.c];
+            out.fill(i8::MIN);
+            for ky in 0..g.k {
+                let iy = oy * g.s + ky;
+                let start = (iy * g.in_w + ox * g.s) * g.c;
+                for px in input[start..start + g.k * g.c].chunks_exact(g.c) {
+                    for (o, &x) in out.iter_mut().zip(px) {
+                        if x > *o {
+                            *o = x;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `round(sum / count)`, ties away from zero.
+#[inline(always)]
+fn rounded_mean(sum: i32, count: i32) -> i8 {
+    let q = if sum >= 0 {
+        (sum + count / 2) / count
+    } else {
+        (sum - count / 2) / count
+    };
+    q.clamp(-128, 127) as i8
+}
+
+pub fn avg_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
+    let count = (g.k * g.k) as i32;
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            let base = (oy * g.out_w + ox) * g.c;
+            for c in 0..g.c {
+                let mut sum = 0i32;
+                for ky in 0..g.k {
+                    for kx in 0..g.k {
+                        sum += input[((oy * g.s + ky) * g.in_w + ox * g.s + kx) * g.c + c] as i32;
+                    }
+                }
+                output[base + c] = rounded_mean(sum, count);
+            }
+        }
+    }
+}
+
+/// `[H, W, C] -> [C]`; `h * w` is bounded at load time so the i32 sum cannot overflow.
+pub fn global_avg_pool(input: &[i8], c_n: usize, output: &mut [i8]) {
+    let count = (input.len() / c_n.max(1)) as i32;
+    for (c, o) in output.iter_mut().enumerate().take(c_n) {
+        let sum: i32 = input.iter().skip(c).step_by(c_n).map(|&x| x as i32).sum();
+        *o = rounded_mean(sum, count);
+    }
+}

@@ -1,0 +1,313 @@
+//! Naive references: i64 accumulators, explicit padding checks, exact rational rounding in i128,
+//! no fusion and no algebraic tricks. The fast kernels must equal these bit for bit.
+
+use super::{ConvGeom, PoolGeom, Stage};
+
+/// round(acc * m / 2^(31 - shift)), ties away from zero, computed exactly.
+pub fn requant(acc: i64, m: i32, shift: i32) -> i64 {
+    let num = acc as i128 * m as i128;
+    let den = 1i128 << (31 - shift);
+    let mut q = num.abs() / den;
+    if 2 * (num.abs() % den) >= den {
+        q += 1;
+    }
+    if num < 0 {
+        q = -q;
+    }
+    q.clamp(i32::MIN as i128, i32::MAX as i128) as i64
+}
+
+fn finish(st: &Stage, c: usize, acc: i64) -> i8 {
+    let (_, rq) = st.channel(c);
+    let v = requant(acc, rq.multiplier, rq.shift) + st.zero_point as i64;
+    v.clamp(st.act_min as i64, st.act_max as i64) as i8
+}
+
+fn bias(st: &Stage, c: usize) -> i64 {
+    st.channel(c).0 as i64
+}
+
+/// Full-resolution convolution, then a separate max-pool when the geometry has one.
+pub fn conv2d(
+    input: &[i8],
+    zp: i32,
+    w: &[i8],
+    g: &ConvGeom,
+    st: &Stage,
+    depthwise: bool,
+) -> Vec<i8> {
+    let mut conv = vec![0i8; g.conv_h * g.conv_w * g.out_c];
+    for oy in 0..g.conv_h {
+        for ox in 0..g.conv_w {
+            for oc in 0..g.out_c {
+                let mut acc = bias(st, oc);
+                for ky in 0..g.k_h {
+                    for kx in 0..g.k_w {
+                        let iy = (oy * g.stride + ky) as i64 - g.pad as i64;
+                        let ix = (ox * g.stride + kx) as i64 - g.pad as i64;
+                        let inside = iy >= 0 && ix >= 0 && iy < g.in_h as i64 && ix < g.in_w as i64;
+                        let chans: Vec<usize> = if depthwise {
+                            vec![oc]
+                        } else {
+                            (0..g.in_c).collect()
+                        };
+                        for ic in chans {
+                            // Padding holds the input zero point, i.e. real zero.
+                            let x = if inside {
+                                input[((iy as usize) * g.in_w + ix as usize) * g.in_c + ic] as i64
+                            } else {
+                                zp as i64
+                            };
+                            let wi = if depthwise {
+                                (ky * g.k_w + kx) * g.in_c + ic
+                            } else {
+                                ((oc * g.k_h + ky) * g.k_w + kx) * g.in_c + ic
+                            };
+                            acc += (x - zp as i64) * w[wi] as i64;
+                        }
+                    }
+                }
+                conv[(oy * g.conv_w + ox) * g.out_c + oc] = finish(st, oc, acc);
+            }
+        }
+    }
+    if g.pool_k == 1 && g.pool_s == 1 {
+        return conv;
+    }
+    let pg = PoolGeom::new(g.conv_h, g.conv_w, g.out_c, g.pool_k, g.pool_s).unwrap();
+    max_pool2d(&conv, &pg)
+}
+
+pub fn max_pool2d(input: &[i8], g: &PoolGeom) -> Vec<i8> {
+    let mut out = vec![0i8; g.out_h * g.out_w * g.c];
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            for c in 0..g.c {
+                let mut m = i8::MIN;
+                for ky in 0..g.k {
+                    for kx in 0..g.k {
+                        m = m.max(input[((oy * g.s + ky) * g.in_w + ox * g.s + kx) * g.c + c]);
+                    }
+                }
+                out[(oy * g.out_w + ox) * g.c + c] = m;
+            }
+        }
+    }
+    out
+}
+
+fn mean_away(sum: i64, n: i64) -> i8 {
+    // Exact: compare twice the remainder with the divisor.
+    let q = sum.abs() / n;
+    let q = if 2 * (sum.abs() % n) >= n { q + 1 } else { q };
+    (if sum < 0 { -q } else { q }).clamp(-128, 127) as i8
+}
+
+pub fn avg_pool2d(input: &[i8], g: &PoolGeom) -> Vec<i8> {
+    let mut out = vec![0i8; g.out_h * g.out_w * g.c];
+    for oy in 0..g.out_h {
+        for ox in 0..g.out_w {
+            for c in 0..g.c {
+                let mut s = 0i64;
+                for ky in 0..g.k {
+                    for kx in 0..g.k {
+                        s += input[((oy * g.s + ky) * g.in_w + ox * g.s + kx) * g.c + c] as i64;
+                    }
+                }
+                out[(oy * g.out_w + ox) * g.c + c] = mean_away(s, (g.k * g.k) as i64);
+            }
+        }
+    }
+    out
+}
+
+pub fn global_avg_pool(input: &[i8], c_n: usize) -> Vec<i8> {
+    let n = (input.len() / c_n) as i64;
+    (0..c_n)
+        .map(|c| mean_away((0..n as usize).map(|p| input[p * c_n + c] as i64).sum(), n))
+        .collect()
+}
+
+pub fn fully_connected(input: &[i8], zp: i32, w: &[i8], st: &Stage, out_n: usize) -> Vec<i8> {
+    (0..out_n)
+        .map(|o| {
+            let mut acc = bias(st, o);
+            for (i, &x) in input.iter().enumerate() {
+                acc += (x as i64 - zp as i64) * w[o * input.len() + i] as i64;
+            }
+            finish(st, o, acc)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::*;
+    use crate::quant::Requant;
+    use proptest::prelude::*;
+
+    /// Random per-channel bias and multipliers serialized the way a blob holds them.
+    fn stage_bytes(n: usize) -> impl Strategy<Value = (Vec<u8>, Vec<u8>, i8, bool)> {
+        (
+            proptest::collection::vec(-20_000i32..20_000, n),
+            proptest::collection::vec(((1i32 << 30)..=i32::MAX, -14i32..-4), n),
+            any::<i8>(),
+            any::<bool>(),
+        )
+            .prop_map(|(b, r, zp, relu)| {
+                let bias = b.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let rq = r
+                    .iter()
+                    .flat_map(|&(m, s)| {
+                        let q = Requant {
+                            multiplier: m,
+                            shift: s,
+                        };
+                        let mut v = q.multiplier.to_le_bytes().to_vec();
+                        v.extend(q.shift.to_le_bytes());
+                        v
+                    })
+                    .collect();
+                (bias, rq, zp, relu)
+            })
+    }
+
+    fn stage<'a>(bias: &'a [u8], rq: &'a [u8], zp: i8, relu: bool) -> Stage<'a> {
+        Stage {
+            bias,
+            requant: rq,
+            zero_point: zp as i32,
+            act_min: if relu { zp as i32 } else { -128 },
+            act_max: 127,
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    struct ConvCase {
+        g: ConvGeom,
+        x: Vec<i8>,
+        w: Vec<i8>,
+        zp: i8,
+    }
+
+    fn conv_case(depthwise: bool) -> impl Strategy<Value = ConvCase> {
+        (
+            1usize..9,
+            1usize..9,
+            1usize..6,
+            1usize..6,
+            1usize..4,
+            1usize..4,
+            1usize..3,
+            0usize..3,
+            0usize..3,
+        )
+            .prop_filter_map(
+                "valid geometry",
+                move |(h, w, ic, oc, kh, kw, s, p, pool)| {
+                    let oc = if depthwise { ic } else { oc };
+                    let pool = match pool {
+                        0 => None,
+                        1 => Some((2, 2)),
+                        _ => Some((2, 1)),
+                    };
+                    ConvGeom::new(h, w, ic, oc, kh, kw, s, p.min(kh.max(kw) - 1), pool)
+                },
+            )
+            .prop_flat_map(move |g| {
+                let wn = if depthwise {
+                    g.k_h * g.k_w * g.in_c
+                } else {
+                    g.out_c * g.k_h * g.k_w * g.in_c
+                };
+                (
+                    Just(g),
+                    proptest::collection::vec(any::<i8>(), g.input_len()),
+                    proptest::collection::vec(-127i8..=127, wn),
+                    any::<i8>(),
+                )
+            })
+            .prop_map(|(g, x, w, zp)| ConvCase { g, x, w, zp })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn conv2d_matches_reference(c in conv_case(false), s in stage_bytes(8)) {
+            let (bias, rq, zp, relu) = s;
+            let n = c.g.out_c;
+            let st = stage(&bias[..4 * n], &rq[..8 * n], zp, relu);
+            let mut out = vec![0i8; c.g.output_len()];
+            conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false));
+        }
+
+        #[test]
+        fn depthwise_matches_reference(c in conv_case(true), s in stage_bytes(8)) {
+            let (bias, rq, zp, relu) = s;
+            let n = c.g.out_c;
+            let st = stage(&bias[..4 * n], &rq[..8 * n], zp, relu);
+            let mut out = vec![0i8; c.g.output_len()];
+            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
+        }
+
+        #[test]
+        fn fc_matches_reference(
+            x in proptest::collection::vec(any::<i8>(), 1..300),
+            out_n in 1usize..12,
+            zp: i8,
+            wpool in proptest::collection::vec(-127i8..=127, 12 * 300),
+            s in stage_bytes(12),
+        ) {
+            let (bias, rq, ozp, relu) = s;
+            let st = stage(&bias[..4 * out_n], &rq[..8 * out_n], ozp, relu);
+            let w = &wpool[..out_n * x.len()];
+            let mut out = vec![0i8; out_n];
+            fully_connected(&x, zp as i32, w, &st, &mut out);
+            prop_assert_eq!(out, super::fully_connected(&x, zp as i32, w, &st, out_n));
+        }
+
+        #[test]
+        fn pools_match_reference(
+            (h, w, c, k, s) in (1usize..10, 1usize..10, 1usize..5, 1usize..4, 1usize..4),
+            seed in proptest::collection::vec(any::<i8>(), 500),
+        ) {
+            if let Some(g) = PoolGeom::new(h, w, c, k, s) {
+                let x = &seed[..h * w * c];
+                let mut out = vec![0i8; g.out_h * g.out_w * c];
+                max_pool2d(x, &g, &mut out);
+                prop_assert_eq!(&out, &super::max_pool2d(x, &g));
+                avg_pool2d(x, &g, &mut out);
+                prop_assert_eq!(&out, &super::avg_pool2d(x, &g));
+                let mut gap = vec![0i8; c];
+                global_avg_pool(x, c, &mut gap);
+                prop_assert_eq!(gap, super::global_avg_pool(x, c));
+            }
+        }
+    }
+
+    #[test]
+    fn average_ties_round_away_from_zero() {
+        // Exact answers: means 0.5, -0.5, 1.5, -1.5, 0.25.
+        let g = PoolGeom::new(1, 2, 1, 1, 1).unwrap();
+        let _ = g;
+        let cases: &[(&[i8], i8)] = &[
+            (&[0, 1], 1),
+            (&[0, -1], -1),
+            (&[1, 2], 2),
+            (&[-1, -2], -2),
+            (&[127, 127], 127),
+            (&[-128, -127], -128),
+        ];
+        for &(x, want) in cases {
+            let mut out = [0i8; 1];
+            global_avg_pool(x, 1, &mut out);
+            assert_eq!(out[0], want, "{x:?}");
+        }
+        let mut out = [0i8; 1];
+        global_avg_pool(&[0, 0, 0, 1], 1, &mut out);
+        assert_eq!(out[0], 0, "0.25 rounds down");
+    }
+}

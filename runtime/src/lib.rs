@@ -1,0 +1,37 @@
+//! `no_std`, allocation-free int8 inference for small CNNs on microcontrollers.
+//!
+//! ```text
+//! let model = Model::from_bytes(BLOB)?;            // validates everything once
+//! let mut interp = Interpreter::new(&model, &mut ARENA)?;  // ArenaTooSmall { needed, available }
+//! interp.input_mut().copy_from_slice(&image);       // int8 NHWC
+//! interp.invoke();                                  // integer arithmetic only; cannot fail
+//! let logits = interp.output();
+//! ```
+//! The runtime owns the model format ([`format`]) and every line of integer arithmetic
+//! ([`quant`], [`kernels`]); the trainer, the host tests and the firmware all call it.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+mod error;
+pub mod format;
+mod interpreter;
+pub mod kernels;
+mod model;
+pub mod planner;
+pub mod quant;
+#[cfg(feature = "alloc")]
+pub mod writer;
+
+pub use error::Error;
+pub use format::{Layer, ModelDef, Shape, TensorSpec};
+pub use interpreter::Interpreter;
+pub use model::{analyze, crc32, Analysis, LayerInfo, Model, Step};
+pub use quant::{argmax, QuantParams, Requant};
+
+/// Reads only the preamble's arena figure (for build scripts sizing a static arena).
+pub fn arena_bytes_of(blob: &[u8]) -> Result<usize, Error> {
+    format::Preamble::parse(blob).map(|(p, _)| p.arena_bytes as usize)
+}

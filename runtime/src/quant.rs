@@ -1,0 +1,264 @@
+//! Integer requantization: the one function every kernel uses to go from an int32 accumulator
+//! back to int8, plus the float edges (quantize an input, dequantize an output).
+//!
+//! A real multiplier `M` (e.g. `input_scale * weight_scale / output_scale`) is stored as a Q31
+//! `multiplier` in `[2^30, 2^31)` and a power-of-two `shift`: `M = multiplier * 2^(shift - 31)`.
+//!
+//! **Rounding: single rounding, half away from zero.** `apply(acc)` computes the exact product
+//! `acc * multiplier` in 64 bits and divides by `2^(31 - shift)` once, rounding ties away from
+//! zero. TFLite rounds twice (a doubling high multiply, then a rounding shift), which can differ
+//! from the exact answer by one LSB at ties; we chose the exactly-rounded result because it is
+//! what a naive reference computes, so "fast kernel == reference" is a bit-for-bit statement.
+//! The product needs a 32x32->64 multiply (one `SMULL` on Cortex-M4).
+
+use serde::{Deserialize, Serialize};
+
+/// Fixed-point multiplier: `real = multiplier * 2^(shift - 31)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Requant {
+    /// Q31 mantissa in `[2^30, 2^31)`, or 0 for a channel whose real multiplier is 0.
+    pub multiplier: i32,
+    /// Power of two, in `[-31, 30]`.
+    pub shift: i32,
+}
+
+/// Smallest accepted shift: `2^(shift-31)` must keep the total right shift below 63.
+pub const MIN_SHIFT: i32 = -31;
+/// Largest accepted shift: the total right shift stays at least 1 (rounding needs a half).
+pub const MAX_SHIFT: i32 = 30;
+
+impl Requant {
+    /// Encodes a non-negative real multiplier. `None` if it is negative, not finite, or too
+    /// large or small for the accepted shift range.
+    pub fn from_real(real: f64) -> Option<Requant> {
+        if !real.is_finite() || real < 0.0 {
+            return None;
+        }
+        if real == 0.0 {
+            return Some(Requant {
+                multiplier: 0,
+                shift: 0,
+            });
+        }
+        let (mantissa, exp) = libm::frexp(real); // real = mantissa * 2^exp, mantissa in [0.5, 1)
+        let mut q = libm::round(mantissa * (1i64 << 31) as f64) as i64;
+        let mut shift = exp;
+        if q == 1i64 << 31 {
+            q /= 2;
+            shift += 1;
+        }
+        if !(MIN_SHIFT..=MAX_SHIFT).contains(&shift) {
+            return None;
+        }
+        Some(Requant {
+            multiplier: q as i32,
+            shift,
+        })
+    }
+
+    /// The real number this multiplier stands for.
+    pub fn to_real(self) -> f64 {
+        self.multiplier as f64 * libm::pow(2.0, (self.shift - 31) as f64)
+    }
+
+    /// True if the fields are in the range `apply` is defined for.
+    pub fn is_valid(self) -> bool {
+        (self.multiplier == 0 || self.multiplier >= 1 << 30)
+            && (MIN_SHIFT..=MAX_SHIFT).contains(&self.shift)
+    }
+
+    /// `round(acc * real)`, ties away from zero, saturated to i32. Requires `is_valid()`.
+    #[inline(always)]
+    pub fn apply(self, acc: i32) -> i32 {
+        let total = (31 - self.shift) as u32; // 1..=62 for valid values
+        let prod = acc as i64 * self.multiplier as i64; // |prod| < 2^62: no overflow
+        let half = 1i64 << (total - 1);
+        let q = if prod >= 0 {
+            (prod + half) >> total
+        } else {
+            -((half - prod) >> total)
+        };
+        q.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+    }
+
+    /// Requantize an accumulator to int8: `clamp(apply(acc) + zero_point, act_min, act_max)`.
+    /// The clamp is where a fused ReLU (or ReLU6) lives.
+    #[inline(always)]
+    pub fn to_i8(self, acc: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
+        (self.apply(acc).saturating_add(zero_point)).clamp(act_min, act_max) as i8
+    }
+}
+
+/// Per-tensor affine quantization: `real = scale * (q - zero_point)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct QuantParams {
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+impl QuantParams {
+    /// Float to int8, round half away from zero, saturating.
+    pub fn quantize(self, x: f32) -> i8 {
+        let q = libm::roundf(x / self.scale) + self.zero_point as f32;
+        if q.is_nan() {
+            return self.zero_point.clamp(-128, 127) as i8;
+        }
+        q.clamp(-128.0, 127.0) as i8
+    }
+
+    /// int8 to float.
+    pub fn dequantize(self, q: i8) -> f32 {
+        self.scale * (q as i32 - self.zero_point) as f32
+    }
+
+    /// Quantize a whole buffer.
+    pub fn quantize_slice(self, src: &[f32], dst: &mut [i8]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = self.quantize(s);
+        }
+    }
+
+    /// Dequantize a whole buffer.
+    pub fn dequantize_slice(self, src: &[i8], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = self.dequantize(s);
+        }
+    }
+}
+
+/// Index of the largest value; the first one wins ties. `None` for an empty slice.
+pub fn argmax(values: &[i8]) -> Option<usize> {
+    let mut best: Option<(usize, i8)> = None;
+    for (i, &v) in values.iter().enumerate() {
+        match best {
+            Some((_, b)) if v <= b => {}
+            _ => best = Some((i, v)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Exact answers worked out by hand: multiplier 2^30 with shift 0 is exactly 0.5, so every
+    /// odd accumulator lands on a tie.
+    #[test]
+    fn ties_round_half_away_from_zero() {
+        let half = Requant {
+            multiplier: 1 << 30,
+            shift: 0,
+        };
+        let table: &[(i32, i32)] = &[
+            (0, 0),
+            (1, 1),   // 0.5 -> 1
+            (-1, -1), // -0.5 -> -1
+            (2, 1),
+            (3, 2),   // 1.5 -> 2
+            (-3, -2), // -1.5 -> -2
+            (5, 3),   // 2.5 -> 3 (not banker's 2)
+            (-5, -3),
+            (i32::MAX, 1 << 30),        // 1073741823.5 -> 1073741824
+            (i32::MIN, -(1 << 30)),     // exact
+            (i32::MIN + 1, -(1 << 30)), // -1073741823.5 -> -1073741824
+        ];
+        for &(acc, want) in table {
+            assert_eq!(half.apply(acc), want, "0.5 * {acc}");
+        }
+        // 0.25: ties at acc = 2 mod 4, and values just off the tie.
+        let quarter = Requant {
+            multiplier: 1 << 30,
+            shift: -1,
+        };
+        let table: &[(i32, i32)] = &[(1, 0), (2, 1), (3, 1), (-1, 0), (-2, -1), (-3, -1), (6, 2)];
+        for &(acc, want) in table {
+            assert_eq!(quarter.apply(acc), want, "0.25 * {acc}");
+        }
+        // 0.75 = 3 * 2^30 / 2^32: 0.75 * 2 = 1.5 -> 2; 0.75 * -2 = -1.5 -> -2.
+        let three_q = Requant {
+            multiplier: 3 << 29,
+            shift: 0,
+        };
+        assert_eq!(three_q.apply(2), 2);
+        assert_eq!(three_q.apply(-2), -2);
+        assert_eq!(three_q.apply(1), 1); // 0.75 -> 1
+        assert_eq!(three_q.apply(-1), -1);
+    }
+
+    #[test]
+    fn saturates_instead_of_wrapping() {
+        let big = Requant {
+            multiplier: i32::MAX,
+            shift: 30,
+        }; // ~2^30
+        assert_eq!(big.apply(1 << 20), i32::MAX);
+        assert_eq!(big.apply(-(1 << 20)), i32::MIN);
+    }
+
+    #[test]
+    fn from_real_round_trips() {
+        for &r in &[
+            1.0e-6,
+            0.00392157,
+            0.0123,
+            0.5,
+            0.75,
+            0.999_999_99,
+            1.0,
+            3.3,
+            1000.0,
+        ] {
+            let q = Requant::from_real(r).unwrap();
+            assert!(q.is_valid(), "{r}: {q:?}");
+            assert!(
+                (q.to_real() - r).abs() <= r * 1e-9,
+                "{r} -> {}",
+                q.to_real()
+            );
+        }
+        assert_eq!(
+            Requant::from_real(0.0),
+            Some(Requant {
+                multiplier: 0,
+                shift: 0
+            })
+        );
+        assert_eq!(Requant::from_real(-1.0), None);
+        assert_eq!(Requant::from_real(f64::NAN), None);
+        assert_eq!(Requant::from_real(1e-30), None);
+    }
+
+    #[test]
+    fn quantize_edges() {
+        let q = QuantParams {
+            scale: 1.0 / 255.0,
+            zero_point: -128,
+        };
+        assert_eq!(q.quantize(0.0), -128);
+        assert_eq!(q.quantize(1.0), 127);
+        assert_eq!(q.quantize(2.0), 127);
+        assert_eq!(q.quantize(f32::NAN), -128);
+        assert_eq!(q.dequantize(-128), 0.0);
+        assert_eq!(argmax(&[1, 5, 5, -3]), Some(1));
+        assert_eq!(argmax(&[]), None);
+    }
+
+    proptest::proptest! {
+        /// `apply` equals the exactly rounded quotient computed in i128.
+        #[test]
+        fn apply_matches_i128(acc: i32, m in (1i32 << 30)..=i32::MAX, shift in MIN_SHIFT..=MAX_SHIFT) {
+            let r = Requant { multiplier: m, shift };
+            let num = acc as i128 * m as i128;
+            let den = 1i128 << (31 - shift);
+            let q = num.abs() / den;
+            let rem = num.abs() % den;
+            let mut q = if 2 * rem >= den { q + 1 } else { q };
+            if num < 0 { q = -q; }
+            let want = q.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
+            proptest::prop_assert_eq!(r.apply(acc), want);
+        }
+    }
+}
