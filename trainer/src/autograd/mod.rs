@@ -1,0 +1,126 @@
+//! Reverse-mode automatic differentiation on a tape of `f32` tensors.
+//!
+//! Layout conventions (shared with the runtime): activations are **NHWC**, convolution weights
+//! are **OHWI** (`[out, kh, kw, in]`), linear weights are `[out, in]`. `flatten` of an NHWC
+//! tensor therefore yields features in `H, W, C` order.
+//!
+//! Every op is a small struct implementing [`Backward`] that saves only what its backward
+//! needs (max-pool argmax indices, batch-norm per-channel mean and 1/std, the dropout mask,
+//! the im2col matrix of a convolution whose weight needs a gradient); inputs and outputs are
+//! read back from the tape instead of being copied. The tape is append-only, so node order is
+//! a topological order and [`Graph::backward`] simply walks it in reverse.
+//!
+//! Typical training step: keep parameters as `Vec<Tensor>` outside the graph, insert them with
+//! [`Graph::leaf`] each step, build the forward pass, call [`Graph::backward`], collect grads
+//! with [`Graph::take_grad`] and hand them to an optimizer from [`crate::optim`].
+
+mod graph;
+mod ops_basic;
+mod ops_conv;
+mod ops_loss;
+mod ops_norm;
+mod ops_pool;
+mod ops_shape;
+
+pub use graph::{Backward, GradCtx, Graph, Var};
+pub use ops_conv::Conv2dParams;
+pub use ops_norm::BatchNormState;
+
+use ndarray::{ArrayD, Axis, IxDyn};
+
+/// The one tensor type of the trainer: a dynamic-rank, standard-layout `f32` array.
+pub type Tensor = ArrayD<f32>;
+
+/// Numpy broadcast of two shapes, or `None` if they are incompatible.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return None,
+        };
+    }
+    Some(out)
+}
+
+/// Sums `t` down to `shape`, undoing a numpy broadcast (the backward of broadcasting).
+pub fn sum_to_shape(t: Tensor, shape: &[usize]) -> Tensor {
+    if t.shape() == shape {
+        return t;
+    }
+    let mut t = t;
+    // Leading axes that the broadcast prepended.
+    while t.ndim() > shape.len() {
+        t = t.sum_axis(Axis(0));
+    }
+    for (ax, &d) in shape.iter().enumerate() {
+        if d == 1 && t.shape()[ax] != 1 {
+            t = t.sum_axis(Axis(ax)).insert_axis(Axis(ax));
+        }
+    }
+    debug_assert_eq!(t.shape(), shape);
+    t.into_shape_with_order(IxDyn(shape))
+        .expect("sum_to_shape: shape mismatch")
+}
+
+/// A 0-d tensor holding `x` (the shape of every loss).
+pub fn scalar(x: f32) -> Tensor {
+    ArrayD::from_elem(IxDyn(&[]), x)
+}
+
+/// Builds a standard-layout tensor from a shape and a flat row-major vector.
+pub fn tensor(shape: &[usize], data: Vec<f32>) -> Tensor {
+    ArrayD::from_shape_vec(IxDyn(shape), data).expect("tensor: data length != product of shape")
+}
+
+/// Contiguous row-major slice of a tensor produced by this crate.
+#[inline]
+pub(crate) fn slice(t: &Tensor) -> &[f32] {
+    t.as_slice().expect("tensor is not in standard layout")
+}
+
+/// Makes a tensor standard-layout (a no-op for everything the ops produce).
+pub(crate) fn standard(t: Tensor) -> Tensor {
+    if t.is_standard_layout() {
+        t
+    } else {
+        t.as_standard_layout().into_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_shapes() {
+        assert_eq!(broadcast_shape(&[2, 3], &[3]), Some(vec![2, 3]));
+        assert_eq!(broadcast_shape(&[2, 1, 4], &[3, 1]), Some(vec![2, 3, 4]));
+        assert_eq!(broadcast_shape(&[], &[5]), Some(vec![5]));
+        assert_eq!(broadcast_shape(&[2, 3], &[4]), None);
+    }
+
+    #[test]
+    fn sum_to_shape_undoes_broadcast() {
+        let t = Tensor::ones(IxDyn(&[2, 3, 4]));
+        let s = sum_to_shape(t.clone(), &[3, 1]);
+        assert_eq!(s.shape(), &[3, 1]);
+        assert!(s.iter().all(|&v| v == 8.0));
+        let s = sum_to_shape(t, &[]);
+        assert_eq!(s.shape(), &[] as &[usize]);
+        assert_eq!(s.iter().next().copied(), Some(24.0));
+    }
+}

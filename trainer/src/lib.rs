@@ -1,0 +1,12 @@
+pub mod autograd;
+pub mod cli;
+pub mod data;
+pub mod demo;
+pub mod export;
+pub mod gradcheck;
+pub mod init;
+pub mod io;
+pub mod model;
+pub mod optim;
+pub mod plots;
+pub mod train;
