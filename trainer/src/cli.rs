@@ -1,0 +1,697 @@
+//! The command-line interface: `train`, `eval`, `export`, `inspect`, `predict`, `bench`, `demo`.
+
+use crate::data::{default_data_dir, find_pair, load_pair, split, Dataset};
+use crate::export::{quantize, run_int8};
+use crate::model::{ArchSpec, Model};
+use crate::train::{evaluate, train, Checkpoint, OptimizerKind, TrainConfig, CHECKPOINT_FORMAT};
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Train small CNNs, quantize them to int8 and run them on a Cortex-M"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a model (defaults: ref-cnn on the bundled MNIST 8k/2k split).
+    Train(TrainArgs),
+    /// Accuracy and confusion matrix of a checkpoint.
+    Eval(EvalArgs),
+    /// Fold BatchNorm, calibrate, quantize to int8 and write the runtime's model blob.
+    Export(ExportArgs),
+    /// Per-layer table of a model blob: shapes, MACs, bytes, quantization.
+    Inspect { model: PathBuf },
+    /// Run a model blob on the host runtime on one image (PNG path or test-split index).
+    Predict(PredictArgs),
+    /// Benchmarks that print figures (never assertions).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+    /// The whole journey: train, export, host runtime, firmware in QEMU, parity, report.
+    Demo(crate::demo::DemoArgs),
+}
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// Training images/s of ref-cnn at batch 64 on 1 and 2 threads.
+    Train {
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Host int8 latency of a model blob, 1 thread, batch 1.
+    Runtime {
+        #[arg(long, default_value = "firmware/models/ref-cnn.bin")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iters: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the data comes from and how it is split.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Directory with images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz] (default: bundled mnist10k).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// First N images are the training split.
+    #[arg(long, default_value_t = 8000)]
+    pub train_count: usize,
+    /// Last N images are the test split.
+    #[arg(long, default_value_t = 2000)]
+    pub test_count: usize,
+}
+
+impl DataArgs {
+    pub fn load(&self, classes: usize) -> anyhow::Result<(Dataset, Dataset)> {
+        let dir = self.data.clone().unwrap_or_else(default_data_dir);
+        let (i, l) = find_pair(&dir)?;
+        let all = load_pair(&i, &l, classes)?;
+        Ok(split(&all, self.train_count, self.test_count)?)
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Built-in architecture name (ref-cnn) or a .toml/.json architecture file.
+    #[arg(long, default_value = "ref-cnn")]
+    pub arch: String,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f32,
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Sgd)]
+    pub optimizer: OptimizerKind,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Worker threads (1 gives bit-identical results for a seed).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Checkpoint path (written atomically after every epoch).
+    #[arg(long, default_value = "runs/model.ckpt.json")]
+    pub out: PathBuf,
+    /// Loss/accuracy curves PNG (default: next to the checkpoint).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+    /// Print one JSON object as the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Confusion matrix PNG.
+    #[arg(long)]
+    pub confusion_png: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Training images used to calibrate activation ranges (min/max).
+    #[arg(long, default_value_t = 500)]
+    pub calibration: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct PredictArgs {
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A PNG of the model's input size, or an index into the test split.
+    pub image: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+pub fn arch_from(name: &str) -> anyhow::Result<ArchSpec> {
+    let p = Path::new(name);
+    if p.extension().is_some_and(|e| e == "toml" || e == "json") {
+        Ok(ArchSpec::from_file(p)?)
+    } else {
+        Ok(ArchSpec::builtin(name)?)
+    }
+}
+
+fn bar(len: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:30.cyan/blue}] {pos:>4}/{len:4} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Runs `f` on a rayon pool of `threads` workers.
+pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> anyhow::Result<T> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()?;
+    Ok(pool.install(f))
+}
+
+/// Result of `train`, also what `--json` prints.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainReport {
+    pub arch: String,
+    pub params: usize,
+    pub epochs: usize,
+    pub test_accuracy: f32,
+    pub train_seconds: f32,
+    pub images_per_second: f32,
+    pub checkpoint: PathBuf,
+    pub plot: PathBuf,
+}
+
+pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
+    let arch = arch_from(&a.arch)?;
+    let (train_set, test_set) = a.data.load(arch.classes)?;
+    if [train_set.h, train_set.w, 1] != arch.input {
+        bail!(
+            "data images are {}x{}x1 but architecture '{}' expects {:?}",
+            train_set.h,
+            train_set.w,
+            arch.name,
+            arch.input
+        );
+    }
+    if a.out.parent().is_some_and(|d| d == Path::new("runs")) {
+        std::fs::create_dir_all("runs")?;
+    }
+    let plot = a
+        .plot
+        .clone()
+        .unwrap_or_else(|| a.out.with_extension("").with_extension("curves.png"));
+    let cfg = TrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        optimizer: a.optimizer,
+        momentum: 0.9,
+        weight_decay: a.weight_decay,
+        seed: a.seed,
+    };
+    let mut model = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(a.seed))?;
+    let steps = (train_set.len() / a.batch_size.max(1)) as u64;
+    let quiet = a.quiet;
+    let pb = std::sync::Mutex::new(bar(steps, quiet));
+    let mut history_so_far = Vec::new();
+    let out = a.out.clone();
+    let cfg2 = cfg.clone();
+    let history = with_threads(a.threads, || {
+        train(
+            &mut model,
+            &train_set,
+            &test_set,
+            &cfg2,
+            |epoch, s, _n, loss, acc| {
+                let Ok(mut pb) = pb.lock() else { return };
+                if s == 1 {
+                    *pb = bar(steps, quiet);
+                    pb.set_prefix(format!("epoch {epoch}"));
+                }
+                pb.set_position(s as u64);
+                if s % 10 == 0 {
+                    pb.set_message(format!("loss {loss:.4} acc {:.2}%", acc * 100.0));
+                }
+            },
+            |m, e| {
+                if let Ok(pb) = pb.lock() {
+                    pb.finish_and_clear();
+                }
+                if !quiet {
+                    eprintln!(
+                        "epoch {:>2}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.4} | {:.1}s",
+                        e.epoch, e.train_loss, e.train_accuracy * 100.0, e.test_loss, e.test_accuracy * 100.0, e.lr, e.seconds
+                    );
+                }
+                history_so_far.push(e.clone());
+                // The checkpoint after every epoch is the "last good" one if a later step fails.
+                Checkpoint {
+                    format: CHECKPOINT_FORMAT.into(),
+                    model: m.clone(),
+                    config: cfg2.clone(),
+                    history: history_so_far.clone(),
+                }
+                .save(&out)
+            },
+        )
+    })??;
+    crate::plots::training_curves(&history, &plot)?;
+    let train_seconds: f32 = history.iter().map(|m| m.seconds).sum();
+    let last = history.last().context("no epochs were run (--epochs 0)")?;
+    Ok(TrainReport {
+        arch: arch.name.clone(),
+        params: model.param_count(),
+        epochs: history.len(),
+        test_accuracy: last.test_accuracy,
+        train_seconds,
+        images_per_second: (steps as usize * a.batch_size * history.len()) as f32
+            / train_seconds.max(1e-6),
+        checkpoint: a.out.clone(),
+        plot,
+    })
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EvalReport {
+    pub accuracy: f32,
+    pub loss: f32,
+    pub images: usize,
+    pub confusion: Vec<Vec<usize>>,
+}
+
+pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
+    let mut ck = Checkpoint::load(&a.checkpoint)?;
+    let (_, test) = a.data.load(ck.model.arch.classes)?;
+    let (loss, accuracy, preds) = evaluate(&mut ck.model, &test, 500);
+    let confusion = crate::plots::confusion(&test.labels, &preds, ck.model.arch.classes);
+    if let Some(p) = &a.confusion_png {
+        crate::plots::confusion_matrix(
+            &confusion,
+            &format!(
+                "{} float, test accuracy {:.2}%",
+                ck.model.arch.name,
+                accuracy * 100.0
+            ),
+            p,
+        )?;
+    }
+    Ok(EvalReport {
+        accuracy,
+        loss,
+        images: test.len(),
+        confusion,
+    })
+}
+
+pub fn print_confusion(cm: &[Vec<usize>]) {
+    print!("true\\pred");
+    for p in 0..cm.len() {
+        print!("{p:>6}");
+    }
+    println!();
+    for (t, row) in cm.iter().enumerate() {
+        print!("{t:>9}");
+        for n in row {
+            print!("{n:>6}");
+        }
+        println!();
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExportReport {
+    pub blob_bytes: usize,
+    pub arena_bytes: usize,
+    pub macs: usize,
+    pub float_accuracy: f32,
+    pub int8_accuracy: f32,
+    pub top1_agreement: f32,
+    pub max_abs_logit_diff: f32,
+    pub test_images: usize,
+    pub out: PathBuf,
+}
+
+pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
+    let mut ck = Checkpoint::load(&a.checkpoint)?;
+    let (train_set, test) = a.data.load(ck.model.arch.classes)?;
+    let blob = quantize(&ck.model, &train_set, a.calibration)?;
+    let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (arena_bytes, macs) = (rt.arena_bytes(), rt.macs());
+    let out_q = rt.def().output.quant;
+    let int8 = run_int8(&blob, &test)?;
+    let (mut agree, mut correct_q, mut correct_f, mut max_diff) = (0usize, 0usize, 0usize, 0f32);
+    let idx: Vec<usize> = (0..test.len()).collect();
+    for chunk in idx.chunks(500) {
+        let (x, y) = test.batch(chunk);
+        let logits = ck.model.predict(x);
+        for ((row, &t), &i) in logits.outer_iter().zip(&y).zip(chunk) {
+            let f = row.as_slice().unwrap_or(&[]);
+            let pf = crate::train::argmax_f32(f);
+            let pq = runtime::argmax(&int8[i]).unwrap_or(0);
+            agree += (pf == pq) as usize;
+            correct_f += (pf == t) as usize;
+            correct_q += (pq == t) as usize;
+            for (&q, &fv) in int8[i].iter().zip(f) {
+                max_diff = max_diff.max((out_q.dequantize(q) - fv).abs());
+            }
+        }
+    }
+    crate::io::write_atomic(&a.out, &blob)?;
+    let n = test.len().max(1) as f32;
+    Ok(ExportReport {
+        blob_bytes: blob.len(),
+        arena_bytes,
+        macs,
+        float_accuracy: correct_f as f32 / n,
+        int8_accuracy: correct_q as f32 / n,
+        top1_agreement: agree as f32 / n,
+        max_abs_logit_diff: max_diff,
+        test_images: test.len(),
+        out: a.out.clone(),
+    })
+}
+
+pub fn read_blob(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read model blob {}", path.display()))
+}
+
+pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
+    use runtime::Layer;
+    use std::fmt::Write;
+    let blob = read_blob(path)?;
+    let m = runtime::Model::from_bytes(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let d = m.def();
+    let mut s = String::new();
+    writeln!(
+        s,
+        "model '{}' ({} bytes, format v{})",
+        d.name,
+        blob.len(),
+        runtime::format::FORMAT_VERSION
+    )?;
+    writeln!(
+        s,
+        "input  {:?} scale {:.6} zp {}",
+        d.input.shape.dims(),
+        d.input.quant.scale,
+        d.input.quant.zero_point
+    )?;
+    writeln!(
+        s,
+        "{:<3} {:<16} {:>13} {:>13} {:<24} {:>9} {:>8} {:>9}",
+        "#", "op", "in (HWC)", "out (HWC)", "params", "MACs", "bytes", "out zp"
+    )?;
+    for (i, (l, info)) in d.layers.iter().zip(m.layer_info()).enumerate() {
+        let (params, zp) = match l {
+            Layer::Conv2d(c) | Layer::DepthwiseConv2d(c) => (
+                format!(
+                    "k{}x{} s{} p{}{}{}",
+                    c.kernel_h,
+                    c.kernel_w,
+                    c.stride,
+                    c.padding,
+                    if c.output.act_min > -128 { " relu" } else { "" },
+                    c.pool
+                        .map_or(String::new(), |p| format!(" +maxpool{}", p.kernel))
+                ),
+                c.output.zero_point.to_string(),
+            ),
+            Layer::FullyConnected(f) => (
+                format!(
+                    "{}->{}{}",
+                    f.in_features,
+                    f.out_features,
+                    if f.output.act_min > -128 { " relu" } else { "" }
+                ),
+                f.output.zero_point.to_string(),
+            ),
+            Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
+                (format!("k{} s{}", p.kernel, p.stride), "=".into())
+            }
+            Layer::GlobalAvgPool => (String::new(), "=".into()),
+        };
+        let dims = |d: [u16; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);
+        writeln!(
+            s,
+            "{:<3} {:<16} {:>13} {:>13} {:<24} {:>9} {:>8} {:>9}",
+            i,
+            l.name(),
+            dims(info.in_shape.dims()),
+            dims(info.out_shape.dims()),
+            params,
+            info.macs,
+            info.param_bytes,
+            zp
+        )?;
+    }
+    writeln!(
+        s,
+        "output {:?} scale {:.6} zp {}",
+        d.output.shape.dims(),
+        d.output.quant.scale,
+        d.output.quant.zero_point
+    )?;
+    let pbytes: usize = m.layer_info().iter().map(|l| l.param_bytes).sum();
+    writeln!(
+        s,
+        "totals: flash {} bytes (blob; {} of weights/bias/requant), arena {} bytes, {} MACs",
+        blob.len(),
+        pbytes,
+        m.arena_bytes(),
+        m.macs()
+    )?;
+    Ok(s)
+}
+
+pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<(usize, Vec<f32>)> {
+    let blob = read_blob(&a.model)?;
+    let m = runtime::Model::from_bytes(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let spec = m.def().input;
+    let (h, w) = (spec.shape.h as usize, spec.shape.w as usize);
+    let pixels: Vec<u8> = if let Ok(i) = a.image.parse::<usize>() {
+        let (_, test) = a.data.load(256)?;
+        if i >= test.len() {
+            bail!("index {i} is outside the {}-image test split", test.len());
+        }
+        test.image(i).to_vec()
+    } else {
+        let img = image::open(&a.image)
+            .with_context(|| format!("cannot read image {}", a.image))?
+            .to_luma8();
+        if img.width() as usize != w || img.height() as usize != h {
+            bail!(
+                "{} is {}x{}, the model takes {w}x{h}",
+                a.image,
+                img.width(),
+                img.height()
+            );
+        }
+        img.into_raw()
+    };
+    let mut arena = vec![0u8; m.arena_bytes()];
+    let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::export::quantize_image(&pixels, spec.quant, it.input_mut());
+    it.invoke();
+    let q = m.def().output.quant;
+    let logits: Vec<f32> = it.output().iter().map(|&v| q.dequantize(v)).collect();
+    Ok((runtime::argmax(it.output()).unwrap_or(0), logits))
+}
+
+pub fn cmd_bench_train(steps: usize) -> anyhow::Result<(f32, f32)> {
+    let all = DataArgs {
+        data: None,
+        train_count: 8000,
+        test_count: 2000,
+    }
+    .load(10)?
+    .0;
+    let run = |threads: usize| -> anyhow::Result<f32> {
+        with_threads(threads, || {
+            let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1))?;
+            let cfg = TrainConfig {
+                epochs: 1,
+                ..TrainConfig::default()
+            };
+            let sub = all.slice(0..64 * (steps + 3));
+            // Warm up on 3 batches, then time `steps` batches.
+            let warm = all.slice(0..64 * 3);
+            train(
+                &mut model,
+                &warm,
+                &warm.slice(0..1),
+                &cfg,
+                |_, _, _, _, _| {},
+                |_, _| Ok(()),
+            )?;
+            let t = std::time::Instant::now();
+            let cfg = TrainConfig {
+                epochs: 1,
+                ..TrainConfig::default()
+            };
+            let timed = sub.slice(64 * 3..sub.len());
+            train(
+                &mut model,
+                &timed,
+                &timed.slice(0..1),
+                &cfg,
+                |_, _, _, _, _| {},
+                |_, _| Ok(()),
+            )?;
+            Ok((64 * steps) as f32 / t.elapsed().as_secs_f32())
+        })?
+    };
+    Ok((run(1)?, run(2)?))
+}
+
+pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usize)> {
+    let blob = read_blob(model)?;
+    let m = runtime::Model::from_bytes(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+    let (_, test) = DataArgs {
+        data: None,
+        train_count: 8000,
+        test_count: 2000,
+    }
+    .load(10)?;
+    let mut arena = vec![0u8; m.arena_bytes()];
+    let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let q = m.def().input.quant;
+    let inputs: Vec<Vec<i8>> = (0..100)
+        .map(|i| {
+            let mut v = vec![0i8; m.input_len()];
+            crate::export::quantize_image(test.image(i), q, &mut v);
+            v
+        })
+        .collect();
+    for x in &inputs {
+        it.input_mut().copy_from_slice(x);
+        it.invoke();
+    }
+    let t = std::time::Instant::now();
+    for i in 0..iters {
+        it.input_mut().copy_from_slice(&inputs[i % inputs.len()]);
+        it.invoke();
+        std::hint::black_box(it.output());
+    }
+    Ok((
+        t.elapsed().as_secs_f64() * 1e6 / iters.max(1) as f64,
+        m.macs(),
+    ))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Train(a) => {
+            let r = cmd_train(&a)?;
+            println!(
+                "{}: {} params, {} epochs, test accuracy {:.2}%, {:.1}s training ({:.0} images/s); checkpoint {}, curves {}",
+                r.arch, r.params, r.epochs, r.test_accuracy * 100.0, r.train_seconds, r.images_per_second, r.checkpoint.display(), r.plot.display()
+            );
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Command::Eval(a) => {
+            let r = cmd_eval(&a)?;
+            println!(
+                "accuracy {:.2}% on {} images (loss {:.4})",
+                r.accuracy * 100.0,
+                r.images,
+                r.loss
+            );
+            print_confusion(&r.confusion);
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Command::Export(a) => {
+            let r = cmd_export(&a)?;
+            println!(
+                "wrote {} ({} bytes; TFLite int8 file of ref-cnn: 13,688)",
+                r.out.display(),
+                r.blob_bytes
+            );
+            println!(
+                "planned arena {} bytes (TFLite Micro: 10,080), {} MACs",
+                r.arena_bytes, r.macs
+            );
+            println!(
+                "test accuracy on {} images: float {:.2}%, int8 {:.2}%, top-1 agreement {:.2}%, max |logit diff| {:.4}",
+                r.test_images, r.float_accuracy * 100.0, r.int8_accuracy * 100.0, r.top1_agreement * 100.0, r.max_abs_logit_diff
+            );
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
+        Command::Inspect { model } => print!("{}", cmd_inspect(&model)?),
+        Command::Predict(a) => {
+            let (class, logits) = cmd_predict(&a)?;
+            println!("class {class}");
+            println!("logits {logits:.3?}");
+        }
+        Command::Bench {
+            what: BenchWhat::Train { steps, json },
+        } => {
+            let (t1, t2) = cmd_bench_train(steps)?;
+            println!("ref-cnn training, batch 64        images/s");
+            println!("  this trainer, 1 thread          {t1:>8.0}");
+            println!("  this trainer, 2 threads         {t2:>8.0}");
+            println!(
+                "  PyTorch 2.15 CPU, 1 thread      {:>8}  (REFERENCES.md, same machine kind)",
+                "~6900"
+            );
+            println!("  PyTorch 2.15 CPU, 2 threads     {:>8}", "~8600");
+            if json {
+                println!(
+                    "{}",
+                    json!({"train_images_per_second_1t": t1, "train_images_per_second_2t": t2})
+                );
+            }
+        }
+        Command::Bench {
+            what: BenchWhat::Runtime { model, iters, json },
+        } => {
+            let (us, macs) = cmd_bench_runtime(&model, iters)?;
+            println!("int8 inference, 1 thread, batch 1       us/inference");
+            println!(
+                "  this runtime (host)                   {us:>8.1}   ({:.2} GMAC/s)",
+                macs as f64 / us / 1e3
+            );
+            println!(
+                "  ONNX Runtime int8 QDQ                 {:>8}   (REFERENCES.md)",
+                "~34"
+            );
+            println!("  TFLite Micro, x86 reference kernels   {:>8}", "~475");
+            if json {
+                println!("{}", json!({"us_per_inference": us, "macs": macs}));
+            }
+        }
+        Command::Demo(a) => crate::demo::run(&a)?,
+    }
+    Ok(())
+}

@@ -1,0 +1,500 @@
+//! Models from configuration: a layer stack described in TOML or JSON (or the built-in
+//! `ref-cnn`), checked when loaded, with parameters and BatchNorm state kept apart.
+
+use crate::autograd::{BatchNormState, Conv2dParams, Graph, Tensor, Var};
+use crate::init::Init;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+/// One layer of an architecture file. PyTorch names; activations are NHWC.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LayerSpec {
+    Conv2d {
+        out_channels: usize,
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+    BatchNorm2d,
+    Relu,
+    MaxPool2d {
+        kernel: usize,
+        stride: Option<usize>,
+    },
+    AvgPool2d {
+        kernel: usize,
+        stride: Option<usize>,
+    },
+    GlobalAvgPool,
+    Dropout {
+        p: f32,
+    },
+    Flatten,
+    Linear {
+        out_features: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
+}
+
+impl LayerSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            LayerSpec::Conv2d { .. } => "conv2d",
+            LayerSpec::BatchNorm2d => "batch_norm2d",
+            LayerSpec::Relu => "relu",
+            LayerSpec::MaxPool2d { .. } => "max_pool2d",
+            LayerSpec::AvgPool2d { .. } => "avg_pool2d",
+            LayerSpec::GlobalAvgPool => "global_avg_pool",
+            LayerSpec::Dropout { .. } => "dropout",
+            LayerSpec::Flatten => "flatten",
+            LayerSpec::Linear { .. } => "linear",
+        }
+    }
+}
+
+/// A whole architecture: input `[h, w, c]`, class count and the layer stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchSpec {
+    pub name: String,
+    pub input: [usize; 3],
+    pub classes: usize,
+    pub layers: Vec<LayerSpec>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    #[error("cannot read architecture file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("architecture file {path}: {why}")]
+    Parse { path: String, why: String },
+    #[error("architecture '{arch}', layer {index} ({kind}): {why}")]
+    Layer {
+        arch: String,
+        index: usize,
+        kind: &'static str,
+        why: String,
+    },
+    #[error("architecture '{arch}': {why}")]
+    Whole { arch: String, why: String },
+    #[error("unknown built-in architecture '{0}' (built in: ref-cnn)")]
+    Unknown(String),
+}
+
+/// Activation shape while walking the stack.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Act {
+    /// `[h, w, c]` feature map.
+    Map(usize, usize, usize),
+    /// Flat feature vector.
+    Flat(usize),
+}
+
+impl ArchSpec {
+    /// The reference CNN of REFERENCES.md: 9,146 parameters.
+    pub fn ref_cnn() -> ArchSpec {
+        use LayerSpec::*;
+        ArchSpec {
+            name: "ref-cnn".into(),
+            input: [28, 28, 1],
+            classes: 10,
+            layers: vec![
+                Conv2d {
+                    out_channels: 8,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    bias: true,
+                },
+                BatchNorm2d,
+                Relu,
+                MaxPool2d {
+                    kernel: 2,
+                    stride: None,
+                },
+                Conv2d {
+                    out_channels: 16,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    bias: true,
+                },
+                BatchNorm2d,
+                Relu,
+                MaxPool2d {
+                    kernel: 2,
+                    stride: None,
+                },
+                Flatten,
+                Linear {
+                    out_features: 10,
+                    bias: true,
+                },
+            ],
+        }
+    }
+
+    pub fn builtin(name: &str) -> Result<ArchSpec, ArchError> {
+        match name {
+            "ref-cnn" => Ok(ArchSpec::ref_cnn()),
+            other => Err(ArchError::Unknown(other.into())),
+        }
+    }
+
+    /// Reads a `.toml` or `.json` architecture file and validates it.
+    pub fn from_file(path: &Path) -> Result<ArchSpec, ArchError> {
+        let p = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        let spec: ArchSpec = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).map_err(|e| ArchError::Parse {
+                path: p.clone(),
+                why: e.to_string(),
+            })?
+        } else {
+            toml::from_str(&text).map_err(|e| ArchError::Parse {
+                path: p.clone(),
+                why: e.to_string(),
+            })?
+        };
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Walks the stack, checking every layer can follow the previous one; returns each layer's
+    /// output shape. This is where unsupported combinations are rejected, naming the layer.
+    pub fn validate(&self) -> Result<Vec<Act>, ArchError> {
+        let [h, w, c] = self.input;
+        if h == 0 || w == 0 || c == 0 || self.classes < 2 {
+            return Err(ArchError::Whole {
+                arch: self.name.clone(),
+                why: "input dimensions must be positive and classes >= 2".into(),
+            });
+        }
+        let mut cur = Act::Map(h, w, c);
+        let mut out = Vec::new();
+        for (index, l) in self.layers.iter().enumerate() {
+            let err = |why: String| ArchError::Layer {
+                arch: self.name.clone(),
+                index,
+                kind: l.kind(),
+                why,
+            };
+            let prev = index.checked_sub(1).map(|i| &self.layers[i]);
+            cur = match (*l, cur) {
+                (
+                    LayerSpec::Conv2d {
+                        out_channels,
+                        kernel,
+                        stride,
+                        padding,
+                        ..
+                    },
+                    Act::Map(h, w, _),
+                ) => {
+                    if out_channels == 0 || kernel == 0 || stride == 0 {
+                        return Err(err(
+                            "out_channels, kernel and stride must be positive".into()
+                        ));
+                    }
+                    if padding >= kernel && padding > 0 {
+                        return Err(err(format!(
+                            "padding {padding} must be smaller than the kernel {kernel}"
+                        )));
+                    }
+                    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+                        return Err(err(format!(
+                            "kernel {kernel} larger than the padded {h}x{w} input"
+                        )));
+                    }
+                    Act::Map(
+                        (h + 2 * padding - kernel) / stride + 1,
+                        (w + 2 * padding - kernel) / stride + 1,
+                        out_channels,
+                    )
+                }
+                (LayerSpec::BatchNorm2d, Act::Map(..)) => {
+                    if !matches!(prev, Some(LayerSpec::Conv2d { .. })) {
+                        return Err(err("batch_norm2d must directly follow a conv2d (it is folded into it for the device)".into()));
+                    }
+                    cur
+                }
+                (LayerSpec::Relu, _) | (LayerSpec::Dropout { .. }, _) => {
+                    if let LayerSpec::Dropout { p } = l {
+                        if !(0.0..1.0).contains(p) {
+                            return Err(err(format!("p = {p} must be in [0, 1)")));
+                        }
+                    }
+                    cur
+                }
+                (
+                    LayerSpec::MaxPool2d { kernel, stride }
+                    | LayerSpec::AvgPool2d { kernel, stride },
+                    Act::Map(h, w, c),
+                ) => {
+                    let s = stride.unwrap_or(kernel);
+                    if kernel == 0 || s == 0 || kernel > h || kernel > w {
+                        return Err(err(format!(
+                            "window {kernel} (stride {s}) does not fit the {h}x{w} input"
+                        )));
+                    }
+                    Act::Map((h - kernel) / s + 1, (w - kernel) / s + 1, c)
+                }
+                (LayerSpec::GlobalAvgPool, Act::Map(_, _, c)) => Act::Flat(c),
+                (LayerSpec::Flatten, Act::Map(h, w, c)) => Act::Flat(h * w * c),
+                (LayerSpec::Linear { out_features, .. }, Act::Flat(_)) => {
+                    if out_features == 0 {
+                        return Err(err("out_features must be positive".into()));
+                    }
+                    Act::Flat(out_features)
+                }
+                (LayerSpec::Linear { .. }, Act::Map(..)) => {
+                    return Err(err(
+                        "needs a flat input: add a flatten or global_avg_pool layer before it"
+                            .into(),
+                    ))
+                }
+                (_, Act::Flat(_)) => {
+                    return Err(err(
+                        "needs a [h, w, c] feature map but follows a flat vector".into(),
+                    ))
+                }
+            };
+            out.push(cur);
+        }
+        if cur != Act::Flat(self.classes) {
+            return Err(ArchError::Whole {
+                arch: self.name.clone(),
+                why: format!(
+                    "the last layer must output {} class logits, it outputs {cur:?}",
+                    self.classes
+                ),
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Where a layer's parameters and state live.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Slot {
+    None,
+    /// Weight index, optional bias index.
+    Weights(usize, Option<usize>),
+    /// gamma, beta parameter indices and the BatchNorm state index.
+    Norm(usize, usize, usize),
+}
+
+/// A model: architecture, parameters (trained) and BatchNorm running statistics (state).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Model {
+    pub arch: ArchSpec,
+    pub params: Vec<Tensor>,
+    pub bn: Vec<BatchNormState>,
+}
+
+impl Model {
+    /// He-normal weights (the nets are ReLU nets), zero biases, BatchNorm gamma 1 and beta 0.
+    pub fn new(arch: ArchSpec, rng: &mut ChaCha8Rng) -> Result<Model, ArchError> {
+        Self::with_init(arch, Init::HeNormal, rng)
+    }
+
+    pub fn with_init(arch: ArchSpec, init: Init, rng: &mut ChaCha8Rng) -> Result<Model, ArchError> {
+        let shapes = arch.validate()?;
+        let mut params = Vec::new();
+        let mut bn = Vec::new();
+        let mut in_c = arch.input[2];
+        let mut flat = 0;
+        for (l, s) in arch.layers.iter().zip(&shapes) {
+            match *l {
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel,
+                    bias,
+                    ..
+                } => {
+                    params.push(init.init(&[out_channels, kernel, kernel, in_c], rng));
+                    if bias {
+                        params.push(Tensor::zeros(ndarray::IxDyn(&[out_channels])));
+                    }
+                }
+                LayerSpec::BatchNorm2d => {
+                    params.push(Tensor::ones(ndarray::IxDyn(&[in_c])));
+                    params.push(Tensor::zeros(ndarray::IxDyn(&[in_c])));
+                    bn.push(BatchNormState::new(in_c));
+                }
+                LayerSpec::Linear { out_features, bias } => {
+                    params.push(init.init(&[out_features, flat], rng));
+                    if bias {
+                        params.push(Tensor::zeros(ndarray::IxDyn(&[out_features])));
+                    }
+                }
+                _ => {}
+            }
+            match *s {
+                Act::Map(_, _, c) => in_c = c,
+                Act::Flat(n) => flat = n,
+            }
+        }
+        Ok(Model { arch, params, bn })
+    }
+
+    pub(crate) fn slots(&self) -> Vec<Slot> {
+        let (mut p, mut b) = (0, 0);
+        self.arch
+            .layers
+            .iter()
+            .map(|l| match *l {
+                LayerSpec::Conv2d { bias, .. } | LayerSpec::Linear { bias, .. } => {
+                    let s = Slot::Weights(p, bias.then_some(p + 1));
+                    p += 1 + bias as usize;
+                    s
+                }
+                LayerSpec::BatchNorm2d => {
+                    let s = Slot::Norm(p, p + 1, b);
+                    p += 2;
+                    b += 1;
+                    s
+                }
+                _ => Slot::None,
+            })
+            .collect()
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|p| p.len()).sum()
+    }
+
+    /// Builds the forward pass on `g`. `params` are the graph leaves of `self.params` (same
+    /// order). Training mode uses batch statistics (and updates the running ones) and dropout.
+    pub fn forward(
+        &mut self,
+        g: &mut Graph,
+        x: Var,
+        params: &[Var],
+        training: bool,
+        rng: &mut ChaCha8Rng,
+    ) -> Var {
+        let slots = self.slots();
+        let mut h = x;
+        for (l, slot) in self.arch.layers.iter().zip(slots) {
+            h = match (*l, slot) {
+                (
+                    LayerSpec::Conv2d {
+                        stride, padding, ..
+                    },
+                    Slot::Weights(w, b),
+                ) => g.conv2d(
+                    h,
+                    params[w],
+                    b.map(|b| params[b]),
+                    Conv2dParams { stride, padding },
+                ),
+                (LayerSpec::BatchNorm2d, Slot::Norm(gm, bt, s)) => {
+                    g.batch_norm(h, params[gm], params[bt], &mut self.bn[s], training)
+                }
+                (LayerSpec::Relu, _) => g.relu(h),
+                (LayerSpec::MaxPool2d { kernel, stride }, _) => {
+                    g.max_pool2d(h, kernel, stride.unwrap_or(kernel))
+                }
+                (LayerSpec::AvgPool2d { kernel, stride }, _) => {
+                    g.avg_pool2d(h, kernel, stride.unwrap_or(kernel))
+                }
+                (LayerSpec::GlobalAvgPool, _) => g.global_avg_pool(h),
+                (LayerSpec::Dropout { p }, _) => g.dropout(h, p, training, rng),
+                (LayerSpec::Flatten, _) => g.flatten(h),
+                (LayerSpec::Linear { .. }, Slot::Weights(w, b)) => {
+                    g.linear(h, params[w], b.map(|b| params[b]))
+                }
+                _ => unreachable!("slots are derived from the same layer list"),
+            };
+        }
+        h
+    }
+
+    /// Eval-mode logits `[n, classes]` for a batch, without gradients.
+    pub fn predict(&mut self, x: Tensor) -> Tensor {
+        let mut g = Graph::new();
+        let xv = g.leaf(x, false);
+        let pv: Vec<Var> = self
+            .params
+            .iter()
+            .map(|p| g.leaf(p.clone(), false))
+            .collect();
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let out = self.forward(&mut g, xv, &pv, false, &mut rng);
+        g.value(out).clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn ref_cnn_has_9146_parameters() {
+        let m = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        assert_eq!(
+            m.param_count(),
+            9146,
+            "REFERENCES.md counts BN gamma and beta too"
+        );
+    }
+
+    #[test]
+    fn toml_round_trip_and_errors_name_the_layer() {
+        let text = toml::to_string(&ArchSpec::ref_cnn()).unwrap();
+        let back: ArchSpec = toml::from_str(&text).unwrap();
+        assert_eq!(back, ArchSpec::ref_cnn());
+        let mut bad = ArchSpec::ref_cnn();
+        bad.layers.remove(8); // flatten
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("layer 8 (linear)") && e.contains("flatten"),
+            "{e}"
+        );
+        let mut bad = ArchSpec::ref_cnn();
+        bad.layers.insert(3, LayerSpec::BatchNorm2d);
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("layer 3 (batch_norm2d)"), "{e}");
+        let mut bad = ArchSpec::ref_cnn();
+        bad.layers.push(LayerSpec::MaxPool2d {
+            kernel: 2,
+            stride: None,
+        });
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("layer 10 (max_pool2d)"), "{e}");
+        let e = toml::from_str::<ArchSpec>(
+            "name='x'\ninput=[28,28,1]\nclasses=10\n[[layers]]\ntype='conv3d'\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("conv3d"), "{e}");
+    }
+
+    #[test]
+    fn predict_shape() {
+        let mut m = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let y = m.predict(Tensor::zeros(ndarray::IxDyn(&[3, 28, 28, 1])));
+        assert_eq!(y.shape(), &[3, 10]);
+    }
+}

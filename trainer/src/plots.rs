@@ -1,0 +1,199 @@
+//! PNG figures: training curves and the confusion matrix (plotters, bitmap backend).
+
+use crate::train::EpochMetrics;
+use anyhow::{anyhow, Context};
+use plotters::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+
+const FONT_PATHS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+/// Registers a system TrueType font for plot text (plotters' ab_glyph backend has none built in).
+fn ensure_font() -> anyhow::Result<()> {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    let ok = *FONT.get_or_init(|| {
+        FONT_PATHS.iter().any(|p| {
+            std::fs::read(p).is_ok_and(|bytes| {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+            })
+        })
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!("no DejaVuSans.ttf font found for plot labels (apt-get install fonts-dejavu-core); looked in {FONT_PATHS:?}"))
+    }
+}
+
+fn tmp_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension(format!("tmp-{}.png", std::process::id()))
+}
+
+/// Renders to a temporary file and renames it into place, so a failed plot leaves nothing.
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    ensure_font()?;
+    let tmp = tmp_path(path);
+    let result = (|| {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        draw(&root)?;
+        root.present().map_err(|e| anyhow!("{e}"))
+    })();
+    match result {
+        Ok(()) => {
+            std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e.context(format!("cannot draw {}", path.display())))
+        }
+    }
+}
+
+/// Loss (left) and accuracy (right) per epoch, train and test.
+pub fn training_curves(history: &[EpochMetrics], path: &Path) -> anyhow::Result<()> {
+    render(path, (1000, 420), |root| {
+        let (left, right) = root.split_horizontally(500);
+        let n = history.len().max(1) as f32;
+        let e = |f: fn(&EpochMetrics) -> f32| {
+            history
+                .iter()
+                .map(move |m| (m.epoch as f32, f(m)))
+                .collect::<Vec<_>>()
+        };
+        let max_loss = history
+            .iter()
+            .map(|m| m.train_loss.max(m.test_loss))
+            .fold(0.1f32, f32::max)
+            * 1.1;
+        let mut c = ChartBuilder::on(&left)
+            .caption("loss", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.5f32..n + 0.5, 0f32..max_loss)
+            .map_err(|e| anyhow!("{e}"))?;
+        c.configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        c.draw_series(LineSeries::new(e(|m| m.train_loss), &BLUE))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE));
+        c.draw_series(LineSeries::new(e(|m| m.test_loss), &RED))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("test")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
+        c.configure_series_labels()
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        let lo = history
+            .iter()
+            .map(|m| m.train_accuracy.min(m.test_accuracy))
+            .fold(1.0f32, f32::min);
+        let lo = ((lo * 100.0 - 1.0).floor()).clamp(0.0, 99.0);
+        let mut c = ChartBuilder::on(&right)
+            .caption("accuracy (%)", ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.5f32..n + 0.5, lo..100f32)
+            .map_err(|e| anyhow!("{e}"))?;
+        c.configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        let pct = |f: fn(&EpochMetrics) -> f32| {
+            history
+                .iter()
+                .map(move |m| (m.epoch as f32, 100.0 * f(m)))
+                .collect::<Vec<_>>()
+        };
+        c.draw_series(LineSeries::new(pct(|m| m.train_accuracy), &BLUE))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("train")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE));
+        c.draw_series(LineSeries::new(pct(|m| m.test_accuracy), &RED))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("test")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE)
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+}
+
+/// `cm[true][pred]` counts as a heat map with the counts written in.
+pub fn confusion_matrix(cm: &[Vec<usize>], title: &str, path: &Path) -> anyhow::Result<()> {
+    let k = cm.len();
+    render(path, (560, 560), |root| {
+        let mut c = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(36)
+            .build_cartesian_2d(0..k as i32, 0..k as i32)
+            .map_err(|e| anyhow!("{e}"))?;
+        c.configure_mesh()
+            .disable_mesh()
+            .x_desc("predicted")
+            .y_desc("true")
+            .x_labels(k)
+            .y_labels(k)
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        let max = cm.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+        for (t, row) in cm.iter().enumerate() {
+            for (p, &n) in row.iter().enumerate() {
+                let v = (n as f64 / max).sqrt();
+                let color = RGBColor(
+                    (255.0 * (1.0 - v * 0.8)) as u8,
+                    (255.0 * (1.0 - v * 0.55)) as u8,
+                    255,
+                );
+                let (x, y) = (p as i32, (k - 1 - t) as i32);
+                c.draw_series(std::iter::once(Rectangle::new(
+                    [(x, y), (x + 1, y + 1)],
+                    color.filled(),
+                )))
+                .map_err(|e| anyhow!("{e}"))?;
+                if n > 0 {
+                    c.draw_series(std::iter::once(Text::new(
+                        format!("{n}"),
+                        (x, y + 1),
+                        ("sans-serif", 13).into_font(),
+                    )))
+                    .map_err(|e| anyhow!("{e}"))?;
+                }
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Counts `cm[true][pred]`.
+pub fn confusion(labels: &[u8], preds: &[usize], classes: usize) -> Vec<Vec<usize>> {
+    let mut cm = vec![vec![0; classes]; classes];
+    for (&t, &p) in labels.iter().zip(preds) {
+        if (t as usize) < classes && p < classes {
+            cm[t as usize][p] += 1;
+        }
+    }
+    cm
+}

@@ -1,0 +1,281 @@
+//! The training loop: seeded shuffling, mini-batches, an optimizer and schedule, per-epoch
+//! metrics, NaN detection, and atomic checkpoints.
+
+use crate::autograd::{Graph, Tensor, Var};
+use crate::data::{shuffled, Dataset};
+use crate::model::Model;
+use crate::optim::{AdamConfig, LrSchedule, LrScheduler, Optimizer, SgdConfig};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f32,
+    pub optimizer: OptimizerKind,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// The PyTorch reference recipe (SGD 0.05, momentum 0.9, batch 64) with a cosine decay.
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch_size: 64,
+            lr: 0.05,
+            optimizer: OptimizerKind::Sgd,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            seed: 42,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_accuracy: f32,
+    pub test_loss: f32,
+    pub test_accuracy: f32,
+    pub lr: f32,
+    pub seconds: f32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("loss became {value} at epoch {epoch}, step {step} (lr {lr}); the last good checkpoint is left as it was. Lower the learning rate.")]
+    NonFinite {
+        epoch: usize,
+        step: usize,
+        value: f32,
+        lr: f32,
+    },
+    #[error("batch size must be positive and at most the {0} training images")]
+    BatchSize(usize),
+}
+
+/// Loss and accuracy of `model` (eval mode) on `data`.
+pub fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> (f32, f32, Vec<usize>) {
+    let mut loss = 0.0f64;
+    let mut correct = 0usize;
+    let mut preds = Vec::with_capacity(data.len());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let (x, y) = data.batch(chunk);
+        let logits = model.predict(x);
+        for (row, &t) in logits.outer_iter().zip(&y) {
+            let row = row.as_slice().unwrap_or(&[]);
+            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
+            loss += (lse - row[t]) as f64;
+            let p = argmax_f32(row);
+            correct += (p == t) as usize;
+            preds.push(p);
+        }
+    }
+    let n = data.len().max(1) as f64;
+    ((loss / n) as f32, (correct as f64 / n) as f32, preds)
+}
+
+pub fn argmax_f32(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Trains `model` in place. `on_step(epoch, step, steps, loss, acc)` drives a progress bar;
+/// `on_epoch` sees each epoch's metrics (and may save a checkpoint).
+pub fn train(
+    model: &mut Model,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    mut on_step: impl FnMut(usize, usize, usize, f32, f32),
+    mut on_epoch: impl FnMut(&Model, &EpochMetrics) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<EpochMetrics>> {
+    if cfg.batch_size == 0 || cfg.batch_size > train.len() {
+        return Err(TrainError::BatchSize(train.len()).into());
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x5eed);
+    let steps_per_epoch = train.len() / cfg.batch_size; // the ragged last batch is dropped
+    let total = steps_per_epoch * cfg.epochs;
+    let sched = LrScheduler {
+        base_lr: cfg.lr,
+        schedule: LrSchedule::Cosine {
+            total_steps: total.max(1),
+            min_lr: cfg.lr * 0.01,
+        },
+        warmup_steps: steps_per_epoch.min(100),
+    };
+    let mut opt: Box<dyn Optimizer> = match cfg.optimizer {
+        OptimizerKind::Sgd => Box::new(
+            SgdConfig {
+                lr: cfg.lr,
+                momentum: cfg.momentum,
+                weight_decay: cfg.weight_decay,
+                nesterov: false,
+            }
+            .init(),
+        ),
+        OptimizerKind::Adam => Box::new(
+            AdamConfig {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..AdamConfig::default()
+            }
+            .init(),
+        ),
+    };
+    let mut history = Vec::new();
+    let mut step = 0;
+    for epoch in 1..=cfg.epochs {
+        let t0 = std::time::Instant::now();
+        let order = shuffled(train.len(), &mut rng);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (s, chunk) in order.chunks_exact(cfg.batch_size).enumerate() {
+            let lr = sched.lr(step);
+            opt.set_lr(lr);
+            let (x, y) = train.batch(chunk);
+            let mut g = Graph::new();
+            let xv = g.leaf(x, false);
+            let pv: Vec<Var> = model
+                .params
+                .iter()
+                .map(|p| g.leaf(p.clone(), true))
+                .collect();
+            let logits = model.forward(&mut g, xv, &pv, true, &mut rng);
+            let loss = g.cross_entropy(logits, &y);
+            let lv = g.value(loss).iter().next().copied().unwrap_or(f32::NAN);
+            if !lv.is_finite() {
+                return Err(TrainError::NonFinite {
+                    epoch,
+                    step: s,
+                    value: lv,
+                    lr,
+                }
+                .into());
+            }
+            for (row, &t) in g.value(logits).outer_iter().zip(&y) {
+                correct += (argmax_f32(row.as_slice().unwrap_or(&[])) == t) as usize;
+            }
+            g.backward(loss);
+            let grads: Vec<Tensor> = pv
+                .iter()
+                .zip(&model.params)
+                .map(|(&v, p)| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(p.raw_dim())))
+                .collect();
+            opt.step(&mut model.params, &grads);
+            loss_sum += lv as f64 * chunk.len() as f64;
+            seen += chunk.len();
+            step += 1;
+            on_step(
+                epoch,
+                s + 1,
+                steps_per_epoch,
+                (loss_sum / seen as f64) as f32,
+                correct as f32 / seen as f32,
+            );
+        }
+        let (test_loss, test_accuracy, _) = evaluate(model, test, 500);
+        let m = EpochMetrics {
+            epoch,
+            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            train_accuracy: correct as f32 / seen.max(1) as f32,
+            test_loss,
+            test_accuracy,
+            lr: opt.lr(),
+            seconds: t0.elapsed().as_secs_f32(),
+        };
+        on_epoch(model, &m)?;
+        history.push(m);
+    }
+    Ok(history)
+}
+
+/// A trained model with what produced it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub format: String,
+    pub model: Model,
+    pub config: TrainConfig,
+    pub history: Vec<EpochMetrics>,
+}
+
+pub const CHECKPOINT_FORMAT: &str = "tinymcu-checkpoint/1";
+
+impl Checkpoint {
+    pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(self)?;
+        crate::io::write_atomic(path, &bytes)
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Checkpoint> {
+        use anyhow::Context;
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
+        let ck: Checkpoint = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a valid checkpoint", path.display()))?;
+        if ck.format != CHECKPOINT_FORMAT {
+            anyhow::bail!(
+                "{}: checkpoint format '{}' (this trainer reads '{CHECKPOINT_FORMAT}')",
+                path.display(),
+                ck.format
+            );
+        }
+        ck.check_consistent()
+            .with_context(|| format!("{}: inconsistent checkpoint", path.display()))?;
+        Ok(ck)
+    }
+
+    /// The parameters must have exactly the shapes the architecture in the file implies.
+    pub fn check_consistent(&self) -> anyhow::Result<()> {
+        let fresh = Model::new(self.model.arch.clone(), &mut ChaCha8Rng::seed_from_u64(0))?;
+        if fresh.params.len() != self.model.params.len() || fresh.bn.len() != self.model.bn.len() {
+            anyhow::bail!(
+                "architecture '{}' needs {} parameter tensors and {} batch-norm states, the file has {} and {}",
+                self.model.arch.name,
+                fresh.params.len(),
+                fresh.bn.len(),
+                self.model.params.len(),
+                self.model.bn.len()
+            );
+        }
+        for (i, (a, b)) in fresh.params.iter().zip(&self.model.params).enumerate() {
+            if a.shape() != b.shape() {
+                anyhow::bail!(
+                    "parameter {i}: architecture '{}' says shape {:?}, the file holds {:?}",
+                    self.model.arch.name,
+                    a.shape(),
+                    b.shape()
+                );
+            }
+            if b.iter().any(|v| !v.is_finite()) {
+                anyhow::bail!("parameter {i} holds NaN or infinite values");
+            }
+        }
+        for (i, (a, b)) in fresh.bn.iter().zip(&self.model.bn).enumerate() {
+            if a.running_mean.len() != b.running_mean.len()
+                || a.running_var.len() != b.running_var.len()
+            {
+                anyhow::bail!("batch-norm state {i} has the wrong channel count");
+            }
+        }
+        Ok(())
+    }
+}
