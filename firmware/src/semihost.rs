@@ -52,7 +52,10 @@ pub struct Line {
 
 impl Line {
     pub const fn new() -> Self {
-        Self { buf: [0; 256], len: 0 }
+        Self {
+            buf: [0; 256],
+            len: 0,
+        }
     }
 
     /// Appends `bytes` as lowercase hex, two characters per byte, no separators.

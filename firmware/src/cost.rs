@@ -1,0 +1,119 @@
+//! Cost of one inference, measured on the core.
+//!
+//! - mps2-an386 (QEMU): SysTick on the core clock. QEMU's MPS2 core clock is 25 MHz, and with
+//!   `-icount shift=0` every instruction takes 1 ns of virtual time, so one SysTick tick is
+//!   exactly 40 instructions: the count is deterministic, to within one tick (40 instructions),
+//!   and the same on every run. QEMU does not model DWT CYCCNT (it reads 0), hence SysTick.
+//!   The 24-bit counter wraps every 2^24 ticks (671 M instructions); a SysTick exception counts
+//!   the wraps, so long inferences are measured correctly too.
+//! - stm32f411 (silicon): DWT CYCCNT, exact core cycles (32 bits: 42 s at 100 MHz).
+
+use cortex_m::peripheral::{DCB, DWT, SYST};
+
+/// Protocol keyword of the figure this board reports.
+#[cfg(feature = "board-mps2-an386")]
+pub const KEYWORD: &str = "INSN";
+#[cfg(feature = "board-stm32f411")]
+pub const KEYWORD: &str = "CYCLES";
+
+#[cfg(feature = "board-mps2-an386")]
+mod imp {
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    use cortex_m::peripheral::syst::SystClkSource;
+    use cortex_m::peripheral::{DCB, DWT, SYST};
+    use cortex_m_rt::exception;
+
+    /// Instructions per SysTick tick: 25 MHz core clock, 1 ns per instruction under -icount 0.
+    const INSNS_PER_TICK: u64 = 40;
+    const RELOAD: u32 = 0x00ff_ffff;
+
+    static WRAPS: AtomicU32 = AtomicU32::new(0);
+
+    #[exception]
+    fn SysTick() {
+        WRAPS.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub struct Counter {
+        _syst: SYST,
+    }
+
+    impl Counter {
+        pub fn new(mut syst: SYST, _dcb: DCB, _dwt: DWT) -> Self {
+            syst.disable_counter();
+            syst.set_clock_source(SystClkSource::Core);
+            syst.set_reload(RELOAD);
+            syst.clear_current();
+            syst.enable_interrupt();
+            syst.enable_counter();
+            // clear_current left 0 in the counter; the first reload (0 -> R) is not a wrap.
+            // Wait for it so every later reading is in the periodic phase `ticks` assumes.
+            while SYST::get_current() == 0 {}
+            Self { _syst: syst }
+        }
+
+        /// Ticks since the counter started (monotonic, 64 bits, to within one tick).
+        ///
+        /// The counter runs R, R-1, .., 1, 0 and the SysTick exception fires on reaching 0.
+        /// For a reading `v` in [1, R] the wraps so far are all counted, so
+        /// `wraps * (R + 1) + (R - v)` is monotonic. A reading of 0 is ambiguous (exception
+        /// taken or about to be), so it is read again: at most one tick later.
+        fn ticks(&self) -> u64 {
+            loop {
+                let wraps = WRAPS.load(Ordering::Relaxed);
+                let current = SYST::get_current();
+                // A wrap between the two loads pairs an old count with a reloaded value; the
+                // exception is taken at once (interrupts are on), so the count changes and
+                // the read is retried.
+                if current != 0 && WRAPS.load(Ordering::Relaxed) == wraps {
+                    return u64::from(wraps) * u64::from(RELOAD + 1) + u64::from(RELOAD - current);
+                }
+            }
+        }
+
+        pub fn now(&self) -> u64 {
+            self.ticks()
+        }
+
+        /// Instructions between two `now()` readings.
+        pub fn elapsed(&self, start: u64, end: u64) -> u64 {
+            (end - start) * INSNS_PER_TICK
+        }
+    }
+}
+
+#[cfg(feature = "board-stm32f411")]
+mod imp {
+    use cortex_m::peripheral::{DCB, DWT, SYST};
+
+    pub struct Counter {
+        _dwt: DWT,
+    }
+
+    impl Counter {
+        pub fn new(_syst: SYST, mut dcb: DCB, mut dwt: DWT) -> Self {
+            dcb.enable_trace();
+            DWT::unlock();
+            dwt.set_cycle_count(0);
+            dwt.enable_cycle_counter();
+            Self { _dwt: dwt }
+        }
+
+        pub fn now(&self) -> u64 {
+            u64::from(DWT::cycle_count())
+        }
+
+        /// Cycles between two `now()` readings (wrapping: one inference is < 2^32 cycles).
+        pub fn elapsed(&self, start: u64, end: u64) -> u64 {
+            u64::from((end as u32).wrapping_sub(start as u32))
+        }
+    }
+}
+
+pub use imp::Counter;
+
+/// Starts the board's counter; it owns the peripherals it needs from then on.
+pub fn start(syst: SYST, dcb: DCB, dwt: DWT) -> Counter {
+    Counter::new(syst, dcb, dwt)
+}
