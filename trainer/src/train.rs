@@ -28,7 +28,8 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// The PyTorch reference recipe (SGD 0.05, momentum 0.9, batch 64) with a cosine decay.
+    /// The PyTorch reference recipe (SGD 0.05, momentum 0.9, batch 64) with a cosine decay and
+    /// a little weight decay against the overfitting seen at 99.9 % train accuracy.
     fn default() -> Self {
         TrainConfig {
             epochs: 10,
