@@ -51,6 +51,9 @@ fi
 # shellcheck source=/dev/null
 . "$REPO/.toolchain/env.sh"
 export CARGO_TARGET_DIR="$REPO/firmware/target"
+# RUSTFLAGS from the environment (a host build's, e.g. "-D warnings" under cargo test) would
+# replace the rustflags in firmware/.cargo/config.toml, which carry the linker and -Tlink.x.
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 
 cd "$REPO/firmware"
 # shellcheck disable=SC2086  # FW_BUILD_STD_FLAGS is a list of words on purpose

@@ -10,6 +10,9 @@ if [ ! -f "$REPO/.toolchain/env.sh" ]; then
 fi
 # shellcheck source=/dev/null
 . "$REPO/.toolchain/env.sh"
+# RUSTFLAGS from the environment (a host build's, e.g. "-D warnings" under cargo test) would
+# replace the rustflags in firmware/.cargo/config.toml, which carry the linker and -Tlink.x.
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 [ "$#" -ge 1 ] || { echo "usage: fw-cargo.sh SUBCOMMAND [ARGS..]" >&2; exit 64; }
 sub="$1"; shift
 case "$sub" in
