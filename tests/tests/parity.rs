@@ -1,0 +1,129 @@
+//! Host-side parity: the float trainer vs the int8 runtime (within a stated tolerance), and the
+//! host runtime vs the firmware running in QEMU (bit for bit).
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tests::*;
+use trainer::cli::{test_vectors, DataArgs};
+use trainer::export::quantize;
+use trainer::model::{ArchSpec, Model};
+use trainer::train::{train, TrainConfig};
+
+/// Trains ref-cnn briefly, exports it, runs 100 test images on the host runtime and in QEMU.
+#[test]
+fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
+    let dir = temp_dir("parity");
+    let (train_set, test_set) = DataArgs {
+        data: None,
+        train_count: 8000,
+        test_count: 2000,
+    }
+    .load(10)
+    .unwrap();
+    let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
+    let cfg = TrainConfig {
+        epochs: 2,
+        seed: 7,
+        ..TrainConfig::default()
+    };
+    train(
+        &mut model,
+        &train_set,
+        &test_set.slice(0..200),
+        &cfg,
+        |_, _, _, _, _| {},
+        |_, _| Ok(()),
+    )
+    .unwrap();
+    let blob = quantize(&model, &train_set, 300).unwrap();
+    let vectors = test_vectors(&blob, &test_set, 100).unwrap();
+    std::fs::write(dir.join("model.bin"), &blob).unwrap();
+    std::fs::write(dir.join("inputs.bin"), &vectors).unwrap();
+
+    let inputs = read_vectors(&vectors).unwrap();
+    let host = host_outputs(&blob, &inputs).unwrap();
+
+    // Float vs int8. Tolerance: top-1 agrees on at least 97 of 100 images, and every
+    // dequantized logit is within 10% of the float logits' range of the float value.
+    let rt = runtime::Model::from_bytes(&blob).unwrap();
+    let q = rt.def().output.quant;
+    let (x, _) = test_set.batch(&(0..100).collect::<Vec<_>>());
+    let float = model.predict(x);
+    let lo = float.iter().cloned().fold(f32::INFINITY, f32::min);
+    let hi = float.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+    let tol = 0.10 * (hi - lo);
+    let mut agree = 0;
+    for (i, row) in float.outer_iter().enumerate() {
+        let f: Vec<f32> = row.iter().copied().collect();
+        agree += (trainer::train::argmax_f32(&f) == runtime::argmax(&host[i]).unwrap()) as usize;
+        for (c, (&qv, &fv)) in host[i].iter().zip(&f).enumerate() {
+            let d = (q.dequantize(qv) - fv).abs();
+            assert!(
+                d <= tol,
+                "image {i} class {c}: int8 {} vs float {fv} differs by {d} > {tol}",
+                q.dequantize(qv)
+            );
+        }
+    }
+    assert!(agree >= 97, "top-1 agreement float vs int8: {agree}/100");
+
+    // Host runtime vs the firmware in QEMU: every output byte.
+    let elf = build_firmware(&dir.join("model.bin"), &dir.join("inputs.bin"), &dir).unwrap();
+    let run = run_qemu(&elf).unwrap();
+    assert_eq!(run.status, 0, "QEMU exit status; output:\n{}", run.stdout);
+    assert_eq!(run.error, None);
+    assert_eq!(run.done, Some(100), "DONE line; output:\n{}", run.stdout);
+    if let Some(m) = first_mismatch(&host, &run.outputs) {
+        panic!("device differs from host runtime: {m}");
+    }
+    assert_eq!(run.insns.len(), 100, "one INSN line per image");
+    assert!(run.stack.is_some_and(|s| s > 0), "STACK line");
+}
+
+/// The committed default model and inputs (what `cargo run` in firmware/ embeds).
+#[test]
+fn default_firmware_model_is_bit_exact() {
+    let dir = temp_dir("default");
+    let root = repo_root();
+    let model = root.join("firmware/models/ref-cnn.bin");
+    let inputs = root.join("firmware/models/test-inputs.bin");
+    let blob = std::fs::read(&model).unwrap();
+    let host = host_outputs(
+        &blob,
+        &read_vectors(&std::fs::read(&inputs).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let run = run_qemu(&build_firmware(&model, &inputs, &dir).unwrap()).unwrap();
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    if let Some(m) = first_mismatch(&host, &run.outputs) {
+        panic!("device differs from host runtime: {m}");
+    }
+    assert_eq!(run.outputs.len(), host.len());
+}
+
+/// A corrupted blob must give the runtime's error on the device and a non-zero exit, not a
+/// hang or a HardFault.
+#[test]
+fn corrupted_blob_is_an_error_on_the_device() {
+    let dir = temp_dir("corrupt");
+    let root = repo_root();
+    let mut blob = std::fs::read(root.join("firmware/models/ref-cnn.bin")).unwrap();
+    let mid = blob.len() / 2;
+    blob[mid] ^= 0x40; // a weight byte: only the CRC can notice
+    std::fs::write(dir.join("bad.bin"), &blob).unwrap();
+    let elf = build_firmware(
+        &dir.join("bad.bin"),
+        &root.join("firmware/models/test-inputs.bin"),
+        &dir,
+    )
+    .unwrap();
+    let run = run_qemu(&elf).unwrap();
+    assert_eq!(
+        run.status, 2,
+        "expected the ERR exit status 2; output:\n{}",
+        run.stdout
+    );
+    let err = run.error.unwrap_or_default();
+    assert!(err.contains("CrcMismatch"), "device error: {err}");
+    assert!(run.outputs.is_empty());
+}
