@@ -1,8 +1,489 @@
-//! The main job in one command (filled in below).
+//! The main job in one command: train -> fold and quantize -> export -> host runtime ->
+//! firmware build -> emulated Cortex-M4 -> parity -> report.
+//!
+//! Every step is named; a failure stops the journey with the step and what to do, and the
+//! report folder is assembled in a staging directory that only replaces `--out` at the end, so
+//! a half-finished report is never presented as complete.
+
+use crate::cli::{self, DataArgs, EvalArgs, ExportArgs, TrainArgs};
+use crate::device;
+use crate::train::OptimizerKind;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Clone, Debug)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Built-in architecture name or a .toml/.json architecture file.
+    #[arg(long, default_value = "ref-cnn")]
+    pub arch: String,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Test images run on the emulated board (each is compared byte for byte with the host).
+    #[arg(long, default_value_t = 200)]
+    pub device_images: usize,
+    /// Report folder (replaced as a whole when the journey succeeds).
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    /// Print the summary as one JSON object as the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_a: &DemoArgs) -> anyhow::Result<()> {
-    anyhow::bail!("demo: not yet implemented")
+/// Everything the report shows; also `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub arch: String,
+    pub params: usize,
+    pub epochs: usize,
+    pub train_seconds: f32,
+    pub train_images_per_second: f32,
+    pub float_accuracy: f32,
+    pub int8_accuracy: f32,
+    pub top1_agreement: f32,
+    pub max_abs_logit_diff: f32,
+    pub test_images: usize,
+    pub blob_bytes: usize,
+    pub arena_bytes: usize,
+    pub macs: usize,
+    pub device_images: usize,
+    pub device_accuracy: f32,
+    pub device_bit_exact: usize,
+    pub instructions_per_inference: u64,
+    pub instructions_per_mac: f64,
+    pub firmware_flash_bytes: u64,
+    pub firmware_static_ram_bytes: u64,
+    pub firmware_peak_stack_bytes: usize,
+    pub confusion_float: Vec<Vec<usize>>,
+    pub confusion_int8: Vec<Vec<usize>>,
+    pub layers: String,
+    pub seconds_total: f32,
+}
+
+fn spinner(msg: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg.to_owned());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+const STEPS: usize = 7;
+
+/// Runs one named step; failures say which step and what to do.
+fn step<T>(
+    n: usize,
+    name: &str,
+    hint: &str,
+    quiet: bool,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if !quiet {
+        eprintln!("\n[{n}/{STEPS}] {name}");
+    }
+    let t = Instant::now();
+    let r = f().with_context(|| format!("step {n}/{STEPS} '{name}' failed. {hint}"))?;
+    if !quiet {
+        eprintln!("      done in {:.1}s", t.elapsed().as_secs_f32());
+    }
+    Ok(r)
+}
+
+pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
+    let s = journey(a)?;
+    print_summary(&s, &a.out);
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    }
+    Ok(())
+}
+
+/// The journey; returns the summary after the report folder is in place.
+pub fn journey(a: &DemoArgs) -> anyhow::Result<Summary> {
+    let t0 = Instant::now();
+    let out = a.out.clone();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let stage = parent.join(format!(
+        ".{}.staging-{}",
+        out.file_name()
+            .map_or("report".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(&stage)
+        .with_context(|| format!("cannot create {}", stage.display()))?;
+    let result = build_report(a, &stage, t0);
+    match result {
+        Ok(s) => {
+            if out.exists() {
+                std::fs::remove_dir_all(&out)
+                    .with_context(|| format!("cannot replace the old report {}", out.display()))?;
+            }
+            std::fs::rename(&stage, &out)
+                .with_context(|| format!("cannot move the report into {}", out.display()))?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&stage);
+            Err(e)
+        }
+    }
+}
+
+fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary> {
+    let q = a.quiet;
+    let ckpt = dir.join("model.ckpt.json");
+    let blob_path = dir.join("model.bin");
+    let vectors = dir.join("test-inputs.bin");
+    let tr = step(1, "train", "Check the data path (--data) and architecture file (--arch); lower --lr if the loss diverged.", q, || {
+        cli::cmd_train(&TrainArgs {
+            data: a.data.clone(),
+            arch: a.arch.clone(),
+            epochs: a.epochs,
+            batch_size: 64,
+            lr: 0.05,
+            optimizer: OptimizerKind::Sgd,
+            weight_decay: 0.002,
+            seed: a.seed,
+            threads: 1,
+            out: ckpt.clone(),
+            plot: Some(dir.join("curves.png")),
+            json: false,
+            quiet: q,
+        })
+    })?;
+    let ev = step(
+        2,
+        "evaluate the float model",
+        "The checkpoint could not be evaluated; see the cause above.",
+        q,
+        || {
+            cli::cmd_eval(&EvalArgs {
+                checkpoint: ckpt.clone(),
+                data: a.data.clone(),
+                confusion_png: Some(dir.join("confusion-float.png")),
+                json: false,
+            })
+        },
+    )?;
+    let ex = step(
+        3,
+        "fold BatchNorm, calibrate, quantize to int8, export",
+        "The architecture may use a layer the device cannot run (named above).",
+        q,
+        || {
+            cli::cmd_export(&ExportArgs {
+                checkpoint: ckpt.clone(),
+                out: blob_path.clone(),
+                data: a.data.clone(),
+                calibration: 500,
+                vectors: Some(vectors.clone()),
+                vector_count: a.device_images,
+                json: false,
+            })
+        },
+    )?;
+    let blob = std::fs::read(&blob_path)?;
+    let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let classes = rt.output_len();
+    let (_, test) = a.data.load(classes)?;
+    let int8 = crate::export::run_int8(&blob, &test)?;
+    let preds: Vec<usize> = int8
+        .iter()
+        .map(|o| runtime::argmax(o).unwrap_or(0))
+        .collect();
+    let confusion_int8 = crate::plots::confusion(&test.labels, &preds, classes);
+    crate::plots::confusion_matrix(
+        &confusion_int8,
+        &format!(
+            "int8 (host runtime), accuracy {:.2}%",
+            ex.int8_accuracy * 100.0
+        ),
+        &dir.join("confusion-int8.png"),
+    )?;
+    let layers = cli::cmd_inspect(&blob_path)?;
+
+    step(
+        4,
+        "firmware toolchain (QEMU, ld.lld, Rust for thumbv7em)",
+        "Needs apt and the Debian package archive; see firmware/README.md.",
+        q,
+        || {
+            if !q {
+                eprintln!("      first run only: installs qemu-system-arm, lld, binutils-arm-none-eabi and Debian's rustc-web into .toolchain/ (about 144 MB)");
+            }
+            let st = std::process::Command::new(
+                device::repo_root().join("scripts/firmware-toolchain.sh"),
+            )
+            .status()
+            .context("cannot start scripts/firmware-toolchain.sh")?;
+            anyhow::ensure!(
+                st.success(),
+                "scripts/firmware-toolchain.sh exited with {st}"
+            );
+            Ok(())
+        },
+    )?;
+    let elf = step(
+        5,
+        "build the firmware with this model",
+        "See the cargo output above; scripts/build-firmware.sh reproduces it.",
+        q,
+        || {
+            let pb = spinner("cargo build --release (thumbv7em-none-eabihf)", q);
+            let r = device::build_firmware(&blob_path, &vectors, dir);
+            pb.finish_and_clear();
+            r
+        },
+    )?;
+    let run = step(
+        6,
+        "run on the emulated Cortex-M4 (QEMU mps2-an386)",
+        "scripts/run-qemu.sh ELF reproduces the run.",
+        q,
+        || {
+            let pb = spinner(&format!("{} inferences in QEMU", a.device_images), q);
+            let r = device::run_qemu(&elf);
+            pb.finish_and_clear();
+            let r = r?;
+            anyhow::ensure!(
+                r.status == 0 && r.done.is_some(),
+                "QEMU exited with {} ({}); output:\n{}",
+                r.status,
+                r.error.clone().unwrap_or_default(),
+                r.stdout
+            );
+            Ok(r)
+        },
+    )?;
+    let (bit_exact, device_correct) = step(7, "check device parity with the host runtime", "The device computed something else than the host: a runtime bug; report it with the line above.", q, || {
+        let inputs = device::read_vectors(&std::fs::read(&vectors)?)?;
+        let host = device::host_outputs(&blob, &inputs)?;
+        if let Some(m) = device::first_mismatch(&host, &run.outputs) {
+            anyhow::bail!("device differs from host: {m}");
+        }
+        let correct = run.outputs.iter().enumerate().filter(|(i, o)| runtime::argmax(o) == Some(test.labels[*i] as usize)).count();
+        Ok((host.len(), correct))
+    })?;
+    let (flash, ram) = device::firmware_size(&elf)?;
+    let insn = if run.insns.is_empty() {
+        0
+    } else {
+        run.insns.iter().sum::<u64>() / run.insns.len() as u64
+    };
+    let _ = std::fs::remove_file(&elf);
+    let s = Summary {
+        arch: tr.arch.clone(),
+        params: tr.params,
+        epochs: tr.epochs,
+        train_seconds: tr.train_seconds,
+        train_images_per_second: tr.images_per_second,
+        float_accuracy: ev.accuracy,
+        int8_accuracy: ex.int8_accuracy,
+        top1_agreement: ex.top1_agreement,
+        max_abs_logit_diff: ex.max_abs_logit_diff,
+        test_images: ex.test_images,
+        blob_bytes: ex.blob_bytes,
+        arena_bytes: ex.arena_bytes,
+        macs: ex.macs,
+        device_images: bit_exact,
+        device_accuracy: device_correct as f32 / bit_exact.max(1) as f32,
+        device_bit_exact: bit_exact,
+        instructions_per_inference: insn,
+        instructions_per_mac: insn as f64 / ex.macs.max(1) as f64,
+        firmware_flash_bytes: flash,
+        firmware_static_ram_bytes: ram,
+        firmware_peak_stack_bytes: run.stack.unwrap_or(0),
+        confusion_float: ev.confusion,
+        confusion_int8,
+        layers,
+        seconds_total: t0.elapsed().as_secs_f32(),
+    };
+    crate::io::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&s)?.as_bytes(),
+    )?;
+    crate::io::write_atomic(&dir.join("index.html"), html(&s).as_bytes())?;
+    Ok(s)
+}
+
+fn pct(x: f32) -> String {
+    format!("{:.2} %", x * 100.0)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn html(s: &Summary) -> String {
+    let rows: &[(&str, String, &str)] = &[
+        (
+            "float test accuracy (trainer)",
+            pct(s.float_accuracy),
+            "PyTorch, same model and split: 97.2 %",
+        ),
+        (
+            "int8 test accuracy (host runtime)",
+            pct(s.int8_accuracy),
+            "TFLM / ORT int8: 97.3 %",
+        ),
+        ("top-1 agreement float vs int8", pct(s.top1_agreement), ""),
+        (
+            "max |logit difference| float vs int8",
+            format!("{:.3}", s.max_abs_logit_diff),
+            "",
+        ),
+        (
+            "device accuracy (QEMU, first images)",
+            format!("{} on {}", pct(s.device_accuracy), s.device_images),
+            "",
+        ),
+        (
+            "device parity with host",
+            format!(
+                "{} / {} images bit-exact",
+                s.device_bit_exact, s.device_images
+            ),
+            "",
+        ),
+        (
+            "model blob (flash)",
+            format!("{} bytes", s.blob_bytes),
+            "TFLite int8 file: 13,688 bytes",
+        ),
+        (
+            "arena (RAM, planned = exact)",
+            format!("{} bytes", s.arena_bytes),
+            "TFLite Micro: 10,080 bytes",
+        ),
+        (
+            "firmware flash / static RAM",
+            format!(
+                "{} / {} bytes",
+                s.firmware_flash_bytes, s.firmware_static_ram_bytes
+            ),
+            "flash includes the embedded test images",
+        ),
+        (
+            "peak stack (painted)",
+            format!("{} bytes", s.firmware_peak_stack_bytes),
+            "",
+        ),
+        (
+            "instructions per inference (QEMU -icount)",
+            format!(
+                "{} ({:.2} per MAC, {} MACs)",
+                s.instructions_per_inference, s.instructions_per_mac, s.macs
+            ),
+            "CMSIS-NN class: about 1 per MAC",
+        ),
+        (
+            "training",
+            format!(
+                "{} epochs, {:.1} s, {:.0} images/s",
+                s.epochs, s.train_seconds, s.train_images_per_second
+            ),
+            "PyTorch CPU 1 thread: ~6,900 images/s",
+        ),
+    ];
+    let table: String = rows
+        .iter()
+        .map(|(k, v, p)| {
+            format!("<tr><td>{k}</td><td><b>{v}</b></td><td class=peer>{p}</td></tr>\n")
+        })
+        .collect();
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>{arch}: desktop to Cortex-M4</title>
+<style>body{{font-family:sans-serif;max-width:1050px;margin:2em auto;color:#222}} td{{padding:3px 12px;border-bottom:1px solid #eee}}
+.peer{{color:#777}} pre{{background:#f6f6f6;padding:10px;overflow-x:auto}} img{{max-width:100%}} .ok{{color:#070}}</style></head><body>
+<h1>{arch}: trained on the desktop, running on a Cortex-M4</h1>
+<p class=ok>Parity: the emulated board computed <b>{be} / {n}</b> outputs bit for bit as the host runtime.
+Journey took {secs:.0} s.</p>
+<table>{table}</table>
+<h2>Training</h2><img src="curves.png" alt="loss and accuracy curves">
+<h2>Confusion matrices (test split)</h2><img src="confusion-float.png" width=480> <img src="confusion-int8.png" width=480>
+<h2>Layers on the device (flash per layer = bytes; RAM = the arena above)</h2><pre>{layers}</pre>
+<p>Files: <a href="model.bin">model.bin</a> (the blob the firmware embeds), <a href="model.ckpt.json">checkpoint</a>,
+<a href="summary.json">summary.json</a>.</p>
+</body></html>"#,
+        arch = esc(&s.arch),
+        be = s.device_bit_exact,
+        n = s.device_images,
+        secs = s.seconds_total,
+        layers = esc(&s.layers),
+    )
+}
+
+fn print_summary(s: &Summary, out: &Path) {
+    println!();
+    println!("{:<38} {} ({} params)", "model", s.arch, s.params);
+    println!(
+        "{:<38} {:.2} %  (PyTorch: 97.2 %)",
+        "float test accuracy",
+        s.float_accuracy * 100.0
+    );
+    println!(
+        "{:<38} {:.2} %  (TFLM/ORT int8: 97.3 %)",
+        "int8 test accuracy (host runtime)",
+        s.int8_accuracy * 100.0
+    );
+    println!(
+        "{:<38} {:.2} %",
+        "top-1 agreement float vs int8",
+        s.top1_agreement * 100.0
+    );
+    println!(
+        "{:<38} {:.2} % on {} images",
+        "device accuracy (QEMU)",
+        s.device_accuracy * 100.0,
+        s.device_images
+    );
+    println!(
+        "{:<38} {} / {} bit-exact",
+        "device vs host parity", s.device_bit_exact, s.device_images
+    );
+    println!(
+        "{:<38} {} B  (TFLite: 13,688 B)",
+        "model blob", s.blob_bytes
+    );
+    println!(
+        "{:<38} {} B  (TFLite Micro: 10,080 B)",
+        "arena", s.arena_bytes
+    );
+    println!(
+        "{:<38} {} ({:.2}/MAC)",
+        "instructions per inference", s.instructions_per_inference, s.instructions_per_mac
+    );
+    println!(
+        "{:<38} {} B flash, {} B static RAM, {} B stack",
+        "firmware",
+        s.firmware_flash_bytes,
+        s.firmware_static_ram_bytes,
+        s.firmware_peak_stack_bytes
+    );
+    println!("{:<38} {:.0} s", "total time", s.seconds_total);
+    println!("report: {}", out.join("index.html").display());
 }

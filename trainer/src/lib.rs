@@ -2,6 +2,7 @@ pub mod autograd;
 pub mod cli;
 pub mod data;
 pub mod demo;
+pub mod device;
 pub mod export;
 pub mod gradcheck;
 pub mod init;

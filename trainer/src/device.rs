@@ -1,0 +1,180 @@
+//! The emulated board from the host's side: build the firmware with a given model and inputs,
+//! run it in QEMU, parse its output protocol (see firmware/README.md), and compute the host
+//! runtime's answer for the same inputs. Used by `demo` and by the parity tests.
+
+use anyhow::{bail, Context};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The firmware's build output path is shared, so build + copy happen under one lock.
+static FIRMWARE_BUILD: Mutex<()> = Mutex::new(());
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Builds the firmware embedding `model` and `inputs`; returns a private copy of the ELF.
+pub fn build_firmware(model: &Path, inputs: &Path, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    let _guard = FIRMWARE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
+    let root = repo_root();
+    let out = Command::new(root.join("scripts/build-firmware.sh"))
+        .arg("--model")
+        .arg(model)
+        .arg("--inputs")
+        .arg(inputs)
+        .current_dir(&root)
+        .output()
+        .context("cannot start scripts/build-firmware.sh")?;
+    if !out.status.success() {
+        bail!(
+            "firmware build failed ({}); run scripts/firmware-toolchain.sh first if the toolchain is missing:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let elf = stdout
+        .lines()
+        .last()
+        .context("build-firmware.sh printed no ELF path")?
+        .trim();
+    let copy = out_dir.join("firmware.elf");
+    std::fs::copy(elf, &copy).with_context(|| format!("cannot copy {elf}"))?;
+    Ok(copy)
+}
+
+/// What the firmware printed, parsed.
+#[derive(Debug, Default, Clone)]
+pub struct DeviceRun {
+    pub status: i32,
+    pub outputs: Vec<Vec<i8>>,
+    pub insns: Vec<u64>,
+    pub stack: Option<usize>,
+    pub done: Option<usize>,
+    pub error: Option<String>,
+    pub stdout: String,
+}
+
+fn unhex(s: &str) -> anyhow::Result<Vec<i8>> {
+    if !s.len().is_multiple_of(2) {
+        bail!("odd-length hex '{s}'");
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&s[i..i + 2], 16)
+                .map(|b| b as i8)
+                .with_context(|| format!("bad hex '{s}'"))
+        })
+        .collect()
+}
+
+pub fn parse_device_output(stdout: &str, status: i32) -> anyhow::Result<DeviceRun> {
+    let mut run = DeviceRun {
+        status,
+        stdout: stdout.to_owned(),
+        ..Default::default()
+    };
+    for line in stdout.lines() {
+        let mut w = line.split_whitespace();
+        match (w.next(), w.next(), w.next()) {
+            (Some("OUT"), Some(i), Some(hex)) => {
+                let i: usize = i.parse()?;
+                if i != run.outputs.len() {
+                    bail!(
+                        "OUT lines out of order: got {i}, expected {}",
+                        run.outputs.len()
+                    );
+                }
+                run.outputs.push(unhex(hex)?);
+            }
+            (Some("INSN"), Some(_), Some(n)) => run.insns.push(n.parse()?),
+            (Some("STACK"), Some(n), _) => run.stack = Some(n.parse()?),
+            (Some("DONE"), Some(n), _) => run.done = Some(n.parse()?),
+            (Some("ERR"), _, _) => run.error = Some(line[4..].to_owned()),
+            _ => {}
+        }
+    }
+    Ok(run)
+}
+
+/// Runs an ELF in QEMU (mps2-an386, semihosting, -icount) through scripts/run-qemu.sh.
+pub fn run_qemu(elf: &Path) -> anyhow::Result<DeviceRun> {
+    let out = Command::new(repo_root().join("scripts/run-qemu.sh"))
+        .arg(elf)
+        .output()
+        .context("cannot start scripts/run-qemu.sh")?;
+    let status = out.status.code().unwrap_or(-1);
+    parse_device_output(&String::from_utf8_lossy(&out.stdout), status)
+}
+
+/// Splits a firmware test-vector file into its inputs.
+pub fn read_vectors(bytes: &[u8]) -> anyhow::Result<Vec<Vec<i8>>> {
+    if bytes.len() < 8 {
+        bail!("vector file shorter than its header");
+    }
+    let n = u32::from_le_bytes(bytes[0..4].try_into()?) as usize;
+    let len = u32::from_le_bytes(bytes[4..8].try_into()?) as usize;
+    if bytes.len() != 8 + n * len {
+        bail!("vector file length {} != 8 + {n} x {len}", bytes.len());
+    }
+    Ok(bytes[8..]
+        .chunks_exact(len.max(1))
+        .map(|c| c.iter().map(|&b| b as i8).collect())
+        .collect())
+}
+
+/// The host runtime's output for each input.
+pub fn host_outputs(blob: &[u8], inputs: &[Vec<i8>]) -> anyhow::Result<Vec<Vec<i8>>> {
+    let m = runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut arena = vec![0u8; m.arena_bytes()];
+    let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(inputs
+        .iter()
+        .map(|x| {
+            it.input_mut().copy_from_slice(x);
+            it.invoke();
+            it.output().to_vec()
+        })
+        .collect())
+}
+
+/// First image whose device output differs from the host's, with both outputs, or `None`.
+pub fn first_mismatch(host: &[Vec<i8>], device: &[Vec<i8>]) -> Option<String> {
+    if host.len() != device.len() {
+        return Some(format!(
+            "host has {} outputs, device {}",
+            host.len(),
+            device.len()
+        ));
+    }
+    host.iter().zip(device).enumerate().find(|(_, (h, d))| h != d).map(|(i, (h, d))| {
+        let byte = h.iter().zip(d).position(|(a, b)| a != b).unwrap_or(0);
+        format!("image {i}: first differing output byte {byte} (final layer)\n  host   {h:?}\n  device {d:?}")
+    })
+}
+
+/// Flash (.vector_table + .text + .rodata + .data) and static RAM (.data + .bss + .uninit).
+pub fn firmware_size(elf: &Path) -> anyhow::Result<(u64, u64)> {
+    let out = Command::new(repo_root().join("scripts/firmware-size.sh"))
+        .arg(elf)
+        .output()
+        .context("cannot start scripts/firmware-size.sh")?;
+    if !out.status.success() {
+        bail!(
+            "firmware-size.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let get = |k: &str| -> anyhow::Result<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|v| v.trim().parse().ok()))
+            .with_context(|| format!("firmware-size.sh printed no '{k}' line"))
+    };
+    Ok((get("flash ")?, get("ram_static ")?))
+}
