@@ -19,8 +19,18 @@ use trainer::optim::{Optimizer, SgdConfig};
 
 const BATCH: usize = 64;
 const PHASES: [&str; 12] = [
-    "conv1", "bn1", "relu1", "pool1", "conv2", "bn2", "relu2", "pool2", "flatten+linear", "loss",
-    "backward", "sgd",
+    "conv1",
+    "bn1",
+    "relu1",
+    "pool1",
+    "conv2",
+    "bn2",
+    "relu2",
+    "pool2",
+    "flatten+linear",
+    "loss",
+    "backward",
+    "sgd",
 ];
 
 /// 28x28x1 -> conv3x3x8 p1 -> BN -> ReLU -> maxpool2 -> conv3x3x16 p1 -> BN -> ReLU ->
@@ -55,7 +65,10 @@ fn step(
     y: &[usize],
     times: &mut [Duration; 12],
 ) -> f32 {
-    let p1 = Conv2dParams { stride: 1, padding: 1 };
+    let p1 = Conv2dParams {
+        stride: 1,
+        padding: 1,
+    };
     let mut t = Instant::now();
     let mut g = Graph::new();
     let v: Vec<Var> = params.iter().map(|p| g.leaf(p.clone(), true)).collect();
@@ -96,7 +109,12 @@ fn run(steps: usize, report: bool) -> Vec<Tensor> {
     let mut params = init_params(&mut rng);
     assert_eq!(params.iter().map(|p| p.len()).sum::<usize>(), 9146);
     let mut bn = [BatchNormState::new(8), BatchNormState::new(16)];
-    let mut opt = SgdConfig { lr: 0.05, momentum: 0.9, ..Default::default() }.init();
+    let mut opt = SgdConfig {
+        lr: 0.05,
+        momentum: 0.9,
+        ..Default::default()
+    }
+    .init();
     let data: Vec<(Tensor, Vec<usize>)> = (0..8)
         .map(|_| {
             let x = randn(&[BATCH, 28, 28, 1], &mut rng);
@@ -117,20 +135,33 @@ fn run(steps: usize, report: bool) -> Vec<Tensor> {
     if report {
         let ips = (steps * BATCH) as f64 / total.as_secs_f64();
         println!("ref-cnn train step, batch {BATCH}, 1 thread: {ips:.0} images/s");
-        println!("  {steps} steps in {:.3} s, {:.3} ms/step, last loss {loss:.4}", total.as_secs_f64(), total.as_secs_f64() * 1e3 / steps as f64);
+        println!(
+            "  {steps} steps in {:.3} s, {:.3} ms/step, last loss {loss:.4}",
+            total.as_secs_f64(),
+            total.as_secs_f64() * 1e3 / steps as f64
+        );
         for (name, t) in PHASES.iter().zip(times) {
             let ms = t.as_secs_f64() * 1e3 / steps as f64;
-            println!("  {name:<15} {ms:7.3} ms/step  {:5.1} %", 100.0 * t.as_secs_f64() / total.as_secs_f64());
+            println!(
+                "  {name:<15} {ms:7.3} ms/step  {:5.1} %",
+                100.0 * t.as_secs_f64() / total.as_secs_f64()
+            );
         }
     }
     params
 }
 
 fn main() {
-    let steps = std::env::args().nth(1).map_or(200, |s| s.parse().expect("STEPS must be a number"));
+    let steps = std::env::args()
+        .nth(1)
+        .map_or(200, |s| s.parse().expect("STEPS must be a number"));
     let a = run(steps, true);
     let b = run(steps, false);
-    let same = a.iter().zip(&b).all(|(x, y)| x.iter().zip(y.iter()).all(|(p, q)| p.to_bits() == q.to_bits()));
+    let same = a.iter().zip(&b).all(|(x, y)| {
+        x.iter()
+            .zip(y.iter())
+            .all(|(p, q)| p.to_bits() == q.to_bits())
+    });
     println!("deterministic (two runs from the same seed bit-identical): {same}");
     assert!(same, "two runs from the same seed differ");
 }

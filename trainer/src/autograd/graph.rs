@@ -1,6 +1,6 @@
 //! The tape: nodes, the `Backward` trait every op implements, and the reverse walk.
 
-use super::{slice, Tensor};
+use super::{pool, slice, Tensor};
 
 /// Handle to a node of a [`Graph`]. Only meaningful for the graph that created it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -56,7 +56,18 @@ pub(crate) struct Node {
     op: Option<Box<dyn Backward>>,
 }
 
-/// A tape of tensor operations. Build a fresh graph each step (or call [`Graph::clear`]).
+impl Drop for Node {
+    fn drop(&mut self) {
+        let empty = || Tensor::zeros(ndarray::IxDyn(&[0]));
+        pool::give_tensor(std::mem::replace(&mut self.value, empty()));
+        if let Some(g) = self.grad.take() {
+            pool::give_tensor(g);
+        }
+    }
+}
+
+/// A tape of tensor operations. Build a fresh graph each step (or call [`Graph::clear`]);
+/// dropping it returns its large buffers to a per-thread cache for the next step.
 #[derive(Default)]
 pub struct Graph {
     nodes: Vec<Node>,
@@ -221,6 +232,7 @@ fn accumulate(slot: &mut Option<Tensor>, g: Tensor) {
             for (a, b) in acc.iter_mut().zip(slice(&g)) {
                 *a += b;
             }
+            pool::give_tensor(g);
         }
     }
 }

@@ -14,17 +14,21 @@
 //! [`Graph::leaf`] each step, build the forward pass, call [`Graph::backward`], collect grads
 //! with [`Graph::take_grad`] and hand them to an optimizer from [`crate::optim`].
 
+mod gemm;
 mod graph;
+mod lanes;
 mod ops_basic;
 mod ops_conv;
 mod ops_loss;
 mod ops_norm;
 mod ops_pool;
 mod ops_shape;
+mod pool;
 
 pub use graph::{Backward, GradCtx, Graph, Var};
 pub use ops_conv::Conv2dParams;
 pub use ops_norm::BatchNormState;
+pub use pool::release_cached_buffers;
 
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -90,6 +94,28 @@ pub fn tensor(shape: &[usize], data: Vec<f32>) -> Tensor {
 #[inline]
 pub(crate) fn slice(t: &Tensor) -> &[f32] {
     t.as_slice().expect("tensor is not in standard layout")
+}
+
+/// A tensor of `shape` whose storage comes from the buffer cache; contents unspecified, the
+/// caller overwrites every element.
+pub(crate) fn pooled(shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    tensor(shape, pool::take(n))
+}
+
+/// A zero tensor of `shape` whose storage comes from the buffer cache.
+pub(crate) fn pooled_zeros(shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    tensor(shape, pool::take_zeroed(n))
+}
+
+/// `f` applied to every element of `x`, into a cached buffer.
+pub(crate) fn map_pooled(x: &Tensor, f: impl Fn(f32) -> f32) -> Tensor {
+    let mut out = pool::take(x.len());
+    for (o, &v) in out.iter_mut().zip(slice(x)) {
+        *o = f(v);
+    }
+    Tensor::from_shape_vec(x.raw_dim(), out).expect("same length")
 }
 
 /// Makes a tensor standard-layout (a no-op for everything the ops produce).

@@ -4,17 +4,17 @@ use ndarray::{IxDyn, Zip};
 use rand::Rng;
 
 use super::graph::{Backward, GradCtx, Graph, Var};
-use super::{broadcast_shape, slice, sum_to_shape, Tensor};
+use super::{broadcast_shape, map_pooled, pool, pooled, slice, sum_to_shape, Tensor};
 
 /// Applies `f` elementwise over the numpy broadcast of `a` and `b`.
 fn broadcast_map(a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Tensor {
     if a.shape() == b.shape() {
-        let out: Vec<f32> = slice(a)
-            .iter()
-            .zip(slice(b))
-            .map(|(&x, &y)| f(x, y))
-            .collect();
-        return Tensor::from_shape_vec(a.raw_dim(), out).expect("same shape");
+        let mut out = pooled(a.shape());
+        let o = out.as_slice_mut().expect("standard layout");
+        for ((o, &x), &y) in o.iter_mut().zip(slice(a)).zip(slice(b)) {
+            *o = f(x, y);
+        }
+        return out;
     }
     let shape = broadcast_shape(a.shape(), b.shape()).unwrap_or_else(|| {
         panic!(
@@ -41,6 +41,14 @@ fn grad_through(
     target: &[usize],
     g: impl Fn(f32, f32) -> f32,
 ) -> Tensor {
+    if a.shape() == dy.shape() && b.shape() == dy.shape() {
+        let mut out = pooled(dy.shape());
+        let o = out.as_slice_mut().expect("standard layout");
+        for (((o, &d), &x), &y) in o.iter_mut().zip(slice(dy)).zip(slice(a)).zip(slice(b)) {
+            *o = d * g(x, y);
+        }
+        return out;
+    }
     let av = a.broadcast(dy.raw_dim()).expect("broadcast");
     let bv = b.broadcast(dy.raw_dim()).expect("broadcast");
     let mut out = Tensor::zeros(dy.raw_dim());
@@ -82,6 +90,7 @@ impl Backward for MulOp {
         let gb = ctx
             .needs(1)
             .then(|| grad_through(&dy, a, b, b.shape(), |x, _| x));
+        pool::give_tensor(dy);
         vec![ga, gb]
     }
 }
@@ -107,6 +116,7 @@ impl Backward for MaximumOp {
         let gb = ctx
             .needs(1)
             .then(|| grad_through(&dy, a, b, b.shape(), |x, y| share(y, x)));
+        pool::give_tensor(dy);
         vec![ga, gb]
     }
 }
@@ -128,9 +138,8 @@ impl Backward for ReluOp {
         let y = slice(ctx.output());
         let d = dy.as_slice_mut().expect("standard layout");
         for (d, &y) in d.iter_mut().zip(y) {
-            if y <= 0.0 {
-                *d = 0.0;
-            }
+            // A select, not a branch: vectorises, and the sign pattern is random.
+            *d = if y > 0.0 { *d } else { 0.0 };
         }
         vec![Some(dy)]
     }
@@ -139,6 +148,12 @@ impl Backward for ReluOp {
 struct DropoutOp {
     /// 0 where dropped, 1/(1-p) where kept: the forward multiplier, reused as is in backward.
     mask: Vec<f32>,
+}
+
+impl Drop for DropoutOp {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.mask));
+    }
 }
 
 impl Backward for DropoutOp {
@@ -180,13 +195,13 @@ impl Graph {
 
     /// `c * x` for a constant `c`.
     pub fn scale(&mut self, x: Var, c: f32) -> Var {
-        let y = self.value(x).mapv(|v| v * c);
+        let y = map_pooled(self.value(x), |v| v * c);
         self.push(y, &[x], ScaleOp(c))
     }
 
     /// `max(x, 0)`; the derivative at 0 is taken as 0.
     pub fn relu(&mut self, x: Var) -> Var {
-        let y = self.value(x).mapv(|v| if v > 0.0 { v } else { 0.0 });
+        let y = map_pooled(self.value(x), |v| if v > 0.0 { v } else { 0.0 });
         self.push(y, &[x], ReluOp)
     }
 
@@ -203,11 +218,15 @@ impl Graph {
         }
         let keep = 1.0 / (1.0 - p);
         let xv = self.value(x);
-        let mask: Vec<f32> = (0..xv.len())
-            .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
-            .collect();
-        let y: Vec<f32> = slice(xv).iter().zip(&mask).map(|(&v, &m)| v * m).collect();
-        let y = Tensor::from_shape_vec(xv.raw_dim(), y).expect("shape");
+        let mut mask = pool::take(xv.len());
+        for m in mask.iter_mut() {
+            *m = if rng.gen::<f32>() < p { 0.0 } else { keep };
+        }
+        let mut y = pooled(xv.shape());
+        let ys = y.as_slice_mut().expect("standard layout");
+        for ((o, &v), &m) in ys.iter_mut().zip(slice(xv)).zip(&mask) {
+            *o = v * m;
+        }
         self.push(y, &[x], DropoutOp { mask })
     }
 }

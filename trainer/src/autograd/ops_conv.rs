@@ -8,11 +8,12 @@
 //!
 //! A 1x1 convolution with stride 1 and no padding skips im2col: `cols` is `x` itself.
 
-use ndarray::{linalg::general_mat_mul, ArrayView2, ArrayViewMut2};
 use serde::{Deserialize, Serialize};
 
+use super::gemm::{gemm, Mat};
 use super::graph::{Backward, GradCtx, Graph, Var};
-use super::{slice, Tensor};
+use super::lanes::Lanes;
+use super::{pool, pooled, pooled_zeros, slice, Tensor};
 
 /// Stride and symmetric zero padding of a convolution (same for both spatial axes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,81 +85,111 @@ impl Geom {
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
     }
+}
 
-    /// For output column `ox`, the range of `kx` whose input column is inside the image, and
-    /// the input column of `kx = 0` (may be negative).
-    #[inline]
-    fn kx_range(&self, ox: usize) -> (usize, usize, isize) {
-        let ix0 = (ox * self.stride) as isize - self.pad as isize;
-        let lo = (-ix0).max(0) as usize;
-        let hi = ((self.w as isize - ix0).max(0) as usize).min(self.kw);
-        (lo.min(hi), hi, ix0)
+/// Copies `count` segments of `len` floats, segment `i` from `src[i * step..]` to
+/// `dst[i * k..]`. Small fixed lengths get a monomorphised loop, so a segment is a few moves
+/// rather than a memcpy call (a 3x3 conv of a 1-channel image has 3-float segments).
+fn strided_copy(dst: &mut [f32], k: usize, src: &[f32], step: usize, count: usize, len: usize) {
+    fn fixed<const L: usize>(dst: &mut [f32], k: usize, src: &[f32], step: usize, count: usize) {
+        for i in 0..count {
+            let s: &[f32; L] = src[i * step..i * step + L].try_into().expect("L floats");
+            let d: &mut [f32; L] = (&mut dst[i * k..i * k + L]).try_into().expect("L floats");
+            *d = *s;
+        }
+    }
+    match len {
+        1 => fixed::<1>(dst, k, src, step, count),
+        2 => fixed::<2>(dst, k, src, step, count),
+        3 => fixed::<3>(dst, k, src, step, count),
+        4 => fixed::<4>(dst, k, src, step, count),
+        6 => fixed::<6>(dst, k, src, step, count),
+        8 => fixed::<8>(dst, k, src, step, count),
+        9 => fixed::<9>(dst, k, src, step, count),
+        12 => fixed::<12>(dst, k, src, step, count),
+        16 => fixed::<16>(dst, k, src, step, count),
+        24 => fixed::<24>(dst, k, src, step, count),
+        _ => {
+            for i in 0..count {
+                dst[i * k..i * k + len].copy_from_slice(&src[i * step..i * step + len]);
+            }
+        }
+    }
+}
+
+/// `dst[i * step..][..len] += src[i * k..][..len]` for `i < count` (col2im's inner loop).
+fn strided_add(dst: &mut [f32], step: usize, src: &[f32], k: usize, count: usize, len: usize) {
+    fn fixed<const L: usize>(dst: &mut [f32], step: usize, src: &[f32], k: usize, count: usize) {
+        for i in 0..count {
+            let s: &[f32; L] = src[i * k..i * k + L].try_into().expect("L floats");
+            let d: &mut [f32; L] = (&mut dst[i * step..i * step + L])
+                .try_into()
+                .expect("L floats");
+            for j in 0..L {
+                d[j] += s[j];
+            }
+        }
+    }
+    match len {
+        3 => fixed::<3>(dst, step, src, k, count),
+        8 => fixed::<8>(dst, step, src, k, count),
+        24 => fixed::<24>(dst, step, src, k, count),
+        _ => {
+            for i in 0..count {
+                let d = &mut dst[i * step..i * step + len];
+                for (d, s) in d.iter_mut().zip(&src[i * k..i * k + len]) {
+                    *d += s;
+                }
+            }
+        }
     }
 }
 
 /// Writes the im2col matrix `[M, K]` of `x` into `cols` (every element is overwritten).
+/// Works one input row at a time: the row is copied into a zero-padded buffer, from which
+/// each output column's `KW * C` window is one contiguous segment, whatever the stride.
 fn im2col(x: &[f32], g: &Geom, cols: &mut [f32]) {
-    let (k, c, row) = (g.k(), g.c, g.kw * g.c);
+    let (k, c, seg) = (g.k(), g.c, g.kw * g.c);
     debug_assert_eq!(cols.len(), g.m() * k);
-    let mut rows = cols.chunks_exact_mut(k);
-    for n in 0..g.n {
-        let img = &x[n * g.h * g.w * c..(n + 1) * g.h * g.w * c];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let dst = rows.next().expect("M rows");
-                let (lo, hi, ix0) = g.kx_range(ox);
-                for ky in 0..g.kh {
-                    let d = &mut dst[ky * row..(ky + 1) * row];
-                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                    if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        d.fill(0.0);
-                        continue;
-                    }
-                    // The kx window is contiguous in an NHWC row whatever the stride.
-                    let src0 = (iy as usize * g.w) as isize + ix0 + lo as isize;
-                    let src = &img[src0 as usize * c..][..(hi - lo) * c];
-                    d[..lo * c].fill(0.0);
-                    d[lo * c..hi * c].copy_from_slice(src);
-                    d[hi * c..].fill(0.0);
-                }
+    let mut prow = vec![0.0f32; (g.w + 2 * g.pad) * c];
+    let zeros = vec![0.0f32; seg];
+    for (r, block) in cols.chunks_exact_mut(g.ow * k).enumerate() {
+        let (n, oy) = (r / g.oh, r % g.oh);
+        for ky in 0..g.kh {
+            let dst = &mut block[ky * seg..];
+            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+            if iy < 0 || iy >= g.h as isize {
+                strided_copy(dst, k, &zeros, 0, g.ow, seg);
+                continue;
             }
+            let start = (n * g.h + iy as usize) * g.w * c;
+            prow[g.pad * c..(g.pad + g.w) * c].copy_from_slice(&x[start..start + g.w * c]);
+            strided_copy(dst, k, &prow, g.stride * c, g.ow, seg);
         }
     }
 }
 
-/// Adds the im2col-shaped gradient `dcols [M, K]` back into `dx` (NHWC, pre-zeroed).
+/// Adds the im2col-shaped gradient `dcols [M, K]` back into `dx` (NHWC, pre-zeroed), one
+/// input row at a time through a padded accumulation buffer.
 fn col2im(dcols: &[f32], g: &Geom, dx: &mut [f32]) {
-    let (k, c, row) = (g.k(), g.c, g.kw * g.c);
-    let mut rows = dcols.chunks_exact(k);
-    for n in 0..g.n {
-        let img = &mut dx[n * g.h * g.w * c..(n + 1) * g.h * g.w * c];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let src = rows.next().expect("M rows");
-                let (lo, hi, ix0) = g.kx_range(ox);
-                for ky in 0..g.kh {
-                    let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                    if iy < 0 || iy >= g.h as isize || lo >= hi {
-                        continue;
-                    }
-                    let s = &src[ky * row + lo * c..ky * row + hi * c];
-                    let d0 = (iy as usize * g.w) as isize + ix0 + lo as isize;
-                    let d = &mut img[d0 as usize * c..][..(hi - lo) * c];
-                    for (d, s) in d.iter_mut().zip(s) {
-                        *d += s;
-                    }
-                }
+    let (k, c, seg) = (g.k(), g.c, g.kw * g.c);
+    let mut prow = vec![0.0f32; (g.w + 2 * g.pad) * c];
+    for (r, block) in dcols.chunks_exact(g.ow * k).enumerate() {
+        let (n, oy) = (r / g.oh, r % g.oh);
+        for ky in 0..g.kh {
+            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+            if iy < 0 || iy >= g.h as isize {
+                continue;
+            }
+            prow.fill(0.0);
+            strided_add(&mut prow, g.stride * c, &block[ky * seg..], k, g.ow, seg);
+            let start = (n * g.h + iy as usize) * g.w * c;
+            let d = &mut dx[start..start + g.w * c];
+            for (d, s) in d.iter_mut().zip(&prow[g.pad * c..]) {
+                *d += s;
             }
         }
     }
-}
-
-fn mat(data: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), data).expect("matrix shape")
-}
-
-fn mat_mut(data: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
-    ArrayViewMut2::from_shape((rows, cols), data).expect("matrix shape")
 }
 
 struct Conv2dOp {
@@ -169,53 +200,61 @@ struct Conv2dOp {
     cols: Option<Vec<f32>>,
 }
 
+impl Drop for Conv2dOp {
+    fn drop(&mut self) {
+        if let Some(c) = self.cols.take() {
+            pool::give(c);
+        }
+    }
+}
+
 impl Backward for Conv2dOp {
     fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
         let g = &self.g;
         let (m, k, o) = (g.m(), g.k(), g.o);
-        let dy2 = mat(slice(&dy), m, o);
-        let w2 = mat(slice(ctx.input(1)), o, k);
+        let dy2 = Mat::new(slice(&dy), m, o);
+        let w2 = Mat::new(slice(ctx.input(1)), o, k);
 
         let dx = ctx.needs(0).then(|| {
-            let mut dx = Tensor::zeros(ctx.input(0).raw_dim());
-            let dxs = dx.as_slice_mut().expect("standard layout");
             if g.pointwise() {
-                general_mat_mul(1.0, &dy2, &w2, 0.0, &mut mat_mut(dxs, m, k));
+                let mut dx = pooled(ctx.input(0).shape());
+                gemm(dy2, w2, dx.as_slice_mut().expect("standard layout"), false);
+                dx
             } else {
-                let mut dcols = vec![0.0f32; m * k];
-                general_mat_mul(1.0, &dy2, &w2, 0.0, &mut mat_mut(&mut dcols, m, k));
-                col2im(&dcols, g, dxs);
+                let mut dcols = pool::take(m * k);
+                gemm(dy2, w2, &mut dcols, false);
+                let mut dx = pooled_zeros(ctx.input(0).shape());
+                col2im(&dcols, g, dx.as_slice_mut().expect("standard layout"));
+                pool::give(dcols);
+                dx
             }
-            dx
         });
 
         let dw = ctx.needs(1).then(|| {
             let cols = match &self.cols {
-                Some(c) => mat(c, m, k),
-                None => mat(slice(ctx.input(0)), m, k),
+                Some(c) => Mat::new(c, m, k),
+                None => Mat::new(slice(ctx.input(0)), m, k),
             };
             let mut dw = Tensor::zeros(ctx.input(1).raw_dim());
-            let dws = dw.as_slice_mut().expect("standard layout");
-            general_mat_mul(1.0, &dy2.t(), &cols, 0.0, &mut mat_mut(dws, o, k));
+            gemm(
+                dy2.t(),
+                cols,
+                dw.as_slice_mut().expect("standard layout"),
+                false,
+            );
             dw
         });
 
         let mut out = vec![dx, dw];
         if self.has_bias {
             out.push(ctx.needs(2).then(|| {
-                let mut acc = vec![0.0f64; o];
-                for row in slice(&dy).chunks_exact(o) {
-                    for (a, &v) in acc.iter_mut().zip(row) {
-                        *a += v as f64;
-                    }
-                }
-                Tensor::from_shape_vec(
-                    ctx.input(2).raw_dim(),
-                    acc.iter().map(|&a| a as f32).collect(),
-                )
-                .expect("bias shape")
+                let lanes = Lanes::new(o);
+                let sums = lanes.sum(slice(&dy), &vec![0.0; lanes.len], |d, _| d);
+                let sums = sums.iter().map(|&a| a as f32).collect();
+                Tensor::from_shape_vec(ctx.input(2).raw_dim(), sums).expect("bias shape")
             }));
         }
+        pool::give_tensor(dy);
         out
     }
 }
@@ -227,39 +266,40 @@ impl Graph {
     pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Var {
         let g = Geom::new(self.shape(x), self.shape(w), p);
         let (m, k, o) = (g.m(), g.k(), g.o);
-        let mut y = vec![0.0f32; m * o];
-        let beta = match b {
-            Some(b) => {
-                let bv = slice(self.value(b));
-                assert_eq!(
-                    bv.len(),
-                    o,
-                    "conv2d: bias has {} entries, expected {o}",
-                    bv.len()
-                );
-                for row in y.chunks_exact_mut(o) {
-                    row.copy_from_slice(bv);
-                }
-                1.0
+        let mut y = pool::take(m * o);
+        // With a bias the output starts as the bias and the GEMM accumulates onto it;
+        // without, the GEMM overwrites the (stale) buffer.
+        if let Some(b) = b {
+            let bv = slice(self.value(b));
+            assert_eq!(
+                bv.len(),
+                o,
+                "conv2d: bias has {} entries, expected {o}",
+                bv.len()
+            );
+            for row in y.chunks_exact_mut(o) {
+                row.copy_from_slice(bv);
             }
-            None => 0.0,
-        };
-        let w2 = mat(slice(self.value(w)), o, k);
+        }
+        let w2 = Mat::new(slice(self.value(w)), o, k);
         let cols = if g.pointwise() {
-            let x2 = mat(slice(self.value(x)), m, k);
-            general_mat_mul(1.0, &x2, &w2.t(), beta, &mut mat_mut(&mut y, m, o));
+            gemm(
+                Mat::new(slice(self.value(x)), m, k),
+                w2.t(),
+                &mut y,
+                b.is_some(),
+            );
             None
         } else {
-            let mut cols = vec![0.0f32; m * k];
+            let mut cols = pool::take(m * k);
             im2col(slice(self.value(x)), &g, &mut cols);
-            general_mat_mul(
-                1.0,
-                &mat(&cols, m, k),
-                &w2.t(),
-                beta,
-                &mut mat_mut(&mut y, m, o),
-            );
-            self.requires_grad(w).then_some(cols)
+            gemm(Mat::new(&cols, m, k), w2.t(), &mut y, b.is_some());
+            if self.requires_grad(w) {
+                Some(cols)
+            } else {
+                pool::give(cols);
+                None
+            }
         };
         let y = Tensor::from_shape_vec(ndarray::IxDyn(&[g.n, g.oh, g.ow, o]), y).expect("shape");
         let op = Conv2dOp {
@@ -469,5 +509,43 @@ mod tests {
         g.backward(s);
         assert!(g.grad(x).is_none());
         assert_eq!(g.grad(w).unwrap().shape(), &[2, 3, 3, 1]);
+    }
+
+    /// Shapes big enough for the buffer cache (the small cases above never touch it): stale
+    /// contents of reused buffers must not leak into results. Runs input A, then B, then A
+    /// again; both A runs must agree bit for bit and match the direct convolution.
+    #[test]
+    fn reused_buffers_do_not_leak() {
+        let mut rng = ChaCha8Rng::seed_from_u64(15);
+        let p = Conv2dParams {
+            stride: 1,
+            padding: 1,
+        };
+        let w = randn(&[8, 3, 3, 8], &mut rng);
+        let (xa, xb) = (
+            randn(&[2, 20, 20, 8], &mut rng),
+            randn(&[2, 20, 20, 8], &mut rng),
+        );
+        let run = |x: &Tensor, bias: bool| {
+            let mut g = Graph::new();
+            let (xv, wv) = (g.leaf(x.clone(), true), g.leaf(w.clone(), true));
+            let b = bias.then(|| g.leaf(Tensor::ones(ndarray::IxDyn(&[8])), true));
+            let y = g.conv2d(xv, wv, b, p);
+            let yv = g.value(y).clone();
+            let s = weighted_sum(&mut g, y, 16);
+            g.backward(s);
+            (yv, g.take_grad(xv).unwrap(), g.take_grad(wv).unwrap())
+        };
+        for bias in [false, true] {
+            let first = run(&xa, bias);
+            let _ = run(&xb, bias);
+            let again = run(&xa, bias);
+            assert_eq!(first, again, "bias {bias}");
+            let ones = Tensor::ones(ndarray::IxDyn(&[8]));
+            let want = conv_ref(&xa, &w, bias.then_some(&ones), p);
+            for (a, e) in first.0.iter().zip(want.iter()) {
+                assert!((a - e).abs() < 1e-4, "{a} vs {e}");
+            }
+        }
     }
 }

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::graph::{Backward, GradCtx, Graph, Var};
-use super::{slice, Tensor};
+use super::lanes::Lanes;
+use super::{pooled, slice, Tensor};
 
 /// Running statistics of one batch-norm layer. This is state, not parameters: it is updated
 /// by the forward pass in training mode and never receives a gradient.
@@ -39,42 +40,26 @@ struct BatchNormOp {
     training: bool,
 }
 
-/// Per-channel sums of `dy` and `dy * x_hat` in f64, rows of `c` channels.
-fn grad_sums(x: &[f32], dy: &[f32], mean: &[f32], inv_std: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let c = mean.len();
-    let (mut s_dy, mut s_dyx) = (vec![0.0f64; c], vec![0.0f64; c]);
-    for (xr, dr) in x.chunks_exact(c).zip(dy.chunks_exact(c)) {
-        for ch in 0..c {
-            s_dy[ch] += dr[ch] as f64;
-            s_dyx[ch] += (dr[ch] * (xr[ch] - mean[ch])) as f64;
-        }
-    }
-    // sum(dy * x_hat) = inv_std * sum(dy * (x - mean))
-    for ch in 0..c {
-        s_dyx[ch] *= inv_std[ch] as f64;
-    }
-    (s_dy, s_dyx)
-}
-
 impl Backward for BatchNormOp {
     fn backward(&self, mut dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
         let x = slice(ctx.input(0));
         let gamma = slice(ctx.input(1));
         let c = gamma.len();
         let m = (x.len() / c) as f64;
-        let (s_dy, s_dyxh) = grad_sums(x, slice(&dy), &self.mean, &self.inv_std);
-        let dgamma = ctx.needs(1).then(|| {
-            Tensor::from_shape_vec(
-                ctx.input(1).raw_dim(),
-                s_dyxh.iter().map(|&v| v as f32).collect(),
-            )
+        let lanes = Lanes::new(c);
+        // sum(dy) and sum(dy * x_hat) = inv_std * sum(dy * (x - mean))
+        let (s_dy, mut s_dyxh) = lanes.sum2(slice(&dy), x, &lanes.tile(&self.mean), |d, x, mu| {
+            (d, d * (x - mu))
         });
-        let dbeta = ctx.needs(2).then(|| {
-            Tensor::from_shape_vec(
-                ctx.input(2).raw_dim(),
-                s_dy.iter().map(|&v| v as f32).collect(),
-            )
-        });
+        for (s, &is) in s_dyxh.iter_mut().zip(&self.inv_std) {
+            *s *= is as f64;
+        }
+        let to_tensor = |v: &[f64], like: &Tensor| {
+            Tensor::from_shape_vec(like.raw_dim(), v.iter().map(|&v| v as f32).collect())
+                .expect("shape")
+        };
+        let dgamma = ctx.needs(1).then(|| to_tensor(&s_dyxh, ctx.input(1)));
+        let dbeta = ctx.needs(2).then(|| to_tensor(&s_dy, ctx.input(2)));
         let dx = ctx.needs(0).then(|| {
             // dx = a*dy + b*x + k per channel, where a = gamma*inv_std and, in training,
             // dx = a/M * (M*dy - sum(dy) - x_hat*sum(dy*x_hat)) expanded in x.
@@ -89,19 +74,12 @@ impl Backward for BatchNormOp {
                     k[ch] = (-a64 * s_dy[ch] / m - bb * mu) as f32;
                 }
             }
+            let (a, b, k) = (lanes.tile(&a), lanes.tile(&b), lanes.tile(&k));
             let d = dy.as_slice_mut().expect("standard layout");
-            for (dr, xr) in d.chunks_exact_mut(c).zip(x.chunks_exact(c)) {
-                for ch in 0..c {
-                    dr[ch] = a[ch] * dr[ch] + b[ch] * xr[ch] + k[ch];
-                }
-            }
+            lanes.apply(d, x, [&a, &b, &k], |d, x, a, b, k| a * d + b * x + k);
             dy
         });
-        vec![
-            dx,
-            dgamma.map(|r| r.expect("shape")),
-            dbeta.map(|r| r.expect("shape")),
-        ]
+        vec![dx, dgamma, dbeta]
     }
 }
 
@@ -128,27 +106,22 @@ impl Graph {
         );
         let xs = slice(self.value(x));
         let rows = xs.len() / c;
+        let lanes = Lanes::new(c);
         let (mean, inv_std) = if training {
             assert!(
                 rows > 1,
                 "batch_norm in training needs more than one value per channel"
             );
-            let mut mean = vec![0.0f64; c];
-            for r in xs.chunks_exact(c) {
-                for ch in 0..c {
-                    mean[ch] += r[ch] as f64;
-                }
-            }
-            mean.iter_mut().for_each(|v| *v /= rows as f64);
+            let zeros = vec![0.0f32; lanes.len];
+            let mean: Vec<f64> = lanes
+                .sum(xs, &zeros, |x, _| x)
+                .iter()
+                .map(|s| s / rows as f64)
+                .collect();
             let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-            let mut var = vec![0.0f64; c];
-            for r in xs.chunks_exact(c) {
-                for ch in 0..c {
-                    let d = r[ch] - mean32[ch];
-                    var[ch] += (d * d) as f64;
-                }
-            }
-            var.iter_mut().for_each(|v| *v /= rows as f64);
+            // Two passes (mean, then squared deviations): no cancellation.
+            let var = lanes.sum(xs, &lanes.tile(&mean32), |x, mu| (x - mu) * (x - mu));
+            let var: Vec<f64> = var.iter().map(|s| s / rows as f64).collect();
             let mom = state.momentum as f64;
             let unbias = rows as f64 / (rows - 1) as f64;
             for ch in 0..c {
@@ -157,28 +130,25 @@ impl Graph {
                 let rv = &mut state.running_var[ch];
                 *rv = ((1.0 - mom) * *rv as f64 + mom * var[ch] * unbias) as f32;
             }
-            let inv: Vec<f32> = var
+            let inv = var
                 .iter()
-                .map(|&v| (1.0 / (v + state.eps as f64).sqrt()) as f32)
-                .collect();
-            (mean32, inv)
+                .map(|&v| (1.0 / (v + state.eps as f64).sqrt()) as f32);
+            (mean32, inv.collect())
         } else {
+            let eps = state.eps as f64;
             let inv = state
                 .running_var
                 .iter()
-                .map(|&v| (1.0 / (v as f64 + state.eps as f64).sqrt()) as f32);
-            (state.running_mean.clone(), inv.collect())
+                .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32);
+            (state.running_mean.clone(), inv.collect::<Vec<f32>>())
         };
         let (g, b) = (slice(self.value(gamma)), slice(self.value(beta)));
         let scale: Vec<f32> = (0..c).map(|ch| g[ch] * inv_std[ch]).collect();
         let shift: Vec<f32> = (0..c).map(|ch| b[ch] - mean[ch] * scale[ch]).collect();
-        let mut y = vec![0.0f32; xs.len()];
-        for (yr, xr) in y.chunks_exact_mut(c).zip(xs.chunks_exact(c)) {
-            for ch in 0..c {
-                yr[ch] = xr[ch] * scale[ch] + shift[ch];
-            }
-        }
-        let y = Tensor::from_shape_vec(self.value(x).raw_dim(), y).expect("shape");
+        let mut y = pooled(self.shape(x));
+        let (scale, shift, zero) = (lanes.tile(&scale), lanes.tile(&shift), vec![0.0; lanes.len]);
+        let ys = y.as_slice_mut().expect("standard layout");
+        lanes.apply(ys, xs, [&scale, &shift, &zero], |_, x, a, b, _| x * a + b);
         self.push(
             y,
             &[x, gamma, beta],

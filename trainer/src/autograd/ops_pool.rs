@@ -4,7 +4,7 @@
 use ndarray::IxDyn;
 
 use super::graph::{Backward, GradCtx, Graph, Var};
-use super::{slice, Tensor};
+use super::{pool, pooled, pooled_zeros, slice, Tensor};
 
 #[derive(Clone, Copy, Debug)]
 struct PoolGeom {
@@ -64,17 +64,35 @@ impl PoolGeom {
 }
 
 struct MaxPoolOp {
-    /// For each output element, the flat input index that won.
-    argmax: Vec<u32>,
+    g: PoolGeom,
+    /// For each output element, the position of the winner inside its window
+    /// (`ky * kernel + kx`): a byte instead of a 4- or 8-byte input index.
+    argmax: Vec<u8>,
 }
 
 impl Backward for MaxPoolOp {
     fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
-        let mut dx = Tensor::zeros(ctx.input(0).raw_dim());
+        let g = self.g;
+        let mut dx = pooled_zeros(ctx.input(0).shape());
         let d = dx.as_slice_mut().expect("standard layout");
-        for (&i, &g) in self.argmax.iter().zip(slice(&dy)) {
-            d[i as usize] += g;
+        let (dys, mut o) = (slice(&dy), 0);
+        // Offset of each window position from the window's first element.
+        let offset: Vec<usize> = (0..g.k * g.k)
+            .map(|t| (t / g.k * g.w + t % g.k) * g.c)
+            .collect();
+        for n in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let base = ((n * g.h + oy * g.s) * g.w + ox * g.s) * g.c;
+                    let (a, dyo) = (&self.argmax[o..o + g.c], &dys[o..o + g.c]);
+                    for (ch, (&t, &v)) in a.iter().zip(dyo).enumerate() {
+                        d[base + offset[t as usize] + ch] += v;
+                    }
+                    o += g.c;
+                }
+            }
         }
+        pool::give_tensor(dy);
         vec![Some(dx)]
     }
 }
@@ -87,16 +105,17 @@ impl Backward for AvgPoolOp {
     fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
         let g = self.g;
         let inv = 1.0 / (g.k * g.k) as f32;
-        let mut dx = Tensor::zeros(ctx.input(0).raw_dim());
+        let mut dx = pooled_zeros(ctx.input(0).shape());
         let d = dx.as_slice_mut().expect("standard layout");
-        let dy = slice(&dy);
+        let dys = slice(&dy);
         g.for_each_window(|o, win| {
             for &i in win {
-                for (dst, &src) in d[i..i + g.c].iter_mut().zip(&dy[o..o + g.c]) {
+                for (dst, &src) in d[i..i + g.c].iter_mut().zip(&dys[o..o + g.c]) {
                     *dst += src * inv;
                 }
             }
         });
+        pool::give_tensor(dy);
         vec![Some(dx)]
     }
 }
@@ -126,36 +145,46 @@ impl Graph {
     /// whole gradient.
     pub fn max_pool2d(&mut self, x: Var, kernel: usize, stride: usize) -> Var {
         let g = PoolGeom::new(self.shape(x), kernel, stride);
-        let xs = slice(self.value(x));
         assert!(
-            xs.len() <= u32::MAX as usize,
-            "max_pool2d: input too large for u32 indices"
+            kernel * kernel <= 256,
+            "max_pool2d: kernel {kernel} too large"
         );
-        let out_len = g.n * g.oh * g.ow * g.c;
-        let mut y = vec![0.0f32; out_len];
-        let mut arg = vec![0u32; out_len];
-        g.for_each_window(|o, win| {
-            let (yo, ao) = (&mut y[o..o + g.c], &mut arg[o..o + g.c]);
-            yo.copy_from_slice(&xs[win[0]..win[0] + g.c]);
-            for (c, a) in ao.iter_mut().enumerate() {
-                *a = (win[0] + c) as u32;
-            }
-            for &i in &win[1..] {
-                for (c, ((best, a), &v)) in yo
-                    .iter_mut()
-                    .zip(ao.iter_mut())
-                    .zip(&xs[i..i + g.c])
-                    .enumerate()
-                {
-                    if v > *best {
-                        *best = v;
-                        *a = (i + c) as u32;
+        let xs = slice(self.value(x));
+        let c = g.c;
+        let mut y = pooled(&[g.n, g.oh, g.ow, c]);
+        let ys = y.as_slice_mut().expect("standard layout");
+        let mut arg = vec![0u8; ys.len()];
+        // Winner positions as u32 while scanning: same lane width as f32, so the compare and
+        // both selects vectorise; narrowed to bytes once per output pixel.
+        let mut pos = vec![0u32; c];
+        let mut o = 0;
+        for n in 0..g.n {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let base = ((n * g.h + oy * g.s) * g.w + ox * g.s) * c;
+                    let yo = &mut ys[o..o + c];
+                    yo.copy_from_slice(&xs[base..base + c]);
+                    pos.fill(0);
+                    for t in 1..g.k * g.k {
+                        let (ky, kx) = (t / g.k, t % g.k);
+                        let i = base + (ky * g.w + kx) * c;
+                        // Strictly greater: ties keep the earlier position.
+                        // Branch-free blends: an `if` here compiles to a conditional store,
+                        // which neither vectorises nor predicts well on random data.
+                        for ((b, p), &v) in yo.iter_mut().zip(pos.iter_mut()).zip(&xs[i..i + c]) {
+                            let m = ((v > *b) as u32).wrapping_neg();
+                            *b = f32::from_bits((b.to_bits() & !m) | (v.to_bits() & m));
+                            *p = (*p & !m) | (t as u32 & m);
+                        }
                     }
+                    for (a, &p) in arg[o..o + c].iter_mut().zip(&pos) {
+                        *a = p as u8;
+                    }
+                    o += c;
                 }
             }
-        });
-        let y = Tensor::from_shape_vec(g.out_shape(), y).expect("shape");
-        self.push(y, &[x], MaxPoolOp { argmax: arg })
+        }
+        self.push(y, &[x], MaxPoolOp { g, argmax: arg })
     }
 
     /// Average pooling (NHWC, square `kernel`, `stride`, no padding).
@@ -163,7 +192,7 @@ impl Graph {
         let g = PoolGeom::new(self.shape(x), kernel, stride);
         let xs = slice(self.value(x));
         let inv = 1.0 / (kernel * kernel) as f32;
-        let mut y = vec![0.0f32; g.n * g.oh * g.ow * g.c];
+        let mut y = pool::take_zeroed(g.n * g.oh * g.ow * g.c);
         g.for_each_window(|o, win| {
             let yo = &mut y[o..o + g.c];
             for &i in win {

@@ -1,10 +1,11 @@
 //! Matrix products (matmul, linear), shape ops (reshape, flatten, concat_channels) and
 //! full reductions (sum, mean).
 
-use ndarray::{linalg::general_mat_mul, ArrayView2, Axis, Ix2, IxDyn};
+use ndarray::{ArrayView2, Axis, Ix2};
 
+use super::gemm::{gemm, Mat};
 use super::graph::{Backward, GradCtx, Graph, Var};
-use super::{scalar, slice, standard, Tensor};
+use super::{pooled, scalar, slice, standard, Tensor};
 
 fn view2(t: &Tensor) -> ArrayView2<'_, f32> {
     t.view()
@@ -30,14 +31,35 @@ struct LinearOp {
 
 impl Backward for LinearOp {
     fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
-        let dy2 = view2(&dy);
-        let (x, w) = (view2(ctx.input(0)), view2(ctx.input(1)));
+        let (x, w) = (ctx.input(0), ctx.input(1));
+        let (n, i, o) = (x.shape()[0], x.shape()[1], w.shape()[0]);
+        let (dy2, x2, w2) = (
+            Mat::new(slice(&dy), n, o),
+            Mat::new(slice(x), n, i),
+            Mat::new(slice(w), o, i),
+        );
         let mut out = vec![
-            ctx.needs(0).then(|| dy2.dot(&w).into_dyn()),
-            ctx.needs(1).then(|| dy2.t().dot(&x).into_dyn()),
+            ctx.needs(0).then(|| {
+                let mut dx = pooled(&[n, i]);
+                gemm(dy2, w2, dx.as_slice_mut().expect("standard layout"), false);
+                dx
+            }),
+            ctx.needs(1).then(|| {
+                let mut dw = Tensor::zeros(w.raw_dim());
+                gemm(
+                    dy2.t(),
+                    x2,
+                    dw.as_slice_mut().expect("standard layout"),
+                    false,
+                );
+                dw
+            }),
         ];
         if self.has_bias {
-            out.push(ctx.needs(2).then(|| dy2.sum_axis(Axis(0)).into_dyn()));
+            out.push(
+                ctx.needs(2)
+                    .then(|| view2(&dy).sum_axis(Axis(0)).into_dyn()),
+            );
         }
         out
     }
@@ -100,28 +122,31 @@ impl Graph {
 
     /// Fully connected layer: `x [N, in] . w^T + b`, with `w [out, in]` and `b [out]`.
     pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>) -> Var {
-        let (xv, wv) = (view2(self.value(x)), view2(self.value(w)));
-        assert_eq!(
-            xv.ncols(),
-            wv.ncols(),
-            "linear: x has {} features, w expects {}",
-            xv.ncols(),
-            wv.ncols()
+        let (xs, ws) = (self.shape(x), self.shape(w));
+        assert!(
+            xs.len() == 2 && ws.len() == 2,
+            "linear: x and w must be 2-D, got {xs:?} and {ws:?}"
         );
-        let (n, out) = (xv.nrows(), wv.nrows());
-        let mut y = ndarray::Array2::<f32>::zeros((n, out));
-        let beta = if let Some(b) = b {
+        assert_eq!(
+            xs[1], ws[1],
+            "linear: x has {} features, w expects {}",
+            xs[1], ws[1]
+        );
+        let (n, i, o) = (xs[0], xs[1], ws[0]);
+        let mut y = pooled(&[n, o]);
+        let ys = y.as_slice_mut().expect("standard layout");
+        if let Some(b) = b {
             let bv = slice(self.value(b));
-            assert_eq!(bv.len(), out, "linear: bias length");
-            for mut row in y.rows_mut() {
-                row.as_slice_mut().expect("row").copy_from_slice(bv);
+            assert_eq!(bv.len(), o, "linear: bias length");
+            for row in ys.chunks_exact_mut(o) {
+                row.copy_from_slice(bv);
             }
-            1.0
-        } else {
-            0.0
-        };
-        general_mat_mul(1.0, &xv, &wv.t(), beta, &mut y);
-        let y = y.into_dyn();
+        }
+        let (x2, w2) = (
+            Mat::new(slice(self.value(x)), n, i),
+            Mat::new(slice(self.value(w)), o, i),
+        );
+        gemm(x2, w2.t(), ys, b.is_some());
         match b {
             Some(b) => self.push(y, &[x, w, b], LinearOp { has_bias: true }),
             None => self.push(y, &[x, w], LinearOp { has_bias: false }),
@@ -130,8 +155,13 @@ impl Graph {
 
     /// Same data, new shape (row-major; element count must match).
     pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Var {
-        let y = self.value(x).clone().into_shape_with_order(IxDyn(shape));
-        let y = y.unwrap_or_else(|_| panic!("reshape {:?} -> {shape:?}", self.shape(x)));
+        let xv = self.value(x);
+        let n: usize = shape.iter().product();
+        assert_eq!(n, xv.len(), "reshape {:?} -> {shape:?}", xv.shape());
+        let mut y = pooled(shape);
+        y.as_slice_mut()
+            .expect("standard layout")
+            .copy_from_slice(slice(xv));
         self.push(y, &[x], ReshapeOp)
     }
 
