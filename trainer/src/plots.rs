@@ -139,47 +139,44 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> anyhow::Result<
     })
 }
 
-/// `cm[true][pred]` counts as a heat map with the counts written in.
+/// `cm[true][pred]` counts as a heat map with the counts written in; true class 0 at the top.
 pub fn confusion_matrix(cm: &[Vec<usize>], title: &str, path: &Path) -> anyhow::Result<()> {
-    let k = cm.len();
+    use plotters::style::text_anchor::{HPos, Pos, VPos};
+    let k = cm.len() as i32;
     render(path, (560, 560), |root| {
         let mut c = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(10)
-            .x_label_area_size(36)
-            .y_label_area_size(36)
-            .build_cartesian_2d(0..k as i32, 0..k as i32)
+            .x_label_area_size(40)
+            .y_label_area_size(40)
+            .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
             .map_err(|e| anyhow!("{e}"))?;
+        let centre = |v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(v) => Some(*v),
+            _ => None,
+        };
         c.configure_mesh()
             .disable_mesh()
-            .x_desc("predicted")
-            .y_desc("true")
-            .x_labels(k)
-            .y_labels(k)
+            .x_desc("predicted class")
+            .y_desc("true class")
+            .x_labels(k as usize)
+            .y_labels(k as usize)
+            .x_label_formatter(&|v| centre(v).map_or(String::new(), |v| v.to_string()))
+            .y_label_formatter(&|v| centre(v).map_or(String::new(), |v| (k - 1 - v).to_string()))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         let max = cm.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
+        let style = TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
         for (t, row) in cm.iter().enumerate() {
             for (p, &n) in row.iter().enumerate() {
                 let v = (n as f64 / max).sqrt();
-                let color = RGBColor(
-                    (255.0 * (1.0 - v * 0.8)) as u8,
-                    (255.0 * (1.0 - v * 0.55)) as u8,
-                    255,
-                );
-                let (x, y) = (p as i32, (k - 1 - t) as i32);
-                c.draw_series(std::iter::once(Rectangle::new(
-                    [(x, y), (x + 1, y + 1)],
-                    color.filled(),
-                )))
-                .map_err(|e| anyhow!("{e}"))?;
+                let color = RGBColor((255.0 * (1.0 - v * 0.8)) as u8, (255.0 * (1.0 - v * 0.55)) as u8, 255);
+                let (x, y) = (p as i32, k - 1 - t as i32);
+                let cell = [(SegmentValue::Exact(x), SegmentValue::Exact(y)), (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1))];
+                c.draw_series(std::iter::once(Rectangle::new(cell, color.filled()))).map_err(|e| anyhow!("{e}"))?;
                 if n > 0 {
-                    c.draw_series(std::iter::once(Text::new(
-                        format!("{n}"),
-                        (x, y + 1),
-                        ("sans-serif", 13).into_font(),
-                    )))
-                    .map_err(|e| anyhow!("{e}"))?;
+                    let at = (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y));
+                    c.draw_series(std::iter::once(Text::new(format!("{n}"), at, style.clone()))).map_err(|e| anyhow!("{e}"))?;
                 }
             }
         }
