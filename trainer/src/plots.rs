@@ -166,17 +166,31 @@ pub fn confusion_matrix(cm: &[Vec<usize>], title: &str, path: &Path) -> anyhow::
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         let max = cm.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;
-        let style = TextStyle::from(("sans-serif", 14).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+        let style = TextStyle::from(("sans-serif", 14).into_font())
+            .pos(Pos::new(HPos::Center, VPos::Center));
         for (t, row) in cm.iter().enumerate() {
             for (p, &n) in row.iter().enumerate() {
                 let v = (n as f64 / max).sqrt();
-                let color = RGBColor((255.0 * (1.0 - v * 0.8)) as u8, (255.0 * (1.0 - v * 0.55)) as u8, 255);
+                let color = RGBColor(
+                    (255.0 * (1.0 - v * 0.8)) as u8,
+                    (255.0 * (1.0 - v * 0.55)) as u8,
+                    255,
+                );
                 let (x, y) = (p as i32, k - 1 - t as i32);
-                let cell = [(SegmentValue::Exact(x), SegmentValue::Exact(y)), (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1))];
-                c.draw_series(std::iter::once(Rectangle::new(cell, color.filled()))).map_err(|e| anyhow!("{e}"))?;
+                let cell = [
+                    (SegmentValue::Exact(x), SegmentValue::Exact(y)),
+                    (SegmentValue::Exact(x + 1), SegmentValue::Exact(y + 1)),
+                ];
+                c.draw_series(std::iter::once(Rectangle::new(cell, color.filled())))
+                    .map_err(|e| anyhow!("{e}"))?;
                 if n > 0 {
                     let at = (SegmentValue::CenterOf(x), SegmentValue::CenterOf(y));
-                    c.draw_series(std::iter::once(Text::new(format!("{n}"), at, style.clone()))).map_err(|e| anyhow!("{e}"))?;
+                    c.draw_series(std::iter::once(Text::new(
+                        format!("{n}"),
+                        at,
+                        style.clone(),
+                    )))
+                    .map_err(|e| anyhow!("{e}"))?;
                 }
             }
         }
