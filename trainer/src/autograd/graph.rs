@@ -140,14 +140,11 @@ impl Graph {
         self.nodes[v.0].retain_grad = true;
     }
 
-    /// Appends an op's output. The op is only stored if some input requires grad, so a graph
-    /// built from non-grad leaves (evaluation) keeps no backward state at all.
-    pub(crate) fn push(
-        &mut self,
-        value: Tensor,
-        inputs: &[Var],
-        op: impl Backward + 'static,
-    ) -> Var {
+    /// Appends an op's output: how every op (including ones defined outside this crate) enters
+    /// the tape. `value` must be in standard layout. The op is only stored if some input
+    /// requires grad, so a graph built from non-grad leaves (evaluation) keeps no backward
+    /// state at all.
+    pub fn push(&mut self, value: Tensor, inputs: &[Var], op: impl Backward + 'static) -> Var {
         let requires_grad = inputs.iter().any(|v| self.nodes[v.0].requires_grad);
         debug_assert!(value.is_standard_layout());
         self.nodes.push(Node {

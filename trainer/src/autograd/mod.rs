@@ -149,4 +149,63 @@ mod tests {
         assert_eq!(s.shape(), &[] as &[usize]);
         assert_eq!(s.iter().next().copied(), Some(24.0));
     }
+
+    /// Same seed, same thread: bit-identical parameters after a few training steps through
+    /// every kind of op that keeps state (conv im2col, batch-norm statistics, max-pool argmax,
+    /// dropout mask), with tensors large enough to go through the buffer cache.
+    #[test]
+    fn training_is_bit_reproducible() {
+        use crate::gradcheck::test_util::randn;
+        use crate::optim::{Optimizer, SgdConfig};
+        use rand::SeedableRng;
+        use rand_chacha::ChaCha8Rng;
+
+        fn train() -> Vec<Tensor> {
+            let mut rng = ChaCha8Rng::seed_from_u64(99);
+            let mut params = vec![
+                randn(&[8, 3, 3, 2], &mut rng),
+                randn(&[8], &mut rng),
+                Tensor::ones(IxDyn(&[8])),
+                Tensor::zeros(IxDyn(&[8])),
+                randn(&[5, 8 * 8 * 8], &mut rng),
+            ];
+            let mut bn = BatchNormState::new(8);
+            let mut opt = SgdConfig {
+                lr: 0.01,
+                momentum: 0.9,
+                ..Default::default()
+            }
+            .init();
+            for _ in 0..3 {
+                let x = randn(&[32, 16, 16, 2], &mut rng);
+                let mut g = Graph::new();
+                let v: Vec<Var> = params.iter().map(|p| g.leaf(p.clone(), true)).collect();
+                let xv = g.constant(x);
+                let p1 = Conv2dParams {
+                    stride: 1,
+                    padding: 1,
+                };
+                let h = g.conv2d(xv, v[0], Some(v[1]), p1);
+                let h = g.batch_norm(h, v[2], v[3], &mut bn, true);
+                let h = g.relu(h);
+                let h = g.max_pool2d(h, 2, 2);
+                let h = g.dropout(h, 0.2, true, &mut rng);
+                let h = g.flatten(h);
+                let logits = g.linear(h, v[4], None);
+                let loss = g.cross_entropy(logits, &[1; 32]);
+                g.backward(loss);
+                let grads: Vec<Tensor> = v.iter().map(|&p| g.take_grad(p).unwrap()).collect();
+                opt.step(&mut params, &grads);
+            }
+            params.push(tensor(&[8], bn.running_var.clone()));
+            params
+        }
+        let (a, b) = (train(), train());
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x
+                .iter()
+                .zip(y.iter())
+                .all(|(p, q)| p.to_bits() == q.to_bits()));
+        }
+    }
 }

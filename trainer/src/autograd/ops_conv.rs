@@ -548,4 +548,41 @@ mod tests {
             }
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Any shape, kernel, stride and padding: the forward matches the direct loops, and
+        /// the backward is the adjoint of the (bilinear) forward:
+        /// `sum(dy * conv(x, w)) == sum(dx * x) == sum(dw * w)`.
+        #[test]
+        fn forward_matches_reference_and_backward_is_adjoint(
+            n in 1usize..3, h in 1usize..9, wd in 1usize..9, c in 1usize..5, o in 1usize..5,
+            kh in 1usize..4, kw in 1usize..4, stride in 1usize..4, pad in 0usize..3, seed in 0u64..1000,
+        ) {
+            proptest::prop_assume!(h + 2 * pad >= kh && wd + 2 * pad >= kw);
+            let p = Conv2dParams { stride, padding: pad };
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let (x, w) = (randn(&[n, h, wd, c], &mut rng), randn(&[o, kh, kw, c], &mut rng));
+            let mut g = Graph::new();
+            let (xv, wv) = (g.leaf(x.clone(), true), g.leaf(w.clone(), true));
+            let y = g.conv2d(xv, wv, None, p);
+            let want = conv_ref(&x, &w, None, p);
+            proptest::prop_assert_eq!(g.shape(y), want.shape());
+            for (a, e) in g.value(y).iter().zip(want.iter()) {
+                proptest::prop_assert!((a - e).abs() < 1e-4, "{} vs {}", a, e);
+            }
+            let dy = randn(g.shape(y), &mut rng);
+            let dot = |a: &Tensor, b: &Tensor| a.iter().zip(b.iter()).map(|(&u, &v)| (u * v) as f64).sum::<f64>();
+            let lhs = dot(&dy, g.value(y));
+            let dyv = g.constant(dy);
+            let prod = g.mul(y, dyv);
+            let s = g.sum(prod);
+            g.backward(s);
+            let (dx, dw) = (g.grad(xv).unwrap(), g.grad(wv).unwrap());
+            let tol = 1e-3 * (1.0 + lhs.abs());
+            proptest::prop_assert!((dot(dx, &x) - lhs).abs() < tol, "dx: {} vs {}", dot(dx, &x), lhs);
+            proptest::prop_assert!((dot(dw, &w) - lhs).abs() < tol, "dw: {} vs {}", dot(dw, &w), lhs);
+        }
+    }
 }
