@@ -365,9 +365,9 @@ impl<'a> Model<'a> {
     }
 }
 
+const CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
 /// CRC-32 (IEEE 802.3), as in zip and PNG.
 pub fn crc32(bytes: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(bytes);
-    h.finalize()
+    CRC32.checksum(bytes)
 }

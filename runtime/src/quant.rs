@@ -69,24 +69,38 @@ impl Requant {
     }
 
     /// `round(acc * real)`, ties away from zero, saturated to i32. Requires `is_valid()`.
+    ///
+    /// With `p = acc * multiplier` and `t = 31 - shift`, the answer is `floor((p + h) / 2^t)`
+    /// for `p >= 0` and `-floor((h - p) / 2^t)` for `p < 0` (`h = 2^(t-1)`). The second equals
+    /// `floor((p - 1 + h) / 2^t)`, so both are `(p + (p >> 63) + h) >> t`: branch-free. For the
+    /// usual `t >= 33` (multiplier below 1/2) only the high word matters:
+    /// `floor((hi * 2^32 + lo + h) / 2^t) = (hi + 2^(t-33)) >> (t - 32)` because `lo < 2^32`
+    /// cannot carry past a multiple of `2^(t-32)` once `h` is a multiple of `2^32`. That is a
+    /// 32-bit add and shift after one SMULL on a Cortex-M4. The proptest below checks every
+    /// path against exact i128 arithmetic.
     #[inline(always)]
     pub fn apply(self, acc: i32) -> i32 {
-        let total = (31 - self.shift) as u32; // 1..=62 for valid values
-        let prod = acc as i64 * self.multiplier as i64; // |prod| < 2^62: no overflow
-        let half = 1i64 << (total - 1);
-        let q = if prod >= 0 {
-            (prod + half) >> total
+        let t = (31 - self.shift) as u32; // 1..=62 for valid values
+        let p = acc as i64 * self.multiplier as i64; // |p| < 2^62: no overflow
+        let r = p + (p >> 63);
+        if t >= 33 {
+            let hi = (r >> 32) as i32; // |hi| < 2^30
+            (hi + (1 << (t - 33))) >> (t - 32)
         } else {
-            -((half - prod) >> total)
-        };
-        q.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+            let q = (r + (1i64 << (t - 1))) >> t;
+            q.clamp(i32::MIN as i64, i32::MAX as i64) as i32
+        }
     }
 
     /// Requantize an accumulator to int8: `clamp(apply(acc) + zero_point, act_min, act_max)`.
     /// The clamp is where a fused ReLU (or ReLU6) lives.
     #[inline(always)]
     pub fn to_i8(self, acc: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
-        (self.apply(acc).saturating_add(zero_point)).clamp(act_min, act_max) as i8
+        // max/min rather than clamp: clamp checks min <= max at run time (validated at load).
+        self.apply(acc)
+            .saturating_add(zero_point)
+            .max(act_min)
+            .min(act_max) as i8
     }
 }
 
@@ -186,6 +200,31 @@ mod tests {
         assert_eq!(three_q.apply(-2), -2);
         assert_eq!(three_q.apply(1), 1); // 0.75 -> 1
         assert_eq!(three_q.apply(-1), -1);
+        // 0.125 (t = 33, the high-word path): ties at multiples of 4.
+        let eighth = Requant {
+            multiplier: 1 << 30,
+            shift: -2,
+        };
+        let table: &[(i32, i32)] = &[
+            (4, 1),
+            (-4, -1),
+            (12, 2),
+            (-12, -2),
+            (3, 0),
+            (-3, 0),
+            (5, 1),
+            (-5, -1),
+        ];
+        for &(acc, want) in table {
+            assert_eq!(eighth.apply(acc), want, "0.125 * {acc}");
+        }
+        // Smallest multiplier (t = 62): 2^30 * 2^-62 = 2^-32; 2^31 - 1 times it rounds to 0 or 1.
+        let tiny = Requant {
+            multiplier: 1 << 30,
+            shift: -31,
+        };
+        assert_eq!(tiny.apply(i32::MAX), 0); // 0.49999...
+        assert_eq!(tiny.apply(i32::MIN), -1); // -0.5 exactly: away from zero
     }
 
     #[test]
@@ -247,6 +286,7 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
         /// `apply` equals the exactly rounded quotient computed in i128.
         #[test]
         fn apply_matches_i128(acc: i32, m in (1i32 << 30)..=i32::MAX, shift in MIN_SHIFT..=MAX_SHIFT) {

@@ -276,3 +276,9 @@ fn every_byte_flip_is_an_error_or_a_valid_model() {
         }
     }
 }
+
+/// The standard CRC-32 check value (the CRC of the ASCII digits 1..9), independent of our code.
+#[test]
+fn crc32_is_the_ieee_polynomial() {
+    assert_eq!(runtime::crc32(b"123456789"), 0xCBF4_3926);
+}

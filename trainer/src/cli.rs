@@ -230,6 +230,20 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
         .plot
         .clone()
         .unwrap_or_else(|| a.out.with_extension("").with_extension("curves.png"));
+    // Fail before training, not after it, when an output cannot be written.
+    for p in [&a.out, &plot] {
+        let dir = p
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            bail!(
+                "cannot write {}: directory {} does not exist",
+                p.display(),
+                dir.display()
+            );
+        }
+    }
     let cfg = TrainConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,

@@ -171,9 +171,15 @@ impl ArchSpec {
                 why: e.to_string(),
             })?
         } else {
-            toml::from_str(&text).map_err(|e| ArchError::Parse {
-                path: p.clone(),
-                why: e.to_string(),
+            toml::from_str(&text).map_err(|e| {
+                // One line: the message and where, not toml's multi-line source excerpt.
+                let line = e.span().map_or(0, |sp| {
+                    text[..sp.start.min(text.len())].lines().count().max(1)
+                });
+                ArchError::Parse {
+                    path: p.clone(),
+                    why: format!("line {line}: {}", e.message()),
+                }
             })?
         };
         spec.validate()?;

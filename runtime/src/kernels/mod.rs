@@ -15,7 +15,7 @@ mod pool;
 #[cfg(test)]
 pub mod reference;
 
-pub use conv::{conv2d, depthwise_conv2d, ConvGeom};
+pub use conv::{conv2d, depthwise_conv2d, ConvGeom, PATCH_MAX};
 pub use fc::fully_connected;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, PoolGeom};
 
@@ -49,6 +49,20 @@ impl Stage<'_> {
                 shift: i32::from_le_bytes([r[4], r[5], r[6], r[7]]),
             },
         )
+    }
+
+    /// `(bias, multiplier)` of every output channel in order, without per-channel bounds checks.
+    #[inline(always)]
+    pub fn channels(&self) -> impl Iterator<Item = (i32, Requant)> + '_ {
+        self.bias
+            .chunks_exact(4)
+            .zip(self.requant.chunks_exact(8))
+            .map(|(b, r)| {
+                let bias = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                let multiplier = i32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+                let shift = i32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+                (bias, Requant { multiplier, shift })
+            })
     }
 
     #[inline(always)]

@@ -239,8 +239,13 @@ mod tests {
             let n = c.g.out_c;
             let st = stage(&bias[..4 * n], &rq[..8 * n], zp, relu);
             let mut out = vec![0i8; c.g.output_len()];
+            let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
             conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
-            prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false));
+            prop_assert_eq!(&out, &want);
+            // The Cortex-M4 patch layout, through the Rust model of its SMLAD dot product.
+            out.fill(0);
+            super::super::conv::conv2d_patch::<true>(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            prop_assert_eq!(&out, &want, "DSP layout");
         }
 
         #[test]
@@ -286,6 +291,37 @@ mod tests {
                 prop_assert_eq!(gap, super::global_avg_pool(x, c));
             }
         }
+    }
+
+    /// Kernels with more taps than the patch scratch take the direct path; it must agree too.
+    #[test]
+    fn large_kernels_take_the_direct_path_and_match() {
+        let g = ConvGeom::new(5, 4, 64, 3, 3, 3, 1, 1, Some((2, 2))).unwrap();
+        assert!(g.k_h * g.k_w * g.in_c > PATCH_MAX);
+        let x: Vec<i8> = (0..g.input_len())
+            .map(|i| (i * 73 % 256) as u8 as i8)
+            .collect();
+        let w: Vec<i8> = (0..3 * 9 * 64)
+            .map(|i| ((i * 29 % 255) - 127) as i8)
+            .collect();
+        let bias: Vec<u8> = [5i32, -7, 1000]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let rq: Vec<u8> = [0.0002f64, 0.0003, 0.0001]
+            .iter()
+            .flat_map(|&r| {
+                let q = Requant::from_real(r).unwrap();
+                q.multiplier
+                    .to_le_bytes()
+                    .into_iter()
+                    .chain(q.shift.to_le_bytes())
+            })
+            .collect();
+        let st = stage(&bias, &rq, -3, false);
+        let mut out = vec![0i8; g.output_len()];
+        conv2d(&x, 9, &w, &g, &st, &mut out);
+        assert_eq!(out, super::conv2d(&x, 9, &w, &g, &st, false));
     }
 
     #[test]

@@ -1,0 +1,115 @@
+//! The main job end to end (short): the report's figures must equal what the separate
+//! commands print for the same run.
+
+use tests::temp_dir;
+use trainer::cli::{cmd_eval, cmd_export, DataArgs, EvalArgs, ExportArgs};
+use trainer::demo::{journey, DemoArgs};
+
+#[test]
+fn demo_report_matches_the_separate_commands() {
+    let dir = temp_dir("demo");
+    let data = DataArgs {
+        data: None,
+        train_count: 8000,
+        test_count: 2000,
+    };
+    let out = dir.join("report");
+    let s = journey(&DemoArgs {
+        data: data.clone(),
+        arch: "ref-cnn".into(),
+        epochs: 1,
+        seed: 3,
+        device_images: 30,
+        out: out.clone(),
+        json: false,
+        quiet: true,
+    })
+    .unwrap();
+    for f in [
+        "index.html",
+        "summary.json",
+        "curves.png",
+        "confusion-float.png",
+        "confusion-int8.png",
+        "model.bin",
+        "model.ckpt.json",
+    ] {
+        assert!(out.join(f).is_file(), "report lacks {f}");
+    }
+    assert_eq!(s.device_bit_exact, 30);
+    let ex = cmd_export(&ExportArgs {
+        checkpoint: out.join("model.ckpt.json"),
+        out: dir.join("again.bin"),
+        data: data.clone(),
+        calibration: 500,
+        vectors: None,
+        vector_count: 0,
+        json: true,
+    })
+    .unwrap();
+    assert_eq!(
+        std::fs::read(dir.join("again.bin")).unwrap(),
+        std::fs::read(out.join("model.bin")).unwrap()
+    );
+    assert_eq!(
+        (ex.blob_bytes, ex.arena_bytes),
+        (s.blob_bytes, s.arena_bytes)
+    );
+    assert_eq!(
+        (ex.int8_accuracy, ex.top1_agreement, ex.float_accuracy),
+        (s.int8_accuracy, s.top1_agreement, s.float_accuracy)
+    );
+    let ev = cmd_eval(&EvalArgs {
+        checkpoint: out.join("model.ckpt.json"),
+        data,
+        confusion_png: None,
+        json: true,
+    })
+    .unwrap();
+    assert_eq!(ev.accuracy, s.float_accuracy);
+    assert_eq!(ev.confusion, s.confusion_float);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["blob_bytes"].as_u64(), Some(s.blob_bytes as u64));
+    assert!(std::fs::read_to_string(out.join("index.html"))
+        .unwrap()
+        .contains(&format!("{} / {}", 30, 30)));
+}
+
+/// A failing step leaves no report behind and names the step.
+#[test]
+fn demo_failure_names_the_step_and_leaves_no_report() {
+    let dir = temp_dir("demo-fail");
+    let out = dir.join("report");
+    let e = journey(&DemoArgs {
+        data: DataArgs {
+            data: Some(dir.join("no-such-data")),
+            train_count: 8000,
+            test_count: 2000,
+        },
+        arch: "ref-cnn".into(),
+        epochs: 1,
+        seed: 3,
+        device_images: 10,
+        out: out.clone(),
+        json: false,
+        quiet: true,
+    })
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("step 1/7 'train' failed") && msg.contains("no-such-data"),
+        "{msg}"
+    );
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().contains("staging")),
+        "{leftovers:?}"
+    );
+}

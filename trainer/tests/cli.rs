@@ -1,0 +1,187 @@
+//! The CLI's failure modes: each bad input is a one-line error naming the problem and a
+//! non-zero exit, and nothing is left half-written.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn trainer(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_trainer"))
+        .args(args)
+        .output()
+        .expect("run trainer");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("trainer-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist10k")
+}
+
+fn assert_fails(args: &[&str], needle: &str) {
+    let (code, _, err) = trainer(args);
+    assert_ne!(code, 0, "{args:?} should fail");
+    assert!(
+        err.contains(needle),
+        "{args:?}: stderr does not mention '{needle}':\n{err}"
+    );
+    assert_eq!(
+        err.trim().lines().count(),
+        1,
+        "{args:?}: expected a one-line error, got:\n{err}"
+    );
+}
+
+#[test]
+fn corrupt_or_truncated_data_is_a_clear_error() {
+    let d = tmp("data");
+    let images = std::fs::read(data_dir().join("images-idx3-ubyte.gz")).unwrap();
+    let labels = std::fs::read(data_dir().join("labels-idx1-ubyte.gz")).unwrap();
+    // Truncated gzip stream.
+    std::fs::write(d.join("images-idx3-ubyte.gz"), &images[..images.len() / 2]).unwrap();
+    std::fs::write(d.join("labels-idx1-ubyte.gz"), &labels).unwrap();
+    assert_fails(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--data",
+            d.to_str().unwrap(),
+            "--out",
+            d.join("m.json").to_str().unwrap(),
+        ],
+        "images-idx3-ubyte.gz",
+    );
+    // Raw IDX, truncated payload.
+    let mut raw = vec![0, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28];
+    raw.extend(vec![0u8; 100]);
+    std::fs::remove_file(d.join("images-idx3-ubyte.gz")).unwrap();
+    std::fs::write(d.join("images-idx3-ubyte"), &raw).unwrap();
+    std::fs::write(
+        d.join("labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 10, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+    )
+    .unwrap();
+    std::fs::remove_file(d.join("labels-idx1-ubyte.gz")).unwrap();
+    assert_fails(
+        &["train", "--epochs", "1", "--data", d.to_str().unwrap()],
+        "truncated",
+    );
+    assert_fails(&["train", "--data", "/nonexistent"], "/nonexistent");
+    assert!(!d.join("m.json").exists());
+}
+
+#[test]
+fn bad_architecture_file_names_the_layer() {
+    let d = tmp("arch");
+    let f = d.join("bad.toml");
+    std::fs::write(
+        &f,
+        "name = 'bad'\ninput = [28, 28, 1]\nclasses = 10\n[[layers]]\ntype = 'conv2d'\nout_channels = 4\nkernel = 3\n[[layers]]\ntype = 'linear'\nout_features = 10\n",
+    )
+    .unwrap();
+    assert_fails(
+        &["train", "--arch", f.to_str().unwrap()],
+        "layer 1 (linear)",
+    );
+    std::fs::write(
+        &f,
+        "name = 'bad'\ninput = [28, 28, 1]\nclasses = 10\n[[layers]]\ntype = 'conv5d'\n",
+    )
+    .unwrap();
+    assert_fails(&["train", "--arch", f.to_str().unwrap()], "conv5d");
+}
+
+#[test]
+fn unwritable_outputs_and_missing_checkpoints_fail_cleanly() {
+    let d = tmp("out");
+    assert_fails(
+        &["train", "--epochs", "1", "--out", "/nonexistent-dir/m.json"],
+        "/nonexistent-dir",
+    );
+    assert_fails(
+        &[
+            "export",
+            "--checkpoint",
+            d.join("missing.json").to_str().unwrap(),
+            "--out",
+            d.join("m.bin").to_str().unwrap(),
+        ],
+        "missing.json",
+    );
+    assert!(!d.join("m.bin").exists());
+    // A checkpoint whose parameters do not match the architecture it claims.
+    let ck = d.join("m.json");
+    let (code, _, err) = trainer(&[
+        "train",
+        "--epochs",
+        "1",
+        "--train-count",
+        "640",
+        "--test-count",
+        "100",
+        "--out",
+        ck.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&ck).unwrap();
+    let lie = text.replacen("\"out_channels\":16", "\"out_channels\":12", 1);
+    assert_ne!(lie, text);
+    let bad = d.join("lie.json");
+    std::fs::write(&bad, lie).unwrap();
+    assert_fails(
+        &[
+            "export",
+            "--checkpoint",
+            bad.to_str().unwrap(),
+            "--out",
+            d.join("m.bin").to_str().unwrap(),
+        ],
+        "inconsistent checkpoint",
+    );
+    // Unwritable export target: nothing written, clear error.
+    assert_fails(
+        &[
+            "export",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--out",
+            "/nonexistent-dir/m.bin",
+        ],
+        "/nonexistent-dir",
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().contains("tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn corrupt_model_blob_is_rejected_by_inspect_and_predict() {
+    let d = tmp("blob");
+    let mut blob =
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/models/ref-cnn.bin"))
+            .unwrap();
+    let n = blob.len();
+    blob[n - 3] ^= 1;
+    let f = d.join("bad.bin");
+    std::fs::write(&f, &blob).unwrap();
+    assert_fails(&["inspect", f.to_str().unwrap()], "CRC-32");
+    std::fs::write(&f, &blob[..100]).unwrap();
+    assert_fails(
+        &["predict", "--model", f.to_str().unwrap(), "0"],
+        "truncated",
+    );
+}
