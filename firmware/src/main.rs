@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! OUT <index> <output as lowercase hex, two chars per int8 byte>
+//! BOX <index> <class> <score> <x0> <y0> <x1> <y1>  (localization models; 1/16 pixel units)
 //! INSN <index> <instructions for invoke()>        (CYCLES on silicon)
 //! STACK <peak stack bytes>
 //! DONE <count>
@@ -126,6 +127,12 @@ fn run<S: InputSource>(
         let _ = write!(line, "OUT {} ", index);
         line.hex(as_bytes(interp.output()));
         line.finish();
+        if let Some(dec) = model.box_decoder() {
+            // The same integer decoding the host runs, so boxes compare bit for bit too.
+            let d = dec.decode(interp.output());
+            let b = d.bbox;
+            outln!("BOX {} {} {} {} {} {} {}", index, d.class, d.score, b.x0, b.y0, b.x1, b.y1);
+        }
         outln!(
             "{} {} {}",
             cost::KEYWORD,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"TMCU";
 /// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 pub const PREAMBLE_BYTES: usize = 20;
 /// Most layers a model may have (bounds the fixed-capacity layer list).
 pub const MAX_LAYERS: usize = 24;
@@ -210,6 +210,9 @@ impl Layer<'_> {
 pub enum Head {
     /// The output holds class logits.
     Classifier { classes: u16 },
+    /// The output holds `classes` logits, then one box `[x0, y0, x1, y1]` in input pixels
+    /// (single-object localization). Decode with [`crate::BoxDecoder`].
+    Localizer { classes: u16 },
 }
 
 /// The decoded payload.

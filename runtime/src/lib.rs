@@ -15,6 +15,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod detect;
 mod error;
 pub mod format;
 mod interpreter;
@@ -25,6 +26,7 @@ pub mod quant;
 #[cfg(feature = "alloc")]
 pub mod writer;
 
+pub use detect::{BoxDecoder, BoxQ4, Detection};
 pub use error::Error;
 pub use format::{Layer, ModelDef, Shape, TensorSpec};
 pub use interpreter::Interpreter;

@@ -288,6 +288,14 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 what: "class count != output length",
             })
         }
+        Head::Localizer { classes } if classes > 0 && classes as usize + 4 == cur.len() => {
+            crate::detect::BoxDecoder::new(def)?;
+        }
+        Head::Localizer { .. } => {
+            return Err(Error::BadDetectionHead {
+                what: "classes + 4 != output length",
+            })
+        }
     }
     let sizes =
         core::iter::once(def.input.shape.len()).chain(layers.iter().map(|l| l.out_shape.len()));
@@ -308,6 +316,7 @@ pub struct Model<'a> {
     def: ModelDef<'a>,
     analysis: Analysis,
     blob_bytes: usize,
+    boxes: Option<crate::detect::BoxDecoder>,
 }
 
 impl<'a> Model<'a> {
@@ -333,11 +342,18 @@ impl<'a> Model<'a> {
                 planned: analysis.arena_bytes,
             });
         }
+        let boxes = crate::detect::BoxDecoder::new(&def)?;
         Ok(Model {
             def,
             analysis,
             blob_bytes: bytes.len(),
+            boxes,
         })
+    }
+
+    /// The box decoder of a localization model, `None` for a classifier.
+    pub fn box_decoder(&self) -> Option<&crate::detect::BoxDecoder> {
+        self.boxes.as_ref()
     }
 
     pub fn def(&self) -> &ModelDef<'a> {

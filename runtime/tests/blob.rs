@@ -108,7 +108,7 @@ fn golden_blob() {
     );
     // Independent checks of the preamble layout.
     assert_eq!(&b[..4], b"TMCU");
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 1);
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 2);
     let arena = u32::from_le_bytes(b[8..12].try_into().unwrap());
     assert_eq!(
         arena,

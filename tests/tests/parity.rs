@@ -127,3 +127,52 @@ fn corrupted_blob_is_an_error_on_the_device() {
     assert!(err.contains("CrcMismatch"), "device error: {err}");
     assert!(run.outputs.is_empty());
 }
+
+/// A localization model (class + box head): raw outputs and decoded boxes bit-exact on the
+/// device. The model is trained only briefly: parity does not depend on accuracy.
+#[test]
+fn localization_boxes_are_bit_exact_on_the_device() {
+    let dir = temp_dir("loc-parity");
+    let arch = ArchSpec::loc_cnn();
+    let (train_set, test_set) = DataArgs {
+        data: None,
+        train_count: 8000,
+        test_count: 2000,
+    }
+    .load_for(&arch)
+    .unwrap();
+    let mut model = Model::new(arch, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let small = train_set.slice(0..640);
+    train(
+        &mut model,
+        &small,
+        &test_set.slice(0..50),
+        &cfg,
+        |_, _, _, _, _| {},
+        |_, _| Ok(()),
+    )
+    .unwrap();
+    let blob = quantize(&model, &train_set, 200).unwrap();
+    let vectors = test_vectors(&blob, &test_set, 40).unwrap();
+    std::fs::write(dir.join("loc.bin"), &blob).unwrap();
+    std::fs::write(dir.join("loc-inputs.bin"), &vectors).unwrap();
+    let host = host_outputs(&blob, &read_vectors(&vectors).unwrap()).unwrap();
+    let host_boxes = host_boxes(&blob, &host).unwrap();
+    assert_eq!(host_boxes.len(), 40);
+    let run =
+        run_qemu(&build_firmware(&dir.join("loc.bin"), &dir.join("loc-inputs.bin"), &dir).unwrap())
+            .unwrap();
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    if let Some(m) = first_mismatch(&host, &run.outputs) {
+        panic!("device differs from host runtime: {m}");
+    }
+    assert_eq!(
+        run.boxes, host_boxes,
+        "decoded boxes differ between device and host"
+    );
+}

@@ -78,7 +78,32 @@ pub struct DataArgs {
     pub test_count: usize,
 }
 
+/// Seeds of the localization canvases: fixed, so every command sees the same test canvases.
+pub const CANVAS_SEEDS: (u64, u64) = (1, 2);
+/// Test canvases for localization models.
+pub const CANVAS_TEST_COUNT: usize = 1000;
+
 impl DataArgs {
+    /// The data an architecture trains on: the IDX images themselves, or for a localization
+    /// model single-digit canvases built from them (train digits -> train canvases, test
+    /// digits -> 1,000 test canvases).
+    pub fn load_for(&self, arch: &ArchSpec) -> anyhow::Result<(Dataset, Dataset)> {
+        let (train, test) = self.load(arch.classes)?;
+        if !arch.boxes {
+            return Ok((train, test));
+        }
+        let size = arch.input[0];
+        // Each training digit appears on three canvases (other scale and place): cheap augmentation.
+        let tr = crate::canvas::single_object(&train, 3 * train.len(), size, CANVAS_SEEDS.0);
+        let te = crate::canvas::single_object(
+            &test,
+            CANVAS_TEST_COUNT.min(test.len()),
+            size,
+            CANVAS_SEEDS.1,
+        );
+        Ok((tr, te))
+    }
+
     pub fn load(&self, classes: usize) -> anyhow::Result<(Dataset, Dataset)> {
         let dir = self.data.clone().unwrap_or_else(default_data_dir);
         let (i, l) = find_pair(&dir)?;
@@ -213,7 +238,7 @@ pub struct TrainReport {
 
 pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
     let arch = arch_from(&a.arch)?;
-    let (train_set, test_set) = a.data.load(arch.classes)?;
+    let (train_set, test_set) = a.data.load_for(&arch)?;
     if [train_set.h, train_set.w, 1] != arch.input {
         bail!(
             "data images are {}x{}x1 but architecture '{}' expects {:?}",
@@ -283,8 +308,15 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
                 }
                 if !quiet {
                     eprintln!(
-                        "epoch {:>2}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | lr {:.4} | {:.1}s",
-                        e.epoch, e.train_loss, e.train_accuracy * 100.0, e.test_loss, e.test_accuracy * 100.0, e.lr, e.seconds
+                        "epoch {:>2}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}%{} | lr {:.4} | {:.1}s",
+                        e.epoch,
+                        e.train_loss,
+                        e.train_accuracy * 100.0,
+                        e.test_loss,
+                        e.test_accuracy * 100.0,
+                        if e.test_mean_iou > 0.0 { format!(" mean IoU {:.3}", e.test_mean_iou) } else { String::new() },
+                        e.lr,
+                        e.seconds
                     );
                 }
                 history_so_far.push(e.clone());
@@ -325,7 +357,7 @@ pub struct EvalReport {
 
 pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     let mut ck = Checkpoint::load(&a.checkpoint)?;
-    let (_, test) = a.data.load(ck.model.arch.classes)?;
+    let (_, test) = a.data.load_for(&ck.model.arch)?;
     let (loss, accuracy, preds) = evaluate(&mut ck.model, &test, 500);
     let confusion = crate::plots::confusion(&test.labels, &preds, ck.model.arch.classes);
     if let Some(p) = &a.confusion_png {
@@ -371,27 +403,51 @@ pub struct ExportReport {
     pub int8_accuracy: f32,
     pub top1_agreement: f32,
     pub max_abs_logit_diff: f32,
+    /// Localization models: mean IoU of the boxes (0 for classifiers).
+    pub float_mean_iou: f32,
+    pub int8_mean_iou: f32,
     pub test_images: usize,
     pub out: PathBuf,
 }
 
 pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
     let mut ck = Checkpoint::load(&a.checkpoint)?;
-    let (train_set, test) = a.data.load(ck.model.arch.classes)?;
+    let (train_set, test) = a.data.load_for(&ck.model.arch)?;
     let blob = quantize(&ck.model, &train_set, a.calibration)?;
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (arena_bytes, macs) = (rt.arena_bytes(), rt.macs());
     let out_q = rt.def().output.quant;
     let int8 = run_int8(&blob, &test)?;
+    let classes = ck.model.arch.classes;
     let (mut agree, mut correct_q, mut correct_f, mut max_diff) = (0usize, 0usize, 0usize, 0f32);
+    let (mut iou_f, mut iou_q) = (0f64, 0f64);
     let idx: Vec<usize> = (0..test.len()).collect();
     for chunk in idx.chunks(500) {
         let (x, y) = test.batch(chunk);
         let logits = ck.model.predict(x);
         for ((row, &t), &i) in logits.outer_iter().zip(&y).zip(chunk) {
             let f = row.as_slice().unwrap_or(&[]);
-            let pf = crate::train::argmax_f32(f);
-            let pq = runtime::argmax(&int8[i]).unwrap_or(0);
+            let pf = crate::train::argmax_f32(&f[..classes]);
+            let pq = runtime::argmax(&int8[i][..classes]).unwrap_or(0);
+            if let Some(dec) = rt.box_decoder() {
+                let b = dec.decode(&int8[i]).bbox;
+                let s = 16.0 * test.w as f32;
+                let q = [
+                    b.x0 as f32 / s,
+                    b.y0 as f32 / s,
+                    b.x1 as f32 / s,
+                    b.y1 as f32 / s,
+                ];
+                iou_q += crate::canvas::iou(q, test.boxes[i]) as f64;
+                let w = test.w as f32;
+                let fb = [
+                    f[classes] / w,
+                    f[classes + 1] / w,
+                    f[classes + 2] / w,
+                    f[classes + 3] / w,
+                ];
+                iou_f += crate::canvas::iou(fb, test.boxes[i]) as f64;
+            }
             agree += (pf == pq) as usize;
             correct_f += (pf == t) as usize;
             correct_q += (pq == t) as usize;
@@ -413,6 +469,8 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
         int8_accuracy: correct_q as f32 / n,
         top1_agreement: agree as f32 / n,
         max_abs_logit_diff: max_diff,
+        float_mean_iou: (iou_f / n as f64) as f32,
+        int8_mean_iou: (iou_q / n as f64) as f32,
         test_images: test.len(),
         out: a.out.clone(),
     })
@@ -685,6 +743,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "test accuracy on {} images: float {:.2}%, int8 {:.2}%, top-1 agreement {:.2}%, max |logit diff| {:.4}",
                 r.test_images, r.float_accuracy * 100.0, r.int8_accuracy * 100.0, r.top1_agreement * 100.0, r.max_abs_logit_diff
             );
+            if r.int8_mean_iou > 0.0 {
+                println!(
+                    "mean IoU of boxes: float {:.3}, int8 {:.3}",
+                    r.float_mean_iou, r.int8_mean_iou
+                );
+            }
             if a.json {
                 println!("{}", serde_json::to_string(&r)?);
             }

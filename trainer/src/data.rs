@@ -140,6 +140,9 @@ pub struct Dataset {
     /// `len * h * w` bytes, row-major per image.
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
+    /// One box per image for localization sets: `[x0, y0, x1, y1]` as fractions of the image
+    /// size (pixel edges, so a full image is `[0, 0, 1, 1]`). Empty for classification sets.
+    pub boxes: Vec<[f32; 4]>,
 }
 
 impl Dataset {
@@ -160,7 +163,12 @@ impl Dataset {
             h: self.h,
             w: self.w,
             pixels: self.pixels[range.start * n..range.end * n].to_vec(),
-            labels: self.labels[range].to_vec(),
+            labels: self.labels[range.clone()].to_vec(),
+            boxes: if self.boxes.is_empty() {
+                Vec::new()
+            } else {
+                self.boxes[range].to_vec()
+            },
         }
     }
     /// Normalized input `[len(idx), h, w, 1]` (NHWC): pixel / 255, so 0..=1. The int8 input
@@ -175,6 +183,15 @@ impl Dataset {
             ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[idx.len(), self.h, self.w, 1]), data)
                 .expect("batch shape matches the data length");
         (x, idx.iter().map(|&i| self.labels[i] as usize).collect())
+    }
+}
+
+impl Dataset {
+    /// Box targets `[len(idx), 4]` (only for localization sets).
+    pub fn box_batch(&self, idx: &[usize]) -> crate::autograd::Tensor {
+        let data: Vec<f32> = idx.iter().flat_map(|&i| self.boxes[i]).collect();
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[idx.len(), 4]), data)
+            .expect("box batch shape")
     }
 }
 
@@ -235,6 +252,7 @@ pub fn load_pair(images: &Path, labels: &Path, classes: usize) -> Result<Dataset
         w: im.dims[2],
         pixels: im.data,
         labels: lb.data,
+        boxes: Vec::new(),
     })
 }
 

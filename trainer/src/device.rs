@@ -53,6 +53,8 @@ pub struct DeviceRun {
     pub status: i32,
     pub outputs: Vec<Vec<i8>>,
     pub insns: Vec<u64>,
+    /// `BOX` lines of localization models: (index, detection).
+    pub boxes: Vec<(usize, runtime::Detection)>,
     pub stack: Option<usize>,
     pub done: Option<usize>,
     pub error: Option<String>,
@@ -93,6 +95,21 @@ pub fn parse_device_output(stdout: &str, status: i32) -> anyhow::Result<DeviceRu
                 run.outputs.push(unhex(hex)?);
             }
             (Some("INSN"), Some(_), Some(n)) => run.insns.push(n.parse()?),
+            (Some("BOX"), Some(i), Some(class)) => {
+                let rest: Vec<i32> = w.map(|v| v.parse()).collect::<Result<_, _>>()?;
+                let [score, x0, y0, x1, y1] = rest[..] else {
+                    bail!("bad BOX line '{line}'")
+                };
+                let bbox = runtime::BoxQ4 { x0, y0, x1, y1 };
+                run.boxes.push((
+                    i.parse()?,
+                    runtime::Detection {
+                        class: class.parse()?,
+                        score: score as i8,
+                        bbox,
+                    },
+                ));
+            }
             (Some("STACK"), Some(n), _) => run.stack = Some(n.parse()?),
             (Some("DONE"), Some(n), _) => run.done = Some(n.parse()?),
             (Some("ERR"), _, _) => run.error = Some(line[4..].to_owned()),
@@ -141,6 +158,22 @@ pub fn host_outputs(blob: &[u8], inputs: &[Vec<i8>]) -> anyhow::Result<Vec<Vec<i
             it.output().to_vec()
         })
         .collect())
+}
+
+/// The host runtime's decoded detection for each output (localization models), else empty.
+pub fn host_boxes(
+    blob: &[u8],
+    outputs: &[Vec<i8>],
+) -> anyhow::Result<Vec<(usize, runtime::Detection)>> {
+    let m = runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(match m.box_decoder() {
+        Some(d) => outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (i, d.decode(o)))
+            .collect(),
+        None => Vec::new(),
+    })
 }
 
 /// First image whose device output differs from the host's, with both outputs, or `None`.

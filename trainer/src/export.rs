@@ -415,15 +415,21 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
             quant: INPUT_QUANT,
         },
         output: TensorSpec {
-            shape: Shape::new(1, 1, arch.classes as u16),
+            shape: Shape::new(1, 1, arch.outputs() as u16),
             quant: QuantParams {
                 scale: out_q.scale,
                 zero_point: zp_in as i32,
             },
         },
         layers: rt_layers,
-        head: Head::Classifier {
-            classes: arch.classes as u16,
+        head: if arch.boxes {
+            Head::Localizer {
+                classes: arch.classes as u16,
+            }
+        } else {
+            Head::Classifier {
+                classes: arch.classes as u16,
+            }
         },
     };
     write_blob(&def).map_err(|e| anyhow::anyhow!("the runtime rejects the exported model: {e}"))

@@ -1,4 +1,5 @@
 pub mod autograd;
+pub mod canvas;
 pub mod cli;
 pub mod data;
 pub mod demo;
@@ -7,6 +8,7 @@ pub mod export;
 pub mod gradcheck;
 pub mod init;
 pub mod io;
+pub mod localize;
 pub mod model;
 pub mod optim;
 pub mod plots;

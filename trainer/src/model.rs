@@ -74,6 +74,10 @@ pub struct ArchSpec {
     pub input: [usize; 3],
     pub classes: usize,
     pub layers: Vec<LayerSpec>,
+    /// Localization: the last layer also outputs a box `[x0, y0, x1, y1]` (fractions of the
+    /// input size) after the class logits, a box head sharing the trunk with the class head.
+    #[serde(default)]
+    pub boxes: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +98,7 @@ pub enum ArchError {
     },
     #[error("architecture '{arch}': {why}")]
     Whole { arch: String, why: String },
-    #[error("unknown built-in architecture '{0}' (built in: ref-cnn)")]
+    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn)")]
     Unknown(String),
 }
 
@@ -148,12 +152,66 @@ impl ArchSpec {
                     bias: true,
                 },
             ],
+            boxes: false,
         }
+    }
+
+    /// Single-object localization on 40x40 canvases: a three-stage conv trunk, then one
+    /// hidden layer feeding the class logits and the box (10 + 4 outputs).
+    pub fn loc_cnn() -> ArchSpec {
+        use LayerSpec::*;
+        let conv = |c| Conv2d {
+            out_channels: c,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: true,
+        };
+        let pool = MaxPool2d {
+            kernel: 2,
+            stride: None,
+        };
+        ArchSpec {
+            name: "loc-cnn".into(),
+            input: [40, 40, 1],
+            classes: 10,
+            layers: vec![
+                conv(16),
+                BatchNorm2d,
+                Relu,
+                pool,
+                conv(32),
+                BatchNorm2d,
+                Relu,
+                pool,
+                conv(32),
+                BatchNorm2d,
+                Relu,
+                pool,
+                Flatten,
+                Linear {
+                    out_features: 64,
+                    bias: true,
+                },
+                Relu,
+                Linear {
+                    out_features: 14,
+                    bias: true,
+                },
+            ],
+            boxes: true,
+        }
+    }
+
+    /// Number of outputs of the last layer: class logits, then 4 box values if `boxes`.
+    pub fn outputs(&self) -> usize {
+        self.classes + if self.boxes { 4 } else { 0 }
     }
 
     pub fn builtin(name: &str) -> Result<ArchSpec, ArchError> {
         match name {
             "ref-cnn" => Ok(ArchSpec::ref_cnn()),
+            "loc-cnn" => Ok(ArchSpec::loc_cnn()),
             other => Err(ArchError::Unknown(other.into())),
         }
     }
@@ -287,12 +345,13 @@ impl ArchSpec {
             };
             out.push(cur);
         }
-        if cur != Act::Flat(self.classes) {
+        if cur != Act::Flat(self.outputs()) {
             return Err(ArchError::Whole {
                 arch: self.name.clone(),
                 why: format!(
-                    "the last layer must output {} class logits, it outputs {cur:?}",
-                    self.classes
+                    "the last layer must output {} values (class logits{}), it outputs {cur:?}",
+                    self.outputs(),
+                    if self.boxes { " then a box" } else { "" }
                 ),
             });
         }

@@ -50,6 +50,9 @@ pub struct EpochMetrics {
     pub train_accuracy: f32,
     pub test_loss: f32,
     pub test_accuracy: f32,
+    /// Mean IoU of predicted boxes on the test set (localization models; 0 otherwise).
+    #[serde(default)]
+    pub test_mean_iou: f32,
     pub lr: f32,
     pub seconds: f32,
 }
@@ -76,8 +79,10 @@ pub fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> (f32, f32, V
     for chunk in idx.chunks(batch.max(1)) {
         let (x, y) = data.batch(chunk);
         let logits = model.predict(x);
+        let classes = model.arch.classes;
         for (row, &t) in logits.outer_iter().zip(&y) {
-            let row = row.as_slice().unwrap_or(&[]);
+            // Localization outputs carry a box after the logits; the class part comes first.
+            let row = &row.as_slice().unwrap_or(&[])[..classes];
             let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
             loss += (lse - row[t]) as f64;
@@ -161,7 +166,18 @@ pub fn train(
                 .map(|p| g.leaf(p.clone(), true))
                 .collect();
             let logits = model.forward(&mut g, xv, &pv, true, &mut rng);
-            let loss = g.cross_entropy(logits, &y);
+            let loss = if model.arch.boxes {
+                crate::localize::loc_loss(
+                    &mut g,
+                    logits,
+                    &y,
+                    &train.box_batch(chunk),
+                    model.arch.classes,
+                    train.w as f32,
+                )
+            } else {
+                g.cross_entropy(logits, &y)
+            };
             let lv = g.value(loss).iter().next().copied().unwrap_or(f32::NAN);
             if !lv.is_finite() {
                 return Err(TrainError::NonFinite {
@@ -173,7 +189,8 @@ pub fn train(
                 .into());
             }
             for (row, &t) in g.value(logits).outer_iter().zip(&y) {
-                correct += (argmax_f32(row.as_slice().unwrap_or(&[])) == t) as usize;
+                let row = row.as_slice().unwrap_or(&[]);
+                correct += (argmax_f32(&row[..model.arch.classes.min(row.len())]) == t) as usize;
             }
             g.backward(loss);
             let grads: Vec<Tensor> = pv
@@ -194,7 +211,13 @@ pub fn train(
             );
         }
         let (test_loss, test_accuracy, _) = evaluate(model, test, 500);
+        let test_mean_iou = if model.arch.boxes {
+            crate::localize::evaluate_boxes(model, test).1
+        } else {
+            0.0
+        };
         let m = EpochMetrics {
+            test_mean_iou,
             epoch,
             train_loss: (loss_sum / seen.max(1) as f64) as f32,
             train_accuracy: correct as f32 / seen.max(1) as f32,

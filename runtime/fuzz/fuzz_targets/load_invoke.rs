@@ -4,8 +4,8 @@
 //! CRC checks); even = the rest with its CRC recomputed, so mutations reach the postcard
 //! decoder and the layer validator instead of stopping at the checksum.
 //!
-//! Run: `cargo +nightly fuzz run load_invoke runtime/fuzz/corpus -- -runs=1000000`
-//! (from `runtime/`; the corpus starts from the committed model blobs).
+//! Run from `runtime/` (the working corpus is git-ignored; seeds are committed blobs):
+//! `mkdir -p fuzz/corpus && cargo +nightly fuzz run load_invoke fuzz/corpus fuzz/seeds -- -runs=1000000`
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -1,0 +1,138 @@
+//! Localization data made from the bundled real MNIST digits: each canvas holds one digit,
+//! scaled 0.6-1.2x and placed at random, with its exact tight box. Deterministic for a seed;
+//! build training canvases from the training split and test canvases from the test split.
+
+use crate::data::Dataset;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Bilinear resize of a grayscale image (pixel centres aligned, edges clamped).
+pub fn resize_bilinear(src: &[u8], sh: usize, sw: usize, dh: usize, dw: usize) -> Vec<u8> {
+    let mut out = vec![0u8; dh * dw];
+    let (fy, fx) = (sh as f32 / dh as f32, sw as f32 / dw as f32);
+    for y in 0..dh {
+        let sy = ((y as f32 + 0.5) * fy - 0.5).clamp(0.0, (sh - 1) as f32);
+        let (y0, ty) = (sy.floor() as usize, sy - sy.floor());
+        let y1 = (y0 + 1).min(sh - 1);
+        for x in 0..dw {
+            let sx = ((x as f32 + 0.5) * fx - 0.5).clamp(0.0, (sw - 1) as f32);
+            let (x0, tx) = (sx.floor() as usize, sx - sx.floor());
+            let x1 = (x0 + 1).min(sw - 1);
+            let p = |yy: usize, xx: usize| src[yy * sw + xx] as f32;
+            let v = (1.0 - ty) * ((1.0 - tx) * p(y0, x0) + tx * p(y0, x1))
+                + ty * ((1.0 - tx) * p(y1, x0) + tx * p(y1, x1));
+            out[y * dw + x] = v.round().clamp(0.0, 255.0) as u8;
+        }
+    }
+    out
+}
+
+/// Tight box `(x0, y0, x1, y1)` of the non-zero pixels, exclusive ends; `None` if all zero.
+pub fn tight_box(img: &[u8], h: usize, w: usize) -> Option<(usize, usize, usize, usize)> {
+    let mut b: Option<(usize, usize, usize, usize)> = None;
+    for y in 0..h {
+        for x in 0..w {
+            if img[y * w + x] > 0 {
+                b = Some(match b {
+                    None => (x, y, x + 1, y + 1),
+                    Some((x0, y0, x1, y1)) => (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1)),
+                });
+            }
+        }
+    }
+    b
+}
+
+/// `count` canvases of `size x size`, each one digit from `digits` (cycled in a seeded order)
+/// scaled by 0.6-1.2 and placed uniformly where it fits. Boxes are the digit's exact tight box.
+pub fn single_object(digits: &Dataset, count: usize, size: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order = crate::data::shuffled(digits.len(), &mut rng);
+    order.truncate(count.min(digits.len()));
+    let mut pixels = vec![0u8; count * size * size];
+    let (mut labels, mut boxes) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for i in 0..count {
+        let d = order[i % order.len()];
+        let scale: f32 = rng.gen_range(0.6..=1.2);
+        let s = ((digits.h as f32 * scale).round() as usize).clamp(1, size);
+        let glyph = resize_bilinear(digits.image(d), digits.h, digits.w, s, s);
+        let (oy, ox) = (rng.gen_range(0..=size - s), rng.gen_range(0..=size - s));
+        let canvas = &mut pixels[i * size * size..(i + 1) * size * size];
+        for y in 0..s {
+            canvas[(oy + y) * size + ox..(oy + y) * size + ox + s]
+                .copy_from_slice(&glyph[y * s..(y + 1) * s]);
+        }
+        let (x0, y0, x1, y1) = tight_box(&glyph, s, s).unwrap_or((0, 0, s, s));
+        let f = size as f32;
+        boxes.push([
+            (ox + x0) as f32 / f,
+            (oy + y0) as f32 / f,
+            (ox + x1) as f32 / f,
+            (oy + y1) as f32 / f,
+        ]);
+        labels.push(digits.labels[d]);
+    }
+    Dataset {
+        h: size,
+        w: size,
+        pixels,
+        labels,
+        boxes,
+    }
+}
+
+/// Intersection over union of two `[x0, y0, x1, y1]` boxes.
+pub fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    let area = |r: [f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
+    let union = area(a) + area(b) - inter;
+    if union > 0.0 {
+        inter / union
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits() -> Dataset {
+        let (i, l) = crate::data::find_pair(&crate::data::default_data_dir()).unwrap();
+        crate::data::load_pair(&i, &l, 10).unwrap().slice(0..200)
+    }
+
+    #[test]
+    fn canvases_are_deterministic_and_boxes_are_tight() {
+        let d = digits();
+        let a = single_object(&d, 50, 40, 9);
+        let b = single_object(&d, 50, 40, 9);
+        assert_eq!(a.pixels, b.pixels);
+        assert_ne!(a.pixels, single_object(&d, 50, 40, 10).pixels);
+        for i in 0..a.len() {
+            let img = a.image(i);
+            let (x0, y0, x1, y1) = tight_box(img, 40, 40).unwrap();
+            let want = [
+                x0 as f32 / 40.0,
+                y0 as f32 / 40.0,
+                x1 as f32 / 40.0,
+                y1 as f32 / 40.0,
+            ];
+            assert_eq!(
+                a.boxes[i], want,
+                "canvas {i}: box is the tight box of the whole canvas"
+            );
+            let side = (x1 - x0).max(y1 - y0);
+            assert!((8..=34).contains(&side), "canvas {i}: digit side {side}");
+        }
+    }
+
+    #[test]
+    fn iou_exact_cases() {
+        assert_eq!(iou([0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]), 1.0);
+        assert_eq!(iou([0.0, 0.0, 1.0, 1.0], [1.0, 1.0, 2.0, 2.0]), 0.0);
+        assert!((iou([0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 3.0, 1.0]) - 1.0 / 3.0).abs() < 1e-6);
+    }
+}
