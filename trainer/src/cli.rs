@@ -498,6 +498,7 @@ pub fn read_blob(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
+    use runtime::format::OutputStage;
     use runtime::Layer;
     use std::fmt::Write;
     let blob = read_blob(path)?;
@@ -507,77 +508,108 @@ pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
     let mut s = String::new();
     writeln!(
         s,
-        "model '{}' ({} bytes, format v{})",
+        "model '{}' ({} bytes, format v{}, head {:?})",
         d.name,
         blob.len(),
-        runtime::format::FORMAT_VERSION
+        runtime::format::FORMAT_VERSION,
+        d.head
     )?;
-    writeln!(
-        s,
-        "input  {:?} scale {:.6} zp {}",
-        d.input.shape.dims(),
-        d.input.quant.scale,
-        d.input.quant.zero_point
+    let q = |t: &runtime::TensorSpec| {
+        format!(
+            "{:?} scale {:.6} zp {}",
+            t.shape.dims(),
+            t.quant.scale,
+            t.quant.zero_point
+        )
+    };
+    writeln!(s, "input  {}", q(&d.input))?;
+    let row = |s: &mut String, c: [&str; 10]| {
+        writeln!(
+            s,
+            "{:<3} {:<15} {:>9} {:>9} {:<22} {:>8} {:>7} {:>6} {:<19} {}",
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9]
+        )
+    };
+    row(
+        &mut s,
+        [
+            "#",
+            "op",
+            "in",
+            "out",
+            "params",
+            "MACs",
+            "flash B",
+            "act B",
+            "requant M (min-max)",
+            "out zp / clamp",
+        ],
     )?;
-    writeln!(
-        s,
-        "{:<3} {:<16} {:>13} {:>13} {:<24} {:>9} {:>8} {:>9}",
-        "#", "op", "in (HWC)", "out (HWC)", "params", "MACs", "bytes", "out zp"
-    )?;
+    // Real requantization multipliers of a stage, and its zero point and clamp.
+    let stage = |o: &OutputStage| {
+        let ms: Vec<f64> = o
+            .requant
+            .chunks_exact(8)
+            .map(|r| {
+                runtime::Requant {
+                    multiplier: i32::from_le_bytes([r[0], r[1], r[2], r[3]]),
+                    shift: i32::from_le_bytes([r[4], r[5], r[6], r[7]]),
+                }
+                .to_real()
+            })
+            .collect();
+        let (lo, hi) = ms
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
+        (
+            format!("{lo:.2e}-{hi:.2e}"),
+            format!("{} [{}, {}]", o.zero_point, o.act_min, o.act_max),
+        )
+    };
     for (i, (l, info)) in d.layers.iter().zip(m.layer_info()).enumerate() {
-        let (params, zp) = match l {
+        let (params, (mr, zp)) = match l {
             Layer::Conv2d(c) | Layer::DepthwiseConv2d(c) => (
                 format!(
-                    "k{}x{} s{} p{}{}{}",
+                    "k{}x{} s{} p{}{}",
                     c.kernel_h,
                     c.kernel_w,
                     c.stride,
                     c.padding,
-                    if c.output.act_min > -128 { " relu" } else { "" },
                     c.pool
                         .map_or(String::new(), |p| format!(" +maxpool{}", p.kernel))
                 ),
-                c.output.zero_point.to_string(),
+                stage(&c.output),
             ),
             Layer::FullyConnected(f) => (
-                format!(
-                    "{}->{}{}",
-                    f.in_features,
-                    f.out_features,
-                    if f.output.act_min > -128 { " relu" } else { "" }
-                ),
-                f.output.zero_point.to_string(),
+                format!("{}->{}", f.in_features, f.out_features),
+                stage(&f.output),
             ),
-            Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
-                (format!("k{} s{}", p.kernel, p.stride), "=".into())
-            }
-            Layer::GlobalAvgPool => (String::new(), "=".into()),
+            Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => (
+                format!("k{} s{}", p.kernel, p.stride),
+                ("-".into(), "same as input".into()),
+            ),
+            Layer::GlobalAvgPool => (String::new(), ("-".into(), "same as input".into())),
         };
         let dims = |d: [u16; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);
-        writeln!(
-            s,
-            "{:<3} {:<16} {:>13} {:>13} {:<24} {:>9} {:>8} {:>9}",
-            i,
-            l.name(),
+        let cells = [
+            i.to_string(),
+            l.name().to_string(),
             dims(info.in_shape.dims()),
             dims(info.out_shape.dims()),
             params,
-            info.macs,
-            info.param_bytes,
-            zp
-        )?;
+            info.macs.to_string(),
+            info.param_bytes.to_string(),
+            info.out_shape.len().to_string(),
+            mr,
+            zp,
+        ];
+        row(&mut s, cells.each_ref().map(|c| c.as_str()))?;
     }
-    writeln!(
-        s,
-        "output {:?} scale {:.6} zp {}",
-        d.output.shape.dims(),
-        d.output.quant.scale,
-        d.output.quant.zero_point
-    )?;
+    writeln!(s, "output {}", q(&d.output))?;
     let pbytes: usize = m.layer_info().iter().map(|l| l.param_bytes).sum();
     writeln!(
         s,
-        "totals: flash {} bytes (blob; {} of weights/bias/requant), arena {} bytes, {} MACs",
+        "totals: flash {} B (blob; {} B weights/bias/requant), RAM {} B (arena: the largest input+output pair live at once), {} MACs",
         blob.len(),
         pbytes,
         m.arena_bytes(),
@@ -618,6 +650,19 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<(usize, Vec<f32>)> {
     it.invoke();
     let q = m.def().output.quant;
     let logits: Vec<f32> = it.output().iter().map(|&v| q.dequantize(v)).collect();
+    if let Some(dec) = m.box_decoder() {
+        let d = dec.decode(it.output());
+        let b = d.bbox;
+        let px = |v: i32| v as f32 / 16.0;
+        println!(
+            "box (pixels) x0 {:.2} y0 {:.2} x1 {:.2} y1 {:.2}",
+            px(b.x0),
+            px(b.y0),
+            px(b.x1),
+            px(b.y1)
+        );
+        return Ok((d.class as usize, logits));
+    }
     Ok((runtime::argmax(it.output()).unwrap_or(0), logits))
 }
 
@@ -730,14 +775,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(a) => {
             let r = cmd_export(&a)?;
+            // The peers' figures (REFERENCES.md) are for ref-cnn only.
+            let ref_cnn = r.macs == 290_080;
+            let peer = |t: &'static str| if ref_cnn { t } else { "" };
             println!(
-                "wrote {} ({} bytes; TFLite int8 file of ref-cnn: 13,688)",
+                "wrote {} ({} bytes{})",
                 r.out.display(),
-                r.blob_bytes
+                r.blob_bytes,
+                peer("; TFLite int8 file of ref-cnn: 13,688")
             );
             println!(
-                "planned arena {} bytes (TFLite Micro: 10,080), {} MACs",
-                r.arena_bytes, r.macs
+                "planned arena {} bytes{}, {} MACs",
+                r.arena_bytes,
+                peer(" (TFLite Micro: 10,080)"),
+                r.macs
             );
             println!(
                 "test accuracy on {} images: float {:.2}%, int8 {:.2}%, top-1 agreement {:.2}%, max |logit diff| {:.4}",

@@ -9,12 +9,14 @@
 //! Each kernel has a naive i64 reference in [`reference`] (test builds) and a proptest that
 //! compares the two bit for bit.
 
+mod add;
 mod conv;
 mod fc;
 mod pool;
 #[cfg(test)]
 pub mod reference;
 
+pub use add::{add, AddParams, ADD_LEFT_SHIFT};
 pub use conv::{conv2d, depthwise_conv2d, ConvGeom, PATCH_MAX};
 pub use fc::fully_connected;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, PoolGeom};

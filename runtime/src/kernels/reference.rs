@@ -140,6 +140,28 @@ pub fn fully_connected(input: &[i8], zp: i32, w: &[i8], st: &Stage, out_n: usize
         .collect()
 }
 
+/// Residual add with the same integer semantics, in i64/i128 with no shortcuts.
+pub fn add(a: &[i8], b: &[i8], p: &super::AddParams) -> Vec<i8> {
+    let sh = super::ADD_LEFT_SHIFT;
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            let xa = requant(
+                (x as i64 - p.zp_a as i64) << sh,
+                p.rq_a.multiplier,
+                p.rq_a.shift,
+            );
+            let yb = requant(
+                (y as i64 - p.zp_b as i64) << sh,
+                p.rq_b.multiplier,
+                p.rq_b.shift,
+            );
+            let v = requant(xa + yb, p.rq_out.multiplier, p.rq_out.shift) + p.zp_out as i64;
+            v.clamp(p.act_min as i64, p.act_max as i64) as i8
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::*;
@@ -322,6 +344,32 @@ mod tests {
         let mut out = vec![0i8; g.output_len()];
         conv2d(&x, 9, &w, &g, &st, &mut out);
         assert_eq!(out, super::conv2d(&x, 9, &w, &g, &st, false));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Bit-exact against the reference, and within one output step of the real sum.
+        #[test]
+        fn add_matches_reference_and_real_arithmetic(
+            x in proptest::collection::vec(any::<i8>(), 1..64),
+            y_seed in proptest::collection::vec(any::<i8>(), 64),
+            (sa, sb, so) in (0.001f64..0.5, 0.001f64..0.5, 0.002f64..1.0),
+            (za, zb, zo) in (any::<i8>(), any::<i8>(), any::<i8>()),
+        ) {
+            let y = &y_seed[..x.len()];
+            let p = AddParams::from_scales(sa, za as i32, sb, zb as i32, so, zo as i32, -128, 127).unwrap();
+            let mut out = vec![0i8; x.len()];
+            add(&x, y, &p, &mut out);
+            prop_assert_eq!(&out, &super::add(&x, y, &p));
+            for i in 0..x.len() {
+                let real = sa * (x[i] as f64 - za as f64) + sb * (y[i] as f64 - zb as f64);
+                let want = (real / so).round() + zo as f64;
+                if (-127.0..=126.0).contains(&want) {
+                    prop_assert!((out[i] as f64 - want).abs() <= 1.0, "{} vs {}", out[i], want);
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,0 +1,62 @@
+//! Residual add of two int8 tensors with different scales (the TFLite scheme, single rounding).
+//!
+//! Both inputs are brought to a common fixed-point scale before adding:
+//! `a' = requant_a((a - zp_a) << 20)`, `b' = requant_b((b - zp_b) << 20)` with
+//! `M_a = s_a / (2 max(s_a, s_b))`, `M_b = s_b / (2 max(s_a, s_b))`, then
+//! `out = clamp(requant_out(a' + b') + zp_out)` with `M_out = 2 max(s_a, s_b) / (2^20 s_out)`.
+//! No overflow: `|x - zp| <= 255`, so `(x - zp) << 20 < 2^28`; `M_a, M_b <= 1/2`, so
+//! `|a' + b'| < 2^28`.
+
+use crate::quant::Requant;
+
+/// Bits of headroom the inputs are shifted by before rescaling.
+pub const ADD_LEFT_SHIFT: u32 = 20;
+
+/// Precomputed parameters of one add (computed once, at export or load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AddParams {
+    pub zp_a: i32,
+    pub zp_b: i32,
+    pub zp_out: i32,
+    pub rq_a: Requant,
+    pub rq_b: Requant,
+    pub rq_out: Requant,
+    pub act_min: i32,
+    pub act_max: i32,
+}
+
+impl AddParams {
+    /// From the three tensors' scales and zero points; `None` if a multiplier is unencodable.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_scales(
+        s_a: f64,
+        zp_a: i32,
+        s_b: f64,
+        zp_b: i32,
+        s_out: f64,
+        zp_out: i32,
+        act_min: i32,
+        act_max: i32,
+    ) -> Option<AddParams> {
+        let twice_max = 2.0 * s_a.max(s_b);
+        Some(AddParams {
+            zp_a,
+            zp_b,
+            zp_out,
+            rq_a: Requant::from_real(s_a / twice_max)?,
+            rq_b: Requant::from_real(s_b / twice_max)?,
+            rq_out: Requant::from_real(twice_max / ((1u64 << ADD_LEFT_SHIFT) as f64 * s_out))?,
+            act_min,
+            act_max,
+        })
+    }
+}
+
+/// `out[i] = a[i] + b[i]` in real terms, requantized to the output's scale.
+pub fn add(a: &[i8], b: &[i8], p: &AddParams, out: &mut [i8]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        let xa = p.rq_a.apply((x as i32 - p.zp_a) << ADD_LEFT_SHIFT);
+        let yb = p.rq_b.apply((y as i32 - p.zp_b) << ADD_LEFT_SHIFT);
+        *o = p.rq_out.to_i8(xa + yb, p.zp_out, p.act_min, p.act_max);
+    }
+}
