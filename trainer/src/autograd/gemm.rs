@@ -3,9 +3,20 @@
 //! Backed by the `gemm` crate rather than ndarray's `matrixmultiply`: on the skinny shapes of
 //! a small CNN (K = 9 for a 3x3 conv of a grayscale image, N = 8 output channels) it was 2-3x
 //! faster on this machine (runtime-dispatched AVX2/AVX-512 kernels, and no packing for small
-//! operands), e.g. 0.23 ms vs 0.71 ms for `[50176 x 9] . [9 x 8]`. Always
-//! `Parallelism::None`: the summation order then depends only on the shapes and the CPU, so
-//! runs are bit-reproducible.
+//! operands), e.g. 0.23 ms vs 0.71 ms for `[50176 x 9] . [9 x 8]`. On one thread (the
+//! default) `Parallelism::None`: the summation order then depends only on the shapes and the
+//! CPU, so runs are bit-reproducible. Inside a rayon pool of more threads (`--threads N`),
+//! large products are split across the pool.
+
+/// Rayon inside a multi-thread pool for products big enough to amortize the split.
+fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    let threads = rayon::current_num_threads();
+    if threads > 1 && m * n * k >= 1 << 22 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    }
+}
 
 /// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
@@ -94,7 +105,7 @@ pub(crate) fn gemm(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool) {
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism(m, n, k),
         );
     }
 }
