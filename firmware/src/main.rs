@@ -4,6 +4,7 @@
 //! ```text
 //! OUT <index> <output as lowercase hex, two chars per int8 byte>
 //! BOX <index> <class> <score> <x0> <y0> <x1> <y1>  (localization models; 1/16 pixel units)
+//! DET <index> <class> <score> <x0> <y0> <x1> <y1>  (grid detectors: one line per detection)
 //! INSN <index> <instructions for invoke()>        (CYCLES on silicon)
 //! STACK <peak stack bytes>
 //! DONE <count>
@@ -132,6 +133,13 @@ fn run<S: InputSource>(
             let d = dec.decode(interp.output());
             let b = d.bbox;
             outln!("BOX {} {} {} {} {} {} {}", index, d.class, d.score, b.x0, b.y0, b.x1, b.y1);
+        }
+        if let Some(dec) = model.grid_decoder() {
+            // Integer decoding and NMS in fixed memory, identical to the host's.
+            for d in dec.decode(interp.output()) {
+                let b = d.bbox;
+                outln!("DET {} {} {} {} {} {} {}", index, d.class, d.score, b.x0, b.y0, b.x1, b.y1);
+            }
         }
         outln!(
             "{} {} {}",

@@ -107,9 +107,261 @@ impl BoxDecoder {
     }
 }
 
+/// Most grid cells a detector may have (the candidate list is a fixed array of this size).
+pub const MAX_CELLS: usize = 64;
+/// Most detections a grid decoder returns.
+pub const MAX_DETECTIONS: usize = 16;
+
+/// The fixed-capacity list of detections of one image.
+pub type Detections = heapless::Vec<Detection, MAX_DETECTIONS>;
+
+/// Decodes a grid detector's output with integer arithmetic and fixed memory; built once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridDecoder {
+    classes: usize,
+    grid_w: usize,
+    grid_h: usize,
+    cell: i32,
+    zero_point: i32,
+    obj_threshold: i8,
+    nms_iou_pct: i64,
+    max_detections: usize,
+    to_px16: Requant,
+    max_x: i32,
+    max_y: i32,
+}
+
+impl GridDecoder {
+    /// `Ok(None)` for models without a grid head; an error if the head and output disagree.
+    pub fn new(def: &ModelDef) -> Result<Option<GridDecoder>, Error> {
+        let Head::GridDetector {
+            classes,
+            cell,
+            obj_threshold,
+            nms_iou_pct,
+            max_detections,
+        } = def.head
+        else {
+            return Ok(None);
+        };
+        let out = def.output.shape;
+        let bad = |what| Err(Error::BadDetectionHead { what });
+        if out.c as usize != 5 + classes as usize || classes == 0 {
+            return bad("grid channels != 5 + classes");
+        }
+        if cell == 0
+            || out.h as usize * cell as usize != def.input.shape.h as usize
+            || out.w as usize * cell as usize != def.input.shape.w as usize
+        {
+            return bad("grid cells do not tile the input");
+        }
+        if out.h as usize * out.w as usize > MAX_CELLS {
+            return bad("more than 64 grid cells");
+        }
+        if max_detections == 0 || max_detections as usize > MAX_DETECTIONS || nms_iou_pct > 100 {
+            return bad("max_detections must be 1..=16 and nms_iou_pct <= 100");
+        }
+        let q = def.output.quant;
+        if !(q.scale.is_finite() && q.scale > 0.0) {
+            return bad("output scale");
+        }
+        let to_px16 = Requant::from_real(q.scale as f64 * 16.0).ok_or(Error::BadDetectionHead {
+            what: "output scale gives no box multiplier",
+        })?;
+        Ok(Some(GridDecoder {
+            classes: classes as usize,
+            grid_w: out.w as usize,
+            grid_h: out.h as usize,
+            cell: cell as i32,
+            zero_point: q.zero_point,
+            obj_threshold,
+            nms_iou_pct: nms_iou_pct as i64,
+            max_detections: max_detections as usize,
+            to_px16,
+            max_x: def.input.shape.w as i32 * 16,
+            max_y: def.input.shape.h as i32 * 16,
+        }))
+    }
+
+    /// Detections of one output tensor, best first.
+    pub fn decode(&self, output: &[i8]) -> Detections {
+        let ch = 5 + self.classes;
+        let mut cands: heapless::Vec<Detection, MAX_CELLS> = heapless::Vec::new();
+        for (k, r) in output
+            .chunks_exact(ch)
+            .take(self.grid_w * self.grid_h)
+            .enumerate()
+        {
+            let score = r[0];
+            if score < self.obj_threshold {
+                continue;
+            }
+            let px = |q: i8| self.to_px16.apply(q as i32 - self.zero_point);
+            let (gx, gy) = ((k % self.grid_w) as i32, (k / self.grid_w) as i32);
+            let cx = gx * self.cell * 16 + px(r[1]);
+            let cy = gy * self.cell * 16 + px(r[2]);
+            let (w, h) = (px(r[3]).max(0), px(r[4]).max(0));
+            let (x0, y0) = (cx - (w >> 1), cy - (h >> 1));
+            let bbox = BoxQ4 {
+                x0: x0.clamp(0, self.max_x),
+                y0: y0.clamp(0, self.max_y),
+                x1: (x0 + w).clamp(0, self.max_x),
+                y1: (y0 + h).clamp(0, self.max_y),
+            };
+            let class = crate::quant::argmax(&r[5..]).unwrap_or(0) as u16;
+            // Cannot overflow: at most MAX_CELLS cells are read.
+            let _ = cands.push(Detection { class, score, bbox });
+        }
+        // Stable insertion sort by score, best first: ties keep cell order on every target.
+        for i in 1..cands.len() {
+            let mut j = i;
+            while j > 0 && cands[j - 1].score < cands[j].score {
+                cands.swap(j - 1, j);
+                j -= 1;
+            }
+        }
+        let mut kept = Detections::new();
+        for c in cands {
+            if kept.len() == self.max_detections {
+                break;
+            }
+            // IoU > t/100  <=>  100 * intersection > t * union: integers only.
+            let overlaps = kept.iter().any(|k| {
+                let (inter, union) = k.bbox.iou_fraction(&c.bbox);
+                100 * inter > self.nms_iou_pct * union
+            });
+            if !overlaps {
+                let _ = kept.push(c);
+            }
+        }
+        kept
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::format::{Conv2d, Layer, OutputStage, Shape, TensorSpec};
+    use crate::quant::QuantParams;
+
+    /// 8x8 input, a 1x1 stride-4 conv to a 2x2 grid of 5 + 2 channels (cell 4 px); output
+    /// scale 0.25 px per step, zero point 0. Only the head matters: `decode` reads bytes.
+    fn grid_def<'a>(bias: &'a [u8], rq: &'a [u8], w: &'a [u8]) -> ModelDef<'a> {
+        let mut layers = heapless::Vec::new();
+        let _ = layers.push(Layer::Conv2d(Conv2d {
+            in_channels: 1,
+            out_channels: 7,
+            kernel_h: 1,
+            kernel_w: 1,
+            stride: 4,
+            padding: 0,
+            input_zero_point: 0,
+            output: OutputStage {
+                zero_point: 0,
+                act_min: -128,
+                act_max: 127,
+                bias,
+                requant: rq,
+            },
+            weights: w,
+            pool: None,
+        }));
+        ModelDef {
+            name: "grid",
+            input: TensorSpec {
+                shape: Shape::new(8, 8, 1),
+                quant: QuantParams {
+                    scale: 1.0,
+                    zero_point: 0,
+                },
+            },
+            output: TensorSpec {
+                shape: Shape::new(2, 2, 7),
+                quant: QuantParams {
+                    scale: 0.25,
+                    zero_point: 0,
+                },
+            },
+            layers,
+            head: Head::GridDetector {
+                classes: 2,
+                cell: 4,
+                obj_threshold: 10,
+                nms_iou_pct: 50,
+                max_detections: 2,
+            },
+        }
+    }
+
+    /// Hand-made output: cell 0 and cell 1 both see the same 4x4 box (the weaker one is
+    /// suppressed), cell 3 a separate one, cell 2 is below the threshold. Max 2 detections.
+    #[test]
+    fn grid_decode_thresholds_ranks_and_suppresses() {
+        let (b, r, w) = ([0u8; 28], [0u8; 56], [1u8; 7]);
+        let def = grid_def(&b, &r, &w);
+        let dec = GridDecoder::new(&def).unwrap().unwrap();
+        // Channels: obj, cx, cy, w, h (in 0.25 px steps), class 0, class 1.
+        #[rustfmt::skip]
+        let out: [i8; 28] = [
+            40,  8,  8, 16, 16,  1, 5,   // cell (0,0): centre (2,2), 4x4 -> class 1, score 40
+            30, -8,  8, 16, 16,  9, 0,   // cell (1,0): centre (4-2, 2) = (2,2): duplicate, lower score
+             9,  8,  8, 16, 16,  9, 0,   // cell (0,1): below threshold 10
+            50,  8,  8,  8,  8,  0, 3,   // cell (1,1): centre (6,6), 2x2 -> class 1, score 50
+        ];
+        let d = dec.decode(&out);
+        assert_eq!(d.len(), 2);
+        assert_eq!((d[0].score, d[0].class), (50, 1));
+        assert_eq!(
+            d[0].bbox,
+            BoxQ4 {
+                x0: 5 * 16,
+                y0: 5 * 16,
+                x1: 7 * 16,
+                y1: 7 * 16
+            }
+        );
+        assert_eq!((d[1].score, d[1].class), (40, 1));
+        assert_eq!(
+            d[1].bbox,
+            BoxQ4 {
+                x0: 0,
+                y0: 0,
+                x1: 64,
+                y1: 64
+            }
+        );
+    }
+
+    #[test]
+    fn grid_head_must_match_the_output() {
+        let (b, r, w) = ([0u8; 28], [0u8; 56], [1u8; 7]);
+        let mut def = grid_def(&b, &r, &w);
+        def.head = Head::GridDetector {
+            classes: 3,
+            cell: 4,
+            obj_threshold: 0,
+            nms_iou_pct: 50,
+            max_detections: 2,
+        };
+        assert!(GridDecoder::new(&def).is_err());
+        def.head = Head::GridDetector {
+            classes: 2,
+            cell: 3,
+            obj_threshold: 0,
+            nms_iou_pct: 50,
+            max_detections: 2,
+        };
+        assert!(GridDecoder::new(&def).is_err());
+        def.head = Head::GridDetector {
+            classes: 2,
+            cell: 4,
+            obj_threshold: 0,
+            nms_iou_pct: 50,
+            max_detections: 17,
+        };
+        assert!(GridDecoder::new(&def).is_err());
+    }
 
     #[test]
     fn iou_fraction_exact() {

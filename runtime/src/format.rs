@@ -213,6 +213,17 @@ pub enum Head {
     /// The output holds `classes` logits, then one box `[x0, y0, x1, y1]` in input pixels
     /// (single-object localization). Decode with [`crate::BoxDecoder`].
     Localizer { classes: u16 },
+    /// The output is a `[G, G, 5 + classes]` grid: per cell objectness logit, box centre
+    /// (pixels from the cell corner), box width and height (pixels), class logits. Decode with
+    /// [`crate::GridDecoder`]: cells whose objectness byte is at least `obj_threshold`, ranked by
+    /// it, class-agnostic NMS at IoU `nms_iou_pct` / 100, at most `max_detections` (<= 16).
+    GridDetector {
+        classes: u16,
+        cell: u8,
+        obj_threshold: i8,
+        nms_iou_pct: u8,
+        max_detections: u8,
+    },
 }
 
 /// The decoded payload.

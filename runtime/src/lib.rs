@@ -26,7 +26,7 @@ pub mod quant;
 #[cfg(feature = "alloc")]
 pub mod writer;
 
-pub use detect::{BoxDecoder, BoxQ4, Detection};
+pub use detect::{BoxDecoder, BoxQ4, Detection, Detections, GridDecoder};
 pub use error::Error;
 pub use format::{Layer, ModelDef, Shape, TensorSpec};
 pub use interpreter::Interpreter;

@@ -296,6 +296,9 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 what: "classes + 4 != output length",
             })
         }
+        Head::GridDetector { .. } => {
+            crate::detect::GridDecoder::new(def)?;
+        }
     }
     let sizes =
         core::iter::once(def.input.shape.len()).chain(layers.iter().map(|l| l.out_shape.len()));
@@ -317,6 +320,7 @@ pub struct Model<'a> {
     analysis: Analysis,
     blob_bytes: usize,
     boxes: Option<crate::detect::BoxDecoder>,
+    grid: Option<crate::detect::GridDecoder>,
 }
 
 impl<'a> Model<'a> {
@@ -343,17 +347,24 @@ impl<'a> Model<'a> {
             });
         }
         let boxes = crate::detect::BoxDecoder::new(&def)?;
+        let grid = crate::detect::GridDecoder::new(&def)?;
         Ok(Model {
             def,
             analysis,
             blob_bytes: bytes.len(),
             boxes,
+            grid,
         })
     }
 
     /// The box decoder of a localization model, `None` for a classifier.
     pub fn box_decoder(&self) -> Option<&crate::detect::BoxDecoder> {
         self.boxes.as_ref()
+    }
+
+    /// The grid decoder of a detection model, `None` otherwise.
+    pub fn grid_decoder(&self) -> Option<&crate::detect::GridDecoder> {
+        self.grid.as_ref()
     }
 
     pub fn def(&self) -> &ModelDef<'a> {

@@ -176,3 +176,56 @@ fn localization_boxes_are_bit_exact_on_the_device() {
         "decoded boxes differ between device and host"
     );
 }
+
+/// A grid detector: raw outputs and the decoded, NMS-filtered detections bit-exact on the
+/// device. Briefly trained: parity does not depend on accuracy, but the decoder must have
+/// something to report, so the test also requires some detections.
+#[test]
+fn grid_detections_are_bit_exact_on_the_device() {
+    let dir = temp_dir("grid-parity");
+    let arch = ArchSpec::grid_det();
+    let (train_set, test_set) = DataArgs {
+        data: None,
+        train_count: 8000,
+        test_count: 2000,
+    }
+    .load_for(&arch)
+    .unwrap();
+    let mut model = Model::new(arch, &mut ChaCha8Rng::seed_from_u64(6)).unwrap();
+    let cfg = TrainConfig {
+        epochs: 1,
+        seed: 6,
+        ..TrainConfig::default()
+    };
+    train(
+        &mut model,
+        &train_set.slice(0..1280),
+        &test_set.slice(0..20),
+        &cfg,
+        |_, _, _, _, _| {},
+        |_, _| Ok(()),
+    )
+    .unwrap();
+    let blob = quantize(&model, &train_set, 200).unwrap();
+    let vectors = test_vectors(&blob, &test_set, 30).unwrap();
+    std::fs::write(dir.join("grid.bin"), &blob).unwrap();
+    std::fs::write(dir.join("grid-inputs.bin"), &vectors).unwrap();
+    let host = host_outputs(&blob, &read_vectors(&vectors).unwrap()).unwrap();
+    let host_dets = host_detections(&blob, &host).unwrap();
+    assert!(
+        !host_dets.is_empty(),
+        "the briefly trained detector reports nothing"
+    );
+    let run = run_qemu(
+        &build_firmware(&dir.join("grid.bin"), &dir.join("grid-inputs.bin"), &dir).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    if let Some(m) = first_mismatch(&host, &run.outputs) {
+        panic!("device differs from host runtime: {m}");
+    }
+    assert_eq!(
+        run.detections, host_dets,
+        "detections differ between device and host"
+    );
+}

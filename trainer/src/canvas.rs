@@ -78,6 +78,63 @@ pub fn single_object(digits: &Dataset, count: usize, size: usize, seed: u64) -> 
         pixels,
         labels,
         boxes,
+        objects: Vec::new(),
+    }
+}
+
+/// `count` canvases of `size x size` with 1-4 digits each, scaled 0.5-1.0x, placed so that no
+/// two boxes overlap by more than IoU 0.1 ("at most slightly"). Pixels of overlapping digits
+/// take the maximum. `labels` holds the first object's class; `objects` holds them all.
+pub fn multi_object(digits: &Dataset, count: usize, size: usize, seed: u64) -> Dataset {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let order = crate::data::shuffled(digits.len(), &mut rng);
+    let mut next = 0usize;
+    let mut pixels = vec![0u8; count * size * size];
+    let (mut labels, mut objects) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for i in 0..count {
+        let canvas = &mut pixels[i * size * size..(i + 1) * size * size];
+        let want = rng.gen_range(1..=4);
+        let mut objs: Vec<(u8, [f32; 4])> = Vec::new();
+        let mut tries = 0;
+        while objs.len() < want && tries < 50 {
+            tries += 1;
+            let d = order[next % order.len()];
+            let scale: f32 = rng.gen_range(0.5..=1.0);
+            let s = ((digits.h as f32 * scale).round() as usize).clamp(1, size);
+            let (oy, ox) = (rng.gen_range(0..=size - s), rng.gen_range(0..=size - s));
+            let glyph = resize_bilinear(digits.image(d), digits.h, digits.w, s, s);
+            let Some((x0, y0, x1, y1)) = tight_box(&glyph, s, s) else {
+                continue;
+            };
+            let f = size as f32;
+            let b = [
+                (ox + x0) as f32 / f,
+                (oy + y0) as f32 / f,
+                (ox + x1) as f32 / f,
+                (oy + y1) as f32 / f,
+            ];
+            if objs.iter().any(|(_, o)| iou(*o, b) > 0.1) {
+                continue;
+            }
+            next += 1;
+            for y in 0..s {
+                for x in 0..s {
+                    let p = &mut canvas[(oy + y) * size + ox + x];
+                    *p = (*p).max(glyph[y * s + x]);
+                }
+            }
+            objs.push((digits.labels[d], b));
+        }
+        labels.push(objs.first().map_or(0, |o| o.0));
+        objects.push(objs);
+    }
+    Dataset {
+        h: size,
+        w: size,
+        pixels,
+        labels,
+        boxes: Vec::new(),
+        objects,
     }
 }
 
@@ -127,6 +184,24 @@ mod tests {
             let side = (x1 - x0).max(y1 - y0);
             assert!((8..=34).contains(&side), "canvas {i}: digit side {side}");
         }
+    }
+
+    #[test]
+    fn multi_object_canvases_overlap_at_most_slightly() {
+        let d = digits();
+        let a = multi_object(&d, 100, 64, 4);
+        assert_eq!(a.pixels, multi_object(&d, 100, 64, 4).pixels);
+        let mut counts = [0usize; 5];
+        for objs in &a.objects {
+            counts[objs.len()] += 1;
+            for (i, (_, x)) in objs.iter().enumerate() {
+                for (_, y) in &objs[i + 1..] {
+                    assert!(iou(*x, *y) <= 0.1);
+                }
+            }
+        }
+        assert_eq!(counts[0], 0, "every canvas has an object");
+        assert!(counts[3] + counts[4] > 20, "{counts:?}");
     }
 
     #[test]

@@ -89,10 +89,20 @@ impl DataArgs {
     /// digits -> 1,000 test canvases).
     pub fn load_for(&self, arch: &ArchSpec) -> anyhow::Result<(Dataset, Dataset)> {
         let (train, test) = self.load(arch.classes)?;
+        let size = arch.input[0];
+        if arch.grid {
+            let tr = crate::canvas::multi_object(&train, 3 * train.len(), size, CANVAS_SEEDS.0);
+            let te = crate::canvas::multi_object(
+                &test,
+                CANVAS_TEST_COUNT.min(test.len()),
+                size,
+                CANVAS_SEEDS.1,
+            );
+            return Ok((tr, te));
+        }
         if !arch.boxes {
             return Ok((train, test));
         }
-        let size = arch.input[0];
         // Each training digit appears on three canvases (other scale and place): cheap augmentation.
         let tr = crate::canvas::single_object(&train, 3 * train.len(), size, CANVAS_SEEDS.0);
         let te = crate::canvas::single_object(
@@ -314,7 +324,13 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
                         e.train_accuracy * 100.0,
                         e.test_loss,
                         e.test_accuracy * 100.0,
-                        if e.test_mean_iou > 0.0 { format!(" mean IoU {:.3}", e.test_mean_iou) } else { String::new() },
+                        if e.test_mean_iou > 0.0 {
+                            format!(" mean IoU {:.3}", e.test_mean_iou)
+                        } else if e.test_map50 > 0.0 {
+                            format!(" mAP@0.5 {:.3}", e.test_map50)
+                        } else {
+                            String::new()
+                        },
                         e.lr,
                         e.seconds
                     );
@@ -403,6 +419,11 @@ pub struct ExportReport {
     pub int8_accuracy: f32,
     pub top1_agreement: f32,
     pub max_abs_logit_diff: f32,
+    /// Grid detectors: mAP@0.5 and mAP@[.5:.95] (0 for other models).
+    pub float_map50: f32,
+    pub float_map_coco: f32,
+    pub int8_map50: f32,
+    pub int8_map_coco: f32,
     /// Localization models: mean IoU of the boxes (0 for classifiers).
     pub float_mean_iou: f32,
     pub int8_mean_iou: f32,
@@ -456,6 +477,23 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
             }
         }
     }
+    // Grid detectors: mAP of the float model and of the runtime's integer decoding.
+    let mut maps = [0f32; 4];
+    if let Some(dec) = rt.grid_decoder() {
+        let c = ck.model.arch.classes;
+        let (float_map50, float_coco) = crate::detector::evaluate_map(&mut ck.model, &test);
+        let preds: Vec<_> = int8
+            .iter()
+            .enumerate()
+            .flat_map(|(i, o)| crate::detector::preds_from_runtime(&dec.decode(o), test.w, i))
+            .collect();
+        maps = [
+            float_map50,
+            float_coco,
+            crate::metrics::mean_ap(&preds, &test.objects, c, 0.5),
+            crate::metrics::mean_ap_coco(&preds, &test.objects, c),
+        ];
+    }
     crate::io::write_atomic(&a.out, &blob)?;
     if let Some(p) = &a.vectors {
         crate::io::write_atomic(p, &test_vectors(&blob, &test, a.vector_count)?)?;
@@ -469,6 +507,10 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
         int8_accuracy: correct_q as f32 / n,
         top1_agreement: agree as f32 / n,
         max_abs_logit_diff: max_diff,
+        float_map50: maps[0],
+        float_map_coco: maps[1],
+        int8_map50: maps[2],
+        int8_map_coco: maps[3],
         float_mean_iou: (iou_f / n as f64) as f32,
         int8_mean_iou: (iou_q / n as f64) as f32,
         test_images: test.len(),
@@ -794,6 +836,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 "test accuracy on {} images: float {:.2}%, int8 {:.2}%, top-1 agreement {:.2}%, max |logit diff| {:.4}",
                 r.test_images, r.float_accuracy * 100.0, r.int8_accuracy * 100.0, r.top1_agreement * 100.0, r.max_abs_logit_diff
             );
+            if r.int8_map50 > 0.0 {
+                println!(
+                    "detection on {} canvases: mAP@0.5 float {:.3}, int8 {:.3}; mAP@[.5:.95] float {:.3}, int8 {:.3}",
+                    r.test_images, r.float_map50, r.int8_map50, r.float_map_coco, r.int8_map_coco
+                );
+            }
             if r.int8_mean_iou > 0.0 {
                 println!(
                     "mean IoU of boxes: float {:.3}, int8 {:.3}",

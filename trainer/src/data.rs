@@ -143,6 +143,9 @@ pub struct Dataset {
     /// One box per image for localization sets: `[x0, y0, x1, y1]` as fractions of the image
     /// size (pixel edges, so a full image is `[0, 0, 1, 1]`). Empty for classification sets.
     pub boxes: Vec<[f32; 4]>,
+    /// Every object of each image for detection sets: `(label, box)`, box as in `boxes`.
+    /// Empty for other sets.
+    pub objects: Vec<Vec<(u8, [f32; 4])>>,
 }
 
 impl Dataset {
@@ -167,7 +170,12 @@ impl Dataset {
             boxes: if self.boxes.is_empty() {
                 Vec::new()
             } else {
-                self.boxes[range].to_vec()
+                self.boxes[range.clone()].to_vec()
+            },
+            objects: if self.objects.is_empty() {
+                Vec::new()
+            } else {
+                self.objects[range].to_vec()
             },
         }
     }
@@ -253,6 +261,7 @@ pub fn load_pair(images: &Path, labels: &Path, classes: usize) -> Result<Dataset
         pixels: im.data,
         labels: lb.data,
         boxes: Vec::new(),
+        objects: Vec::new(),
     })
 }
 

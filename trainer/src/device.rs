@@ -55,6 +55,8 @@ pub struct DeviceRun {
     pub insns: Vec<u64>,
     /// `BOX` lines of localization models: (index, detection).
     pub boxes: Vec<(usize, runtime::Detection)>,
+    /// `DET` lines of grid detectors: (index, detection), in printed order.
+    pub detections: Vec<(usize, runtime::Detection)>,
     pub stack: Option<usize>,
     pub done: Option<usize>,
     pub error: Option<String>,
@@ -95,20 +97,23 @@ pub fn parse_device_output(stdout: &str, status: i32) -> anyhow::Result<DeviceRu
                 run.outputs.push(unhex(hex)?);
             }
             (Some("INSN"), Some(_), Some(n)) => run.insns.push(n.parse()?),
-            (Some("BOX"), Some(i), Some(class)) => {
+            (Some(kind @ ("BOX" | "DET")), Some(i), Some(class)) => {
                 let rest: Vec<i32> = w.map(|v| v.parse()).collect::<Result<_, _>>()?;
                 let [score, x0, y0, x1, y1] = rest[..] else {
-                    bail!("bad BOX line '{line}'")
+                    bail!("bad {kind} line '{line}'")
                 };
                 let bbox = runtime::BoxQ4 { x0, y0, x1, y1 };
-                run.boxes.push((
-                    i.parse()?,
-                    runtime::Detection {
-                        class: class.parse()?,
-                        score: score as i8,
-                        bbox,
-                    },
-                ));
+                let d = runtime::Detection {
+                    class: class.parse()?,
+                    score: score as i8,
+                    bbox,
+                };
+                let list = if kind == "BOX" {
+                    &mut run.boxes
+                } else {
+                    &mut run.detections
+                };
+                list.push((i.parse()?, d));
             }
             (Some("STACK"), Some(n), _) => run.stack = Some(n.parse()?),
             (Some("DONE"), Some(n), _) => run.done = Some(n.parse()?),
@@ -171,6 +176,22 @@ pub fn host_boxes(
             .iter()
             .enumerate()
             .map(|(i, o)| (i, d.decode(o)))
+            .collect(),
+        None => Vec::new(),
+    })
+}
+
+/// The host runtime's grid detections for each output (grid detectors), else empty.
+pub fn host_detections(
+    blob: &[u8],
+    outputs: &[Vec<i8>],
+) -> anyhow::Result<Vec<(usize, runtime::Detection)>> {
+    let m = runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(match m.grid_decoder() {
+        Some(d) => outputs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, o)| d.decode(o).into_iter().map(move |x| (i, x)))
             .collect(),
         None => Vec::new(),
     })

@@ -404,6 +404,29 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
         ranges.last().map_or(0.0, |r| r.0),
         ranges.last().map_or(0.0, |r| r.1),
     );
+    let out_shape = match arch.validate()?.last() {
+        Some(crate::model::Act::Map(h, w, c)) => Shape::new(*h as u16, *w as u16, *c as u16),
+        _ => Shape::new(1, 1, arch.outputs() as u16),
+    };
+    let head = if arch.grid {
+        // Objectness threshold in the output's int8 domain: the smallest byte at or above it.
+        let thr = (crate::detector::OBJ_THRESHOLD / out_q.scale).ceil() + zp_in as f32;
+        Head::GridDetector {
+            classes: arch.classes as u16,
+            cell: arch.cell().context("grid cell")? as u8,
+            obj_threshold: thr.clamp(-128.0, 127.0) as i8,
+            nms_iou_pct: (crate::detector::NMS_IOU * 100.0).round() as u8,
+            max_detections: runtime::detect::MAX_DETECTIONS as u8,
+        }
+    } else if arch.boxes {
+        Head::Localizer {
+            classes: arch.classes as u16,
+        }
+    } else {
+        Head::Classifier {
+            classes: arch.classes as u16,
+        }
+    };
     let def = ModelDef {
         name: &arch.name,
         input: TensorSpec {
@@ -415,22 +438,14 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
             quant: INPUT_QUANT,
         },
         output: TensorSpec {
-            shape: Shape::new(1, 1, arch.outputs() as u16),
+            shape: out_shape,
             quant: QuantParams {
                 scale: out_q.scale,
                 zero_point: zp_in as i32,
             },
         },
         layers: rt_layers,
-        head: if arch.boxes {
-            Head::Localizer {
-                classes: arch.classes as u16,
-            }
-        } else {
-            Head::Classifier {
-                classes: arch.classes as u16,
-            }
-        },
+        head,
     };
     write_blob(&def).map_err(|e| anyhow::anyhow!("the runtime rejects the exported model: {e}"))
 }

@@ -78,6 +78,11 @@ pub struct ArchSpec {
     /// input size) after the class logits, a box head sharing the trunk with the class head.
     #[serde(default)]
     pub boxes: bool,
+    /// Grid detection: the last layer is a feature map of `5 + classes` channels per cell,
+    /// `[objectness, cx, cy, w, h, class logits...]` (box in input pixels, centre relative to
+    /// the cell's corner).
+    #[serde(default)]
+    pub grid: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +103,7 @@ pub enum ArchError {
     },
     #[error("architecture '{arch}': {why}")]
     Whole { arch: String, why: String },
-    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn)")]
+    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det)")]
     Unknown(String),
 }
 
@@ -153,6 +158,7 @@ impl ArchSpec {
                 },
             ],
             boxes: false,
+            grid: false,
         }
     }
 
@@ -200,18 +206,74 @@ impl ArchSpec {
                 },
             ],
             boxes: true,
+            grid: false,
         }
     }
 
     /// Number of outputs of the last layer: class logits, then 4 box values if `boxes`.
     pub fn outputs(&self) -> usize {
-        self.classes + if self.boxes { 4 } else { 0 }
+        if self.grid {
+            5 + self.classes
+        } else {
+            self.classes + if self.boxes { 4 } else { 0 }
+        }
+    }
+
+    /// Multi-object detector on 64x64 canvases: a fully convolutional trunk down to an 8x8
+    /// grid (8-pixel cells), a 3x3 conv and a 1x1 conv predicting `5 + 10` values per cell.
+    pub fn grid_det() -> ArchSpec {
+        use LayerSpec::*;
+        let conv = |c, k, p| Conv2d {
+            out_channels: c,
+            kernel: k,
+            stride: 1,
+            padding: p,
+            bias: true,
+        };
+        let pool = MaxPool2d {
+            kernel: 2,
+            stride: None,
+        };
+        ArchSpec {
+            name: "grid-det".into(),
+            input: [64, 64, 1],
+            classes: 10,
+            layers: vec![
+                conv(16, 3, 1),
+                BatchNorm2d,
+                Relu,
+                pool,
+                conv(32, 3, 1),
+                BatchNorm2d,
+                Relu,
+                pool,
+                conv(32, 3, 1),
+                BatchNorm2d,
+                Relu,
+                pool,
+                conv(64, 3, 1),
+                BatchNorm2d,
+                Relu,
+                conv(15, 1, 0),
+            ],
+            boxes: false,
+            grid: true,
+        }
+    }
+
+    /// Grid cell side in input pixels (grid models).
+    pub fn cell(&self) -> Option<usize> {
+        match self.validate().ok()?.last()? {
+            Act::Map(h, _, _) if self.grid && *h > 0 => Some(self.input[0] / h),
+            _ => None,
+        }
     }
 
     pub fn builtin(name: &str) -> Result<ArchSpec, ArchError> {
         match name {
             "ref-cnn" => Ok(ArchSpec::ref_cnn()),
             "loc-cnn" => Ok(ArchSpec::loc_cnn()),
+            "grid-det" => Ok(ArchSpec::grid_det()),
             other => Err(ArchError::Unknown(other.into())),
         }
     }
@@ -345,7 +407,15 @@ impl ArchSpec {
             };
             out.push(cur);
         }
-        if cur != Act::Flat(self.outputs()) {
+        if self.grid {
+            let ok = matches!(cur, Act::Map(h, w, c) if c == self.outputs() && self.input[0].is_multiple_of(h) && self.input[1].is_multiple_of(w) && self.input[0] / h == self.input[1] / w);
+            if !ok {
+                return Err(ArchError::Whole {
+                    arch: self.name.clone(),
+                    why: format!("a grid detector must end in a map of {} channels whose cells tile the input, it ends in {cur:?}", self.outputs()),
+                });
+            }
+        } else if cur != Act::Flat(self.outputs()) {
             return Err(ArchError::Whole {
                 arch: self.name.clone(),
                 why: format!(

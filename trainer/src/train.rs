@@ -53,6 +53,9 @@ pub struct EpochMetrics {
     /// Mean IoU of predicted boxes on the test set (localization models; 0 otherwise).
     #[serde(default)]
     pub test_mean_iou: f32,
+    /// mAP@0.5 on the test set (grid detectors; 0 otherwise).
+    #[serde(default)]
+    pub test_map50: f32,
     pub lr: f32,
     pub seconds: f32,
 }
@@ -166,7 +169,11 @@ pub fn train(
                 .map(|p| g.leaf(p.clone(), true))
                 .collect();
             let logits = model.forward(&mut g, xv, &pv, true, &mut rng);
-            let loss = if model.arch.boxes {
+            let loss = if model.arch.grid {
+                let objs: Vec<&Vec<(u8, [f32; 4])>> =
+                    chunk.iter().map(|&i| &train.objects[i]).collect();
+                crate::detector::grid_loss(&mut g, logits, &objs, train.w, model.arch.classes)
+            } else if model.arch.boxes {
                 crate::localize::loc_loss(
                     &mut g,
                     logits,
@@ -188,7 +195,13 @@ pub fn train(
                 }
                 .into());
             }
-            for (row, &t) in g.value(logits).outer_iter().zip(&y) {
+            // Grid detectors have no per-image class: their accuracy column stays 0.
+            for (row, &t) in g
+                .value(logits)
+                .outer_iter()
+                .zip(&y)
+                .filter(|_| !model.arch.grid)
+            {
                 let row = row.as_slice().unwrap_or(&[]);
                 correct += (argmax_f32(&row[..model.arch.classes.min(row.len())]) == t) as usize;
             }
@@ -210,14 +223,20 @@ pub fn train(
                 correct as f32 / seen as f32,
             );
         }
-        let (test_loss, test_accuracy, _) = evaluate(model, test, 500);
-        let test_mean_iou = if model.arch.boxes {
-            crate::localize::evaluate_boxes(model, test).1
+        let (test_loss, test_accuracy, test_mean_iou, test_map50) = if model.arch.grid {
+            (0.0, 0.0, 0.0, crate::detector::evaluate_map(model, test).0)
         } else {
-            0.0
+            let (loss, acc, _) = evaluate(model, test, 500);
+            let iou = if model.arch.boxes {
+                crate::localize::evaluate_boxes(model, test).1
+            } else {
+                0.0
+            };
+            (loss, acc, iou, 0.0)
         };
         let m = EpochMetrics {
             test_mean_iou,
+            test_map50,
             epoch,
             train_loss: (loss_sum / seen.max(1) as f64) as f32,
             train_accuracy: correct as f32 / seen.max(1) as f32,
