@@ -12,6 +12,7 @@ fn demo_report_matches_the_separate_commands() {
         data: None,
         train_count: 8000,
         test_count: 2000,
+        boxes: None,
     };
     let out = dir.join("report");
     let s = journey(&DemoArgs {
@@ -86,6 +87,7 @@ fn demo_failure_names_the_step_and_leaves_no_report() {
             data: Some(dir.join("no-such-data")),
             train_count: 8000,
             test_count: 2000,
+            boxes: None,
         },
         arch: "ref-cnn".into(),
         epochs: 1,

@@ -17,6 +17,7 @@ fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
         data: None,
         train_count: 8000,
         test_count: 2000,
+        boxes: None,
     }
     .load(10)
     .unwrap();
@@ -138,6 +139,7 @@ fn localization_boxes_are_bit_exact_on_the_device() {
         data: None,
         train_count: 8000,
         test_count: 2000,
+        boxes: None,
     }
     .load_for(&arch)
     .unwrap();
@@ -188,6 +190,7 @@ fn grid_detections_are_bit_exact_on_the_device() {
         data: None,
         train_count: 8000,
         test_count: 2000,
+        boxes: None,
     }
     .load_for(&arch)
     .unwrap();

@@ -35,6 +35,9 @@ pub enum Command {
     Inspect { model: PathBuf },
     /// Run a model blob on the host runtime on one image (PNG path or test-split index).
     Predict(PredictArgs),
+    /// Grid detector on the test canvases: mAP on the host runtime, a PNG of the boxes, and
+    /// (with --baseline) the sliding-window classifier beside it.
+    Detect(DetectArgs),
     /// Benchmarks that print figures (never assertions).
     Bench {
         #[command(subcommand)]
@@ -76,6 +79,10 @@ pub struct DataArgs {
     /// Last N images are the test split.
     #[arg(long, default_value_t = 2000)]
     pub test_count: usize,
+    /// Boxes for the images (JSON, see `trainer::boxes`): localization and detection models
+    /// then train on these images instead of generated canvases.
+    #[arg(long)]
+    pub boxes: Option<PathBuf>,
 }
 
 /// Seeds of the localization canvases: fixed, so every command sees the same test canvases.
@@ -88,6 +95,12 @@ impl DataArgs {
     /// model single-digit canvases built from them (train digits -> train canvases, test
     /// digits -> 1,000 test canvases).
     pub fn load_for(&self, arch: &ArchSpec) -> anyhow::Result<(Dataset, Dataset)> {
+        if let (Some(b), true) = (&self.boxes, arch.boxes || arch.grid) {
+            let dir = self.data.clone().unwrap_or_else(default_data_dir);
+            let (i, l) = find_pair(&dir)?;
+            let all = crate::boxes::attach_boxes(load_pair(&i, &l, 256)?, b, arch.classes)?;
+            return Ok(split(&all, self.train_count, self.test_count)?);
+        }
         let (train, test) = self.load(arch.classes)?;
         let size = arch.input[0];
         if arch.grid {
@@ -191,6 +204,109 @@ pub struct ExportArgs {
     pub vector_count: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DetectArgs {
+    /// A grid-detector blob from `export`.
+    #[arg(long)]
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// PNG of predicted (red) and true (green) boxes on the first test canvases.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// How many canvases the PNG shows.
+    #[arg(long, default_value_t = 16)]
+    pub count: usize,
+    /// Also train and run the sliding-window baseline.
+    #[arg(long)]
+    pub baseline: bool,
+    #[arg(long, default_value_t = 5)]
+    pub baseline_epochs: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One row of the detection comparison.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DetectRow {
+    pub method: String,
+    pub map50: f32,
+    pub map_coco: f32,
+    pub macs_per_image: usize,
+    pub flash_bytes: Option<usize>,
+    pub arena_bytes: Option<usize>,
+    pub host_ms_per_image: f32,
+}
+
+pub fn cmd_detect(a: &DetectArgs) -> anyhow::Result<Vec<DetectRow>> {
+    let blob = read_blob(&a.model)?;
+    let m = runtime::Model::from_bytes(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let dec = *m
+        .grid_decoder()
+        .with_context(|| format!("{} is not a grid detector", a.model.display()))?;
+    let classes = match m.def().head {
+        runtime::format::Head::GridDetector { classes, .. } => classes as usize,
+        _ => 0,
+    };
+    let size = m.def().input.shape.w as usize;
+    let (train_digits, test_digits) = a.data.load(classes)?;
+    let test = crate::canvas::multi_object(
+        &test_digits,
+        CANVAS_TEST_COUNT.min(test_digits.len()),
+        size,
+        CANVAS_SEEDS.1,
+    );
+    let t = std::time::Instant::now();
+    let outs = run_int8(&blob, &test)?;
+    let preds: Vec<Vec<crate::metrics::Pred>> = outs
+        .iter()
+        .enumerate()
+        .map(|(i, o)| crate::detector::preds_from_runtime(&dec.decode(o), size, i))
+        .collect();
+    let ms = t.elapsed().as_secs_f32() * 1e3 / test.len().max(1) as f32;
+    let flat: Vec<_> = preds.iter().flatten().copied().collect();
+    let mut rows = vec![DetectRow {
+        method: format!("{} int8 (runtime)", m.def().name),
+        map50: crate::metrics::mean_ap(&flat, &test.objects, classes, 0.5),
+        map_coco: crate::metrics::mean_ap_coco(&flat, &test.objects, classes),
+        macs_per_image: m.macs(),
+        flash_bytes: Some(blob.len()),
+        arena_bytes: Some(m.arena_bytes()),
+        host_ms_per_image: ms,
+    }];
+    if let Some(p) = &a.png {
+        let title = format!(
+            "{} int8: red = predicted (class), green = true; mAP@0.5 {:.3}",
+            m.def().name,
+            rows[0].map50
+        );
+        crate::plots::detections_grid(&test, &preds, a.count, &title, p)?;
+    }
+    if a.baseline {
+        let train_canvases =
+            crate::canvas::multi_object(&train_digits, train_digits.len(), size, CANVAS_SEEDS.0);
+        let mut clf = crate::sliding::train_classifier(&train_canvases, a.baseline_epochs, 7)?;
+        let t = std::time::Instant::now();
+        let sw = crate::sliding::detect(&mut clf, &test);
+        let ms = t.elapsed().as_secs_f32() * 1e3 / test.len().max(1) as f32;
+        let flat: Vec<_> = sw.iter().flatten().copied().collect();
+        rows.push(DetectRow {
+            method: format!(
+                "sliding window, {} windows x ref-cnn+bg (float)",
+                crate::sliding::windows(size).len()
+            ),
+            map50: crate::metrics::mean_ap(&flat, &test.objects, classes, 0.5),
+            map_coco: crate::metrics::mean_ap_coco(&flat, &test.objects, classes),
+            macs_per_image: crate::sliding::windows(size).len() * 290_080,
+            flash_bytes: None,
+            arena_bytes: None,
+            host_ms_per_image: ms,
+        });
+    }
+    Ok(rows)
 }
 
 #[derive(Args, Clone, Debug)]
@@ -713,6 +829,7 @@ pub fn cmd_bench_train(steps: usize) -> anyhow::Result<(f32, f32)> {
         data: None,
         train_count: 8000,
         test_count: 2000,
+        boxes: None,
     }
     .load(10)?
     .0;
@@ -762,6 +879,7 @@ pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usi
         data: None,
         train_count: 8000,
         test_count: 2000,
+        boxes: None,
     }
     .load(10)?;
     let mut arena = vec![0u8; m.arena_bytes()];
@@ -853,6 +971,35 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Inspect { model } => print!("{}", cmd_inspect(&model)?),
+        Command::Detect(a) => {
+            let rows = cmd_detect(&a)?;
+            println!(
+                "{:<52} {:>8} {:>12} {:>12} {:>8} {:>8} {:>10}",
+                "method (1,000 test canvases)",
+                "mAP@0.5",
+                "mAP@.5:.95",
+                "MACs/image",
+                "flash B",
+                "arena B",
+                "host ms"
+            );
+            let opt = |v: Option<usize>| v.map_or("-".to_string(), |v| v.to_string());
+            for r in &rows {
+                println!(
+                    "{:<52} {:>8.3} {:>12.3} {:>12} {:>8} {:>8} {:>10.2}",
+                    r.method,
+                    r.map50,
+                    r.map_coco,
+                    r.macs_per_image,
+                    opt(r.flash_bytes),
+                    opt(r.arena_bytes),
+                    r.host_ms_per_image
+                );
+            }
+            if a.json {
+                println!("{}", serde_json::to_string(&rows)?);
+            }
+        }
         Command::Predict(a) => {
             let (class, logits) = cmd_predict(&a)?;
             println!("class {class}");

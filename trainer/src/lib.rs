@@ -1,4 +1,5 @@
 pub mod autograd;
+pub mod boxes;
 pub mod canvas;
 pub mod cli;
 pub mod data;
@@ -14,4 +15,5 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plots;
+pub mod sliding;
 pub mod train;

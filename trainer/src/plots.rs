@@ -208,3 +208,86 @@ pub fn confusion(labels: &[u8], preds: &[usize], classes: usize) -> Vec<Vec<usiz
     }
     cm
 }
+
+/// A grid of test images with true boxes (green) and predicted boxes (red, with class and
+/// score); boxes as fractions of the image. `preds[i]` are the predictions of image `i`.
+pub fn detections_grid(
+    data: &crate::data::Dataset,
+    preds: &[Vec<crate::metrics::Pred>],
+    count: usize,
+    title: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let n = count.min(data.len()).min(preds.len()).max(1);
+    let cols = (n as f64).sqrt().ceil() as usize;
+    let rows = n.div_ceil(cols);
+    let scale = (240 / data.w.max(1)).max(1) as i32;
+    let (cw, ch) = (data.w as i32 * scale, data.h as i32 * scale);
+    let (pad, top) = (8i32, 36i32);
+    let size = (
+        (cols as i32 * (cw + pad) + pad) as u32,
+        (top + rows as i32 * (ch + pad) + pad) as u32,
+    );
+    render(path, size, |root| {
+        root.draw(&Text::new(
+            title.to_owned(),
+            (pad, 8),
+            ("sans-serif", 20).into_font(),
+        ))
+        .map_err(|e| anyhow!("{e}"))?;
+        for (i, image_preds) in preds.iter().enumerate().take(n) {
+            let (ox, oy) = (
+                pad + (i % cols) as i32 * (cw + pad),
+                top + (i / cols) as i32 * (ch + pad),
+            );
+            let img = data.image(i);
+            for y in 0..data.h {
+                for x in 0..data.w {
+                    let v = img[y * data.w + x];
+                    let c = RGBColor(v, v, v);
+                    let (px, py) = (ox + x as i32 * scale, oy + y as i32 * scale);
+                    root.draw(&Rectangle::new(
+                        [(px, py), (px + scale, py + scale)],
+                        c.filled(),
+                    ))
+                    .map_err(|e| anyhow!("{e}"))?;
+                }
+            }
+            let rect = |b: [f32; 4]| {
+                [
+                    (
+                        ox + (b[0] * cw as f32) as i32,
+                        oy + (b[1] * ch as f32) as i32,
+                    ),
+                    (
+                        ox + (b[2] * cw as f32) as i32,
+                        oy + (b[3] * ch as f32) as i32,
+                    ),
+                ]
+            };
+            let truths: Vec<(u8, [f32; 4])> = if !data.objects.is_empty() {
+                data.objects[i].clone()
+            } else if !data.boxes.is_empty() {
+                vec![(data.labels[i], data.boxes[i])]
+            } else {
+                Vec::new()
+            };
+            for (_, b) in truths {
+                root.draw(&Rectangle::new(rect(b), GREEN.stroke_width(2)))
+                    .map_err(|e| anyhow!("{e}"))?;
+            }
+            for p in image_preds {
+                let r = rect(p.bbox);
+                root.draw(&Rectangle::new(r, RED.stroke_width(2)))
+                    .map_err(|e| anyhow!("{e}"))?;
+                root.draw(&Text::new(
+                    format!("{}", p.class),
+                    (r[0].0 + 2, r[0].1 + 1),
+                    ("sans-serif", 16).into_font().color(&RED),
+                ))
+                .map_err(|e| anyhow!("{e}"))?;
+            }
+        }
+        Ok(())
+    })
+}

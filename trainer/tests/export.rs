@@ -12,6 +12,7 @@ fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {
         data: None,
         train_count: 8000,
         test_count: 2000,
+        boxes: None,
     }
     .load(10)
     .unwrap()
