@@ -13,6 +13,7 @@ fn demo_report_matches_the_separate_commands() {
         train_count: 8000,
         test_count: 2000,
         boxes: None,
+        canvas_copies: 3,
     };
     let out = dir.join("report");
     let s = journey(&DemoArgs {
@@ -24,6 +25,7 @@ fn demo_report_matches_the_separate_commands() {
         out: out.clone(),
         json: false,
         quiet: true,
+        detector_epochs: 1,
     })
     .unwrap();
     for f in [
@@ -34,6 +36,7 @@ fn demo_report_matches_the_separate_commands() {
         "confusion-int8.png",
         "model.bin",
         "model.ckpt.json",
+        "detections.png",
     ] {
         assert!(out.join(f).is_file(), "report lacks {f}");
     }
@@ -88,6 +91,7 @@ fn demo_failure_names_the_step_and_leaves_no_report() {
             train_count: 8000,
             test_count: 2000,
             boxes: None,
+            canvas_copies: 3,
         },
         arch: "ref-cnn".into(),
         epochs: 1,
@@ -96,11 +100,12 @@ fn demo_failure_names_the_step_and_leaves_no_report() {
         out: out.clone(),
         json: false,
         quiet: true,
+        detector_epochs: 0,
     })
     .unwrap_err();
     let msg = format!("{e:#}");
     assert!(
-        msg.contains("step 1/7 'train' failed") && msg.contains("no-such-data"),
+        msg.contains("step 1/8 'train' failed") && msg.contains("no-such-data"),
         "{msg}"
     );
     assert!(!out.exists());

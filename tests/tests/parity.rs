@@ -18,6 +18,7 @@ fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
         train_count: 8000,
         test_count: 2000,
         boxes: None,
+        canvas_copies: 3,
     }
     .load(10)
     .unwrap();
@@ -140,6 +141,7 @@ fn localization_boxes_are_bit_exact_on_the_device() {
         train_count: 8000,
         test_count: 2000,
         boxes: None,
+        canvas_copies: 3,
     }
     .load_for(&arch)
     .unwrap();
@@ -191,6 +193,7 @@ fn grid_detections_are_bit_exact_on_the_device() {
         train_count: 8000,
         test_count: 2000,
         boxes: None,
+        canvas_copies: 3,
     }
     .load_for(&arch)
     .unwrap();

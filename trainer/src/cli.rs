@@ -83,6 +83,9 @@ pub struct DataArgs {
     /// then train on these images instead of generated canvases.
     #[arg(long)]
     pub boxes: Option<PathBuf>,
+    /// Localization/detection: training canvases per training digit (other scale and place).
+    #[arg(long, default_value_t = 3)]
+    pub canvas_copies: usize,
 }
 
 /// Seeds of the localization canvases: fixed, so every command sees the same test canvases.
@@ -104,7 +107,12 @@ impl DataArgs {
         let (train, test) = self.load(arch.classes)?;
         let size = arch.input[0];
         if arch.grid {
-            let tr = crate::canvas::multi_object(&train, 3 * train.len(), size, CANVAS_SEEDS.0);
+            let tr = crate::canvas::multi_object(
+                &train,
+                self.canvas_copies.max(1) * train.len(),
+                size,
+                CANVAS_SEEDS.0,
+            );
             let te = crate::canvas::multi_object(
                 &test,
                 CANVAS_TEST_COUNT.min(test.len()),
@@ -117,7 +125,12 @@ impl DataArgs {
             return Ok((train, test));
         }
         // Each training digit appears on three canvases (other scale and place): cheap augmentation.
-        let tr = crate::canvas::single_object(&train, 3 * train.len(), size, CANVAS_SEEDS.0);
+        let tr = crate::canvas::single_object(
+            &train,
+            self.canvas_copies.max(1) * train.len(),
+            size,
+            CANVAS_SEEDS.0,
+        );
         let te = crate::canvas::single_object(
             &test,
             CANVAS_TEST_COUNT.min(test.len()),
@@ -830,6 +843,7 @@ pub fn cmd_bench_train(steps: usize) -> anyhow::Result<(f32, f32)> {
         train_count: 8000,
         test_count: 2000,
         boxes: None,
+        canvas_copies: 3,
     }
     .load(10)?
     .0;
@@ -880,6 +894,7 @@ pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usi
         train_count: 8000,
         test_count: 2000,
         boxes: None,
+        canvas_copies: 3,
     }
     .load(10)?;
     let mut arena = vec![0u8; m.arena_bytes()];

@@ -13,6 +13,7 @@ fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {
         train_count: 8000,
         test_count: 2000,
         boxes: None,
+        canvas_copies: 3,
     }
     .load(10)
     .unwrap()
