@@ -9,41 +9,76 @@ use trainer::export::quantize;
 use trainer::model::{ArchSpec, Model};
 use trainer::train::{train, TrainConfig};
 
-/// Trains ref-cnn briefly, exports it, runs 100 test images on the host runtime and in QEMU.
-#[test]
-fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
-    let dir = temp_dir("parity");
-    let (train_set, test_set) = DataArgs {
-        data: None,
-        train_count: 8000,
-        test_count: 2000,
-        boxes: None,
-        canvas_copies: 3,
-    }
-    .load(10)
-    .unwrap();
-    let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(7)).unwrap();
+/// A briefly trained model (parity does not depend on accuracy), exported, with `n` test
+/// inputs run on the host runtime and in QEMU, raw outputs already compared bit for bit.
+struct OnDevice {
+    model: Model,
+    test_set: trainer::data::Dataset,
+    blob: Vec<u8>,
+    host: Vec<Vec<i8>>,
+    run: DeviceRun,
+}
+
+fn export_and_run(
+    arch: ArchSpec,
+    train_images: usize,
+    epochs: usize,
+    n: usize,
+    seed: u64,
+) -> OnDevice {
+    let dir = temp_dir(&format!("parity-{}", arch.name));
+    let (train_set, test_set) = DataArgs::default().load_for(&arch).unwrap();
+    let mut model = Model::new(arch, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
     let cfg = TrainConfig {
-        epochs: 2,
-        seed: 7,
+        epochs,
+        seed,
         ..TrainConfig::default()
     };
+    let sub = train_set.slice(0..train_images.min(train_set.len()));
     train(
         &mut model,
-        &train_set,
-        &test_set.slice(0..200),
+        &sub,
+        &test_set.slice(0..50),
         &cfg,
         |_, _, _, _, _| {},
         |_, _| Ok(()),
     )
     .unwrap();
     let blob = quantize(&model, &train_set, 300).unwrap();
-    let vectors = test_vectors(&blob, &test_set, 100).unwrap();
+    let vectors = test_vectors(&blob, &test_set, n).unwrap();
     std::fs::write(dir.join("model.bin"), &blob).unwrap();
     std::fs::write(dir.join("inputs.bin"), &vectors).unwrap();
+    let host = host_outputs(&blob, &read_vectors(&vectors).unwrap()).unwrap();
+    let run =
+        run_qemu(&build_firmware(&dir.join("model.bin"), &dir.join("inputs.bin"), &dir).unwrap())
+            .unwrap();
+    assert_eq!(run.status, 0, "QEMU exit status; output:\n{}", run.stdout);
+    assert_eq!(run.error, None);
+    assert_eq!(run.done, Some(n), "DONE line; output:\n{}", run.stdout);
+    if let Some(m) = first_mismatch(&host, &run.outputs) {
+        panic!("device differs from host runtime: {m}");
+    }
+    OnDevice {
+        model,
+        test_set,
+        blob,
+        host,
+        run,
+    }
+}
 
-    let inputs = read_vectors(&vectors).unwrap();
-    let host = host_outputs(&blob, &inputs).unwrap();
+/// ref-cnn trained for two epochs: 100 test images bit-exact on the device, int8 close to float.
+#[test]
+fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
+    let OnDevice {
+        mut model,
+        test_set,
+        blob,
+        host,
+        run,
+    } = export_and_run(ArchSpec::ref_cnn(), 8000, 2, 100, 7);
+    assert_eq!(run.insns.len(), 100, "one INSN line per image");
+    assert!(run.stack.is_some_and(|s| s > 0), "STACK line");
 
     // Float vs int8. Tolerance: top-1 agrees on at least 97 of 100 images, and every
     // dequantized logit is within 10% of the float logits' range of the float value.
@@ -68,18 +103,6 @@ fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
         }
     }
     assert!(agree >= 97, "top-1 agreement float vs int8: {agree}/100");
-
-    // Host runtime vs the firmware in QEMU: every output byte.
-    let elf = build_firmware(&dir.join("model.bin"), &dir.join("inputs.bin"), &dir).unwrap();
-    let run = run_qemu(&elf).unwrap();
-    assert_eq!(run.status, 0, "QEMU exit status; output:\n{}", run.stdout);
-    assert_eq!(run.error, None);
-    assert_eq!(run.done, Some(100), "DONE line; output:\n{}", run.stdout);
-    if let Some(m) = first_mismatch(&host, &run.outputs) {
-        panic!("device differs from host runtime: {m}");
-    }
-    assert_eq!(run.insns.len(), 100, "one INSN line per image");
-    assert!(run.stack.is_some_and(|s| s > 0), "STACK line");
 }
 
 /// The committed default model and inputs (what `cargo run` in firmware/ embeds).
@@ -130,108 +153,30 @@ fn corrupted_blob_is_an_error_on_the_device() {
     assert!(run.outputs.is_empty());
 }
 
-/// A localization model (class + box head): raw outputs and decoded boxes bit-exact on the
-/// device. The model is trained only briefly: parity does not depend on accuracy.
+/// A localization model (class + box head): raw outputs and decoded boxes bit-exact.
 #[test]
 fn localization_boxes_are_bit_exact_on_the_device() {
-    let dir = temp_dir("loc-parity");
-    let arch = ArchSpec::loc_cnn();
-    let (train_set, test_set) = DataArgs {
-        data: None,
-        train_count: 8000,
-        test_count: 2000,
-        boxes: None,
-        canvas_copies: 3,
-    }
-    .load_for(&arch)
-    .unwrap();
-    let mut model = Model::new(arch, &mut ChaCha8Rng::seed_from_u64(5)).unwrap();
-    let cfg = TrainConfig {
-        epochs: 1,
-        seed: 5,
-        ..TrainConfig::default()
-    };
-    let small = train_set.slice(0..640);
-    train(
-        &mut model,
-        &small,
-        &test_set.slice(0..50),
-        &cfg,
-        |_, _, _, _, _| {},
-        |_, _| Ok(()),
-    )
-    .unwrap();
-    let blob = quantize(&model, &train_set, 200).unwrap();
-    let vectors = test_vectors(&blob, &test_set, 40).unwrap();
-    std::fs::write(dir.join("loc.bin"), &blob).unwrap();
-    std::fs::write(dir.join("loc-inputs.bin"), &vectors).unwrap();
-    let host = host_outputs(&blob, &read_vectors(&vectors).unwrap()).unwrap();
-    let host_boxes = host_boxes(&blob, &host).unwrap();
+    let d = export_and_run(ArchSpec::loc_cnn(), 640, 1, 40, 5);
+    let host_boxes = host_boxes(&d.blob, &d.host).unwrap();
     assert_eq!(host_boxes.len(), 40);
-    let run =
-        run_qemu(&build_firmware(&dir.join("loc.bin"), &dir.join("loc-inputs.bin"), &dir).unwrap())
-            .unwrap();
-    assert_eq!(run.status, 0, "{}", run.stdout);
-    if let Some(m) = first_mismatch(&host, &run.outputs) {
-        panic!("device differs from host runtime: {m}");
-    }
     assert_eq!(
-        run.boxes, host_boxes,
+        d.run.boxes, host_boxes,
         "decoded boxes differ between device and host"
     );
 }
 
-/// A grid detector: raw outputs and the decoded, NMS-filtered detections bit-exact on the
-/// device. Briefly trained: parity does not depend on accuracy, but the decoder must have
-/// something to report, so the test also requires some detections.
+/// A grid detector: raw outputs and the decoded, NMS-filtered detections bit-exact. The
+/// decoder must have something to report, so the test also requires some detections.
 #[test]
 fn grid_detections_are_bit_exact_on_the_device() {
-    let dir = temp_dir("grid-parity");
-    let arch = ArchSpec::grid_det();
-    let (train_set, test_set) = DataArgs {
-        data: None,
-        train_count: 8000,
-        test_count: 2000,
-        boxes: None,
-        canvas_copies: 3,
-    }
-    .load_for(&arch)
-    .unwrap();
-    let mut model = Model::new(arch, &mut ChaCha8Rng::seed_from_u64(6)).unwrap();
-    let cfg = TrainConfig {
-        epochs: 1,
-        seed: 6,
-        ..TrainConfig::default()
-    };
-    train(
-        &mut model,
-        &train_set.slice(0..1280),
-        &test_set.slice(0..20),
-        &cfg,
-        |_, _, _, _, _| {},
-        |_, _| Ok(()),
-    )
-    .unwrap();
-    let blob = quantize(&model, &train_set, 200).unwrap();
-    let vectors = test_vectors(&blob, &test_set, 30).unwrap();
-    std::fs::write(dir.join("grid.bin"), &blob).unwrap();
-    std::fs::write(dir.join("grid-inputs.bin"), &vectors).unwrap();
-    let host = host_outputs(&blob, &read_vectors(&vectors).unwrap()).unwrap();
-    let host_dets = host_detections(&blob, &host).unwrap();
+    let d = export_and_run(ArchSpec::grid_det(), 1280, 1, 30, 6);
+    let host_dets = host_detections(&d.blob, &d.host).unwrap();
     assert!(
         !host_dets.is_empty(),
         "the briefly trained detector reports nothing"
     );
-    let run = run_qemu(
-        &build_firmware(&dir.join("grid.bin"), &dir.join("grid-inputs.bin"), &dir).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(run.status, 0, "{}", run.stdout);
-    if let Some(m) = first_mismatch(&host, &run.outputs) {
-        panic!("device differs from host runtime: {m}");
-    }
     assert_eq!(
-        run.detections, host_dets,
+        d.run.detections, host_dets,
         "detections differ between device and host"
     );
 }

@@ -88,6 +88,19 @@ pub struct DataArgs {
     pub canvas_copies: usize,
 }
 
+impl Default for DataArgs {
+    /// The bundled data, 8,000 / 2,000 split, 3 training canvases per digit.
+    fn default() -> Self {
+        DataArgs {
+            data: None,
+            train_count: 8000,
+            test_count: 2000,
+            boxes: None,
+            canvas_copies: 3,
+        }
+    }
+}
+
 /// Seeds of the localization canvases: fixed, so every command sees the same test canvases.
 pub const CANVAS_SEEDS: (u64, u64) = (1, 2);
 /// Test canvases for localization models.

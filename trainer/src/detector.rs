@@ -3,7 +3,7 @@
 //! class, and the box as centre offset from the cell corner and size, in input pixels (the
 //! int8 output shares one scale, see `localize`). Other cells learn objectness 0.
 
-use crate::autograd::{scalar, Backward, GradCtx, Graph, Tensor, Var};
+use crate::autograd::{Graph, Var};
 use crate::canvas::iou;
 use crate::data::Dataset;
 use crate::metrics::Pred;
@@ -56,20 +56,6 @@ fn targets(
     t
 }
 
-struct GridLossOp {
-    dout: Vec<f32>,
-}
-
-impl Backward for GridLossOp {
-    fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
-        let s = dy.iter().next().copied().unwrap_or(1.0);
-        let g: Vec<f32> = self.dout.iter().map(|&v| v * s).collect();
-        vec![ctx
-            .needs(0)
-            .then(|| Tensor::from_shape_vec(ctx.input(0).raw_dim(), g).expect("grid loss shape"))]
-    }
-}
-
 /// `(1/N) sum_images [ sum_cells w * BCE(obj) + sum_objects (CE(class) + BOX_WEIGHT * sum_k
 /// smoothL1(box_k)) ]` over an output `[N, G, G, 5 + classes]`.
 pub fn grid_loss(
@@ -115,17 +101,13 @@ pub fn grid_loss(
             }
             for j in 0..4 {
                 let e = r[1 + j] - tc.bbox[j];
-                let (l, dl) = if e.abs() < 1.0 {
-                    (0.5 * e * e, e)
-                } else {
-                    (e.abs() - 0.5, e.signum())
-                };
+                let (l, dl) = crate::localize::smooth_l1(e, 1.0);
                 loss += (BOX_WEIGHT * l * inv_n) as f64;
                 dr[1 + j] = BOX_WEIGHT * dl * inv_n;
             }
         }
     }
-    g.push(scalar(loss as f32), &[out], GridLossOp { dout: d })
+    crate::localize::push_loss(g, out, loss as f32, d)
 }
 
 /// Float decoding of one image's grid output `[G * G * (5 + C)]`: cells whose objectness
@@ -209,6 +191,7 @@ pub fn evaluate_map(model: &mut Model, data: &Dataset) -> (f32, f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::autograd::Tensor;
     use crate::gradcheck::{gradcheck, Tolerance};
 
     /// Tolerance abs 2e-3 + rel 1e-2 at eps 1e-3; box errors are away from the smooth-L1 kink.

@@ -18,18 +18,33 @@ pub const BOX_WEIGHT: f32 = 0.125;
 /// Smooth-L1 transition point: one pixel.
 pub const BOX_BETA: f32 = 1.0;
 
-/// Saves the gradient w.r.t. every output (already divided by the batch) for backward.
-struct LocLossOp {
+/// A loss whose gradient w.r.t. its single input was computed during the forward pass
+/// (localization and grid-detection losses); backward only scales it by the incoming gradient.
+struct PrecomputedGradOp {
     dout: Vec<f32>,
 }
 
-impl Backward for LocLossOp {
+impl Backward for PrecomputedGradOp {
     fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
         let s = dy.iter().next().copied().unwrap_or(1.0);
         let g: Vec<f32> = self.dout.iter().map(|&v| v * s).collect();
-        vec![ctx
-            .needs(0)
-            .then(|| Tensor::from_shape_vec(ctx.input(0).raw_dim(), g).expect("loc loss shape"))]
+        vec![ctx.needs(0).then(|| {
+            Tensor::from_shape_vec(ctx.input(0).raw_dim(), g).expect("loss gradient shape")
+        })]
+    }
+}
+
+/// Puts a scalar loss of `out` with its precomputed gradient `dout` on the tape.
+pub(crate) fn push_loss(g: &mut Graph, out: Var, loss: f32, dout: Vec<f32>) -> Var {
+    g.push(scalar(loss), &[out], PrecomputedGradOp { dout })
+}
+
+/// Smooth-L1 (Huber) of an error and its derivative, PyTorch's definition.
+pub(crate) fn smooth_l1(e: f32, beta: f32) -> (f32, f32) {
+    if e.abs() < beta {
+        (0.5 * e * e / beta, e / beta)
+    } else {
+        (e.abs() - 0.5 * beta, e.signum())
     }
 }
 
@@ -68,16 +83,12 @@ pub fn loc_loss(
         }
         for k in 0..4 {
             let e = r[classes + k] - size * bx[i * 4 + k];
-            let (l, dl) = if e.abs() < BOX_BETA {
-                (0.5 * e * e / BOX_BETA, e / BOX_BETA)
-            } else {
-                (e.abs() - 0.5 * BOX_BETA, e.signum())
-            };
+            let (l, dl) = smooth_l1(e, BOX_BETA);
             loss += (BOX_WEIGHT * l) as f64 / (4 * n) as f64;
             d[classes + k] = BOX_WEIGHT * dl / (4 * n) as f32;
         }
     }
-    g.push(scalar(loss as f32), &[out], LocLossOp { dout })
+    push_loss(g, out, loss as f32, dout)
 }
 
 /// Classification accuracy and mean IoU of the predicted boxes (float model, eval mode).
