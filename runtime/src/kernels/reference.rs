@@ -74,8 +74,10 @@ pub fn conv2d(
     if g.pool_k == 1 && g.pool_s == 1 {
         return conv;
     }
-    let pg = PoolGeom::new(g.conv_h, g.conv_w, g.out_c, g.pool_k, g.pool_s).unwrap();
-    max_pool2d(&conv, &pg)
+    match PoolGeom::new(g.conv_h, g.conv_w, g.out_c, g.pool_k, g.pool_s) {
+        Some(pg) => max_pool2d(&conv, &pg),
+        None => conv, // unreachable: ConvGeom::new checked the pool fits
+    }
 }
 
 pub fn max_pool2d(input: &[i8], g: &PoolGeom) -> Vec<i8> {
