@@ -37,6 +37,9 @@ fn demo_report_matches_the_separate_commands() {
         "model.bin",
         "model.ckpt.json",
         "detections.png",
+        "filters.png",
+        "activations.png",
+        "top-images.png",
     ] {
         assert!(out.join(f).is_file(), "report lacks {f}");
     }

@@ -38,6 +38,9 @@ pub enum Command {
     /// Grid detector on the test canvases: mAP on the host runtime, a PNG of the boxes, and
     /// (with --baseline) the sliding-window classifier beside it.
     Detect(DetectArgs),
+    /// PNGs of what a trained CNN learned: first-layer filters, activation maps for one test
+    /// image, and the test images that excite one channel most.
+    Visualize(VisualizeArgs),
     /// Benchmarks that print figures (never assertions).
     Bench {
         #[command(subcommand)]
@@ -230,6 +233,43 @@ pub struct ExportArgs {
     pub vector_count: usize,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct VisualizeArgs {
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Test image whose activation maps are drawn.
+    #[arg(long, default_value_t = 0)]
+    pub image: usize,
+    /// Conv layer (index in the architecture) and channel for the top-images grid.
+    #[arg(long, default_value_t = 0)]
+    pub layer: usize,
+    #[arg(long, default_value_t = 0)]
+    pub channel: usize,
+    /// Output directory (must exist).
+    #[arg(long, default_value = ".")]
+    pub out: PathBuf,
+}
+
+/// Writes `filters.png`, `activations.png` and `top-images.png` into `a.out`.
+pub fn cmd_visualize(a: &VisualizeArgs) -> anyhow::Result<Vec<PathBuf>> {
+    let mut ck = Checkpoint::load(&a.checkpoint)?;
+    let (_, test) = a.data.load_for(&ck.model.arch)?;
+    if !a.out.is_dir() {
+        bail!("output directory {} does not exist", a.out.display());
+    }
+    let files = [
+        a.out.join("filters.png"),
+        a.out.join("activations.png"),
+        a.out.join("top-images.png"),
+    ];
+    crate::visualize::filters_png(&ck.model, &files[0])?;
+    crate::visualize::activations_png(&mut ck.model, &test, a.image, &files[1])?;
+    crate::visualize::top_images_png(&mut ck.model, &test, a.layer, a.channel, &files[2])?;
+    Ok(files.to_vec())
 }
 
 #[derive(Args, Clone, Debug)]
@@ -999,6 +1039,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Inspect { model } => print!("{}", cmd_inspect(&model)?),
+        Command::Visualize(a) => {
+            for f in cmd_visualize(&a)? {
+                println!("wrote {}", f.display());
+            }
+        }
         Command::Detect(a) => {
             let rows = cmd_detect(&a)?;
             println!(

@@ -192,6 +192,16 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
             })
         },
     )?;
+    // What the network learned (a few seconds): filters, one image's activations, and the test
+    // images that excite the first conv layer's channel 0 most.
+    cli::cmd_visualize(&cli::VisualizeArgs {
+        checkpoint: ckpt.clone(),
+        data: a.data.clone(),
+        image: 0,
+        layer: 0,
+        channel: 0,
+        out: dir.to_owned(),
+    })?;
     let ex = step(
         3,
         "fold BatchNorm, calibrate, quantize to int8, export",
@@ -483,6 +493,8 @@ fn html(s: &Summary) -> String {
 Journey took {secs:.0} s.</p>
 <table>{table}</table>
 <h2>Training</h2><img src="curves.png" alt="loss and accuracy curves">
+<h2>What the network learned</h2><img src="filters.png" alt="first-layer filters"> <img src="activations.png" alt="activation maps of test image 0">
+<img src="top-images.png" alt="test images that excite conv layer 0, channel 0 most">
 {detector}
 <h2>Confusion matrices (test split)</h2><img src="confusion-float.png" width=480> <img src="confusion-int8.png" width=480>
 <h2>Layers on the device (flash per layer = bytes; RAM = the arena above)</h2><pre>{layers}</pre>

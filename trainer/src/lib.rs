@@ -17,3 +17,4 @@ pub mod optim;
 pub mod plots;
 pub mod sliding;
 pub mod train;
+pub mod visualize;

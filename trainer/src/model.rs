@@ -529,9 +529,22 @@ impl Model {
         training: bool,
         rng: &mut ChaCha8Rng,
     ) -> Var {
+        self.forward_traced(g, x, params, training, rng, |_, _| {})
+    }
+
+    /// [`Model::forward`], calling `on_layer(index, output)` after every layer.
+    pub fn forward_traced(
+        &mut self,
+        g: &mut Graph,
+        x: Var,
+        params: &[Var],
+        training: bool,
+        rng: &mut ChaCha8Rng,
+        mut on_layer: impl FnMut(usize, Var),
+    ) -> Var {
         let slots = self.slots();
         let mut h = x;
-        for (l, slot) in self.arch.layers.iter().zip(slots) {
+        for (i, (l, slot)) in self.arch.layers.iter().zip(slots).enumerate() {
             h = match (*l, slot) {
                 (
                     LayerSpec::Conv2d {
@@ -562,8 +575,26 @@ impl Model {
                 }
                 _ => unreachable!("slots are derived from the same layer list"),
             };
+            on_layer(i, h);
         }
         h
+    }
+
+    /// Eval-mode output of every layer for a batch: `(layer index, output)`.
+    pub fn trace(&mut self, x: Tensor) -> Vec<(usize, Tensor)> {
+        let mut g = Graph::new();
+        let xv = g.leaf(x, false);
+        let pv: Vec<Var> = self
+            .params
+            .iter()
+            .map(|p| g.leaf(p.clone(), false))
+            .collect();
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let mut outs = Vec::new();
+        self.forward_traced(&mut g, xv, &pv, false, &mut rng, |i, v| outs.push((i, v)));
+        outs.into_iter()
+            .map(|(i, v)| (i, g.value(v).clone()))
+            .collect()
     }
 
     /// Eval-mode logits `[n, classes]` for a batch, without gradients.

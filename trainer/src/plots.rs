@@ -35,7 +35,7 @@ fn tmp_path(path: &Path) -> std::path::PathBuf {
 }
 
 /// Renders to a temporary file and renames it into place, so a failed plot leaves nothing.
-fn render(
+pub(crate) fn render(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&DrawingArea<BitMapBackend, plotters::coord::Shift>) -> anyhow::Result<()>,
