@@ -7,7 +7,7 @@ use tests::*;
 use trainer::cli::{test_vectors, DataArgs};
 use trainer::export::quantize;
 use trainer::model::{ArchSpec, Model};
-use trainer::train::{train, TrainConfig};
+use trainer::train::{train_silent, TrainConfig};
 
 /// A briefly trained model (parity does not depend on accuracy), exported, with `n` test
 /// inputs run on the host runtime and in QEMU, raw outputs already compared bit for bit.
@@ -35,15 +35,7 @@ fn export_and_run(
         ..TrainConfig::default()
     };
     let sub = train_set.slice(0..train_images.min(train_set.len()));
-    train(
-        &mut model,
-        &sub,
-        &test_set.slice(0..50),
-        &cfg,
-        |_, _, _, _, _| {},
-        |_, _| Ok(()),
-    )
-    .unwrap();
+    train_silent(&mut model, &sub, &test_set.slice(0..50), &cfg).unwrap();
     let blob = quantize(&model, &train_set, 300).unwrap();
     let vectors = test_vectors(&blob, &test_set, n).unwrap();
     std::fs::write(dir.join("model.bin"), &blob).unwrap();

@@ -3,7 +3,9 @@
 use crate::data::{default_data_dir, find_pair, load_pair, split, Dataset};
 use crate::export::{quantize, run_int8};
 use crate::model::{ArchSpec, Model};
-use crate::train::{evaluate, train, Checkpoint, OptimizerKind, TrainConfig, CHECKPOINT_FORMAT};
+use crate::train::{
+    evaluate, train, train_silent, Checkpoint, OptimizerKind, TrainConfig, CHECKPOINT_FORMAT,
+};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -891,15 +893,7 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<(usize, Vec<f32>)> {
 }
 
 pub fn cmd_bench_train(steps: usize) -> anyhow::Result<(f32, f32)> {
-    let all = DataArgs {
-        data: None,
-        train_count: 8000,
-        test_count: 2000,
-        boxes: None,
-        canvas_copies: 3,
-    }
-    .load(10)?
-    .0;
+    let all = DataArgs::default().load(10)?.0;
     let run = |threads: usize| -> anyhow::Result<f32> {
         with_threads(threads, || {
             let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1))?;
@@ -907,31 +901,12 @@ pub fn cmd_bench_train(steps: usize) -> anyhow::Result<(f32, f32)> {
                 epochs: 1,
                 ..TrainConfig::default()
             };
-            let sub = all.slice(0..64 * (steps + 3));
             // Warm up on 3 batches, then time `steps` batches.
             let warm = all.slice(0..64 * 3);
-            train(
-                &mut model,
-                &warm,
-                &warm.slice(0..1),
-                &cfg,
-                |_, _, _, _, _| {},
-                |_, _| Ok(()),
-            )?;
+            train_silent(&mut model, &warm, &warm.slice(0..1), &cfg)?;
             let t = std::time::Instant::now();
-            let cfg = TrainConfig {
-                epochs: 1,
-                ..TrainConfig::default()
-            };
-            let timed = sub.slice(64 * 3..sub.len());
-            train(
-                &mut model,
-                &timed,
-                &timed.slice(0..1),
-                &cfg,
-                |_, _, _, _, _| {},
-                |_, _| Ok(()),
-            )?;
+            let timed = all.slice(64 * 3..64 * (steps + 3));
+            train_silent(&mut model, &timed, &timed.slice(0..1), &cfg)?;
             Ok((64 * steps) as f32 / t.elapsed().as_secs_f32())
         })?
     };
@@ -942,14 +917,7 @@ pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usi
     let blob = read_blob(model)?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
-    let (_, test) = DataArgs {
-        data: None,
-        train_count: 8000,
-        test_count: 2000,
-        boxes: None,
-        canvas_copies: 3,
-    }
-    .load(10)?;
+    let (_, test) = DataArgs::default().load(10)?;
     let mut arena = vec![0u8; m.arena_bytes()];
     let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
     let q = m.def().input.quant;

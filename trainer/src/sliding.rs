@@ -6,7 +6,7 @@ use crate::canvas::{iou, resize_bilinear};
 use crate::data::Dataset;
 use crate::metrics::Pred;
 use crate::model::{ArchSpec, Model};
-use crate::train::{train, TrainConfig};
+use crate::train::{train_silent, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -118,14 +118,7 @@ pub fn train_classifier(
         seed,
         ..TrainConfig::default()
     };
-    train(
-        &mut model,
-        &tr,
-        &te,
-        &cfg,
-        |_, _, _, _, _| {},
-        |_, _| Ok(()),
-    )?;
+    train_silent(&mut model, &tr, &te, &cfg)?;
     Ok(model)
 }
 

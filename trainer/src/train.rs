@@ -251,6 +251,23 @@ pub fn train(
     Ok(history)
 }
 
+/// [`train`] without progress callbacks (benchmarks, tests, baselines).
+pub fn train_silent(
+    model: &mut Model,
+    train_set: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+) -> anyhow::Result<Vec<EpochMetrics>> {
+    train(
+        model,
+        train_set,
+        test,
+        cfg,
+        |_, _, _, _, _| {},
+        |_, _| Ok(()),
+    )
+}
+
 /// A trained model with what produced it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Checkpoint {

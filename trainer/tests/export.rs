@@ -5,7 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use trainer::cli::DataArgs;
 use trainer::export::{deploy_forward, fold, quantize};
 use trainer::model::{ArchSpec, LayerSpec, Model};
-use trainer::train::{train, TrainConfig};
+use trainer::train::{train_silent, TrainConfig};
 
 fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {
     DataArgs {
@@ -113,15 +113,7 @@ fn same_seed_gives_bit_identical_weights() {
             seed,
             ..TrainConfig::default()
         };
-        train(
-            &mut m,
-            &sub,
-            &test_set.slice(0..10),
-            &cfg,
-            |_, _, _, _, _| {},
-            |_, _| Ok(()),
-        )
-        .unwrap();
+        train_silent(&mut m, &sub, &test_set.slice(0..10), &cfg).unwrap();
         m.params
             .iter()
             .flat_map(|p| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
