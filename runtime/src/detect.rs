@@ -242,31 +242,34 @@ impl GridDecoder {
 mod tests {
     use super::*;
 
-    use crate::format::{Conv2d, Layer, OutputStage, Shape, TensorSpec};
+    use crate::format::{Conv2d, Layer, Node, OutputStage, Shape, TensorSpec};
     use crate::quant::QuantParams;
 
     /// 8x8 input, a 1x1 stride-4 conv to a 2x2 grid of 5 + 2 channels (cell 4 px); output
     /// scale 0.25 px per step, zero point 0. Only the head matters: `decode` reads bytes.
     fn grid_def<'a>(bias: &'a [u8], rq: &'a [u8], w: &'a [u8]) -> ModelDef<'a> {
         let mut layers = heapless::Vec::new();
-        let _ = layers.push(Layer::Conv2d(Conv2d {
-            in_channels: 1,
-            out_channels: 7,
-            kernel_h: 1,
-            kernel_w: 1,
-            stride: 4,
-            padding: 0,
-            input_zero_point: 0,
-            output: OutputStage {
-                zero_point: 0,
-                act_min: -128,
-                act_max: 127,
-                bias,
-                requant: rq,
-            },
-            weights: w,
-            pool: None,
-        }));
+        let _ = layers.push(Node::chained(
+            0,
+            Layer::Conv2d(Conv2d {
+                in_channels: 1,
+                out_channels: 7,
+                kernel_h: 1,
+                kernel_w: 1,
+                stride: 4,
+                padding: 0,
+                input_zero_point: 0,
+                output: OutputStage {
+                    zero_point: 0,
+                    act_min: -128,
+                    act_max: 127,
+                    bias,
+                    requant: rq,
+                },
+                weights: w,
+                pool: None,
+            }),
+        ));
         ModelDef {
             name: "grid",
             input: TensorSpec {

@@ -14,16 +14,20 @@
 //! Activations are int8 NHWC; conv weights are int8 OHWI; biases are i32 LE; per-channel
 //! requantization is `(multiplier: i32 LE, shift: i32 LE)`, 8 bytes per output channel.
 
-use crate::quant::QuantParams;
+use crate::quant::{QuantParams, Requant};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"TMCU";
 /// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 pub const PREAMBLE_BYTES: usize = 20;
-/// Most layers a model may have (bounds the fixed-capacity layer list).
-pub const MAX_LAYERS: usize = 24;
+/// Most layers (graph nodes) a model may have (bounds the fixed-capacity layer list).
+pub const MAX_LAYERS: usize = 32;
+/// Most tensors: the model input plus one output per layer.
+pub const MAX_TENSORS: usize = MAX_LAYERS + 1;
+/// Most inputs a layer may read (a concat of four Inception branches).
+pub const MAX_INPUTS: usize = 4;
 /// Bytes per output channel in a requantization array.
 pub const REQUANT_BYTES: usize = 8;
 
@@ -140,11 +144,13 @@ pub struct OutputStage<'a> {
     pub requant: &'a [u8],
 }
 
-/// Pooling window (square), no padding.
+/// Pooling window (square). Padded positions are ignored by max-pool (as if `-inf`); average
+/// pools and the max-pool fused into a conv take no padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool2d {
     pub kernel: u8,
     pub stride: u8,
+    pub padding: u8,
 }
 
 /// Convolution, also used for depthwise convolution (then `weights` is `[1, kh, kw, C]`).
@@ -179,7 +185,21 @@ pub struct FullyConnected<'a> {
     pub weights: &'a [u8],
 }
 
-/// One operation of the chain. Each layer reads the previous layer's output.
+/// Residual add `out = clamp(a + b)` of two same-shape tensors with different scales (the
+/// scheme of [`crate::kernels::AddParams`]). `act_min = zero_point` fuses the ReLU that ends a
+/// residual block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Add {
+    pub input_zero_points: [i8; 2],
+    pub zero_point: i8,
+    pub act_min: i8,
+    pub act_max: i8,
+    /// Rescales of input a and input b to the common scale (each at most 1/2), then of the sum
+    /// to the output scale.
+    pub requant: [Requant; 3],
+}
+
+/// One operation of the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Layer<'a> {
     Conv2d(#[serde(borrow)] Conv2d<'a>),
@@ -190,6 +210,12 @@ pub enum Layer<'a> {
     /// `[H, W, C] -> [1, 1, C]`, same quantization in and out.
     GlobalAvgPool,
     FullyConnected(#[serde(borrow)] FullyConnected<'a>),
+    /// Residual add of the layer's two inputs.
+    Add(Add),
+    /// Channel concatenation of the layer's 2 to [`MAX_INPUTS`] inputs, which share height,
+    /// width, scale and zero point (the exporter gives every branch the concat's output
+    /// quantization), so the concat is a copy with no arithmetic.
+    Concat,
 }
 
 impl Layer<'_> {
@@ -201,6 +227,8 @@ impl Layer<'_> {
             Layer::AvgPool2d(_) => "AvgPool2d",
             Layer::GlobalAvgPool => "GlobalAvgPool",
             Layer::FullyConnected(_) => "FullyConnected",
+            Layer::Add(_) => "Add",
+            Layer::Concat => "Concat",
         }
     }
 }
@@ -226,13 +254,35 @@ pub enum Head {
     },
 }
 
+/// Tensor ids a layer reads: 0 is the model input, `k + 1` the output of layer `k`. A layer
+/// reads only tensors that exist before it (ids `<= k`), so the list order is a schedule.
+pub type Inputs = heapless::Vec<u8, MAX_INPUTS>;
+
+/// A layer and the tensors it reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node<'a> {
+    pub inputs: Inputs,
+    #[serde(borrow)]
+    pub layer: Layer<'a>,
+}
+
+impl<'a> Node<'a> {
+    /// A layer reading only the previous layer's output (`index` is the layer's position).
+    pub fn chained(index: usize, layer: Layer<'a>) -> Node<'a> {
+        let mut inputs = Inputs::new();
+        let _ = inputs.push(index.min(u8::MAX as usize) as u8);
+        Node { inputs, layer }
+    }
+}
+
 /// The decoded payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDef<'a> {
     pub name: &'a str,
     pub input: TensorSpec,
     pub output: TensorSpec,
+    /// The graph in execution order; the last layer's output is the model output.
     #[serde(borrow)]
-    pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
+    pub layers: heapless::Vec<Node<'a>, MAX_LAYERS>,
     pub head: Head,
 }

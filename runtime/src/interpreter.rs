@@ -1,9 +1,8 @@
 //! Running a validated model in caller-owned memory.
 
-use crate::format::Layer;
+use crate::format::{Layer, MAX_INPUTS};
 use crate::kernels::{self, Stage};
 use crate::model::{Model, Step};
-use crate::planner::chain_offset;
 use crate::Error;
 use core::ops::Range;
 
@@ -20,16 +19,20 @@ fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
     bytemuck::cast_slice_mut(b)
 }
 
-/// Disjoint input and output views of the arena; `None` if the ranges overlap or overflow
-/// (impossible for a validated plan).
-fn io(arena: &mut [u8], a: Range<usize>, b: Range<usize>) -> Option<(&[u8], &mut [u8])> {
-    if a.end <= b.start && b.start <= arena.len() {
-        let (lo, hi) = arena.split_at_mut(b.start);
-        Some((lo.get(a)?, hi.get_mut(..b.len())?))
-    } else if b.end <= a.start && a.start <= arena.len() {
-        let (lo, hi) = arena.split_at_mut(a.start);
-        let n = a.len();
-        Some((hi.get(..n)?, lo.get_mut(b)?))
+/// Splits the arena around the output range: the output slice, and the read-only bytes below
+/// and above it. `None` if the range overflows (impossible for a validated plan).
+fn split(arena: &mut [u8], out: Range<usize>) -> Option<(&[u8], &mut [u8], &[u8])> {
+    let (lo, rest) = arena.split_at_mut(out.start.min(arena.len()));
+    let (y, hi) = rest.split_at_mut(out.len().min(rest.len()));
+    (y.len() == out.len()).then_some((lo, y, hi))
+}
+
+/// An input range, if it lies wholly below or wholly above the output at `out`.
+fn view<'x>(lo: &'x [u8], hi: &'x [u8], out: &Range<usize>, r: Range<usize>) -> Option<&'x [u8]> {
+    if r.end <= out.start {
+        lo.get(r)
+    } else if r.start >= out.end {
+        hi.get(r.start - out.end..r.end - out.end)
     } else {
         None
     }
@@ -57,19 +60,14 @@ impl<'i, 'a> Interpreter<'i, 'a> {
     }
 
     fn range(&self, index: usize) -> Range<usize> {
-        let len = if index == 0 {
-            self.model.input_len()
-        } else {
-            self.model
-                .layer_info()
-                .get(index - 1)
-                .map_or(0, |l| l.out_shape.len())
-        };
-        let start = chain_offset(index, len, self.model.arena_bytes());
-        start..start + len
+        self.model
+            .tensors()
+            .get(index)
+            .map_or(0..0, |t| t.offset..t.offset + t.len)
     }
 
-    /// The input tensor (int8 NHWC) to fill before `invoke`.
+    /// The input tensor (int8 NHWC) to fill before **each** `invoke`: once the input is dead the
+    /// plan may reuse its bytes for later tensors.
     pub fn input_mut(&mut self) -> &mut [i8] {
         let r = self.range(0);
         as_i8_mut(self.arena.get_mut(r).unwrap_or_default())
@@ -84,14 +82,29 @@ impl<'i, 'a> Interpreter<'i, 'a> {
     /// Runs every layer. Cannot fail: the model was validated and the arena checked in `new`.
     pub fn invoke(&mut self) {
         let layers = self.model.def().layers.iter().zip(self.model.layer_info());
-        for (i, (layer, info)) in layers.enumerate() {
-            let (a, b) = (self.range(i), self.range(i + 1));
-            let Some((x, y)) = io(self.arena, a, b) else {
-                debug_assert!(false, "planner produced overlapping buffers");
+        for (i, (node, info)) in layers.enumerate() {
+            let out = self.range(i + 1);
+            let ins = node.inputs.iter().map(|&t| self.range(t as usize));
+            let mut in_ranges: [Range<usize>; MAX_INPUTS] = Default::default();
+            for (slot, r) in in_ranges.iter_mut().zip(ins) {
+                *slot = r;
+            }
+            let Some((lo, y, hi)) = split(self.arena, out.clone()) else {
+                debug_assert!(false, "planner produced an out-of-arena buffer");
                 return;
             };
-            let (x, y) = (as_i8(x), as_i8_mut(y));
-            match (layer, info.step) {
+            let mut xs: [&[i8]; MAX_INPUTS] = [&[]; MAX_INPUTS];
+            for (x, r) in xs.iter_mut().zip(&in_ranges).take(node.inputs.len()) {
+                match view(lo, hi, &out, r.clone()) {
+                    Some(v) => *x = as_i8(v),
+                    None => {
+                        debug_assert!(false, "planner overlapped an input and the output");
+                        return;
+                    }
+                }
+            }
+            let (x, y) = (xs[0], as_i8_mut(y));
+            match (&node.layer, info.step) {
                 (Layer::Conv2d(cv), Step::Conv(g)) => {
                     let w = as_i8(cv.weights);
                     kernels::conv2d(x, cv.input_zero_point as i32, w, &g, &stage(&cv.output), y)
@@ -121,6 +134,10 @@ impl<'i, 'a> Interpreter<'i, 'a> {
                         &stage(&fc.output),
                         y,
                     )
+                }
+                (Layer::Add(_), Step::Add(p)) => kernels::add(x, xs[1], &p, y),
+                (Layer::Concat, Step::Concat { pixels }) => {
+                    kernels::concat_channels(&xs[..node.inputs.len()], pixels, y)
                 }
                 _ => debug_assert!(false, "layer and step disagree"),
             }

@@ -3,10 +3,11 @@
 //! is known to be in range, so `invoke` only does integer arithmetic.
 
 use crate::format::{
-    Head, Layer, ModelDef, OutputStage, Preamble, Shape, MAX_LAYERS, REQUANT_BYTES,
+    Head, Layer, ModelDef, OutputStage, Preamble, Shape, MAX_INPUTS, MAX_LAYERS, MAX_TENSORS,
+    REQUANT_BYTES,
 };
-use crate::kernels::{ConvGeom, PoolGeom, MAX_BIAS, MAX_TAPS};
-use crate::planner::chain_peak;
+use crate::kernels::{at_most_half, AddParams, ConvGeom, PoolGeom, MAX_BIAS, MAX_TAPS};
+use crate::planner::{plan, Lifetime};
 use crate::quant::Requant;
 use crate::Error;
 
@@ -24,12 +25,18 @@ pub enum Step {
         in_features: usize,
         out_features: usize,
     },
+    Add(AddParams),
+    /// Channel concatenation over `pixels` pixels.
+    Concat {
+        pixels: usize,
+    },
 }
 
 /// Per-layer facts computed at load time (also what `inspect` prints).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LayerInfo {
     pub step: Step,
+    /// Shape of the first input.
     pub in_shape: Shape,
     pub out_shape: Shape,
     /// Multiply-accumulates per inference.
@@ -38,11 +45,25 @@ pub struct LayerInfo {
     pub param_bytes: usize,
 }
 
-/// The result of checking a [`ModelDef`]: per-layer facts and the exact arena peak.
+/// Where a tensor lives in the arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TensorInfo {
+    pub offset: usize,
+    pub len: usize,
+    pub life: Lifetime,
+}
+
+/// The result of checking a [`ModelDef`]: per-layer facts and the arena plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {
     pub layers: heapless::Vec<LayerInfo, MAX_LAYERS>,
+    /// Tensor 0 is the model input, tensor `k + 1` layer `k`'s output.
+    pub tensors: heapless::Vec<TensorInfo, MAX_TENSORS>,
     pub arena_bytes: usize,
+    /// The lower bound no layout can beat: most bytes live at one step.
+    pub live_peak_bytes: usize,
+    /// Every tensor live at once (no reuse).
+    pub naive_bytes: usize,
 }
 
 fn shape(h: usize, w: usize, c: usize, layer: u16) -> Result<Shape, Error> {
@@ -119,6 +140,7 @@ fn check_input_zp(layer: u16, declared: i8, producer: i8) -> Result<(), Error> {
 }
 
 /// Checks a model definition and computes every layer's geometry and the arena peak.
+#[inline(always)] // built in the caller's frame: one copy of the per-layer table less
 pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
     if def.layers.is_empty() {
         return Err(Error::LayerCount {
@@ -140,10 +162,44 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
             what: "model input/output zero point",
         });
     }
-    let mut zp = def.input.quant.zero_point as i8;
+    let n_layers = def.layers.len();
+    let mut shapes = [Shape::new(0, 0, 0); MAX_TENSORS];
+    let mut zps = [0i8; MAX_TENSORS];
+    let mut life = [Lifetime::default(); MAX_TENSORS];
+    shapes[0] = cur;
+    zps[0] = def.input.quant.zero_point as i8;
+    let mut chain = true;
     let mut layers = heapless::Vec::new();
-    for (i, layer) in def.layers.iter().enumerate() {
+    for (i, node) in def.layers.iter().enumerate() {
         let li = i as u16;
+        let layer = &node.layer;
+        let arity = match layer {
+            Layer::Add(_) => 2..=2,
+            Layer::Concat => 2..=MAX_INPUTS,
+            _ => 1..=1,
+        };
+        if !arity.contains(&node.inputs.len()) {
+            return Err(Error::BadParameter {
+                layer: li,
+                what: "number of inputs for this layer type",
+            });
+        }
+        for &t in &node.inputs {
+            let t = t as usize;
+            if t > i {
+                return Err(Error::BadParameter {
+                    layer: li,
+                    what: "input tensor id (must name the model input or an earlier layer)",
+                });
+            }
+            life[t].last = i;
+        }
+        chain &= node.inputs.len() == 1 && node.inputs[0] as usize == i;
+        life[i + 1] = Lifetime { first: i, last: i };
+        let first = node.inputs[0] as usize;
+        cur = shapes[first];
+        let zp = zps[first];
+        let mut out_zp = zp;
         let (h, w, c) = (cur.h as usize, cur.w as usize, cur.c as usize);
         let (step, out, macs, param_bytes) = match layer {
             Layer::Conv2d(cv) | Layer::DepthwiseConv2d(cv) => {
@@ -192,8 +248,14 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 };
                 check_len(li, "weights", cv.weights.len(), wn)?;
                 check_input_zp(li, cv.input_zero_point, zp)?;
+                if cv.pool.is_some_and(|p| p.padding != 0) {
+                    return Err(Error::BadParameter {
+                        layer: li,
+                        what: "fused pool padding (must be 0)",
+                    });
+                }
                 let pb = wn + check_stage(li, &cv.output, g.out_c)?;
-                zp = cv.output.zero_point;
+                out_zp = cv.output.zero_point;
                 let macs = if depthwise { g.macs() / c } else { g.macs() };
                 let step = if depthwise {
                     Step::Depthwise(g)
@@ -203,12 +265,17 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 (step, shape(g.out_h, g.out_w, g.out_c, li)?, macs, pb)
             }
             Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
-                let g = PoolGeom::new(h, w, c, p.kernel as usize, p.stride as usize).ok_or(
-                    Error::BadParameter {
+                let avg = matches!(layer, Layer::AvgPool2d(_));
+                let pad = if avg && p.padding != 0 {
+                    usize::MAX // average pools take no padding
+                } else {
+                    p.padding as usize
+                };
+                let g = PoolGeom::padded(h, w, c, p.kernel as usize, p.stride as usize, pad)
+                    .ok_or(Error::BadParameter {
                         layer: li,
                         what: "pool geometry",
-                    },
-                )?;
+                    })?;
                 let step = if matches!(layer, Layer::MaxPool2d(_)) {
                     Step::MaxPool(g)
                 } else {
@@ -248,12 +315,58 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 check_len(li, "weights", fc.weights.len(), n_in * n_out)?;
                 check_input_zp(li, fc.input_zero_point, zp)?;
                 let pb = n_in * n_out + check_stage(li, &fc.output, n_out)?;
-                zp = fc.output.zero_point;
+                out_zp = fc.output.zero_point;
                 let step = Step::FullyConnected {
                     in_features: n_in,
                     out_features: n_out,
                 };
                 (step, shape(1, 1, n_out, li)?, n_in * n_out, pb)
+            }
+            Layer::Add(a) => {
+                let other = node.inputs[1] as usize;
+                if shapes[other] != cur {
+                    return Err(Error::ShapeMismatch {
+                        layer: li,
+                        expected: cur.dims(),
+                        found: shapes[other].dims(),
+                    });
+                }
+                check_input_zp(li, a.input_zero_points[0], zp)?;
+                check_input_zp(li, a.input_zero_points[1], zps[other])?;
+                if !at_most_half(a.requant[0])
+                    || !at_most_half(a.requant[1])
+                    || !a.requant[2].is_valid()
+                {
+                    return Err(Error::QuantOutOfRange {
+                        layer: li,
+                        what: "add rescale (inputs at most 1/2, output valid)",
+                    });
+                }
+                if a.act_min > a.act_max {
+                    return Err(Error::QuantOutOfRange {
+                        layer: li,
+                        what: "activation clamp (min > max)",
+                    });
+                }
+                out_zp = a.zero_point;
+                (Step::Add(AddParams::from_layer(a)), cur, 0, 0)
+            }
+            Layer::Concat => {
+                let mut channels = 0usize;
+                for &t in &node.inputs {
+                    let s = shapes[t as usize];
+                    if (s.h, s.w) != (cur.h, cur.w) {
+                        return Err(Error::ShapeMismatch {
+                            layer: li,
+                            expected: cur.dims(),
+                            found: s.dims(),
+                        });
+                    }
+                    check_input_zp(li, zps[t as usize], zp)?;
+                    channels += s.c as usize;
+                }
+                let step = Step::Concat { pixels: h * w };
+                (step, shape(h, w, channels, li)?, 0, 0)
             }
         };
         let info = LayerInfo {
@@ -267,8 +380,12 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
             found: def.layers.len(),
             max: MAX_LAYERS,
         })?;
+        shapes[i + 1] = out;
+        zps[i + 1] = out_zp;
         cur = out;
     }
+    let zp = zps[n_layers];
+    life[n_layers].last = n_layers - 1; // the output stays live to the end
     if def.output.shape != cur {
         return Err(Error::OutputMismatch {
             expected: def.output.shape.dims(),
@@ -300,12 +417,27 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
             crate::detect::GridDecoder::new(def)?;
         }
     }
-    let sizes =
-        core::iter::once(def.input.shape.len()).chain(layers.iter().map(|l| l.out_shape.len()));
-    let arena_bytes = chain_peak(sizes);
+    let n_tensors = n_layers + 1;
+    let mut sizes = [0usize; MAX_TENSORS];
+    for (s, sh) in sizes.iter_mut().zip(&shapes[..n_tensors]) {
+        *s = sh.len();
+    }
+    let p = plan(&sizes[..n_tensors], &life[..n_tensors], chain);
+    let mut tensors = heapless::Vec::new();
+    for t in 0..n_tensors {
+        let info = TensorInfo {
+            offset: p.offsets[t],
+            len: sizes[t],
+            life: life[t],
+        };
+        let _ = tensors.push(info); // n_tensors <= MAX_TENSORS
+    }
     Ok(Analysis {
         layers,
-        arena_bytes,
+        tensors,
+        arena_bytes: p.arena_bytes,
+        live_peak_bytes: p.live_peak_bytes,
+        naive_bytes: p.naive_bytes,
     })
 }
 
@@ -325,6 +457,9 @@ pub struct Model<'a> {
 
 impl<'a> Model<'a> {
     /// Decodes and validates a blob: magic, version, length, CRC, then every layer.
+    /// (Inlined so the model is built in the caller's frame instead of copied into it: this
+    /// saves several kilobytes of stack on a device.)
+    #[inline(always)]
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
         let (pre, payload) = Preamble::parse(bytes)?;
         let computed = crc32(payload);
@@ -385,6 +520,18 @@ impl<'a> Model<'a> {
     }
     pub fn layer_info(&self) -> &[LayerInfo] {
         &self.analysis.layers
+    }
+    /// Offsets, sizes and lifetimes of every tensor (input first).
+    pub fn tensors(&self) -> &[crate::model::TensorInfo] {
+        &self.analysis.tensors
+    }
+    /// The plan's figures: `(arena, live peak lower bound, naive all-live)` bytes.
+    pub fn arena_figures(&self) -> (usize, usize, usize) {
+        (
+            self.analysis.arena_bytes,
+            self.analysis.live_peak_bytes,
+            self.analysis.naive_bytes,
+        )
     }
     /// Total multiply-accumulates per inference.
     pub fn macs(&self) -> usize {

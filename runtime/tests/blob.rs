@@ -2,8 +2,10 @@
 //! flip or truncation of a blob can make the runtime panic.
 
 use runtime::format::{
-    Conv2d, FullyConnected, Head, Layer, ModelDef, OutputStage, Pool2d, Shape, TensorSpec,
+    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Shape,
+    TensorSpec,
 };
+use runtime::kernels::{self, AddParams, ConvGeom, Stage};
 use runtime::writer::{encode_i32s, encode_i8s, encode_requants, write_blob};
 use runtime::{Error, Interpreter, Model, QuantParams, Requant};
 
@@ -11,23 +13,60 @@ struct Owned {
     cw: Vec<u8>,
     cb: Vec<u8>,
     cr: Vec<u8>,
+    pw: Vec<u8>,
+    pb: Vec<u8>,
+    pr: Vec<u8>,
     fw: Vec<u8>,
     fb: Vec<u8>,
     fr: Vec<u8>,
 }
 
-/// 6x6x1 -> conv3x3x2 pad1 + fused maxpool2 (3x3x2) -> FC 18 -> 3. Deterministic weights.
+const FC_IN: usize = 36;
+
+/// A small graph exercising every kind of edge:
+/// ```text
+/// t0 6x6x1 -> [0] conv3x3x2 pad1 + ReLU + fused maxpool2 -> t1 3x3x2
+/// t1 -> [1] conv1x1x2 (no ReLU)                            -> t2 3x3x2
+/// [2] add(t2, t1) + ReLU                                   -> t3 3x3x2
+/// [3] concat(t3, t1)                                       -> t4 3x3x4
+/// [4] FC 36 -> 3                                           -> t5
+/// ```
+/// Deterministic weights.
 fn owned() -> Owned {
     let cw: Vec<i8> = (0..18).map(|i| ((i * 37) % 255 - 127) as i8).collect();
-    let fw: Vec<i8> = (0..54).map(|i| ((i * 53 + 11) % 255 - 127) as i8).collect();
+    let pw: Vec<i8> = vec![90, -40, 25, 110];
+    let fw: Vec<i8> = (0..3 * FC_IN as i32)
+        .map(|i| ((i * 53 + 11) % 255 - 127) as i8)
+        .collect();
     let rq = |r: f64| Requant::from_real(r).unwrap();
     Owned {
         cw: encode_i8s(&cw),
         cb: encode_i32s(&[100, -250]),
         cr: encode_requants(&[rq(0.0071), rq(0.0043)]),
+        pw: encode_i8s(&pw),
+        pb: encode_i32s(&[-300, 450]),
+        pr: encode_requants(&[rq(0.011), rq(0.0093)]),
         fw: encode_i8s(&fw),
         fb: encode_i32s(&[10, 0, -10]),
         fr: encode_requants(&[rq(0.002), rq(0.0031), rq(0.0025)]),
+    }
+}
+
+fn add_layer() -> Add {
+    let p = AddParams::from_scales(0.05, -10, 0.03, -128, 0.06, -128, -128, 127).unwrap();
+    Add {
+        input_zero_points: [-10, -128],
+        zero_point: -128,
+        act_min: -128,
+        act_max: 127,
+        requant: [p.rq_a, p.rq_b, p.rq_out],
+    }
+}
+
+fn node<'a>(inputs: &[u8], layer: Layer<'a>) -> Node<'a> {
+    Node {
+        inputs: heapless::Vec::from_slice(inputs).unwrap(),
+        layer,
     }
 }
 
@@ -40,28 +79,43 @@ fn def(o: &Owned) -> ModelDef<'_> {
         bias,
         requant,
     };
-    let _ = layers.push(Layer::Conv2d(Conv2d {
-        in_channels: 1,
-        out_channels: 2,
-        kernel_h: 3,
-        kernel_w: 3,
-        stride: 1,
-        padding: 1,
-        input_zero_point: -128,
-        output: stage(&o.cb, &o.cr, -128, -128),
-        weights: &o.cw,
-        pool: Some(Pool2d {
-            kernel: 2,
-            stride: 2,
-        }),
-    }));
-    let _ = layers.push(Layer::FullyConnected(FullyConnected {
-        in_features: 18,
+    let conv = |in_channels, k: u8, padding, izp, output, weights, pool| {
+        Layer::Conv2d(Conv2d {
+            in_channels,
+            out_channels: 2,
+            kernel_h: k,
+            kernel_w: k,
+            stride: 1,
+            padding,
+            input_zero_point: izp,
+            output,
+            weights,
+            pool,
+        })
+    };
+    let pool = Some(Pool2d {
+        kernel: 2,
+        stride: 2,
+        padding: 0,
+    });
+    let c0 = conv(1, 3, 1, -128, stage(&o.cb, &o.cr, -128, -128), &o.cw, pool);
+    let c1 = conv(2, 1, 0, -128, stage(&o.pb, &o.pr, -10, -128), &o.pw, None);
+    let fc = Layer::FullyConnected(FullyConnected {
+        in_features: FC_IN as u32,
         out_features: 3,
         input_zero_point: -128,
         output: stage(&o.fb, &o.fr, 5, -128),
         weights: &o.fw,
-    }));
+    });
+    for n in [
+        node(&[0], c0),
+        node(&[1], c1),
+        node(&[2, 1], Layer::Add(add_layer())),
+        node(&[3, 1], Layer::Concat),
+        node(&[4], fc),
+    ] {
+        let _ = layers.push(n);
+    }
     ModelDef {
         name: "small",
         input: TensorSpec {
@@ -108,12 +162,12 @@ fn golden_blob() {
     );
     // Independent checks of the preamble layout.
     assert_eq!(&b[..4], b"TMCU");
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 2);
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 3);
     let arena = u32::from_le_bytes(b[8..12].try_into().unwrap());
     assert_eq!(
         arena,
-        36 + 18,
-        "input 36 B + pooled conv output 18 B live together"
+        18 + 18 + 36,
+        "the concat step holds t1 (read again), t3 and its own output t4 (18 + 18 + 36 B)"
     );
     assert_eq!(
         u32::from_le_bytes(b[12..16].try_into().unwrap()) as usize,
@@ -121,24 +175,58 @@ fn golden_blob() {
     );
 }
 
+/// The interpreter's answer equals the kernels called one by one into separate buffers: the
+/// plan, the input wiring and the graph order are right.
 #[test]
 fn loads_and_runs_like_the_kernels_say() {
+    let o = owned();
     let b = blob();
     let m = Model::from_bytes(&b).unwrap();
-    assert_eq!(m.arena_bytes(), 54);
-    assert_eq!(m.macs(), 6 * 6 * 2 * 9 + 18 * 3);
-    let mut arena = [0u8; 54];
-    let mut it = Interpreter::new(&m, &mut arena).unwrap();
+    assert_eq!(m.arena_bytes(), 72);
+    assert_eq!(m.arena_figures(), (72, 72, 36 + 18 * 3 + 36 + 3));
+    assert_eq!(m.macs(), 6 * 6 * 2 * 9 + 9 * 2 * 2 + FC_IN * 3);
     let x: Vec<i8> = (0..36).map(|i| (i * 7 % 256) as u8 as i8).collect();
+    let mut arena = [0u8; 72];
+    let mut it = Interpreter::new(&m, &mut arena).unwrap();
     it.input_mut().copy_from_slice(&x);
     it.invoke();
     let out = it.output().to_vec();
-    assert_eq!(out.len(), 3);
-    // Same answer with a larger arena and a second run (no state carried between invokes).
+
+    let i8s = |v: &[u8]| v.iter().map(|&b| b as i8).collect::<Vec<i8>>();
+    let st = |bias, requant, zero_point| Stage {
+        bias,
+        requant,
+        zero_point,
+        act_min: -128,
+        act_max: 127,
+    };
+    let s0 = st(&o.cb, &o.cr, -128);
+    let g0 = ConvGeom::new(6, 6, 1, 2, 3, 3, 1, 1, Some((2, 2))).unwrap();
+    let mut t1 = vec![0i8; 18];
+    kernels::conv2d(&x, -128, &i8s(&o.cw), &g0, &s0, &mut t1);
+    let g1 = ConvGeom::new(3, 3, 2, 2, 1, 1, 1, 0, None).unwrap();
+    let mut t2 = vec![0i8; 18];
+    kernels::conv2d(&t1, -128, &i8s(&o.pw), &g1, &st(&o.pb, &o.pr, -10), &mut t2);
+    let mut t3 = vec![0i8; 18];
+    kernels::add(&t2, &t1, &AddParams::from_layer(&add_layer()), &mut t3);
+    let mut t4 = vec![0i8; 36];
+    kernels::concat_channels(&[&t3, &t1], 9, &mut t4);
+    let mut want = vec![0i8; 3];
+    kernels::fully_connected(&t4, -128, &i8s(&o.fw), &st(&o.fb, &o.fr, 5), &mut want);
+    assert_eq!(out, want);
+    assert!(
+        t4.iter().any(|&v| v != -128),
+        "the test input reaches the concat"
+    );
+
+    // Same answer with a larger arena and a second run (no state carried between invokes; the
+    // input's bytes are reused once it is dead, so it is filled again before each run).
     let mut big = [0xAAu8; 200];
     let mut it2 = Interpreter::new(&m, &mut big).unwrap();
     it2.input_mut().copy_from_slice(&x);
     it2.invoke();
+    assert_ne!(it2.input_mut(), &x[..], "t4 reuses the input's bytes");
+    it2.input_mut().copy_from_slice(&x);
     it2.invoke();
     assert_eq!(it2.output(), &out[..]);
 }
@@ -147,15 +235,53 @@ fn loads_and_runs_like_the_kernels_say() {
 fn arena_too_small_reports_numbers() {
     let b = blob();
     let m = Model::from_bytes(&b).unwrap();
-    let mut arena = [0u8; 53];
+    let mut arena = [0u8; 71];
     let e = Interpreter::new(&m, &mut arena).err().unwrap();
     assert_eq!(
         e,
         Error::ArenaTooSmall {
-            needed: 54,
-            available: 53
+            needed: 72,
+            available: 71
         }
     );
+}
+
+/// Graph edges that cannot be scheduled or do not fit are load errors.
+#[test]
+fn bad_graph_edges_are_errors() {
+    let o = owned();
+    let mut d = def(&o);
+    d.layers[1].inputs[0] = 2; // reads its own output
+    assert!(matches!(
+        write_blob(&d),
+        Err(Error::BadParameter { layer: 1, .. })
+    ));
+    let mut d = def(&o);
+    d.layers[2].inputs[1] = 0; // add of 3x3x2 and the 6x6x1 input
+    assert!(matches!(
+        write_blob(&d),
+        Err(Error::ShapeMismatch { layer: 2, .. })
+    ));
+    let mut d = def(&o);
+    d.layers[3].inputs.truncate(1); // a concat of one tensor
+    assert!(matches!(
+        write_blob(&d),
+        Err(Error::BadParameter { layer: 3, .. })
+    ));
+    let mut d = def(&o);
+    d.layers[3].inputs[1] = 2; // t2 has zero point -10, t3 -128: not a plain copy
+    assert!(matches!(
+        write_blob(&d),
+        Err(Error::QuantOutOfRange { layer: 3, .. })
+    ));
+    let mut d = def(&o);
+    if let Layer::Add(a) = &mut d.layers[2].layer {
+        a.requant[0] = Requant::from_real(0.75).unwrap(); // could overflow the sum
+    }
+    assert!(matches!(
+        write_blob(&d),
+        Err(Error::QuantOutOfRange { layer: 2, .. })
+    ));
 }
 
 #[test]
@@ -195,8 +321,8 @@ fn header_errors_are_specific() {
     assert!(matches!(
         Model::from_bytes(&bad),
         Err(Error::ArenaMismatch {
-            declared: 55,
-            planned: 54
+            declared: 73,
+            planned: 72
         })
     ));
 }
@@ -205,15 +331,15 @@ fn header_errors_are_specific() {
 fn writer_rejects_inconsistent_models() {
     let o = owned();
     let mut d = def(&o);
-    if let Layer::FullyConnected(fc) = &mut d.layers[1] {
+    if let Layer::FullyConnected(fc) = &mut d.layers[4].layer {
         fc.in_features = 17;
     }
     assert!(matches!(
         write_blob(&d),
-        Err(Error::ShapeMismatch { layer: 1, .. })
+        Err(Error::ShapeMismatch { layer: 4, .. })
     ));
     let mut d = def(&o);
-    if let Layer::Conv2d(c) = &mut d.layers[0] {
+    if let Layer::Conv2d(c) = &mut d.layers[0].layer {
         c.weights = &o.cw[..17];
     }
     assert!(matches!(
@@ -225,12 +351,12 @@ fn writer_rejects_inconsistent_models() {
         })
     ));
     let mut d = def(&o);
-    if let Layer::FullyConnected(fc) = &mut d.layers[1] {
+    if let Layer::FullyConnected(fc) = &mut d.layers[4].layer {
         fc.input_zero_point = 0;
     }
     assert!(matches!(
         write_blob(&d),
-        Err(Error::QuantOutOfRange { layer: 1, .. })
+        Err(Error::QuantOutOfRange { layer: 4, .. })
     ));
 }
 

@@ -145,6 +145,27 @@ fn corrupted_blob_is_an_error_on_the_device() {
     assert!(run.outputs.is_empty());
 }
 
+/// The graph models (residual adds, concats, a padded max-pool, a branching arena plan): 100
+/// test images bit-exact on the device. One epoch on 2,000 images: parity does not depend on
+/// accuracy, but the activations must not be degenerate, so the int8 argmax must vary.
+#[test]
+fn graph_models_are_bit_exact_on_the_device() {
+    for (arch, seed) in [
+        (ArchSpec::tiny_resnet(), 8),
+        (ArchSpec::tiny_inception(), 9),
+    ] {
+        let name = arch.name.clone();
+        let d = export_and_run(arch, 2000, 1, 100, seed);
+        assert_eq!(d.run.outputs.len(), 100, "{name}");
+        let classes: std::collections::BTreeSet<usize> =
+            d.host.iter().filter_map(|o| runtime::argmax(o)).collect();
+        assert!(
+            classes.len() >= 5,
+            "{name}: predictions collapse to {classes:?}"
+        );
+    }
+}
+
 /// A localization model (class + box head): raw outputs and decoded boxes bit-exact.
 #[test]
 fn localization_boxes_are_bit_exact_on_the_device() {

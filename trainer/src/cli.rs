@@ -792,7 +792,15 @@ pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
             format!("{} [{}, {}]", o.zero_point, o.act_min, o.act_max),
         )
     };
-    for (i, (l, info)) in d.layers.iter().zip(m.layer_info()).enumerate() {
+    for (i, (node, info)) in d.layers.iter().zip(m.layer_info()).enumerate() {
+        let l = &node.layer;
+        // Inputs other than the previous layer's output (graph edges), as tensor ids.
+        let from = if node.inputs.len() == 1 && node.inputs[0] as usize == i {
+            String::new()
+        } else {
+            let ids: Vec<String> = node.inputs.iter().map(|t| format!("t{t}")).collect();
+            format!("({}) ", ids.join(","))
+        };
         let (params, (mr, zp)) = match l {
             Layer::Conv2d(c) | Layer::DepthwiseConv2d(c) => (
                 format!(
@@ -811,11 +819,20 @@ pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
                 stage(&f.output),
             ),
             Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => (
-                format!("k{} s{}", p.kernel, p.stride),
+                format!("k{} s{} p{}", p.kernel, p.stride, p.padding),
                 ("-".into(), "same as input".into()),
             ),
             Layer::GlobalAvgPool => (String::new(), ("-".into(), "same as input".into())),
+            Layer::Add(a) => (
+                String::new(),
+                (
+                    format!("{:.2e}", a.requant[2].to_real()),
+                    format!("{} [{}, {}]", a.zero_point, a.act_min, a.act_max),
+                ),
+            ),
+            Layer::Concat => (String::new(), ("-".into(), "same as inputs".into())),
         };
+        let params = from + &params;
         let dims = |d: [u16; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);
         let cells = [
             i.to_string(),
@@ -833,12 +850,15 @@ pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
     }
     writeln!(s, "output {}", q(&d.output))?;
     let pbytes: usize = m.layer_info().iter().map(|l| l.param_bytes).sum();
+    let (arena, live, naive) = m.arena_figures();
     writeln!(
         s,
-        "totals: flash {} B (blob; {} B weights/bias/requant), RAM {} B (arena: the largest input+output pair live at once), {} MACs",
+        "totals: flash {} B (blob; {} B weights/bias/requant), RAM {} B arena (most bytes live at one step: {} B; every tensor live at once: {} B), {} MACs",
         blob.len(),
         pbytes,
-        m.arena_bytes(),
+        arena,
+        live,
+        naive,
         m.macs()
     )?;
     Ok(s)

@@ -16,7 +16,8 @@ use crate::data::Dataset;
 use crate::model::{LayerSpec, Model, Slot};
 use anyhow::{bail, Context};
 use runtime::format::{
-    Conv2d, FullyConnected, Head, Layer, ModelDef, OutputStage, Pool2d, Shape, TensorSpec,
+    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Shape,
+    TensorSpec,
 };
 use runtime::writer::{encode_i32s, encode_i8s, encode_requants, write_blob};
 use runtime::{Interpreter, Model as RtModel, QuantParams, Requant};
@@ -36,6 +37,7 @@ pub enum Deploy {
     MaxPool {
         k: usize,
         s: usize,
+        pad: usize,
     },
     AvgPool {
         k: usize,
@@ -47,15 +49,58 @@ pub enum Deploy {
         b: Vec<f32>,
         relu: bool,
     },
+    /// Residual add of the node's two inputs, ReLU fused as a flag.
+    Add {
+        relu: bool,
+    },
+    /// Channel concatenation of the node's inputs.
+    Concat,
+}
+
+/// One node of the folded graph. Tensor ids as in the runtime: 0 is the input, `k + 1` the
+/// output of node `k`.
+#[derive(Debug, Clone)]
+pub struct DeployNode {
+    pub op: Deploy,
+    pub inputs: Vec<usize>,
+}
+
+/// `w * gamma / sqrt(var + eps)` per output channel, and the matching bias.
+fn fold_bn(
+    mut w: Tensor,
+    mut b: Vec<f32>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    st: &crate::autograd::BatchNormState,
+) -> (Tensor, Vec<f32>) {
+    for (c, bc) in b.iter_mut().enumerate() {
+        let scale = gamma[c] / (st.running_var[c] + st.eps).sqrt();
+        w.index_axis_mut(ndarray::Axis(0), c)
+            .mapv_inplace(|v| v * scale);
+        *bc = (*bc - st.running_mean[c]) * scale + beta[c];
+    }
+    (w, b)
+}
+
+/// Appends a node reading `inputs`; returns the id of its output tensor.
+fn push(nodes: &mut Vec<DeployNode>, op: Deploy, inputs: &[usize]) -> usize {
+    nodes.push(DeployNode {
+        op,
+        inputs: inputs.to_vec(),
+    });
+    nodes.len()
 }
 
 /// Folds BatchNorm (eval statistics) into the preceding conv, fuses ReLU and a following
-/// max-pool, drops dropout and flatten. Fails naming the first layer the device cannot run.
-pub fn fold(model: &Model) -> anyhow::Result<Vec<Deploy>> {
+/// max-pool, drops dropout and flatten, and expands residual and Inception blocks into their
+/// convs, pool, add and concat. Fails naming the first layer the device cannot run.
+pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
     let layers = &model.arch.layers;
     let slots = model.slots();
+    let in_cs = model.in_channels();
     let p = &model.params;
     let mut out = Vec::new();
+    let mut cur = 0usize;
     let mut i = 0;
     let skip_dropout = |mut j: usize| {
         while matches!(layers.get(j), Some(LayerSpec::Dropout { .. })) {
@@ -71,12 +116,7 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<Deploy>> {
                 let mut b: Vec<f32> = bi.map_or(vec![0.0; out_channels], |bi| p[bi].iter().copied().collect());
                 i += 1;
                 if let (Some(LayerSpec::BatchNorm2d), Slot::Norm(gi, be, si)) = (layers.get(i), slots.get(i).copied().unwrap_or(Slot::None)) {
-                    let st = &model.bn[si];
-                    for c in 0..out_channels {
-                        let scale = p[gi][c] / (st.running_var[c] + st.eps).sqrt();
-                        w.index_axis_mut(ndarray::Axis(0), c).mapv_inplace(|v| v * scale);
-                        b[c] = (b[c] - st.running_mean[c]) * scale + p[be][c];
-                    }
+                    (w, b) = fold_bn(w, b, &p[gi], &p[be], &model.bn[si]);
                     i += 1;
                 }
                 i = skip_dropout(i);
@@ -89,7 +129,7 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<Deploy>> {
                     pool = Some((*kernel, stride.unwrap_or(*kernel)));
                     i += 1;
                 }
-                out.push(Deploy::Conv { w, b, stride, pad: padding, relu, pool });
+                cur = push(&mut out, Deploy::Conv { w, b, stride, pad: padding, relu, pool }, &[cur]);
             }
             (LayerSpec::Linear { out_features, .. }, Slot::Weights(wi, bi)) => {
                 let b = bi.map_or(vec![0.0; out_features], |bi| p[bi].iter().copied().collect());
@@ -98,18 +138,52 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<Deploy>> {
                 if relu {
                     i += 1;
                 }
-                out.push(Deploy::Linear { w: p[wi].clone(), b, relu });
+                cur = push(&mut out, Deploy::Linear { w: p[wi].clone(), b, relu }, &[cur]);
+            }
+            (l @ (LayerSpec::Residual { .. } | LayerSpec::Inception { .. }), slot @ Slot::Block(..)) => {
+                let convs = l.block_convs(in_cs[i]);
+                let conv = |j: usize, relu: bool| -> Deploy {
+                    let (wi, gi, be, si) = slot.block_conv(j).expect("block slot");
+                    let bc = convs[j];
+                    let (w, b) = fold_bn(p[wi].clone(), vec![0.0; bc.out_c], &p[gi], &p[be], &model.bn[si]);
+                    Deploy::Conv { w, b, stride: bc.stride, pad: bc.padding, relu, pool: None }
+                };
+                let x = cur;
+                cur = if matches!(l, LayerSpec::Residual { .. }) {
+                    use crate::model::residual::*;
+                    // The projection runs first: its small output outlives the block's first
+                    // conv instead of the larger block input.
+                    let shortcut = if convs.len() > PROJECTION {
+                        push(&mut out, conv(PROJECTION, false), &[x])
+                    } else {
+                        x
+                    };
+                    let a = push(&mut out, conv(CONV1, true), &[x]);
+                    let a = push(&mut out, conv(CONV2, false), &[a]);
+                    push(&mut out, Deploy::Add { relu: true }, &[a, shortcut])
+                } else {
+                    use crate::model::inception::*;
+                    let b1 = push(&mut out, conv(B1, true), &[x]);
+                    let r3 = push(&mut out, conv(B3_REDUCE, true), &[x]);
+                    let b3 = push(&mut out, conv(B3, true), &[r3]);
+                    let r5 = push(&mut out, conv(B5_REDUCE, true), &[x]);
+                    let b5 = push(&mut out, conv(B5, true), &[r5]);
+                    let pl = push(&mut out, Deploy::MaxPool { k: 3, s: 1, pad: 1 }, &[x]);
+                    let pp = push(&mut out, conv(POOL_PROJ, true), &[pl]);
+                    push(&mut out, Deploy::Concat, &[b1, b3, b5, pp])
+                };
+                i += 1;
             }
             (LayerSpec::MaxPool2d { kernel, stride }, _) => {
-                out.push(Deploy::MaxPool { k: kernel, s: stride.unwrap_or(kernel) });
+                cur = push(&mut out, Deploy::MaxPool { k: kernel, s: stride.unwrap_or(kernel), pad: 0 }, &[cur]);
                 i += 1;
             }
             (LayerSpec::AvgPool2d { kernel, stride }, _) => {
-                out.push(Deploy::AvgPool { k: kernel, s: stride.unwrap_or(kernel) });
+                cur = push(&mut out, Deploy::AvgPool { k: kernel, s: stride.unwrap_or(kernel) }, &[cur]);
                 i += 1;
             }
             (LayerSpec::GlobalAvgPool, _) => {
-                out.push(Deploy::GlobalAvgPool);
+                cur = push(&mut out, Deploy::GlobalAvgPool, &[cur]);
                 i += 1;
             }
             (LayerSpec::Dropout { .. } | LayerSpec::Flatten, _) => i += 1,
@@ -122,13 +196,20 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<Deploy>> {
     Ok(out)
 }
 
-/// Float forward of the folded network; returns every deploy layer's output.
-pub fn deploy_forward(layers: &[Deploy], x: Tensor) -> Vec<Tensor> {
+fn bias_leaf(g: &mut Graph, b: &[f32]) -> crate::autograd::Var {
+    g.leaf(
+        Tensor::from_shape_vec(ndarray::IxDyn(&[b.len()]), b.to_vec()).expect("bias"),
+        false,
+    )
+}
+
+/// Float forward of the folded graph; returns every node's output.
+pub fn deploy_forward(nodes: &[DeployNode], x: Tensor) -> Vec<Tensor> {
     let mut g = Graph::new();
-    let mut h = g.leaf(x, false);
-    let mut outs = Vec::new();
-    for l in layers {
-        h = match l {
+    let mut t = vec![g.leaf(x, false)];
+    for n in nodes {
+        let h = t[n.inputs[0]];
+        let y = match &n.op {
             Deploy::Conv {
                 w,
                 b,
@@ -138,10 +219,7 @@ pub fn deploy_forward(layers: &[Deploy], x: Tensor) -> Vec<Tensor> {
                 pool,
             } => {
                 let wv = g.leaf(w.clone(), false);
-                let bv = g.leaf(
-                    Tensor::from_shape_vec(ndarray::IxDyn(&[b.len()]), b.clone()).expect("bias"),
-                    false,
-                );
+                let bv = bias_leaf(&mut g, b);
                 let mut y = g.conv2d(
                     h,
                     wv,
@@ -159,18 +237,17 @@ pub fn deploy_forward(layers: &[Deploy], x: Tensor) -> Vec<Tensor> {
                 }
                 y
             }
-            Deploy::MaxPool { k, s } => g.max_pool2d(h, *k, *s),
+            Deploy::MaxPool { k, s, pad } => g.max_pool2d_padded(h, *k, *s, *pad),
             Deploy::AvgPool { k, s } => g.avg_pool2d(h, *k, *s),
             Deploy::GlobalAvgPool => g.global_avg_pool(h),
             Deploy::Linear { w, b, relu } => {
-                if g.shape(h).len() > 2 {
-                    h = g.flatten(h);
-                }
+                let h = if g.shape(h).len() > 2 {
+                    g.flatten(h)
+                } else {
+                    h
+                };
                 let wv = g.leaf(w.clone(), false);
-                let bv = g.leaf(
-                    Tensor::from_shape_vec(ndarray::IxDyn(&[b.len()]), b.clone()).expect("bias"),
-                    false,
-                );
+                let bv = bias_leaf(&mut g, b);
                 let y = g.linear(h, wv, Some(bv));
                 if *relu {
                     g.relu(y)
@@ -178,19 +255,31 @@ pub fn deploy_forward(layers: &[Deploy], x: Tensor) -> Vec<Tensor> {
                     y
                 }
             }
+            Deploy::Add { relu } => {
+                let y = g.add(h, t[n.inputs[1]]);
+                if *relu {
+                    g.relu(y)
+                } else {
+                    y
+                }
+            }
+            Deploy::Concat => {
+                let xs: Vec<_> = n.inputs.iter().map(|&i| t[i]).collect();
+                g.concat_channels(&xs)
+            }
         };
-        outs.push(g.value(h).clone());
+        t.push(y);
     }
-    outs
+    t[1..].iter().map(|&v| g.value(v).clone()).collect()
 }
 
-/// Per-layer output ranges (min, max) over the first `n` images of `data` (min/max method).
-pub fn calibrate(layers: &[Deploy], data: &Dataset, n: usize) -> Vec<(f32, f32)> {
-    let mut ranges = vec![(0.0f32, 0.0f32); layers.len()];
+/// Per-node output ranges (min, max) over the first `n` images of `data` (min/max method).
+pub fn calibrate(nodes: &[DeployNode], data: &Dataset, n: usize) -> Vec<(f32, f32)> {
+    let mut ranges = vec![(0.0f32, 0.0f32); nodes.len()];
     let idx: Vec<usize> = (0..n.min(data.len())).collect();
     for chunk in idx.chunks(100) {
         let (x, _) = data.batch(chunk);
-        for (r, t) in ranges.iter_mut().zip(deploy_forward(layers, x)) {
+        for (r, t) in ranges.iter_mut().zip(deploy_forward(nodes, x)) {
             for &v in t.iter() {
                 r.0 = r.0.min(v);
                 r.1 = r.1.max(v);
@@ -235,11 +324,8 @@ fn stage(s: &OwnedStage) -> OutputStage<'_> {
 }
 
 struct OwnedLayer {
-    kind: Deploy,
     weights: Vec<u8>,
     stage: Option<OwnedStage>,
-    in_c: usize,
-    in_features: usize,
 }
 
 /// Weights `[out, ...]` -> per-output-channel symmetric int8, plus the output stage.
@@ -290,67 +376,93 @@ fn quantize_weights(
     Ok((encode_i8s(&q), stage))
 }
 
-/// Quantizes the folded network and writes the blob (validated by the runtime's own loader).
-pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Result<Vec<u8>> {
-    let arch = &model.arch;
-    let layers = fold(model)?;
-    let ranges = calibrate(&layers, calib, n_calib);
-    let mut owned = Vec::new();
-    let mut q_in = INPUT_QUANT;
-    let mut c = arch.input[2];
-    let mut feats = arch.input.iter().product::<usize>();
-    let mut shape = (arch.input[0], arch.input[1]);
-    for (i, (l, &(lo, hi))) in layers.iter().zip(&ranges).enumerate() {
-        let (weights, stage, q_out) = match l {
-            Deploy::Conv { w, b, relu, .. } | Deploy::Linear { w, b, relu } => {
-                let q_out = activation_quant(lo, hi);
-                let (wq, st) = quantize_weights(i, w, b, q_in.scale, q_out, *relu)?;
-                (wq, Some(st), q_out)
-            }
-            _ => (Vec::new(), None, q_in),
-        };
-        owned.push(OwnedLayer {
-            kind: l.clone(),
-            weights,
-            stage,
-            in_c: c,
-            in_features: feats,
-        });
-        // Track the shape for the next layer's in_channels / in_features.
-        match l {
+/// `[h, w, c]` of every tensor of the folded graph (input first).
+fn tensor_shapes(input: [usize; 3], nodes: &[DeployNode]) -> Vec<[usize; 3]> {
+    let mut t = vec![input];
+    for n in nodes {
+        let [h, w, c] = t[n.inputs[0]];
+        let out = match &n.op {
             Deploy::Conv {
-                w,
+                w: wt,
                 stride,
                 pad,
                 pool,
                 ..
             } => {
-                let k = w.shape()[1];
-                let mut h = (shape.0 + 2 * pad - k) / stride + 1;
-                let mut ww = (shape.1 + 2 * pad - k) / stride + 1;
+                let k = wt.shape()[1];
+                let mut oh = (h + 2 * pad - k) / stride + 1;
+                let mut ow = (w + 2 * pad - k) / stride + 1;
                 if let Some((pk, ps)) = pool {
-                    h = (h - pk) / ps + 1;
-                    ww = (ww - pk) / ps + 1;
+                    oh = (oh - pk) / ps + 1;
+                    ow = (ow - pk) / ps + 1;
                 }
-                shape = (h, ww);
-                c = w.shape()[0];
+                [oh, ow, wt.shape()[0]]
             }
-            Deploy::MaxPool { k, s } | Deploy::AvgPool { k, s } => {
-                shape = ((shape.0 - k) / s + 1, (shape.1 - k) / s + 1)
+            Deploy::MaxPool { k, s, pad } => {
+                [(h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1, c]
             }
-            Deploy::GlobalAvgPool => shape = (1, 1),
-            Deploy::Linear { w, .. } => {
-                shape = (1, 1);
-                c = w.shape()[0];
+            Deploy::AvgPool { k, s } => [(h - k) / s + 1, (w - k) / s + 1, c],
+            Deploy::GlobalAvgPool => [1, 1, c],
+            Deploy::Linear { w: wt, .. } => [1, 1, wt.shape()[0]],
+            Deploy::Add { .. } => [h, w, c],
+            Deploy::Concat => [h, w, n.inputs.iter().map(|&i| t[i][2]).sum()],
+        };
+        t.push(out);
+    }
+    t
+}
+
+/// The quantization of every tensor: the input's fixed one, pools pass theirs through, and
+/// every other node gets its calibrated range, except that a conv feeding a concat takes the
+/// concat's range, so the concat is a plain copy.
+fn tensor_quants(nodes: &[DeployNode], ranges: &[(f32, f32)]) -> anyhow::Result<Vec<QuantParams>> {
+    let mut q = vec![INPUT_QUANT];
+    for (k, n) in nodes.iter().enumerate() {
+        let concat = nodes
+            .iter()
+            .position(|c| matches!(c.op, Deploy::Concat) && c.inputs.contains(&(k + 1)));
+        let own = |i: usize| activation_quant(ranges[i].0, ranges[i].1);
+        let qk = match n.op {
+            Deploy::Conv { .. } | Deploy::Linear { .. } => own(concat.unwrap_or(k)),
+            Deploy::MaxPool { .. } | Deploy::AvgPool { .. } | Deploy::GlobalAvgPool => {
+                q[n.inputs[0]]
+            }
+            Deploy::Add { .. } | Deploy::Concat => own(k),
+        };
+        if let Some(c) = concat {
+            if qk != own(c) {
+                bail!("deploy node {k} feeds concat node {c} but is not a conv: the device concat needs one scale for all its inputs");
             }
         }
-        feats = shape.0 * shape.1 * c;
-        q_in = q_out;
+        q.push(qk);
     }
-    let mut rt_layers = heapless::Vec::<Layer, { runtime::format::MAX_LAYERS }>::new();
-    let mut zp_in = INPUT_QUANT.zero_point as i8;
-    for (i, o) in owned.iter().enumerate() {
-        let layer = match (&o.kind, &o.stage) {
+    Ok(q)
+}
+
+/// Quantizes the folded network and writes the blob (validated by the runtime's own loader).
+pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Result<Vec<u8>> {
+    let arch = &model.arch;
+    let nodes = fold(model)?;
+    let ranges = calibrate(&nodes, calib, n_calib);
+    let shapes = tensor_shapes(arch.input, &nodes);
+    let q = tensor_quants(&nodes, &ranges)?;
+    let mut owned = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let (weights, stage) = match &n.op {
+            Deploy::Conv { w, b, relu, .. } | Deploy::Linear { w, b, relu } => {
+                let (wq, st) = quantize_weights(i, w, b, q[n.inputs[0]].scale, q[i + 1], *relu)?;
+                (wq, Some(st))
+            }
+            _ => (Vec::new(), None),
+        };
+        owned.push(OwnedLayer { weights, stage });
+    }
+    let zp = |t: usize| q[t].zero_point as i8;
+    let mut rt_layers = heapless::Vec::<Node, { runtime::format::MAX_LAYERS }>::new();
+    for (i, (n, o)) in nodes.iter().zip(&owned).enumerate() {
+        let zp_in = zp(n.inputs[0]);
+        let [_, _, in_c] = shapes[n.inputs[0]];
+        let layer = match (&n.op, &o.stage) {
             (
                 Deploy::Conv {
                     w,
@@ -361,7 +473,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 },
                 Some(s),
             ) => Layer::Conv2d(Conv2d {
-                in_channels: o.in_c as u16,
+                in_channels: in_c as u16,
                 out_channels: w.shape()[0] as u16,
                 kernel_h: w.shape()[1] as u8,
                 kernel_w: w.shape()[2] as u8,
@@ -373,44 +485,70 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 pool: pool.map(|(k, s)| Pool2d {
                     kernel: k as u8,
                     stride: s as u8,
+                    padding: 0,
                 }),
             }),
             (Deploy::Linear { w, .. }, Some(s)) => Layer::FullyConnected(FullyConnected {
-                in_features: o.in_features as u32,
+                in_features: shapes[n.inputs[0]].iter().product::<usize>() as u32,
                 out_features: w.shape()[0] as u16,
                 input_zero_point: zp_in,
                 output: stage(s),
                 weights: &o.weights,
             }),
-            (Deploy::MaxPool { k, s }, _) => Layer::MaxPool2d(Pool2d {
+            (Deploy::MaxPool { k, s, pad }, _) => Layer::MaxPool2d(Pool2d {
                 kernel: *k as u8,
                 stride: *s as u8,
+                padding: *pad as u8,
             }),
             (Deploy::AvgPool { k, s }, _) => Layer::AvgPool2d(Pool2d {
                 kernel: *k as u8,
                 stride: *s as u8,
+                padding: 0,
             }),
             (Deploy::GlobalAvgPool, _) => Layer::GlobalAvgPool,
-            _ => bail!("deploy layer {i}: missing output stage"),
+            (Deploy::Add { relu }, _) => {
+                let (a, b, y) = (q[n.inputs[0]], q[n.inputs[1]], q[i + 1]);
+                let act_min = if *relu { y.zero_point } else { -128 };
+                let p = runtime::kernels::AddParams::from_scales(
+                    a.scale as f64,
+                    a.zero_point,
+                    b.scale as f64,
+                    b.zero_point,
+                    y.scale as f64,
+                    y.zero_point,
+                    act_min,
+                    127,
+                )
+                .with_context(|| format!("deploy node {i}: add rescale out of range"))?;
+                Layer::Add(Add {
+                    input_zero_points: [a.zero_point as i8, b.zero_point as i8],
+                    zero_point: y.zero_point as i8,
+                    act_min: act_min as i8,
+                    act_max: 127,
+                    requant: [p.rq_a, p.rq_b, p.rq_out],
+                })
+            }
+            (Deploy::Concat, _) => Layer::Concat,
+            _ => bail!("deploy node {i}: missing output stage"),
         };
-        if let Some(s) = &o.stage {
-            zp_in = s.zp;
-        }
-        rt_layers.push(layer).map_err(|_| {
-            anyhow::anyhow!("more than {} device layers", runtime::format::MAX_LAYERS)
+        let inputs = heapless::Vec::from_iter(n.inputs.iter().map(|&t| t as u8));
+        rt_layers.push(Node { inputs, layer }).map_err(|_| {
+            anyhow::anyhow!(
+                "{} device layers, at most {} are supported",
+                nodes.len(),
+                runtime::format::MAX_LAYERS
+            )
         })?;
     }
-    let out_q = activation_quant(
-        ranges.last().map_or(0.0, |r| r.0),
-        ranges.last().map_or(0.0, |r| r.1),
-    );
+    let out_q = q[nodes.len()];
+    let zp_out = out_q.zero_point as i8;
     let out_shape = match arch.validate()?.last() {
         Some(crate::model::Act::Map(h, w, c)) => Shape::new(*h as u16, *w as u16, *c as u16),
         _ => Shape::new(1, 1, arch.outputs() as u16),
     };
     let head = if arch.grid {
         // Objectness threshold in the output's int8 domain: the smallest byte at or above it.
-        let thr = (crate::detector::OBJ_THRESHOLD / out_q.scale).ceil() + zp_in as f32;
+        let thr = (crate::detector::OBJ_THRESHOLD / out_q.scale).ceil() + zp_out as f32;
         Head::GridDetector {
             classes: arch.classes as u16,
             cell: arch.cell().context("grid cell")? as u8,
@@ -441,7 +579,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
             shape: out_shape,
             quant: QuantParams {
                 scale: out_q.scale,
-                zero_point: zp_in as i32,
+                zero_point: zp_out as i32,
             },
         },
         layers: rt_layers,

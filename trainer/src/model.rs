@@ -48,6 +48,53 @@ pub enum LayerSpec {
         #[serde(default = "yes")]
         bias: bool,
     },
+    /// ResNet basic block: conv3x3 (stride) -> BN -> ReLU -> conv3x3 -> BN, plus the identity
+    /// shortcut (or a 1x1 conv + BN projection when the stride or the channel count changes),
+    /// then ReLU. Convs inside blocks have no bias (BN follows each).
+    Residual {
+        out_channels: usize,
+        #[serde(default = "one")]
+        stride: usize,
+    },
+    /// GoogLeNet Inception module with BN: four branches concatenated on channels, in order
+    /// 1x1 (`b1`); 1x1 (`b3_reduce`) -> 3x3 (`b3`); 1x1 (`b5_reduce`) -> 5x5 (`b5`);
+    /// 3x3 max-pool (stride 1, padding 1) -> 1x1 (`pool_proj`). Every conv is followed by BN
+    /// and ReLU; spatial size is kept.
+    Inception {
+        b1: usize,
+        b3_reduce: usize,
+        b3: usize,
+        b5_reduce: usize,
+        b5: usize,
+        pool_proj: usize,
+    },
+}
+
+/// One convolution inside a block (always followed by BatchNorm).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockConv {
+    pub in_c: usize,
+    pub out_c: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+/// Positions of a residual block's convs in [`LayerSpec::block_convs`].
+pub mod residual {
+    pub const CONV1: usize = 0;
+    pub const CONV2: usize = 1;
+    pub const PROJECTION: usize = 2;
+}
+
+/// Positions of an Inception module's convs in [`LayerSpec::block_convs`].
+pub mod inception {
+    pub const B1: usize = 0;
+    pub const B3_REDUCE: usize = 1;
+    pub const B3: usize = 2;
+    pub const B5_REDUCE: usize = 3;
+    pub const B5: usize = 4;
+    pub const POOL_PROJ: usize = 5;
 }
 
 impl LayerSpec {
@@ -62,6 +109,47 @@ impl LayerSpec {
             LayerSpec::Dropout { .. } => "dropout",
             LayerSpec::Flatten => "flatten",
             LayerSpec::Linear { .. } => "linear",
+            LayerSpec::Residual { .. } => "residual",
+            LayerSpec::Inception { .. } => "inception",
+        }
+    }
+
+    /// The convolutions inside a block reading `in_c` channels (empty for plain layers).
+    pub fn block_convs(&self, in_c: usize) -> Vec<BlockConv> {
+        let conv = |in_c, out_c, kernel, stride| BlockConv {
+            in_c,
+            out_c,
+            kernel,
+            stride,
+            padding: kernel / 2,
+        };
+        match *self {
+            LayerSpec::Residual {
+                out_channels: c,
+                stride,
+            } => {
+                let mut v = vec![conv(in_c, c, 3, stride), conv(c, c, 3, 1)];
+                if stride != 1 || in_c != c {
+                    v.push(conv(in_c, c, 1, stride));
+                }
+                v
+            }
+            LayerSpec::Inception {
+                b1,
+                b3_reduce,
+                b3,
+                b5_reduce,
+                b5,
+                pool_proj,
+            } => vec![
+                conv(in_c, b1, 1, 1),
+                conv(in_c, b3_reduce, 1, 1),
+                conv(b3_reduce, b3, 3, 1),
+                conv(in_c, b5_reduce, 1, 1),
+                conv(b5_reduce, b5, 5, 1),
+                conv(in_c, pool_proj, 1, 1),
+            ],
+            _ => Vec::new(),
         }
     }
 }
@@ -103,7 +191,7 @@ pub enum ArchError {
     },
     #[error("architecture '{arch}': {why}")]
     Whole { arch: String, why: String },
-    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det)")]
+    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception)")]
     Unknown(String),
 }
 
@@ -261,6 +349,103 @@ impl ArchSpec {
         }
     }
 
+    /// A small ResNet for 28x28 digits: a 3x3 stem, three residual stages (the last two
+    /// downsample with stride-2 convs instead of pooling), global average pooling, a linear
+    /// classifier.
+    pub fn tiny_resnet() -> ArchSpec {
+        use LayerSpec::*;
+        ArchSpec {
+            name: "tiny-resnet".into(),
+            input: [28, 28, 1],
+            classes: 10,
+            layers: vec![
+                Conv2d {
+                    out_channels: 16,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    bias: false,
+                },
+                BatchNorm2d,
+                Relu,
+                MaxPool2d {
+                    kernel: 2,
+                    stride: None,
+                },
+                Residual {
+                    out_channels: 16,
+                    stride: 1,
+                },
+                Residual {
+                    out_channels: 24,
+                    stride: 2,
+                },
+                Residual {
+                    out_channels: 40,
+                    stride: 2,
+                },
+                GlobalAvgPool,
+                Linear {
+                    out_features: 10,
+                    bias: true,
+                },
+            ],
+            boxes: false,
+            grid: false,
+        }
+    }
+
+    /// A small GoogLeNet for 28x28 digits: a 3x3 stem, two Inception modules separated by
+    /// max-pooling, global average pooling, a linear classifier.
+    pub fn tiny_inception() -> ArchSpec {
+        use LayerSpec::*;
+        let pool = MaxPool2d {
+            kernel: 2,
+            stride: None,
+        };
+        ArchSpec {
+            name: "tiny-inception".into(),
+            input: [28, 28, 1],
+            classes: 10,
+            layers: vec![
+                Conv2d {
+                    out_channels: 16,
+                    kernel: 3,
+                    stride: 1,
+                    padding: 1,
+                    bias: false,
+                },
+                BatchNorm2d,
+                Relu,
+                pool,
+                Inception {
+                    b1: 8,
+                    b3_reduce: 8,
+                    b3: 12,
+                    b5_reduce: 4,
+                    b5: 6,
+                    pool_proj: 6,
+                },
+                pool,
+                Inception {
+                    b1: 16,
+                    b3_reduce: 12,
+                    b3: 24,
+                    b5_reduce: 6,
+                    b5: 12,
+                    pool_proj: 12,
+                },
+                GlobalAvgPool,
+                Linear {
+                    out_features: 10,
+                    bias: true,
+                },
+            ],
+            boxes: false,
+            grid: false,
+        }
+    }
+
     /// Grid cell side in input pixels (grid models).
     pub fn cell(&self) -> Option<usize> {
         match self.validate().ok()?.last()? {
@@ -274,6 +459,8 @@ impl ArchSpec {
             "ref-cnn" => Ok(ArchSpec::ref_cnn()),
             "loc-cnn" => Ok(ArchSpec::loc_cnn()),
             "grid-det" => Ok(ArchSpec::grid_det()),
+            "tiny-resnet" => Ok(ArchSpec::tiny_resnet()),
+            "tiny-inception" => Ok(ArchSpec::tiny_inception()),
             other => Err(ArchError::Unknown(other.into())),
         }
     }
@@ -385,6 +572,34 @@ impl ArchSpec {
                     }
                     Act::Map((h - kernel) / s + 1, (w - kernel) / s + 1, c)
                 }
+                (
+                    LayerSpec::Residual {
+                        out_channels,
+                        stride,
+                    },
+                    Act::Map(h, w, _),
+                ) => {
+                    if out_channels == 0 || stride == 0 || stride > 2 {
+                        return Err(err("out_channels must be positive and stride 1 or 2".into()));
+                    }
+                    Act::Map((h - 1) / stride + 1, (w - 1) / stride + 1, out_channels)
+                }
+                (
+                    LayerSpec::Inception {
+                        b1,
+                        b3_reduce,
+                        b3,
+                        b5_reduce,
+                        b5,
+                        pool_proj,
+                    },
+                    Act::Map(h, w, _),
+                ) => {
+                    if [b1, b3_reduce, b3, b5_reduce, b5, pool_proj].contains(&0) {
+                        return Err(err("every branch needs at least one channel".into()));
+                    }
+                    Act::Map(h, w, b1 + b3 + b5 + pool_proj)
+                }
                 (LayerSpec::GlobalAvgPool, Act::Map(_, _, c)) => Act::Flat(c),
                 (LayerSpec::Flatten, Act::Map(h, w, c)) => Act::Flat(h * w * c),
                 (LayerSpec::Linear { out_features, .. }, Act::Flat(_)) => {
@@ -437,6 +652,19 @@ pub(crate) enum Slot {
     Weights(usize, Option<usize>),
     /// gamma, beta parameter indices and the BatchNorm state index.
     Norm(usize, usize, usize),
+    /// A block: its `block_convs` in order, each with three parameters (weight, gamma, beta)
+    /// from the first index and one BatchNorm state from the second.
+    Block(usize, usize),
+}
+
+impl Slot {
+    /// `(weight, gamma, beta, bn state)` of conv `j` of a block.
+    pub fn block_conv(self, j: usize) -> Option<(usize, usize, usize, usize)> {
+        match self {
+            Slot::Block(p, b) => Some((p + 3 * j, p + 3 * j + 1, p + 3 * j + 2, b + j)),
+            _ => None,
+        }
+    }
 }
 
 /// A model: architecture, parameters (trained) and BatchNorm running statistics (state).
@@ -483,6 +711,15 @@ impl Model {
                         params.push(Tensor::zeros(ndarray::IxDyn(&[out_features])));
                     }
                 }
+                LayerSpec::Residual { .. } | LayerSpec::Inception { .. } => {
+                    for bc in l.block_convs(in_c) {
+                        let shape = [bc.out_c, bc.kernel, bc.kernel, bc.in_c];
+                        params.push(init.init(&shape, rng));
+                        params.push(Tensor::ones(ndarray::IxDyn(&[bc.out_c])));
+                        params.push(Tensor::zeros(ndarray::IxDyn(&[bc.out_c])));
+                        bn.push(BatchNormState::new(bc.out_c));
+                    }
+                }
                 _ => {}
             }
             match *s {
@@ -495,10 +732,19 @@ impl Model {
 
     pub(crate) fn slots(&self) -> Vec<Slot> {
         let (mut p, mut b) = (0, 0);
+        let in_cs = self.in_channels();
         self.arch
             .layers
             .iter()
-            .map(|l| match *l {
+            .zip(in_cs)
+            .map(|(l, in_c)| match *l {
+                LayerSpec::Residual { .. } | LayerSpec::Inception { .. } => {
+                    let n = l.block_convs(in_c).len();
+                    let s = Slot::Block(p, b);
+                    p += 3 * n;
+                    b += n;
+                    s
+                }
                 LayerSpec::Conv2d { bias, .. } | LayerSpec::Linear { bias, .. } => {
                     let s = Slot::Weights(p, bias.then_some(p + 1));
                     p += 1 + bias as usize;
@@ -513,6 +759,22 @@ impl Model {
                 _ => Slot::None,
             })
             .collect()
+    }
+
+    /// Channels each layer reads (0 for a flat input).
+    pub fn in_channels(&self) -> Vec<usize> {
+        let shapes = self.arch.validate().unwrap_or_default();
+        let mut c = self.arch.input[2];
+        let mut v = Vec::with_capacity(self.arch.layers.len());
+        for s in shapes.iter().take(self.arch.layers.len()) {
+            v.push(c);
+            c = match *s {
+                Act::Map(_, _, c) => c,
+                Act::Flat(_) => 0,
+            };
+        }
+        v.resize(self.arch.layers.len(), 0);
+        v
     }
 
     pub fn param_count(&self) -> usize {
@@ -572,6 +834,51 @@ impl Model {
                 (LayerSpec::Flatten, _) => g.flatten(h),
                 (LayerSpec::Linear { .. }, Slot::Weights(w, b)) => {
                     g.linear(h, params[w], b.map(|b| params[b]))
+                }
+                (LayerSpec::Residual { .. } | LayerSpec::Inception { .. }, Slot::Block(..)) => {
+                    let convs = l.block_convs(g.shape(h)[3]);
+                    let bn = &mut self.bn;
+                    let mut cbr = |g: &mut Graph, x: Var, j: usize, relu: bool| {
+                        let (w, gm, bt, st) = slot.block_conv(j).expect("block slot");
+                        let bc = convs[j];
+                        let y = g.conv2d(
+                            x,
+                            params[w],
+                            None,
+                            Conv2dParams {
+                                stride: bc.stride,
+                                padding: bc.padding,
+                            },
+                        );
+                        let y = g.batch_norm(y, params[gm], params[bt], &mut bn[st], training);
+                        if relu {
+                            g.relu(y)
+                        } else {
+                            y
+                        }
+                    };
+                    if matches!(l, LayerSpec::Residual { .. }) {
+                        use residual::*;
+                        let a = cbr(g, h, CONV1, true);
+                        let a = cbr(g, a, CONV2, false);
+                        let shortcut = if convs.len() > PROJECTION {
+                            cbr(g, h, PROJECTION, false)
+                        } else {
+                            h
+                        };
+                        let y = g.add(a, shortcut);
+                        g.relu(y)
+                    } else {
+                        use inception::*;
+                        let b1 = cbr(g, h, B1, true);
+                        let b3 = cbr(g, h, B3_REDUCE, true);
+                        let b3 = cbr(g, b3, B3, true);
+                        let b5 = cbr(g, h, B5_REDUCE, true);
+                        let b5 = cbr(g, b5, B5, true);
+                        let p = g.max_pool2d_padded(h, 3, 1, 1);
+                        let p = cbr(g, p, POOL_PROJ, true);
+                        g.concat_channels(&[b1, b3, b5, p])
+                    }
                 }
                 _ => unreachable!("slots are derived from the same layer list"),
             };
@@ -655,6 +962,81 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("conv3d"), "{e}");
+    }
+
+    /// A residual block with a stride-2 projection shortcut, and separately an Inception
+    /// module, each run through `Model::forward` (training-mode BN), then GAP -> linear ->
+    /// cross-entropy; checked w.r.t. the input and every parameter. eps 1e-3, tolerance abs
+    /// 2e-3 + rel 2e-2 (as for the whole-network checks in gradcheck.rs). Stacking both in one
+    /// net puts post-ReLU zeros into the Inception max-pool, whose ties and kinks a finite
+    /// difference cannot follow, so each block is checked on its own.
+    #[test]
+    fn gradcheck_residual_and_inception_blocks() {
+        use crate::gradcheck::{gradcheck, test_util::randn, Tolerance};
+        let blocks = [
+            LayerSpec::Residual {
+                out_channels: 3,
+                stride: 2,
+            },
+            LayerSpec::Inception {
+                b1: 2,
+                b3_reduce: 2,
+                b3: 2,
+                b5_reduce: 1,
+                b5: 2,
+                pool_proj: 1,
+            },
+        ];
+        for (block, convs) in blocks.into_iter().zip([3, 6]) {
+            let arch = ArchSpec {
+                name: "block".into(),
+                input: [6, 6, 2],
+                classes: 3,
+                layers: vec![
+                    block,
+                    LayerSpec::GlobalAvgPool,
+                    LayerSpec::Linear {
+                        out_features: 3,
+                        bias: true,
+                    },
+                ],
+                boxes: false,
+                grid: false,
+            };
+            let mut rng = ChaCha8Rng::seed_from_u64(52);
+            let model = Model::new(arch, &mut rng).unwrap();
+            assert_eq!(model.bn.len(), convs, "{block:?}");
+            let mut ins = vec![randn(&[2, 6, 6, 2], &mut rng)];
+            // Perturb gamma/beta away from 1/0 so every parameter matters.
+            ins.extend(model.params.iter().map(|p| {
+                let noise = randn(p.shape(), &mut rng);
+                p + &noise.mapv(|v| 0.2 * v)
+            }));
+            let f = |g: &mut Graph, v: &[Var]| {
+                let mut m = model.clone();
+                let mut r = ChaCha8Rng::seed_from_u64(0);
+                let logits = m.forward(g, v[0], &v[1..], true, &mut r);
+                g.cross_entropy(logits, &[2, 0])
+            };
+            let tol = Tolerance {
+                abs: 2e-3,
+                rel: 2e-2,
+            };
+            gradcheck(f, &ins, 1e-3, tol).unwrap_or_else(|e| panic!("{block:?}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn builtin_graph_models_are_small() {
+        for arch in [ArchSpec::tiny_resnet(), ArchSpec::tiny_inception()] {
+            let m = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+            let n = m.param_count();
+            assert!(n < 50_000, "{}: {n} parameters", arch.name);
+            let y = m
+                .clone()
+                .predict(Tensor::zeros(ndarray::IxDyn(&[2, 28, 28, 1])));
+            assert_eq!(y.shape(), &[2, 10]);
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::cli::DataArgs;
-use trainer::export::{deploy_forward, fold, quantize};
+use trainer::export::{deploy_forward, fold, quantize, Deploy};
 use trainer::model::{ArchSpec, LayerSpec, Model};
 use trainer::train::{train_silent, TrainConfig};
 
@@ -21,8 +21,12 @@ fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {
 
 /// A model with non-trivial BatchNorm statistics and affine parameters.
 fn perturbed_model(seed: u64) -> Model {
+    perturbed(ArchSpec::ref_cnn(), seed)
+}
+
+fn perturbed(arch: ArchSpec, seed: u64) -> Model {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut m = Model::new(ArchSpec::ref_cnn(), &mut rng).unwrap();
+    let mut m = Model::new(arch, &mut rng).unwrap();
     for bn in &mut m.bn {
         for v in &mut bn.running_mean {
             *v = rng.gen_range(-0.5..0.5);
@@ -76,7 +80,14 @@ fn export_round_trip_gives_the_expected_layer_table() {
         .layers
         .iter()
         .zip(rt.layer_info())
-        .map(|(l, i)| (l.name(), i.in_shape.dims(), i.out_shape.dims(), i.macs))
+        .map(|(l, i)| {
+            (
+                l.layer.name(),
+                i.in_shape.dims(),
+                i.out_shape.dims(),
+                i.macs,
+            )
+        })
         .collect();
     assert_eq!(
         table,
@@ -89,6 +100,91 @@ fn export_round_trip_gives_the_expected_layer_table() {
     // Peak: input (784) + pooled conv1 output (1568) are live together.
     assert_eq!(rt.arena_bytes(), 784 + 1568);
     assert!(blob.len() <= 11_000, "blob {} bytes", blob.len());
+}
+
+/// The graph models fold into convs, adds, concats and pools whose float forward equals the
+/// unfolded model in eval mode. Tolerance 1e-3 absolute (deeper nets, more reassociation).
+#[test]
+fn folding_graph_models_preserves_eval_outputs() {
+    let (train_set, _) = data();
+    let (x, _) = train_set.batch(&(0..16).collect::<Vec<_>>());
+    for (arch, adds, concats) in [
+        (ArchSpec::tiny_resnet(), 3, 0),
+        (ArchSpec::tiny_inception(), 0, 2),
+    ] {
+        let mut m = perturbed(arch, 5);
+        let want = m.predict(x.clone());
+        let folded = fold(&m).unwrap();
+        let count = |f: fn(&Deploy) -> bool| folded.iter().filter(|n| f(&n.op)).count();
+        assert_eq!(count(|d| matches!(d, Deploy::Add { .. })), adds);
+        assert_eq!(count(|d| matches!(d, Deploy::Concat)), concats);
+        let got = deploy_forward(&folded, x.clone()).pop().unwrap();
+        let max = want
+            .iter()
+            .zip(got.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max < 1e-3,
+            "{}: max |folded - unfolded| = {max}",
+            m.arch.name
+        );
+    }
+}
+
+/// Brute-force check of the arena plan of both graph models: lifetimes are derived here from
+/// the layers' input lists alone, every step of the schedule is simulated, no two live tensors
+/// may overlap, and the planned arena must equal the largest sum of live tensor sizes (the
+/// exact peak). Also shows the naive all-tensors-live figure it is compared with.
+#[test]
+fn graph_model_plans_are_exact() {
+    let (train_set, _) = data();
+    for arch in [ArchSpec::tiny_resnet(), ArchSpec::tiny_inception()] {
+        let m = perturbed(arch, 6);
+        let blob = quantize(&m, &train_set, 50).unwrap();
+        let rt = runtime::Model::from_bytes(&blob).unwrap();
+        let layers = &rt.def().layers;
+        let n = layers.len();
+        // Tensor t: born at step max(t - 1, 0), dies at its last reader (the output: the end).
+        let mut last: Vec<usize> = (0..=n).map(|t| t.saturating_sub(1)).collect();
+        for (k, node) in layers.iter().enumerate() {
+            for &t in &node.inputs {
+                last[t as usize] = last[t as usize].max(k);
+            }
+        }
+        last[n] = n - 1;
+        let tensors = rt.tensors();
+        let size = |t: usize| tensors[t].len;
+        let mut peak = 0;
+        for k in 0..n {
+            let live: Vec<usize> = (0..=n)
+                .filter(|&t| t.saturating_sub(1) <= k && k <= last[t])
+                .collect();
+            peak = peak.max(live.iter().map(|&t| size(t)).sum::<usize>());
+            for &a in &live {
+                let ra = tensors[a].offset..tensors[a].offset + size(a);
+                assert!(ra.end <= rt.arena_bytes());
+                for &b in live.iter().filter(|&&b| b != a) {
+                    let rb = tensors[b].offset..tensors[b].offset + size(b);
+                    assert!(
+                        ra.end <= rb.start || rb.end <= ra.start,
+                        "{}: step {k}: t{a} {ra:?} overlaps t{b} {rb:?}",
+                        m.arch.name
+                    );
+                }
+            }
+        }
+        let naive: usize = (0..=n).map(size).sum();
+        let (arena, live_peak, naive_rt) = rt.arena_figures();
+        eprintln!(
+            "{}: arena {arena} B, brute-force live peak {peak} B, naive {naive} B",
+            m.arch.name
+        );
+        assert_eq!(arena, peak, "{}: plan is not the exact peak", m.arch.name);
+        assert_eq!(live_peak, peak);
+        assert_eq!(naive_rt, naive);
+        assert!(arena < naive);
+    }
 }
 
 #[test]

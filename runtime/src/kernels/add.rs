@@ -52,7 +52,29 @@ impl AddParams {
     }
 }
 
+impl AddParams {
+    /// From a validated [`crate::format::Add`] layer.
+    pub fn from_layer(a: &crate::format::Add) -> AddParams {
+        AddParams {
+            zp_a: a.input_zero_points[0] as i32,
+            zp_b: a.input_zero_points[1] as i32,
+            zp_out: a.zero_point as i32,
+            rq_a: a.requant[0],
+            rq_b: a.requant[1],
+            rq_out: a.requant[2],
+            act_min: a.act_min as i32,
+            act_max: a.act_max as i32,
+        }
+    }
+}
+
+/// True if `rq` stands for a real multiplier of at most 1/2 (the add's overflow bound).
+pub fn at_most_half(rq: Requant) -> bool {
+    rq.is_valid() && (rq.shift < 0 || (rq.shift == 0 && rq.multiplier <= 1 << 30))
+}
+
 /// `out[i] = a[i] + b[i]` in real terms, requantized to the output's scale.
+#[inline(never)]
 pub fn add(a: &[i8], b: &[i8], p: &AddParams, out: &mut [i8]) {
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
         let xa = p.rq_a.apply((x as i32 - p.zp_a) << ADD_LEFT_SHIFT);

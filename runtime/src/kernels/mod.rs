@@ -10,13 +10,15 @@
 //! compares the two bit for bit.
 
 mod add;
+mod concat;
 mod conv;
 mod fc;
 mod pool;
 #[cfg(test)]
 pub mod reference;
 
-pub use add::{add, AddParams, ADD_LEFT_SHIFT};
+pub use add::{add, at_most_half, AddParams, ADD_LEFT_SHIFT};
+pub use concat::concat_channels;
 pub use conv::{conv2d, depthwise_conv2d, ConvGeom, PATCH_MAX};
 pub use fc::fully_connected;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, PoolGeom};

@@ -1,7 +1,8 @@
 //! Pooling kernels. Pools keep the input's scale and zero point, so no requantization is needed:
 //! max-pool is exact, and average pools round the mean half away from zero.
 
-/// Geometry of a square pooling window without padding.
+/// Geometry of a square pooling window with `pad` pixels of padding on every side
+/// (`pad < k`, so every window holds at least one real pixel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
     pub in_h: usize,
@@ -9,13 +10,27 @@ pub struct PoolGeom {
     pub c: usize,
     pub k: usize,
     pub s: usize,
+    pub pad: usize,
     pub out_h: usize,
     pub out_w: usize,
 }
 
 impl PoolGeom {
+    /// Without padding.
     pub fn new(in_h: usize, in_w: usize, c: usize, k: usize, s: usize) -> Option<PoolGeom> {
-        if k == 0 || s == 0 || c == 0 || in_h < k || in_w < k {
+        Self::padded(in_h, in_w, c, k, s, 0)
+    }
+
+    pub fn padded(
+        in_h: usize,
+        in_w: usize,
+        c: usize,
+        k: usize,
+        s: usize,
+        pad: usize,
+    ) -> Option<PoolGeom> {
+        let (ph, pw) = (in_h.checked_add(2 * pad)?, in_w.checked_add(2 * pad)?);
+        if k == 0 || s == 0 || c == 0 || pad >= k || ph < k || pw < k {
             return None;
         }
         Some(PoolGeom {
@@ -24,22 +39,35 @@ impl PoolGeom {
             c,
             k,
             s,
-            out_h: (in_h - k) / s + 1,
-            out_w: (in_w - k) / s + 1,
+            pad,
+            out_h: (ph - k) / s + 1,
+            out_w: (pw - k) / s + 1,
         })
+    }
+
+    /// The input rows (or columns, with `in_w`) window `o` covers, clipped to the image.
+    #[inline(always)]
+    fn span(&self, o: usize, len: usize) -> (usize, usize) {
+        let start = o * self.s;
+        (
+            start.saturating_sub(self.pad),
+            (start + self.k - self.pad).min(len),
+        )
     }
 }
 
+/// Max over each window; padded positions never win.
 pub fn max_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
     for oy in 0..g.out_h {
+        let (y0, y1) = g.span(oy, g.in_h);
         for ox in 0..g.out_w {
+            let (x0, x1) = g.span(ox, g.in_w);
             let base = (oy * g.out_w + ox) * g.c;
             let out = &mut output[base..base + g.c];
             out.fill(i8::MIN);
-            for ky in 0..g.k {
-                let iy = oy * g.s + ky;
-                let start = (iy * g.in_w + ox * g.s) * g.c;
-                for px in input[start..start + g.k * g.c].chunks_exact(g.c) {
+            for iy in y0..y1 {
+                let row = iy * g.in_w;
+                for px in input[(row + x0) * g.c..(row + x1) * g.c].chunks_exact(g.c) {
                     for (o, &x) in out.iter_mut().zip(px) {
                         if x > *o {
                             *o = x;
@@ -62,6 +90,7 @@ fn rounded_mean(sum: i32, count: i32) -> i8 {
     q.clamp(-128, 127) as i8
 }
 
+/// Mean over each window (`g.pad` must be 0: validated at load time).
 pub fn avg_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
     let count = (g.k * g.k) as i32;
     for oy in 0..g.out_h {

@@ -88,7 +88,12 @@ pub fn max_pool2d(input: &[i8], g: &PoolGeom) -> Vec<i8> {
                 let mut m = i8::MIN;
                 for ky in 0..g.k {
                     for kx in 0..g.k {
-                        m = m.max(input[((oy * g.s + ky) * g.in_w + ox * g.s + kx) * g.c + c]);
+                        let iy = (oy * g.s + ky) as i64 - g.pad as i64;
+                        let ix = (ox * g.s + kx) as i64 - g.pad as i64;
+                        if iy < 0 || ix < 0 || iy >= g.in_h as i64 || ix >= g.in_w as i64 {
+                            continue; // padding never wins
+                        }
+                        m = m.max(input[(iy as usize * g.in_w + ix as usize) * g.c + c]);
                     }
                 }
                 out[(oy * g.out_w + ox) * g.c + c] = m;
@@ -308,6 +313,12 @@ mod tests {
                 let mut out = vec![0i8; g.out_h * g.out_w * c];
                 max_pool2d(x, &g, &mut out);
                 prop_assert_eq!(&out, &super::max_pool2d(x, &g));
+                for pad in 1..k {
+                    let pg = PoolGeom::padded(h, w, c, k, s, pad).unwrap();
+                    let mut pout = vec![0i8; pg.out_h * pg.out_w * c];
+                    max_pool2d(x, &pg, &mut pout);
+                    prop_assert_eq!(&pout, &super::max_pool2d(x, &pg));
+                }
                 avg_pool2d(x, &g, &mut out);
                 prop_assert_eq!(&out, &super::avg_pool2d(x, &g));
                 let mut gap = vec![0i8; c];

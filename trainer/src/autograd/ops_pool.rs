@@ -120,6 +120,30 @@ impl Backward for AvgPoolOp {
     }
 }
 
+/// Spatial padding of an NHWC tensor with a constant; backward keeps the interior gradient.
+struct PadOp {
+    pad: usize,
+}
+
+impl Backward for PadOp {
+    fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
+        let s = ctx.input(0).shape();
+        let (n, h, w, c, p) = (s[0], s[1], s[2], s[3], self.pad);
+        let (pw, ph) = (w + 2 * p, h + 2 * p);
+        let d = slice(&dy);
+        let mut dx = Vec::with_capacity(n * h * w * c);
+        for img in 0..n {
+            for y in 0..h {
+                let row = ((img * ph + y + p) * pw + p) * c;
+                dx.extend_from_slice(&d[row..row + w * c]);
+            }
+        }
+        vec![Some(
+            Tensor::from_shape_vec(ctx.input(0).raw_dim(), dx).expect("shape"),
+        )]
+    }
+}
+
 struct GlobalAvgPoolOp;
 
 impl Backward for GlobalAvgPoolOp {
@@ -185,6 +209,36 @@ impl Graph {
             }
         }
         self.push(y, &[x], MaxPoolOp { g, argmax: arg })
+    }
+
+    /// Pads H and W of an NHWC tensor by `pad` on every side with `value`.
+    pub fn pad_spatial(&mut self, x: Var, pad: usize, value: f32) -> Var {
+        let s = self.shape(x).to_vec();
+        assert_eq!(s.len(), 4, "pad_spatial expects NHWC, got {s:?}");
+        let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
+        let (ph, pw) = (h + 2 * pad, w + 2 * pad);
+        let xs = slice(self.value(x));
+        let mut y = vec![value; n * ph * pw * c];
+        for img in 0..n {
+            for r in 0..h {
+                let src = ((img * h + r) * w) * c;
+                let dst = ((img * ph + r + pad) * pw + pad) * c;
+                y[dst..dst + w * c].copy_from_slice(&xs[src..src + w * c]);
+            }
+        }
+        let y = Tensor::from_shape_vec(IxDyn(&[n, ph, pw, c]), y).expect("shape");
+        self.push(y, &[x], PadOp { pad })
+    }
+
+    /// Max pooling with `pad` pixels of padding that never win (padded with `-inf`), as in
+    /// Inception's 3x3 stride-1 "same" pool branch.
+    pub fn max_pool2d_padded(&mut self, x: Var, kernel: usize, stride: usize, pad: usize) -> Var {
+        if pad == 0 {
+            return self.max_pool2d(x, kernel, stride);
+        }
+        assert!(pad < kernel, "max_pool2d: padding {pad} >= kernel {kernel}");
+        let p = self.pad_spatial(x, pad, f32::NEG_INFINITY);
+        self.max_pool2d(p, kernel, stride)
     }
 
     /// Average pooling (NHWC, square `kernel`, `stride`, no padding).
@@ -287,6 +341,32 @@ mod tests {
                 |g, v| {
                     let y = g.max_pool2d(v[0], k, s);
                     weighted_sum(g, y, 21)
+                },
+                &[x],
+                1e-2,
+                TOL,
+            )
+            .unwrap();
+        }
+    }
+
+    /// Padded max-pool: edge windows ignore the padding, even when every real value is
+    /// negative (a zero pad would win there). Tolerance abs 1e-3 + rel 1e-2.
+    #[test]
+    fn padded_max_pool_ignores_padding_and_gradchecks() {
+        let x = tensor(&[1, 2, 2, 1], vec![-4.0, -3.0, -2.0, -1.0]);
+        let mut g = Graph::new();
+        let xv = g.constant(x);
+        let y = g.max_pool2d_padded(xv, 3, 1, 1);
+        assert_eq!(g.shape(y), &[1, 2, 2, 1]);
+        assert_eq!(slice(g.value(y)), &[-1.0, -1.0, -1.0, -1.0]);
+        let mut rng = ChaCha8Rng::seed_from_u64(25);
+        for (shape, k, s, p) in [(&[2, 4, 4, 3][..], 3, 1, 1), (&[1, 5, 4, 2], 3, 2, 1)] {
+            let x = spread(shape, &mut rng);
+            gradcheck(
+                |g, v| {
+                    let y = g.max_pool2d_padded(v[0], k, s, p);
+                    weighted_sum(g, y, 26)
                 },
                 &[x],
                 1e-2,
