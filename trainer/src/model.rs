@@ -395,13 +395,21 @@ impl ArchSpec {
         }
     }
 
-    /// A small GoogLeNet for 28x28 digits: a 3x3 stem, two Inception modules separated by
-    /// max-pooling, global average pooling, a linear classifier.
+    /// A small GoogLeNet for 28x28 digits: a 3x3 stem, three Inception modules at 14x14, 7x7
+    /// and 3x3, each after a 2x2 max-pool, global average pooling, a linear classifier.
     pub fn tiny_inception() -> ArchSpec {
         use LayerSpec::*;
         let pool = MaxPool2d {
             kernel: 2,
             stride: None,
+        };
+        let inception = |b1, b3_reduce, b3, b5_reduce, b5, pool_proj| Inception {
+            b1,
+            b3_reduce,
+            b3,
+            b5_reduce,
+            b5,
+            pool_proj,
         };
         ArchSpec {
             name: "tiny-inception".into(),
@@ -418,23 +426,11 @@ impl ArchSpec {
                 BatchNorm2d,
                 Relu,
                 pool,
-                Inception {
-                    b1: 8,
-                    b3_reduce: 8,
-                    b3: 12,
-                    b5_reduce: 4,
-                    b5: 6,
-                    pool_proj: 6,
-                },
+                inception(8, 12, 16, 4, 8, 8),
                 pool,
-                Inception {
-                    b1: 16,
-                    b3_reduce: 12,
-                    b3: 24,
-                    b5_reduce: 6,
-                    b5: 12,
-                    pool_proj: 12,
-                },
+                inception(24, 16, 32, 8, 16, 16),
+                pool,
+                inception(32, 24, 48, 8, 16, 16),
                 GlobalAvgPool,
                 Linear {
                     out_features: 10,
