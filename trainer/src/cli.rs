@@ -43,6 +43,9 @@ pub enum Command {
     /// PNGs of what a trained CNN learned: first-layer filters, activation maps for one test
     /// image, and the test images that excite one channel most.
     Visualize(VisualizeArgs),
+    /// Selective-search proposals on the detection test canvases: recall at IoU 0.5 against
+    /// the number of proposals per image.
+    Proposals(crate::rcnn::ProposalsArgs),
     /// Benchmarks that print figures (never assertions).
     Bench {
         #[command(subcommand)]
@@ -306,6 +309,19 @@ pub struct DetectRow {
     pub flash_bytes: Option<usize>,
     pub arena_bytes: Option<usize>,
     pub host_ms_per_image: f32,
+}
+
+/// The detection test set every detector is scored on (the grid detector's, `detect`'s): 1,000
+/// multi-digit canvases from the test digits. Returns `(training digits, test canvases)`.
+pub fn detection_test_set(data: &DataArgs, size: usize) -> anyhow::Result<(Dataset, Dataset)> {
+    let (train_digits, test_digits) = data.load(10)?;
+    let test = crate::canvas::multi_object(
+        &test_digits,
+        CANVAS_TEST_COUNT.min(test_digits.len()),
+        size,
+        CANVAS_SEEDS.1,
+    );
+    Ok((train_digits, test))
 }
 
 pub fn cmd_detect(a: &DetectArgs) -> anyhow::Result<Vec<DetectRow>> {
@@ -1084,6 +1100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo(a) => crate::demo::run(&a)?,
+        Command::Proposals(a) => crate::rcnn::cmd_proposals(&a)?,
     }
     Ok(())
 }

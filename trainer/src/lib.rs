@@ -15,6 +15,8 @@ pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod plots;
+pub mod proposals;
+pub mod rcnn;
 pub mod sliding;
 pub mod train;
 pub mod visualize;
