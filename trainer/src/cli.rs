@@ -27,8 +27,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Train a model (defaults: ref-cnn on the bundled MNIST 8k/2k split).
-    Train(TrainArgs),
+    /// Train a model (defaults: ref-cnn on the bundled MNIST 8k/2k split), optionally
+    /// fine-tuning from a checkpoint (--init-from, --freeze).
+    Train(TrainCmd),
     /// Accuracy and confusion matrix of a checkpoint.
     Eval(EvalArgs),
     /// Fold BatchNorm, calibrate, quantize to int8 and write the runtime's model blob.
@@ -204,6 +205,29 @@ pub struct TrainArgs {
     /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `train`'s arguments: the training run and, optionally, where it starts from.
+#[derive(Args, Clone, Debug)]
+pub struct TrainCmd {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub finetune: FinetuneArgs,
+}
+
+/// Fine-tuning: start from a trained checkpoint instead of a fresh initialization.
+#[derive(Args, Clone, Debug, Default)]
+pub struct FinetuneArgs {
+    /// Checkpoint to start from: each layer whose index, kind and parameter shapes match is
+    /// copied (with BatchNorm statistics); the others (a replaced or added head) keep their
+    /// fresh initialization and are listed by name.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Freeze the first N layers (indices 0..N) at the loaded values: no updates to their
+    /// parameters or BatchNorm statistics. ref-cnn: 8 freezes the whole conv trunk.
+    #[arg(long, default_value_t = 0, requires = "init_from")]
+    pub freeze: usize,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -444,9 +468,15 @@ pub struct TrainReport {
     pub images_per_second: f32,
     pub checkpoint: PathBuf,
     pub plot: PathBuf,
+    /// With --init-from: what happened to each layer with parameters.
+    pub init: Vec<String>,
 }
 
 pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
+    cmd_train_with(a, &FinetuneArgs::default())
+}
+
+pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainReport> {
     let arch = arch_from(&a.arch)?;
     let (train_set, test_set) = a.data.load_for(&arch)?;
     if [train_set.h, train_set.w, 1] != arch.input {
@@ -487,8 +517,34 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
         momentum: 0.9,
         weight_decay: a.weight_decay,
         seed: a.seed,
+        frozen_layers: (0..ft.freeze).collect(),
     };
     let mut model = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(a.seed))?;
+    if ft.freeze > arch.layers.len() {
+        bail!(
+            "--freeze {}: architecture '{}' has {} layers",
+            ft.freeze,
+            arch.name,
+            arch.layers.len()
+        );
+    }
+    let mut init = Vec::new();
+    if let Some(p) = &ft.init_from {
+        let source = Checkpoint::load(p)?;
+        let r = crate::finetune::init_from(&mut model, &source.model);
+        if r.copied() == 0 {
+            bail!(
+                "--init-from {}: no layer of '{}' matches architecture '{}' (index, kind and shapes)",
+                p.display(),
+                source.model.arch.name,
+                arch.name
+            );
+        }
+        init = r.lines();
+        for l in &init {
+            eprintln!("init from {}: {l}", p.display());
+        }
+    }
     let steps = (train_set.len() / a.batch_size.max(1)) as u64;
     let quiet = a.quiet;
     let pb = std::sync::Mutex::new(bar(steps, quiet));
@@ -560,6 +616,7 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
             / train_seconds.max(1e-6),
         checkpoint: a.out.clone(),
         plot,
+        init,
     })
 }
 
@@ -962,8 +1019,8 @@ pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usi
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(a) => {
-            let r = cmd_train(&a)?;
+        Command::Train(TrainCmd { train: a, finetune }) => {
+            let r = cmd_train_with(&a, &finetune)?;
             println!(
                 "{}: {} params, {} epochs, test accuracy {:.2}%, {:.1}s training ({:.0} images/s); checkpoint {}, curves {}",
                 r.arch, r.params, r.epochs, r.test_accuracy * 100.0, r.train_seconds, r.images_per_second, r.checkpoint.display(), r.plot.display()

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod detector;
 pub mod device;
 pub mod export;
+pub mod finetune;
 pub mod gradcheck;
 pub mod init;
 pub mod io;
