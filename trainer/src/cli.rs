@@ -47,6 +47,13 @@ pub enum Command {
     /// Selective-search proposals on the detection test canvases: recall at IoU 0.5 against
     /// the number of proposals per image.
     Proposals(crate::rcnn::ProposalsArgs),
+    /// R-CNN on the detection canvases: selective search, warped proposals, an 11-way
+    /// classifier fine-tuned from a digit classifier (optionally also from scratch), box
+    /// regression, per-class NMS; mAP after every epoch.
+    Rcnn(crate::rcnn::RcnnArgs),
+    /// Sliding window, selective search + R-CNN and the grid detector on the same 1,000 test
+    /// canvases: one markdown table (mAP, proposals, MACs, host time per image).
+    Compare(crate::compare::CompareArgs),
     /// Benchmarks that print figures (never assertions).
     Bench {
         #[command(subcommand)]
@@ -1158,6 +1165,40 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo(a) => crate::demo::run(&a)?,
         Command::Proposals(a) => crate::rcnn::cmd_proposals(&a)?,
+        Command::Compare(a) => {
+            let c = crate::compare::compare(&a)?;
+            let md = c.to_markdown();
+            print!("{md}");
+            if let Some(p) = &a.out {
+                crate::io::write_atomic(p, md.as_bytes())?;
+            }
+            if a.json {
+                println!("{}", serde_json::to_string(&c)?);
+            }
+        }
+        Command::Rcnn(a) => {
+            let r = crate::rcnn::cmd_rcnn(&a)?;
+            let e = r.final_eval;
+            println!(
+                "R-CNN (fine-tuned, {} epochs) on the 1,000 test canvases: mAP@0.5 {:.3}, mAP@[.5:.95] {:.3}; {:.1} proposals, {:.2} M MACs, {:.2} ms + {:.2} ms proposals per image",
+                a.epochs, e.map50, e.map_coco, e.proposals_per_image, e.macs_per_image / 1e6, e.ms_per_image, r.proposal_ms_per_image
+            );
+            let ep =
+                |v: Option<usize>| v.map_or("not reached".to_string(), |e| format!("epoch {e}"));
+            println!(
+                "mAP@0.5 >= {}: fine-tuned {}, from scratch {}",
+                crate::rcnn::TARGET_MAP50,
+                ep(r.finetuned_epochs_to_target),
+                if a.scratch {
+                    ep(r.scratch_epochs_to_target)
+                } else {
+                    "not run (--scratch)".into()
+                }
+            );
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
     }
     Ok(())
 }

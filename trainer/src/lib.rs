@@ -1,7 +1,9 @@
 pub mod autograd;
+pub mod bbox_reg;
 pub mod boxes;
 pub mod canvas;
 pub mod cli;
+pub mod compare;
 pub mod data;
 pub mod demo;
 pub mod detector;
