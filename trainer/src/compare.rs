@@ -167,7 +167,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         None => {
             let pre = crate::rcnn::pretrain_digits(&a.data, 3, 3)?;
             let canvases = crate::rcnn::training_canvases(&train_digits, 3000, size);
-            let data = crate::rcnn::RcnnData::new(&canvases, 5);
+            let data = crate::rcnn::RcnnData::new(&canvases, crate::rcnn::CROP_SEED);
             let cfg = crate::rcnn::RcnnConfig {
                 epochs: a.rcnn_epochs,
                 ..Default::default()

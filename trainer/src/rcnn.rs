@@ -51,6 +51,8 @@ pub const NMS_IOU: f32 = 0.3;
 /// Training crops kept per canvas: positives and background proposals, at most.
 pub const POS_PER_CANVAS: usize = 8;
 pub const BG_PER_CANVAS: usize = 8;
+/// Seed of the training crops' sampling (`rcnn` and `compare` use the same crops).
+pub const CROP_SEED: u64 = 5;
 /// Digit classes.
 const DIGITS: usize = 10;
 
@@ -535,7 +537,7 @@ pub fn cmd_rcnn(a: &RcnnArgs) -> anyhow::Result<RcnnReport> {
     let t = std::time::Instant::now();
     let test_props = propose_all(&test, TEST_PROPOSALS);
     let proposal_ms = t.elapsed().as_secs_f32() * 1e3 / test.len().max(1) as f32;
-    let data = RcnnData::new(&canvases, a.data_seed());
+    let data = RcnnData::new(&canvases, CROP_SEED);
     eprintln!(
         "{} training crops from {} canvases ({} for box regression)",
         data.crops.len(),
@@ -600,12 +602,6 @@ pub fn cmd_rcnn(a: &RcnnArgs) -> anyhow::Result<RcnnReport> {
         final_eval,
         proposal_ms_per_image: proposal_ms,
     })
-}
-
-impl RcnnArgs {
-    fn data_seed(&self) -> u64 {
-        5
-    }
 }
 
 #[cfg(test)]
