@@ -27,8 +27,9 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Train a model (defaults: ref-cnn on the bundled MNIST 8k/2k split).
-    Train(TrainArgs),
+    /// Train a model (defaults: ref-cnn on the bundled MNIST 8k/2k split), optionally
+    /// fine-tuning from a checkpoint (--init-from, --freeze).
+    Train(TrainCmd),
     /// Accuracy and confusion matrix of a checkpoint.
     Eval(EvalArgs),
     /// Fold BatchNorm, calibrate, quantize to int8 and write the runtime's model blob.
@@ -43,6 +44,16 @@ pub enum Command {
     /// PNGs of what a trained CNN learned: first-layer filters, activation maps for one test
     /// image, and the test images that excite one channel most.
     Visualize(VisualizeArgs),
+    /// Selective-search proposals on the detection test canvases: recall at IoU 0.5 against
+    /// the number of proposals per image.
+    Proposals(crate::rcnn::ProposalsArgs),
+    /// R-CNN on the detection canvases: selective search, warped proposals, an 11-way
+    /// classifier fine-tuned from a digit classifier (optionally also from scratch), box
+    /// regression, per-class NMS; mAP after every epoch.
+    Rcnn(crate::rcnn::RcnnArgs),
+    /// Sliding window, selective search + R-CNN and the grid detector on the same 1,000 test
+    /// canvases: one markdown table (mAP, proposals, MACs, host time per image).
+    Compare(crate::compare::CompareArgs),
     /// Benchmarks that print figures (never assertions).
     Bench {
         #[command(subcommand)]
@@ -203,6 +214,29 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// `train`'s arguments: the training run and, optionally, where it starts from.
+#[derive(Args, Clone, Debug)]
+pub struct TrainCmd {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub finetune: FinetuneArgs,
+}
+
+/// Fine-tuning: start from a trained checkpoint instead of a fresh initialization.
+#[derive(Args, Clone, Debug, Default)]
+pub struct FinetuneArgs {
+    /// Checkpoint to start from: each layer whose index, kind and parameter shapes match is
+    /// copied (with BatchNorm statistics); the others (a replaced or added head) keep their
+    /// fresh initialization and are listed by name.
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Freeze the first N layers (indices 0..N) at the loaded values: no updates to their
+    /// parameters or BatchNorm statistics. ref-cnn: 8 freezes the whole conv trunk.
+    #[arg(long, default_value_t = 0, requires = "init_from")]
+    pub freeze: usize,
+}
+
 #[derive(Args, Clone, Debug)]
 pub struct EvalArgs {
     #[arg(long)]
@@ -306,6 +340,19 @@ pub struct DetectRow {
     pub flash_bytes: Option<usize>,
     pub arena_bytes: Option<usize>,
     pub host_ms_per_image: f32,
+}
+
+/// The detection test set every detector is scored on (the grid detector's, `detect`'s): 1,000
+/// multi-digit canvases from the test digits. Returns `(training digits, test canvases)`.
+pub fn detection_test_set(data: &DataArgs, size: usize) -> anyhow::Result<(Dataset, Dataset)> {
+    let (train_digits, test_digits) = data.load(10)?;
+    let test = crate::canvas::multi_object(
+        &test_digits,
+        CANVAS_TEST_COUNT.min(test_digits.len()),
+        size,
+        CANVAS_SEEDS.1,
+    );
+    Ok((train_digits, test))
 }
 
 pub fn cmd_detect(a: &DetectArgs) -> anyhow::Result<Vec<DetectRow>> {
@@ -428,9 +475,15 @@ pub struct TrainReport {
     pub images_per_second: f32,
     pub checkpoint: PathBuf,
     pub plot: PathBuf,
+    /// With --init-from: what happened to each layer with parameters.
+    pub init: Vec<String>,
 }
 
 pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
+    cmd_train_with(a, &FinetuneArgs::default())
+}
+
+pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainReport> {
     let arch = arch_from(&a.arch)?;
     let (train_set, test_set) = a.data.load_for(&arch)?;
     if [train_set.h, train_set.w, 1] != arch.input {
@@ -471,8 +524,34 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
         momentum: 0.9,
         weight_decay: a.weight_decay,
         seed: a.seed,
+        frozen_layers: (0..ft.freeze).collect(),
     };
     let mut model = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(a.seed))?;
+    if ft.freeze > arch.layers.len() {
+        bail!(
+            "--freeze {}: architecture '{}' has {} layers",
+            ft.freeze,
+            arch.name,
+            arch.layers.len()
+        );
+    }
+    let mut init = Vec::new();
+    if let Some(p) = &ft.init_from {
+        let source = Checkpoint::load(p)?;
+        let r = crate::finetune::init_from(&mut model, &source.model);
+        if r.copied() == 0 {
+            bail!(
+                "--init-from {}: no layer of '{}' matches architecture '{}' (index, kind and shapes)",
+                p.display(),
+                source.model.arch.name,
+                arch.name
+            );
+        }
+        init = r.lines();
+        for l in &init {
+            eprintln!("init from {}: {l}", p.display());
+        }
+    }
     let steps = (train_set.len() / a.batch_size.max(1)) as u64;
     let quiet = a.quiet;
     let pb = std::sync::Mutex::new(bar(steps, quiet));
@@ -544,6 +623,7 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
             / train_seconds.max(1e-6),
         checkpoint: a.out.clone(),
         plot,
+        init,
     })
 }
 
@@ -966,8 +1046,8 @@ pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usi
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(a) => {
-            let r = cmd_train(&a)?;
+        Command::Train(TrainCmd { train: a, finetune }) => {
+            let r = cmd_train_with(&a, &finetune)?;
             println!(
                 "{}: {} params, {} epochs, test accuracy {:.2}%, {:.1}s training ({:.0} images/s); checkpoint {}, curves {}",
                 r.arch, r.params, r.epochs, r.test_accuracy * 100.0, r.train_seconds, r.images_per_second, r.checkpoint.display(), r.plot.display()
@@ -1104,6 +1184,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo(a) => crate::demo::run(&a)?,
+        Command::Proposals(a) => crate::rcnn::cmd_proposals(&a)?,
+        Command::Compare(a) => {
+            let c = crate::compare::compare(&a)?;
+            let md = c.to_markdown();
+            print!("{md}");
+            if let Some(p) = &a.out {
+                crate::io::write_atomic(p, md.as_bytes())?;
+            }
+            if a.json {
+                println!("{}", serde_json::to_string(&c)?);
+            }
+        }
+        Command::Rcnn(a) => {
+            let r = crate::rcnn::cmd_rcnn(&a)?;
+            let e = r.final_eval;
+            println!(
+                "R-CNN (fine-tuned, {} epochs) on the 1,000 test canvases: mAP@0.5 {:.3}, mAP@[.5:.95] {:.3}; {:.1} proposals, {:.2} M MACs, {:.2} ms + {:.2} ms proposals per image",
+                a.epochs, e.map50, e.map_coco, e.proposals_per_image, e.macs_per_image / 1e6, e.ms_per_image, r.proposal_ms_per_image
+            );
+            let ep =
+                |v: Option<usize>| v.map_or("not reached".to_string(), |e| format!("epoch {e}"));
+            println!(
+                "mAP@0.5 >= {}: fine-tuned {}, from scratch {}",
+                crate::rcnn::TARGET_MAP50,
+                ep(r.finetuned_epochs_to_target),
+                if a.scratch {
+                    ep(r.scratch_epochs_to_target)
+                } else {
+                    "not run (--scratch)".into()
+                }
+            );
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            }
+        }
     }
     Ok(())
 }

@@ -757,6 +757,24 @@ impl Model {
             .collect()
     }
 
+    /// Per layer: the indices of its parameters and of its BatchNorm states.
+    pub fn layer_params(&self) -> Vec<(Vec<usize>, Vec<usize>)> {
+        let in_cs = self.in_channels();
+        self.slots()
+            .into_iter()
+            .zip(self.arch.layers.iter().zip(in_cs))
+            .map(|(s, (l, in_c))| match s {
+                Slot::None => (vec![], vec![]),
+                Slot::Weights(w, b) => (std::iter::once(w).chain(b).collect(), vec![]),
+                Slot::Norm(g, b, st) => (vec![g, b], vec![st]),
+                Slot::Block(p, b) => {
+                    let n = l.block_convs(in_c).len();
+                    ((p..p + 3 * n).collect(), (b..b + n).collect())
+                }
+            })
+            .collect()
+    }
+
     /// Channels each layer reads (0 for a flat input).
     pub fn in_channels(&self) -> Vec<usize> {
         let shapes = self.arch.validate().unwrap_or_default();

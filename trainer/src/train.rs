@@ -25,6 +25,10 @@ pub struct TrainConfig {
     pub momentum: f32,
     pub weight_decay: f32,
     pub seed: u64,
+    /// Layer indices whose parameters and BatchNorm running statistics stay as they are
+    /// (fine-tuning a pretrained trunk, see `finetune`).
+    #[serde(default)]
+    pub frozen_layers: Vec<usize>,
 }
 
 impl Default for TrainConfig {
@@ -39,6 +43,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 0.0,
             seed: 42,
+            frozen_layers: Vec::new(),
         }
     }
 }
@@ -151,6 +156,17 @@ pub fn train(
             .init(),
         ),
     };
+    // Frozen tensors are restored after every step: the optimizer's momentum and weight decay
+    // would otherwise still move them.
+    let (frozen_p, frozen_bn) = crate::finetune::frozen_indices(model, &cfg.frozen_layers)?;
+    let keep_p: Vec<(usize, Tensor)> = frozen_p
+        .iter()
+        .map(|&i| (i, model.params[i].clone()))
+        .collect();
+    let keep_bn: Vec<_> = frozen_bn
+        .iter()
+        .map(|&i| (i, model.bn[i].clone()))
+        .collect();
     let mut history = Vec::new();
     let mut step = 0;
     for epoch in 1..=cfg.epochs {
@@ -166,7 +182,8 @@ pub fn train(
             let pv: Vec<Var> = model
                 .params
                 .iter()
-                .map(|p| g.leaf(p.clone(), true))
+                .enumerate()
+                .map(|(i, p)| g.leaf(p.clone(), !frozen_p.contains(&i)))
                 .collect();
             let logits = model.forward(&mut g, xv, &pv, true, &mut rng);
             let loss = if model.arch.grid {
@@ -212,6 +229,12 @@ pub fn train(
                 .map(|(&v, p)| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(p.raw_dim())))
                 .collect();
             opt.step(&mut model.params, &grads);
+            for (i, p) in &keep_p {
+                model.params[*i] = p.clone();
+            }
+            for (i, s) in &keep_bn {
+                model.bn[*i] = s.clone();
+            }
             loss_sum += lv as f64 * chunk.len() as f64;
             seen += chunk.len();
             step += 1;

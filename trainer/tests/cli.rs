@@ -185,3 +185,77 @@ fn corrupt_model_blob_is_rejected_by_inspect_and_predict() {
         "truncated",
     );
 }
+
+#[test]
+fn init_from_reports_mismatched_layers_by_name() {
+    let d = tmp("finetune");
+    let src = d.join("src.json");
+    let small = ["--train-count", "640", "--test-count", "100", "--quiet"];
+    let mut args = vec!["train", "--epochs", "1", "--out", src.to_str().unwrap()];
+    args.extend(small);
+    let (code, _, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    // ref-cnn with an 11-way head: the trunk is copied, the head is re-initialized.
+    let arch = d.join("eleven.toml");
+    let text = std::fs::read_to_string(&src).unwrap();
+    let ck: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut a = ck["model"]["arch"].clone();
+    a["classes"] = 11.into();
+    a["layers"][9]["out_features"] = 11.into();
+    std::fs::write(
+        &arch,
+        toml::to_string(&serde_json::from_value::<trainer::model::ArchSpec>(a).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let dst = d.join("dst.json");
+    let mut args = vec![
+        "train",
+        "--epochs",
+        "1",
+        "--arch",
+        arch.to_str().unwrap(),
+        "--init-from",
+        src.to_str().unwrap(),
+        "--freeze",
+        "8",
+        "--out",
+        dst.to_str().unwrap(),
+    ];
+    args.extend(small);
+    let (code, _, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("layer 9 (linear): shape [10, 784] + [10] in the checkpoint vs [11, 784] + [11] here, re-initialized"),
+        "{err}"
+    );
+    assert!(err.contains("layer 4 (conv2d): copied"), "{err}");
+    // The frozen trunk is bit-identical to the source's.
+    let out: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dst).unwrap()).unwrap();
+    for p in 0..8 {
+        assert_eq!(out["model"]["params"][p], ck["model"]["params"][p], "{p}");
+    }
+    // Nothing in common: a one-line error naming both architectures.
+    assert_fails(
+        &[
+            "train",
+            "--epochs",
+            "1",
+            "--arch",
+            "loc-cnn",
+            "--init-from",
+            src.to_str().unwrap(),
+            "--train-count",
+            "640",
+            "--test-count",
+            "100",
+            "--out",
+            d.join("x.json").to_str().unwrap(),
+        ],
+        "no layer of 'ref-cnn' matches architecture 'loc-cnn'",
+    );
+    // Clap's own usage error (several lines) for --freeze without a checkpoint.
+    let (code, _, err) = trainer(&["train", "--freeze", "2"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--init-from"), "{err}");
+}
