@@ -40,9 +40,22 @@ fn demo_report_matches_the_separate_commands() {
         "filters.png",
         "activations.png",
         "top-images.png",
+        "detectors.md",
     ] {
         assert!(out.join(f).is_file(), "report lacks {f}");
     }
+    let table = s.detector_comparison.as_deref().unwrap_or_default();
+    for method in ["sliding window", "R-CNN", "grid detector"] {
+        assert!(
+            table.contains(method),
+            "comparison lacks {method}:\n{table}"
+        );
+    }
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    assert!(
+        html.contains("Detectors compared") && html.contains("<td>"),
+        "report lacks the table"
+    );
     assert_eq!(s.device_bit_exact, 30);
     let ex = cmd_export(&ExportArgs {
         checkpoint: out.join("model.ckpt.json"),
@@ -108,7 +121,7 @@ fn demo_failure_names_the_step_and_leaves_no_report() {
     .unwrap_err();
     let msg = format!("{e:#}");
     assert!(
-        msg.contains("step 1/8 'train' failed") && msg.contains("no-such-data"),
+        msg.contains("step 1/9 'train' failed") && msg.contains("no-such-data"),
         "{msg}"
     );
     assert!(!out.exists());

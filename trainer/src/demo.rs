@@ -71,6 +71,9 @@ pub struct Summary {
     pub layers: String,
     /// The grid detector's row (host runtime, int8), when it was trained.
     pub detector: Option<crate::cli::DetectRow>,
+    /// Sliding window vs selective search + R-CNN vs the grid detector (markdown table, the
+    /// `compare` command's output), when the detector was trained.
+    pub detector_comparison: Option<String>,
     pub seconds_total: f32,
 }
 
@@ -88,7 +91,7 @@ fn spinner(msg: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
-const STEPS: usize = 8;
+const STEPS: usize = 9;
 
 /// Runs one named step; failures say which step and what to do.
 fn step<T>(
@@ -355,6 +358,31 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
             },
         )?)
     };
+    let comparison = if a.detector_epochs == 0 {
+        None
+    } else {
+        Some(step(
+            9,
+            "compare detectors: sliding window, selective search + R-CNN, grid detector",
+            "The classifier journey and the detector picture are complete; rerun with --detector-epochs 0 to skip this step.",
+            q,
+            || {
+                crate::compare::table(&crate::compare::CompareArgs {
+                    data: a.data.clone(),
+                    grid_checkpoint: Some(dir.join("detector.ckpt.json")),
+                    grid_epochs: 0,
+                    rcnn: None,
+                    rcnn_epochs: 1,
+                    baseline_epochs: 2,
+                    out: None,
+                    json: false,
+                })
+            },
+        )?)
+    };
+    if let Some(t) = &comparison {
+        crate::io::write_atomic(&dir.join("detectors.md"), t.as_bytes())?;
+    }
     let insn = if run.insns.is_empty() {
         0
     } else {
@@ -387,6 +415,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         confusion_int8,
         layers,
         detector,
+        detector_comparison: comparison,
         seconds_total: t0.elapsed().as_secs_f32(),
     };
     crate::io::write_atomic(
@@ -395,6 +424,24 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     )?;
     crate::io::write_atomic(&dir.join("index.html"), html(&s).as_bytes())?;
     Ok(s)
+}
+
+/// A markdown table (as `compare` prints it) as an HTML table.
+fn md_table(md: &str) -> String {
+    let mut h = String::from("<table>");
+    let rows = md.lines().filter(|l| l.trim_start().starts_with('|'));
+    for (i, line) in rows.enumerate() {
+        if line.contains("---") {
+            continue;
+        }
+        let tag = if i == 0 { "th" } else { "td" };
+        h.push_str("<tr>");
+        for cell in line.trim().trim_matches('|').split('|') {
+            h.push_str(&format!("<{tag}>{}</{tag}>", esc(cell.trim())));
+        }
+        h.push_str("</tr>");
+    }
+    h + "</table>"
 }
 
 fn pct(x: f32) -> String {
@@ -509,6 +556,9 @@ Journey took {secs:.0} s.</p>
         detector = s.detector.as_ref().map_or(String::new(), |d| format!(
             "<h2>Boxes: the grid detector (int8, host runtime)</h2><p>mAP@0.5 <b>{:.3}</b>, mAP@[.5:.95] {:.3} on 1,000 test canvases; {} MACs, {} B flash, {} B arena. Device parity of its detections is checked by the test suite.</p><img src=\"detections.png\" alt=\"predicted and true boxes\">",
             d.map50, d.map_coco, d.macs_per_image, d.flash_bytes.unwrap_or(0), d.arena_bytes.unwrap_or(0)
+        )) + &s.detector_comparison.as_ref().map_or(String::new(), |t| format!(
+            "<h2>Detectors compared (float, host, same 1,000 test canvases)</h2><p>The grid detector is the one that fits the device; R-CNN (1 epoch here) and the sliding window show what that costs. <a href=\"detectors.md\">detectors.md</a></p>{}",
+            md_table(t)
         )),
     )
 }
@@ -566,6 +616,9 @@ fn print_summary(s: &Summary, out: &Path) {
             "{:<38} mAP@0.5 {:.3}, mAP@[.5:.95] {:.3} (int8, host runtime)",
             "grid detector", d.map50, d.map_coco
         );
+    }
+    if let Some(t) = &s.detector_comparison {
+        println!("\ndetectors on the same 1,000 test canvases (float, host):\n{t}");
     }
     println!("report: {}", out.join("index.html").display());
 }
