@@ -212,17 +212,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         );
     }
     let t = Instant::now();
-    let mut preds = Vec::new();
-    let idx: Vec<usize> = (0..test.len()).collect();
-    for chunk in idx.chunks(200) {
-        let (x, _) = test.batch(chunk);
-        let out = grid.predict(x);
-        let g = out.shape()[1];
-        for (row, &i) in out.outer_iter().zip(chunk) {
-            let r: Vec<f32> = row.iter().copied().collect();
-            preds.extend(crate::detector::decode(&r, g, grid.arch.classes, test.w, i));
-        }
-    }
+    let preds = crate::detector::predict_all(&mut grid, &test);
     let ms = t.elapsed().as_secs_f32() * 1e3 / n;
     rows.push(CompareRow {
         method: format!("grid detector ({}, one pass)", grid.arch.name),

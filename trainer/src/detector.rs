@@ -168,8 +168,8 @@ pub fn preds_from_runtime(dets: &runtime::Detections, size: usize, image: usize)
         .collect()
 }
 
-/// mAP@0.5 and mAP@[.5:.95] of the float model on a detection set.
-pub fn evaluate_map(model: &mut Model, data: &Dataset) -> (f32, f32) {
+/// The float model's decoded detections on every image of a detection set.
+pub fn predict_all(model: &mut Model, data: &Dataset) -> Vec<Pred> {
     let classes = model.arch.classes;
     let mut preds = Vec::new();
     let idx: Vec<usize> = (0..data.len()).collect();
@@ -182,6 +182,13 @@ pub fn evaluate_map(model: &mut Model, data: &Dataset) -> (f32, f32) {
             preds.extend(decode(&r, grid, classes, data.w, i));
         }
     }
+    preds
+}
+
+/// mAP@0.5 and mAP@[.5:.95] of the float model on a detection set.
+pub fn evaluate_map(model: &mut Model, data: &Dataset) -> (f32, f32) {
+    let classes = model.arch.classes;
+    let preds = predict_all(model, data);
     (
         crate::metrics::mean_ap(&preds, &data.objects, classes, 0.5),
         crate::metrics::mean_ap_coco(&preds, &data.objects, classes),
