@@ -618,7 +618,7 @@ fn print_summary(s: &Summary, out: &Path) {
         );
     }
     if let Some(t) = &s.detector_comparison {
-        println!("\ndetectors on the same 1,000 test canvases (float, host):\n{t}");
+        println!("\n{t}");
     }
     println!("report: {}", out.join("index.html").display());
 }
