@@ -2,11 +2,9 @@
 //! linear map from the classifier trunk's features to `(dx, dy, dw, dh)`, one per class,
 //! fitted in closed form by ridge regression (Cholesky on the normal equations).
 
-use crate::autograd::{Graph, Tensor, Var};
+use crate::autograd::Tensor;
 use crate::data::Dataset;
 use crate::model::Model;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 /// Ridge penalty of the box regressors (features are post-ReLU activations, O(1)).
@@ -43,22 +41,14 @@ pub fn apply_target(w: [f32; 4], t: [f32; 4]) -> [f32; 4] {
 /// Eval-mode `(features, logits)` of a batch; features are the input of the last layer.
 pub fn features_and_logits(model: &mut Model, x: Tensor) -> (Tensor, Tensor) {
     let feat_layer = model.arch.layers.len().saturating_sub(2);
-    let mut g = Graph::new();
-    let xv = g.leaf(x, false);
-    let pv: Vec<Var> = model
-        .params
-        .iter()
-        .map(|p| g.leaf(p.clone(), false))
-        .collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(0);
     let mut fv = None;
-    let out = model.forward_traced(&mut g, xv, &pv, false, &mut rng, |i, v| {
+    let (g, out) = model.eval_traced(x, |i, v| {
         if i == feat_layer {
             fv = Some(v);
         }
     });
-    let f = g.value(fv.unwrap_or(xv)).clone();
-    (f, g.value(out).clone())
+    // Without layers the output is the input itself, which is what the features are then.
+    (g.value(fv.unwrap_or(out)).clone(), g.value(out).clone())
 }
 
 /// Class-specific linear box regressors: `weights[c]` is `[features + 1][4]` (bias last).

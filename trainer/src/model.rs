@@ -901,8 +901,9 @@ impl Model {
         h
     }
 
-    /// Eval-mode output of every layer for a batch: `(layer index, output)`.
-    pub fn trace(&mut self, x: Tensor) -> Vec<(usize, Tensor)> {
+    /// Eval-mode forward of a batch on a fresh graph without gradients; `on_layer(index,
+    /// output)` as in [`Model::forward_traced`]. Returns the graph and the output variable.
+    pub fn eval_traced(&mut self, x: Tensor, on_layer: impl FnMut(usize, Var)) -> (Graph, Var) {
         let mut g = Graph::new();
         let xv = g.leaf(x, false);
         let pv: Vec<Var> = self
@@ -911,8 +912,14 @@ impl Model {
             .map(|p| g.leaf(p.clone(), false))
             .collect();
         let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let out = self.forward_traced(&mut g, xv, &pv, false, &mut rng, on_layer);
+        (g, out)
+    }
+
+    /// Eval-mode output of every layer for a batch: `(layer index, output)`.
+    pub fn trace(&mut self, x: Tensor) -> Vec<(usize, Tensor)> {
         let mut outs = Vec::new();
-        self.forward_traced(&mut g, xv, &pv, false, &mut rng, |i, v| outs.push((i, v)));
+        let (g, _) = self.eval_traced(x, |i, v| outs.push((i, v)));
         outs.into_iter()
             .map(|(i, v)| (i, g.value(v).clone()))
             .collect()
@@ -920,15 +927,7 @@ impl Model {
 
     /// Eval-mode logits `[n, classes]` for a batch, without gradients.
     pub fn predict(&mut self, x: Tensor) -> Tensor {
-        let mut g = Graph::new();
-        let xv = g.leaf(x, false);
-        let pv: Vec<Var> = self
-            .params
-            .iter()
-            .map(|p| g.leaf(p.clone(), false))
-            .collect();
-        let mut rng = rand::SeedableRng::seed_from_u64(0);
-        let out = self.forward(&mut g, xv, &pv, false, &mut rng);
+        let (g, out) = self.eval_traced(x, |_, _| {});
         g.value(out).clone()
     }
 }
