@@ -376,40 +376,18 @@ fn quantize_weights(
     Ok((encode_i8s(&q), stage))
 }
 
-/// `[h, w, c]` of every tensor of the folded graph (input first).
+/// `[h, w, c]` of every tensor of the folded graph (input first), read off a float forward of
+/// one blank image rather than derived again from each layer's geometry.
 fn tensor_shapes(input: [usize; 3], nodes: &[DeployNode]) -> Vec<[usize; 3]> {
-    let mut t = vec![input];
-    for n in nodes {
-        let [h, w, c] = t[n.inputs[0]];
-        let out = match &n.op {
-            Deploy::Conv {
-                w: wt,
-                stride,
-                pad,
-                pool,
-                ..
-            } => {
-                let k = wt.shape()[1];
-                let mut oh = (h + 2 * pad - k) / stride + 1;
-                let mut ow = (w + 2 * pad - k) / stride + 1;
-                if let Some((pk, ps)) = pool {
-                    oh = (oh - pk) / ps + 1;
-                    ow = (ow - pk) / ps + 1;
-                }
-                [oh, ow, wt.shape()[0]]
-            }
-            Deploy::MaxPool { k, s, pad } => {
-                [(h + 2 * pad - k) / s + 1, (w + 2 * pad - k) / s + 1, c]
-            }
-            Deploy::AvgPool { k, s } => [(h - k) / s + 1, (w - k) / s + 1, c],
-            Deploy::GlobalAvgPool => [1, 1, c],
-            Deploy::Linear { w: wt, .. } => [1, 1, wt.shape()[0]],
-            Deploy::Add { .. } => [h, w, c],
-            Deploy::Concat => [h, w, n.inputs.iter().map(|&i| t[i][2]).sum()],
-        };
-        t.push(out);
-    }
-    t
+    let blank = Tensor::zeros(ndarray::IxDyn(&[1, input[0], input[1], input[2]]));
+    let outs = deploy_forward(nodes, blank);
+    let shape = |t: &Tensor| match t.shape() {
+        &[_, h, w, c] => [h, w, c],
+        s => [1, 1, s[1..].iter().product()], // flat: linear or global pool
+    };
+    std::iter::once(input)
+        .chain(outs.iter().map(shape))
+        .collect()
 }
 
 /// The quantization of every tensor: the input's fixed one, pools pass theirs through, and
