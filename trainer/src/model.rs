@@ -204,6 +204,25 @@ pub enum Act {
     Flat(usize),
 }
 
+/// The stem of the graph models: 3x3 conv (16, no bias) -> BN -> ReLU -> 2x2 max-pool.
+fn stem_16() -> Vec<LayerSpec> {
+    vec![
+        LayerSpec::Conv2d {
+            out_channels: 16,
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+            bias: false,
+        },
+        LayerSpec::BatchNorm2d,
+        LayerSpec::Relu,
+        LayerSpec::MaxPool2d {
+            kernel: 2,
+            stride: None,
+        },
+    ]
+}
+
 impl ArchSpec {
     /// The reference CNN of REFERENCES.md: 9,146 parameters.
     pub fn ref_cnn() -> ArchSpec {
@@ -358,38 +377,29 @@ impl ArchSpec {
             name: "tiny-resnet".into(),
             input: [28, 28, 1],
             classes: 10,
-            layers: vec![
-                Conv2d {
-                    out_channels: 16,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 1,
-                    bias: false,
-                },
-                BatchNorm2d,
-                Relu,
-                MaxPool2d {
-                    kernel: 2,
-                    stride: None,
-                },
-                Residual {
-                    out_channels: 16,
-                    stride: 1,
-                },
-                Residual {
-                    out_channels: 24,
-                    stride: 2,
-                },
-                Residual {
-                    out_channels: 40,
-                    stride: 2,
-                },
-                GlobalAvgPool,
-                Linear {
-                    out_features: 10,
-                    bias: true,
-                },
-            ],
+            layers: [
+                stem_16(),
+                vec![
+                    Residual {
+                        out_channels: 16,
+                        stride: 1,
+                    },
+                    Residual {
+                        out_channels: 24,
+                        stride: 2,
+                    },
+                    Residual {
+                        out_channels: 40,
+                        stride: 2,
+                    },
+                    GlobalAvgPool,
+                    Linear {
+                        out_features: 10,
+                        bias: true,
+                    },
+                ],
+            ]
+            .concat(),
             boxes: false,
             grid: false,
         }
@@ -415,28 +425,22 @@ impl ArchSpec {
             name: "tiny-inception".into(),
             input: [28, 28, 1],
             classes: 10,
-            layers: vec![
-                Conv2d {
-                    out_channels: 16,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 1,
-                    bias: false,
-                },
-                BatchNorm2d,
-                Relu,
-                pool,
-                inception(8, 12, 16, 4, 8, 8),
-                pool,
-                inception(24, 16, 32, 8, 16, 16),
-                pool,
-                inception(32, 24, 48, 8, 16, 16),
-                GlobalAvgPool,
-                Linear {
-                    out_features: 10,
-                    bias: true,
-                },
-            ],
+            layers: [
+                stem_16(),
+                vec![
+                    inception(8, 12, 16, 4, 8, 8),
+                    pool,
+                    inception(24, 16, 32, 8, 16, 16),
+                    pool,
+                    inception(32, 24, 48, 8, 16, 16),
+                    GlobalAvgPool,
+                    Linear {
+                        out_features: 10,
+                        bias: true,
+                    },
+                ],
+            ]
+            .concat(),
             boxes: false,
             grid: false,
         }
