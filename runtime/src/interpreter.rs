@@ -48,6 +48,14 @@ fn stage<'a>(o: &crate::format::OutputStage<'a>) -> Stage<'a> {
     }
 }
 
+/// Arena bytes of tensor `index` (empty for an unknown index, impossible once validated).
+fn tensor_range(model: &Model, index: usize) -> Range<usize> {
+    model
+        .tensors()
+        .get(index)
+        .map_or(0..0, |t| t.offset..t.offset + t.len)
+}
+
 impl<'i, 'a> Interpreter<'i, 'a> {
     /// Fails with [`Error::ArenaTooSmall`] if `arena` is smaller than `model.arena_bytes()`.
     pub fn new(model: &'i Model<'a>, arena: &'i mut [u8]) -> Result<Self, Error> {
@@ -60,10 +68,7 @@ impl<'i, 'a> Interpreter<'i, 'a> {
     }
 
     fn range(&self, index: usize) -> Range<usize> {
-        self.model
-            .tensors()
-            .get(index)
-            .map_or(0..0, |t| t.offset..t.offset + t.len)
+        tensor_range(self.model, index)
     }
 
     /// The input tensor (int8 NHWC) to fill before **each** `invoke`: once the input is dead the
@@ -81,21 +86,17 @@ impl<'i, 'a> Interpreter<'i, 'a> {
 
     /// Runs every layer. Cannot fail: the model was validated and the arena checked in `new`.
     pub fn invoke(&mut self) {
-        let layers = self.model.def().layers.iter().zip(self.model.layer_info());
+        let model = self.model;
+        let layers = model.def().layers.iter().zip(model.layer_info());
         for (i, (node, info)) in layers.enumerate() {
-            let out = self.range(i + 1);
-            let ins = node.inputs.iter().map(|&t| self.range(t as usize));
-            let mut in_ranges: [Range<usize>; MAX_INPUTS] = Default::default();
-            for (slot, r) in in_ranges.iter_mut().zip(ins) {
-                *slot = r;
-            }
+            let out = tensor_range(model, i + 1);
             let Some((lo, y, hi)) = split(self.arena, out.clone()) else {
                 debug_assert!(false, "planner produced an out-of-arena buffer");
                 return;
             };
             let mut xs: [&[i8]; MAX_INPUTS] = [&[]; MAX_INPUTS];
-            for (x, r) in xs.iter_mut().zip(&in_ranges).take(node.inputs.len()) {
-                match view(lo, hi, &out, r.clone()) {
+            for (x, &t) in xs.iter_mut().zip(&node.inputs) {
+                match view(lo, hi, &out, tensor_range(model, t as usize)) {
                     Some(v) => *x = as_i8(v),
                     None => {
                         debug_assert!(false, "planner overlapped an input and the output");
