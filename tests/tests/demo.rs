@@ -44,7 +44,11 @@ fn demo_report_matches_the_separate_commands() {
     ] {
         assert!(out.join(f).is_file(), "report lacks {f}");
     }
-    let table = s.detector_comparison.as_deref().unwrap_or_default();
+    let table = s
+        .detector_comparison
+        .as_ref()
+        .map(|c| c.to_markdown())
+        .unwrap_or_default();
     for method in ["sliding window", "R-CNN", "grid detector"] {
         assert!(
             table.contains(method),

@@ -228,11 +228,6 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
     })
 }
 
-/// The comparison as a markdown table (what the `compare` command prints and the report shows).
-pub fn table(a: &CompareArgs) -> anyhow::Result<String> {
-    Ok(compare(a)?.to_markdown())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -71,9 +71,9 @@ pub struct Summary {
     pub layers: String,
     /// The grid detector's row (host runtime, int8), when it was trained.
     pub detector: Option<crate::cli::DetectRow>,
-    /// Sliding window vs selective search + R-CNN vs the grid detector (markdown table, the
-    /// `compare` command's output), when the detector was trained.
-    pub detector_comparison: Option<String>,
+    /// Sliding window vs selective search + R-CNN vs the grid detector (what the `compare`
+    /// command prints), when the detector was trained.
+    pub detector_comparison: Option<crate::compare::Comparison>,
     pub seconds_total: f32,
 }
 
@@ -367,7 +367,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
             "The classifier journey and the detector picture are complete; rerun with --detector-epochs 0 to skip this step.",
             q,
             || {
-                crate::compare::table(&crate::compare::CompareArgs {
+                crate::compare::compare(&crate::compare::CompareArgs {
                     data: a.data.clone(),
                     grid_checkpoint: Some(dir.join("detector.ckpt.json")),
                     grid_epochs: 0,
@@ -381,7 +381,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         )?)
     };
     if let Some(t) = &comparison {
-        crate::io::write_atomic(&dir.join("detectors.md"), t.as_bytes())?;
+        crate::io::write_atomic(&dir.join("detectors.md"), t.to_markdown().as_bytes())?;
     }
     let insn = if run.insns.is_empty() {
         0
@@ -426,20 +426,21 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     Ok(s)
 }
 
-/// A markdown table (as `compare` prints it) as an HTML table.
-fn md_table(md: &str) -> String {
-    let mut h = String::from("<table>");
-    let rows = md.lines().filter(|l| l.trim_start().starts_with('|'));
-    for (i, line) in rows.enumerate() {
-        if line.contains("---") {
-            continue;
-        }
-        let tag = if i == 0 { "th" } else { "td" };
-        h.push_str("<tr>");
-        for cell in line.trim().trim_matches('|').split('|') {
-            h.push_str(&format!("<{tag}>{}</{tag}>", esc(cell.trim())));
-        }
-        h.push_str("</tr>");
+/// The detector comparison as an HTML table (the columns of `Comparison::to_markdown`).
+fn comparison_table(c: &crate::compare::Comparison) -> String {
+    let mut h = String::from("<table><tr><th>method</th><th>mAP@0.5</th><th>mAP@[.5:.95]</th><th>proposals / image</th><th>MACs / image</th><th>host ms / image</th></tr>");
+    for r in &c.rows {
+        let props = r
+            .proposals_per_image
+            .map_or("- (one pass)".into(), |p| format!("{p:.1}"));
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{props}</td><td>{:.2} M</td><td>{:.2}</td></tr>",
+            esc(&r.method),
+            r.map50,
+            r.map_coco,
+            r.macs_per_image / 1e6,
+            r.host_ms_per_image
+        ));
     }
     h + "</table>"
 }
@@ -558,7 +559,7 @@ Journey took {secs:.0} s.</p>
             d.map50, d.map_coco, d.macs_per_image, d.flash_bytes.unwrap_or(0), d.arena_bytes.unwrap_or(0)
         )) + &s.detector_comparison.as_ref().map_or(String::new(), |t| format!(
             "<h2>Detectors compared (float, host, same 1,000 test canvases)</h2><p>The grid detector is the one that fits the device; R-CNN (1 epoch here) and the sliding window show what that costs. <a href=\"detectors.md\">detectors.md</a></p>{}",
-            md_table(t)
+            comparison_table(t)
         )),
     )
 }
@@ -618,7 +619,7 @@ fn print_summary(s: &Summary, out: &Path) {
         );
     }
     if let Some(t) = &s.detector_comparison {
-        println!("\n{t}");
+        println!("\n{}", t.to_markdown());
     }
     println!("report: {}", out.join("index.html").display());
 }
