@@ -9,6 +9,13 @@
 #             <repo>/.toolchain/debian-rust, building core from source with -Zbuild-std.
 # Idempotent: a second run finds everything in place and only rewrites env.sh.
 #
+# Version check: the minimum Rust the firmware needs is derived from the lock files (the highest
+# `rust-version` among the crates firmware/Cargo.lock and the runtime's part of Cargo.lock
+# resolve to, read with `cargo metadata`). A cached Debian toolchain older than that is replaced;
+# apt's package lists are refreshed before any look-up (an old list answers with an old version),
+# the newest rustc-web apt offers is taken, and if even that is too old the script stops and
+# names both versions.
+#
 # Usage: scripts/firmware-toolchain.sh [--refresh]
 #   --refresh   re-download and re-unpack the Debian toolchain even if it is cached.
 # Env: FW_TOOLCHAIN_ROUTE=rustup|debian forces a route (default: auto).
@@ -51,6 +58,57 @@ apt_update_once() {
     fi
 }
 
+# Newest version apt offers of a package (any archive, not only the pinned candidate).
+apt_newest() {
+    apt-cache madison "$1" 2>/dev/null | awk -F'|' '{ gsub(/ /, "", $2); print $2 }' \
+        | { best=""; while read -r v; do
+            if [ -z "$best" ] || dpkg --compare-versions "$v" gt "$best"; then best="$v"; fi
+        done; printf '%s\n' "$best"; }
+}
+
+# 1.96.0+dfsg1-1~deb12u2 -> 1.96.0 ; "rustc 1.95.0 (59807616e 2026-04-14)" -> 1.95.0
+upstream_version() { printf '%s\n' "$1" | sed -E 's/^([0-9]+:)?//; s/^[^0-9]*([0-9]+\.[0-9]+(\.[0-9]+)?).*/\1/'; }
+
+# version_ge A B: true when A >= B (plain dotted versions).
+version_ge() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1)" = "$2" ]; }
+
+# The minimum rustc the firmware build needs: the highest rust-version among the crates the
+# firmware's lock file resolves to and the runtime's dependency closure in the root lock file.
+# Needs a host cargo (rustup's); prints nothing if it cannot tell.
+required_rust() {
+    command -v cargo >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1 || return 0
+    {
+        (cd "$REPO/firmware" && cargo metadata --format-version 1 --locked 2>/dev/null) || true
+        echo
+        (cd "$REPO" && cargo metadata --format-version 1 --locked 2>/dev/null) || true
+    } | python3 -c '
+import json, sys
+best = (0, 0, 0)
+for line in sys.stdin:
+    line = line.strip()
+    if not line:
+        continue
+    m = json.loads(line)
+    pkgs = {p["id"]: p for p in m["packages"]}
+    nodes = {n["id"]: n for n in m["resolve"]["nodes"]}
+    roots = [i for i, p in pkgs.items() if p["name"] in ("firmware", "runtime") and p["source"] is None]
+    seen, todo = set(), list(roots)
+    while todo:
+        i = todo.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        todo += [d["pkg"] for d in nodes.get(i, {}).get("deps", [])]
+    for i in seen:
+        rv = pkgs[i].get("rust_version")
+        if rv:
+            v = tuple(int(x) for x in (rv.split(".") + ["0", "0"])[:3])
+            best = max(best, v)
+if best > (0, 0, 0):
+    print(".".join(map(str, best)))
+'
+}
+
 # Candidate version of a Debian package, empty if apt knows none.
 apt_candidate() {
     apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { if ($2 != "(none)") print $2 }'
@@ -64,7 +122,7 @@ apt_install() {
     # $1: why; rest: packages
     local why="$1"; shift
     log "installing with apt-get: $* ($why)"
-    if [ -z "$(apt_candidate "$1")" ]; then apt_update_once; fi
+    apt_update_once
     local aptlog="$TC/apt-install.log"
     mkdir -p "$TC"
     if ! as_root env DEBIAN_FRONTEND=noninteractive \
@@ -107,16 +165,18 @@ mkdir -p "$TC"
 
 install_debian_rust() {
     local rustc_ver series llvm_pkg dl pkgs p pkg
-    rustc_ver="$(apt_candidate rustc-web)"
-    if [ -z "$rustc_ver" ]; then
-        apt_update_once
-        rustc_ver="$(apt_candidate rustc-web)"
-    fi
+    apt_update_once
+    rustc_ver="$(apt_newest rustc-web)"
     [ -n "$rustc_ver" ] || die "apt knows no 'rustc-web' package (Debian bookworm-security carries it). \
 Either add bookworm-security to the apt sources, or install the target with rustup: \
 'rustup target add $TARGET'."
     # 1.96.0+dfsg1-1~deb12u2 -> 1.96 (the libstd package carries the series in its name).
     series="$(printf '%s\n' "$rustc_ver" | sed -E 's/^([0-9]+:)?([0-9]+\.[0-9]+).*/\2/')"
+    if [ -n "$REQUIRED" ] && ! version_ge "$(upstream_version "$rustc_ver")" "$REQUIRED"; then
+        die "the newest Debian rustc-web apt offers is $rustc_ver, but the lock files need rustc \
+>= $REQUIRED (the highest rust-version among the firmware's crates). Install the target with \
+rustup instead ('rustup target add $TARGET'), or add an apt source that carries a newer rustc-web."
+    fi
     # The LLVM library rustc links against: read it from libstd's dependencies rather than guess.
     llvm_pkg="$(apt-cache show "libstd-rust-web-$series=$rustc_ver" 2>/dev/null \
         | sed -n 's/^Depends: //p' | head -n1 | tr ',' '\n' | grep -oE 'libllvm[0-9]+' | head -n1 || true)"
@@ -165,7 +225,30 @@ Either add bookworm-security to the apt sources, or install the target with rust
     printf 'rustc-web=%s\nllvm=%s\n' "$rustc_ver" "$llvm_pkg" >"$STAMP"
 }
 
+REQUIRED="$(required_rust || true)"
+if [ -n "$REQUIRED" ]; then
+    log "the lock files need rustc >= $REQUIRED (highest rust-version among the firmware's crates)"
+else
+    log "warning: could not derive the minimum rustc from the lock files (no host cargo or \
+python3, or crates.io unreachable); not checking the toolchain's version"
+fi
+
+if [ "$ROUTE" = rustup ]; then
+    have="$(upstream_version "$(rustc --version 2>/dev/null || true)")"
+    if [ -n "$REQUIRED" ] && [ -n "$have" ] && ! version_ge "$have" "$REQUIRED"; then
+        die "rustup's rustc is $have but the lock files need >= $REQUIRED: run 'rustup update'"
+    fi
+fi
+
 if [ "$ROUTE" = debian ]; then
+    if [ "$REFRESH" -eq 0 ] && [ -f "$STAMP" ] && [ -n "$REQUIRED" ]; then
+        cached="$(sed -n 's/^rustc-web=//p' "$STAMP")"
+        if ! version_ge "$(upstream_version "$cached")" "$REQUIRED"; then
+            log "the cached Debian toolchain (rustc-web $cached) is older than the $REQUIRED the \
+lock files need: replacing it"
+            REFRESH=1
+        fi
+    fi
     if [ "$REFRESH" -eq 1 ] || [ ! -f "$STAMP" ] || [ ! -x "$DEB_ROOT/usr/bin/cargo" ]; then
         install_debian_rust
     fi
