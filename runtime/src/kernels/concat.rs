@@ -3,6 +3,7 @@
 
 /// `out[p, :] = [a[p, :], b[p, :], ...]` for every pixel `p`; `parts[i]` holds `pixels * c_i`
 /// values and `out` holds `pixels * sum(c_i)`.
+#[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn concat_channels(parts: &[&[i8]], pixels: usize, out: &mut [i8]) {
     if pixels == 0 {
         return;

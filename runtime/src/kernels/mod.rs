@@ -12,6 +12,7 @@
 mod add;
 mod concat;
 mod conv;
+pub mod dsp;
 mod fc;
 mod pool;
 #[cfg(test)]
@@ -57,20 +58,35 @@ impl Stage<'_> {
 
     /// `(bias, multiplier)` of every output channel in order, without per-channel bounds checks.
     #[inline(always)]
-    pub fn channels(&self) -> impl Iterator<Item = (i32, Requant)> + '_ {
-        self.bias
-            .chunks_exact(4)
-            .zip(self.requant.chunks_exact(8))
-            .map(|(b, r)| {
-                let bias = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                let multiplier = i32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-                let shift = i32::from_le_bytes([r[4], r[5], r[6], r[7]]);
-                (bias, Requant { multiplier, shift })
-            })
+    pub fn channels(&self) -> Channels<'_> {
+        Channels {
+            bias: self.bias.chunks_exact(4),
+            requant: self.requant.chunks_exact(8),
+        }
     }
 
     #[inline(always)]
     pub fn finish(&self, acc: i32, rq: Requant) -> i8 {
         rq.to_i8(acc, self.zero_point, self.act_min, self.act_max)
+    }
+}
+
+/// Iterator over `(bias, multiplier)` per output channel (see [`Stage::channels`]). A plain
+/// struct rather than a `map` over a `zip`: the compiler inlines it into the kernels.
+pub struct Channels<'a> {
+    bias: core::slice::ChunksExact<'a, u8>,
+    requant: core::slice::ChunksExact<'a, u8>,
+}
+
+impl Iterator for Channels<'_> {
+    type Item = (i32, Requant);
+    #[inline(always)]
+    fn next(&mut self) -> Option<(i32, Requant)> {
+        let b = self.bias.next()?;
+        let r = self.requant.next()?;
+        let bias = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let multiplier = i32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+        let shift = i32::from_le_bytes([r[4], r[5], r[6], r[7]]);
+        Some((bias, Requant { multiplier, shift }))
     }
 }

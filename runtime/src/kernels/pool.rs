@@ -57,6 +57,7 @@ impl PoolGeom {
 }
 
 /// Max over each window; padded positions never win.
+#[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn max_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
     for oy in 0..g.out_h {
         let (y0, y1) = g.span(oy, g.in_h);
@@ -91,6 +92,7 @@ fn rounded_mean(sum: i32, count: i32) -> i8 {
 }
 
 /// Mean over each window (`g.pad` must be 0: validated at load time).
+#[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn avg_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
     let count = (g.k * g.k) as i32;
     for oy in 0..g.out_h {
@@ -110,6 +112,7 @@ pub fn avg_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
 }
 
 /// `[H, W, C] -> [C]`; `h * w` is bounded at load time so the i32 sum cannot overflow.
+#[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn global_avg_pool(input: &[i8], c_n: usize, output: &mut [i8]) {
     let count = (input.len() / c_n.max(1)) as i32;
     for (c, o) in output.iter_mut().enumerate().take(c_n) {

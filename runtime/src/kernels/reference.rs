@@ -179,7 +179,15 @@ mod tests {
     fn stage_bytes(n: usize) -> impl Strategy<Value = (Vec<u8>, Vec<u8>, i8, bool)> {
         (
             proptest::collection::vec(-20_000i32..20_000, n),
-            proptest::collection::vec(((1i32 << 30)..=i32::MAX, -14i32..-4), n),
+            // Every valid multiplier (0, or [2^30, 2^31)) over the whole shift range, weighted
+            // towards the shifts real layers use (-14..-4).
+            proptest::collection::vec(
+                (
+                    prop_oneof![9 => (1i32 << 30)..=i32::MAX, 1 => Just(0)],
+                    prop_oneof![3 => -14i32..-4, 1 => crate::quant::MIN_SHIFT..=crate::quant::MAX_SHIFT],
+                ),
+                n,
+            ),
             any::<i8>(),
             any::<bool>(),
         )
@@ -229,7 +237,7 @@ mod tests {
             1usize..4,
             1usize..3,
             0usize..3,
-            0usize..3,
+            0usize..4,
         )
             .prop_filter_map(
                 "valid geometry",
@@ -238,7 +246,9 @@ mod tests {
                     let pool = match pool {
                         0 => None,
                         1 => Some((2, 2)),
-                        _ => Some((2, 1)),
+                        2 => Some((2, 1)),
+                        // Nine conv outputs per window: more than one pass of four lanes.
+                        _ => Some((3, 2)),
                     };
                     ConvGeom::new(h, w, ic, oc, kh, kw, s, p.min(kh.max(kw) - 1), pool)
                 },
@@ -252,7 +262,7 @@ mod tests {
                 (
                     Just(g),
                     proptest::collection::vec(any::<i8>(), g.input_len()),
-                    proptest::collection::vec(-127i8..=127, wn),
+                    proptest::collection::vec(any::<i8>(), wn),
                     any::<i8>(),
                 )
             })
@@ -271,10 +281,6 @@ mod tests {
             let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
             conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
             prop_assert_eq!(&out, &want);
-            // The Cortex-M4 patch layout, through the Rust model of its SMLAD dot product.
-            out.fill(0);
-            super::super::conv::conv2d_patch::<true>(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
-            prop_assert_eq!(&out, &want, "DSP layout");
         }
 
         #[test]
@@ -292,7 +298,7 @@ mod tests {
             x in proptest::collection::vec(any::<i8>(), 1..300),
             out_n in 1usize..12,
             zp: i8,
-            wpool in proptest::collection::vec(-127i8..=127, 12 * 300),
+            wpool in proptest::collection::vec(any::<i8>(), 12 * 300),
             s in stage_bytes(12),
         ) {
             let (bias, rq, ozp, relu) = s;
@@ -328,16 +334,30 @@ mod tests {
         }
     }
 
-    /// Kernels with more taps than the patch scratch take the direct path; it must agree too.
+    /// Kernels too large for four patches take the one-lane patch path (144 and 135 taps), and
+    /// those too large for one patch the direct path (576 taps); with and without a fused pool
+    /// and with -128 weights, all must agree with the reference.
     #[test]
-    fn large_kernels_take_the_direct_path_and_match() {
-        let g = ConvGeom::new(5, 4, 64, 3, 3, 3, 1, 1, Some((2, 2))).unwrap();
-        assert!(g.k_h * g.k_w * g.in_c > PATCH_MAX);
+    fn large_kernels_take_the_one_lane_and_direct_paths_and_match() {
+        for (in_c, pool) in [
+            (16, Some((2, 2))),
+            (15, None),
+            (64, Some((2, 2))),
+            (64, None),
+            (60, Some((3, 2))),
+        ] {
+            large_kernel_case(in_c, pool);
+        }
+    }
+
+    fn large_kernel_case(in_c: usize, pool: Option<(usize, usize)>) {
+        let g = ConvGeom::new(5, 4, in_c, 3, 3, 3, 1, 1, pool).unwrap();
+        assert!(g.k_h * g.k_w * g.in_c > 128);
         let x: Vec<i8> = (0..g.input_len())
             .map(|i| (i * 73 % 256) as u8 as i8)
             .collect();
-        let w: Vec<i8> = (0..3 * 9 * 64)
-            .map(|i| ((i * 29 % 255) - 127) as i8)
+        let w: Vec<i8> = (0..3 * 9 * in_c)
+            .map(|i| ((i * 29 % 256) as i32 - 128) as i8)
             .collect();
         let bias: Vec<u8> = [5i32, -7, 1000]
             .iter()
@@ -356,7 +376,11 @@ mod tests {
         let st = stage(&bias, &rq, -3, false);
         let mut out = vec![0i8; g.output_len()];
         conv2d(&x, 9, &w, &g, &st, &mut out);
-        assert_eq!(out, super::conv2d(&x, 9, &w, &g, &st, false));
+        assert_eq!(
+            out,
+            super::conv2d(&x, 9, &w, &g, &st, false),
+            "in_c {in_c}, pool {pool:?}"
+        );
     }
 
     proptest! {
