@@ -104,6 +104,56 @@ impl Requant {
     }
 }
 
+/// A [`Requant`] prepared for many accumulators (a kernel's per-channel table): the usual
+/// case, a total right shift `t = 31 - shift >= 33`, becomes one 32x32->64 multiply, a
+/// round-constant add and a 32-bit shift (see [`Requant::apply`]); other multipliers keep the
+/// general path. Same result as `apply`, bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Prepared {
+    multiplier: i32,
+    /// `2^(t - 33)` on the fast path; the original shift otherwise.
+    add: i32,
+    /// `t - 32 >= 1` on the fast path; 0 selects the general path.
+    shift: u32,
+}
+
+impl Prepared {
+    /// Requires `rq.is_valid()`.
+    #[inline(always)]
+    pub fn new(rq: Requant) -> Prepared {
+        let t = (31 - rq.shift) as u32;
+        if t >= 33 {
+            Prepared {
+                multiplier: rq.multiplier,
+                add: 1 << (t - 33),
+                shift: t - 32,
+            }
+        } else {
+            Prepared {
+                multiplier: rq.multiplier,
+                add: rq.shift,
+                shift: 0,
+            }
+        }
+    }
+
+    /// Equal to `Requant::apply` of the multiplier it was made from.
+    #[inline(always)]
+    pub fn apply(self, acc: i32) -> i32 {
+        if self.shift != 0 {
+            let p = acc as i64 * self.multiplier as i64;
+            let hi = ((p + (p >> 63)) >> 32) as i32; // |hi| < 2^30
+            (hi + self.add) >> self.shift
+        } else {
+            Requant {
+                multiplier: self.multiplier,
+                shift: self.add,
+            }
+            .apply(acc)
+        }
+    }
+}
+
 /// Per-tensor affine quantization: `real = scale * (q - zero_point)`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -291,6 +341,7 @@ mod tests {
         #[test]
         fn apply_matches_i128(acc: i32, m in (1i32 << 30)..=i32::MAX, shift in MIN_SHIFT..=MAX_SHIFT) {
             let r = Requant { multiplier: m, shift };
+            proptest::prop_assert_eq!(Prepared::new(r).apply(acc), r.apply(acc));
             let num = acc as i128 * m as i128;
             let den = 1i128 << (31 - shift);
             let q = num.abs() / den;

@@ -8,8 +8,9 @@
 //! window. Requantization and the clamp are monotonic, so this is exactly what a separate
 //! conv then max-pool computes; the difference is that the conv output is never stored.
 
-use super::dsp::{dot4, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::Stage;
+use crate::quant::Prepared;
 
 /// Geometry of a convolution, validated once at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,11 +178,30 @@ fn conv2d_lanes<const L: usize>(
     let stride = SCRATCH_WORDS / L;
     let nzp = pair(-(in_zp as i16));
     let out_c = g.out_c;
+    // Channel counts that are not a multiple of 4 gather tap by tap: for receptive fields
+    // wholly inside the image, through a table of each tap's offset from the field's corner.
+    let mut offs = [0u16; LANE_WORDS * 2];
+    let span = ((g.k_h - 1) * g.in_w + g.k_w) * g.in_c;
+    let use_offs = !g.in_c.is_multiple_of(4) && taps <= offs.len() && span <= u16::MAX as usize;
+    if use_offs {
+        let mut t = offs.iter_mut();
+        for ky in 0..g.k_h {
+            for kx in 0..g.k_w {
+                for ic in 0..g.in_c {
+                    if let Some(o) = t.next() {
+                        *o = ((ky * g.in_w + kx) * g.in_c + ic) as u16;
+                    }
+                }
+            }
+        }
+    }
+    let offs = if use_offs { Some(&offs[..taps]) } else { None };
     if g.pool_k > 1 || g.pool_s > 1 {
         // Fused max-pool: the lanes are the window's conv outputs, max-reduced before one
         // requantization. A window of more than L outputs takes several passes; lanes past the
         // window's end repeat its first output (harmless under max).
         let n = g.pool_k * g.pool_k;
+        let mut blk = Block::new();
         for py in 0..g.out_h {
             for px in 0..g.out_w {
                 let base = (py * g.out_w + px) * out_c;
@@ -194,23 +214,26 @@ fn conv2d_lanes<const L: usize>(
                         let k = if q + lane < n { q + lane } else { q };
                         let (oy, ox) = (py * g.pool_s + k / g.pool_k, px * g.pool_s + k % g.pool_k);
                         if let Some(dst) = dst.get_mut(..words) {
-                            gather(input, nzp, in_zp, g, oy, ox, dst);
+                            gather(input, nzp, in_zp, g, oy, ox, dst, offs);
                         }
                     }
-                    let mut ws = weights.chunks_exact(taps);
-                    let mut chs = st.channels();
-                    for o in out.iter_mut() {
-                        let (Some(w), Some((bias, rq))) = (ws.next(), chs.next()) else {
-                            break;
-                        };
-                        let acc = dot_lanes::<L>(scratch, w, bias);
-                        let mut m = acc[0];
-                        for &a in &acc[1..] {
-                            m = m.max(a);
-                        }
-                        let v = st.finish(m, rq);
-                        if q == 0 || v > *o {
-                            *o = v;
+                    if L == LANES {
+                        pooled_channels(scratch, weights, taps, st, out, q == 0, &mut blk);
+                    } else {
+                        let mut chs = st.channels();
+                        for (oc, o) in out.iter_mut().enumerate() {
+                            let Some((bias, rq)) = chs.next() else {
+                                break;
+                            };
+                            let acc = dot_lanes::<L>(scratch, weights, oc * taps, taps, bias);
+                            let mut m = acc[0];
+                            for &a in &acc[1..] {
+                                m = m.max(a);
+                            }
+                            let v = st.finish(m, rq);
+                            if q == 0 || v > *o {
+                                *o = v;
+                            }
                         }
                     }
                     q += L;
@@ -226,16 +249,15 @@ fn conv2d_lanes<const L: usize>(
             for (lane, dst) in scratch.chunks_exact_mut(stride).enumerate() {
                 let k = q + lane.min(k_n - 1);
                 if let Some(dst) = dst.get_mut(..words) {
-                    gather(input, nzp, in_zp, g, k / g.out_w, k % g.out_w, dst);
+                    gather(input, nzp, in_zp, g, k / g.out_w, k % g.out_w, dst, offs);
                 }
             }
-            let mut ws = weights.chunks_exact(taps);
             let mut chs = st.channels();
             for oc in 0..out_c {
-                let (Some(w), Some((bias, rq))) = (ws.next(), chs.next()) else {
+                let Some((bias, rq)) = chs.next() else {
                     break;
                 };
-                let acc = dot_lanes::<L>(scratch, w, bias);
+                let acc = dot_lanes::<L>(scratch, weights, oc * taps, taps, bias);
                 for (lane, &a) in acc.iter().enumerate().take(k_n) {
                     if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
                         *o = st.finish(a, rq);
@@ -243,6 +265,85 @@ fn conv2d_lanes<const L: usize>(
                 }
             }
             q += L;
+        }
+    }
+}
+
+/// Channels per block of [`pooled_channels`]: their biases, prepared multipliers and raw
+/// maxima live in small stack arrays.
+const CH_BLOCK: usize = 32;
+
+/// Decoded output stage of one block of channels.
+struct Block {
+    bias: [i32; CH_BLOCK],
+    rq: [Prepared; CH_BLOCK],
+    /// First channel and channel count of the decoded block (`usize::MAX`: none yet).
+    start: usize,
+    len: usize,
+    max: [i32; CH_BLOCK],
+}
+
+impl Block {
+    fn new() -> Block {
+        Block {
+            bias: [0; CH_BLOCK],
+            rq: [Prepared::default(); CH_BLOCK],
+            start: usize::MAX,
+            len: 0,
+            max: [0; CH_BLOCK],
+        }
+    }
+
+    /// Decodes channels `start..start + len` unless they are the ones already held.
+    #[inline(always)]
+    fn load(&mut self, st: &Stage, start: usize, len: usize) {
+        if self.start == start && self.len == len {
+            return;
+        }
+        let chs = st.channels().skip(start).take(len.min(CH_BLOCK));
+        for ((b, r), (bias, rq)) in self.bias.iter_mut().zip(self.rq.iter_mut()).zip(chs) {
+            *b = bias;
+            *r = Prepared::new(rq);
+        }
+        self.start = start;
+        self.len = len;
+    }
+}
+
+/// One pass of four lanes of a pooling window, every output channel: per block of channels,
+/// first the raw maxima (the dot-product loop keeps few values live), then their
+/// requantization in a second, register-light loop. `first` assigns, otherwise the pooled byte
+/// is a running max.
+#[inline(always)]
+fn pooled_channels(
+    scratch: &[u32; SCRATCH_WORDS],
+    weights: &[i8],
+    taps: usize,
+    st: &Stage,
+    out: &mut [i8],
+    first: bool,
+    blk: &mut Block,
+) {
+    let padded = taps.div_ceil(4) * 4;
+    let mut at = 0;
+    for (bi, block) in out.chunks_mut(CH_BLOCK).enumerate() {
+        blk.load(st, bi * CH_BLOCK, block.len());
+        for (mi, &bias) in blk.max.iter_mut().zip(&blk.bias).take(block.len()) {
+            *mi = match weights.get(at..at + padded) {
+                Some(wp) => dot4_max(scratch, wp, bias),
+                None => {
+                    let a = dot_lanes::<LANES>(scratch, weights, at, taps, bias);
+                    a[0].max(a[1]).max(a[2]).max(a[3])
+                }
+            };
+            at += taps;
+        }
+        let (zp, lo, hi) = (st.zero_point, st.act_min, st.act_max);
+        for ((o, &mi), rq) in block.iter_mut().zip(&blk.max).zip(&blk.rq) {
+            let v = rq.apply(mi).saturating_add(zp).max(lo).min(hi) as i8;
+            if first || v > *o {
+                *o = v;
+            }
         }
     }
 }
@@ -255,9 +356,47 @@ fn conv2d_lanes<const L: usize>(
 /// word.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn gather(input: &[i8], nzp: u32, zp: i32, g: &ConvGeom, oy: usize, ox: usize, dst: &mut [u32]) {
+fn gather(
+    input: &[i8],
+    nzp: u32,
+    zp: i32,
+    g: &ConvGeom,
+    oy: usize,
+    ox: usize,
+    dst: &mut [u32],
+    offs: Option<&[u16]>,
+) {
     let iy0 = (oy * g.stride) as isize - g.pad as isize;
     let ix0 = (ox * g.stride) as isize - g.pad as isize;
+    if let Some(offs) = offs {
+        let inside = iy0 >= 0
+            && ix0 >= 0
+            && iy0 as usize + g.k_h <= g.in_h
+            && ix0 as usize + g.k_w <= g.in_w;
+        let at = (iy0.max(0) as usize * g.in_w + ix0.max(0) as usize) * g.in_c;
+        if let Some(win) = input.get(at..).filter(|_| inside) {
+            let zp = zp as i16;
+            let v = |o: u16| win.get(o as usize).map_or(0, |&x| x as i16 - zp);
+            let mut groups = offs.chunks_exact(4);
+            let mut out = dst.chunks_exact_mut(2);
+            for (o, d) in (&mut groups).zip(&mut out) {
+                d[0] = pack(v(o[0]), v(o[2]));
+                d[1] = pack(v(o[1]), v(o[3]));
+            }
+            let rest = groups.remainder();
+            if !rest.is_empty() {
+                let mut t = [0i16; 4];
+                for (t, &o) in t.iter_mut().zip(rest) {
+                    *t = v(o);
+                }
+                if let Some(d) = out.next() {
+                    d[0] = pack(t[0], t[2]);
+                    d[1] = pack(t[1], t[3]);
+                }
+            }
+            return;
+        }
+    }
     let row_len = g.k_w * g.in_c;
     // The kernel rows whose taps all lie inside the image are one contiguous run of input.
     let full_rows = ix0 >= 0 && ix0 as usize + g.k_w <= g.in_w;
@@ -303,7 +442,7 @@ fn gather(input: &[i8], nzp: u32, zp: i32, g: &ConvGeom, oy: usize, ox: usize, d
         // `(v0, v1)`, `(v2, v3)`), then each group's two words swapped into place.
         let zp = zp as i16;
         let halves: &mut [i16] = bytemuck::cast_slice_mut(dst);
-        let mut out = halves.iter_mut();
+        let mut pos = 0;
         for ky in 0..g.k_h {
             let iy = iy0 + ky as isize;
             let row_in = iy >= 0 && (iy as usize) < g.in_h;
@@ -314,10 +453,12 @@ fn gather(input: &[i8], nzp: u32, zp: i32, g: &ConvGeom, oy: usize, ox: usize, d
                 None
             };
             if let Some(run) = run {
-                // `run` first: zip polls it first, so no output slot is skipped at its end.
-                for (&x, d) in run.iter().zip(&mut out) {
-                    *d = x as i16 - zp;
+                if let Some(d) = halves.get_mut(pos..pos + row_len) {
+                    for (d, &x) in d.iter_mut().zip(run) {
+                        *d = x as i16 - zp;
+                    }
                 }
+                pos += row_len;
                 continue;
             }
             for kx in 0..g.k_w {
@@ -329,21 +470,24 @@ fn gather(input: &[i8], nzp: u32, zp: i32, g: &ConvGeom, oy: usize, ox: usize, d
                 } else {
                     None
                 };
-                match px {
-                    Some(px) => {
-                        for (&x, d) in px.iter().zip(&mut out) {
-                            *d = x as i16 - zp;
+                if let Some(d) = halves.get_mut(pos..pos + g.in_c) {
+                    match px {
+                        Some(px) => {
+                            for (d, &x) in d.iter_mut().zip(px) {
+                                *d = x as i16 - zp;
+                            }
                         }
-                    }
-                    None => {
-                        for d in (&mut out).take(g.in_c) {
-                            *d = 0;
+                        None => {
+                            for d in d.iter_mut() {
+                                *d = 0;
+                            }
                         }
                     }
                 }
+                pos += g.in_c;
             }
         }
-        for d in out {
+        for d in halves.iter_mut().skip(pos) {
             *d = 0;
         }
         for d in dst.chunks_exact_mut(2) {
@@ -357,13 +501,34 @@ fn gather(input: &[i8], nzp: u32, zp: i32, g: &ConvGeom, oy: usize, ox: usize, d
 /// Words per lane in the four-lane layout (`dsp::dot4` reads lanes at this stride).
 const LANE_WORDS: usize = SCRATCH_WORDS / LANES;
 
-/// `bias + sum patch * w` for each of the `L` lanes: per four taps one weight word, two
-/// SXTB16 and two SMLAD per lane. The last group's missing taps read as zero weights.
+/// `bias + sum patch * w` for each of the `L` lanes, `w = weights[at..at + taps]`: per four
+/// taps one weight word, two SXTB16 and two SMLAD per lane.
+///
+/// When `taps` is not a multiple of 4, the last group's weight word is read whole whenever
+/// the weights extend that far (every channel but the last): its extra bytes belong to the next
+/// channel, but they meet the patch's pad taps, which are 0. The last channel's tail is built
+/// from its own bytes.
 #[inline(always)]
-fn dot_lanes<const L: usize>(scratch: &[u32; SCRATCH_WORDS], w: &[i8], bias: i32) -> [i32; L] {
+fn dot_lanes<const L: usize>(
+    scratch: &[u32; SCRATCH_WORDS],
+    weights: &[i8],
+    at: usize,
+    taps: usize,
+    bias: i32,
+) -> [i32; L] {
     let stride = SCRATCH_WORDS / L;
-    let full = w.len() / 4;
     let mut acc = [bias; L];
+    if L == LANES {
+        if let Some(wp) = weights.get(at..at + taps.div_ceil(4) * 4) {
+            let a4 = dot4(scratch, wp, [bias; 4]);
+            for (a, b) in acc.iter_mut().zip(a4) {
+                *a = b;
+            }
+            return acc;
+        }
+    }
+    let w = weights.get(at..at + taps).unwrap_or_default();
+    let full = w.len() / 4;
     if L == LANES {
         let a4 = dot4(scratch, w, [bias; 4]);
         for (a, b) in acc.iter_mut().zip(a4) {

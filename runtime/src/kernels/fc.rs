@@ -1,17 +1,12 @@
 //! Fully connected layer: `y[o] = clamp(requant_o(b[o] + sum_i (x[i] - zp_in) * w[o, i]) + zp_out)`.
 //!
-//! Two output rows per pass: every four inputs are loaded once, sign-extended with two SXTB16
-//! and shifted by the zero point with two SADD16 (`x - zp` fits a halfword), then each row
-//! spends one weight word, two SXTB16 and two SMLAD on them. Hosts run the same code through
-//! the models in [`super::dsp`].
+//! Three (or two) output rows per pass ([`super::dsp::fc3`], [`super::dsp::fc2`]): every four
+//! inputs are loaded once and sign-extended minus the zero point with two SXTAB16 (`x - zp`
+//! fits a halfword), then each row spends one weight word, two SXTB16 and two SMLAD on them.
+//! Hosts run the same code through the Rust models in [`super::dsp`].
 
-use super::dsp::{pair, sadd16, smlad, sxtb16, sxtb16_ror8};
+use super::dsp::{fc2, fc3, pair};
 use super::Stage;
-
-#[inline(always)]
-fn word(b: &[i8]) -> u32 {
-    u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8])
-}
 
 /// `weights` is `[out, in]` row-major; `input.len()` is `in`, `output.len()` is `out`.
 #[inline(never)] // its own function: its own inlining budget and register allocation
@@ -22,48 +17,63 @@ pub fn fully_connected(input: &[i8], in_zp: i32, weights: &[i8], st: &Stage, out
     }
     let nzp = pair(-(in_zp as i16));
     let full = n_in / 4 * 4;
-    let (x_main, x_tail) = input.split_at(full);
-    let mut rows = weights.chunks_exact(n_in).zip(st.channels());
+    let x_tail = &input[full..];
+    // The inputs past the last whole word, one at a time.
+    let tail = |a: i32, row: usize| -> i32 {
+        let mut a = a;
+        let w = weights
+            .get(row * n_in + full..(row + 1) * n_in)
+            .unwrap_or_default();
+        for (&x, &u) in x_tail.iter().zip(w) {
+            a += (x as i32 - in_zp) * u as i32;
+        }
+        a
+    };
+    let mut chs = st.channels();
     let mut outs = output.iter_mut();
+    let mut row = 0;
     loop {
-        let (Some((w0, (b0, r0))), Some(y0)) = (rows.next(), outs.next()) else {
-            return;
+        let rest = outs.len();
+        // Triples while they leave no single row behind (10 rows: 3 + 3 + 2 + 2).
+        let k = if rest >= 3 && rest != 4 {
+            3
+        } else {
+            rest.min(2)
         };
-        match (rows.next(), outs.next()) {
-            (Some((w1, (b1, r1))), Some(y1)) => {
-                let (mut a0, mut a1) = (b0, b1);
-                let pairs = x_main
-                    .chunks_exact(4)
-                    .zip(w0.chunks_exact(4).zip(w1.chunks_exact(4)));
-                for (x4, (w04, w14)) in pairs {
-                    let x = word(x4);
-                    let (xe, xo) = (sadd16(sxtb16(x), nzp), sadd16(sxtb16_ror8(x), nzp));
-                    let (u, v) = (word(w04), word(w14));
-                    a0 = smlad(xo, sxtb16_ror8(u), smlad(xe, sxtb16(u), a0));
-                    a1 = smlad(xo, sxtb16_ror8(v), smlad(xe, sxtb16(v), a1));
-                }
-                for (&x, (&u, &v)) in x_tail.iter().zip(w0[full..].iter().zip(&w1[full..])) {
-                    let d = x as i32 - in_zp;
-                    a0 += d * u as i32;
-                    a1 += d * v as i32;
-                }
-                *y0 = st.finish(a0, r0);
-                *y1 = st.finish(a1, r1);
-            }
-            _ => {
-                let mut a0 = b0;
-                for (x4, w4) in x_main.chunks_exact(4).zip(w0.chunks_exact(4)) {
-                    let x = word(x4);
-                    let (xe, xo) = (sadd16(sxtb16(x), nzp), sadd16(sxtb16_ror8(x), nzp));
-                    let u = word(w4);
-                    a0 = smlad(xo, sxtb16_ror8(u), smlad(xe, sxtb16(u), a0));
-                }
-                for (&x, &u) in x_tail.iter().zip(&w0[full..]) {
-                    a0 += (x as i32 - in_zp) * u as i32;
-                }
-                *y0 = st.finish(a0, r0);
+        if k == 0 {
+            return;
+        }
+        let mut ch = [(
+            0i32,
+            crate::quant::Requant {
+                multiplier: 0,
+                shift: 0,
+            },
+        ); 3];
+        for c in ch.iter_mut().take(k) {
+            let Some(next) = chs.next() else {
                 return;
-            }
+            };
+            *c = next;
+        }
+        let w = weights.get(row * n_in..).unwrap_or_default();
+        let acc = if k == 3 {
+            fc3(input, w, n_in, nzp, [ch[0].0, ch[1].0, ch[2].0])
+        } else {
+            let w1 = if k == 2 {
+                w.get(n_in..).unwrap_or_default()
+            } else {
+                w
+            };
+            let [a0, a1] = fc2(input, w, w1, nzp, [ch[0].0, ch[1].0]);
+            [a0, a1, 0]
+        };
+        for (&a, c) in acc.iter().zip(&ch).take(k) {
+            let Some(y) = outs.next() else {
+                return;
+            };
+            *y = st.finish(tail(a, row), c.1);
+            row += 1;
         }
     }
 }

@@ -73,6 +73,7 @@ impl Stage<'_> {
 
 /// Iterator over `(bias, multiplier)` per output channel (see [`Stage::channels`]). A plain
 /// struct rather than a `map` over a `zip`: the compiler inlines it into the kernels.
+#[derive(Clone)]
 pub struct Channels<'a> {
     bias: core::slice::ChunksExact<'a, u8>,
     requant: core::slice::ChunksExact<'a, u8>,
