@@ -178,11 +178,11 @@ fn conv2d_lanes<const L: usize>(
     let stride = SCRATCH_WORDS / L;
     let nzp = pair(-(in_zp as i16));
     let out_c = g.out_c;
-    // Channel counts that are not a multiple of 4 gather tap by tap: for receptive fields
-    // wholly inside the image, through a table of each tap's offset from the field's corner.
+    // Receptive fields wholly inside the image are gathered through a table of each tap's
+    // offset from the field's corner (per tap, or per group of four when in_c % 4 == 0).
     let mut offs = [0u16; LANE_WORDS * 2];
     let span = ((g.k_h - 1) * g.in_w + g.k_w) * g.in_c;
-    let use_offs = !g.in_c.is_multiple_of(4) && taps <= offs.len() && span <= u16::MAX as usize;
+    let use_offs = taps <= offs.len() && span <= u16::MAX as usize;
     if use_offs {
         let mut t = offs.iter_mut();
         for ky in 0..g.k_h {
@@ -368,6 +368,10 @@ fn gather(
 ) {
     let iy0 = (oy * g.stride) as isize - g.pad as isize;
     let ix0 = (ox * g.stride) as isize - g.pad as isize;
+    // Zeros the compiler cannot see as constants: it would otherwise turn the short padding
+    // fills into memset calls that cost more than the stores.
+    let zero = core::hint::black_box(0u32);
+    let zero16 = zero as i16;
     if let Some(offs) = offs {
         let inside = iy0 >= 0
             && ix0 >= 0
@@ -375,6 +379,23 @@ fn gather(
             && ix0 as usize + g.k_w <= g.in_w;
         let at = (iy0.max(0) as usize * g.in_w + ix0.max(0) as usize) * g.in_c;
         if let Some(win) = input.get(at..).filter(|_| inside) {
+            if g.in_c.is_multiple_of(4) {
+                // A group never straddles two pixels: one word load and two SXTAB16.
+                for (o, d) in offs.chunks_exact(4).zip(dst.chunks_exact_mut(2)) {
+                    let o = o[0] as usize;
+                    if let Some(x4) = win.get(o..o + 4) {
+                        let x = u32::from_le_bytes([
+                            x4[0] as u8,
+                            x4[1] as u8,
+                            x4[2] as u8,
+                            x4[3] as u8,
+                        ]);
+                        d[0] = sxtab16(nzp, x);
+                        d[1] = sxtab16_ror8(nzp, x);
+                    }
+                }
+                return;
+            }
             let zp = zp as i16;
             let v = |o: u16| win.get(o as usize).map_or(0, |&x| x as i16 - zp);
             let mut groups = offs.chunks_exact(4);
@@ -430,8 +451,8 @@ fn gather(
                     }
                     None => {
                         for d in (&mut out).take(g.in_c / 4) {
-                            d[0] = 0;
-                            d[1] = 0;
+                            d[0] = zero;
+                            d[1] = zero;
                         }
                     }
                 }
@@ -479,7 +500,7 @@ fn gather(
                         }
                         None => {
                             for d in d.iter_mut() {
-                                *d = 0;
+                                *d = zero16;
                             }
                         }
                     }
@@ -488,7 +509,7 @@ fn gather(
             }
         }
         for d in halves.iter_mut().skip(pos) {
-            *d = 0;
+            *d = zero16;
         }
         for d in dst.chunks_exact_mut(2) {
             let (a, b) = (d[0], d[1]);
@@ -544,11 +565,10 @@ fn dot_lanes<const L: usize>(
     }
     let tail = w.get(full * 4..).unwrap_or_default();
     if !tail.is_empty() {
-        let mut b = [0u8; 4];
-        for (d, &s) in b.iter_mut().zip(tail) {
-            *d = s as u8;
+        let mut ww = 0u32;
+        for (i, &s) in tail.iter().enumerate().take(3) {
+            ww |= (s as u8 as u32) << (8 * i);
         }
-        let ww = u32::from_le_bytes(b);
         let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
         for (lane, a) in scratch.chunks_exact(stride).zip(acc.iter_mut()) {
             if let Some(p) = lane.get(2 * full..2 * full + 2) {
