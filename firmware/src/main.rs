@@ -6,6 +6,8 @@
 //! BOX <index> <class> <score> <x0> <y0> <x1> <y1>  (localization models; 1/16 pixel units)
 //! DET <index> <class> <score> <x0> <y0> <x1> <y1>  (grid detectors: one line per detection)
 //! INSN <index> <instructions for invoke()>        (CYCLES on silicon)
+//! LAYER <k> <kind> <instructions of layer k>      (one extra inference of the first input,
+//!                                                  after the others; CYCLES on silicon)
 //! STACK <peak stack bytes>
 //! DONE <count>
 //! ERR <Debug of the error>                        (then exit status 2)
@@ -148,6 +150,22 @@ fn run<S: InputSource>(
             counter.elapsed(start, end)
         );
         index += 1;
+    }
+    // Where the time goes: one more inference of the first input, reading the counter after
+    // every layer (each reading adds a few instructions to its layer; SysTick resolution is 40
+    // instructions).
+    let mut first = TestVectors::new(TEST_INPUTS, config::INPUT_LEN);
+    if index > 0 && matches!(first.next_into(interp.input_mut()), Ok(true)) {
+        let mut marks = [0u64; runtime::format::MAX_LAYERS + 1];
+        marks[0] = counter.now();
+        interp.invoke_observed(|k| {
+            if let Some(m) = marks.get_mut(k + 1) {
+                *m = counter.now();
+            }
+        });
+        for (k, (node, m)) in model.def().layers.iter().zip(marks.windows(2)).enumerate() {
+            outln!("LAYER {} {} {}", k, node.layer.name(), counter.elapsed(m[0], m[1]));
+        }
     }
     Ok(index)
 }

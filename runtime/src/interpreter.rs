@@ -86,6 +86,13 @@ impl<'i, 'a> Interpreter<'i, 'a> {
 
     /// Runs every layer. Cannot fail: the model was validated and the arena checked in `new`.
     pub fn invoke(&mut self) {
+        self.invoke_observed(|_| {});
+    }
+
+    /// [`invoke`](Self::invoke), calling `after_layer(k)` once layer `k` has run (a profiler
+    /// reads a cycle or instruction counter there; with a no-op closure this is `invoke`).
+    #[inline(always)]
+    pub fn invoke_observed(&mut self, mut after_layer: impl FnMut(usize)) {
         let model = self.model;
         let layers = model.def().layers.iter().zip(model.layer_info());
         for (i, (node, info)) in layers.enumerate() {
@@ -142,6 +149,7 @@ impl<'i, 'a> Interpreter<'i, 'a> {
                 }
                 _ => debug_assert!(false, "layer and step disagree"),
             }
+            after_layer(i);
         }
     }
 }

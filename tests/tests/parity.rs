@@ -116,6 +116,25 @@ fn default_firmware_model_is_bit_exact() {
         panic!("device differs from host runtime: {m}");
     }
     assert_eq!(run.outputs.len(), host.len());
+    // The profiling inference: one LAYER line per layer, in order, named after the layer, and
+    // together they account for the whole inference (each adds one counter reading, at most
+    // 40 instructions of SysTick resolution per line).
+    let m = runtime::Model::from_bytes(&blob).unwrap();
+    let kinds: Vec<_> = run.layers.iter().map(|l| (l.0, l.1.as_str())).collect();
+    let want: Vec<_> = m
+        .def()
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(k, n)| (k, n.layer.name()))
+        .collect();
+    assert_eq!(kinds, want);
+    let sum: u64 = run.layers.iter().map(|l| l.2).sum();
+    let insn = run.insns[0];
+    assert!(
+        sum.abs_diff(insn) <= 100 * run.layers.len() as u64 + 200,
+        "layer sum {sum} vs INSN {insn}"
+    );
 }
 
 /// A corrupted blob must give the runtime's error on the device and a non-zero exit, not a

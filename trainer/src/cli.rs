@@ -61,6 +61,9 @@ pub enum Command {
     },
     /// The whole journey: train, export, host runtime, firmware in QEMU, parity, report.
     Demo(crate::demo::DemoArgs),
+    /// Build the firmware for a model blob and a board; on the emulated board run test inputs,
+    /// check them byte for byte against the host runtime and print instructions per layer.
+    Device(crate::device_cmd::DeviceArgs),
 }
 
 #[derive(Subcommand)]
@@ -786,6 +789,11 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
 /// quantized with the model's input parameters (the first `count` images of `data`).
 pub fn test_vectors(blob: &[u8], data: &Dataset, count: usize) -> anyhow::Result<Vec<u8>> {
     let m = runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(test_vectors_for(&m, data, count))
+}
+
+/// [`test_vectors`] for an already loaded model.
+pub fn test_vectors_for(m: &runtime::Model, data: &Dataset, count: usize) -> Vec<u8> {
     let n = count.min(data.len());
     let len = m.input_len();
     let mut out = Vec::with_capacity(8 + n * len);
@@ -796,7 +804,7 @@ pub fn test_vectors(blob: &[u8], data: &Dataset, count: usize) -> anyhow::Result
         crate::export::quantize_image(data.image(i), m.def().input.quant, &mut x);
         out.extend(x.iter().map(|&v| v as u8));
     }
-    Ok(out)
+    out
 }
 
 pub fn read_blob(path: &Path) -> anyhow::Result<Vec<u8>> {
@@ -1184,6 +1192,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo(a) => crate::demo::run(&a)?,
+        Command::Device(a) => {
+            let r = crate::device_cmd::cmd_device(&a)?;
+            if a.json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                print!("{}", r.to_text());
+            }
+        }
         Command::Proposals(a) => crate::rcnn::cmd_proposals(&a)?,
         Command::Compare(a) => {
             let c = crate::compare::compare(&a)?;

@@ -69,6 +69,9 @@ pub struct Summary {
     pub confusion_float: Vec<Vec<usize>>,
     pub confusion_int8: Vec<Vec<usize>>,
     pub layers: String,
+    /// Instructions of each layer on the emulated board (one profiling inference):
+    /// (index, kind, instructions).
+    pub device_layer_instructions: Vec<(usize, String, u64)>,
     /// The grid detector's row (host runtime, int8), when it was trained.
     pub detector: Option<crate::cli::DetectRow>,
     /// Sliding window vs selective search + R-CNN vs the grid detector (what the `compare`
@@ -414,6 +417,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         confusion_float: ev.confusion,
         confusion_int8,
         layers,
+        device_layer_instructions: run.layers.clone(),
         detector,
         detector_comparison: comparison,
         seconds_total: t0.elapsed().as_secs_f32(),
@@ -546,6 +550,8 @@ Journey took {secs:.0} s.</p>
 {detector}
 <h2>Confusion matrices (test split)</h2><img src="confusion-float.png" width=480> <img src="confusion-int8.png" width=480>
 <h2>Layers on the device (flash per layer = bytes; RAM = the arena above)</h2><pre>{layers}</pre>
+<h2>Where the instructions go (emulated Cortex-M4, one inference)</h2><table>{costs}</table>
+<p class=peer>Same table for any blob: <code>cargo run --release -p trainer -- device --model report/model.bin</code>.</p>
 <p>Files: <a href="model.bin">model.bin</a> (the blob the firmware embeds), <a href="model.ckpt.json">checkpoint</a>,
 <a href="summary.json">summary.json</a>.</p>
 </body></html>"#,
@@ -554,6 +560,14 @@ Journey took {secs:.0} s.</p>
         n = s.device_images,
         secs = s.seconds_total,
         layers = esc(&s.layers),
+        costs = s
+            .device_layer_instructions
+            .iter()
+            .map(|(k, kind, n)| format!(
+                "<tr><td>layer {k}</td><td>{}</td><td><b>{n}</b> instructions</td></tr>",
+                esc(kind)
+            ))
+            .collect::<String>(),
         detector = s.detector.as_ref().map_or(String::new(), |d| format!(
             "<h2>Boxes: the grid detector (int8, host runtime)</h2><p>mAP@0.5 <b>{:.3}</b>, mAP@[.5:.95] {:.3} on 1,000 test canvases; {} MACs, {} B flash, {} B arena. Device parity of its detections is checked by the test suite.</p><img src=\"detections.png\" alt=\"predicted and true boxes\">",
             d.map50, d.map_coco, d.macs_per_image, d.flash_bytes.unwrap_or(0), d.arena_bytes.unwrap_or(0)

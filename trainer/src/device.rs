@@ -19,9 +19,21 @@ pub fn repo_root() -> PathBuf {
 
 /// Builds the firmware embedding `model` and `inputs`; returns a private copy of the ELF.
 pub fn build_firmware(model: &Path, inputs: &Path, out_dir: &Path) -> anyhow::Result<PathBuf> {
+    build_firmware_for("mps2-an386", model, inputs, out_dir)
+}
+
+/// [`build_firmware`] for a named board (`scripts/build-firmware.sh --board`).
+pub fn build_firmware_for(
+    board: &str,
+    model: &Path,
+    inputs: &Path,
+    out_dir: &Path,
+) -> anyhow::Result<PathBuf> {
     let _guard = FIRMWARE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let root = repo_root();
     let out = Command::new(root.join("scripts/build-firmware.sh"))
+        .arg("--board")
+        .arg(board)
         .arg("--model")
         .arg(model)
         .arg("--inputs")
@@ -57,6 +69,8 @@ pub struct DeviceRun {
     pub boxes: Vec<(usize, runtime::Detection)>,
     /// `DET` lines of grid detectors: (index, detection), in printed order.
     pub detections: Vec<(usize, runtime::Detection)>,
+    /// `LAYER` lines: (index, kind, instructions) of the profiling inference.
+    pub layers: Vec<(usize, String, u64)>,
     pub stack: Option<usize>,
     pub done: Option<usize>,
     pub error: Option<String>,
@@ -114,6 +128,10 @@ pub fn parse_device_output(stdout: &str, status: i32) -> anyhow::Result<DeviceRu
                     &mut run.detections
                 };
                 list.push((i.parse()?, d));
+            }
+            (Some("LAYER"), Some(k), Some(kind)) => {
+                let n = w.next().context("LAYER line without a count")?;
+                run.layers.push((k.parse()?, kind.to_owned(), n.parse()?));
             }
             (Some("STACK"), Some(n), _) => run.stack = Some(n.parse()?),
             (Some("DONE"), Some(n), _) => run.done = Some(n.parse()?),

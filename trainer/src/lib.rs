@@ -8,6 +8,7 @@ pub mod data;
 pub mod demo;
 pub mod detector;
 pub mod device;
+pub mod device_cmd;
 pub mod export;
 pub mod finetune;
 pub mod gradcheck;

@@ -259,3 +259,33 @@ fn init_from_reports_mismatched_layers_by_name() {
     assert_ne!(code, 0);
     assert!(err.contains("--init-from"), "{err}");
 }
+
+/// `device` runs any blob on the emulated board, checks it against the host runtime and prints
+/// instructions per layer; a board it does not know is a one-line error.
+#[test]
+fn device_runs_a_blob_and_prints_instructions_per_layer() {
+    let blob = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/models/ref-cnn.bin");
+    let blob = blob.to_str().unwrap();
+    assert_fails(
+        &["device", "--model", blob, "--board", "pdp11"],
+        "unknown board 'pdp11'",
+    );
+    let (code, out, err) = trainer(&["device", "--model", blob, "--images", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("bit-exact with the host runtime: 3 / 3"),
+        "{out}"
+    );
+    for kind in ["Conv2d", "FullyConnected"] {
+        assert!(out.contains(kind), "{out}");
+    }
+    let layer_lines = out
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .is_some_and(|w| w.parse::<usize>().is_ok())
+        })
+        .count();
+    assert_eq!(layer_lines, 3, "{out}");
+}
