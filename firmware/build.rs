@@ -119,6 +119,9 @@ fn run() -> Result<(), String> {
     let model_path = input_path(&manifest_dir, "FIRMWARE_MODEL", "models/ref-cnn.bin");
     let model = read_input(&model_path, "FIRMWARE_MODEL", "model blob")?;
     let header = parse_preamble(&model, &model_path)?;
+    // Sizes the firmware's per-layer table to this model; 32 (the format's maximum) when the
+    // payload cannot be read here, in which case the runtime reports the real error.
+    let layers = layer_count(&model).filter(|&n| (1..=32).contains(&n)).unwrap_or(32);
     fs::write(out_dir.join("model.bin"), &model).map_err(|e| e.to_string())?;
 
     // ---- test inputs ----
@@ -188,6 +191,8 @@ fn run() -> Result<(), String> {
     );
     let _ = writeln!(cfg, "/// Size of the whole model blob in flash, bytes.");
     let _ = writeln!(cfg, "pub const MODEL_BYTES: usize = {model_len};");
+    let _ = writeln!(cfg, "/// Layers of the model (capacity of the firmware's per-layer table).");
+    let _ = writeln!(cfg, "pub const LAYERS: usize = {layers};");
     let _ = writeln!(cfg, "/// Number of embedded test inputs.");
     let _ = writeln!(cfg, "pub const INPUT_COUNT: usize = {count};");
     let _ = writeln!(cfg, "/// Bytes (int8 values) per embedded test input.");
@@ -299,4 +304,33 @@ fn env_u64(var: &str) -> Result<Option<u64>, String> {
             .map_err(|_| format!("{var}={v:?} is not a byte count")),
         _ => Ok(None),
     }
+}
+
+/// The payload's layer count, read the way postcard wrote it: name (varint length + bytes),
+/// input and output specs (three varint u16, an f32, a zigzag varint i32 each), then the
+/// layer list's varint length. `None` if the bytes do not parse.
+fn layer_count(blob: &[u8]) -> Option<u64> {
+    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *b.get(*at)?;
+            *at += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+    let mut at = 20; // after the preamble
+    let name_len = varint(blob, &mut at)?;
+    at = at.checked_add(usize::try_from(name_len).ok()?)?;
+    for _ in 0..2 {
+        for _ in 0..3 {
+            varint(blob, &mut at)?;
+        }
+        at += 4; // f32 scale
+        varint(blob, &mut at)?;
+    }
+    varint(blob, &mut at)
 }

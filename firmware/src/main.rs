@@ -98,7 +98,10 @@ fn run<S: InputSource>(
     source: &mut S,
 ) -> Result<usize, FwError<S::Error>> {
     // Validates the preamble, CRC and every layer once; a corrupted blob stops here.
-    let model = Model::from_bytes(&MODEL_BLOB.0)?;
+    // Loaded in place: the per-layer table is built where it stays.
+    let mut model = Model::<{ config::LAYERS }>::empty();
+    model.load(&MODEL_BLOB.0)?;
+    let model = &model;
     #[cfg(feature = "defmt")]
     defmt::info!(
         "model: {=usize} B blob, {=usize} B arena, input {=usize}, output {=usize}",
@@ -115,7 +118,7 @@ fn run<S: InputSource>(
     }
     let arena = arena::take().ok_or(FwError::ArenaTaken)?;
     // ArenaTooSmall if the blob's preamble (which sized ARENA_BYTES) understates the plan.
-    let mut interp = Interpreter::new(&model, arena)?;
+    let mut interp = Interpreter::new(model, arena)?;
 
     let mut index = 0usize;
     while source
@@ -163,8 +166,8 @@ fn run<S: InputSource>(
                 *m = counter.now();
             }
         });
-        for (k, (node, m)) in model.def().layers.iter().zip(marks.windows(2)).enumerate() {
-            outln!("LAYER {} {} {}", k, node.layer.name(), counter.elapsed(m[0], m[1]));
+        for (k, (info, m)) in model.layer_info().iter().zip(marks.windows(2)).enumerate() {
+            outln!("LAYER {} {} {}", k, info.step.name(), counter.elapsed(m[0], m[1]));
         }
     }
     Ok(index)

@@ -5,7 +5,7 @@
 //! output byte `q` (in input pixels) into `round((q - zero_point) * scale * 16)` with one [`Requant`]
 //! precomputed at load time: the same rounding as every kernel.
 
-use crate::format::{Head, ModelDef};
+use crate::format::{Head, ModelHeader};
 use crate::quant::Requant;
 use crate::Error;
 use serde::{Deserialize, Serialize};
@@ -59,7 +59,7 @@ pub struct BoxDecoder {
 
 impl BoxDecoder {
     /// `Ok(None)` for models without a box head.
-    pub fn new(def: &ModelDef) -> Result<Option<BoxDecoder>, Error> {
+    pub fn new(def: &ModelHeader) -> Result<Option<BoxDecoder>, Error> {
         let Head::Localizer { classes } = def.head else {
             return Ok(None);
         };
@@ -133,7 +133,7 @@ pub struct GridDecoder {
 
 impl GridDecoder {
     /// `Ok(None)` for models without a grid head; an error if the head and output disagree.
-    pub fn new(def: &ModelDef) -> Result<Option<GridDecoder>, Error> {
+    pub fn new(def: &ModelHeader) -> Result<Option<GridDecoder>, Error> {
         let Head::GridDetector {
             classes,
             cell,
@@ -196,17 +196,21 @@ impl GridDecoder {
             if score < self.obj_threshold {
                 continue;
             }
-            let px = |q: i8| self.to_px16.apply(q as i32 - self.zero_point);
-            let (gx, gy) = ((k % self.grid_w) as i32, (k / self.grid_w) as i32);
-            let cx = gx * self.cell * 16 + px(r[1]);
-            let cy = gy * self.cell * 16 + px(r[2]);
+            // 64-bit box arithmetic: with a large output scale a requantized offset is near
+            // i32's range, and sums of two of them would overflow 32 bits.
+            let px = |q: i8| self.to_px16.apply(q as i32 - self.zero_point) as i64;
+            let (gx, gy) = ((k % self.grid_w) as i64, (k / self.grid_w) as i64);
+            let cell = self.cell as i64;
+            let cx = gx * cell * 16 + px(r[1]);
+            let cy = gy * cell * 16 + px(r[2]);
             let (w, h) = (px(r[3]).max(0), px(r[4]).max(0));
             let (x0, y0) = (cx - (w >> 1), cy - (h >> 1));
+            let cl = |v: i64, max: i32| v.clamp(0, max as i64) as i32;
             let bbox = BoxQ4 {
-                x0: x0.clamp(0, self.max_x),
-                y0: y0.clamp(0, self.max_y),
-                x1: (x0 + w).clamp(0, self.max_x),
-                y1: (y0 + h).clamp(0, self.max_y),
+                x0: cl(x0, self.max_x),
+                y0: cl(y0, self.max_y),
+                x1: cl(x0 + w, self.max_x),
+                y1: cl(y0 + h, self.max_y),
             };
             let class = crate::quant::argmax(&r[5..]).unwrap_or(0) as u16;
             // Cannot overflow: at most MAX_CELLS cells are read.
@@ -241,6 +245,7 @@ impl GridDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::ModelDef;
 
     use crate::format::{Conv2d, Layer, Node, OutputStage, Shape, TensorSpec};
     use crate::quant::QuantParams;
@@ -303,7 +308,7 @@ mod tests {
     fn grid_decode_thresholds_ranks_and_suppresses() {
         let (b, r, w) = ([0u8; 28], [0u8; 56], [1u8; 7]);
         let def = grid_def(&b, &r, &w);
-        let dec = GridDecoder::new(&def).unwrap().unwrap();
+        let dec = GridDecoder::new(&def.header()).unwrap().unwrap();
         // Channels: obj, cx, cy, w, h (in 0.25 px steps), class 0, class 1.
         #[rustfmt::skip]
         let out: [i8; 28] = [
@@ -347,7 +352,7 @@ mod tests {
             nms_iou_pct: 50,
             max_detections: 2,
         };
-        assert!(GridDecoder::new(&def).is_err());
+        assert!(GridDecoder::new(&def.header()).is_err());
         def.head = Head::GridDetector {
             classes: 2,
             cell: 3,
@@ -355,7 +360,7 @@ mod tests {
             nms_iou_pct: 50,
             max_detections: 2,
         };
-        assert!(GridDecoder::new(&def).is_err());
+        assert!(GridDecoder::new(&def.header()).is_err());
         def.head = Head::GridDetector {
             classes: 2,
             cell: 4,
@@ -363,7 +368,7 @@ mod tests {
             nms_iou_pct: 50,
             max_detections: 17,
         };
-        assert!(GridDecoder::new(&def).is_err());
+        assert!(GridDecoder::new(&def.header()).is_err());
     }
 
     #[test]

@@ -51,6 +51,13 @@ pub enum Error {
     ArenaTooSmall { needed: usize, available: usize },
     /// The detection head is inconsistent with the output tensor.
     BadDetectionHead { what: &'static str },
+    /// A size over one of the documented limits (`format::MAX_*`).
+    LimitExceeded {
+        layer: u16,
+        what: &'static str,
+        value: u64,
+        limit: u64,
+    },
     /// A writer-side problem: a value does not fit the format (host only).
     Unencodable { what: &'static str },
 }
@@ -117,6 +124,15 @@ impl fmt::Display for Error {
                 )
             }
             Error::BadDetectionHead { what } => write!(f, "detection head: {what}"),
+            Error::LimitExceeded {
+                layer,
+                what,
+                value,
+                limit,
+            } => write!(
+                f,
+                "layer {layer}: {what} is {value}, over the runtime's limit of {limit}"
+            ),
             Error::Unencodable { what } => write!(f, "cannot encode model: {what}"),
         }
     }

@@ -31,6 +31,17 @@ pub const MAX_INPUTS: usize = 4;
 /// Bytes per output channel in a requantization array.
 pub const REQUANT_BYTES: usize = 8;
 
+// Resource limits. A blob is input from outside; these bound what loading one can ask for, and
+// they are the same on a 64-bit host and a 32-bit device: every size is computed in `u64` and
+// checked against them before it becomes a `usize`, so no product can wrap on either.
+
+/// Largest tensor (activation) in bytes: 16 MiB.
+pub const MAX_TENSOR_BYTES: u64 = 1 << 24;
+/// Largest arena in bytes: 64 MiB.
+pub const MAX_ARENA_BYTES: u64 = 1 << 26;
+/// Most multiply-accumulates per inference: 2^31 - 1 (about 20 s at 100 MMAC/s).
+pub const MAX_MACS: u64 = (1 << 31) - 1;
+
 /// The fixed-size header in front of the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Preamble {
@@ -112,9 +123,19 @@ impl Shape {
     pub const fn new(h: u16, w: u16, c: u16) -> Shape {
         Shape { h, w, c }
     }
-    /// Number of int8 elements (= bytes).
+    /// Number of int8 elements (= bytes), exact on every target (at most `65535^3 < 2^48`).
+    pub const fn bytes(&self) -> u64 {
+        self.h as u64 * self.w as u64 * self.c as u64
+    }
+    /// Number of int8 elements (= bytes). Only for shapes a [`crate::Model`] validated (at most
+    /// [`MAX_TENSOR_BYTES`]); saturates otherwise, so it never wraps on a 32-bit target.
     pub const fn len(&self) -> usize {
-        self.h as usize * self.w as usize * self.c as usize
+        let b = self.bytes();
+        if b > usize::MAX as u64 {
+            usize::MAX
+        } else {
+            b as usize
+        }
     }
     pub const fn is_empty(&self) -> bool {
         self.len() == 0
@@ -275,6 +296,16 @@ impl<'a> Node<'a> {
     }
 }
 
+/// A model's name, edges and head: the payload without its layer list. What a loaded
+/// [`crate::Model`] keeps (its layers live on, resolved, in [`crate::Model::layer_info`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelHeader<'a> {
+    pub name: &'a str,
+    pub input: TensorSpec,
+    pub output: TensorSpec,
+    pub head: Head,
+}
+
 /// The decoded payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelDef<'a> {
@@ -285,4 +316,15 @@ pub struct ModelDef<'a> {
     #[serde(borrow)]
     pub layers: heapless::Vec<Node<'a>, MAX_LAYERS>,
     pub head: Head,
+}
+
+impl<'a> ModelDef<'a> {
+    pub fn header(&self) -> ModelHeader<'a> {
+        ModelHeader {
+            name: self.name,
+            input: self.input,
+            output: self.output,
+            head: self.head,
+        }
+    }
 }

@@ -1,14 +1,14 @@
 //! Running a validated model in caller-owned memory.
 
-use crate::format::{Layer, MAX_INPUTS};
-use crate::kernels::{self, Stage};
+use crate::format::MAX_INPUTS;
+use crate::kernels;
 use crate::model::{Model, Step};
 use crate::Error;
 use core::ops::Range;
 
 /// Runs a [`Model`] in an arena the caller owns (a static buffer on a device).
-pub struct Interpreter<'i, 'a> {
-    model: &'i Model<'a>,
+pub struct Interpreter<'i, 'a, const N: usize = { crate::format::MAX_LAYERS }> {
+    model: &'i Model<'a, N>,
     arena: &'i mut [u8],
 }
 
@@ -38,27 +38,23 @@ fn view<'x>(lo: &'x [u8], hi: &'x [u8], out: &Range<usize>, r: Range<usize>) -> 
     }
 }
 
-fn stage<'a>(o: &crate::format::OutputStage<'a>) -> Stage<'a> {
-    Stage {
-        bias: o.bias,
-        requant: o.requant,
-        zero_point: o.zero_point as i32,
-        act_min: o.act_min as i32,
-        act_max: o.act_max as i32,
-    }
-}
-
 /// Arena bytes of tensor `index` (empty for an unknown index, impossible once validated).
-fn tensor_range(model: &Model, index: usize) -> Range<usize> {
+fn tensor_range<const N: usize>(model: &Model<'_, N>, index: usize) -> Range<usize> {
     model
         .tensors()
         .get(index)
         .map_or(0..0, |t| t.offset..t.offset + t.len)
 }
 
-impl<'i, 'a> Interpreter<'i, 'a> {
+impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
     /// Fails with [`Error::ArenaTooSmall`] if `arena` is smaller than `model.arena_bytes()`.
-    pub fn new(model: &'i Model<'a>, arena: &'i mut [u8]) -> Result<Self, Error> {
+    pub fn new(model: &'i Model<'a, N>, arena: &'i mut [u8]) -> Result<Self, Error> {
+        if model.layer_info().is_empty() {
+            return Err(Error::LayerCount {
+                found: 0,
+                max: crate::format::MAX_LAYERS,
+            });
+        }
         let needed = model.arena_bytes();
         let available = arena.len();
         let arena = arena
@@ -94,15 +90,14 @@ impl<'i, 'a> Interpreter<'i, 'a> {
     #[inline(always)]
     pub fn invoke_observed(&mut self, mut after_layer: impl FnMut(usize)) {
         let model = self.model;
-        let layers = model.def().layers.iter().zip(model.layer_info());
-        for (i, (node, info)) in layers.enumerate() {
+        for (i, info) in model.layer_info().iter().enumerate() {
             let out = tensor_range(model, i + 1);
             let Some((lo, y, hi)) = split(self.arena, out.clone()) else {
                 debug_assert!(false, "planner produced an out-of-arena buffer");
                 return;
             };
             let mut xs: [&[i8]; MAX_INPUTS] = [&[]; MAX_INPUTS];
-            for (x, &t) in xs.iter_mut().zip(&node.inputs) {
+            for (x, &t) in xs.iter_mut().zip(&info.inputs) {
                 match view(lo, hi, &out, tensor_range(model, t as usize)) {
                     Some(v) => *x = as_i8(v),
                     None => {
@@ -112,42 +107,32 @@ impl<'i, 'a> Interpreter<'i, 'a> {
                 }
             }
             let (x, y) = (xs[0], as_i8_mut(y));
-            match (&node.layer, info.step) {
-                (Layer::Conv2d(cv), Step::Conv(g)) => {
-                    let w = as_i8(cv.weights);
-                    kernels::conv2d(x, cv.input_zero_point as i32, w, &g, &stage(&cv.output), y)
+            match info.step {
+                Step::Conv {
+                    g,
+                    in_zp,
+                    weights,
+                    stage,
+                } => kernels::conv2d(x, in_zp as i32, weights, &g, &stage, y),
+                Step::Depthwise {
+                    g,
+                    in_zp,
+                    weights,
+                    stage,
+                } => kernels::depthwise_conv2d(x, in_zp as i32, weights, &g, &stage, y),
+                Step::MaxPool(g) => kernels::max_pool2d(x, &g, y),
+                Step::AvgPool(g) => kernels::avg_pool2d(x, &g, y),
+                Step::GlobalAvgPool { channels } => kernels::global_avg_pool(x, channels, y),
+                Step::FullyConnected {
+                    in_zp,
+                    weights,
+                    stage,
+                    ..
+                } => kernels::fully_connected(x, in_zp as i32, weights, &stage, y),
+                Step::Add(p) => kernels::add(x, xs[1], &p, y),
+                Step::Concat { pixels } => {
+                    kernels::concat_channels(&xs[..info.inputs.len()], pixels, y)
                 }
-                (Layer::DepthwiseConv2d(cv), Step::Depthwise(g)) => {
-                    let w = as_i8(cv.weights);
-                    kernels::depthwise_conv2d(
-                        x,
-                        cv.input_zero_point as i32,
-                        w,
-                        &g,
-                        &stage(&cv.output),
-                        y,
-                    )
-                }
-                (Layer::MaxPool2d(_), Step::MaxPool(g)) => kernels::max_pool2d(x, &g, y),
-                (Layer::AvgPool2d(_), Step::AvgPool(g)) => kernels::avg_pool2d(x, &g, y),
-                (Layer::GlobalAvgPool, Step::GlobalAvgPool { channels }) => {
-                    kernels::global_avg_pool(x, channels, y)
-                }
-                (Layer::FullyConnected(fc), Step::FullyConnected { .. }) => {
-                    let w = as_i8(fc.weights);
-                    kernels::fully_connected(
-                        x,
-                        fc.input_zero_point as i32,
-                        w,
-                        &stage(&fc.output),
-                        y,
-                    )
-                }
-                (Layer::Add(_), Step::Add(p)) => kernels::add(x, xs[1], &p, y),
-                (Layer::Concat, Step::Concat { pixels }) => {
-                    kernels::concat_channels(&xs[..node.inputs.len()], pixels, y)
-                }
-                _ => debug_assert!(false, "layer and step disagree"),
             }
             after_layer(i);
         }

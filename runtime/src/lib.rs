@@ -28,9 +28,11 @@ pub mod writer;
 
 pub use detect::{BoxDecoder, BoxQ4, Detection, Detections, GridDecoder};
 pub use error::Error;
-pub use format::{Layer, ModelDef, Shape, TensorSpec};
+pub use format::{Layer, ModelDef, ModelHeader, Shape, TensorSpec};
 pub use interpreter::Interpreter;
-pub use model::{analyze, crc32, Analysis, LayerInfo, Model, Step};
+pub use model::{
+    analyze, analyze_with, crc32, decode_def, Analysis, LayerInfo, LayerSource, Model, Step,
+};
 pub use quant::{argmax, QuantParams, Requant};
 
 /// Reads only the preamble's arena figure (for build scripts sizing a static arena).

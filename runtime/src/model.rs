@@ -3,19 +3,33 @@
 //! is known to be in range, so `invoke` only does integer arithmetic.
 
 use crate::format::{
-    Head, Layer, ModelDef, OutputStage, Preamble, Shape, MAX_INPUTS, MAX_LAYERS, MAX_TENSORS,
+    Head, Inputs, Layer, ModelDef, ModelHeader, Node, OutputStage, Preamble, Shape, TensorSpec,
+    MAX_ARENA_BYTES, MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES,
     REQUANT_BYTES,
 };
-use crate::kernels::{at_most_half, AddParams, ConvGeom, PoolGeom, MAX_BIAS, MAX_TAPS};
+use crate::kernels::{at_most_half, AddParams, ConvGeom, PoolGeom, Stage, MAX_BIAS, MAX_TAPS};
 use crate::planner::{plan, Lifetime};
 use crate::quant::Requant;
 use crate::Error;
 
-/// What a layer does, with its geometry resolved.
+/// What a layer does, with its geometry resolved and its arrays borrowed from the blob: the
+/// interpreter runs a step from this alone, so a layer and its plan cannot disagree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Conv(ConvGeom),
-    Depthwise(ConvGeom),
+pub enum Step<'a> {
+    Conv {
+        g: ConvGeom,
+        in_zp: i8,
+        /// int8 OHWI.
+        weights: &'a [i8],
+        stage: Stage<'a>,
+    },
+    Depthwise {
+        g: ConvGeom,
+        in_zp: i8,
+        /// int8 `[1, kh, kw, C]`.
+        weights: &'a [i8],
+        stage: Stage<'a>,
+    },
     MaxPool(PoolGeom),
     AvgPool(PoolGeom),
     GlobalAvgPool {
@@ -24,6 +38,10 @@ pub enum Step {
     FullyConnected {
         in_features: usize,
         out_features: usize,
+        in_zp: i8,
+        /// int8 `[out, in]`.
+        weights: &'a [i8],
+        stage: Stage<'a>,
     },
     Add(AddParams),
     /// Channel concatenation over `pixels` pixels.
@@ -32,10 +50,28 @@ pub enum Step {
     },
 }
 
+impl Step<'_> {
+    /// The layer kind's name (as `Layer::name`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Conv { .. } => "Conv2d",
+            Step::Depthwise { .. } => "DepthwiseConv2d",
+            Step::MaxPool(_) => "MaxPool2d",
+            Step::AvgPool(_) => "AvgPool2d",
+            Step::GlobalAvgPool { .. } => "GlobalAvgPool",
+            Step::FullyConnected { .. } => "FullyConnected",
+            Step::Add(_) => "Add",
+            Step::Concat { .. } => "Concat",
+        }
+    }
+}
+
 /// Per-layer facts computed at load time (also what `inspect` prints).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LayerInfo {
-    pub step: Step,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo<'a> {
+    pub step: Step<'a>,
+    /// Tensors the layer reads (0 is the model input, `k + 1` layer `k`'s output).
+    pub inputs: Inputs,
     /// Shape of the first input.
     pub in_shape: Shape,
     pub out_shape: Shape,
@@ -55,8 +91,8 @@ pub struct TensorInfo {
 
 /// The result of checking a [`ModelDef`]: per-layer facts and the arena plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Analysis {
-    pub layers: heapless::Vec<LayerInfo, MAX_LAYERS>,
+pub struct Analysis<'a, const N: usize = MAX_LAYERS> {
+    pub layers: heapless::Vec<LayerInfo<'a>, N>,
     /// Tensor 0 is the model input, tensor `k + 1` layer `k`'s output.
     pub tensors: heapless::Vec<TensorInfo, MAX_TENSORS>,
     pub arena_bytes: usize,
@@ -128,6 +164,39 @@ fn check_stage(layer: u16, st: &OutputStage, channels: usize) -> Result<usize, E
     Ok(st.bias.len() + st.requant.len())
 }
 
+fn stage<'a>(o: &OutputStage<'a>) -> Stage<'a> {
+    Stage {
+        bias: o.bias,
+        requant: o.requant,
+        zero_point: o.zero_point as i32,
+        act_min: o.act_min as i32,
+        act_max: o.act_max as i32,
+    }
+}
+
+fn as_i8(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+
+/// `value <= limit`, or [`Error::LimitExceeded`].
+fn limit(layer: u16, what: &'static str, value: u64, limit: u64) -> Result<(), Error> {
+    if value <= limit {
+        Ok(())
+    } else {
+        Err(Error::LimitExceeded {
+            layer,
+            what,
+            value,
+            limit,
+        })
+    }
+}
+
+/// A scale the float edges can use: finite, positive and normal.
+fn scale_ok(s: f32) -> bool {
+    s.is_finite() && s >= f32::MIN_POSITIVE
+}
+
 fn check_input_zp(layer: u16, declared: i8, producer: i8) -> Result<(), Error> {
     if declared == producer {
         Ok(())
@@ -139,38 +208,124 @@ fn check_input_zp(layer: u16, declared: i8, producer: i8) -> Result<(), Error> {
     }
 }
 
+/// Where [`analyze_with`] reads the layers and the head from: a decoded [`ModelDef`], or the
+/// blob's payload one node at a time (so loading never holds the whole layer list twice).
+pub trait LayerSource<'a> {
+    fn next_node(&mut self) -> Result<Node<'a>, Error>;
+    /// The head, which the wire format stores after the layers.
+    fn head(&mut self) -> Result<Head, Error>;
+}
+
+struct DefSource<'d, 'a> {
+    def: &'d ModelDef<'a>,
+    next: usize,
+}
+
+impl<'a> LayerSource<'a> for DefSource<'_, 'a> {
+    fn next_node(&mut self) -> Result<Node<'a>, Error> {
+        let n = self
+            .def
+            .layers
+            .get(self.next)
+            .cloned()
+            .ok_or(Error::Decode)?;
+        self.next += 1;
+        Ok(n)
+    }
+    fn head(&mut self) -> Result<Head, Error> {
+        Ok(self.def.head)
+    }
+}
+
+/// The payload after the layer count, decoded one node at a time.
+struct PayloadSource<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> LayerSource<'a> for PayloadSource<'a> {
+    fn next_node(&mut self) -> Result<Node<'a>, Error> {
+        let (n, rest) =
+            postcard::take_from_bytes::<Node<'a>>(self.rest).map_err(|_| Error::Decode)?;
+        self.rest = rest;
+        Ok(n)
+    }
+    fn head(&mut self) -> Result<Head, Error> {
+        let (h, rest) = postcard::take_from_bytes::<Head>(self.rest).map_err(|_| Error::Decode)?;
+        self.rest = rest;
+        Ok(h)
+    }
+}
+
 /// Checks a model definition and computes every layer's geometry and the arena peak.
-#[inline(always)] // built in the caller's frame: one copy of the per-layer table less
-pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
-    if def.layers.is_empty() {
+pub fn analyze<'a>(def: &ModelDef<'a>) -> Result<Analysis<'a>, Error> {
+    let mut src = DefSource { def, next: 0 };
+    let mut a = Analysis::empty();
+    analyze_with(&def.input, &def.output, def.layers.len(), &mut src, &mut a)?;
+    Ok(a)
+}
+
+impl<const N: usize> Analysis<'_, N> {
+    /// No layers (what a failed load leaves).
+    pub const fn empty() -> Self {
+        Analysis {
+            layers: heapless::Vec::new(),
+            tensors: heapless::Vec::new(),
+            arena_bytes: 0,
+            live_peak_bytes: 0,
+            naive_bytes: 0,
+        }
+    }
+}
+
+/// [`analyze`] reading `n_layers` nodes and then the head from `src`, filling `out` in place
+/// (on a device the per-layer table is several kilobytes: it is never copied); returns the
+/// head.
+pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
+    input: &TensorSpec,
+    output: &TensorSpec,
+    n_layers: usize,
+    src: &mut S,
+    out: &mut Analysis<'a, N>,
+) -> Result<Head, Error> {
+    *out = Analysis::empty();
+    let max = N.min(MAX_LAYERS);
+    if n_layers == 0 || n_layers > max {
         return Err(Error::LayerCount {
-            found: 0,
-            max: MAX_LAYERS,
+            found: n_layers,
+            max,
         });
     }
-    let mut cur = def.input.shape;
-    if cur.is_empty() {
+    let mut cur = input.shape;
+    if cur.bytes() == 0 {
         return Err(Error::BadParameter {
             layer: 0,
             what: "input shape",
         });
     }
+    limit(0, "input tensor bytes", cur.bytes(), MAX_TENSOR_BYTES)?;
+    if !scale_ok(input.quant.scale) || !scale_ok(output.quant.scale) {
+        return Err(Error::QuantOutOfRange {
+            layer: 0,
+            what: "model input/output scale (finite, positive, normal)",
+        });
+    }
+    let mut total_macs = 0u64;
     let zp_ok = |zp: i32| (-128..=127).contains(&zp);
-    if !zp_ok(def.input.quant.zero_point) || !zp_ok(def.output.quant.zero_point) {
+    if !zp_ok(input.quant.zero_point) || !zp_ok(output.quant.zero_point) {
         return Err(Error::QuantOutOfRange {
             layer: 0,
             what: "model input/output zero point",
         });
     }
-    let n_layers = def.layers.len();
     let mut shapes = [Shape::new(0, 0, 0); MAX_TENSORS];
     let mut zps = [0i8; MAX_TENSORS];
     let mut life = [Lifetime::default(); MAX_TENSORS];
     shapes[0] = cur;
-    zps[0] = def.input.quant.zero_point as i8;
+    zps[0] = input.quant.zero_point as i8;
     let mut chain = true;
-    let mut layers = heapless::Vec::new();
-    for (i, node) in def.layers.iter().enumerate() {
+    let layers = &mut out.layers;
+    for i in 0..n_layers {
+        let node = &src.next_node()?;
         let li = i as u16;
         let layer = &node.layer;
         let arity = match layer {
@@ -241,6 +396,19 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                         what: "kernel taps (> 16384)",
                     });
                 }
+                let macs = if depthwise {
+                    g.macs() / c as u64
+                } else {
+                    g.macs()
+                };
+                limit(li, "multiply-accumulates", macs, MAX_MACS)?;
+                limit(
+                    li,
+                    "output tensor bytes",
+                    g.out_h as u64 * g.out_w as u64 * g.out_c as u64,
+                    MAX_TENSOR_BYTES,
+                )?;
+                // taps <= 2^14 and out_c < 2^16: fits 32 bits.
                 let wn = if depthwise {
                     g.k_h * g.k_w * c
                 } else {
@@ -256,21 +424,33 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 }
                 let pb = wn + check_stage(li, &cv.output, g.out_c)?;
                 out_zp = cv.output.zero_point;
-                let macs = if depthwise { g.macs() / c } else { g.macs() };
+                let (weights, stage, in_zp) =
+                    (as_i8(cv.weights), stage(&cv.output), cv.input_zero_point);
                 let step = if depthwise {
-                    Step::Depthwise(g)
+                    Step::Depthwise {
+                        g,
+                        in_zp,
+                        weights,
+                        stage,
+                    }
                 } else {
-                    Step::Conv(g)
+                    Step::Conv {
+                        g,
+                        in_zp,
+                        weights,
+                        stage,
+                    }
                 };
                 (step, shape(g.out_h, g.out_w, g.out_c, li)?, macs, pb)
             }
             Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
-                let avg = matches!(layer, Layer::AvgPool2d(_));
-                let pad = if avg && p.padding != 0 {
-                    usize::MAX // average pools take no padding
-                } else {
-                    p.padding as usize
-                };
+                if matches!(layer, Layer::AvgPool2d(_)) && p.padding != 0 {
+                    return Err(Error::BadParameter {
+                        layer: li,
+                        what: "average pool padding (must be 0)",
+                    });
+                }
+                let pad = p.padding as usize;
                 let g = PoolGeom::padded(h, w, c, p.kernel as usize, p.stride as usize, pad)
                     .ok_or(Error::BadParameter {
                         layer: li,
@@ -281,7 +461,7 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 } else {
                     Step::AvgPool(g)
                 };
-                (step, shape(g.out_h, g.out_w, c, li)?, 0, 0)
+                (step, shape(g.out_h, g.out_w, c, li)?, 0u64, 0)
             }
             Layer::GlobalAvgPool => (
                 Step::GlobalAvgPool { channels: c },
@@ -291,7 +471,7 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
             ),
             Layer::FullyConnected(fc) => {
                 let n_in = cur.len();
-                if fc.in_features as usize != n_in {
+                if fc.in_features as u64 != cur.bytes() {
                     let found = [1, 1, fc.in_features.min(u16::MAX as u32) as u16];
                     return Err(Error::ShapeMismatch {
                         layer: li,
@@ -312,6 +492,7 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                         what: "out_features",
                     });
                 }
+                // n_in <= 2^14, n_out < 2^16: fits 32 bits.
                 check_len(li, "weights", fc.weights.len(), n_in * n_out)?;
                 check_input_zp(li, fc.input_zero_point, zp)?;
                 let pb = n_in * n_out + check_stage(li, &fc.output, n_out)?;
@@ -319,8 +500,11 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                 let step = Step::FullyConnected {
                     in_features: n_in,
                     out_features: n_out,
+                    in_zp: fc.input_zero_point,
+                    weights: as_i8(fc.weights),
+                    stage: stage(&fc.output),
                 };
-                (step, shape(1, 1, n_out, li)?, n_in * n_out, pb)
+                (step, shape(1, 1, n_out, li)?, (n_in * n_out) as u64, pb)
             }
             Layer::Add(a) => {
                 let other = node.inputs[1] as usize;
@@ -365,40 +549,57 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
                     check_input_zp(li, zps[t as usize], zp)?;
                     channels += s.c as usize;
                 }
-                let step = Step::Concat { pixels: h * w };
+                let step = Step::Concat { pixels: h * w }; // h * w <= the input's bytes
                 (step, shape(h, w, channels, li)?, 0, 0)
             }
         };
+        limit(li, "output tensor bytes", out.bytes(), MAX_TENSOR_BYTES)?;
+        total_macs = total_macs.saturating_add(macs);
+        limit(
+            li,
+            "multiply-accumulates of the model",
+            total_macs,
+            MAX_MACS,
+        )?;
         let info = LayerInfo {
             step,
+            inputs: node.inputs.clone(),
             in_shape: cur,
             out_shape: out,
-            macs,
+            macs: macs as usize, // <= MAX_MACS < 2^31
             param_bytes,
         };
         layers.push(info).map_err(|_| Error::LayerCount {
-            found: def.layers.len(),
-            max: MAX_LAYERS,
+            found: n_layers,
+            max,
         })?;
         shapes[i + 1] = out;
         zps[i + 1] = out_zp;
         cur = out;
     }
+    let head = src.head()?;
+    let last = (n_layers - 1) as u16;
     let zp = zps[n_layers];
     life[n_layers].last = n_layers - 1; // the output stays live to the end
-    if def.output.shape != cur {
+    if output.shape != cur {
         return Err(Error::OutputMismatch {
-            expected: def.output.shape.dims(),
+            expected: output.shape.dims(),
             found: cur.dims(),
         });
     }
-    if def.output.quant.zero_point != zp as i32 {
+    if output.quant.zero_point != zp as i32 {
         return Err(Error::QuantOutOfRange {
-            layer: li_last(def),
+            layer: last,
             what: "model output zero point",
         });
     }
-    match def.head {
+    let hdr = ModelHeader {
+        name: "",
+        input: *input,
+        output: *output,
+        head,
+    };
+    match head {
         Head::Classifier { classes } if classes as usize == cur.len() => {}
         Head::Classifier { .. } => {
             return Err(Error::BadDetectionHead {
@@ -406,7 +607,7 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
             })
         }
         Head::Localizer { classes } if classes > 0 && classes as usize + 4 == cur.len() => {
-            crate::detect::BoxDecoder::new(def)?;
+            crate::detect::BoxDecoder::new(&hdr)?;
         }
         Head::Localizer { .. } => {
             return Err(Error::BadDetectionHead {
@@ -414,7 +615,7 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
             })
         }
         Head::GridDetector { .. } => {
-            crate::detect::GridDecoder::new(def)?;
+            crate::detect::GridDecoder::new(&hdr)?;
         }
     }
     let n_tensors = n_layers + 1;
@@ -423,33 +624,47 @@ pub fn analyze(def: &ModelDef) -> Result<Analysis, Error> {
         *s = sh.len();
     }
     let p = plan(&sizes[..n_tensors], &life[..n_tensors], chain);
-    let mut tensors = heapless::Vec::new();
+    limit(last, "arena bytes", p.arena_bytes as u64, MAX_ARENA_BYTES)?;
     for t in 0..n_tensors {
         let info = TensorInfo {
             offset: p.offsets[t],
             len: sizes[t],
             life: life[t],
         };
-        let _ = tensors.push(info); // n_tensors <= MAX_TENSORS
+        let _ = out.tensors.push(info); // n_tensors <= MAX_TENSORS
     }
-    Ok(Analysis {
-        layers,
-        tensors,
-        arena_bytes: p.arena_bytes,
-        live_peak_bytes: p.live_peak_bytes,
-        naive_bytes: p.naive_bytes,
-    })
+    out.arena_bytes = p.arena_bytes;
+    out.live_peak_bytes = p.live_peak_bytes;
+    out.naive_bytes = p.naive_bytes;
+    Ok(head)
 }
 
-fn li_last(def: &ModelDef) -> u16 {
-    def.layers.len().saturating_sub(1) as u16
+/// Decodes a blob's whole payload (checking preamble and CRC) for tools that want the layer
+/// list as written, e.g. `inspect`. Loading a model for inference does not need this.
+pub fn decode_def(bytes: &[u8]) -> Result<ModelDef<'_>, Error> {
+    let (pre, payload) = Preamble::parse(bytes)?;
+    let computed = crc32(payload);
+    if computed != pre.crc32 {
+        return Err(Error::CrcMismatch {
+            expected: pre.crc32,
+            computed,
+        });
+    }
+    let (def, rest) = postcard::take_from_bytes::<ModelDef>(payload).map_err(|_| Error::Decode)?;
+    if !rest.is_empty() {
+        return Err(Error::TrailingBytes { extra: rest.len() });
+    }
+    Ok(def)
 }
 
 /// A validated model borrowing its weights from the blob.
 #[derive(Debug, Clone)]
-pub struct Model<'a> {
-    def: ModelDef<'a>,
-    analysis: Analysis,
+///
+/// `N` is the capacity of its per-layer table (default [`MAX_LAYERS`]): firmware that knows
+/// its model can size it to the model's layer count, so the table costs no idle RAM.
+pub struct Model<'a, const N: usize = MAX_LAYERS> {
+    def: ModelHeader<'a>,
+    analysis: Analysis<'a, N>,
     blob_bytes: usize,
     boxes: Option<crate::detect::BoxDecoder>,
     grid: Option<crate::detect::GridDecoder>,
@@ -457,10 +672,49 @@ pub struct Model<'a> {
 
 impl<'a> Model<'a> {
     /// Decodes and validates a blob: magic, version, length, CRC, then every layer.
-    /// (Inlined so the model is built in the caller's frame instead of copied into it: this
-    /// saves several kilobytes of stack on a device.)
-    #[inline(always)]
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Model<'a>, Error> {
+        let mut m = Model::empty();
+        m.load(bytes)?;
+        Ok(m)
+    }
+}
+
+impl<'a, const N: usize> Model<'a, N> {
+    /// A model with no layers, to [`load`](Self::load) into (an interpreter refuses it).
+    pub const fn empty() -> Model<'a, N> {
+        let spec = TensorSpec {
+            shape: Shape::new(0, 0, 0),
+            quant: crate::quant::QuantParams {
+                scale: 0.0,
+                zero_point: 0,
+            },
+        };
+        Model {
+            def: ModelHeader {
+                name: "",
+                input: spec,
+                output: spec,
+                head: Head::Classifier { classes: 0 },
+            },
+            analysis: Analysis::empty(),
+            blob_bytes: 0,
+            boxes: None,
+            grid: None,
+        }
+    }
+
+    /// [`from_bytes`](Self::from_bytes) into an existing model, in place: the per-layer
+    /// table (kilobytes on a device) is built where it stays, never copied. On an error the
+    /// model is left empty.
+    pub fn load(&mut self, bytes: &'a [u8]) -> Result<(), Error> {
+        let r = self.load_inner(bytes);
+        if r.is_err() {
+            *self = Model::empty();
+        }
+        r
+    }
+
+    fn load_inner(&mut self, bytes: &'a [u8]) -> Result<(), Error> {
         let (pre, payload) = Preamble::parse(bytes)?;
         let computed = crc32(payload);
         if computed != pre.crc32 {
@@ -469,27 +723,36 @@ impl<'a> Model<'a> {
                 computed,
             });
         }
-        let (def, rest) =
-            postcard::take_from_bytes::<ModelDef<'a>>(payload).map_err(|_| Error::Decode)?;
-        if !rest.is_empty() {
-            return Err(Error::TrailingBytes { extra: rest.len() });
-        }
-        let analysis = analyze(&def)?;
-        if analysis.arena_bytes != pre.arena_bytes as usize {
-            return Err(Error::ArenaMismatch {
-                declared: pre.arena_bytes as usize,
-                planned: analysis.arena_bytes,
+        // The payload in wire order (name, input, output, layer count, layers, head), one node
+        // at a time, so the layer list is never held twice.
+        let dec = |_: postcard::Error| Error::Decode;
+        let (name, rest) = postcard::take_from_bytes::<&'a str>(payload).map_err(dec)?;
+        let (input, rest) = postcard::take_from_bytes::<TensorSpec>(rest).map_err(dec)?;
+        let (output, rest) = postcard::take_from_bytes::<TensorSpec>(rest).map_err(dec)?;
+        let (n_layers, rest) = postcard::take_from_bytes::<usize>(rest).map_err(dec)?;
+        let mut src = PayloadSource { rest };
+        let head = analyze_with(&input, &output, n_layers, &mut src, &mut self.analysis)?;
+        if !src.rest.is_empty() {
+            return Err(Error::TrailingBytes {
+                extra: src.rest.len(),
             });
         }
-        let boxes = crate::detect::BoxDecoder::new(&def)?;
-        let grid = crate::detect::GridDecoder::new(&def)?;
-        Ok(Model {
-            def,
-            analysis,
-            blob_bytes: bytes.len(),
-            boxes,
-            grid,
-        })
+        if self.analysis.arena_bytes != pre.arena_bytes as usize {
+            return Err(Error::ArenaMismatch {
+                declared: pre.arena_bytes as usize,
+                planned: self.analysis.arena_bytes,
+            });
+        }
+        self.def = ModelHeader {
+            name,
+            input,
+            output,
+            head,
+        };
+        self.boxes = crate::detect::BoxDecoder::new(&self.def)?;
+        self.grid = crate::detect::GridDecoder::new(&self.def)?;
+        self.blob_bytes = bytes.len();
+        Ok(())
     }
 
     /// The box decoder of a localization model, `None` for a classifier.
@@ -502,7 +765,9 @@ impl<'a> Model<'a> {
         self.grid.as_ref()
     }
 
-    pub fn def(&self) -> &ModelDef<'a> {
+    /// Name, input and output specs and head. The layers, resolved, are [`Self::layer_info`];
+    /// the layer list as written is [`decode_def`].
+    pub fn def(&self) -> &ModelHeader<'a> {
         &self.def
     }
     /// Exact arena bytes `Interpreter::new` needs.
@@ -518,7 +783,7 @@ impl<'a> Model<'a> {
     pub fn output_len(&self) -> usize {
         self.def.output.shape.len()
     }
-    pub fn layer_info(&self) -> &[LayerInfo] {
+    pub fn layer_info(&self) -> &[LayerInfo<'a>] {
         &self.analysis.layers
     }
     /// Offsets, sizes and lifetimes of every tensor (input first).

@@ -119,10 +119,9 @@ fn default_firmware_model_is_bit_exact() {
     // The profiling inference: one LAYER line per layer, in order, named after the layer, and
     // together they account for the whole inference (each adds one counter reading, at most
     // 40 instructions of SysTick resolution per line).
-    let m = runtime::Model::from_bytes(&blob).unwrap();
     let kinds: Vec<_> = run.layers.iter().map(|l| (l.0, l.1.as_str())).collect();
-    let want: Vec<_> = m
-        .def()
+    let want: Vec<_> = runtime::decode_def(&blob)
+        .unwrap()
         .layers
         .iter()
         .enumerate()

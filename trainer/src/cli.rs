@@ -818,7 +818,8 @@ pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
     let blob = read_blob(path)?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let d = m.def();
+    // The layer list as written (the model keeps it resolved, in layer_info).
+    let d = runtime::decode_def(&blob).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let mut s = String::new();
     writeln!(
         s,

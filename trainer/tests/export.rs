@@ -75,8 +75,8 @@ fn export_round_trip_gives_the_expected_layer_table() {
         "export is deterministic"
     );
     let rt = runtime::Model::from_bytes(&blob).unwrap();
-    let table: Vec<(&str, [u16; 3], [u16; 3], usize)> = rt
-        .def()
+    let table: Vec<(&str, [u16; 3], [u16; 3], usize)> = runtime::decode_def(&blob)
+        .unwrap()
         .layers
         .iter()
         .zip(rt.layer_info())
@@ -143,7 +143,7 @@ fn graph_model_plans_are_exact() {
         let m = perturbed(arch, 6);
         let blob = quantize(&m, &train_set, 50).unwrap();
         let rt = runtime::Model::from_bytes(&blob).unwrap();
-        let layers = &rt.def().layers;
+        let layers = &runtime::decode_def(&blob).unwrap().layers;
         let n = layers.len();
         // Tensor t: born at step max(t - 1, 0), dies at its last reader (the output: the end).
         let mut last: Vec<usize> = (0..=n).map(|t| t.saturating_sub(1)).collect();

@@ -54,8 +54,8 @@ impl ConvGeom {
         if stride == 0 || pad >= k_h.max(k_w) && pad > 0 {
             return None;
         }
-        let ph = in_h.checked_add(2 * pad)?;
-        let pw = in_w.checked_add(2 * pad)?;
+        let ph = in_h.checked_add(pad.checked_mul(2)?)?;
+        let pw = in_w.checked_add(pad.checked_mul(2)?)?;
         if ph < k_h || pw < k_w {
             return None;
         }
@@ -89,9 +89,12 @@ impl ConvGeom {
     pub fn output_len(&self) -> usize {
         self.out_h * self.out_w * self.out_c
     }
-    /// Multiply-accumulates of a regular convolution with this geometry.
-    pub fn macs(&self) -> usize {
-        self.conv_h * self.conv_w * self.out_c * self.k_h * self.k_w * self.in_c
+    /// Multiply-accumulates of a regular convolution with this geometry, exact in 64 bits
+    /// (each factor is below 2^16 and the taps below 2^14, so no overflow).
+    pub fn macs(&self) -> u64 {
+        [self.conv_w, self.out_c, self.k_h * self.k_w * self.in_c]
+            .iter()
+            .fold(self.conv_h as u64, |a, &f| a.saturating_mul(f as u64))
     }
 
     /// The kernel taps of conv output `(oy, ox)` that land inside the input:

@@ -2,9 +2,9 @@
 //! [`crate::quant::Requant`]. Layouts: activations NHWC (batch 1), conv weights OHWI.
 //!
 //! **Why the int32 accumulator cannot overflow:** every term is `(x - zp_in) * w` with
-//! `|x - zp_in| <= 255` and `|w| <= 127`, so `|term| <= 32,385`. Model validation limits a
-//! kernel's taps (`kh * kw * in_c`, or `in_features`) to [`MAX_TAPS`] = 16,384 and biases to
-//! `|b| <= 2^30`, so `|acc| <= 2^30 + 16,384 * 32,385 < 2^31`.
+//! `|x - zp_in| <= 255` and `|w| <= 128` (a blob may hold -128), so `|term| <= 32,640`. Model
+//! validation limits a kernel's taps (`kh * kw * in_c`, or `in_features`) to [`MAX_TAPS`] =
+//! 16,384 and biases to `|b| <= 2^30`, so `|acc| <= 2^30 + 16,384 * 32,640 < 1.61e9 < 2^31`.
 //!
 //! Each kernel has a naive i64 reference in [`reference`] (test builds) and a proptest that
 //! compares the two bit for bit.
@@ -32,7 +32,7 @@ pub const MAX_TAPS: usize = 16_384;
 pub const MAX_BIAS: i32 = 1 << 30;
 
 /// Bias, requantization, zero point and clamp of one layer, read from the blob's byte arrays.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stage<'a> {
     pub bias: &'a [u8],
     pub requant: &'a [u8],

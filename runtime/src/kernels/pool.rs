@@ -29,7 +29,8 @@ impl PoolGeom {
         s: usize,
         pad: usize,
     ) -> Option<PoolGeom> {
-        let (ph, pw) = (in_h.checked_add(2 * pad)?, in_w.checked_add(2 * pad)?);
+        let pad2 = pad.checked_mul(2)?;
+        let (ph, pw) = (in_h.checked_add(pad2)?, in_w.checked_add(pad2)?);
         if k == 0 || s == 0 || c == 0 || pad >= k || ph < k || pw < k {
             return None;
         }
@@ -111,12 +112,18 @@ pub fn avg_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
     }
 }
 
-/// `[H, W, C] -> [C]`; `h * w` is bounded at load time so the i32 sum cannot overflow.
+/// `[H, W, C] -> [C]`. The sum is 64-bit: a tensor may hold up to `MAX_TENSOR_BYTES = 2^24`
+/// pixels, whose sum (and the rounding term added to it) can reach `2^31` in magnitude.
 #[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn global_avg_pool(input: &[i8], c_n: usize, output: &mut [i8]) {
-    let count = (input.len() / c_n.max(1)) as i32;
+    let count = (input.len() / c_n.max(1)).max(1) as i64;
     for (c, o) in output.iter_mut().enumerate().take(c_n) {
-        let sum: i32 = input.iter().skip(c).step_by(c_n).map(|&x| x as i32).sum();
-        *o = rounded_mean(sum, count);
+        let sum: i64 = input.iter().skip(c).step_by(c_n).map(|&x| x as i64).sum();
+        let q = if sum >= 0 {
+            (sum + count / 2) / count
+        } else {
+            (sum - count / 2) / count
+        };
+        *o = q.clamp(-128, 127) as i8;
     }
 }
