@@ -76,6 +76,27 @@ pub enum TrainError {
     },
     #[error("batch size must be positive and at most the {0} training images")]
     BatchSize(usize),
+    #[error("{what} became non-finite by the end of epoch {epoch} (lr {lr}); {}. Lower the learning rate.", if *epoch > 1 { format!("the checkpoint of epoch {} is left as it was", epoch - 1) } else { "no checkpoint was written".to_string() })]
+    NonFiniteState { epoch: usize, what: String, lr: f32 },
+}
+
+/// The first parameter or BatchNorm statistic that is not finite (or a negative running
+/// variance), named; `None` when every number can be saved and loaded back.
+pub fn non_finite_state(model: &Model) -> Option<String> {
+    for (i, p) in model.params.iter().enumerate() {
+        if p.iter().any(|v| !v.is_finite()) {
+            return Some(format!("parameter tensor {i}"));
+        }
+    }
+    for (i, bn) in model.bn.iter().enumerate() {
+        if bn.running_mean.iter().any(|v| !v.is_finite()) {
+            return Some(format!("the running mean of batch norm {i}"));
+        }
+        if bn.running_var.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Some(format!("the running variance of batch norm {i}"));
+        }
+    }
+    None
 }
 
 /// Loss and accuracy of `model` (eval mode) on `data`.
@@ -268,6 +289,16 @@ pub fn train(
             lr: opt.lr(),
             seconds: t0.elapsed().as_secs_f32(),
         };
+        // A loss can stay finite while BatchNorm statistics overflow: nothing non-finite may
+        // reach a checkpoint (JSON would write it as null, which no one can load back).
+        if let Some(what) = non_finite_state(model) {
+            return Err(TrainError::NonFiniteState {
+                epoch,
+                what,
+                lr: opt.lr(),
+            }
+            .into());
+        }
         on_epoch(model, &m)?;
         history.push(m);
     }
@@ -304,6 +335,12 @@ pub const CHECKPOINT_FORMAT: &str = "tinymcu-checkpoint/1";
 
 impl Checkpoint {
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(what) = non_finite_state(&self.model) {
+            anyhow::bail!(
+                "not writing {}: {what} holds NaN or infinite values",
+                path.display()
+            );
+        }
         let bytes = serde_json::to_vec(self)?;
         crate::io::write_atomic(path, &bytes)
     }
@@ -351,6 +388,9 @@ impl Checkpoint {
             if b.iter().any(|v| !v.is_finite()) {
                 anyhow::bail!("parameter {i} holds NaN or infinite values");
             }
+        }
+        if let Some(what) = non_finite_state(&self.model) {
+            anyhow::bail!("{what} holds NaN, infinite or negative values");
         }
         for (i, (a, b)) in fresh.bn.iter().zip(&self.model.bn).enumerate() {
             if a.running_mean.len() != b.running_mean.len()

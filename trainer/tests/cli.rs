@@ -289,3 +289,186 @@ fn device_runs_a_blob_and_prints_instructions_per_layer() {
         .count();
     assert_eq!(layer_lines, 3, "{out}");
 }
+
+/// Issue 16 regressions: each of these exited 0, clobbered a file or answered wrongly before.
+#[test]
+fn nonsense_is_refused_and_nothing_unreadable_is_written() {
+    let d = tmp("issue16");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    // 1. A learning rate that blows up BatchNorm's running variance (the loss stayed finite)
+    //    exited 0 with a checkpoint holding nulls. Now: an error naming it, and no checkpoint.
+    let ck = d.join("x.ckpt.json");
+    let (code, _, err) = trainer(&[
+        "train",
+        "--train-count",
+        "512",
+        "--test-count",
+        "128",
+        "--epochs",
+        "1",
+        "--lr",
+        "100",
+        "--quiet",
+        "--out",
+        &s(&ck),
+    ]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("non-finite") && err.contains("no checkpoint was written"),
+        "{err}"
+    );
+    assert!(!ck.exists());
+    // 7. Accepted nonsense.
+    for (flag, v, needle) in [
+        ("--lr", "0", "--lr must be a positive number"),
+        ("--lr=-1", "", "--lr must be a positive number"),
+        ("--weight-decay", "nan", "--weight-decay must be"),
+        ("--test-count", "0", "--test-count must be at least 1"),
+        ("--epochs", "0", "--epochs must be at least 1"),
+    ] {
+        let mut args = vec!["train", "--out", ck.to_str().unwrap(), flag];
+        if !v.is_empty() {
+            args.push(v);
+        }
+        assert_fails(&args, needle);
+        assert!(!ck.exists() && !d.join("x.curves.png").exists());
+    }
+    // 6. Outputs checked before any work: a directory or a path under a file.
+    assert_fails(&["train", "--out", d.to_str().unwrap()], "is a directory");
+    let (code, _, err) = trainer(&[
+        "train",
+        "--train-count",
+        "256",
+        "--test-count",
+        "64",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        &s(&ck),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_fails(
+        &["train", "--out", &s(&ck.join("y.json"))],
+        "is not a directory",
+    );
+    // 2. Export never replaces a device node, and writes through a symlink.
+    let common = [
+        "--train-count",
+        "256",
+        "--test-count",
+        "64",
+        "--calibration",
+        "32",
+    ];
+    let mut args = vec![
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        "/dev/null",
+    ];
+    args.extend(common);
+    assert_fails(&args, "not a regular file");
+    assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
+    let target = d.join("model.bin");
+    std::fs::write(&target, b"old").unwrap();
+    let link = d.join("link.bin");
+    std::os::unix::fs::symlink("model.bin", &link).unwrap();
+    let mut args = vec![
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        link.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let (code, _, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read(&target).unwrap().starts_with(b"TMCU"));
+    // ... and an unwritable --vectors fails before the blob is written.
+    let fresh = d.join("fresh.bin");
+    let mut args = vec![
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        fresh.to_str().unwrap(),
+        "--vectors",
+        "/nonexistent-dir/v.bin",
+    ];
+    args.extend(common);
+    assert_fails(&args, "does not exist");
+    assert!(!fresh.exists());
+    // 9. bench train with more steps than the training set holds wraps around.
+    let (code, out, err) = trainer(&["bench", "train", "--steps", "130"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("images/s"), "{out}");
+}
+
+/// Issue 16, 3: `predict <index>` on a localizer or grid detector used the 28x28 digits (and
+/// printed `class 154` for the grid); it must use the model's own test canvases and print boxes.
+#[test]
+fn predict_by_index_uses_the_models_own_inputs_and_prints_boxes() {
+    let d = tmp("predict16");
+    let ck = d.join("grid.ckpt.json");
+    let bin = d.join("grid.bin");
+    let common = [
+        "--train-count",
+        "256",
+        "--test-count",
+        "64",
+        "--canvas-copies",
+        "1",
+    ];
+    let mut args = vec![
+        "train",
+        "--arch",
+        "grid-det",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        ck.to_str().unwrap(),
+    ];
+    args.extend(common);
+    let (code, _, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    let mut args = vec![
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        bin.to_str().unwrap(),
+        "--calibration",
+        "32",
+    ];
+    args.extend(common);
+    let (code, _, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    let mut args = vec!["predict", "--model", bin.to_str().unwrap(), "3"];
+    args.extend(common);
+    let (code, out, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        !out.contains("class ") || out.contains("box class"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("logits"),
+        "a grid has no logits to list: {out}"
+    );
+    assert!(
+        out.contains("box class") || out.contains("no detections"),
+        "{out}"
+    );
+    // A classifier names the true label of a test image.
+    let blob = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/models/ref-cnn.bin");
+    let (code, out, err) = trainer(&["predict", "--model", blob.to_str().unwrap(), "17"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("true label"), "{out}");
+}
