@@ -576,6 +576,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
     }
     let steps = (train_set.len() / a.batch_size.max(1)) as u64;
     let quiet = a.quiet;
+    let grid = arch.grid;
     let pb = std::sync::Mutex::new(bar(steps, quiet));
     let mut history_so_far = Vec::new();
     let out = a.out.clone();
@@ -602,22 +603,27 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
                     pb.finish_and_clear();
                 }
                 if !quiet {
+                    // A grid detector has no per-image class (and its test pass measures mAP,
+                    // not a loss): show only the figures that mean something for it.
+                    let figures = if grid {
+                        format!("train loss {:.4} | test mAP@0.5 {:.3}", e.train_loss, e.test_map50)
+                    } else {
+                        format!(
+                            "train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}%{}",
+                            e.train_loss,
+                            e.train_accuracy * 100.0,
+                            e.test_loss,
+                            e.test_accuracy * 100.0,
+                            if e.test_mean_iou > 0.0 {
+                                format!(" mean IoU {:.3}", e.test_mean_iou)
+                            } else {
+                                String::new()
+                            }
+                        )
+                    };
                     eprintln!(
-                        "epoch {:>2}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}%{} | lr {:.4} | {:.1}s",
-                        e.epoch,
-                        e.train_loss,
-                        e.train_accuracy * 100.0,
-                        e.test_loss,
-                        e.test_accuracy * 100.0,
-                        if e.test_mean_iou > 0.0 {
-                            format!(" mean IoU {:.3}", e.test_mean_iou)
-                        } else if e.test_map50 > 0.0 {
-                            format!(" mAP@0.5 {:.3}", e.test_map50)
-                        } else {
-                            String::new()
-                        },
-                        e.lr,
-                        e.seconds
+                        "epoch {:>2}: {figures} | lr {:.4} | {:.1}s",
+                        e.epoch, e.lr, e.seconds
                     );
                 }
                 history_so_far.push(e.clone());

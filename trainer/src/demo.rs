@@ -94,7 +94,8 @@ fn spinner(msg: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
-const STEPS: usize = 9;
+/// Steps of this journey: 9, or 7 without the detector steps (`--detector-epochs 0`).
+static STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(9);
 
 /// Runs one named step; failures say which step and what to do.
 fn step<T>(
@@ -104,11 +105,12 @@ fn step<T>(
     quiet: bool,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
+    let total = STEPS.load(std::sync::atomic::Ordering::Relaxed);
     if !quiet {
-        eprintln!("\n[{n}/{STEPS}] {name}");
+        eprintln!("\n[{n}/{total}] {name}");
     }
     let t = Instant::now();
-    let r = f().with_context(|| format!("step {n}/{STEPS} '{name}' failed. {hint}"))?;
+    let r = f().with_context(|| format!("step {n}/{total} '{name}' failed. {hint}"))?;
     if !quiet {
         eprintln!("      done in {:.1}s", t.elapsed().as_secs_f32());
     }
@@ -127,6 +129,10 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
 /// The journey; returns the summary after the report folder is in place.
 pub fn journey(a: &DemoArgs) -> anyhow::Result<Summary> {
     let t0 = Instant::now();
+    STEPS.store(
+        if a.detector_epochs == 0 { 7 } else { 9 },
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let out = a.out.clone();
     let parent = out
         .parent()
@@ -251,8 +257,8 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         "Needs apt and the Debian package archive; see firmware/README.md.",
         q,
         || {
-            if !q {
-                eprintln!("      first run only: installs qemu-system-arm, lld, binutils-arm-none-eabi and Debian's rustc-web into .toolchain/ (about 144 MB)");
+            if !q && !device::repo_root().join(".toolchain/env.sh").exists() {
+                eprintln!("      first run: installs qemu-system-arm, lld and binutils-arm-none-eabi with apt, and unpacks Debian's rustc-web (about 144 MB) into .toolchain/");
             }
             let st = std::process::Command::new(
                 device::repo_root().join("scripts/firmware-toolchain.sh"),
@@ -370,6 +376,9 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
             "The classifier journey and the detector picture are complete; rerun with --detector-epochs 0 to skip this step.",
             q,
             || {
+                if !q {
+                    eprintln!("      trains the sliding-window classifier (2 epochs) and R-CNN (1 epoch), runs selective search, then evaluates the three detectors on 1,000 test canvases: about 2 minutes on 2 cores");
+                }
                 crate::compare::compare(&crate::compare::CompareArgs {
                     data: a.data.clone(),
                     grid_checkpoint: Some(dir.join("detector.ckpt.json")),
@@ -427,6 +436,9 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         serde_json::to_string_pretty(&s)?.as_bytes(),
     )?;
     crate::io::write_atomic(&dir.join("index.html"), html(&s).as_bytes())?;
+    // The README's figures table, from exactly this summary (see `readme_table`).
+    let table = readme_table(&serde_json::to_value(&s)?);
+    crate::io::write_atomic(&dir.join("readme-table.md"), table.as_bytes())?;
     Ok(s)
 }
 
@@ -569,13 +581,82 @@ Journey took {secs:.0} s.</p>
             ))
             .collect::<String>(),
         detector = s.detector.as_ref().map_or(String::new(), |d| format!(
-            "<h2>Boxes: the grid detector (int8, host runtime)</h2><p>mAP@0.5 <b>{:.3}</b>, mAP@[.5:.95] {:.3} on 1,000 test canvases; {} MACs, {} B flash, {} B arena. Device parity of its detections is checked by the test suite.</p><img src=\"detections.png\" alt=\"predicted and true boxes\">",
+            "<h2>Boxes: the grid detector (int8, host runtime)</h2><p>mAP@0.5 <b>{:.3}</b>, mAP@[.5:.95] {:.3} on 1,000 test canvases; {} MACs, {} B flash, {} B arena. Device parity of its detections is checked by the test suite.</p><img src=\"detections.png\" alt=\"predicted and true boxes\"><p>Its training: loss and test mAP@0.5 per epoch.</p><img src=\"detector-curves.png\" alt=\"grid detector training curves\">",
             d.map50, d.map_coco, d.macs_per_image, d.flash_bytes.unwrap_or(0), d.arena_bytes.unwrap_or(0)
         )) + &s.detector_comparison.as_ref().map_or(String::new(), |t| format!(
             "<h2>Detectors compared (float, host, same 1,000 test canvases)</h2><p>The grid detector is the one that fits the device; R-CNN (1 epoch here) and the sliding window show what that costs. <a href=\"detectors.md\">detectors.md</a></p>{}",
             comparison_table(t)
         )),
     )
+}
+
+/// Thousands separators: 1234567 -> "1,234,567".
+fn grouped(v: u64) -> String {
+    let d = v.to_string();
+    let mut out = String::new();
+    for (i, ch) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The README's figures table, generated from a `summary.json` (the main job's), so the README
+/// can only show what a run printed: `trainer::demo::readme_table` and the test that checks
+/// README.md against `docs/summary.json`.
+pub fn readme_table(s: &serde_json::Value) -> String {
+    let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+    let u = |k: &str| s[k].as_u64().unwrap_or(0);
+    let pct = |k: &str| format!("{:.2} %", 100.0 * f(k));
+    let insn = u("instructions_per_inference");
+    let rows = [
+        (
+            format!("float test accuracy (8k train / 2k test, {} epochs)", u("epochs")),
+            pct("float_accuracy"),
+            "PyTorch 97.2 %".to_string(),
+        ),
+        (
+            "int8 test accuracy (host runtime)".into(),
+            format!("{} (top-1 agreement with float {})", pct("int8_accuracy"), pct("top1_agreement")),
+            "TFLM / ORT 97.3 %".into(),
+        ),
+        (
+            "device vs host".into(),
+            format!("{} / {} images bit-exact", u("device_bit_exact"), u("device_images")),
+            "-".into(),
+        ),
+        (
+            "model file".into(),
+            format!("{} B", grouped(u("blob_bytes"))),
+            "TFLite int8 13,688 B".into(),
+        ),
+        (
+            "arena (planned = exact peak)".into(),
+            format!("{} B", grouped(u("arena_bytes"))),
+            "TFLite Micro 10,080 B".into(),
+        ),
+        (
+            "instructions per inference (Cortex-M4, QEMU)".into(),
+            format!("{} ({:.2} per MAC)", grouped(insn), f("instructions_per_mac")),
+            "CMSIS-NN -O3 1,575,562".into(),
+        ),
+        (
+            "firmware RAM: static (arena included) + peak stack".into(),
+            format!(
+                "{} B + {} B",
+                grouped(u("firmware_static_ram_bytes")),
+                grouped(u("firmware_peak_stack_bytes"))
+            ),
+            "CMSIS-NN 7,840 B activations + 288 B scratch".into(),
+        ),
+    ];
+    let mut t = String::from("| figure | this project | peer ([bench/PEERS.md](bench/PEERS.md)) |\n| --- | --- | --- |\n");
+    for (a, b, c) in rows {
+        t += &format!("| {a} | {b} | {c} |\n");
+    }
+    t
 }
 
 fn print_summary(s: &Summary, out: &Path) {

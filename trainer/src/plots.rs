@@ -59,8 +59,14 @@ pub(crate) fn render(
     }
 }
 
-/// Loss (left) and accuracy (right) per epoch, train and test.
+/// Loss (left) and accuracy (right) per epoch, train and test. A grid detector has no
+/// per-image class and no test loss: its right panel is the test mAP@0.5, its left the
+/// training loss.
 pub fn training_curves(history: &[EpochMetrics], path: &Path) -> anyhow::Result<()> {
+    let detector = history.iter().any(|m| m.test_map50 > 0.0)
+        && history
+            .iter()
+            .all(|m| m.test_accuracy == 0.0 && m.train_accuracy == 0.0);
     render(path, (1000, 420), |root| {
         let (left, right) = root.split_horizontally(500);
         let n = history.len().max(1) as f32;
@@ -90,10 +96,12 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> anyhow::Result<
             .map_err(|e| anyhow!("{e}"))?
             .label("train")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE));
-        c.draw_series(LineSeries::new(e(|m| m.test_loss), &RED))
-            .map_err(|e| anyhow!("{e}"))?
-            .label("test")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
+        if !detector {
+            c.draw_series(LineSeries::new(e(|m| m.test_loss), &RED))
+                .map_err(|e| anyhow!("{e}"))?
+                .label("test")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
+        }
         c.configure_series_labels()
             .background_style(WHITE)
             .border_style(BLACK)
@@ -103,9 +111,18 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> anyhow::Result<
             .iter()
             .map(|m| m.train_accuracy.min(m.test_accuracy))
             .fold(1.0f32, f32::min);
-        let lo = ((lo * 100.0 - 1.0).floor()).clamp(0.0, 99.0);
+        let lo = if detector {
+            0.0
+        } else {
+            ((lo * 100.0 - 1.0).floor()).clamp(0.0, 99.0)
+        };
+        let title = if detector {
+            "test mAP@0.5 (%)"
+        } else {
+            "accuracy (%)"
+        };
         let mut c = ChartBuilder::on(&right)
-            .caption("accuracy (%)", ("sans-serif", 22))
+            .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(32)
             .y_label_area_size(48)
@@ -121,14 +138,21 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> anyhow::Result<
                 .map(move |m| (m.epoch as f32, 100.0 * f(m)))
                 .collect::<Vec<_>>()
         };
-        c.draw_series(LineSeries::new(pct(|m| m.train_accuracy), &BLUE))
-            .map_err(|e| anyhow!("{e}"))?
-            .label("train")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE));
-        c.draw_series(LineSeries::new(pct(|m| m.test_accuracy), &RED))
-            .map_err(|e| anyhow!("{e}"))?
-            .label("test")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
+        if detector {
+            c.draw_series(LineSeries::new(pct(|m| m.test_map50), &RED))
+                .map_err(|e| anyhow!("{e}"))?
+                .label("test mAP@0.5")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
+        } else {
+            c.draw_series(LineSeries::new(pct(|m| m.train_accuracy), &BLUE))
+                .map_err(|e| anyhow!("{e}"))?
+                .label("train")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLUE));
+            c.draw_series(LineSeries::new(pct(|m| m.test_accuracy), &RED))
+                .map_err(|e| anyhow!("{e}"))?
+                .label("test")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], RED));
+        }
         c.configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE)
