@@ -613,18 +613,29 @@ pub fn readme_table(s: &serde_json::Value) -> String {
     let insn = u("instructions_per_inference");
     let rows = [
         (
-            format!("float test accuracy (8k train / 2k test, {} epochs)", u("epochs")),
+            format!(
+                "float test accuracy (8k train / 2k test, {} epochs)",
+                u("epochs")
+            ),
             pct("float_accuracy"),
             "PyTorch 97.2 %".to_string(),
         ),
         (
             "int8 test accuracy (host runtime)".into(),
-            format!("{} (top-1 agreement with float {})", pct("int8_accuracy"), pct("top1_agreement")),
+            format!(
+                "{} (top-1 agreement with float {})",
+                pct("int8_accuracy"),
+                pct("top1_agreement")
+            ),
             "TFLM / ORT 97.3 %".into(),
         ),
         (
             "device vs host".into(),
-            format!("{} / {} images bit-exact", u("device_bit_exact"), u("device_images")),
+            format!(
+                "{} / {} images bit-exact",
+                u("device_bit_exact"),
+                u("device_images")
+            ),
             "-".into(),
         ),
         (
@@ -639,7 +650,11 @@ pub fn readme_table(s: &serde_json::Value) -> String {
         ),
         (
             "instructions per inference (Cortex-M4, QEMU)".into(),
-            format!("{} ({:.2} per MAC)", grouped(insn), f("instructions_per_mac")),
+            format!(
+                "{} ({:.2} per MAC)",
+                grouped(insn),
+                f("instructions_per_mac")
+            ),
             "CMSIS-NN -O3 1,575,562".into(),
         ),
         (
