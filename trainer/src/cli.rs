@@ -92,7 +92,9 @@ pub enum BenchWhat {
 /// Where the data comes from and how it is split.
 #[derive(Args, Clone, Debug)]
 pub struct DataArgs {
-    /// Directory with images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz] (default: bundled mnist10k).
+    /// Directory with images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz], or with one sub-folder
+    /// of grayscale PNGs per class (sorted names are classes 0, 1, ...). Default: the bundled
+    /// mnist10k.
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// First N images are the training split.
@@ -177,8 +179,14 @@ impl DataArgs {
 
     pub fn load(&self, classes: usize) -> anyhow::Result<(Dataset, Dataset)> {
         let dir = self.data.clone().unwrap_or_else(default_data_dir);
-        let (i, l) = find_pair(&dir)?;
-        let all = load_pair(&i, &l, classes)?;
+        let all = match find_pair(&dir) {
+            Ok((i, l)) => load_pair(&i, &l, classes)?,
+            // No IDX pair: a folder of class sub-folders of PNGs, if that is what it holds.
+            Err(e) => match crate::data::load_png_folders(&dir, classes) {
+                Some(r) => r?,
+                None => return Err(e.into()),
+            },
+        };
         Ok(split(&all, self.train_count, self.test_count)?)
     }
 }

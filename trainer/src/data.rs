@@ -15,6 +15,8 @@ pub enum DataError {
     },
     #[error("{path}: not an IDX file ({why})")]
     Format { path: PathBuf, why: String },
+    #[error("{path}: {why}")]
+    Png { path: PathBuf, why: String },
     #[error("{path}: truncated: header promises {expected} data bytes, file has {found}")]
     Truncated {
         path: PathBuf,
@@ -35,7 +37,7 @@ pub enum DataError {
         label: u8,
         classes: usize,
     },
-    #[error("data directory {0} has no images-idx3-ubyte[.gz] / labels-idx1-ubyte[.gz] pair")]
+    #[error("data directory {0} has no images-idx3-ubyte[.gz] / labels-idx1-ubyte[.gz] pair and no class sub-folders of PNGs")]
     NotFound(PathBuf),
     #[error("split asks for {want} images but the data set has {have}")]
     Split { want: usize, have: usize },
@@ -216,6 +218,77 @@ pub fn find_pair(dir: &Path) -> Result<(PathBuf, PathBuf), DataError> {
         }
     }
     Err(DataError::NotFound(dir.to_owned()))
+}
+
+/// A folder of PNGs, one sub-folder per class: sub-folders sorted by name are classes 0, 1, ...
+/// (`0/`, `1/`, ... or `cat/`, `dog/`). Every PNG is read as 8-bit grayscale and must have the
+/// size of the first one. The images are shuffled with a fixed seed, so a train/test split
+/// of the result mixes the classes. `None` when `dir` has no sub-folder holding a PNG.
+pub fn load_png_folders(dir: &Path, classes: usize) -> Option<Result<Dataset, DataError>> {
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    let png = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    for (class, d) in subdirs.iter().enumerate() {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut f: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| png(p))
+            .collect();
+        f.sort();
+        files.extend(f.into_iter().map(|p| (p, class)));
+    }
+    if files.is_empty() {
+        return None;
+    }
+    Some((|| {
+        let n_classes = files.iter().map(|f| f.1).max().unwrap_or(0) + 1;
+        if n_classes > classes {
+            return Err(DataError::Png {
+                path: dir.to_owned(),
+                why: format!("{n_classes} class folders but the model has {classes} classes"),
+            });
+        }
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.shuffle(&mut <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5));
+        let (mut h, mut w) = (0, 0);
+        let mut pixels = Vec::new();
+        let mut labels = Vec::with_capacity(files.len());
+        for &k in &order {
+            let (path, class) = &files[k];
+            let img = image::open(path)
+                .map_err(|e| DataError::Png {
+                    path: path.clone(),
+                    why: format!("not a readable PNG ({e})"),
+                })?
+                .to_luma8();
+            let (iw, ih) = (img.width() as usize, img.height() as usize);
+            if pixels.is_empty() {
+                (h, w) = (ih, iw);
+            } else if (ih, iw) != (h, w) {
+                return Err(DataError::Png {
+                    path: path.clone(),
+                    why: format!("{iw}x{ih} pixels, but the other images are {w}x{h}"),
+                });
+            }
+            pixels.extend_from_slice(img.as_raw());
+            labels.push(*class as u8);
+        }
+        Ok(Dataset {
+            h,
+            w,
+            pixels,
+            labels,
+            boxes: Vec::new(),
+            objects: Vec::new(),
+        })
+    })())
 }
 
 /// Loads an image/label IDX pair and checks they agree.

@@ -472,3 +472,64 @@ fn predict_by_index_uses_the_models_own_inputs_and_prints_boxes() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("true label"), "{out}");
 }
+
+/// Issue 13: a user's own data as a folder of PNGs, one sub-folder per class.
+#[test]
+fn trains_on_a_folder_of_png_class_folders() {
+    let d = tmp("pngdata");
+    let (train, _) = trainer::cli::DataArgs::default().load(10).unwrap();
+    let mut written = [0usize; 2];
+    for i in 0..train.len() {
+        let c = train.labels[i] as usize;
+        if c > 1 || written[c] == 40 {
+            continue;
+        }
+        let dir = d.join(format!("class-{c}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        image::GrayImage::from_raw(28, 28, train.image(i).to_vec())
+            .unwrap()
+            .save(dir.join(format!("{i}.png")))
+            .unwrap();
+        written[c] += 1;
+    }
+    let out = d.join("m.ckpt.json");
+    let (code, stdout, err) = trainer(&[
+        "train",
+        "--data",
+        d.to_str().unwrap(),
+        "--train-count",
+        "60",
+        "--test-count",
+        "20",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "10",
+        "--quiet",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    // Zeros and ones: far above the 50 % of guessing.
+    assert!(last["test_accuracy"].as_f64().unwrap() > 0.8, "{stdout}");
+    // A picture of another size is named.
+    image::GrayImage::new(20, 20)
+        .save(d.join("class-1/odd.png"))
+        .unwrap();
+    assert_fails(
+        &[
+            "train",
+            "--data",
+            d.to_str().unwrap(),
+            "--train-count",
+            "60",
+            "--test-count",
+            "20",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "odd.png: 20x20 pixels, but the other images are 28x28",
+    );
+}
