@@ -20,12 +20,14 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"TMCU";
 /// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 pub const PREAMBLE_BYTES: usize = 20;
 /// Most layers (graph nodes) a model may have (bounds the fixed-capacity layer list).
 pub const MAX_LAYERS: usize = 32;
 /// Most tensors: the model input plus one output per layer.
 pub const MAX_TENSORS: usize = MAX_LAYERS + 1;
+/// Most arena regions the planner places: the tensors and one kernel scratch per layer.
+pub const MAX_PLANNED: usize = MAX_TENSORS + MAX_LAYERS;
 /// Most inputs a layer may read (a concat of four Inception branches).
 pub const MAX_INPUTS: usize = 4;
 /// Bytes per output channel in a requantization array.

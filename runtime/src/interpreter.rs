@@ -19,22 +19,47 @@ fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
     bytemuck::cast_slice_mut(b)
 }
 
-/// Splits the arena around the output range: the output slice, and the read-only bytes below
-/// and above it. `None` if the range overflows (impossible for a validated plan).
-fn split(arena: &mut [u8], out: Range<usize>) -> Option<(&[u8], &mut [u8], &[u8])> {
-    let (lo, rest) = arena.split_at_mut(out.start.min(arena.len()));
-    let (y, hi) = rest.split_at_mut(out.len().min(rest.len()));
-    (y.len() == out.len()).then_some((lo, y, hi))
+/// The arena carved for one step: the output and the kernel's scratch (both mutable,
+/// disjoint) and read-only views of everything else, where the step's inputs live.
+struct Carved<'x> {
+    out: &'x mut [u8],
+    scratch: &'x mut [u8],
+    /// Read-only pieces with their arena offsets.
+    ro: [(usize, &'x [u8]); 3],
 }
 
-/// An input range, if it lies wholly below or wholly above the output at `out`.
-fn view<'x>(lo: &'x [u8], hi: &'x [u8], out: &Range<usize>, r: Range<usize>) -> Option<&'x [u8]> {
-    if r.end <= out.start {
-        lo.get(r)
-    } else if r.start >= out.end {
-        hi.get(r.start - out.end..r.end - out.end)
-    } else {
-        None
+impl<'x> Carved<'x> {
+    /// Splits `arena` at the two mutable ranges (either may be empty). `None` if they overlap
+    /// or leave the arena (impossible for a validated plan).
+    fn new(arena: &'x mut [u8], out: Range<usize>, scr: Range<usize>) -> Option<Carved<'x>> {
+        let scr = if scr.is_empty() {
+            out.end..out.end
+        } else {
+            scr
+        };
+        let (first, second, out_first) = if out.start <= scr.start {
+            (out, scr, true)
+        } else {
+            (scr, out, false)
+        };
+        if first.end > second.start || second.end > arena.len() {
+            return None;
+        }
+        let (p0, rest) = arena.split_at_mut(first.start);
+        let (m0, rest) = rest.split_at_mut(first.len());
+        let (p1, rest) = rest.split_at_mut(second.start - first.end);
+        let (m1, p2) = rest.split_at_mut(second.len());
+        let ro = [(0, &*p0), (first.end, &*p1), (second.end, &*p2)];
+        let (out, scratch) = if out_first { (m0, m1) } else { (m1, m0) };
+        Some(Carved { out, scratch, ro })
+    }
+
+    /// The bytes of `r`, if they lie wholly in one read-only piece.
+    fn view(&self, r: Range<usize>) -> Option<&'x [u8]> {
+        self.ro.iter().find_map(|&(base, piece)| {
+            let start = r.start.checked_sub(base)?;
+            piece.get(start..start + r.len())
+        })
     }
 }
 
@@ -81,6 +106,7 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
     }
 
     /// Runs every layer. Cannot fail: the model was validated and the arena checked in `new`.
+    #[inline(never)] // one symbol to profile (bench/cmsis-nn marks its entry and dispatch)
     pub fn invoke(&mut self) {
         self.invoke_observed(|_| {});
     }
@@ -92,13 +118,14 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
         let model = self.model;
         for (i, info) in model.layer_info().iter().enumerate() {
             let out = tensor_range(model, i + 1);
-            let Some((lo, y, hi)) = split(self.arena, out.clone()) else {
+            let s = info.scratch;
+            let Some(c) = Carved::new(self.arena, out, s.offset..s.offset + s.len) else {
                 debug_assert!(false, "planner produced an out-of-arena buffer");
                 return;
             };
             let mut xs: [&[i8]; MAX_INPUTS] = [&[]; MAX_INPUTS];
             for (x, &t) in xs.iter_mut().zip(&info.inputs) {
-                match view(lo, hi, &out, tensor_range(model, t as usize)) {
+                match c.view(tensor_range(model, t as usize)) {
                     Some(v) => *x = as_i8(v),
                     None => {
                         debug_assert!(false, "planner overlapped an input and the output");
@@ -106,6 +133,10 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
                     }
                 }
             }
+            let y = c.out;
+            // Word-aligned by the plan; a caller's arena that is not leaves the kernel no
+            // scratch, and it takes its scratch-free path.
+            let scratch: &mut [u32] = bytemuck::try_cast_slice_mut(c.scratch).unwrap_or_default();
             let (x, y) = (xs[0], as_i8_mut(y));
             match info.step {
                 Step::Conv {
@@ -113,7 +144,7 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
                     in_zp,
                     weights,
                     stage,
-                } => kernels::conv2d(x, in_zp as i32, weights, &g, &stage, y),
+                } => kernels::conv2d(x, in_zp as i32, weights, &g, &stage, y, scratch),
                 Step::Depthwise {
                     g,
                     in_zp,

@@ -4,7 +4,7 @@
 
 use crate::format::{
     Head, Inputs, Layer, ModelDef, ModelHeader, Node, OutputStage, Preamble, Shape, TensorSpec,
-    MAX_ARENA_BYTES, MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES,
+    MAX_ARENA_BYTES, MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_PLANNED, MAX_TENSORS, MAX_TENSOR_BYTES,
     REQUANT_BYTES,
 };
 use crate::kernels::{at_most_half, AddParams, ConvGeom, PoolGeom, Stage, MAX_BIAS, MAX_TAPS};
@@ -79,6 +79,8 @@ pub struct LayerInfo<'a> {
     pub macs: usize,
     /// Bytes of weights, biases and requantization parameters in the blob.
     pub param_bytes: usize,
+    /// The kernel's scratch in the arena (`len` 0: none), live only while the layer runs.
+    pub scratch: TensorInfo,
 }
 
 /// Where a tensor lives in the arena.
@@ -561,7 +563,17 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             total_macs,
             MAX_MACS,
         )?;
+        let scratch_bytes = match &step {
+            // Words, at most 8 * 256 + 2 * 512: fits 32 bits.
+            Step::Conv { g, .. } => 4 * crate::kernels::conv2d_scratch_words(g),
+            _ => 0,
+        };
         let info = LayerInfo {
+            scratch: TensorInfo {
+                offset: 0,
+                len: scratch_bytes,
+                life: Lifetime { first: i, last: i },
+            },
             step,
             inputs: node.inputs.clone(),
             in_shape: cur,
@@ -618,20 +630,46 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             crate::detect::GridDecoder::new(&hdr)?;
         }
     }
+    // The planner places the tensors and each layer's kernel scratch, every region rounded up
+    // to 4 bytes so that all offsets are word-aligned (word loads are legal on every core).
     let n_tensors = n_layers + 1;
-    let mut sizes = [0usize; MAX_TENSORS];
-    for (s, sh) in sizes.iter_mut().zip(&shapes[..n_tensors]) {
-        *s = sh.len();
+    let round4 = |v: usize| (v + 3) & !3; // v <= 2^24: no overflow
+    let mut sizes = [0usize; MAX_PLANNED];
+    let mut plife = [Lifetime::default(); MAX_PLANNED];
+    for ((s, l), (sh, lt)) in sizes
+        .iter_mut()
+        .zip(plife.iter_mut())
+        .zip(shapes[..n_tensors].iter().zip(&life[..n_tensors]))
+    {
+        *s = round4(sh.len());
+        *l = *lt;
     }
-    let p = plan(&sizes[..n_tensors], &life[..n_tensors], chain);
+    let mut n_planned = n_tensors;
+    let mut scratch_slot = [usize::MAX; MAX_LAYERS];
+    for (k, info) in out.layers.iter().enumerate() {
+        if info.scratch.len > 0 && n_planned < MAX_PLANNED {
+            sizes[n_planned] = round4(info.scratch.len);
+            plife[n_planned] = info.scratch.life;
+            scratch_slot[k] = n_planned;
+            n_planned += 1;
+        }
+    }
+    // The ping-pong layout holds only tensors; with scratch the greedy planner places all.
+    let chain = chain && n_planned == n_tensors;
+    let p = plan(&sizes[..n_planned], &plife[..n_planned], chain);
     limit(last, "arena bytes", p.arena_bytes as u64, MAX_ARENA_BYTES)?;
     for t in 0..n_tensors {
         let info = TensorInfo {
             offset: p.offsets[t],
-            len: sizes[t],
+            len: shapes[t].len(),
             life: life[t],
         };
         let _ = out.tensors.push(info); // n_tensors <= MAX_TENSORS
+    }
+    for (info, &slot) in out.layers.iter_mut().zip(&scratch_slot) {
+        if let Some(&off) = p.offsets.get(slot) {
+            info.scratch.offset = off;
+        }
     }
     out.arena_bytes = p.arena_bytes;
     out.live_peak_bytes = p.live_peak_bytes;

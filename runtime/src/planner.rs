@@ -18,7 +18,7 @@
 //!
 //! The **naive** figure is every tensor live at once (no reuse).
 
-use crate::format::MAX_TENSORS;
+use crate::format::MAX_PLANNED;
 
 /// The steps during which a tensor is live, inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -36,7 +36,7 @@ impl Lifetime {
 /// A layout: byte offset of every tensor and the figures to compare it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
-    pub offsets: [usize; MAX_TENSORS],
+    pub offsets: [usize; MAX_PLANNED],
     /// Arena bytes this layout needs (what the blob header records).
     pub arena_bytes: usize,
     /// The lower bound: most bytes live at any one step.
@@ -60,15 +60,15 @@ pub fn live_peak(sizes: &[usize], life: &[Lifetime]) -> usize {
         .unwrap_or(0)
 }
 
-/// Places `sizes.len()` (at most [`MAX_TENSORS`]) tensors. `chain` selects the ping-pong layout,
+/// Places `sizes.len()` (at most [`MAX_PLANNED`]) tensors. `chain` selects the ping-pong layout,
 /// which is only valid when each step reads exactly the previous step's output.
 pub fn plan(sizes: &[usize], life: &[Lifetime], chain: bool) -> Plan {
-    let n = sizes.len().min(life.len()).min(MAX_TENSORS);
+    let n = sizes.len().min(life.len()).min(MAX_PLANNED);
     let (sizes, life) = (&sizes[..n], &life[..n]);
     let live = live_peak(sizes, life);
     let naive = sizes.iter().fold(0usize, |a, &s| a.saturating_add(s));
     let mut best = Plan {
-        offsets: [0; MAX_TENSORS],
+        offsets: [0; MAX_PLANNED],
         arena_bytes: usize::MAX,
         live_peak_bytes: live,
         naive_bytes: naive,
@@ -81,7 +81,7 @@ pub fn plan(sizes: &[usize], life: &[Lifetime], chain: bool) -> Plan {
         return best;
     }
     for order_kind in 0..3 {
-        let mut order = [0usize; MAX_TENSORS];
+        let mut order = [0usize; MAX_PLANNED];
         for (t, o) in order.iter_mut().enumerate().take(n) {
             *o = t;
         }
@@ -103,8 +103,8 @@ pub fn plan(sizes: &[usize], life: &[Lifetime], chain: bool) -> Plan {
                 j -= 1;
             }
         }
-        let mut offsets = [0usize; MAX_TENSORS];
-        let mut placed = [false; MAX_TENSORS];
+        let mut offsets = [0usize; MAX_PLANNED];
+        let mut placed = [false; MAX_PLANNED];
         let mut arena = 0usize;
         for &t in &order[..n] {
             let conflicts = |u: usize| placed[u] && u != t && life[u].overlaps(&life[t]);

@@ -41,6 +41,8 @@ fn demo_report_matches_the_separate_commands() {
         "activations.png",
         "top-images.png",
         "detectors.md",
+        "detector-curves.png",
+        "readme-table.md",
     ] {
         assert!(out.join(f).is_file(), "report lacks {f}");
     }
@@ -61,6 +63,11 @@ fn demo_report_matches_the_separate_commands() {
         "report lacks the table"
     );
     assert_eq!(s.device_bit_exact, 30);
+    // Instructions per layer on the device: one line per layer, summing to the inference.
+    assert_eq!(s.device_layer_instructions.len(), 3);
+    let per_layer: u64 = s.device_layer_instructions.iter().map(|l| l.2).sum();
+    assert!(per_layer.abs_diff(s.instructions_per_inference) < 1_000);
+    assert!(html.contains("Where the instructions go") && html.contains("detector-curves.png"));
     let ex = cmd_export(&ExportArgs {
         checkpoint: out.join("model.ckpt.json"),
         out: dir.join("again.bin"),
@@ -125,7 +132,7 @@ fn demo_failure_names_the_step_and_leaves_no_report() {
     .unwrap_err();
     let msg = format!("{e:#}");
     assert!(
-        msg.contains("step 1/9 'train' failed") && msg.contains("no-such-data"),
+        msg.contains("step 1/7 'train' failed") && msg.contains("no-such-data"),
         "{msg}"
     );
     assert!(!out.exists());

@@ -94,18 +94,15 @@ fn spinner(msg: &str, quiet: bool) -> ProgressBar {
     pb
 }
 
-/// Steps of this journey: 9, or 7 without the detector steps (`--detector-epochs 0`).
-static STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(9);
-
 /// Runs one named step; failures say which step and what to do.
+/// Runs step `n` of `total`: prints its name and time, names it in an error.
 fn step<T>(
-    n: usize,
+    (n, total): (usize, usize),
     name: &str,
     hint: &str,
     quiet: bool,
     f: impl FnOnce() -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let total = STEPS.load(std::sync::atomic::Ordering::Relaxed);
     if !quiet {
         eprintln!("\n[{n}/{total}] {name}");
     }
@@ -129,10 +126,6 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
 /// The journey; returns the summary after the report folder is in place.
 pub fn journey(a: &DemoArgs) -> anyhow::Result<Summary> {
     let t0 = Instant::now();
-    STEPS.store(
-        if a.detector_epochs == 0 { 7 } else { 9 },
-        std::sync::atomic::Ordering::Relaxed,
-    );
     let out = a.out.clone();
     let parent = out
         .parent()
@@ -170,10 +163,12 @@ pub fn journey(a: &DemoArgs) -> anyhow::Result<Summary> {
 
 fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary> {
     let q = a.quiet;
+    // 9 steps, or 7 without the detector steps (`--detector-epochs 0`).
+    let total = if a.detector_epochs == 0 { 7 } else { 9 };
     let ckpt = dir.join("model.ckpt.json");
     let blob_path = dir.join("model.bin");
     let vectors = dir.join("test-inputs.bin");
-    let tr = step(1, "train", "Check the data path (--data) and architecture file (--arch); lower --lr if the loss diverged.", q, || {
+    let tr = step((1, total), "train", "Check the data path (--data) and architecture file (--arch); lower --lr if the loss diverged.", q, || {
         cli::cmd_train(&TrainArgs {
             data: a.data.clone(),
             arch: a.arch.clone(),
@@ -191,7 +186,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         })
     })?;
     let ev = step(
-        2,
+        (2, total),
         "evaluate the float model",
         "The checkpoint could not be evaluated; see the cause above.",
         q,
@@ -215,7 +210,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         out: dir.to_owned(),
     })?;
     let ex = step(
-        3,
+        (3, total),
         "fold BatchNorm, calibrate, quantize to int8, export",
         "The architecture may use a layer the device cannot run (named above).",
         q,
@@ -252,7 +247,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let layers = cli::cmd_inspect(&blob_path)?;
 
     step(
-        4,
+        (4, total),
         "firmware toolchain (QEMU, ld.lld, Rust for thumbv7em)",
         "Needs apt and the Debian package archive; see firmware/README.md.",
         q,
@@ -273,7 +268,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         },
     )?;
     let elf = step(
-        5,
+        (5, total),
         "build the firmware with this model",
         "See the cargo output above; scripts/build-firmware.sh reproduces it.",
         q,
@@ -285,7 +280,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         },
     )?;
     let run = step(
-        6,
+        (6, total),
         "run on the emulated Cortex-M4 (QEMU mps2-an386)",
         "scripts/run-qemu.sh ELF reproduces the run.",
         q,
@@ -304,7 +299,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
             Ok(r)
         },
     )?;
-    let (bit_exact, device_correct) = step(7, "check device parity with the host runtime", "The device computed something else than the host: a runtime bug; report it with the line above.", q, || {
+    let (bit_exact, device_correct) = step((7, total), "check device parity with the host runtime", "The device computed something else than the host: a runtime bug; report it with the line above.", q, || {
         let inputs = device::read_vectors(&std::fs::read(&vectors)?)?;
         let host = device::host_outputs(&blob, &inputs)?;
         if let Some(m) = device::first_mismatch(&host, &run.outputs) {
@@ -319,7 +314,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     } else {
         let hint = "The classifier journey above is complete; rerun with --detector-epochs 0 to skip this step.";
         Some(step(
-            8,
+            (8, total),
             "grid detector: train, quantize, detect boxes (picture for the report)",
             hint,
             q,
@@ -370,8 +365,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let comparison = if a.detector_epochs == 0 {
         None
     } else {
-        Some(step(
-            9,
+        Some(step((9, total),
             "compare detectors: sliding window, selective search + R-CNN, grid detector",
             "The classifier journey and the detector picture are complete; rerun with --detector-epochs 0 to skip this step.",
             q,

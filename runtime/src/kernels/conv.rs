@@ -127,16 +127,33 @@ fn dot(x: &[i8], w: &[i8], zp: i32) -> i32 {
 /// Conv outputs computed together: each weight word is loaded and sign-extended once for
 /// `LANES` receptive fields (the pixels of one pooling window, or neighbouring outputs).
 const LANES: usize = 4;
-/// Words of patch scratch on the stack (1 KiB): `LANES` patches of up to 128 taps, or one of
-/// up to [`PATCH_MAX`] taps.
-const SCRATCH_WORDS: usize = 256;
-/// Most taps (`kh * kw * in_c`, rounded up to a multiple of 4) the patch path handles; larger
-/// kernels take the direct path.
-pub const PATCH_MAX: usize = 2 * SCRATCH_WORDS;
+/// Most taps (`kh * kw * in_c`) the patch path takes; larger kernels take the direct path,
+/// which needs no scratch.
+pub const PATCH_MAX_TAPS: usize = 1024;
 
-/// Regular convolution, NHWC input, OHWI weights, optional fused max-pool.
+/// Scratch `conv2d` needs for this geometry, in 4-byte words (0 for the direct path): the four
+/// patches (`8 * ceil(taps / 4)` words), the tap-offset table (`ceil(taps / 2)`) and a
+/// contiguous patch for receptive fields that cross the padding (`2 * ceil(taps / 4)`). The model plans it in
+/// the arena, live only while its layer runs.
+pub fn conv2d_scratch_words(g: &ConvGeom) -> usize {
+    let taps = g.k_h * g.k_w * g.in_c;
+    if taps > PATCH_MAX_TAPS {
+        return 0;
+    }
+    let groups = taps.div_ceil(4);
+    // (ky, kx) of each tap, for fields across the padding, when taps go one at a time.
+    let kykx = if g.in_c.is_multiple_of(4) {
+        0
+    } else {
+        taps.div_ceil(2)
+    };
+    2 * LANES * groups + taps.div_ceil(2) + kykx + 2 * groups
+}
+
+/// Regular convolution, NHWC input, OHWI weights, optional fused max-pool; `scratch` holds at
+/// least [`conv2d_scratch_words`] words (with less it takes the direct path).
 ///
-/// The receptive fields of up to four conv outputs (a 2x2 pooling window, or four neighbouring
+/// The receptive fields of four conv outputs (a 2x2 pooling window, or four neighbouring
 /// outputs) are gathered into patches of `x - zp_in` halfword pairs (0 in the padding), laid
 /// out for the Cortex-M DSP extension; then each output channel loads every weight word once,
 /// sign-extends it with two SXTB16 and feeds all four patches with SMLAD (two MACs each). With
@@ -151,58 +168,74 @@ pub fn conv2d(
     g: &ConvGeom,
     st: &Stage,
     output: &mut [i8],
+    scratch: &mut [u32],
 ) {
-    let taps = g.k_h * g.k_w * g.in_c;
-    let groups = taps.div_ceil(4);
-    let mut scratch = [0u32; SCRATCH_WORDS];
-    if groups * 2 <= LANE_WORDS {
-        conv2d_lanes::<LANES>(input, in_zp, weights, g, st, output, &mut scratch)
-    } else if groups * 2 <= SCRATCH_WORDS {
-        conv2d_lanes::<1>(input, in_zp, weights, g, st, output, &mut scratch)
-    } else {
-        conv2d_direct(input, in_zp, weights, g, st, output)
+    let need = conv2d_scratch_words(g);
+    match scratch.get_mut(..need) {
+        Some(s) if need > 0 => conv2d_patch(input, in_zp, weights, g, st, output, s),
+        _ => conv2d_direct(input, in_zp, weights, g, st, output),
     }
 }
 
-/// The patch path with `L` lanes (conv outputs per pass over the weights). Lane `l`'s patch is
-/// `scratch[l * SCRATCH_WORDS / L..]`, two words per group of four taps.
+/// The patch path. `scratch` is `[patches | offsets | contiguous patch]`; group `t` of lane `l`
+/// is patch words `8 t + 2 l` and `8 t + 2 l + 1` (the four lanes interleaved per group, so
+/// the dot-product loop walks one pointer).
 #[inline(never)] // its own function: its own inlining budget and register allocation
-fn conv2d_lanes<const L: usize>(
+fn conv2d_patch(
     input: &[i8],
     in_zp: i32,
     weights: &[i8],
     g: &ConvGeom,
     st: &Stage,
     output: &mut [i8],
-    scratch: &mut [u32; SCRATCH_WORDS],
+    scratch: &mut [u32],
 ) {
     let taps = g.k_h * g.k_w * g.in_c;
-    let words = taps.div_ceil(4) * 2;
-    let stride = SCRATCH_WORDS / L;
+    let groups = taps.div_ceil(4);
+    let (patch, rest) = scratch.split_at_mut((2 * LANES * groups).min(scratch.len()));
+    let (offs_w, rest) = rest.split_at_mut(taps.div_ceil(2).min(rest.len()));
+    let kykx_words = if g.in_c.is_multiple_of(4) {
+        0
+    } else {
+        taps.div_ceil(2)
+    };
+    let (kykx_w, temp) = rest.split_at_mut(kykx_words.min(rest.len()));
     let nzp = pair(-(in_zp as i16));
     let out_c = g.out_c;
     // Receptive fields wholly inside the image are gathered through a table of each tap's
     // offset from the field's corner (per tap, or per group of four when in_c % 4 == 0).
-    let mut offs = [0u16; LANE_WORDS * 2];
+    let offs_all: &mut [u16] = bytemuck::cast_slice_mut(offs_w);
     let span = ((g.k_h - 1) * g.in_w + g.k_w) * g.in_c;
-    let use_offs = taps <= offs.len() && span <= u16::MAX as usize;
+    let use_offs = span <= u16::MAX as usize && offs_all.len() >= taps;
+    let kykx_all: &mut [[u8; 2]] = bytemuck::cast_slice_mut(kykx_w);
+    let use_kykx = kykx_all.len() >= taps && g.k_h <= 255 && g.k_w <= 255;
     if use_offs {
-        let mut t = offs.iter_mut();
+        let mut t = offs_all.iter_mut();
+        let mut p = kykx_all.iter_mut();
         for ky in 0..g.k_h {
             for kx in 0..g.k_w {
                 for ic in 0..g.in_c {
                     if let Some(o) = t.next() {
                         *o = ((ky * g.in_w + kx) * g.in_c + ic) as u16;
                     }
+                    if let Some(q) = p.next() {
+                        *q = [ky as u8, kx as u8];
+                    }
                 }
             }
         }
     }
-    let offs = if use_offs { Some(&offs[..taps]) } else { None };
+    let kykx = if use_offs && use_kykx {
+        kykx_all.get(..taps)
+    } else {
+        None
+    };
+    let offs = if use_offs { offs_all.get(..taps) } else { None };
+    let patch: &mut [u32] = patch;
     if g.pool_k > 1 || g.pool_s > 1 {
         // Fused max-pool: the lanes are the window's conv outputs, max-reduced before one
-        // requantization. A window of more than L outputs takes several passes; lanes past the
-        // window's end repeat its first output (harmless under max).
+        // requantization. A window of more than four outputs takes several passes; lanes past
+        // the window's end repeat its first output (harmless under max).
         let n = g.pool_k * g.pool_k;
         let mut blk = Block::new();
         for py in 0..g.out_h {
@@ -213,68 +246,58 @@ fn conv2d_lanes<const L: usize>(
                 };
                 let mut q = 0;
                 while q < n {
-                    for (lane, dst) in scratch.chunks_exact_mut(stride).enumerate() {
+                    for lane in 0..LANES {
                         let k = if q + lane < n { q + lane } else { q };
                         let (oy, ox) = (py * g.pool_s + k / g.pool_k, px * g.pool_s + k % g.pool_k);
-                        if let Some(dst) = dst.get_mut(..words) {
-                            gather(input, nzp, in_zp, g, oy, ox, dst, offs);
-                        }
+                        gather(input, nzp, in_zp, g, oy, ox, patch, lane, offs, kykx, temp);
                     }
-                    if L == LANES {
-                        pooled_channels(scratch, weights, taps, st, out, q == 0, &mut blk);
-                    } else {
-                        let mut chs = st.channels();
-                        for (oc, o) in out.iter_mut().enumerate() {
-                            let Some((bias, rq)) = chs.next() else {
-                                break;
-                            };
-                            let acc = dot_lanes::<L>(scratch, weights, oc * taps, taps, bias);
-                            let mut m = acc[0];
-                            for &a in &acc[1..] {
-                                m = m.max(a);
-                            }
-                            let v = st.finish(m, rq);
-                            if q == 0 || v > *o {
-                                *o = v;
-                            }
-                        }
-                    }
-                    q += L;
+                    pooled_channels(patch, weights, taps, st, out, q == 0, &mut blk);
+                    q += LANES;
                 }
             }
         }
     } else {
-        // No pool: the lanes are L consecutive outputs in raster order.
+        // No pool: the lanes are four consecutive outputs in raster order.
         let n = g.out_h * g.out_w;
         let mut q = 0;
         while q < n {
-            let k_n = L.min(n - q);
-            for (lane, dst) in scratch.chunks_exact_mut(stride).enumerate() {
+            let k_n = LANES.min(n - q);
+            for lane in 0..LANES {
                 let k = q + lane.min(k_n - 1);
-                if let Some(dst) = dst.get_mut(..words) {
-                    gather(input, nzp, in_zp, g, k / g.out_w, k % g.out_w, dst, offs);
-                }
+                gather(
+                    input,
+                    nzp,
+                    in_zp,
+                    g,
+                    k / g.out_w,
+                    k % g.out_w,
+                    patch,
+                    lane,
+                    offs,
+                    kykx,
+                    temp,
+                );
             }
             let mut chs = st.channels();
             for oc in 0..out_c {
                 let Some((bias, rq)) = chs.next() else {
                     break;
                 };
-                let acc = dot_lanes::<L>(scratch, weights, oc * taps, taps, bias);
+                let acc = dot_lanes(patch, weights, oc * taps, taps, bias);
                 for (lane, &a) in acc.iter().enumerate().take(k_n) {
                     if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
                         *o = st.finish(a, rq);
                     }
                 }
             }
-            q += L;
+            q += LANES;
         }
     }
 }
 
 /// Channels per block of [`pooled_channels`]: their biases, prepared multipliers and raw
 /// maxima live in small stack arrays.
-const CH_BLOCK: usize = 32;
+const CH_BLOCK: usize = 16;
 
 /// Decoded output stage of one block of channels.
 struct Block {
@@ -319,7 +342,7 @@ impl Block {
 /// is a running max.
 #[inline(always)]
 fn pooled_channels(
-    scratch: &[u32; SCRATCH_WORDS],
+    patch: &[u32],
     weights: &[i8],
     taps: usize,
     st: &Stage,
@@ -333,9 +356,9 @@ fn pooled_channels(
         blk.load(st, bi * CH_BLOCK, block.len());
         for (mi, &bias) in blk.max.iter_mut().zip(&blk.bias).take(block.len()) {
             *mi = match weights.get(at..at + padded) {
-                Some(wp) => dot4_max(scratch, wp, bias),
+                Some(wp) => dot4_max(patch, wp, bias),
                 None => {
-                    let a = dot_lanes::<LANES>(scratch, weights, at, taps, bias);
+                    let a = dot_lanes(patch, weights, at, taps, bias);
                     a[0].max(a[1]).max(a[2]).max(a[3])
                 }
             };
@@ -351,12 +374,13 @@ fn pooled_channels(
     }
 }
 
-/// Fills one patch, `dst` (two words per group of four taps), with `x - zp` over the receptive
-/// field of conv output `(oy, ox)`: 0 for taps in the padding and for the last group's pad taps.
+/// Fills lane `lane` of the patches with `x - zp` over the receptive field of conv output
+/// `(oy, ox)`: 0 for taps in the padding and for the last group's pad taps.
 ///
-/// Group `t` (taps `4t..4t+4`, OHWI order ky, kx, ic) is the words `(v0, v2)` and `(v1, v3)`,
-/// which pair with `SXTB16(w)` = `(w0, w2)` and `SXTB16(w ROR 8)` = `(w1, w3)` of its weight
-/// word.
+/// Group `t` (taps `4t..4t+4`, OHWI order ky, kx, ic) of the lane is the words `(v0, v2)` and
+/// `(v1, v3)` at `8 t + 2 lane`, which pair with `SXTB16(w)` = `(w0, w2)` and
+/// `SXTB16(w ROR 8)` = `(w1, w3)` of its weight word. `temp` holds a contiguous patch for
+/// fields that cross the padding.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn gather(
@@ -366,8 +390,11 @@ fn gather(
     g: &ConvGeom,
     oy: usize,
     ox: usize,
-    dst: &mut [u32],
+    patch: &mut [u32],
+    lane: usize,
     offs: Option<&[u16]>,
+    kykx: Option<&[[u8; 2]]>,
+    temp: &mut [u32],
 ) {
     let iy0 = (oy * g.stride) as isize - g.pad as isize;
     let ix0 = (ox * g.stride) as isize - g.pad as isize;
@@ -375,58 +402,89 @@ fn gather(
     // fills into memset calls that cost more than the stores.
     let zero = core::hint::black_box(0u32);
     let zero16 = zero as i16;
-    if let Some(offs) = offs {
-        let inside = iy0 >= 0
-            && ix0 >= 0
-            && iy0 as usize + g.k_h <= g.in_h
-            && ix0 as usize + g.k_w <= g.in_w;
-        let at = (iy0.max(0) as usize * g.in_w + ix0.max(0) as usize) * g.in_c;
-        if let Some(win) = input.get(at..).filter(|_| inside) {
-            if g.in_c.is_multiple_of(4) {
-                // A group never straddles two pixels: one word load and two SXTAB16.
-                for (o, d) in offs.chunks_exact(4).zip(dst.chunks_exact_mut(2)) {
-                    let o = o[0] as usize;
-                    if let Some(x4) = win.get(o..o + 4) {
-                        let x = u32::from_le_bytes([
-                            x4[0] as u8,
-                            x4[1] as u8,
-                            x4[2] as u8,
-                            x4[3] as u8,
-                        ]);
-                        d[0] = sxtab16(nzp, x);
-                        d[1] = sxtab16_ror8(nzp, x);
-                    }
-                }
-                return;
-            }
-            let zp = zp as i16;
-            let v = |o: u16| win.get(o as usize).map_or(0, |&x| x as i16 - zp);
-            let mut groups = offs.chunks_exact(4);
-            let mut out = dst.chunks_exact_mut(2);
-            for (o, d) in (&mut groups).zip(&mut out) {
-                d[0] = pack(v(o[0]), v(o[2]));
-                d[1] = pack(v(o[1]), v(o[3]));
-            }
-            let rest = groups.remainder();
-            if !rest.is_empty() {
-                let mut t = [0i16; 4];
-                for (t, &o) in t.iter_mut().zip(rest) {
-                    *t = v(o);
-                }
-                if let Some(d) = out.next() {
-                    d[0] = pack(t[0], t[2]);
-                    d[1] = pack(t[1], t[3]);
+    // The lane's two words of each group, in order.
+    let mut slots = patch
+        .chunks_exact_mut(2 * LANES)
+        .map(|grp| &mut grp[2 * lane..2 * lane + 2]);
+    let inside =
+        iy0 >= 0 && ix0 >= 0 && iy0 as usize + g.k_h <= g.in_h && ix0 as usize + g.k_w <= g.in_w;
+    if let (Some(offs), true) = (offs, inside) {
+        let at = (iy0 as usize * g.in_w + ix0 as usize) * g.in_c;
+        let win = input.get(at..).unwrap_or_default();
+        if g.in_c.is_multiple_of(4) {
+            // A group never straddles two pixels: one word load and two SXTAB16.
+            for (o, d) in offs.chunks_exact(4).zip(&mut slots) {
+                let o = o[0] as usize;
+                if let Some(x4) = win.get(o..o + 4) {
+                    let x =
+                        u32::from_le_bytes([x4[0] as u8, x4[1] as u8, x4[2] as u8, x4[3] as u8]);
+                    d[0] = sxtab16(nzp, x);
+                    d[1] = sxtab16_ror8(nzp, x);
                 }
             }
             return;
         }
+        let zp = zp as i16;
+        let v = |o: u16| win.get(o as usize).map_or(0, |&x| x as i16 - zp);
+        let mut groups = offs.chunks_exact(4);
+        for (o, d) in (&mut groups).zip(&mut slots) {
+            d[0] = pack(v(o[0]), v(o[2]));
+            d[1] = pack(v(o[1]), v(o[3]));
+        }
+        let rest = groups.remainder();
+        if !rest.is_empty() {
+            let mut t = [0i16; 4];
+            for (t, &o) in t.iter_mut().zip(rest) {
+                *t = v(o);
+            }
+            if let Some(d) = slots.next() {
+                d[0] = pack(t[0], t[2]);
+                d[1] = pack(t[1], t[3]);
+            }
+        }
+        return;
     }
-    let row_len = g.k_w * g.in_c;
-    // The kernel rows whose taps all lie inside the image are one contiguous run of input.
-    let full_rows = ix0 >= 0 && ix0 as usize + g.k_w <= g.in_w;
+    if let (Some(offs), Some(kykx)) = (offs, kykx) {
+        // Across the padding, taps one at a time: the table gives each tap's offset from the
+        // field's corner (which may lie outside the image) and its (ky, kx); a tap reads the
+        // input only when its row and column are inside.
+        let ky_lo = (-iy0).max(0) as usize;
+        let kx_lo = (-ix0).max(0) as usize;
+        let ky_n =
+            ((g.in_h as isize - iy0).clamp(0, g.k_h as isize) as usize).saturating_sub(ky_lo);
+        let kx_n =
+            ((g.in_w as isize - ix0).clamp(0, g.k_w as isize) as usize).saturating_sub(kx_lo);
+        let base = (iy0 * g.in_w as isize + ix0) * g.in_c as isize;
+        let zp = zp as i16;
+        let v = |o: u16, p: [u8; 2]| -> i16 {
+            let inside = (p[0] as usize).wrapping_sub(ky_lo) < ky_n
+                && (p[1] as usize).wrapping_sub(kx_lo) < kx_n;
+            if !inside {
+                return zero16;
+            }
+            let at = base + o as isize;
+            input.get(at as usize).map_or(0, |&x| x as i16 - zp)
+        };
+        let mut groups = offs.chunks_exact(4).zip(kykx.chunks_exact(4));
+        for ((o, p), d) in (&mut groups).zip(&mut slots) {
+            d[0] = pack(v(o[0], p[0]), v(o[2], p[2]));
+            d[1] = pack(v(o[1], p[1]), v(o[3], p[3]));
+        }
+        let rest = taps_rest(offs, kykx);
+        if !rest.0.is_empty() {
+            let mut t = [0i16; 4];
+            for (t, (&o, &p)) in t.iter_mut().zip(rest.0.iter().zip(rest.1)) {
+                *t = v(o, p);
+            }
+            if let Some(d) = slots.next() {
+                d[0] = pack(t[0], t[2]);
+                d[1] = pack(t[1], t[3]);
+            }
+        }
+        return;
+    }
     if g.in_c.is_multiple_of(4) {
         // Whole groups per pixel: one word load and two SXTAB16 per four taps.
-        let mut out = dst.chunks_exact_mut(2);
         for ky in 0..g.k_h {
             let iy = iy0 + ky as isize;
             let row_in = iy >= 0 && (iy as usize) < g.in_h;
@@ -441,7 +499,7 @@ fn gather(
                 };
                 match px {
                     Some(px) => {
-                        for (x4, d) in px.chunks_exact(4).zip(&mut out) {
+                        for (x4, d) in px.chunks_exact(4).zip(&mut slots) {
                             let x = u32::from_le_bytes([
                                 x4[0] as u8,
                                 x4[1] as u8,
@@ -453,7 +511,7 @@ fn gather(
                         }
                     }
                     None => {
-                        for d in (&mut out).take(g.in_c / 4) {
+                        for d in (&mut slots).take(g.in_c / 4) {
                             d[0] = zero;
                             d[1] = zero;
                         }
@@ -461,30 +519,22 @@ fn gather(
                 }
             }
         }
-    } else {
-        // Any channel count: the taps in natural order as halfwords (little-endian words hold
-        // `(v0, v1)`, `(v2, v3)`), then each group's two words swapped into place.
+        return;
+    }
+    // Any channel count: the taps in natural order as halfwords in `temp` (little-endian
+    // words hold `(v0, v1)`, `(v2, v3)`), then each group's two words swapped into its slot.
+    let taps = g.k_h * g.k_w * g.in_c;
+    let words = taps.div_ceil(4) * 2;
+    let Some(temp) = temp.get_mut(..words) else {
+        return;
+    };
+    {
         let zp = zp as i16;
-        let halves: &mut [i16] = bytemuck::cast_slice_mut(dst);
+        let halves: &mut [i16] = bytemuck::cast_slice_mut(temp);
         let mut pos = 0;
         for ky in 0..g.k_h {
             let iy = iy0 + ky as isize;
             let row_in = iy >= 0 && (iy as usize) < g.in_h;
-            let run = if row_in && full_rows {
-                let at = (iy as usize * g.in_w + ix0 as usize) * g.in_c;
-                input.get(at..at + row_len)
-            } else {
-                None
-            };
-            if let Some(run) = run {
-                if let Some(d) = halves.get_mut(pos..pos + row_len) {
-                    for (d, &x) in d.iter_mut().zip(run) {
-                        *d = x as i16 - zp;
-                    }
-                }
-                pos += row_len;
-                continue;
-            }
             for kx in 0..g.k_w {
                 let ix = ix0 + kx as isize;
                 let inside = row_in && ix >= 0 && (ix as usize) < g.in_w;
@@ -514,18 +564,25 @@ fn gather(
         for d in halves.iter_mut().skip(pos) {
             *d = zero16;
         }
-        for d in dst.chunks_exact_mut(2) {
-            let (a, b) = (d[0], d[1]);
-            d[0] = (a & 0xffff) | (b << 16);
-            d[1] = (a >> 16) | (b & 0xffff_0000);
-        }
+    }
+    for (t, d) in temp.chunks_exact(2).zip(&mut slots) {
+        let (a, b) = (t[0], t[1]);
+        d[0] = (a & 0xffff) | (b << 16);
+        d[1] = (a >> 16) | (b & 0xffff_0000);
     }
 }
 
-/// Words per lane in the four-lane layout (`dsp::dot4` reads lanes at this stride).
-const LANE_WORDS: usize = SCRATCH_WORDS / LANES;
+/// The taps past the last whole group of four: offsets and (ky, kx).
+#[inline(always)]
+fn taps_rest<'x>(offs: &'x [u16], kykx: &'x [[u8; 2]]) -> (&'x [u16], &'x [[u8; 2]]) {
+    let full = offs.len() / 4 * 4;
+    (
+        offs.get(full..).unwrap_or_default(),
+        kykx.get(full..).unwrap_or_default(),
+    )
+}
 
-/// `bias + sum patch * w` for each of the `L` lanes, `w = weights[at..at + taps]`: per four
+/// `bias + sum patch * w` for each of the four lanes, `w = weights[at..at + taps]`: per four
 /// taps one weight word, two SXTB16 and two SMLAD per lane.
 ///
 /// When `taps` is not a multiple of 4, the last group's weight word is read whole whenever
@@ -533,39 +590,13 @@ const LANE_WORDS: usize = SCRATCH_WORDS / LANES;
 /// channel, but they meet the patch's pad taps, which are 0. The last channel's tail is built
 /// from its own bytes.
 #[inline(always)]
-fn dot_lanes<const L: usize>(
-    scratch: &[u32; SCRATCH_WORDS],
-    weights: &[i8],
-    at: usize,
-    taps: usize,
-    bias: i32,
-) -> [i32; L] {
-    let stride = SCRATCH_WORDS / L;
-    let mut acc = [bias; L];
-    if L == LANES {
-        if let Some(wp) = weights.get(at..at + taps.div_ceil(4) * 4) {
-            let a4 = dot4(scratch, wp, [bias; 4]);
-            for (a, b) in acc.iter_mut().zip(a4) {
-                *a = b;
-            }
-            return acc;
-        }
+fn dot_lanes(patch: &[u32], weights: &[i8], at: usize, taps: usize, bias: i32) -> [i32; 4] {
+    if let Some(wp) = weights.get(at..at + taps.div_ceil(4) * 4) {
+        return dot4(patch, wp, [bias; 4]);
     }
     let w = weights.get(at..at + taps).unwrap_or_default();
     let full = w.len() / 4;
-    if L == LANES {
-        let a4 = dot4(scratch, w, [bias; 4]);
-        for (a, b) in acc.iter_mut().zip(a4) {
-            *a = b;
-        }
-    } else {
-        for (lane, a) in scratch.chunks_exact(stride).zip(acc.iter_mut()) {
-            for (w4, p) in w.chunks_exact(4).zip(lane.chunks_exact(2)) {
-                let ww = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
-                *a = smlad(p[1], sxtb16_ror8(ww), smlad(p[0], sxtb16(ww), *a));
-            }
-        }
-    }
+    let mut acc = dot4(patch, w, [bias; 4]);
     let tail = w.get(full * 4..).unwrap_or_default();
     if !tail.is_empty() {
         let mut ww = 0u32;
@@ -573,9 +604,9 @@ fn dot_lanes<const L: usize>(
             ww |= (s as u8 as u32) << (8 * i);
         }
         let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
-        for (lane, a) in scratch.chunks_exact(stride).zip(acc.iter_mut()) {
-            if let Some(p) = lane.get(2 * full..2 * full + 2) {
-                *a = smlad(p[1], wo, smlad(p[0], we, *a));
+        if let Some(p) = patch.get(8 * full..8 * full + 8) {
+            for (a, pl) in acc.iter_mut().zip(p.chunks_exact(2)) {
+                *a = smlad(pl[1], wo, smlad(pl[0], we, *a));
             }
         }
     }

@@ -33,17 +33,15 @@ pub fn sxtab16_ror8(a: u32, x: u32) -> u32 {
     imp::sxtab16_ror8(a, x)
 }
 
-/// Words between the four lanes' patches in [`dot4`]'s scratch.
-pub const DOT4_LANE_WORDS: usize = 64;
-
 /// Four dot products sharing their weights: for each of the whole weight words `w[g]` (four
-/// int8 taps, read unaligned) and each lane `l`, with `p = &patch[64 l + 2 g..]`:
+/// int8 taps, read unaligned) and each lane `l`, with `p = &patch[8 g + 2 l..]`:
 /// `acc[l] += SMLAD(p[0], SXTB16(w[g])) + SMLAD(p[1], SXTB16(w[g] ROR 8))`, the patch layout
-/// of `conv`'s gather. On the device this is one hand-scheduled loop, two groups per iteration:
-/// 16 instructions per 16 MACs. Taps past the last whole word are the caller's.
+/// of `conv`'s gather (the four lanes interleaved per group). On the device this is one
+/// hand-scheduled loop, two groups per iteration: 16 instructions per 16 MACs. Taps past the
+/// last whole word are the caller's.
 #[inline(always)]
-pub fn dot4(patch: &[u32; 4 * DOT4_LANE_WORDS], w: &[i8], acc: [i32; 4]) -> [i32; 4] {
-    let groups = (w.len() / 4).min(DOT4_LANE_WORDS / 2);
+pub fn dot4(patch: &[u32], w: &[i8], acc: [i32; 4]) -> [i32; 4] {
+    let groups = (w.len() / 4).min(patch.len() / 8);
     if groups == 0 {
         return acc;
     }
@@ -53,8 +51,8 @@ pub fn dot4(patch: &[u32; 4 * DOT4_LANE_WORDS], w: &[i8], acc: [i32; 4]) -> [i32
 /// `max` over the four lanes of [`dot4`] started from `bias`: the raw accumulator of a 2x2
 /// max-pool window (one requantization after it gives the pooled byte).
 #[inline(always)]
-pub fn dot4_max(patch: &[u32; 4 * DOT4_LANE_WORDS], w: &[i8], bias: i32) -> i32 {
-    let groups = (w.len() / 4).min(DOT4_LANE_WORDS / 2);
+pub fn dot4_max(patch: &[u32], w: &[i8], bias: i32) -> i32 {
+    let groups = (w.len() / 4).min(patch.len() / 8);
     if groups == 0 {
         return bias;
     }
@@ -159,11 +157,11 @@ mod imp {
     /// `groups >= 1`, `patch.len() >= 8 * groups`, `w.len() >= 4 * groups` (checked by the
     /// caller): the loop reads exactly those words.
     #[inline(always)]
-    pub fn dot4(patch: &[u32; 256], w: &[i8], groups: usize, acc: [i32; 4]) -> [i32; 4] {
+    pub fn dot4(patch: &[u32], w: &[i8], groups: usize, acc: [i32; 4]) -> [i32; 4] {
         let [mut a0, mut a1, mut a2, mut a3] = acc;
         // SAFETY: reads `4 * groups` bytes from `w` (LDR, unaligned allowed on Armv7-M) and
-        // words `64 l + 2 g, + 1` (l < 4, g < groups <= 32) of `patch` (LDRD, word-aligned as
-        // a `u32` array, lanes 256 bytes apart); the caller's bounds hold both; no writes.
+        // the first `8 * groups` words of `patch` (LDRD, word-aligned as a `u32` slice); the
+        // caller's bounds hold both; no writes.
         unsafe {
             core::arch::asm!(
                 // Two groups per iteration; an odd count runs one group first.
@@ -172,16 +170,16 @@ mod imp {
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {we}, {w}",
                 "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #256]",
+                "ldrd {w}, {p}, [{pp}, #8]",
                 "smlad {a1}, {w}, {we}, {a1}",
                 "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #512]",
+                "ldrd {w}, {p}, [{pp}, #16]",
                 "smlad {a2}, {w}, {we}, {a2}",
                 "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #768]",
+                "ldrd {w}, {p}, [{pp}, #24]",
                 "smlad {a3}, {w}, {we}, {a3}",
                 "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #8",
+                "ldrd {w}, {p}, [{pp}], #32",
                 "smlad {a0}, {w}, {we}, {a0}",
                 "smlad {a0}, {p}, {wo}, {a0}",
                 "cmp {n}, #0",
@@ -190,31 +188,31 @@ mod imp {
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {we}, {w}",
                 "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #256]",
+                "ldrd {w}, {p}, [{pp}, #8]",
                 "smlad {a1}, {w}, {we}, {a1}",
                 "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #512]",
+                "ldrd {w}, {p}, [{pp}, #16]",
                 "smlad {a2}, {w}, {we}, {a2}",
                 "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #768]",
+                "ldrd {w}, {p}, [{pp}, #24]",
                 "smlad {a3}, {w}, {we}, {a3}",
                 "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #8",
+                "ldrd {w}, {p}, [{pp}], #32",
                 "smlad {a0}, {w}, {we}, {a0}",
                 "smlad {a0}, {p}, {wo}, {a0}",
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {we}, {w}",
                 "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #256]",
+                "ldrd {w}, {p}, [{pp}, #8]",
                 "smlad {a1}, {w}, {we}, {a1}",
                 "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #512]",
+                "ldrd {w}, {p}, [{pp}, #16]",
                 "smlad {a2}, {w}, {we}, {a2}",
                 "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #768]",
+                "ldrd {w}, {p}, [{pp}, #24]",
                 "smlad {a3}, {w}, {we}, {a3}",
                 "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #8",
+                "ldrd {w}, {p}, [{pp}], #32",
                 "smlad {a0}, {w}, {we}, {a0}",
                 "smlad {a0}, {p}, {wo}, {a0}",
                 "subs {n}, {n}, #1",
@@ -238,7 +236,7 @@ mod imp {
     }
     /// As [`dot4`], then the maximum of the four accumulators, in one block.
     #[inline(always)]
-    pub fn dot4_max(patch: &[u32; 256], w: &[i8], groups: usize, bias: i32) -> i32 {
+    pub fn dot4_max(patch: &[u32], w: &[i8], groups: usize, bias: i32) -> i32 {
         let m: i32;
         // SAFETY: as `dot4`.
         unsafe {
@@ -252,16 +250,16 @@ mod imp {
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {we}, {w}",
                 "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #256]",
+                "ldrd {w}, {p}, [{pp}, #8]",
                 "smlad {a1}, {w}, {we}, {a1}",
                 "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #512]",
+                "ldrd {w}, {p}, [{pp}, #16]",
                 "smlad {a2}, {w}, {we}, {a2}",
                 "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #768]",
+                "ldrd {w}, {p}, [{pp}, #24]",
                 "smlad {a3}, {w}, {we}, {a3}",
                 "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #8",
+                "ldrd {w}, {p}, [{pp}], #32",
                 "smlad {a0}, {w}, {we}, {a0}",
                 "smlad {a0}, {p}, {wo}, {a0}",
                 "cmp {n}, #0",
@@ -270,31 +268,31 @@ mod imp {
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {we}, {w}",
                 "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #256]",
+                "ldrd {w}, {p}, [{pp}, #8]",
                 "smlad {a1}, {w}, {we}, {a1}",
                 "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #512]",
+                "ldrd {w}, {p}, [{pp}, #16]",
                 "smlad {a2}, {w}, {we}, {a2}",
                 "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #768]",
+                "ldrd {w}, {p}, [{pp}, #24]",
                 "smlad {a3}, {w}, {we}, {a3}",
                 "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #8",
+                "ldrd {w}, {p}, [{pp}], #32",
                 "smlad {a0}, {w}, {we}, {a0}",
                 "smlad {a0}, {p}, {wo}, {a0}",
                 "ldr {w}, [{wp}], #4",
                 "sxtb16 {we}, {w}",
                 "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #256]",
+                "ldrd {w}, {p}, [{pp}, #8]",
                 "smlad {a1}, {w}, {we}, {a1}",
                 "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #512]",
+                "ldrd {w}, {p}, [{pp}, #16]",
                 "smlad {a2}, {w}, {we}, {a2}",
                 "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #768]",
+                "ldrd {w}, {p}, [{pp}, #24]",
                 "smlad {a3}, {w}, {we}, {a3}",
                 "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #8",
+                "ldrd {w}, {p}, [{pp}], #32",
                 "smlad {a0}, {w}, {we}, {a0}",
                 "smlad {a0}, {p}, {wo}, {a0}",
                 "subs {n}, {n}, #1",
@@ -491,7 +489,7 @@ mod imp {
         [a0, a1, a2]
     }
     #[inline(always)]
-    pub fn dot4_max(patch: &[u32; 256], w: &[i8], groups: usize, bias: i32) -> i32 {
+    pub fn dot4_max(patch: &[u32], w: &[i8], groups: usize, bias: i32) -> i32 {
         let a = dot4(patch, w, groups, [bias; 4]);
         a[0].max(a[1]).max(a[2]).max(a[3])
     }
@@ -516,13 +514,12 @@ mod imp {
         acc
     }
     #[inline(always)]
-    pub fn dot4(patch: &[u32; 256], w: &[i8], groups: usize, mut acc: [i32; 4]) -> [i32; 4] {
-        for (g, w4) in w.chunks_exact(4).take(groups).enumerate() {
+    pub fn dot4(patch: &[u32], w: &[i8], groups: usize, mut acc: [i32; 4]) -> [i32; 4] {
+        for (p, w4) in patch.chunks_exact(8).zip(w.chunks_exact(4)).take(groups) {
             let ww = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
             let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
-            for (l, a) in acc.iter_mut().enumerate() {
-                let p = &patch[64 * l + 2 * g..];
-                *a = smlad(p[1], wo, smlad(p[0], we, *a));
+            for (a, pl) in acc.iter_mut().zip(p.chunks_exact(2)) {
+                *a = smlad(pl[1], wo, smlad(pl[0], we, *a));
             }
         }
         acc
@@ -557,14 +554,14 @@ mod tests {
         assert_eq!(sxtab16_ror8(pair(-127), x), pack(0, -128));
         // dot4: lane l of group g pairs words 8g + 2l, 8g + 2l + 1 with (w0, w2), (w1, w3).
         let w = [1i8, 2, 3, 4, -1, -2, -3, -4];
-        let mut patch = [0u32; 256];
+        let mut patch = [0u32; 16];
         for (i, p) in patch.iter_mut().enumerate() {
             *p = pack(i as i16 % 100, 7 * i as i16 % 90);
         }
         let want: [i32; 4] = core::array::from_fn(|l| {
             (0..2)
                 .map(|g| {
-                    let (e, o) = (patch[64 * l + 2 * g], patch[64 * l + 2 * g + 1]);
+                    let (e, o) = (patch[8 * g + 2 * l], patch[8 * g + 2 * l + 1]);
                     let lo = |v: u32| v as u16 as i16 as i32;
                     let hi = |v: u32| (v >> 16) as u16 as i16 as i32;
                     let ws = &w[4 * g..4 * g + 4];

@@ -20,7 +20,7 @@ pub mod reference;
 
 pub use add::{add, at_most_half, AddParams, ADD_LEFT_SHIFT};
 pub use concat::concat_channels;
-pub use conv::{conv2d, depthwise_conv2d, ConvGeom, PATCH_MAX};
+pub use conv::{conv2d, conv2d_scratch_words, depthwise_conv2d, ConvGeom, PATCH_MAX_TAPS};
 pub use fc::fully_connected;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, PoolGeom};
 

@@ -279,7 +279,8 @@ mod tests {
             let st = stage(&bias[..4 * n], &rq[..8 * n], zp, relu);
             let mut out = vec![0i8; c.g.output_len()];
             let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
-            conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            let mut scratch = vec![0u32; conv2d_scratch_words(&c.g)];
+            conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut scratch);
             prop_assert_eq!(&out, &want);
         }
 
@@ -337,14 +338,19 @@ mod tests {
     /// Kernels too large for four patches take the one-lane patch path (144 and 135 taps), and
     /// those too large for one patch the direct path (576 taps); with and without a fused pool
     /// and with -128 weights, all must agree with the reference.
+    /// Kernels of 135 to 576 taps take the patch path with a large scratch; over
+    /// PATCH_MAX_TAPS (1,152 taps here) and with a scratch too small (none) the direct path;
+    /// with and without a fused pool and with -128 weights, all must agree with the reference.
     #[test]
-    fn large_kernels_take_the_one_lane_and_direct_paths_and_match() {
+    fn large_kernels_and_missing_scratch_match() {
         for (in_c, pool) in [
             (16, Some((2, 2))),
             (15, None),
             (64, Some((2, 2))),
             (64, None),
             (60, Some((3, 2))),
+            (128, Some((2, 2))),
+            (127, None),
         ] {
             large_kernel_case(in_c, pool);
         }
@@ -353,6 +359,10 @@ mod tests {
     fn large_kernel_case(in_c: usize, pool: Option<(usize, usize)>) {
         let g = ConvGeom::new(5, 4, in_c, 3, 3, 3, 1, 1, pool).unwrap();
         assert!(g.k_h * g.k_w * g.in_c > 128);
+        assert_eq!(
+            conv2d_scratch_words(&g) == 0,
+            g.k_h * g.k_w * g.in_c > PATCH_MAX_TAPS
+        );
         let x: Vec<i8> = (0..g.input_len())
             .map(|i| (i * 73 % 256) as u8 as i8)
             .collect();
@@ -374,13 +384,14 @@ mod tests {
             })
             .collect();
         let st = stage(&bias, &rq, -3, false);
+        let want = super::conv2d(&x, 9, &w, &g, &st, false);
         let mut out = vec![0i8; g.output_len()];
-        conv2d(&x, 9, &w, &g, &st, &mut out);
-        assert_eq!(
-            out,
-            super::conv2d(&x, 9, &w, &g, &st, false),
-            "in_c {in_c}, pool {pool:?}"
-        );
+        let mut scratch = vec![0u32; conv2d_scratch_words(&g)];
+        conv2d(&x, 9, &w, &g, &st, &mut out, &mut scratch);
+        assert_eq!(out, want, "in_c {in_c}, pool {pool:?}");
+        out.fill(0);
+        conv2d(&x, 9, &w, &g, &st, &mut out, &mut []);
+        assert_eq!(out, want, "no scratch: in_c {in_c}, pool {pool:?}");
     }
 
     proptest! {
