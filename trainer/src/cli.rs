@@ -1278,7 +1278,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export(a) => {
             let r = cmd_export(&a)?;
-            // The peers' figures (REFERENCES.md) are for ref-cnn only.
+            // The peers' figures (bench/PEERS.md, quoted) are for ref-cnn only.
             let ref_cnn = r.macs == 290_080;
             let peer = |t: &'static str| if ref_cnn { t } else { "" };
             println!(
@@ -1359,7 +1359,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!("  this trainer, 1 thread          {t1:>8.0}");
             println!("  this trainer, 2 threads         {t2:>8.0}");
             println!(
-                "  PyTorch 2.15 CPU, 1 thread      {:>8}  (REFERENCES.md, same machine kind)",
+                "  PyTorch 2.15 CPU, 1 thread      {:>8}  (bench/PEERS.md, quoted)",
                 "~6900"
             );
             println!("  PyTorch 2.15 CPU, 2 threads     {:>8}", "~8600");
@@ -1380,7 +1380,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 macs as f64 / us / 1e3
             );
             println!(
-                "  ONNX Runtime int8 QDQ                 {:>8}   (REFERENCES.md)",
+                "  ONNX Runtime int8 QDQ                 {:>8}   (bench/PEERS.md, quoted)",
                 "~34"
             );
             println!("  TFLite Micro, x86 reference kernels   {:>8}", "~475");

@@ -2,7 +2,7 @@
 //! max-pool, calibrate activation ranges, quantize, and write the blob. Every int8 figure is
 //! computed by the runtime itself ([`run_int8`]).
 //!
-//! Quantization scheme (REFERENCES.md, the TFLite int8 scheme):
+//! Quantization scheme (the TFLite int8 scheme; see bench/PEERS.md):
 //! - input: scale 1/255, zero point -128, so a u8 pixel `p` quantizes exactly to `p - 128`;
 //! - activations: per-tensor asymmetric int8 from **min/max calibration** over N training images
 //!   (range widened to include 0 so real zero is exactly representable);

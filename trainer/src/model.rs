@@ -224,7 +224,7 @@ fn stem_16() -> Vec<LayerSpec> {
 }
 
 impl ArchSpec {
-    /// The reference CNN of REFERENCES.md: 9,146 parameters.
+    /// The reference CNN (bench/PEERS.md): 9,146 parameters.
     pub fn ref_cnn() -> ArchSpec {
         use LayerSpec::*;
         ArchSpec {
@@ -947,7 +947,7 @@ mod tests {
         assert_eq!(
             m.param_count(),
             9146,
-            "REFERENCES.md counts BN gamma and beta too"
+            "the reference count includes BN gamma and beta"
         );
     }
 
