@@ -75,6 +75,7 @@ fn demo_report_matches_the_separate_commands() {
         calibration: 500,
         vectors: None,
         vector_count: 0,
+        any_data: false,
         json: true,
     })
     .unwrap();

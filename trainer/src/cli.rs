@@ -131,6 +131,30 @@ pub const CANVAS_SEEDS: (u64, u64) = (1, 2);
 pub const CANVAS_TEST_COUNT: usize = 1000;
 
 impl DataArgs {
+    /// The data a command on `ck` uses: what the user passed with `--data`, or, when they
+    /// passed none and the checkpoint was trained on other data, that data (said on stderr).
+    pub fn for_checkpoint(&self, ck: &Checkpoint) -> DataArgs {
+        match (&self.data, &ck.trained_on) {
+            (None, Some(t)) if t.data.is_some() => {
+                eprintln!(
+                    "note: using the data the checkpoint was trained on: {} ({} / {} split; \
+                     --data overrides)",
+                    t.data.as_deref().unwrap_or(Path::new("")).display(),
+                    t.train_count,
+                    t.test_count
+                );
+                DataArgs {
+                    data: t.data.clone(),
+                    train_count: t.train_count,
+                    test_count: t.test_count,
+                    boxes: t.boxes.clone(),
+                    canvas_copies: t.canvas_copies,
+                }
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// The data an architecture trains on: the IDX images themselves, or for a localization
     /// model single-digit canvases built from them (train digits -> train canvases, test
     /// digits -> 1,000 test canvases).
@@ -291,6 +315,9 @@ pub struct ExportArgs {
     /// How many test images `--vectors` writes.
     #[arg(long, default_value_t = 100)]
     pub vector_count: usize,
+    /// Calibrate on these images even if the checkpoint was trained on others.
+    #[arg(long)]
+    pub any_data: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -600,6 +627,14 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
     let steps = (train_set.len() / a.batch_size.max(1)) as u64;
     let quiet = a.quiet;
     let grid = arch.grid;
+    let trained_on = crate::train::TrainedOn {
+        data: a.data.data.clone(),
+        train_count: a.data.train_count,
+        test_count: a.data.test_count,
+        boxes: a.data.boxes.clone(),
+        canvas_copies: a.data.canvas_copies,
+        train_fingerprint: crate::train::fingerprint(&train_set),
+    };
     let pb = std::sync::Mutex::new(bar(steps, quiet));
     let mut history_so_far = Vec::new();
     let out = a.out.clone();
@@ -659,6 +694,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
                     model: m.clone(),
                     config: cfg2.clone(),
                     history: history_so_far.clone(),
+                    trained_on: Some(trained_on.clone()),
                 }
                 .save(&out)
             },
@@ -691,7 +727,7 @@ pub struct EvalReport {
 
 pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     let mut ck = Checkpoint::load(&a.checkpoint)?;
-    let (_, test) = a.data.load_for(&ck.model.arch)?;
+    let (_, test) = a.data.for_checkpoint(&ck).load_for(&ck.model.arch)?;
     let (loss, accuracy, preds) = evaluate(&mut ck.model, &test, 500);
     let confusion = crate::plots::confusion(&test.labels, &preds, ck.model.arch.classes);
     if let Some(p) = &a.confusion_png {
@@ -759,7 +795,27 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
         bail!("--calibration must be at least 1 image (activation ranges come from them)");
     }
     let mut ck = Checkpoint::load(&a.checkpoint)?;
-    let (train_set, test) = a.data.load_for(&ck.model.arch)?;
+    let data = a.data.for_checkpoint(&ck);
+    let (train_set, test) = data.load_for(&ck.model.arch)?;
+    if let Some(t) = &ck.trained_on {
+        let fp = crate::train::fingerprint(&train_set);
+        if fp != t.train_fingerprint && !a.any_data {
+            bail!(
+                "{} was trained on other images ({}, {} training images) than these ({}, {}): \
+                 calibrating on them gives another blob. Pass the same --data and \
+                 --train-count, or --any-data to calibrate on these anyway",
+                a.checkpoint.display(),
+                t.data
+                    .as_deref()
+                    .map_or("the bundled mnist10k".into(), |p| p.display().to_string()),
+                t.train_count,
+                data.data
+                    .as_deref()
+                    .map_or("the bundled mnist10k".into(), |p| p.display().to_string()),
+                data.train_count
+            );
+        }
+    }
     let blob = quantize(&ck.model, &train_set, a.calibration)?;
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (arena_bytes, macs) = (rt.arena_bytes(), rt.macs());

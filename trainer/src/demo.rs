@@ -222,6 +222,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                 calibration: 500,
                 vectors: Some(vectors.clone()),
                 vector_count: a.device_images,
+                any_data: false,
                 json: false,
             })
         },
@@ -347,6 +348,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     calibration: 300,
                     vectors: None,
                     vector_count: 0,
+                    any_data: false,
                     json: false,
                 })?;
                 let rows = cli::cmd_detect(&cli::DetectArgs {

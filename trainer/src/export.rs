@@ -421,6 +421,17 @@ fn tensor_quants(nodes: &[DeployNode], ranges: &[(f32, f32)]) -> anyhow::Result<
 pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Result<Vec<u8>> {
     let arch = &model.arch;
     let nodes = fold(model)?;
+    // Before calibration (the slow part), the limit the device format sets.
+    if nodes.len() > runtime::format::MAX_LAYERS {
+        anyhow::bail!(
+            "{} device layers, at most {} are supported",
+            nodes.len(),
+            runtime::format::MAX_LAYERS
+        );
+    }
+    if calib.is_empty() || n_calib == 0 {
+        anyhow::bail!("calibration needs at least one training image");
+    }
     let ranges = calibrate(&nodes, calib, n_calib);
     let shapes = tensor_shapes(arch.input, &nodes);
     let q = tensor_quants(&nodes, &ranges)?;

@@ -175,11 +175,10 @@ pub struct ArchSpec {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchError {
-    #[error("cannot read architecture file {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    /// (`cause`, not `source`: the message already says it, and a source would be printed
+    /// again by the error chain.)
+    #[error("cannot read architecture file {path}: {cause}")]
+    Io { path: String, cause: std::io::Error },
     #[error("architecture file {path}: {why}")]
     Parse { path: String, why: String },
     #[error("architecture '{arch}', layer {index} ({kind}): {why}")]
@@ -468,9 +467,9 @@ impl ArchSpec {
     /// Reads a `.toml` or `.json` architecture file and validates it.
     pub fn from_file(path: &Path) -> Result<ArchSpec, ArchError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ArchError::Io {
+        let text = std::fs::read_to_string(path).map_err(|cause| ArchError::Io {
             path: p.clone(),
-            source,
+            cause,
         })?;
         let spec: ArchSpec = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text).map_err(|e| ArchError::Parse {
@@ -479,10 +478,26 @@ impl ArchSpec {
             })?
         } else {
             toml::from_str(&text).map_err(|e| {
-                // One line: the message and where, not toml's multi-line source excerpt.
-                let line = e.span().map_or(0, |sp| {
+                // One line: the message and where, not toml's multi-line source excerpt. An
+                // unknown field inside a layer is reported by serde without a usable span (the
+                // tagged layer is buffered first), so find the key's own line.
+                let span_line = e.span().map_or(0, |sp| {
                     text[..sp.start.min(text.len())].lines().count().max(1)
                 });
+                let key_line = e
+                    .message()
+                    .split("unknown field `")
+                    .nth(1)
+                    .and_then(|rest| rest.split('`').next())
+                    .and_then(|key| {
+                        text.lines().position(|l| {
+                            l.trim_start()
+                                .strip_prefix(key)
+                                .is_some_and(|r| r.trim_start().starts_with('='))
+                        })
+                    })
+                    .map(|i| i + 1);
+                let line = key_line.unwrap_or(span_line);
                 ArchError::Parse {
                     path: p.clone(),
                     why: format!("line {line}: {}", e.message()),
@@ -503,6 +518,13 @@ impl ArchSpec {
                 why: "input dimensions must be positive and classes >= 2".into(),
             });
         }
+        if h > MAX_DIM || w > MAX_DIM || c > MAX_DIM || self.classes > MAX_DIM {
+            return Err(ArchError::Whole {
+                arch: self.name.clone(),
+                why: format!("input dimensions and classes must be at most {MAX_DIM}"),
+            });
+        }
+        let mut params = 0u64;
         let mut cur = Act::Map(h, w, c);
         let mut out = Vec::new();
         for (index, l) in self.layers.iter().enumerate() {
@@ -529,6 +551,19 @@ impl ArchSpec {
                             "out_channels, kernel and stride must be positive".into()
                         ));
                     }
+                    if kernel > 255 || stride > 255 || padding > 255 || out_channels > MAX_DIM {
+                        return Err(err(format!(
+                            "kernel, stride and padding must be at most 255 and out_channels at \
+                             most {MAX_DIM} (the device format's fields)"
+                        )));
+                    }
+                    let in_c = match cur {
+                        Act::Map(_, _, c) => c,
+                        Act::Flat(n) => n,
+                    };
+                    params = params.saturating_add(
+                        (kernel as u64 * kernel as u64 * in_c as u64 + 1) * out_channels as u64,
+                    );
                     if padding >= kernel && padding > 0 {
                         return Err(err(format!(
                             "padding {padding} must be smaller than the kernel {kernel}"
@@ -579,9 +614,17 @@ impl ArchSpec {
                     },
                     Act::Map(h, w, _),
                 ) => {
-                    if out_channels == 0 || stride == 0 || stride > 2 {
-                        return Err(err("out_channels must be positive and stride 1 or 2".into()));
+                    if out_channels == 0 || stride == 0 || stride > 2 || out_channels > MAX_DIM {
+                        return Err(err(format!(
+                            "out_channels must be 1..={MAX_DIM} and stride 1 or 2"
+                        )));
                     }
+                    let in_c = match cur {
+                        Act::Map(_, _, c) => c as u64,
+                        Act::Flat(n) => n as u64,
+                    };
+                    let oc = out_channels as u64;
+                    params = params.saturating_add(9 * in_c * oc + 9 * oc * oc + in_c * oc);
                     Act::Map((h - 1) / stride + 1, (w - 1) / stride + 1, out_channels)
                 }
                 (
@@ -598,14 +641,34 @@ impl ArchSpec {
                     if [b1, b3_reduce, b3, b5_reduce, b5, pool_proj].contains(&0) {
                         return Err(err("every branch needs at least one channel".into()));
                     }
+                    if [b1, b3_reduce, b3, b5_reduce, b5, pool_proj]
+                        .iter()
+                        .any(|&b| b > MAX_DIM)
+                    {
+                        return Err(err(format!(
+                            "branches must have at most {MAX_DIM} channels"
+                        )));
+                    }
+                    let in_c = match cur {
+                        Act::Map(_, _, c) => c as u64,
+                        Act::Flat(n) => n as u64,
+                    };
+                    let [q1, q3r, q3, q5r, q5, qp] =
+                        [b1, b3_reduce, b3, b5_reduce, b5, pool_proj].map(|b| b as u64);
+                    params = params.saturating_add(
+                        in_c * (q1 + q3r + q5r + qp) + 9 * q3r * q3 + 25 * q5r * q5,
+                    );
                     Act::Map(h, w, b1 + b3 + b5 + pool_proj)
                 }
                 (LayerSpec::GlobalAvgPool, Act::Map(_, _, c)) => Act::Flat(c),
                 (LayerSpec::Flatten, Act::Map(h, w, c)) => Act::Flat(h * w * c),
-                (LayerSpec::Linear { out_features, .. }, Act::Flat(_)) => {
-                    if out_features == 0 {
-                        return Err(err("out_features must be positive".into()));
+                (LayerSpec::Linear { out_features, .. }, Act::Flat(n)) => {
+                    if out_features == 0 || out_features > MAX_DIM {
+                        return Err(err(format!(
+                            "out_features must be 1..={MAX_DIM} (the device format's field)"
+                        )));
                     }
+                    params = params.saturating_add((n as u64 + 1) * out_features as u64);
                     Act::Flat(out_features)
                 }
                 (LayerSpec::Linear { .. }, Act::Map(..)) => {
@@ -620,6 +683,21 @@ impl ArchSpec {
                     ))
                 }
             };
+            let elems = match cur {
+                Act::Map(h, w, c) => (h as u64).saturating_mul(w as u64).saturating_mul(c as u64),
+                Act::Flat(n) => n as u64,
+            };
+            if elems > MAX_ACTIVATION_ELEMS {
+                return Err(err(format!(
+                    "its output holds {elems} values per image, over the limit of \
+                     {MAX_ACTIVATION_ELEMS}"
+                )));
+            }
+            if params > MAX_PARAMS {
+                return Err(err(format!(
+                    "the model reaches {params} parameters here, over the limit of {MAX_PARAMS}"
+                )));
+            }
             out.push(cur);
         }
         if self.grid {
@@ -643,6 +721,13 @@ impl ArchSpec {
         Ok(out)
     }
 }
+
+/// Largest input dimension, class count and channel count (the device format's u16 fields).
+pub const MAX_DIM: usize = 65_535;
+/// Most values one layer may output per image (a batch of 64 of them is 1 GiB of f32).
+pub const MAX_ACTIVATION_ELEMS: u64 = 1 << 22;
+/// Most parameters a model may have (256 MiB of f32).
+pub const MAX_PARAMS: u64 = 1 << 26;
 
 /// Where a layer's parameters and state live.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -329,6 +329,33 @@ pub struct Checkpoint {
     pub model: Model,
     pub config: TrainConfig,
     pub history: Vec<EpochMetrics>,
+    /// The data it was trained on (absent in checkpoints written before it was recorded).
+    #[serde(default)]
+    pub trained_on: Option<TrainedOn>,
+}
+
+/// Where a checkpoint's training data came from, so `export` and `eval` can use the same data
+/// by default and `export` can refuse to calibrate on other images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainedOn {
+    /// `--data` (None: the bundled mnist10k).
+    pub data: Option<std::path::PathBuf>,
+    pub train_count: usize,
+    pub test_count: usize,
+    pub boxes: Option<std::path::PathBuf>,
+    pub canvas_copies: usize,
+    /// FNV-1a 64 of the training split's pixels and labels, as trained on.
+    pub train_fingerprint: u64,
+}
+
+/// FNV-1a 64 of a data set's pixels and labels (a content check, not a security hash).
+pub fn fingerprint(d: &crate::data::Dataset) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in d.pixels.iter().chain(&d.labels) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 pub const CHECKPOINT_FORMAT: &str = "tinymcu-checkpoint/1";

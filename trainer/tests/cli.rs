@@ -533,3 +533,135 @@ fn trains_on_a_folder_of_png_class_folders() {
         "odd.png: 20x20 pixels, but the other images are 28x28",
     );
 }
+
+/// Issue 16, 4, 5 and 8: absurd architectures are refused before anything is allocated, and
+/// export calibrates on the data the checkpoint was trained on or says why not.
+#[test]
+fn absurd_architectures_and_other_data_are_refused_clearly() {
+    let d = tmp("issue16b");
+    let out = d.join("x.json");
+    for (json, needle) in [
+        (
+            r#"{"type":"conv2d","out_channels":8,"kernel":4611686018427387905,"padding":1}"#,
+            "at most 255",
+        ),
+        (
+            r#"{"type":"conv2d","out_channels":1000000,"kernel":3,"padding":1}"#,
+            "out_channels at most 65535",
+        ),
+        (
+            r#"{"type":"conv2d","out_channels":60000,"kernel":3,"padding":1}"#,
+            "over the limit of 4194304",
+        ),
+    ] {
+        let f = d.join("arch.json");
+        std::fs::write(
+            &f,
+            format!(r#"{{"name":"a","input":[28,28,1],"classes":10,"layers":[{json},{{"type":"flatten"}},{{"type":"linear","out_features":10}}]}}"#),
+        )
+        .unwrap();
+        assert_fails(
+            &[
+                "train",
+                "--arch",
+                f.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            needle,
+        );
+    }
+    let f = d.join("arch.json");
+    std::fs::write(
+        &f,
+        r#"{"name":"a","input":[28,28,1],"classes":10,"layers":[{"type":"flatten"},{"type":"linear","out_features":100000000}]}"#,
+    )
+    .unwrap();
+    assert_fails(
+        &[
+            "train",
+            "--arch",
+            f.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "out_features must be 1..=65535",
+    );
+    // 8. A checkpoint remembers its training data: export on another training split is
+    //    refused (it would calibrate on other images), unless asked for.
+    let ck = d.join("m.ckpt.json");
+    let (code, _, err) = trainer(&[
+        "train",
+        "--train-count",
+        "256",
+        "--test-count",
+        "64",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        ck.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let bin = d.join("m.bin");
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--out",
+            bin.to_str().unwrap(),
+            "--test-count",
+            "64",
+            "--calibration",
+            "32",
+        ];
+        args.extend_from_slice(extra);
+        trainer(&args)
+    };
+    let (code, _, err) = export(&["--train-count", "300"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("was trained on other images") && err.contains("--any-data"),
+        "{err}"
+    );
+    assert!(!bin.exists());
+    let (code, _, err) = export(&["--train-count", "300", "--any-data"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = export(&["--train-count", "256"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 16, 10: a missing architecture file is named once; an unknown field is reported at
+/// its own line.
+#[test]
+fn architecture_file_messages_point_at_the_cause() {
+    let d = tmp("issue16c");
+    let out = d.join("x.json");
+    let missing = d.join("nope.toml");
+    let (code, _, err) = trainer(&[
+        "train",
+        "--arch",
+        missing.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let f = d.join("a.toml");
+    std::fs::write(
+        &f,
+        "name = \"t\"\ninput = [28, 28, 1]\nclasses = 10\n\n[[layers]]\ntype = \"conv2d\"\nout_channels = 4\nkernel = 3\n\n[[layers]]\ntype = \"flatten\"\n\n[[layers]]\ntype = \"linear\"\nout_features = 10\nbogus = 3\n",
+    )
+    .unwrap();
+    assert_fails(
+        &[
+            "train",
+            "--arch",
+            f.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "line 16: unknown field `bogus`",
+    );
+}
