@@ -27,7 +27,18 @@ struct Object {
 }
 
 /// Attaches the boxes in `path` to `images` (whose labels become each image's first class).
-pub fn attach_boxes(mut images: Dataset, path: &Path, classes: usize) -> anyhow::Result<Dataset> {
+pub fn attach_boxes(images: Dataset, path: &Path, classes: usize) -> anyhow::Result<Dataset> {
+    attach_boxes_for(images, path, classes, false)
+}
+
+/// [`attach_boxes`]; `single` (a single-object localizer) requires exactly one object per
+/// image: an empty list would train the image as class 0 with the box [0, 0, 0, 0].
+pub fn attach_boxes_for(
+    mut images: Dataset,
+    path: &Path,
+    classes: usize,
+    single: bool,
+) -> anyhow::Result<Dataset> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read boxes file {}", path.display()))?;
     let lists: Vec<Vec<Object>> = serde_json::from_str(&text).with_context(|| {
@@ -47,6 +58,14 @@ pub fn attach_boxes(mut images: Dataset, path: &Path, classes: usize) -> anyhow:
     let (w, h) = (images.w as f32, images.h as f32);
     let mut objects = Vec::with_capacity(lists.len());
     for (i, list) in lists.into_iter().enumerate() {
+        if single && list.len() != 1 {
+            bail!(
+                "{}: image {i} has {} objects; a single-object localizer needs exactly one per \
+                 image (a grid detector takes any number)",
+                path.display(),
+                list.len()
+            );
+        }
         let mut objs = Vec::with_capacity(list.len());
         for (j, o) in list.into_iter().enumerate() {
             let [x0, y0, x1, y1] = o.bbox;

@@ -71,10 +71,21 @@ pub enum Command {
 
 #[derive(Subcommand)]
 pub enum BenchWhat {
-    /// Training images/s of ref-cnn at batch 64 on 1 and 2 threads.
+    /// Training images/s of ref-cnn at batch 64 on 1 and 2 threads: several rounds, median
+    /// and spread, beside PyTorch's from the same run when --pytorch is given.
     Train {
-        #[arg(long, default_value_t = 30)]
+        /// Optimizer steps per round (125 = one pass over the 8,000 training images; more
+        /// wrap around).
+        #[arg(long, default_value_t = 125)]
         steps: usize,
+        /// Timed rounds per thread count.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// A Python with torch installed: runs bench/pytorch_train.py (the same model,
+        /// optimizer and data) in the same run.
+        #[arg(long)]
+        pytorch: Option<String>,
+        /// Print the figures as one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -159,10 +170,23 @@ impl DataArgs {
     /// model single-digit canvases built from them (train digits -> train canvases, test
     /// digits -> 1,000 test canvases).
     pub fn load_for(&self, arch: &ArchSpec) -> anyhow::Result<(Dataset, Dataset)> {
+        if let (Some(b), false) = (&self.boxes, arch.boxes || arch.grid) {
+            bail!(
+                "--boxes {}: architecture '{}' is a classifier and takes no boxes (use loc-cnn, \
+                 grid-det or an architecture with boxes or grid set)",
+                b.display(),
+                arch.name
+            );
+        }
         if let (Some(b), true) = (&self.boxes, arch.boxes || arch.grid) {
             let dir = self.data.clone().unwrap_or_else(default_data_dir);
             let (i, l) = find_pair(&dir)?;
-            let all = crate::boxes::attach_boxes(load_pair(&i, &l, 256)?, b, arch.classes)?;
+            let all = crate::boxes::attach_boxes_for(
+                load_pair(&i, &l, 256)?,
+                b,
+                arch.classes,
+                arch.boxes && !arch.grid,
+            )?;
             return Ok(split(&all, self.train_count, self.test_count)?);
         }
         let (train, test) = self.load(arch.classes)?;
@@ -1248,32 +1272,108 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
     Ok(r)
 }
 
-pub fn cmd_bench_train(steps: usize) -> anyhow::Result<(f32, f32)> {
+/// Median, lowest and highest of a set of measurements.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Spread {
+    pub median: f32,
+    pub min: f32,
+    pub max: f32,
+}
+
+impl Spread {
+    pub fn of(v: &[f32]) -> Spread {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let median = if s.is_empty() {
+            f32::NAN
+        } else if s.len() % 2 == 1 {
+            s[s.len() / 2]
+        } else {
+            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: s.first().copied().unwrap_or(f32::NAN),
+            max: s.last().copied().unwrap_or(f32::NAN),
+        }
+    }
+}
+
+/// Images/s of ref-cnn training at batch 64, `rounds` rounds of `steps` steps each, on 1 and 2
+/// threads.
+pub fn cmd_bench_train(steps: usize, rounds: usize) -> anyhow::Result<(Spread, Spread)> {
+    if steps == 0 || rounds == 0 {
+        bail!("--steps and --rounds must be at least 1");
+    }
     let all = DataArgs::default().load(10)?.0;
-    let run = |threads: usize| -> anyhow::Result<f32> {
+    let run = |threads: usize| -> anyhow::Result<Spread> {
         with_threads(threads, || {
             let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1))?;
             let cfg = TrainConfig {
                 epochs: 1,
                 ..TrainConfig::default()
             };
-            // Warm up on 3 batches, then time `steps` batches, wrapping around the training
-            // set as epochs when it holds fewer.
+            // Warm up on 3 batches, then time `steps` batches per round, wrapping around the
+            // training set as epochs when it holds fewer.
             let warm = all.slice(0..64 * 3);
             train_silent(&mut model, &warm, &warm.slice(0..1), &cfg)?;
             let per_epoch = (all.len() / 64).max(1);
-            let t = std::time::Instant::now();
-            let mut left = steps;
-            while left > 0 {
-                let n = left.min(per_epoch);
-                let timed = all.slice(0..64 * n);
-                train_silent(&mut model, &timed, &timed.slice(0..1), &cfg)?;
-                left -= n;
+            let mut ips = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let t = std::time::Instant::now();
+                let mut left = steps;
+                while left > 0 {
+                    let n = left.min(per_epoch);
+                    let timed = all.slice(0..64 * n);
+                    train_silent(&mut model, &timed, &timed.slice(0..1), &cfg)?;
+                    left -= n;
+                }
+                ips.push((64 * steps) as f32 / t.elapsed().as_secs_f32());
             }
-            Ok((64 * steps) as f32 / t.elapsed().as_secs_f32())
+            Ok(Spread::of(&ips))
         })?
     };
     Ok((run(1)?, run(2)?))
+}
+
+/// PyTorch's images/s for the same model, optimizer and data (bench/pytorch_train.py), run by
+/// `python`, on `threads` threads.
+pub fn bench_pytorch(
+    python: &str,
+    steps: usize,
+    rounds: usize,
+    threads: usize,
+) -> anyhow::Result<Spread> {
+    let script = crate::device::repo_root().join("bench/pytorch_train.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+        ])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {python}"))?;
+    if !out.status.success() {
+        bail!(
+            "{python} {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+        );
+    }
+    let ips: Vec<f32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .collect();
+    if ips.is_empty() {
+        bail!("{python} {}: printed no figures", script.display());
+    }
+    Ok(Spread::of(&ips))
 }
 
 pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usize)> {
@@ -1408,21 +1508,41 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", cmd_predict(&a)?.to_text());
         }
         Command::Bench {
-            what: BenchWhat::Train { steps, json },
+            what:
+                BenchWhat::Train {
+                    steps,
+                    rounds,
+                    pytorch,
+                    json,
+                },
         } => {
-            let (t1, t2) = cmd_bench_train(steps)?;
-            println!("ref-cnn training, batch 64        images/s");
-            println!("  this trainer, 1 thread          {t1:>8.0}");
-            println!("  this trainer, 2 threads         {t2:>8.0}");
-            println!(
-                "  PyTorch 2.15 CPU, 1 thread      {:>8}  (bench/PEERS.md, quoted)",
-                "~6900"
-            );
-            println!("  PyTorch 2.15 CPU, 2 threads     {:>8}", "~8600");
+            let (t1, t2) = cmd_bench_train(steps, rounds)?;
+            let show = |s: Spread| format!("{:>8.0}  ({:.0}-{:.0})", s.median, s.min, s.max);
+            println!("ref-cnn training, batch 64, {rounds} rounds of {steps} steps: images/s median (min-max)");
+            println!("  this trainer, 1 thread      {}", show(t1));
+            println!("  this trainer, 2 threads     {}", show(t2));
+            let torch = match &pytorch {
+                Some(py) => {
+                    let p1 = bench_pytorch(py, steps, rounds, 1)?;
+                    let p2 = bench_pytorch(py, steps, rounds, 2)?;
+                    println!("  PyTorch, 1 thread           {}", show(p1));
+                    println!("  PyTorch, 2 threads          {}", show(p2));
+                    println!(
+                        "  ratio (median)              {:.2}x on 1 thread, {:.2}x on 2",
+                        t1.median / p1.median,
+                        t2.median / p2.median
+                    );
+                    Some((p1, p2))
+                }
+                None => {
+                    println!("  PyTorch: not measured in this run (--pytorch PYTHON, with torch installed, runs bench/pytorch_train.py beside it)");
+                    None
+                }
+            };
             if json {
                 println!(
                     "{}",
-                    json!({"train_images_per_second_1t": t1, "train_images_per_second_2t": t2})
+                    json!({"train_1t": t1, "train_2t": t2, "pytorch_1t": torch.map(|t| t.0), "pytorch_2t": torch.map(|t| t.1)})
                 );
             }
         }

@@ -405,7 +405,7 @@ fn nonsense_is_refused_and_nothing_unreadable_is_written() {
     assert_fails(&args, "does not exist");
     assert!(!fresh.exists());
     // 9. bench train with more steps than the training set holds wraps around.
-    let (code, out, err) = trainer(&["bench", "train", "--steps", "130"]);
+    let (code, out, err) = trainer(&["bench", "train", "--steps", "130", "--rounds", "2"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("images/s"), "{out}");
 }
@@ -663,5 +663,35 @@ fn architecture_file_messages_point_at_the_cause() {
             out.to_str().unwrap(),
         ],
         "line 16: unknown field `bogus`",
+    );
+}
+
+/// Issue 16, 7: `--boxes` with an empty object list for a single-object localizer trained it
+/// as class 0 with box [0, 0, 0, 0]; with a classifier the file was ignored unread.
+#[test]
+fn boxes_files_are_checked_against_the_architecture() {
+    let d = tmp("issue16d");
+    let out = d.join("x.json");
+    let boxes = d.join("boxes.json");
+    // One list per bundled image: the first empty, the others one digit-sized box.
+    let mut lists = vec!["[]".to_string()];
+    lists.extend((1..10_000).map(|_| r#"[{"class": 1, "box": [4, 4, 24, 24]}]"#.to_string()));
+    std::fs::write(&boxes, format!("[{}]", lists.join(","))).unwrap();
+    let b = boxes.to_str().unwrap();
+    assert_fails(
+        &[
+            "train",
+            "--arch",
+            "loc-cnn",
+            "--boxes",
+            b,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        "image 0 has 0 objects; a single-object localizer needs exactly one",
+    );
+    assert_fails(
+        &["train", "--boxes", b, "--out", out.to_str().unwrap()],
+        "is a classifier and takes no boxes",
     );
 }
