@@ -26,6 +26,8 @@ pub mod status {
     pub const PANIC: u32 = 101;
     /// HardFault exception.
     pub const HARD_FAULT: u32 = 102;
+    /// The stack reached the MPU guard below it (a `STACK OVERFLOW` line precedes it).
+    pub const STACK_OVERFLOW: u32 = 103;
 }
 
 /// Ends the program (QEMU exits with `code`). Does not return; if a debugger resumes anyway,

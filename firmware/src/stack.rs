@@ -41,10 +41,61 @@ pub fn paint() {
     }
 }
 
+/// Bytes of the guard region: the MPU's smallest region.
+const GUARD: usize = 32;
+
+/// First byte of the guard: the stack's bottom rounded up to the region size.
+fn guard_start() -> usize {
+    (bottom() + GUARD - 1) & !(GUARD - 1)
+}
+
+/// Makes the 32 bytes at the bottom of the stack inaccessible with the MPU, so a stack that
+/// grows into the statics below it (the arena lives there) faults instead of corrupting them;
+/// the MemManage handler reports it and exits with `status::STACK_OVERFLOW`. Call after
+/// [`paint`] (which writes there).
+pub fn guard(mpu: &mut cortex_m::peripheral::MPU, scb: &mut cortex_m::peripheral::SCB) {
+    // SAFETY: region 0 covers only the guard, with no access; the default memory map stays in
+    // force for everything else (PRIVDEFENA), so no other access changes.
+    unsafe {
+        mpu.rnr.write(0);
+        mpu.rbar.write(guard_start() as u32);
+        // SIZE 4: 2^(4+1) = 32 bytes; AP 000: no access; XN; ENABLE.
+        mpu.rasr.write((1 << 28) | (4 << 1) | 1);
+        mpu.ctrl.write((1 << 2) | 1); // PRIVDEFENA | ENABLE
+    }
+    scb.enable(cortex_m::peripheral::scb::Exception::MemoryManagement);
+    cortex_m::asm::dsb();
+    cortex_m::asm::isb();
+}
+
+// The MemManage handler runs with the stack pointer inside the guard (the exception entry
+// itself may have faulted on it), so before anything else it moves to the top of the stack.
+core::arch::global_asm!(
+    ".section .text.MemoryManagement,\"ax\",%progbits",
+    ".global MemoryManagement",
+    ".type MemoryManagement,%function",
+    ".thumb_func",
+    "MemoryManagement:",
+    "ldr r0, =_stack_start",
+    "msr msp, r0",
+    "bl stack_overflow_report",
+    "b .",
+);
+
+#[no_mangle]
+extern "C" fn stack_overflow_report() -> ! {
+    crate::outln!(
+        "STACK OVERFLOW: the stack reached the MPU guard at {:#010x} (statics end there)",
+        guard_start()
+    );
+    crate::semihost::exit(crate::semihost::status::STACK_OVERFLOW)
+}
+
 /// Peak stack use in bytes since `paint`, counting from the top of the stack.
 pub fn peak_bytes() -> usize {
     let sp = cortex_m::register::msp::read() as usize;
-    let mut p = (bottom() + 3) & !3;
+    // Above the guard: reading it would fault.
+    let mut p = guard_start() + GUARD;
     // SAFETY: reads of the painted region (see `paint`); words still holding the pattern were
     // never written by the program.
     while p < sp && unsafe { ptr::read_volatile(p as *const u32) } == PATTERN {

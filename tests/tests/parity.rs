@@ -211,3 +211,29 @@ fn grid_detections_are_bit_exact_on_the_device() {
         "detections differ between device and host"
     );
 }
+
+/// A stack that outgrows its space faults at the MPU guard above the statics (where the arena
+/// lives) and reports it, instead of silently corrupting them.
+#[test]
+fn stack_overflow_is_a_clean_fault() {
+    let dir = temp_dir("overflow");
+    let root = repo_root();
+    let elf = trainer::device::build_firmware_with(
+        "mps2-an386",
+        &["overflow-test"],
+        &root.join("firmware/models/ref-cnn.bin"),
+        &root.join("firmware/models/test-inputs.bin"),
+        &dir,
+    )
+    .unwrap();
+    let run = run_qemu(&elf).unwrap();
+    assert_eq!(run.status, 103, "{}", run.stdout);
+    assert!(
+        run.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("STACK OVERFLOW")),
+        "{}",
+        run.stdout
+    );
+    assert!(run.outputs.is_empty(), "it faults before any inference");
+}

@@ -29,9 +29,24 @@ pub fn build_firmware_for(
     inputs: &Path,
     out_dir: &Path,
 ) -> anyhow::Result<PathBuf> {
+    build_firmware_with(board, &[], model, inputs, out_dir)
+}
+
+/// [`build_firmware_for`] with extra firmware cargo features (e.g. `overflow-test`).
+pub fn build_firmware_with(
+    board: &str,
+    features: &[&str],
+    model: &Path,
+    inputs: &Path,
+    out_dir: &Path,
+) -> anyhow::Result<PathBuf> {
     let _guard = FIRMWARE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let root = repo_root();
-    let out = Command::new(root.join("scripts/build-firmware.sh"))
+    let mut cmd = Command::new(root.join("scripts/build-firmware.sh"));
+    if !features.is_empty() {
+        cmd.arg("--features").arg(features.join(","));
+    }
+    let out = cmd
         .arg("--board")
         .arg(board)
         .arg("--model")
@@ -133,6 +148,7 @@ pub fn parse_device_output(stdout: &str, status: i32) -> anyhow::Result<DeviceRu
                 let n = w.next().context("LAYER line without a count")?;
                 run.layers.push((k.parse()?, kind.to_owned(), n.parse()?));
             }
+            (Some("STACK"), Some("OVERFLOW:"), _) => run.error = Some(line.to_owned()),
             (Some("STACK"), Some(n), _) => run.stack = Some(n.parse()?),
             (Some("DONE"), Some(n), _) => run.done = Some(n.parse()?),
             (Some("ERR"), _, _) => run.error = Some(line[4..].to_owned()),

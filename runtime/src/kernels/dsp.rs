@@ -116,6 +116,48 @@ pub fn pack(lo: i16, hi: i16) -> u32 {
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 #[allow(unsafe_code)]
 mod imp {
+    /// One group of four taps for the four lanes: one weight word, two SXTB16, four LDRD and
+    /// eight SMLAD (the lanes' words interleaved per group: 8, 16, 24 and 0 bytes ahead).
+    macro_rules! dot4_group {
+        () => {
+            "ldr {w}, [{wp}], #4
+             sxtb16 {we}, {w}
+             sxtb16 {wo}, {w}, ror #8
+             ldrd {w}, {p}, [{pp}, #8]
+             smlad {a1}, {w}, {we}, {a1}
+             smlad {a1}, {p}, {wo}, {a1}
+             ldrd {w}, {p}, [{pp}, #16]
+             smlad {a2}, {w}, {we}, {a2}
+             smlad {a2}, {p}, {wo}, {a2}
+             ldrd {w}, {p}, [{pp}, #24]
+             smlad {a3}, {w}, {we}, {a3}
+             smlad {a3}, {p}, {wo}, {a3}
+             ldrd {w}, {p}, [{pp}], #32
+             smlad {a0}, {w}, {we}, {a0}
+             smlad {a0}, {p}, {wo}, {a0}"
+        };
+    }
+
+    /// The whole loop over `{n}` groups, two per iteration (an odd count runs one first).
+    macro_rules! dot4_loop {
+        () => {
+            concat!(
+                "lsrs {n}, {n}, #1\n",
+                "bcc 3f\n",
+                dot4_group!(),
+                "\ncmp {n}, #0\n",
+                "beq 4f\n",
+                "3:\n",
+                dot4_group!(),
+                "\n",
+                dot4_group!(),
+                "\nsubs {n}, {n}, #1\n",
+                "bne 3b\n",
+                "4:"
+            )
+        };
+    }
+
     // SAFETY (every block): register arithmetic only, no memory access, no stack use, no flags
     // read (SMLAD may set Q, which nothing reads).
     #[inline(always)]
@@ -164,60 +206,7 @@ mod imp {
         // caller's bounds hold both; no writes.
         unsafe {
             core::arch::asm!(
-                // Two groups per iteration; an odd count runs one group first.
-                "lsrs {n}, {n}, #1",
-                "bcc 3f",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {we}, {w}",
-                "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #8]",
-                "smlad {a1}, {w}, {we}, {a1}",
-                "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #16]",
-                "smlad {a2}, {w}, {we}, {a2}",
-                "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #24]",
-                "smlad {a3}, {w}, {we}, {a3}",
-                "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #32",
-                "smlad {a0}, {w}, {we}, {a0}",
-                "smlad {a0}, {p}, {wo}, {a0}",
-                "cmp {n}, #0",
-                "beq 4f",
-                "3:",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {we}, {w}",
-                "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #8]",
-                "smlad {a1}, {w}, {we}, {a1}",
-                "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #16]",
-                "smlad {a2}, {w}, {we}, {a2}",
-                "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #24]",
-                "smlad {a3}, {w}, {we}, {a3}",
-                "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #32",
-                "smlad {a0}, {w}, {we}, {a0}",
-                "smlad {a0}, {p}, {wo}, {a0}",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {we}, {w}",
-                "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #8]",
-                "smlad {a1}, {w}, {we}, {a1}",
-                "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #16]",
-                "smlad {a2}, {w}, {we}, {a2}",
-                "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #24]",
-                "smlad {a3}, {w}, {we}, {a3}",
-                "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #32",
-                "smlad {a0}, {w}, {we}, {a0}",
-                "smlad {a0}, {p}, {wo}, {a0}",
-                "subs {n}, {n}, #1",
-                "bne 3b",
-                "4:",
+                dot4_loop!(),
                 w = out(reg) _,
                 we = out(reg) _,
                 wo = out(reg) _,
@@ -244,60 +233,7 @@ mod imp {
                 "mov {a1}, {a0}",
                 "mov {a2}, {a0}",
                 "mov {a3}, {a0}",
-                // Two groups per iteration; an odd count runs one group first.
-                "lsrs {n}, {n}, #1",
-                "bcc 3f",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {we}, {w}",
-                "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #8]",
-                "smlad {a1}, {w}, {we}, {a1}",
-                "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #16]",
-                "smlad {a2}, {w}, {we}, {a2}",
-                "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #24]",
-                "smlad {a3}, {w}, {we}, {a3}",
-                "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #32",
-                "smlad {a0}, {w}, {we}, {a0}",
-                "smlad {a0}, {p}, {wo}, {a0}",
-                "cmp {n}, #0",
-                "beq 4f",
-                "3:",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {we}, {w}",
-                "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #8]",
-                "smlad {a1}, {w}, {we}, {a1}",
-                "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #16]",
-                "smlad {a2}, {w}, {we}, {a2}",
-                "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #24]",
-                "smlad {a3}, {w}, {we}, {a3}",
-                "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #32",
-                "smlad {a0}, {w}, {we}, {a0}",
-                "smlad {a0}, {p}, {wo}, {a0}",
-                "ldr {w}, [{wp}], #4",
-                "sxtb16 {we}, {w}",
-                "sxtb16 {wo}, {w}, ror #8",
-                "ldrd {w}, {p}, [{pp}, #8]",
-                "smlad {a1}, {w}, {we}, {a1}",
-                "smlad {a1}, {p}, {wo}, {a1}",
-                "ldrd {w}, {p}, [{pp}, #16]",
-                "smlad {a2}, {w}, {we}, {a2}",
-                "smlad {a2}, {p}, {wo}, {a2}",
-                "ldrd {w}, {p}, [{pp}, #24]",
-                "smlad {a3}, {w}, {we}, {a3}",
-                "smlad {a3}, {p}, {wo}, {a3}",
-                "ldrd {w}, {p}, [{pp}], #32",
-                "smlad {a0}, {w}, {we}, {a0}",
-                "smlad {a0}, {p}, {wo}, {a0}",
-                "subs {n}, {n}, #1",
-                "bne 3b",
-                "4:",
+                dot4_loop!(),
                 "cmp {a0}, {a1}",
                 "it lt",
                 "movlt {a0}, {a1}",
