@@ -2,7 +2,7 @@
 
 use crate::format::MAX_INPUTS;
 use crate::kernels;
-use crate::model::{Model, Step};
+use crate::model::{as_i8, Model, Step};
 use crate::Error;
 use core::ops::Range;
 
@@ -12,9 +12,6 @@ pub struct Interpreter<'i, 'a, const N: usize = { crate::format::MAX_LAYERS }> {
     arena: &'i mut [u8],
 }
 
-fn as_i8(b: &[u8]) -> &[i8] {
-    bytemuck::cast_slice(b)
-}
 fn as_i8_mut(b: &mut [u8]) -> &mut [i8] {
     bytemuck::cast_slice_mut(b)
 }

@@ -176,7 +176,8 @@ fn stage<'a>(o: &OutputStage<'a>) -> Stage<'a> {
     }
 }
 
-fn as_i8(b: &[u8]) -> &[i8] {
+/// int8 view of blob or arena bytes.
+pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
     bytemuck::cast_slice(b)
 }
 
@@ -677,9 +678,8 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
     Ok(head)
 }
 
-/// Decodes a blob's whole payload (checking preamble and CRC) for tools that want the layer
-/// list as written, e.g. `inspect`. Loading a model for inference does not need this.
-pub fn decode_def(bytes: &[u8]) -> Result<ModelDef<'_>, Error> {
+/// The preamble and the payload of a blob whose payload matches its CRC.
+fn checked_payload(bytes: &[u8]) -> Result<(Preamble, &[u8]), Error> {
     let (pre, payload) = Preamble::parse(bytes)?;
     let computed = crc32(payload);
     if computed != pre.crc32 {
@@ -688,6 +688,13 @@ pub fn decode_def(bytes: &[u8]) -> Result<ModelDef<'_>, Error> {
             computed,
         });
     }
+    Ok((pre, payload))
+}
+
+/// Decodes a blob's whole payload (checking preamble and CRC) for tools that want the layer
+/// list as written, e.g. `inspect`. Loading a model for inference does not need this.
+pub fn decode_def(bytes: &[u8]) -> Result<ModelDef<'_>, Error> {
+    let (_, payload) = checked_payload(bytes)?;
     let (def, rest) = postcard::take_from_bytes::<ModelDef>(payload).map_err(|_| Error::Decode)?;
     if !rest.is_empty() {
         return Err(Error::TrailingBytes { extra: rest.len() });
@@ -753,14 +760,7 @@ impl<'a, const N: usize> Model<'a, N> {
     }
 
     fn load_inner(&mut self, bytes: &'a [u8]) -> Result<(), Error> {
-        let (pre, payload) = Preamble::parse(bytes)?;
-        let computed = crc32(payload);
-        if computed != pre.crc32 {
-            return Err(Error::CrcMismatch {
-                expected: pre.crc32,
-                computed,
-            });
-        }
+        let (pre, payload) = checked_payload(bytes)?;
         // The payload in wire order (name, input, output, layer count, layers, head), one node
         // at a time, so the layer list is never held twice.
         let dec = |_: postcard::Error| Error::Decode;

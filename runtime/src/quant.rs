@@ -96,12 +96,15 @@ impl Requant {
     /// The clamp is where a fused ReLU (or ReLU6) lives.
     #[inline(always)]
     pub fn to_i8(self, acc: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
-        // max/min rather than clamp: clamp checks min <= max at run time (validated at load).
-        self.apply(acc)
-            .saturating_add(zero_point)
-            .max(act_min)
-            .min(act_max) as i8
+        offset_clamp(self.apply(acc), zero_point, act_min, act_max)
     }
+}
+
+/// `clamp(v + zero_point, act_min, act_max)` as int8: the end of every requantization.
+#[inline(always)]
+fn offset_clamp(v: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
+    // max/min rather than clamp: clamp checks min <= max at run time (validated at load).
+    v.saturating_add(zero_point).max(act_min).min(act_max) as i8
 }
 
 /// A [`Requant`] prepared for many accumulators (a kernel's per-channel table): the usual
@@ -135,6 +138,12 @@ impl Prepared {
                 shift: 0,
             }
         }
+    }
+
+    /// Equal to `Requant::to_i8` of the multiplier it was made from.
+    #[inline(always)]
+    pub fn to_i8(self, acc: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
+        offset_clamp(self.apply(acc), zero_point, act_min, act_max)
     }
 
     /// Equal to `Requant::apply` of the multiplier it was made from.

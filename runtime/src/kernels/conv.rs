@@ -136,18 +136,24 @@ pub const PATCH_MAX_TAPS: usize = 1024;
 /// contiguous patch for receptive fields that cross the padding (`2 * ceil(taps / 4)`). The model plans it in
 /// the arena, live only while its layer runs.
 pub fn conv2d_scratch_words(g: &ConvGeom) -> usize {
-    let taps = g.k_h * g.k_w * g.in_c;
-    if taps > PATCH_MAX_TAPS {
+    if g.k_h * g.k_w * g.in_c > PATCH_MAX_TAPS {
         return 0;
     }
+    scratch_layout(g).iter().sum()
+}
+
+/// Words of each part of the patch path's scratch, in order: the four patches, the tap-offset
+/// table, the (ky, kx) table (only when taps go one at a time, `in_c % 4 != 0`) and the
+/// contiguous patch.
+fn scratch_layout(g: &ConvGeom) -> [usize; 4] {
+    let taps = g.k_h * g.k_w * g.in_c;
     let groups = taps.div_ceil(4);
-    // (ky, kx) of each tap, for fields across the padding, when taps go one at a time.
     let kykx = if g.in_c.is_multiple_of(4) {
         0
     } else {
         taps.div_ceil(2)
     };
-    2 * LANES * groups + taps.div_ceil(2) + kykx + 2 * groups
+    [2 * LANES * groups, taps.div_ceil(2), kykx, 2 * groups]
 }
 
 /// Regular convolution, NHWC input, OHWI weights, optional fused max-pool; `scratch` holds at
@@ -191,14 +197,9 @@ fn conv2d_patch(
     scratch: &mut [u32],
 ) {
     let taps = g.k_h * g.k_w * g.in_c;
-    let groups = taps.div_ceil(4);
-    let (patch, rest) = scratch.split_at_mut((2 * LANES * groups).min(scratch.len()));
-    let (offs_w, rest) = rest.split_at_mut(taps.div_ceil(2).min(rest.len()));
-    let kykx_words = if g.in_c.is_multiple_of(4) {
-        0
-    } else {
-        taps.div_ceil(2)
-    };
+    let [patch_words, offs_words, kykx_words, _] = scratch_layout(g);
+    let (patch, rest) = scratch.split_at_mut(patch_words.min(scratch.len()));
+    let (offs_w, rest) = rest.split_at_mut(offs_words.min(rest.len()));
     let (kykx_w, temp) = rest.split_at_mut(kykx_words.min(rest.len()));
     let nzp = pair(-(in_zp as i16));
     let out_c = g.out_c;
@@ -364,9 +365,8 @@ fn pooled_channels(
             };
             at += taps;
         }
-        let (zp, lo, hi) = (st.zero_point, st.act_min, st.act_max);
-        for ((o, &mi), rq) in block.iter_mut().zip(&blk.max).zip(&blk.rq) {
-            let v = rq.apply(mi).saturating_add(zp).max(lo).min(hi) as i8;
+        for ((o, &mi), &rq) in block.iter_mut().zip(&blk.max).zip(&blk.rq) {
+            let v = st.finish_prepared(mi, rq);
             if first || v > *o {
                 *o = v;
             }
@@ -416,10 +416,7 @@ fn gather(
             for (o, d) in offs.chunks_exact(4).zip(&mut slots) {
                 let o = o[0] as usize;
                 if let Some(x4) = win.get(o..o + 4) {
-                    let x =
-                        u32::from_le_bytes([x4[0] as u8, x4[1] as u8, x4[2] as u8, x4[3] as u8]);
-                    d[0] = sxtab16(nzp, x);
-                    d[1] = sxtab16_ror8(nzp, x);
+                    put_word(d, nzp, x4);
                 }
             }
             return;
@@ -428,8 +425,7 @@ fn gather(
         let v = |o: u16| win.get(o as usize).map_or(0, |&x| x as i16 - zp);
         let mut groups = offs.chunks_exact(4);
         for (o, d) in (&mut groups).zip(&mut slots) {
-            d[0] = pack(v(o[0]), v(o[2]));
-            d[1] = pack(v(o[1]), v(o[3]));
+            put4(d, [v(o[0]), v(o[1]), v(o[2]), v(o[3])]);
         }
         let rest = groups.remainder();
         if !rest.is_empty() {
@@ -438,8 +434,7 @@ fn gather(
                 *t = v(o);
             }
             if let Some(d) = slots.next() {
-                d[0] = pack(t[0], t[2]);
-                d[1] = pack(t[1], t[3]);
+                put4(d, t);
             }
         }
         return;
@@ -467,8 +462,10 @@ fn gather(
         };
         let mut groups = offs.chunks_exact(4).zip(kykx.chunks_exact(4));
         for ((o, p), d) in (&mut groups).zip(&mut slots) {
-            d[0] = pack(v(o[0], p[0]), v(o[2], p[2]));
-            d[1] = pack(v(o[1], p[1]), v(o[3], p[3]));
+            put4(
+                d,
+                [v(o[0], p[0]), v(o[1], p[1]), v(o[2], p[2]), v(o[3], p[3])],
+            );
         }
         let rest = taps_rest(offs, kykx);
         if !rest.0.is_empty() {
@@ -477,8 +474,7 @@ fn gather(
                 *t = v(o, p);
             }
             if let Some(d) = slots.next() {
-                d[0] = pack(t[0], t[2]);
-                d[1] = pack(t[1], t[3]);
+                put4(d, t);
             }
         }
         return;
@@ -500,14 +496,7 @@ fn gather(
                 match px {
                     Some(px) => {
                         for (x4, d) in px.chunks_exact(4).zip(&mut slots) {
-                            let x = u32::from_le_bytes([
-                                x4[0] as u8,
-                                x4[1] as u8,
-                                x4[2] as u8,
-                                x4[3] as u8,
-                            ]);
-                            d[0] = sxtab16(nzp, x);
-                            d[1] = sxtab16_ror8(nzp, x);
+                            put_word(d, nzp, x4);
                         }
                     }
                     None => {
@@ -570,6 +559,22 @@ fn gather(
         d[0] = (a & 0xffff) | (b << 16);
         d[1] = (a >> 16) | (b & 0xffff_0000);
     }
+}
+
+/// One group of four input bytes into a lane's two words: `x - zp` with two SXTAB16
+/// (`nzp = pair(-zp)`), `(x0, x2)` and `(x1, x3)`.
+#[inline(always)]
+fn put_word(d: &mut [u32], nzp: u32, x4: &[i8]) {
+    let x = u32::from_le_bytes([x4[0] as u8, x4[1] as u8, x4[2] as u8, x4[3] as u8]);
+    d[0] = sxtab16(nzp, x);
+    d[1] = sxtab16_ror8(nzp, x);
+}
+
+/// Four tap values `v` into a lane's two words of a group: `(v0, v2)`, `(v1, v3)`.
+#[inline(always)]
+fn put4(d: &mut [u32], v: [i16; 4]) {
+    d[0] = pack(v[0], v[2]);
+    d[1] = pack(v[1], v[3]);
 }
 
 /// The taps past the last whole group of four: offsets and (ky, kx).

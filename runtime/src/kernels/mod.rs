@@ -69,6 +69,12 @@ impl Stage<'_> {
     pub fn finish(&self, acc: i32, rq: Requant) -> i8 {
         rq.to_i8(acc, self.zero_point, self.act_min, self.act_max)
     }
+
+    /// [`finish`](Self::finish) with a multiplier prepared once for many accumulators.
+    #[inline(always)]
+    pub fn finish_prepared(&self, acc: i32, rq: crate::quant::Prepared) -> i8 {
+        rq.to_i8(acc, self.zero_point, self.act_min, self.act_max)
+    }
 }
 
 /// Iterator over `(bias, multiplier)` per output channel (see [`Stage::channels`]). A plain
