@@ -520,6 +520,24 @@ pub struct PredictArgs {
     pub data: DataArgs,
 }
 
+/// The built-in architecture whose data a loaded model's kind uses: ref-cnn (with the model's
+/// class count) for a classifier, loc-cnn for a localizer, grid-det for a grid detector.
+pub fn builtin_arch_for(m: &runtime::Model) -> ArchSpec {
+    match m.def().head {
+        runtime::format::Head::Classifier { classes } => ArchSpec {
+            classes: classes as usize,
+            ..ArchSpec::ref_cnn()
+        },
+        runtime::format::Head::Localizer { .. } => ArchSpec::loc_cnn(),
+        runtime::format::Head::GridDetector { .. } => ArchSpec::grid_det(),
+    }
+}
+
+/// "the bundled mnist10k", or the `--data` directory.
+fn data_name(dir: Option<&Path>) -> String {
+    dir.map_or("the bundled mnist10k".into(), |p| p.display().to_string())
+}
+
 pub fn arch_from(name: &str) -> anyhow::Result<ArchSpec> {
     let p = Path::new(name);
     if p.extension().is_some_and(|e| e == "toml" || e == "json") {
@@ -829,13 +847,9 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
                  calibrating on them gives another blob. Pass the same --data and \
                  --train-count, or --any-data to calibrate on these anyway",
                 a.checkpoint.display(),
-                t.data
-                    .as_deref()
-                    .map_or("the bundled mnist10k".into(), |p| p.display().to_string()),
+                data_name(t.data.as_deref()),
                 t.train_count,
-                data.data
-                    .as_deref()
-                    .map_or("the bundled mnist10k".into(), |p| p.display().to_string()),
+                data_name(data.data.as_deref()),
                 data.train_count
             );
         }
@@ -1152,11 +1166,7 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
     let mut label = None;
     let pixels: Vec<u8> = if let Ok(i) = a.image.parse::<usize>() {
         // The test split the model's kind trains on: digits, or the detection canvases.
-        let arch = match m.def().head {
-            Head::Classifier { .. } => ArchSpec::ref_cnn(),
-            Head::Localizer { .. } => ArchSpec::loc_cnn(),
-            Head::GridDetector { .. } => ArchSpec::grid_det(),
-        };
+        let arch = builtin_arch_for(&m);
         let (_, test) = if matches!(m.def().head, Head::Classifier { .. }) {
             a.data.load(256)?
         } else {

@@ -4,7 +4,6 @@
 
 use crate::cli::DataArgs;
 use crate::device;
-use crate::model::ArchSpec;
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -79,15 +78,7 @@ pub struct DeviceReport {
 fn inputs_for(m: &runtime::Model, data: &DataArgs, n: usize) -> anyhow::Result<(Vec<u8>, String)> {
     let s = m.def().input.shape;
     let shape = [s.h as usize, s.w as usize, s.c as usize];
-    let arch = match m.def().head {
-        runtime::format::Head::Classifier { classes } => {
-            let mut a = ArchSpec::ref_cnn();
-            a.classes = classes as usize;
-            a
-        }
-        runtime::format::Head::Localizer { .. } => ArchSpec::loc_cnn(),
-        runtime::format::Head::GridDetector { .. } => ArchSpec::grid_det(),
-    };
+    let arch = crate::cli::builtin_arch_for(m);
     if arch.input == shape {
         let (_, test) = data.load_for(&arch)?;
         let v = crate::cli::test_vectors_for(m, &test, n);

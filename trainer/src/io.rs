@@ -25,14 +25,6 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         }
         _ => path,
     };
-    if let Ok(m) = std::fs::metadata(path) {
-        if !m.is_file() {
-            anyhow::bail!(
-                "refusing to write {}: it exists and is not a regular file",
-                path.display()
-            );
-        }
-    }
     check_writable(path)?;
     let dir = path
         .parent()
@@ -81,7 +73,10 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
     }
     if let Ok(m) = std::fs::metadata(path) {
         if m.is_dir() {
-            anyhow::bail!("cannot write {}: it is a directory", path.display());
+            anyhow::bail!(
+                "refusing to write {}: it is a directory, not a regular file",
+                path.display()
+            );
         }
         if !m.is_file() {
             anyhow::bail!(
