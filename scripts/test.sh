@@ -61,6 +61,8 @@ prerequisites() {
 
 run_step "prerequisites (firmware toolchain, QEMU, plot font)" prerequisites
 run_step "cargo fmt --check" cargo fmt --all -- --check
+# The firmware is its own workspace (thumb only); rustfmt checks its sources directly.
+run_step "rustfmt --check firmware" rustfmt --edition 2021 --check firmware/build.rs firmware/src/main.rs
 run_step "cargo clippy --all-targets -D warnings" \
     cargo clippy --workspace --all-targets --release -- -D warnings
 run_step "runtime builds for thumbv7em-none-eabihf (no_std, no alloc)" scripts/build-runtime-thumb.sh

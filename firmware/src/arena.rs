@@ -1,4 +1,4 @@
-//! The interpreter's arena: one static buffer, handed out once.
+//! The interpreter's arena and the model's table: static buffers, each handed out once.
 //!
 //! The runtime never owns memory (`Interpreter::new(&model, arena)`); the firmware decides
 //! where the arena lives. Here it is in .bss, sized at build time from the blob preamble
@@ -8,7 +8,9 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::config::ARENA_BYTES;
+use runtime::Model;
+
+use crate::config::{ARENA_BYTES, LAYERS};
 
 /// Generous alignment: kernels may read the arena as words.
 #[repr(C, align(16))]
@@ -34,4 +36,29 @@ pub fn take() -> Option<&'static mut [u8]> {
     }
     // SAFETY: the flag above guarantees this is the only reference ever created.
     Some(unsafe { &mut (*ARENA.buf.get()).0 })
+}
+
+/// The loaded model's per-layer table (sized for this blob's layer count by build.rs). It
+/// lives as long as the program, so it is a static like the arena rather than a stack frame
+/// that stays open the whole time.
+struct ModelCell {
+    model: UnsafeCell<Model<'static, LAYERS>>,
+    taken: AtomicBool,
+}
+
+// SAFETY: the model is reachable only through `model`, which hands it out at most once.
+unsafe impl Sync for ModelCell {}
+
+static MODEL: ModelCell = ModelCell {
+    model: UnsafeCell::new(Model::empty()),
+    taken: AtomicBool::new(false),
+};
+
+/// The (empty) model to load into, the first time; `None` afterwards.
+pub fn model() -> Option<&'static mut Model<'static, LAYERS>> {
+    if MODEL.taken.swap(true, Ordering::AcqRel) {
+        return None;
+    }
+    // SAFETY: the flag above guarantees this is the only reference ever created.
+    Some(unsafe { &mut *MODEL.model.get() })
 }

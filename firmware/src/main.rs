@@ -45,13 +45,11 @@ mod config {
 #[cfg(all(feature = "board-mps2-an386", feature = "board-stm32f411"))]
 compile_error!("enable exactly one board feature");
 
-use core::fmt::Write as _;
-
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use runtime::{Interpreter, Model};
 
 use input::{InputSource, TestVectors};
-use semihost::{status, Line};
+use semihost::status;
 
 /// `include_bytes!` with 4-byte alignment (the runtime reads little-endian fields byte-wise
 /// and does not need it, but it makes the blob's offsets line up with the words in flash).
@@ -74,7 +72,7 @@ enum FwError<E> {
     },
     /// The input source failed.
     Input(E),
-    /// `arena::take` called twice (a bug).
+    /// `arena::take` or `arena::model` called twice (a bug).
     ArenaTaken,
 }
 
@@ -114,9 +112,9 @@ fn run<S: InputSource>(
 ) -> Result<usize, FwError<S::Error>> {
     // Validates the preamble, CRC and every layer once; a corrupted blob stops here.
     // Loaded in place: the per-layer table is built where it stays.
-    let mut model = Model::<{ config::LAYERS }>::empty();
+    let model = arena::model().ok_or(FwError::ArenaTaken)?;
     model.load(&MODEL_BLOB.0)?;
-    let model = &model;
+    let model = &*model;
     #[cfg(feature = "defmt")]
     defmt::info!(
         "model: {=usize} B blob, {=usize} B arena, input {=usize}, output {=usize}",
@@ -144,23 +142,8 @@ fn run<S: InputSource>(
         interp.invoke();
         let end = counter.now();
 
-        let mut line = Line::new();
-        let _ = write!(line, "OUT {} ", index);
-        line.hex(as_bytes(interp.output()));
-        line.finish();
-        if let Some(dec) = model.box_decoder() {
-            // The same integer decoding the host runs, so boxes compare bit for bit too.
-            let d = dec.decode(interp.output());
-            let b = d.bbox;
-            outln!("BOX {} {} {} {} {} {} {}", index, d.class, d.score, b.x0, b.y0, b.x1, b.y1);
-        }
-        if let Some(dec) = model.grid_decoder() {
-            // Integer decoding and NMS in fixed memory, identical to the host's.
-            for d in dec.decode(interp.output()) {
-                let b = d.bbox;
-                outln!("DET {} {} {} {} {} {} {}", index, d.class, d.score, b.x0, b.y0, b.x1, b.y1);
-            }
-        }
+        semihost::print_hex("OUT", index, as_bytes(interp.output()));
+        report_boxes(model, index, interp.output());
         outln!(
             "{} {} {}",
             cost::KEYWORD,
@@ -174,7 +157,7 @@ fn run<S: InputSource>(
     // instructions).
     let mut first = TestVectors::new(TEST_INPUTS, config::INPUT_LEN);
     if index > 0 && matches!(first.next_into(interp.input_mut()), Ok(true)) {
-        let mut marks = [0u64; runtime::format::MAX_LAYERS + 1];
+        let mut marks = [0u64; config::LAYERS + 1];
         marks[0] = counter.now();
         interp.invoke_observed(|k| {
             if let Some(m) = marks.get_mut(k + 1) {
@@ -182,10 +165,53 @@ fn run<S: InputSource>(
             }
         });
         for (k, (info, m)) in model.layer_info().iter().zip(marks.windows(2)).enumerate() {
-            outln!("LAYER {} {} {}", k, info.step.name(), counter.elapsed(m[0], m[1]));
+            outln!(
+                "LAYER {} {} {}",
+                k,
+                info.step.name(),
+                counter.elapsed(m[0], m[1])
+            );
         }
     }
     Ok(index)
+}
+
+/// The `BOX` or `DET` lines of a detection model's output (nothing for a classifier). Out of
+/// line: the decoded detections take stack only while they are printed.
+#[inline(never)]
+fn report_boxes<const N: usize>(model: &Model<'_, N>, index: usize, output: &[i8]) {
+    if let Some(dec) = model.box_decoder() {
+        // The same integer decoding the host runs, so boxes compare bit for bit too.
+        let d = dec.decode(output);
+        let b = d.bbox;
+        outln!(
+            "BOX {} {} {} {} {} {} {}",
+            index,
+            d.class,
+            d.score,
+            b.x0,
+            b.y0,
+            b.x1,
+            b.y1
+        );
+    }
+    if let Some(dec) = model.grid_decoder() {
+        // Integer decoding and NMS in fixed memory, identical to the host's.
+        let dets = dec.decode(output);
+        for d in dets.iter() {
+            let b = d.bbox;
+            outln!(
+                "DET {} {} {} {} {} {} {}",
+                index,
+                d.class,
+                d.score,
+                b.x0,
+                b.y0,
+                b.x1,
+                b.y1
+            );
+        }
+    }
 }
 
 fn as_bytes(v: &[i8]) -> &[u8] {

@@ -102,10 +102,26 @@ impl fmt::Write for Line {
 #[macro_export]
 macro_rules! outln {
     ($($arg:tt)*) => {{
-        let mut line = $crate::semihost::Line::new();
-        let _ = core::fmt::Write::write_fmt(&mut line, format_args!($($arg)*));
-        line.finish();
+        $crate::semihost::print(format_args!($($arg)*));
     }};
+}
+
+/// `outln!`'s body, kept out of line so that the line buffer takes stack only while a line
+/// is written, never in the caller's frame.
+#[inline(never)]
+pub fn print(args: fmt::Arguments) {
+    let mut line = Line::new();
+    let _ = fmt::Write::write_fmt(&mut line, args);
+    line.finish();
+}
+
+/// `<keyword> <index> <bytes as hex>`, out of line like [`print`].
+#[inline(never)]
+pub fn print_hex(keyword: &str, index: usize, bytes: &[u8]) {
+    let mut line = Line::new();
+    let _ = fmt::Write::write_fmt(&mut line, format_args!("{} {} ", keyword, index));
+    line.hex(bytes);
+    line.finish();
 }
 
 /// The host's stdout, opened once (each SYS_OPEN of ":tt" would take another host handle).

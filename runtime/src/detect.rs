@@ -186,49 +186,38 @@ impl GridDecoder {
     /// Detections of one output tensor, best first.
     pub fn decode(&self, output: &[i8]) -> Detections {
         let ch = 5 + self.classes;
-        let mut cands: heapless::Vec<Detection, MAX_CELLS> = heapless::Vec::new();
+        let cell_bytes = |k: usize| output.get(k * ch..(k + 1) * ch).unwrap_or_default();
+        let score = |k: u8| cell_bytes(k as usize).first().copied().unwrap_or(i8::MIN);
+        // Candidate cells by index (MAX_CELLS <= 256): a byte each, the boxes are decoded
+        // only for the cells NMS looks at.
+        const _: () = assert!(MAX_CELLS <= 256);
+        let mut order = [0u8; MAX_CELLS];
+        let mut n = 0;
         for (k, r) in output
             .chunks_exact(ch)
-            .take(self.grid_w * self.grid_h)
+            .take((self.grid_w * self.grid_h).min(MAX_CELLS))
             .enumerate()
         {
-            let score = r[0];
-            if score < self.obj_threshold {
-                continue;
+            if r[0] >= self.obj_threshold {
+                order[n] = k as u8;
+                n += 1;
             }
-            // 64-bit box arithmetic: with a large output scale a requantized offset is near
-            // i32's range, and sums of two of them would overflow 32 bits.
-            let px = |q: i8| self.to_px16.apply(q as i32 - self.zero_point) as i64;
-            let (gx, gy) = ((k % self.grid_w) as i64, (k / self.grid_w) as i64);
-            let cell = self.cell as i64;
-            let cx = gx * cell * 16 + px(r[1]);
-            let cy = gy * cell * 16 + px(r[2]);
-            let (w, h) = (px(r[3]).max(0), px(r[4]).max(0));
-            let (x0, y0) = (cx - (w >> 1), cy - (h >> 1));
-            let cl = |v: i64, max: i32| v.clamp(0, max as i64) as i32;
-            let bbox = BoxQ4 {
-                x0: cl(x0, self.max_x),
-                y0: cl(y0, self.max_y),
-                x1: cl(x0 + w, self.max_x),
-                y1: cl(y0 + h, self.max_y),
-            };
-            let class = crate::quant::argmax(&r[5..]).unwrap_or(0) as u16;
-            // Cannot overflow: at most MAX_CELLS cells are read.
-            let _ = cands.push(Detection { class, score, bbox });
         }
+        let order = &mut order[..n];
         // Stable insertion sort by score, best first: ties keep cell order on every target.
-        for i in 1..cands.len() {
+        for i in 1..order.len() {
             let mut j = i;
-            while j > 0 && cands[j - 1].score < cands[j].score {
-                cands.swap(j - 1, j);
+            while j > 0 && score(order[j - 1]) < score(order[j]) {
+                order.swap(j - 1, j);
                 j -= 1;
             }
         }
         let mut kept = Detections::new();
-        for c in cands {
+        for &k in order.iter() {
             if kept.len() == self.max_detections {
                 break;
             }
+            let c = self.cell(k as usize, cell_bytes(k as usize));
             // IoU > t/100  <=>  100 * intersection > t * union: integers only.
             let overlaps = kept.iter().any(|k| {
                 let (inter, union) = k.bbox.iou_fraction(&c.bbox);
@@ -239,6 +228,33 @@ impl GridDecoder {
             }
         }
         kept
+    }
+
+    /// The detection of cell `k`, whose `5 + classes` output bytes are `r`.
+    fn cell(&self, k: usize, r: &[i8]) -> Detection {
+        let at = |i: usize| r.get(i).copied().unwrap_or(0);
+        // 64-bit box arithmetic: with a large output scale a requantized offset is near
+        // i32's range, and sums of two of them would overflow 32 bits.
+        let px = |q: i8| self.to_px16.apply(q as i32 - self.zero_point) as i64;
+        let (gx, gy) = ((k % self.grid_w) as i64, (k / self.grid_w) as i64);
+        let cell = self.cell as i64;
+        let cx = gx * cell * 16 + px(at(1));
+        let cy = gy * cell * 16 + px(at(2));
+        let (w, h) = (px(at(3)).max(0), px(at(4)).max(0));
+        let (x0, y0) = (cx - (w >> 1), cy - (h >> 1));
+        let cl = |v: i64, max: i32| v.clamp(0, max as i64) as i32;
+        let bbox = BoxQ4 {
+            x0: cl(x0, self.max_x),
+            y0: cl(y0, self.max_y),
+            x1: cl(x0 + w, self.max_x),
+            y1: cl(y0 + h, self.max_y),
+        };
+        let class = crate::quant::argmax(r.get(5..).unwrap_or_default()).unwrap_or(0) as u16;
+        Detection {
+            class,
+            score: at(0),
+            bbox,
+        }
     }
 }
 

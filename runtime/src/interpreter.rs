@@ -63,8 +63,7 @@ impl<'x> Carved<'x> {
 /// Arena bytes of tensor `index` (empty for an unknown index, impossible once validated).
 fn tensor_range<const N: usize>(model: &Model<'_, N>, index: usize) -> Range<usize> {
     model
-        .tensors()
-        .get(index)
+        .tensor(index)
         .map_or(0..0, |t| t.offset..t.offset + t.len)
 }
 

@@ -4,11 +4,11 @@
 
 use crate::format::{
     Head, Inputs, Layer, ModelDef, ModelHeader, Node, OutputStage, Preamble, Shape, TensorSpec,
-    MAX_ARENA_BYTES, MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_PLANNED, MAX_TENSORS, MAX_TENSOR_BYTES,
+    MAX_ARENA_BYTES, MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES,
     REQUANT_BYTES,
 };
 use crate::kernels::{at_most_half, AddParams, ConvGeom, PoolGeom, Stage, MAX_BIAS, MAX_TAPS};
-use crate::planner::{plan, Lifetime};
+use crate::planner::{plan, Lifetime, Regions};
 use crate::quant::Requant;
 use crate::Error;
 
@@ -81,6 +81,10 @@ pub struct LayerInfo<'a> {
     pub param_bytes: usize,
     /// The kernel's scratch in the arena (`len` 0: none), live only while the layer runs.
     pub scratch: TensorInfo,
+    /// The layer's output (tensor `k + 1` for layer `k`) in the arena.
+    pub out: TensorInfo,
+    /// The output's zero point.
+    pub out_zp: i8,
 }
 
 /// Where a tensor lives in the arena.
@@ -94,9 +98,10 @@ pub struct TensorInfo {
 /// The result of checking a [`ModelDef`]: per-layer facts and the arena plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis<'a, const N: usize = MAX_LAYERS> {
+    /// Layer `k` with its output, tensor `k + 1`.
     pub layers: heapless::Vec<LayerInfo<'a>, N>,
-    /// Tensor 0 is the model input, tensor `k + 1` layer `k`'s output.
-    pub tensors: heapless::Vec<TensorInfo, MAX_TENSORS>,
+    /// Tensor 0, the model input.
+    pub input: TensorInfo,
     pub arena_bytes: usize,
     /// The lower bound no layout can beat: most bytes live at one step.
     pub live_peak_bytes: usize,
@@ -272,11 +277,86 @@ impl<const N: usize> Analysis<'_, N> {
     pub const fn empty() -> Self {
         Analysis {
             layers: heapless::Vec::new(),
-            tensors: heapless::Vec::new(),
+            input: TensorInfo {
+                offset: 0,
+                len: 0,
+                life: Lifetime { first: 0, last: 0 },
+            },
             arena_bytes: 0,
             live_peak_bytes: 0,
             naive_bytes: 0,
         }
+    }
+
+    /// Back to [`empty`](Self::empty) in place (no temporary of the whole table).
+    fn clear(&mut self) {
+        self.layers.clear();
+        self.input = TensorInfo::default();
+        self.arena_bytes = 0;
+        self.live_peak_bytes = 0;
+        self.naive_bytes = 0;
+    }
+
+    /// Tensor `t`: 0 is the model input, `k + 1` layer `k`'s output.
+    pub fn tensor(&self, t: usize) -> Option<&TensorInfo> {
+        match t.checked_sub(1) {
+            None => Some(&self.input),
+            Some(k) => self.layers.get(k).map(|l| &l.out),
+        }
+    }
+
+    fn tensor_mut(&mut self, t: usize) -> Option<&mut TensorInfo> {
+        match t.checked_sub(1) {
+            None => Some(&mut self.input),
+            Some(k) => self.layers.get_mut(k).map(|l| &mut l.out),
+        }
+    }
+}
+
+/// The arena regions of an analysis, numbered so that each is found in O(1): 0 is the
+/// input, `2k + 1` layer `k`'s output and `2k + 2` its scratch (size 0 when it has none).
+/// Every region is rounded up to 4 bytes, so all offsets are word-aligned.
+impl<const N: usize> Regions for Analysis<'_, N> {
+    fn count(&self) -> usize {
+        2 * self.layers.len() + 1
+    }
+    fn size(&self, r: usize) -> usize {
+        self.region(r).map_or(0, |t| (t.len + 3) & !3) // len <= 2^24: no overflow
+    }
+    fn life(&self, r: usize) -> Lifetime {
+        self.region(r).map_or(Lifetime::default(), |t| t.life)
+    }
+    /// Tensors by index, then scratch regions by layer: the order of the planner's tables
+    /// before it worked in place, so existing blobs keep their arena.
+    fn rank(&self, r: usize) -> usize {
+        if r % 2 == 1 || r == 0 {
+            r.div_ceil(2)
+        } else {
+            MAX_TENSORS + r / 2 - 1
+        }
+    }
+    fn offset(&self, r: usize) -> usize {
+        self.region(r).map_or(0, |t| t.offset)
+    }
+    fn set_offset(&mut self, r: usize, at: usize) {
+        let k = r.wrapping_sub(1) / 2;
+        let t = match (r, self.layers.get_mut(k)) {
+            (0, _) => &mut self.input,
+            (r, Some(l)) if r % 2 == 1 => &mut l.out,
+            (_, Some(l)) => &mut l.scratch,
+            _ => return,
+        };
+        t.offset = at;
+    }
+}
+
+impl<const N: usize> Analysis<'_, N> {
+    fn region(&self, r: usize) -> Option<&TensorInfo> {
+        if r == 0 {
+            return Some(&self.input);
+        }
+        let l = self.layers.get((r - 1) / 2)?;
+        Some(if r % 2 == 1 { &l.out } else { &l.scratch })
     }
 }
 
@@ -290,7 +370,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
     src: &mut S,
     out: &mut Analysis<'a, N>,
 ) -> Result<Head, Error> {
-    *out = Analysis::empty();
+    out.clear();
     let max = N.min(MAX_LAYERS);
     if n_layers == 0 || n_layers > max {
         return Err(Error::LayerCount {
@@ -320,13 +400,23 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             what: "model input/output zero point",
         });
     }
-    let mut shapes = [Shape::new(0, 0, 0); MAX_TENSORS];
-    let mut zps = [0i8; MAX_TENSORS];
-    let mut life = [Lifetime::default(); MAX_TENSORS];
-    shapes[0] = cur;
-    zps[0] = input.quant.zero_point as i8;
+    out.input = TensorInfo {
+        offset: 0,
+        len: cur.len(),
+        life: Lifetime { first: 0, last: 0 },
+    };
+    let in_zp = input.quant.zero_point as i8;
+    // Shape and zero point of tensor `t` (0 the input, `k + 1` layer `k`'s output): tensors
+    // are read only once their producer is in the table.
+    let shape_of = |a: &Analysis<'a, N>, t: usize| match t.checked_sub(1) {
+        None => input.shape,
+        Some(k) => a.layers.get(k).map_or(Shape::new(0, 0, 0), |l| l.out_shape),
+    };
+    let zp_of = |a: &Analysis<'a, N>, t: usize| match t.checked_sub(1) {
+        None => in_zp,
+        Some(k) => a.layers.get(k).map_or(0, |l| l.out_zp),
+    };
     let mut chain = true;
-    let layers = &mut out.layers;
     for i in 0..n_layers {
         let node = &src.next_node()?;
         let li = i as u16;
@@ -350,16 +440,17 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
                     what: "input tensor id (must name the model input or an earlier layer)",
                 });
             }
-            life[t].last = i;
+            if let Some(tensor) = out.tensor_mut(t) {
+                tensor.life.last = i;
+            }
         }
         chain &= node.inputs.len() == 1 && node.inputs[0] as usize == i;
-        life[i + 1] = Lifetime { first: i, last: i };
         let first = node.inputs[0] as usize;
-        cur = shapes[first];
-        let zp = zps[first];
+        cur = shape_of(out, first);
+        let zp = zp_of(out, first);
         let mut out_zp = zp;
         let (h, w, c) = (cur.h as usize, cur.w as usize, cur.c as usize);
-        let (step, out, macs, param_bytes) = match layer {
+        let (step, shp, macs, param_bytes) = match layer {
             Layer::Conv2d(cv) | Layer::DepthwiseConv2d(cv) => {
                 let depthwise = matches!(layer, Layer::DepthwiseConv2d(_));
                 if cv.in_channels as usize != c {
@@ -511,15 +602,16 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             }
             Layer::Add(a) => {
                 let other = node.inputs[1] as usize;
-                if shapes[other] != cur {
+                let other_shape = shape_of(out, other);
+                if other_shape != cur {
                     return Err(Error::ShapeMismatch {
                         layer: li,
                         expected: cur.dims(),
-                        found: shapes[other].dims(),
+                        found: other_shape.dims(),
                     });
                 }
                 check_input_zp(li, a.input_zero_points[0], zp)?;
-                check_input_zp(li, a.input_zero_points[1], zps[other])?;
+                check_input_zp(li, a.input_zero_points[1], zp_of(out, other))?;
                 if !at_most_half(a.requant[0])
                     || !at_most_half(a.requant[1])
                     || !a.requant[2].is_valid()
@@ -541,7 +633,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             Layer::Concat => {
                 let mut channels = 0usize;
                 for &t in &node.inputs {
-                    let s = shapes[t as usize];
+                    let s = shape_of(out, t as usize);
                     if (s.h, s.w) != (cur.h, cur.w) {
                         return Err(Error::ShapeMismatch {
                             layer: li,
@@ -549,14 +641,14 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
                             found: s.dims(),
                         });
                     }
-                    check_input_zp(li, zps[t as usize], zp)?;
+                    check_input_zp(li, zp_of(out, t as usize), zp)?;
                     channels += s.c as usize;
                 }
                 let step = Step::Concat { pixels: h * w }; // h * w <= the input's bytes
                 (step, shape(h, w, channels, li)?, 0, 0)
             }
         };
-        limit(li, "output tensor bytes", out.bytes(), MAX_TENSOR_BYTES)?;
+        limit(li, "output tensor bytes", shp.bytes(), MAX_TENSOR_BYTES)?;
         total_macs = total_macs.saturating_add(macs);
         limit(
             li,
@@ -569,31 +661,38 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             Step::Conv { g, .. } => 4 * crate::kernels::conv2d_scratch_words(g),
             _ => 0,
         };
+        let here = Lifetime { first: i, last: i };
         let info = LayerInfo {
             scratch: TensorInfo {
                 offset: 0,
                 len: scratch_bytes,
-                life: Lifetime { first: i, last: i },
+                life: here,
             },
             step,
             inputs: node.inputs.clone(),
             in_shape: cur,
-            out_shape: out,
+            out_shape: shp,
             macs: macs as usize, // <= MAX_MACS < 2^31
             param_bytes,
+            out: TensorInfo {
+                offset: 0,
+                len: shp.len(),
+                life: here,
+            },
+            out_zp,
         };
-        layers.push(info).map_err(|_| Error::LayerCount {
+        out.layers.push(info).map_err(|_| Error::LayerCount {
             found: n_layers,
             max,
         })?;
-        shapes[i + 1] = out;
-        zps[i + 1] = out_zp;
-        cur = out;
+        cur = shp;
     }
     let head = src.head()?;
     let last = (n_layers - 1) as u16;
-    let zp = zps[n_layers];
-    life[n_layers].last = n_layers - 1; // the output stays live to the end
+    let zp = zp_of(out, n_layers);
+    if let Some(t) = out.tensor_mut(n_layers) {
+        t.life.last = n_layers - 1; // the output stays live to the end
+    }
     if output.shape != cur {
         return Err(Error::OutputMismatch {
             expected: output.shape.dims(),
@@ -631,47 +730,13 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             crate::detect::GridDecoder::new(&hdr)?;
         }
     }
-    // The planner places the tensors and each layer's kernel scratch, every region rounded up
-    // to 4 bytes so that all offsets are word-aligned (word loads are legal on every core).
-    let n_tensors = n_layers + 1;
-    let round4 = |v: usize| (v + 3) & !3; // v <= 2^24: no overflow
-    let mut sizes = [0usize; MAX_PLANNED];
-    let mut plife = [Lifetime::default(); MAX_PLANNED];
-    for ((s, l), (sh, lt)) in sizes
-        .iter_mut()
-        .zip(plife.iter_mut())
-        .zip(shapes[..n_tensors].iter().zip(&life[..n_tensors]))
-    {
-        *s = round4(sh.len());
-        *l = *lt;
-    }
-    let mut n_planned = n_tensors;
-    let mut scratch_slot = [usize::MAX; MAX_LAYERS];
-    for (k, info) in out.layers.iter().enumerate() {
-        if info.scratch.len > 0 && n_planned < MAX_PLANNED {
-            sizes[n_planned] = round4(info.scratch.len);
-            plife[n_planned] = info.scratch.life;
-            scratch_slot[k] = n_planned;
-            n_planned += 1;
-        }
-    }
-    // The ping-pong layout holds only tensors; with scratch the greedy planner places all.
-    let chain = chain && n_planned == n_tensors;
-    let p = plan(&sizes[..n_planned], &plife[..n_planned], chain);
+    // The planner places the tensors and each layer's kernel scratch in place, every region
+    // rounded up to 4 bytes so that all offsets are word-aligned (word loads are legal on
+    // every core). The ping-pong layout holds only tensors; with scratch the greedy planner
+    // places all.
+    let chain = chain && out.layers.iter().all(|l| l.scratch.len == 0);
+    let p = plan(out, chain);
     limit(last, "arena bytes", p.arena_bytes as u64, MAX_ARENA_BYTES)?;
-    for t in 0..n_tensors {
-        let info = TensorInfo {
-            offset: p.offsets[t],
-            len: shapes[t].len(),
-            life: life[t],
-        };
-        let _ = out.tensors.push(info); // n_tensors <= MAX_TENSORS
-    }
-    for (info, &slot) in out.layers.iter_mut().zip(&scratch_slot) {
-        if let Some(&off) = p.offsets.get(slot) {
-            info.scratch.offset = off;
-        }
-    }
     out.arena_bytes = p.arena_bytes;
     out.live_peak_bytes = p.live_peak_bytes;
     out.naive_bytes = p.naive_bytes;
@@ -727,6 +792,16 @@ impl<'a> Model<'a> {
 impl<'a, const N: usize> Model<'a, N> {
     /// A model with no layers, to [`load`](Self::load) into (an interpreter refuses it).
     pub const fn empty() -> Model<'a, N> {
+        Model {
+            def: Self::empty_header(),
+            analysis: Analysis::empty(),
+            blob_bytes: 0,
+            boxes: None,
+            grid: None,
+        }
+    }
+
+    const fn empty_header() -> ModelHeader<'a> {
         let spec = TensorSpec {
             shape: Shape::new(0, 0, 0),
             quant: crate::quant::QuantParams {
@@ -734,17 +809,11 @@ impl<'a, const N: usize> Model<'a, N> {
                 zero_point: 0,
             },
         };
-        Model {
-            def: ModelHeader {
-                name: "",
-                input: spec,
-                output: spec,
-                head: Head::Classifier { classes: 0 },
-            },
-            analysis: Analysis::empty(),
-            blob_bytes: 0,
-            boxes: None,
-            grid: None,
+        ModelHeader {
+            name: "",
+            input: spec,
+            output: spec,
+            head: Head::Classifier { classes: 0 },
         }
     }
 
@@ -754,11 +823,19 @@ impl<'a, const N: usize> Model<'a, N> {
     pub fn load(&mut self, bytes: &'a [u8]) -> Result<(), Error> {
         let r = self.load_inner(bytes);
         if r.is_err() {
-            *self = Model::empty();
+            // In place: a temporary empty model would take as much stack as the model.
+            self.analysis.clear();
+            self.def = Model::<N>::empty_header();
+            self.blob_bytes = 0;
+            self.boxes = None;
+            self.grid = None;
         }
         r
     }
 
+    // Out of line: the decoding and checking take stack only while loading, not for as long
+    // as the caller's frame lives.
+    #[inline(never)]
     fn load_inner(&mut self, bytes: &'a [u8]) -> Result<(), Error> {
         let (pre, payload) = checked_payload(bytes)?;
         // The payload in wire order (name, input, output, layer count, layers, head), one node
@@ -824,9 +901,9 @@ impl<'a, const N: usize> Model<'a, N> {
     pub fn layer_info(&self) -> &[LayerInfo<'a>] {
         &self.analysis.layers
     }
-    /// Offsets, sizes and lifetimes of every tensor (input first).
-    pub fn tensors(&self) -> &[crate::model::TensorInfo] {
-        &self.analysis.tensors
+    /// Offset, size and lifetime of tensor `t`: 0 is the input, `k + 1` layer `k`'s output.
+    pub fn tensor(&self, t: usize) -> Option<&TensorInfo> {
+        self.analysis.tensor(t)
     }
     /// The plan's figures: `(arena, live peak lower bound, naive all-live)` bytes.
     pub fn arena_figures(&self) -> (usize, usize, usize) {

@@ -50,6 +50,12 @@ fn export_and_run(
     if let Some(m) = first_mismatch(&host, &run.outputs) {
         panic!("device differs from host runtime: {m}");
     }
+    let stack = run.stack.unwrap_or(usize::MAX);
+    assert!(
+        stack <= STACK_BUDGET,
+        "{}: peak stack {stack} B",
+        dir.display()
+    );
     OnDevice {
         model,
         test_set,
@@ -97,7 +103,13 @@ fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
     assert!(agree >= 97, "top-1 agreement float vs int8: {agree}/100");
 }
 
-/// The committed default model and inputs (what `cargo run` in firmware/ embeds).
+/// Peak stack every built-in model must stay within on the device (the model's table is a
+/// static; the kernels' scratch is in the arena).
+const STACK_BUDGET: usize = 2048;
+
+/// The committed default model and inputs (what `cargo run` in firmware/ embeds). Also its RAM
+/// on the device: peak stack within [`STACK_BUDGET`], and all of RAM (statics, the arena
+/// among them, plus the stack) within 6 KiB.
 #[test]
 fn default_firmware_model_is_bit_exact() {
     let dir = temp_dir("default");
@@ -110,8 +122,16 @@ fn default_firmware_model_is_bit_exact() {
         &read_vectors(&std::fs::read(&inputs).unwrap()).unwrap(),
     )
     .unwrap();
-    let run = run_qemu(&build_firmware(&model, &inputs, &dir).unwrap()).unwrap();
+    let elf = build_firmware(&model, &inputs, &dir).unwrap();
+    let run = run_qemu(&elf).unwrap();
     assert_eq!(run.status, 0, "{}", run.stdout);
+    let stack = run.stack.unwrap_or(usize::MAX);
+    let (_, ram_static) = trainer::device::firmware_size(&elf).unwrap();
+    assert!(stack <= STACK_BUDGET, "peak stack {stack} B");
+    assert!(
+        ram_static as usize + stack <= 6 * 1024,
+        "RAM {ram_static} B static + {stack} B stack"
+    );
     if let Some(m) = first_mismatch(&host, &run.outputs) {
         panic!("device differs from host runtime: {m}");
     }

@@ -158,13 +158,13 @@ fn graph_model_plans_are_exact() {
             }
         }
         last[n] = n - 1;
-        let tensors = rt.tensors();
+        let tensor = |t: usize| *rt.tensor(t).expect("tensor");
         // (offset, size, first step, last step)
         let mut regions: Vec<(usize, usize, usize, usize)> = (0..=n)
             .map(|t| {
                 (
-                    tensors[t].offset,
-                    round4(tensors[t].len),
+                    tensor(t).offset,
+                    round4(tensor(t).len),
                     t.saturating_sub(1),
                     last[t],
                 )
