@@ -6,8 +6,8 @@
 //! validation limits a kernel's taps (`kh * kw * in_c`, or `in_features`) to [`MAX_TAPS`] =
 //! 16,384 and biases to `|b| <= 2^30`, so `|acc| <= 2^30 + 16,384 * 32,640 < 1.61e9 < 2^31`.
 //!
-//! Each kernel has a naive i64 reference in [`reference`] (test builds) and a proptest that
-//! compares the two bit for bit.
+//! Each kernel has a naive i64 reference in [`reference`] (test and `std` builds) and a
+//! proptest that compares the two bit for bit; the fuzz targets compare whole models.
 
 mod add;
 mod concat;
@@ -15,7 +15,7 @@ mod conv;
 pub mod dsp;
 mod fc;
 mod pool;
-#[cfg(test)]
+#[cfg(any(test, feature = "std"))]
 pub mod reference;
 
 pub use add::{add, at_most_half, AddParams, ADD_LEFT_SHIFT};

@@ -46,11 +46,7 @@ pub fn conv2d(
                         let iy = (oy * g.stride + ky) as i64 - g.pad as i64;
                         let ix = (ox * g.stride + kx) as i64 - g.pad as i64;
                         let inside = iy >= 0 && ix >= 0 && iy < g.in_h as i64 && ix < g.in_w as i64;
-                        let chans: Vec<usize> = if depthwise {
-                            vec![oc]
-                        } else {
-                            (0..g.in_c).collect()
-                        };
+                        let chans = if depthwise { oc..oc + 1 } else { 0..g.in_c };
                         for ic in chans {
                             // Padding holds the input zero point, i.e. real zero.
                             let x = if inside {
@@ -167,6 +163,54 @@ pub fn add(a: &[i8], b: &[i8], p: &super::AddParams) -> Vec<i8> {
             v.clamp(p.act_min as i64, p.act_max as i64) as i8
         })
         .collect()
+}
+
+/// A whole model through the references, one fresh vector per tensor (no arena, no plan, no
+/// fused or four-lane paths): what the interpreter must produce, byte for byte.
+pub fn invoke<const N: usize>(model: &crate::Model<'_, N>, input: &[i8]) -> Vec<i8> {
+    use crate::Step;
+    let mut tensors: Vec<Vec<i8>> = vec![input.to_vec()];
+    for info in model.layer_info() {
+        let x = &tensors[info.inputs[0] as usize];
+        let y = match info.step {
+            Step::Conv {
+                g,
+                in_zp,
+                weights,
+                stage,
+            } => conv2d(x, in_zp as i32, weights, &g, &stage, false),
+            Step::Depthwise {
+                g,
+                in_zp,
+                weights,
+                stage,
+            } => conv2d(x, in_zp as i32, weights, &g, &stage, true),
+            Step::MaxPool(g) => max_pool2d(x, &g),
+            Step::AvgPool(g) => avg_pool2d(x, &g),
+            Step::GlobalAvgPool { channels } => global_avg_pool(x, channels),
+            Step::FullyConnected {
+                in_zp,
+                weights,
+                stage,
+                out_features,
+                ..
+            } => fully_connected(x, in_zp as i32, weights, &stage, out_features),
+            Step::Add(p) => add(x, &tensors[info.inputs[1] as usize], &p),
+            Step::Concat { pixels } => {
+                let mut y = Vec::new();
+                for px in 0..pixels {
+                    for &t in &info.inputs {
+                        let v = &tensors[t as usize];
+                        let c = v.len() / pixels;
+                        y.extend_from_slice(&v[px * c..(px + 1) * c]);
+                    }
+                }
+                y
+            }
+        };
+        tensors.push(y);
+    }
+    tensors.pop().unwrap_or_default()
 }
 
 #[cfg(test)]
