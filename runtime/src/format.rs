@@ -167,6 +167,13 @@ pub struct OutputStage<'a> {
     pub requant: &'a [u8],
 }
 
+impl<'a> OutputStage<'a> {
+    /// `(bias, requantization)` of each output channel, read from the byte arrays.
+    pub fn channels(&self) -> crate::kernels::Channels<'a> {
+        crate::kernels::Channels::new(self.bias, self.requant)
+    }
+}
+
 /// Pooling window (square). Padded positions are ignored by max-pool (as if `-inf`); average
 /// pools and the max-pool fused into a conv take no padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,13 +3,13 @@
 //! is known to be in range, so `invoke` only does integer arithmetic.
 
 use crate::format::{
-    Head, Inputs, Layer, ModelDef, ModelHeader, Node, OutputStage, Preamble, Shape, TensorSpec,
-    MAX_ARENA_BYTES, MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES,
-    REQUANT_BYTES,
+    Head, Inputs, Layer, ModelDef, ModelHeader, Node, Preamble, Shape, TensorSpec, MAX_ARENA_BYTES,
+    MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES,
 };
-use crate::kernels::{at_most_half, AddParams, ConvGeom, PoolGeom, Stage, MAX_BIAS, MAX_TAPS};
+use crate::kernels::{
+    self, prepare::limit, prepare::Checked, prepare::Operand, AddParams, ConvGeom, PoolGeom, Stage,
+};
 use crate::planner::{plan, Lifetime, Regions};
-use crate::quant::Requant;
 use crate::Error;
 
 /// What a layer does, with its geometry resolved and its arrays borrowed from the blob: the
@@ -107,78 +107,9 @@ pub struct Analysis<'a, const N: usize = MAX_LAYERS> {
     pub live_peak_bytes: usize,
     /// Every tensor live at once (no reuse).
     pub naive_bytes: usize,
-}
-
-fn shape(h: usize, w: usize, c: usize, layer: u16) -> Result<Shape, Error> {
-    let fit = |v: usize| u16::try_from(v).ok().filter(|&v| v > 0);
-    match (fit(h), fit(w), fit(c)) {
-        (Some(h), Some(w), Some(c)) => Ok(Shape { h, w, c }),
-        _ => Err(Error::BadParameter {
-            layer,
-            what: "output shape (each dimension 1..=65535)",
-        }),
-    }
-}
-
-fn check_len(layer: u16, what: &'static str, found: usize, expected: usize) -> Result<(), Error> {
-    if found == expected {
-        Ok(())
-    } else {
-        Err(Error::ArrayLength {
-            layer,
-            what,
-            expected,
-            found,
-        })
-    }
-}
-
-fn check_stage(layer: u16, st: &OutputStage, channels: usize) -> Result<usize, Error> {
-    check_len(layer, "bias", st.bias.len(), channels * 4)?;
-    check_len(
-        layer,
-        "requantization",
-        st.requant.len(),
-        channels * REQUANT_BYTES,
-    )?;
-    for b in st.bias.chunks_exact(4) {
-        let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        if !(-MAX_BIAS..=MAX_BIAS).contains(&v) {
-            return Err(Error::QuantOutOfRange {
-                layer,
-                what: "bias",
-            });
-        }
-    }
-    for r in st.requant.chunks_exact(REQUANT_BYTES) {
-        let q = Requant {
-            multiplier: i32::from_le_bytes([r[0], r[1], r[2], r[3]]),
-            shift: i32::from_le_bytes([r[4], r[5], r[6], r[7]]),
-        };
-        if !q.is_valid() {
-            return Err(Error::QuantOutOfRange {
-                layer,
-                what: "requantization multiplier or shift",
-            });
-        }
-    }
-    if st.act_min > st.act_max {
-        return Err(Error::QuantOutOfRange {
-            layer,
-            what: "activation clamp (min > max)",
-        });
-    }
-    Ok(st.bias.len() + st.requant.len())
-}
-
-fn stage<'a>(o: &OutputStage<'a>) -> Stage<'a> {
-    Stage {
-        bias: o.bias,
-        requant: o.requant,
-        zero_point: o.zero_point as i32,
-        act_min: o.act_min as i32,
-        act_max: o.act_max as i32,
-    }
+    /// The head's decoder, built once by the check of the head.
+    pub boxes: Option<crate::detect::BoxDecoder>,
+    pub grid: Option<crate::detect::GridDecoder>,
 }
 
 /// int8 view of blob or arena bytes.
@@ -186,34 +117,9 @@ pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
     bytemuck::cast_slice(b)
 }
 
-/// `value <= limit`, or [`Error::LimitExceeded`].
-fn limit(layer: u16, what: &'static str, value: u64, limit: u64) -> Result<(), Error> {
-    if value <= limit {
-        Ok(())
-    } else {
-        Err(Error::LimitExceeded {
-            layer,
-            what,
-            value,
-            limit,
-        })
-    }
-}
-
 /// A scale the float edges can use: finite, positive and normal.
 fn scale_ok(s: f32) -> bool {
     s.is_finite() && s >= f32::MIN_POSITIVE
-}
-
-fn check_input_zp(layer: u16, declared: i8, producer: i8) -> Result<(), Error> {
-    if declared == producer {
-        Ok(())
-    } else {
-        Err(Error::QuantOutOfRange {
-            layer,
-            what: "input zero point (differs from the producer's)",
-        })
-    }
 }
 
 /// Where [`analyze_with`] reads the layers and the head from: a decoded [`ModelDef`], or the
@@ -285,6 +191,8 @@ impl<const N: usize> Analysis<'_, N> {
             arena_bytes: 0,
             live_peak_bytes: 0,
             naive_bytes: 0,
+            boxes: None,
+            grid: None,
         }
     }
 
@@ -295,6 +203,8 @@ impl<const N: usize> Analysis<'_, N> {
         self.arena_bytes = 0;
         self.live_peak_bytes = 0;
         self.naive_bytes = 0;
+        self.boxes = None;
+        self.grid = None;
     }
 
     /// Tensor `t`: 0 is the model input, `k + 1` layer `k`'s output.
@@ -448,204 +358,28 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
         let first = node.inputs[0] as usize;
         cur = shape_of(out, first);
         let zp = zp_of(out, first);
-        let mut out_zp = zp;
-        let (h, w, c) = (cur.h as usize, cur.w as usize, cur.c as usize);
-        let (step, shp, macs, param_bytes) = match layer {
-            Layer::Conv2d(cv) | Layer::DepthwiseConv2d(cv) => {
-                let depthwise = matches!(layer, Layer::DepthwiseConv2d(_));
-                if cv.in_channels as usize != c {
-                    let found = [cur.h, cur.w, cv.in_channels];
-                    return Err(Error::ShapeMismatch {
-                        layer: li,
-                        expected: cur.dims(),
-                        found,
-                    });
-                }
-                if depthwise && cv.out_channels != cv.in_channels {
-                    return Err(Error::BadParameter {
-                        layer: li,
-                        what: "depthwise out_channels != in_channels",
-                    });
-                }
-                let pool = cv.pool.map(|p| (p.kernel as usize, p.stride as usize));
-                let g = ConvGeom::new(
-                    h,
-                    w,
-                    c,
-                    cv.out_channels as usize,
-                    cv.kernel_h as usize,
-                    cv.kernel_w as usize,
-                    cv.stride as usize,
-                    cv.padding as usize,
-                    pool,
-                )
-                .ok_or(Error::BadParameter {
-                    layer: li,
-                    what: "convolution geometry",
-                })?;
-                let taps = g.k_h * g.k_w * if depthwise { 1 } else { c };
-                if taps > MAX_TAPS {
-                    return Err(Error::BadParameter {
-                        layer: li,
-                        what: "kernel taps (> 16384)",
-                    });
-                }
-                let macs = if depthwise {
-                    g.macs() / c as u64
-                } else {
-                    g.macs()
-                };
-                limit(li, "multiply-accumulates", macs, MAX_MACS)?;
-                limit(
-                    li,
-                    "output tensor bytes",
-                    g.out_h as u64 * g.out_w as u64 * g.out_c as u64,
-                    MAX_TENSOR_BYTES,
-                )?;
-                // taps <= 2^14 and out_c < 2^16: fits 32 bits.
-                let wn = if depthwise {
-                    g.k_h * g.k_w * c
-                } else {
-                    g.out_c * taps
-                };
-                check_len(li, "weights", cv.weights.len(), wn)?;
-                check_input_zp(li, cv.input_zero_point, zp)?;
-                if cv.pool.is_some_and(|p| p.padding != 0) {
-                    return Err(Error::BadParameter {
-                        layer: li,
-                        what: "fused pool padding (must be 0)",
-                    });
-                }
-                let pb = wn + check_stage(li, &cv.output, g.out_c)?;
-                out_zp = cv.output.zero_point;
-                let (weights, stage, in_zp) =
-                    (as_i8(cv.weights), stage(&cv.output), cv.input_zero_point);
-                let step = if depthwise {
-                    Step::Depthwise {
-                        g,
-                        in_zp,
-                        weights,
-                        stage,
-                    }
-                } else {
-                    Step::Conv {
-                        g,
-                        in_zp,
-                        weights,
-                        stage,
-                    }
-                };
-                (step, shape(g.out_h, g.out_w, g.out_c, li)?, macs, pb)
-            }
-            Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => {
-                if matches!(layer, Layer::AvgPool2d(_)) && p.padding != 0 {
-                    return Err(Error::BadParameter {
-                        layer: li,
-                        what: "average pool padding (must be 0)",
-                    });
-                }
-                let pad = p.padding as usize;
-                let g = PoolGeom::padded(h, w, c, p.kernel as usize, p.stride as usize, pad)
-                    .ok_or(Error::BadParameter {
-                        layer: li,
-                        what: "pool geometry",
-                    })?;
-                let step = if matches!(layer, Layer::MaxPool2d(_)) {
-                    Step::MaxPool(g)
-                } else {
-                    Step::AvgPool(g)
-                };
-                (step, shape(g.out_h, g.out_w, c, li)?, 0u64, 0)
-            }
-            Layer::GlobalAvgPool => (
-                Step::GlobalAvgPool { channels: c },
-                shape(1, 1, c, li)?,
-                0,
-                0,
-            ),
-            Layer::FullyConnected(fc) => {
-                let n_in = cur.len();
-                if fc.in_features as u64 != cur.bytes() {
-                    let found = [1, 1, fc.in_features.min(u16::MAX as u32) as u16];
-                    return Err(Error::ShapeMismatch {
-                        layer: li,
-                        expected: cur.dims(),
-                        found,
-                    });
-                }
-                if n_in > MAX_TAPS {
-                    return Err(Error::BadParameter {
-                        layer: li,
-                        what: "in_features (> 16384)",
-                    });
-                }
-                let n_out = fc.out_features as usize;
-                if n_out == 0 {
-                    return Err(Error::BadParameter {
-                        layer: li,
-                        what: "out_features",
-                    });
-                }
-                // n_in <= 2^14, n_out < 2^16: fits 32 bits.
-                check_len(li, "weights", fc.weights.len(), n_in * n_out)?;
-                check_input_zp(li, fc.input_zero_point, zp)?;
-                let pb = n_in * n_out + check_stage(li, &fc.output, n_out)?;
-                out_zp = fc.output.zero_point;
-                let step = Step::FullyConnected {
-                    in_features: n_in,
-                    out_features: n_out,
-                    in_zp: fc.input_zero_point,
-                    weights: as_i8(fc.weights),
-                    stage: stage(&fc.output),
-                };
-                (step, shape(1, 1, n_out, li)?, (n_in * n_out) as u64, pb)
-            }
-            Layer::Add(a) => {
-                let other = node.inputs[1] as usize;
-                let other_shape = shape_of(out, other);
-                if other_shape != cur {
-                    return Err(Error::ShapeMismatch {
-                        layer: li,
-                        expected: cur.dims(),
-                        found: other_shape.dims(),
-                    });
-                }
-                check_input_zp(li, a.input_zero_points[0], zp)?;
-                check_input_zp(li, a.input_zero_points[1], zp_of(out, other))?;
-                if !at_most_half(a.requant[0])
-                    || !at_most_half(a.requant[1])
-                    || !a.requant[2].is_valid()
-                {
-                    return Err(Error::QuantOutOfRange {
-                        layer: li,
-                        what: "add rescale (inputs at most 1/2, output valid)",
-                    });
-                }
-                if a.act_min > a.act_max {
-                    return Err(Error::QuantOutOfRange {
-                        layer: li,
-                        what: "activation clamp (min > max)",
-                    });
-                }
-                out_zp = a.zero_point;
-                (Step::Add(AddParams::from_layer(a)), cur, 0, 0)
-            }
+        let x = Operand { shape: cur, zp };
+        let operand = |t: u8| Operand {
+            shape: shape_of(out, t as usize),
+            zp: zp_of(out, t as usize),
+        };
+        // Each kind's checks live beside its kernel (TFLM's Prepare beside Eval).
+        let Checked {
+            step,
+            out: shp,
+            macs,
+            param_bytes,
+            out_zp,
+        } = match layer {
+            Layer::Conv2d(cv) => kernels::conv::prepare(li, cv, false, x)?,
+            Layer::DepthwiseConv2d(cv) => kernels::conv::prepare(li, cv, true, x)?,
+            Layer::MaxPool2d(p) => kernels::pool::prepare(li, p, false, x)?,
+            Layer::AvgPool2d(p) => kernels::pool::prepare(li, p, true, x)?,
+            Layer::GlobalAvgPool => kernels::pool::prepare_global(li, x)?,
+            Layer::FullyConnected(fc) => kernels::fc::prepare(li, fc, x)?,
+            Layer::Add(a) => kernels::add::prepare(li, a, x, operand(node.inputs[1]))?,
             Layer::Concat => {
-                let mut channels = 0usize;
-                for &t in &node.inputs {
-                    let s = shape_of(out, t as usize);
-                    if (s.h, s.w) != (cur.h, cur.w) {
-                        return Err(Error::ShapeMismatch {
-                            layer: li,
-                            expected: cur.dims(),
-                            found: s.dims(),
-                        });
-                    }
-                    check_input_zp(li, zp_of(out, t as usize), zp)?;
-                    channels += s.c as usize;
-                }
-                let step = Step::Concat { pixels: h * w }; // h * w <= the input's bytes
-                (step, shape(h, w, channels, li)?, 0, 0)
+                kernels::concat::prepare(li, node.inputs.iter().map(|&t| operand(t)), x)?
             }
         };
         limit(li, "output tensor bytes", shp.bytes(), MAX_TENSOR_BYTES)?;
@@ -719,7 +453,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             })
         }
         Head::Localizer { classes } if classes > 0 && classes as usize + 4 == cur.len() => {
-            crate::detect::BoxDecoder::new(&hdr)?;
+            out.boxes = crate::detect::BoxDecoder::new(&hdr)?;
         }
         Head::Localizer { .. } => {
             return Err(Error::BadDetectionHead {
@@ -727,7 +461,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             })
         }
         Head::GridDetector { .. } => {
-            crate::detect::GridDecoder::new(&hdr)?;
+            out.grid = crate::detect::GridDecoder::new(&hdr)?;
         }
     }
     // The planner places the tensors and each layer's kernel scratch in place, every region
@@ -776,8 +510,6 @@ pub struct Model<'a, const N: usize = MAX_LAYERS> {
     def: ModelHeader<'a>,
     analysis: Analysis<'a, N>,
     blob_bytes: usize,
-    boxes: Option<crate::detect::BoxDecoder>,
-    grid: Option<crate::detect::GridDecoder>,
 }
 
 impl<'a> Model<'a> {
@@ -796,8 +528,6 @@ impl<'a, const N: usize> Model<'a, N> {
             def: Self::empty_header(),
             analysis: Analysis::empty(),
             blob_bytes: 0,
-            boxes: None,
-            grid: None,
         }
     }
 
@@ -827,8 +557,6 @@ impl<'a, const N: usize> Model<'a, N> {
             self.analysis.clear();
             self.def = Model::<N>::empty_header();
             self.blob_bytes = 0;
-            self.boxes = None;
-            self.grid = None;
         }
         r
     }
@@ -864,20 +592,18 @@ impl<'a, const N: usize> Model<'a, N> {
             output,
             head,
         };
-        self.boxes = crate::detect::BoxDecoder::new(&self.def)?;
-        self.grid = crate::detect::GridDecoder::new(&self.def)?;
         self.blob_bytes = bytes.len();
         Ok(())
     }
 
     /// The box decoder of a localization model, `None` for a classifier.
     pub fn box_decoder(&self) -> Option<&crate::detect::BoxDecoder> {
-        self.boxes.as_ref()
+        self.analysis.boxes.as_ref()
     }
 
     /// The grid decoder of a detection model, `None` otherwise.
     pub fn grid_decoder(&self) -> Option<&crate::detect::GridDecoder> {
-        self.grid.as_ref()
+        self.analysis.grid.as_ref()
     }
 
     /// Name, input and output specs and head. The layers, resolved, are [`Self::layer_info`];

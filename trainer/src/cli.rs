@@ -1015,17 +1015,7 @@ pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
     )?;
     // Real requantization multipliers of a stage, and its zero point and clamp.
     let stage = |o: &OutputStage| {
-        let ms: Vec<f64> = o
-            .requant
-            .chunks_exact(8)
-            .map(|r| {
-                runtime::Requant {
-                    multiplier: i32::from_le_bytes([r[0], r[1], r[2], r[3]]),
-                    shift: i32::from_le_bytes([r[4], r[5], r[6], r[7]]),
-                }
-                .to_real()
-            })
-            .collect();
+        let ms: Vec<f64> = o.channels().map(|(_, q)| q.to_real()).collect();
         let (lo, hi) = ms
             .iter()
             .fold((f64::INFINITY, 0f64), |(a, b), &v| (a.min(v), b.max(v)));

@@ -7,6 +7,11 @@
 //! No overflow: `|x - zp| <= 255`, so `(x - zp) << 20 < 2^28`; `M_a, M_b <= 1/2`, so
 //! `|a' + b'| < 2^28`.
 
+use super::prepare::{check_input_zp, Checked, Operand};
+use crate::format::Add;
+use crate::model::Step;
+use crate::Error;
+
 use crate::quant::Requant;
 
 /// Bits of headroom the inputs are shifted by before rescaling.
@@ -81,4 +86,37 @@ pub fn add(a: &[i8], b: &[i8], p: &AddParams, out: &mut [i8]) {
         let yb = p.rq_b.apply((y as i32 - p.zp_b) << ADD_LEFT_SHIFT);
         *o = p.rq_out.to_i8(xa + yb, p.zp_out, p.act_min, p.act_max);
     }
+}
+
+/// Checks a residual add of `x` and `y`: same shapes, zero points as produced, input rescales
+/// of at most 1/2 (the headroom [`add`] relies on) and a valid output rescale.
+pub(crate) fn prepare(li: u16, a: &Add, x: Operand, y: Operand) -> Result<Checked<'static>, Error> {
+    if y.shape != x.shape {
+        return Err(Error::ShapeMismatch {
+            layer: li,
+            expected: x.shape.dims(),
+            found: y.shape.dims(),
+        });
+    }
+    check_input_zp(li, a.input_zero_points[0], x.zp)?;
+    check_input_zp(li, a.input_zero_points[1], y.zp)?;
+    if !at_most_half(a.requant[0]) || !at_most_half(a.requant[1]) || !a.requant[2].is_valid() {
+        return Err(Error::QuantOutOfRange {
+            layer: li,
+            what: "add rescale (inputs at most 1/2, output valid)",
+        });
+    }
+    if a.act_min > a.act_max {
+        return Err(Error::QuantOutOfRange {
+            layer: li,
+            what: "activation clamp (min > max)",
+        });
+    }
+    Ok(Checked {
+        step: Step::Add(AddParams::from_layer(a)),
+        out: x.shape,
+        macs: 0,
+        param_bytes: 0,
+        out_zp: a.zero_point,
+    })
 }

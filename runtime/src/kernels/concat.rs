@@ -1,6 +1,10 @@
 //! Channel concatenation of NHWC tensors that share height, width, scale and zero point: a copy,
 //! no arithmetic (the exporter gives every branch the concat's quantization).
 
+use super::prepare::{check_input_zp, shape, Checked, Operand};
+use crate::model::Step;
+use crate::Error;
+
 /// `out[p, :] = [a[p, :], b[p, :], ...]` for every pixel `p`; `parts[i]` holds `pixels * c_i`
 /// values and `out` holds `pixels * sum(c_i)`.
 #[inline(never)] // its own function: its own inlining budget and register allocation
@@ -19,6 +23,37 @@ pub fn concat_channels(parts: &[&[i8]], pixels: usize, out: &mut [i8]) {
         }
         at += c;
     }
+}
+
+/// Checks a channel concatenation: every input (the first is `x`) has `x`'s height, width and
+/// zero point.
+pub(crate) fn prepare(
+    li: u16,
+    inputs: impl Iterator<Item = Operand>,
+    x: Operand,
+) -> Result<Checked<'static>, Error> {
+    let cur = x.shape;
+    let mut channels = 0usize;
+    for o in inputs {
+        let s = o.shape;
+        if (s.h, s.w) != (cur.h, cur.w) {
+            return Err(Error::ShapeMismatch {
+                layer: li,
+                expected: cur.dims(),
+                found: s.dims(),
+            });
+        }
+        check_input_zp(li, o.zp, x.zp)?;
+        channels += s.c as usize;
+    }
+    let (h, w) = (cur.h as usize, cur.w as usize);
+    Ok(Checked {
+        step: Step::Concat { pixels: h * w }, // h * w <= the input's bytes
+        out: shape(h, w, channels, li)?,
+        macs: 0,
+        param_bytes: 0,
+        out_zp: x.zp,
+    })
 }
 
 #[cfg(test)]

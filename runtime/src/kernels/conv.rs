@@ -8,6 +8,14 @@
 //! window. Requantization and the clamp are monotonic, so this is exactly what a separate
 //! conv then max-pool computes; the difference is that the conv output is never stored.
 
+use super::prepare::{
+    check_input_zp, check_len, check_stage, limit, shape, stage, Checked, Operand,
+};
+use super::MAX_TAPS;
+use crate::format::{Conv2d, MAX_MACS, MAX_TENSOR_BYTES};
+use crate::model::{as_i8, Step};
+use crate::Error;
+
 use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::Stage;
 use crate::quant::Prepared;
@@ -703,4 +711,102 @@ pub fn depthwise_conv2d(
             }
         }
     }
+}
+
+/// Checks a convolution or depthwise convolution layer against its input (`x`) and resolves
+/// its geometry: the kernel above relies on every check here.
+pub(crate) fn prepare<'a>(
+    li: u16,
+    cv: &Conv2d<'a>,
+    depthwise: bool,
+    x: Operand,
+) -> Result<Checked<'a>, Error> {
+    let cur = x.shape;
+    let (h, w, c) = (cur.h as usize, cur.w as usize, cur.c as usize);
+    if cv.in_channels != cur.c {
+        return Err(Error::ShapeMismatch {
+            layer: li,
+            expected: cur.dims(),
+            found: [cur.h, cur.w, cv.in_channels],
+        });
+    }
+    if depthwise && cv.out_channels != cv.in_channels {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "depthwise out_channels != in_channels",
+        });
+    }
+    let pool = cv.pool.map(|p| (p.kernel as usize, p.stride as usize));
+    let g = ConvGeom::new(
+        h,
+        w,
+        c,
+        cv.out_channels as usize,
+        cv.kernel_h as usize,
+        cv.kernel_w as usize,
+        cv.stride as usize,
+        cv.padding as usize,
+        pool,
+    )
+    .ok_or(Error::BadParameter {
+        layer: li,
+        what: "convolution geometry",
+    })?;
+    let taps = g.k_h * g.k_w * if depthwise { 1 } else { c };
+    if taps > MAX_TAPS {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "kernel taps (> 16384)",
+        });
+    }
+    let macs = if depthwise {
+        g.macs() / c as u64
+    } else {
+        g.macs()
+    };
+    limit(li, "multiply-accumulates", macs, MAX_MACS)?;
+    limit(
+        li,
+        "output tensor bytes",
+        g.out_h as u64 * g.out_w as u64 * g.out_c as u64,
+        MAX_TENSOR_BYTES,
+    )?;
+    // taps <= 2^14 and out_c < 2^16: fits 32 bits.
+    let wn = if depthwise {
+        g.k_h * g.k_w * c
+    } else {
+        g.out_c * taps
+    };
+    check_len(li, "weights", cv.weights.len(), wn)?;
+    check_input_zp(li, cv.input_zero_point, x.zp)?;
+    if cv.pool.is_some_and(|p| p.padding != 0) {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "fused pool padding (must be 0)",
+        });
+    }
+    let param_bytes = wn + check_stage(li, &cv.output, g.out_c)?;
+    let (weights, stage, in_zp) = (as_i8(cv.weights), stage(&cv.output), cv.input_zero_point);
+    let step = if depthwise {
+        Step::Depthwise {
+            g,
+            in_zp,
+            weights,
+            stage,
+        }
+    } else {
+        Step::Conv {
+            g,
+            in_zp,
+            weights,
+            stage,
+        }
+    };
+    Ok(Checked {
+        step,
+        out: shape(g.out_h, g.out_w, g.out_c, li)?,
+        macs,
+        param_bytes,
+        out_zp: cv.output.zero_point,
+    })
 }

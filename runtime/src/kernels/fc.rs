@@ -5,6 +5,12 @@
 //! fits a halfword), then each row spends one weight word, two SXTB16 and two SMLAD on them.
 //! Hosts run the same code through the Rust models in [`super::dsp`].
 
+use super::prepare::{check_input_zp, check_len, check_stage, shape, stage, Checked, Operand};
+use super::MAX_TAPS;
+use crate::format::FullyConnected;
+use crate::model::{as_i8, Step};
+use crate::Error;
+
 use super::dsp::{fc2, fc3, pair};
 use super::Stage;
 
@@ -76,4 +82,51 @@ pub fn fully_connected(input: &[i8], in_zp: i32, weights: &[i8], st: &Stage, out
             row += 1;
         }
     }
+}
+
+/// Checks a fully connected layer against its (flattened) input.
+pub(crate) fn prepare<'a>(
+    li: u16,
+    fc: &FullyConnected<'a>,
+    x: Operand,
+) -> Result<Checked<'a>, Error> {
+    let cur = x.shape;
+    let n_in = cur.len();
+    if fc.in_features as u64 != cur.bytes() {
+        return Err(Error::ShapeMismatch {
+            layer: li,
+            expected: cur.dims(),
+            found: [1, 1, fc.in_features.min(u16::MAX as u32) as u16],
+        });
+    }
+    if n_in > MAX_TAPS {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "in_features (> 16384)",
+        });
+    }
+    let n_out = fc.out_features as usize;
+    if n_out == 0 {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "out_features",
+        });
+    }
+    // n_in <= 2^14, n_out < 2^16: fits 32 bits.
+    check_len(li, "weights", fc.weights.len(), n_in * n_out)?;
+    check_input_zp(li, fc.input_zero_point, x.zp)?;
+    let param_bytes = n_in * n_out + check_stage(li, &fc.output, n_out)?;
+    Ok(Checked {
+        step: Step::FullyConnected {
+            in_features: n_in,
+            out_features: n_out,
+            in_zp: fc.input_zero_point,
+            weights: as_i8(fc.weights),
+            stage: stage(&fc.output),
+        },
+        out: shape(1, 1, n_out, li)?,
+        macs: (n_in * n_out) as u64,
+        param_bytes,
+        out_zp: fc.output.zero_point,
+    })
 }

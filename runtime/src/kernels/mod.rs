@@ -9,12 +9,13 @@
 //! Each kernel has a naive i64 reference in [`reference`] (test and `std` builds) and a
 //! proptest that compares the two bit for bit; the fuzz targets compare whole models.
 
-mod add;
-mod concat;
-mod conv;
+pub(crate) mod add;
+pub(crate) mod concat;
+pub(crate) mod conv;
 pub mod dsp;
-mod fc;
-mod pool;
+pub(crate) mod fc;
+pub(crate) mod pool;
+pub(crate) mod prepare;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;
 
@@ -24,6 +25,7 @@ pub use conv::{conv2d, conv2d_scratch_words, depthwise_conv2d, ConvGeom, PATCH_M
 pub use fc::fully_connected;
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, PoolGeom};
 
+use crate::format::REQUANT_BYTES;
 use crate::quant::Requant;
 
 /// Most multiply-accumulates feeding one accumulator (see the module doc).
@@ -45,24 +47,16 @@ impl Stage<'_> {
     /// Bias and multiplier of output channel `c` (validated to exist at load time).
     #[inline(always)]
     pub fn channel(&self, c: usize) -> (i32, Requant) {
-        let b = &self.bias[4 * c..4 * c + 4];
-        let r = &self.requant[8 * c..8 * c + 8];
-        (
-            i32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            Requant {
-                multiplier: i32::from_le_bytes([r[0], r[1], r[2], r[3]]),
-                shift: i32::from_le_bytes([r[4], r[5], r[6], r[7]]),
-            },
+        decode_channel(
+            &self.bias[4 * c..4 * c + 4],
+            &self.requant[8 * c..8 * c + 8],
         )
     }
 
     /// `(bias, multiplier)` of every output channel in order, without per-channel bounds checks.
     #[inline(always)]
     pub fn channels(&self) -> Channels<'_> {
-        Channels {
-            bias: self.bias.chunks_exact(4),
-            requant: self.requant.chunks_exact(8),
-        }
+        Channels::new(self.bias, self.requant)
     }
 
     #[inline(always)]
@@ -85,15 +79,43 @@ pub struct Channels<'a> {
     requant: core::slice::ChunksExact<'a, u8>,
 }
 
+impl<'a> Channels<'a> {
+    /// Over a layer's bias bytes (i32 LE per channel) and requantization bytes
+    /// ([`REQUANT_BYTES`] per channel); stops at the shorter.
+    pub fn new(bias: &'a [u8], requant: &'a [u8]) -> Channels<'a> {
+        Channels {
+            bias: bias.chunks_exact(4),
+            requant: requant.chunks_exact(REQUANT_BYTES),
+        }
+    }
+}
+
+/// The one reader of the blob's per-channel bytes: bias `b` (i32 LE) and requantization `r`
+/// (multiplier i32 LE, shift i32 LE). Slices shorter than 4 and 8 bytes read as zeros.
+#[inline(always)]
+pub fn decode_channel(b: &[u8], r: &[u8]) -> (i32, Requant) {
+    let word = |x: &[u8], at: usize| {
+        let mut w = [0u8; 4];
+        if let Some(v) = x.get(at..at + 4) {
+            w.copy_from_slice(v);
+        }
+        i32::from_le_bytes(w)
+    };
+    (
+        word(b, 0),
+        Requant {
+            multiplier: word(r, 0),
+            shift: word(r, 4),
+        },
+    )
+}
+
 impl Iterator for Channels<'_> {
     type Item = (i32, Requant);
     #[inline(always)]
     fn next(&mut self) -> Option<(i32, Requant)> {
         let b = self.bias.next()?;
         let r = self.requant.next()?;
-        let bias = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let multiplier = i32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-        let shift = i32::from_le_bytes([r[4], r[5], r[6], r[7]]);
-        Some((bias, Requant { multiplier, shift }))
+        Some(decode_channel(b, r))
     }
 }

@@ -1,6 +1,11 @@
 //! Pooling kernels. Pools keep the input's scale and zero point, so no requantization is needed:
 //! max-pool is exact, and average pools round the mean half away from zero.
 
+use super::prepare::{shape, Checked, Operand};
+use crate::format::Pool2d;
+use crate::model::Step;
+use crate::Error;
+
 /// Geometry of a square pooling window with `pad` pixels of padding on every side
 /// (`pad < k`, so every window holds at least one real pixel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,4 +131,58 @@ pub fn global_avg_pool(input: &[i8], c_n: usize, output: &mut [i8]) {
         };
         *o = q.clamp(-128, 127) as i8;
     }
+}
+
+/// Checks a max or average pool against its input and resolves its geometry.
+pub(crate) fn prepare(
+    li: u16,
+    p: &Pool2d,
+    avg: bool,
+    x: Operand,
+) -> Result<Checked<'static>, Error> {
+    if avg && p.padding != 0 {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "average pool padding (must be 0)",
+        });
+    }
+    let s = x.shape;
+    let (h, w, c) = (s.h as usize, s.w as usize, s.c as usize);
+    let g = PoolGeom::padded(
+        h,
+        w,
+        c,
+        p.kernel as usize,
+        p.stride as usize,
+        p.padding as usize,
+    )
+    .ok_or(Error::BadParameter {
+        layer: li,
+        what: "pool geometry",
+    })?;
+    let out = shape(g.out_h, g.out_w, c, li)?;
+    Ok(Checked {
+        step: if avg {
+            Step::AvgPool(g)
+        } else {
+            Step::MaxPool(g)
+        },
+        out,
+        macs: 0,
+        param_bytes: 0,
+        out_zp: x.zp,
+    })
+}
+
+/// Global average pooling: any input within the tensor limit sums exactly in i32 (see
+/// [`global_avg_pool`]).
+pub(crate) fn prepare_global(li: u16, x: Operand) -> Result<Checked<'static>, Error> {
+    let c = x.shape.c as usize;
+    Ok(Checked {
+        step: Step::GlobalAvgPool { channels: c },
+        out: shape(1, 1, c, li)?,
+        macs: 0,
+        param_bytes: 0,
+        out_zp: x.zp,
+    })
 }
