@@ -32,6 +32,13 @@ struct Board {
     /// Flash the budget check allows.
     flash_budget: u64,
     why: &'static str,
+    /// SysTick clock under QEMU (`-icount shift=0`: one instruction per ns), so instructions
+    /// = ticks * 1e9 / hz; 0 for silicon, which counts cycles with the DWT.
+    systick_hz: u64,
+    /// How a stack overflow is caught: the MPU (Armv7-M), the stack limit register MSPLIM
+    /// (Armv8-M Mainline) or, on cores with neither (the micro:bit's Cortex-M0), a canary
+    /// checked after every inference.
+    guard: &'static str,
 }
 
 const BOARDS: &[(&str, Board)] = &[
@@ -46,6 +53,8 @@ const BOARDS: &[(&str, Board)] = &[
                 "QEMU mps2-an386 has 4 MiB of each, but the budget is a realistic Cortex-M4F part \
                   (256 KiB RAM, 1 MiB flash; override with FIRMWARE_RAM_BUDGET / \
                   FIRMWARE_FLASH_BUDGET)",
+            systick_hz: 25_000_000,
+            guard: "mpu",
         },
     ),
     (
@@ -55,6 +64,70 @@ const BOARDS: &[(&str, Board)] = &[
             ram_budget: 128 * KIB,
             flash_budget: 512 * KIB,
             why: "STM32F411xE: 128 KiB SRAM, 512 KiB flash",
+            systick_hz: 0,
+            guard: "mpu",
+        },
+    ),
+    (
+        "CARGO_FEATURE_BOARD_MICROBIT",
+        Board {
+            name: "microbit",
+            ram_budget: 16 * KIB,
+            flash_budget: 256 * KIB,
+            why: "BBC micro:bit v1 (nRF51822, Cortex-M0): 16 KiB RAM, 256 KiB flash, as QEMU \
+                  models it",
+            systick_hz: 16_000_000,
+            guard: "canary",
+        },
+    ),
+    (
+        "CARGO_FEATURE_BOARD_MPS2_AN385",
+        Board {
+            name: "mps2-an385",
+            ram_budget: 256 * KIB,
+            flash_budget: 1024 * KIB,
+            why: "QEMU mps2-an385 has 4 MiB of each; the budget is a realistic Cortex-M3 part \
+                  (256 KiB RAM, 1 MiB flash; override with FIRMWARE_RAM_BUDGET / \
+                  FIRMWARE_FLASH_BUDGET)",
+            systick_hz: 25_000_000,
+            guard: "mpu",
+        },
+    ),
+    (
+        "CARGO_FEATURE_BOARD_MPS2_AN500",
+        Board {
+            name: "mps2-an500",
+            ram_budget: 512 * KIB,
+            flash_budget: 2048 * KIB,
+            why: "QEMU mps2-an500 has 4 MiB of each; the budget is a realistic Cortex-M7 part \
+                  (512 KiB RAM, 2 MiB flash; override with FIRMWARE_RAM_BUDGET / \
+                  FIRMWARE_FLASH_BUDGET)",
+            systick_hz: 25_000_000,
+            guard: "mpu",
+        },
+    ),
+    (
+        "CARGO_FEATURE_BOARD_MPS2_AN505",
+        Board {
+            name: "mps2-an505",
+            ram_budget: 256 * KIB,
+            flash_budget: 1024 * KIB,
+            why: "QEMU mps2-an505 gives 4 MiB of code and 2 MiB of data SRAM; the budget is a \
+                  realistic Cortex-M33 part (256 KiB RAM, 1 MiB flash; override with \
+                  FIRMWARE_RAM_BUDGET / FIRMWARE_FLASH_BUDGET)",
+            systick_hz: 20_000_000,
+            guard: "msplim",
+        },
+    ),
+    (
+        "CARGO_FEATURE_BOARD_MPS3_AN547",
+        Board {
+            name: "mps3-an547",
+            ram_budget: 512 * KIB,
+            flash_budget: 512 * KIB,
+            why: "QEMU mps3-an547 (Cortex-M55): 512 KiB ITCM for code, 512 KiB DTCM for data",
+            systick_hz: 32_000_000,
+            guard: "msplim",
         },
     ),
 ];
@@ -94,8 +167,8 @@ fn run() -> Result<(), String> {
         [b] => *b,
         [] => {
             return Err(
-                "no board selected: enable one feature of board-mps2-an386 (default) or \
-                        board-stm32f411"
+                "no board selected: enable one board-* feature (board-mps2-an386 is the \
+                        default; scripts/build-firmware.sh --board picks one)"
                     .into(),
             )
         }
@@ -107,6 +180,15 @@ fn run() -> Result<(), String> {
             )
         }
     };
+    println!("cargo::rustc-check-cfg=cfg(guard, values(\"mpu\", \"msplim\", \"canary\"))");
+    println!("cargo::rustc-check-cfg=cfg(counter, values(\"systick\", \"dwt\"))");
+    println!("cargo:rustc-cfg=guard=\"{}\"", board.guard);
+    let counter = if board.systick_hz > 0 {
+        "systick"
+    } else {
+        "dwt"
+    };
+    println!("cargo:rustc-cfg=counter=\"{counter}\"");
     let memory_x = manifest_dir
         .join("boards")
         .join(board.name)
@@ -181,6 +263,11 @@ fn run() -> Result<(), String> {
     );
     let _ = writeln!(cfg, "/// Board this image was built for.");
     let _ = writeln!(cfg, "pub const BOARD: &str = {:?};", board.name);
+    let _ = writeln!(
+        cfg,
+        "/// SysTick clock under QEMU, Hz (0: silicon, the DWT counts cycles)."
+    );
+    let _ = writeln!(cfg, "pub const SYSTICK_HZ: u64 = {};", board.systick_hz);
     let _ = writeln!(
         cfg,
         "/// Arena bytes the model needs (blob preamble, bytes 8..12)."

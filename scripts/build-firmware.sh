@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Build the release firmware ELF and print its path as the last line of stdout.
-#   scripts/build-firmware.sh [--board mps2-an386|stm32f411] [--model PATH] [--inputs PATH]
+#   scripts/build-firmware.sh [--board B] [--model PATH] [--inputs PATH]
 #                             [--features F1,F2] [--stack-reserve BYTES]
-# Defaults: board mps2-an386, model firmware/models/ref-cnn.bin, inputs
-# firmware/models/test-inputs.bin (build.rs defaults). Relative paths are taken from the
-# current directory. Build output is cached in firmware/target.
+# Boards (firmware/boards/B/): mps2-an386 (Cortex-M4F, default), microbit (M0), mps2-an385
+# (M3), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55), stm32f411 (M4F silicon).
+# Defaults: model firmware/models/ref-cnn.bin, inputs firmware/models/test-inputs.bin.
+# Relative paths are taken from the current directory. Output is cached per board in
+# firmware/target/B.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -38,10 +40,15 @@ done
 if [ -n "${FIRMWARE_MODEL:-}" ]; then FIRMWARE_MODEL="$(abspath "$FIRMWARE_MODEL")"; export FIRMWARE_MODEL; fi
 if [ -n "${FIRMWARE_INPUTS:-}" ]; then FIRMWARE_INPUTS="$(abspath "$FIRMWARE_INPUTS")"; export FIRMWARE_INPUTS; fi
 
-case "$board" in
-    mps2-an386 | stm32f411) ;;
-    *) echo "build-firmware: unknown board '$board' (mps2-an386 or stm32f411)" >&2; exit 64 ;;
-esac
+board_env="$REPO/firmware/boards/$board/board.env"
+if [ ! -f "$board_env" ]; then
+    known=$(cd "$REPO/firmware/boards" && ls -d -- */ | tr -d / | tr '\n' ' ')
+    echo "build-firmware: unknown board '$board' (known: $known)" >&2
+    exit 64
+fi
+TARGET="" TARGET_CPU=""
+# shellcheck source=/dev/null
+. "$board_env"
 feature_list="board-$board"
 for f in ${features[@]+"${features[@]}"}; do feature_list="$feature_list,$f"; done
 
@@ -50,15 +57,21 @@ if [ ! -f "$REPO/.toolchain/env.sh" ]; then
 fi
 # shellcheck source=/dev/null
 . "$REPO/.toolchain/env.sh"
-export CARGO_TARGET_DIR="$REPO/firmware/target"
+# One target directory per board: boards differ in target and -C target-cpu, and sharing one
+# directory would rebuild everything at each switch.
+export CARGO_TARGET_DIR="$REPO/firmware/target/$board"
+if [ -n "$TARGET_CPU" ]; then
+    triple_var="CARGO_TARGET_$(printf '%s' "$TARGET" | tr 'a-z.-' 'A-Z__')_RUSTFLAGS"
+    export "$triple_var=-C target-cpu=$TARGET_CPU"
+fi
 # RUSTFLAGS from the environment (a host build's, e.g. "-D warnings" under cargo test) would
 # replace the rustflags in firmware/.cargo/config.toml, which carry the linker and -Tlink.x.
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 
 cd "$REPO/firmware"
 # shellcheck disable=SC2086  # FW_BUILD_STD_FLAGS is a list of words on purpose
-"$FW_CARGO" build --release $FW_BUILD_STD_FLAGS \
+"$FW_CARGO" build --release $FW_BUILD_STD_FLAGS --target "$TARGET" \
     --no-default-features --features "$feature_list" >&2
-elf="$CARGO_TARGET_DIR/thumbv7em-none-eabihf/release/firmware"
+elf="$CARGO_TARGET_DIR/$TARGET/release/firmware"
 [ -f "$elf" ] || { echo "build-firmware: cargo succeeded but $elf is missing" >&2; exit 1; }
 echo "$elf"

@@ -31,7 +31,7 @@ static ARENA: Arena = Arena {
 
 /// The arena, the first time; `None` afterwards.
 pub fn take() -> Option<&'static mut [u8]> {
-    if ARENA.taken.swap(true, Ordering::AcqRel) {
+    if !take_once(&ARENA.taken) {
         return None;
     }
     // SAFETY: the flag above guarantees this is the only reference ever created.
@@ -56,9 +56,22 @@ static MODEL: ModelCell = ModelCell {
 
 /// The (empty) model to load into, the first time; `None` afterwards.
 pub fn model() -> Option<&'static mut Model<'static, LAYERS>> {
-    if MODEL.taken.swap(true, Ordering::AcqRel) {
+    if !take_once(&MODEL.taken) {
         return None;
     }
     // SAFETY: the flag above guarantees this is the only reference ever created.
     Some(unsafe { &mut *MODEL.model.get() })
+}
+
+/// Sets `flag`; true if it was clear. In a critical section with a load and a store, because
+/// Armv6-M (the Cortex-M0) has no atomic swap.
+fn take_once(flag: &AtomicBool) -> bool {
+    cortex_m::interrupt::free(|_| {
+        if flag.load(Ordering::Relaxed) {
+            false
+        } else {
+            flag.store(true, Ordering::Relaxed);
+            true
+        }
+    })
 }

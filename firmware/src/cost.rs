@@ -1,8 +1,9 @@
 //! Cost of one inference, measured on the core.
 //!
-//! - mps2-an386 (QEMU): SysTick on the core clock. QEMU's MPS2 core clock is 25 MHz, and with
-//!   `-icount shift=0` every instruction takes 1 ns of virtual time, so one SysTick tick is
-//!   exactly 40 instructions: the count is deterministic, to within one tick (40 instructions),
+//! - QEMU boards: SysTick on the core clock. With `-icount shift=0` every instruction takes
+//!   1 ns of virtual time, so one tick is 1e9 / clock instructions: 40 on the MPS2 boards
+//!   (25 MHz), 50 on mps2-an505 (20 MHz), 31.25 on mps3-an547 (32 MHz), 62.5 on the
+//!   micro:bit (16 MHz; build.rs `systick_hz`). The count is deterministic, to within one tick,
 //!   and the same on every run. QEMU does not model DWT CYCCNT (it reads 0), hence SysTick.
 //!   The 24-bit counter wraps every 2^24 ticks (671 M instructions); a SysTick exception counts
 //!   the wraps, so long inferences are measured correctly too.
@@ -11,12 +12,12 @@
 use cortex_m::peripheral::{DCB, DWT, SYST};
 
 /// Protocol keyword of the figure this board reports.
-#[cfg(feature = "board-mps2-an386")]
+#[cfg(counter = "systick")]
 pub const KEYWORD: &str = "INSN";
-#[cfg(feature = "board-stm32f411")]
+#[cfg(counter = "dwt")]
 pub const KEYWORD: &str = "CYCLES";
 
-#[cfg(feature = "board-mps2-an386")]
+#[cfg(counter = "systick")]
 mod imp {
     use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -24,15 +25,20 @@ mod imp {
     use cortex_m::peripheral::{DCB, DWT, SYST};
     use cortex_m_rt::exception;
 
-    /// Instructions per SysTick tick: 25 MHz core clock, 1 ns per instruction under -icount 0.
-    const INSNS_PER_TICK: u64 = 40;
+    /// SysTick's clock; one instruction per ns under -icount 0.
+    const HZ: u64 = crate::config::SYSTICK_HZ;
     const RELOAD: u32 = 0x00ff_ffff;
 
     static WRAPS: AtomicU32 = AtomicU32::new(0);
 
     #[exception]
     fn SysTick() {
-        WRAPS.fetch_add(1, Ordering::Relaxed);
+        // Load and store, not fetch_add: Armv6-M has no atomic read-modify-write, and only
+        // this handler writes the count.
+        WRAPS.store(
+            WRAPS.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 
     pub struct Counter {
@@ -76,14 +82,14 @@ mod imp {
             self.ticks()
         }
 
-        /// Instructions between two `now()` readings.
+        /// Instructions between two `now()` readings (to within one tick).
         pub fn elapsed(&self, start: u64, end: u64) -> u64 {
-            (end - start) * INSNS_PER_TICK
+            (end - start) * 1_000_000_000 / HZ
         }
     }
 }
 
-#[cfg(feature = "board-stm32f411")]
+#[cfg(counter = "dwt")]
 mod imp {
     use cortex_m::peripheral::{DCB, DWT, SYST};
 

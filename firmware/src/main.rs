@@ -42,9 +42,6 @@ mod config {
     include!(concat!(env!("OUT_DIR"), "/config.rs"));
 }
 
-#[cfg(all(feature = "board-mps2-an386", feature = "board-stm32f411"))]
-compile_error!("enable exactly one board feature");
-
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use runtime::{Interpreter, Model};
 
@@ -86,7 +83,7 @@ impl<E> From<runtime::Error> for FwError<E> {
 fn main() -> ! {
     stack::paint();
     let mut cp = cortex_m::Peripherals::take().unwrap();
-    stack::guard(&mut cp.MPU, &mut cp.SCB);
+    stack::guard(&mut cp);
     #[cfg(feature = "overflow-test")]
     overflow::recurse(0);
     let counter = cost::start(cp.SYST, cp.DCB, cp.DWT);
@@ -141,6 +138,7 @@ fn run<S: InputSource>(
         let start = counter.now();
         interp.invoke();
         let end = counter.now();
+        stack::check();
 
         semihost::print_hex("OUT", index, as_bytes(interp.output()));
         report_boxes(model, index, interp.output());

@@ -53,23 +53,61 @@ fn guard_start() -> usize {
 /// grows into the statics below it (the arena lives there) faults instead of corrupting them;
 /// the MemManage handler reports it and exits with `status::STACK_OVERFLOW`. Call after
 /// [`paint`] (which writes there).
-pub fn guard(mpu: &mut cortex_m::peripheral::MPU, scb: &mut cortex_m::peripheral::SCB) {
+#[cfg(guard = "mpu")]
+pub fn guard(cp: &mut cortex_m::Peripherals) {
     // SAFETY: region 0 covers only the guard, with no access; the default memory map stays in
     // force for everything else (PRIVDEFENA), so no other access changes.
     unsafe {
-        mpu.rnr.write(0);
-        mpu.rbar.write(guard_start() as u32);
+        cp.MPU.rnr.write(0);
+        cp.MPU.rbar.write(guard_start() as u32);
         // SIZE 4: 2^(4+1) = 32 bytes; AP 000: no access; XN; ENABLE.
-        mpu.rasr.write((1 << 28) | (4 << 1) | 1);
-        mpu.ctrl.write((1 << 2) | 1); // PRIVDEFENA | ENABLE
+        cp.MPU.rasr.write((1 << 28) | (4 << 1) | 1);
+        cp.MPU.ctrl.write((1 << 2) | 1); // PRIVDEFENA | ENABLE
     }
-    scb.enable(cortex_m::peripheral::scb::Exception::MemoryManagement);
+    cp.SCB
+        .enable(cortex_m::peripheral::scb::Exception::MemoryManagement);
     cortex_m::asm::dsb();
     cortex_m::asm::isb();
 }
 
-// The MemManage handler runs with the stack pointer inside the guard (the exception entry
-// itself may have faulted on it), so before anything else it moves to the top of the stack.
+/// Armv8-M Mainline: the stack limit register. A push below MSPLIM raises a UsageFault
+/// (STKOF) before the write, so nothing below the guard is touched; the handler reports it.
+#[cfg(guard = "msplim")]
+pub fn guard(cp: &mut cortex_m::Peripherals) {
+    // SAFETY: the limit is below every frame live now (the stack was only painted below the
+    // current SP), so only a future overflow trips it.
+    unsafe { cortex_m::register::msplim::write((guard_start() + GUARD) as u32) };
+    cp.SCB
+        .enable(cortex_m::peripheral::scb::Exception::UsageFault);
+    cortex_m::asm::dsb();
+    cortex_m::asm::isb();
+}
+
+/// No MPU and no stack limit register (the micro:bit's Cortex-M0): the painted words at the
+/// bottom of the stack are a canary, checked after every inference by [`check`]. This detects
+/// an overflow after the fact rather than preventing it.
+#[cfg(guard = "canary")]
+pub fn guard(_cp: &mut cortex_m::Peripherals) {}
+
+/// Reports an overflow if the canary at the bottom of the stack was written (boards whose
+/// guard is a canary; a no-op where the hardware faults first).
+pub fn check() {
+    #[cfg(guard = "canary")]
+    {
+        let mut p = guard_start();
+        while p < guard_start() + GUARD {
+            // SAFETY: the guard words lie in the painted region (see `paint`).
+            if unsafe { ptr::read_volatile(p as *const u32) } != PATTERN {
+                stack_overflow_report();
+            }
+            p += 4;
+        }
+    }
+}
+
+// The fault handler runs with the stack pointer at the guard (the exception entry itself may
+// have faulted on it), so before anything else it moves to the top of the stack.
+#[cfg(guard = "mpu")]
 core::arch::global_asm!(
     ".section .text.MemoryManagement,\"ax\",%progbits",
     ".global MemoryManagement",
@@ -82,10 +120,37 @@ core::arch::global_asm!(
     "b .",
 );
 
+#[cfg(guard = "msplim")]
+core::arch::global_asm!(
+    ".section .text.UsageFault,\"ax\",%progbits",
+    ".global UsageFault",
+    ".type UsageFault,%function",
+    ".thumb_func",
+    "UsageFault:",
+    "ldr r0, =_stack_start",
+    "msr msp, r0",
+    "bl usage_fault_report",
+    "b .",
+);
+
+/// UsageFault on Armv8-M: a stack overflow if CFSR.STKOF says so, otherwise reported as the
+/// fault it is.
+#[cfg(guard = "msplim")]
+#[no_mangle]
+extern "C" fn usage_fault_report() -> ! {
+    // SAFETY: a read of the System Control Block's CFSR.
+    let cfsr = unsafe { (*cortex_m::peripheral::SCB::PTR).cfsr.read() };
+    if cfsr & (1 << 20) != 0 {
+        stack_overflow_report();
+    }
+    crate::outln!("HARDFAULT usage fault, CFSR {:#010x}", cfsr);
+    crate::semihost::exit(crate::semihost::status::HARD_FAULT)
+}
+
 #[no_mangle]
 extern "C" fn stack_overflow_report() -> ! {
     crate::outln!(
-        "STACK OVERFLOW: the stack reached the MPU guard at {:#010x} (statics end there)",
+        "STACK OVERFLOW: the stack reached the guard at {:#010x} (statics end there)",
         guard_start()
     );
     crate::semihost::exit(crate::semihost::status::STACK_OVERFLOW)

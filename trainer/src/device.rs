@@ -160,7 +160,14 @@ pub fn parse_device_output(stdout: &str, status: i32) -> anyhow::Result<DeviceRu
 
 /// Runs an ELF in QEMU (mps2-an386, semihosting, -icount) through scripts/run-qemu.sh.
 pub fn run_qemu(elf: &Path) -> anyhow::Result<DeviceRun> {
+    run_qemu_on("mps2-an386", elf)
+}
+
+/// [`run_qemu`] on the emulated `board` the ELF was built for.
+pub fn run_qemu_on(board: &str, elf: &Path) -> anyhow::Result<DeviceRun> {
     let out = Command::new(repo_root().join("scripts/run-qemu.sh"))
+        .arg("--board")
+        .arg(board)
         .arg(elf)
         .output()
         .context("cannot start scripts/run-qemu.sh")?;

@@ -18,6 +18,23 @@ pub const BOARDS: &[(&str, &str, bool)] = &[
         true,
     ),
     (
+        "microbit",
+        "Cortex-M0, QEMU microbit (nRF51822, 16 KiB RAM; runs here)",
+        true,
+    ),
+    ("mps2-an385", "Cortex-M3, QEMU mps2-an385 (runs here)", true),
+    ("mps2-an500", "Cortex-M7, QEMU mps2-an500 (runs here)", true),
+    (
+        "mps2-an505",
+        "Cortex-M33, QEMU mps2-an505 (runs here)",
+        true,
+    ),
+    (
+        "mps3-an547",
+        "Cortex-M55, QEMU mps3-an547 (runs here)",
+        true,
+    ),
+    (
         "stm32f411",
         "Cortex-M4F, STM32F411 Nucleo / Black Pill (flash with probe-rs)",
         false,
@@ -140,7 +157,7 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
     if !runs {
         return Ok(r);
     }
-    let run = device::run_qemu(&elf)?;
+    let run = device::run_qemu_on(board, &elf)?;
     if run.status != 0 {
         bail!(
             "the firmware exited with status {} ({}):\n{}",
