@@ -33,8 +33,11 @@ struct Board {
     flash_budget: u64,
     why: &'static str,
     /// SysTick clock under QEMU (`-icount shift=0`: one instruction per ns), so instructions
-    /// = ticks * 1e9 / hz; 0 for silicon, which counts cycles with the DWT.
+    /// = ticks * 1e9 / hz; 0 for silicon, which counts core cycles (`counter`).
     systick_hz: u64,
+    /// What counts: "systick" (instructions under QEMU), "dwt" (cycles, DWT CYCCNT) or
+    /// "systick-cycles" (cycles on a core without CYCCNT: SysTick on the core clock).
+    counter: &'static str,
     /// How a stack overflow is caught: the MPU (Armv7-M), the stack limit register MSPLIM
     /// (Armv8-M Mainline) or, on cores with neither (the micro:bit's Cortex-M0), a canary
     /// checked after every inference.
@@ -54,6 +57,7 @@ const BOARDS: &[(&str, Board)] = &[
                   (256 KiB RAM, 1 MiB flash; override with FIRMWARE_RAM_BUDGET / \
                   FIRMWARE_FLASH_BUDGET)",
             systick_hz: 25_000_000,
+            counter: "systick",
             guard: "mpu",
         },
     ),
@@ -65,7 +69,21 @@ const BOARDS: &[(&str, Board)] = &[
             flash_budget: 512 * KIB,
             why: "STM32F411xE: 128 KiB SRAM, 512 KiB flash",
             systick_hz: 0,
+            counter: "dwt",
             guard: "mpu",
+        },
+    ),
+    (
+        "CARGO_FEATURE_BOARD_STM32G071",
+        Board {
+            name: "stm32g071",
+            ram_budget: 36 * KIB,
+            flash_budget: 128 * KIB,
+            why: "STM32G071RB (Nucleo-G071RB, Cortex-M0+): 36 KiB RAM, 128 KiB flash; \
+                  untested on silicon",
+            systick_hz: 0,
+            counter: "systick-cycles",
+            guard: "canary",
         },
     ),
     (
@@ -77,6 +95,7 @@ const BOARDS: &[(&str, Board)] = &[
             why: "BBC micro:bit v1 (nRF51822, Cortex-M0): 16 KiB RAM, 256 KiB flash, as QEMU \
                   models it",
             systick_hz: 16_000_000,
+            counter: "systick",
             guard: "canary",
         },
     ),
@@ -90,6 +109,7 @@ const BOARDS: &[(&str, Board)] = &[
                   (256 KiB RAM, 1 MiB flash; override with FIRMWARE_RAM_BUDGET / \
                   FIRMWARE_FLASH_BUDGET)",
             systick_hz: 25_000_000,
+            counter: "systick",
             guard: "mpu",
         },
     ),
@@ -103,6 +123,7 @@ const BOARDS: &[(&str, Board)] = &[
                   (512 KiB RAM, 2 MiB flash; override with FIRMWARE_RAM_BUDGET / \
                   FIRMWARE_FLASH_BUDGET)",
             systick_hz: 25_000_000,
+            counter: "systick",
             guard: "mpu",
         },
     ),
@@ -116,6 +137,7 @@ const BOARDS: &[(&str, Board)] = &[
                   realistic Cortex-M33 part (256 KiB RAM, 1 MiB flash; override with \
                   FIRMWARE_RAM_BUDGET / FIRMWARE_FLASH_BUDGET)",
             systick_hz: 20_000_000,
+            counter: "systick",
             guard: "msplim",
         },
     ),
@@ -127,6 +149,7 @@ const BOARDS: &[(&str, Board)] = &[
             flash_budget: 512 * KIB,
             why: "QEMU mps3-an547 (Cortex-M55): 512 KiB ITCM for code, 512 KiB DTCM for data",
             systick_hz: 32_000_000,
+            counter: "systick",
             guard: "msplim",
         },
     ),
@@ -181,14 +204,11 @@ fn run() -> Result<(), String> {
         }
     };
     println!("cargo::rustc-check-cfg=cfg(guard, values(\"mpu\", \"msplim\", \"canary\"))");
-    println!("cargo::rustc-check-cfg=cfg(counter, values(\"systick\", \"dwt\"))");
+    println!(
+        "cargo::rustc-check-cfg=cfg(counter, values(\"systick\", \"dwt\", \"systick-cycles\"))"
+    );
     println!("cargo:rustc-cfg=guard=\"{}\"", board.guard);
-    let counter = if board.systick_hz > 0 {
-        "systick"
-    } else {
-        "dwt"
-    };
-    println!("cargo:rustc-cfg=counter=\"{counter}\"");
+    println!("cargo:rustc-cfg=counter=\"{}\"", board.counter);
     let memory_x = manifest_dir
         .join("boards")
         .join(board.name)

@@ -39,6 +39,11 @@ pub const BOARDS: &[(&str, &str, bool)] = &[
         "Cortex-M4F, STM32F411 Nucleo / Black Pill (flash with probe-rs)",
         false,
     ),
+    (
+        "stm32g071",
+        "Cortex-M0+, STM32G071RB Nucleo (flash with probe-rs; untested on silicon)",
+        false,
+    ),
 ];
 
 #[derive(clap::Args, Clone, Debug)]
@@ -208,12 +213,17 @@ impl DeviceReport {
             let _ = writeln!(
                 s,
                 "built {} ({} B flash, {} B static RAM incl. the {} B arena)\n\
-                 flash it with: probe-rs run --chip STM32F411RETx {}\n\
+                 flash it with: probe-rs run --chip {} {}\n\
                  (the board prints CYCLES lines instead of INSN; untested on silicon)",
                 self.elf.display(),
                 self.flash_bytes,
                 self.static_ram_bytes,
                 self.arena_bytes,
+                if self.board == "stm32g071" {
+                    "STM32G071RBTx"
+                } else {
+                    "STM32F411RETx"
+                },
                 self.elf.display()
             );
             return s;
