@@ -1,9 +1,9 @@
 //! Shared helpers for the parity tests in `tests/tests/`. The device protocol code lives in
-//! `trainer::device` (the demo uses it too); this adds what only tests need.
+//! `trainer::deploy::device` (the demo uses it too); this adds what only tests need.
 
 use std::path::PathBuf;
 
-pub use trainer::device::*;
+pub use trainer::deploy::device::*;
 
 /// A fresh temporary directory for one test.
 pub fn temp_dir(name: &str) -> PathBuf {

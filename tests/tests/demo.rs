@@ -3,7 +3,7 @@
 
 use tests::temp_dir;
 use trainer::cli::{cmd_eval, cmd_export, DataArgs, EvalArgs, ExportArgs};
-use trainer::demo::{journey, DemoArgs};
+use trainer::report::demo::{journey, DemoArgs};
 
 #[test]
 fn demo_report_matches_the_separate_commands() {

@@ -5,8 +5,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tests::*;
 use trainer::cli::{test_vectors, DataArgs};
-use trainer::export::quantize;
-use trainer::model::{ArchSpec, Model};
+use trainer::deploy::export::quantize;
+use trainer::nn::model::{ArchSpec, Model};
 use trainer::train::{train_silent, TrainConfig};
 
 /// A briefly trained model (parity does not depend on accuracy), exported, with `n` test
@@ -138,7 +138,7 @@ fn default_firmware_model_is_bit_exact() {
     let run = run_qemu(&elf).unwrap();
     assert_eq!(run.status, 0, "{}", run.stdout);
     let stack = run.stack.unwrap_or(usize::MAX);
-    let (_, ram_static) = trainer::device::firmware_size(&elf).unwrap();
+    let (_, ram_static) = trainer::deploy::device::firmware_size(&elf).unwrap();
     assert!(stack <= STACK_BUDGET, "peak stack {stack} B");
     assert!(
         ram_static as usize + stack <= 6 * 1024,
@@ -252,7 +252,7 @@ fn stack_overflow_is_a_clean_fault() {
     let root = repo_root();
     for board in ["mps2-an386", "mps2-an505"] {
         let dir = temp_dir(&format!("overflow-{board}"));
-        let elf = trainer::device::build_firmware_with(
+        let elf = trainer::deploy::device::build_firmware_with(
             board,
             &["overflow-test"],
             &root.join("firmware/models/ref-cnn.bin"),

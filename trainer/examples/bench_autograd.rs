@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use trainer::autograd::{BatchNormState, Conv2dParams, Graph, Tensor, Var};
-use trainer::gradcheck::test_util::randn;
-use trainer::init::{constant, he_normal, zeros};
-use trainer::optim::{Optimizer, SgdConfig};
+use trainer::nn::autograd::{BatchNormState, Conv2dParams, Graph, Tensor, Var};
+use trainer::nn::gradcheck::test_util::randn;
+use trainer::nn::init::{constant, he_normal, zeros};
+use trainer::train::optim::{Optimizer, SgdConfig};
 
 const BATCH: usize = 64;
 const PHASES: [&str; 12] = [

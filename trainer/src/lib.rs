@@ -1,26 +1,10 @@
-pub mod autograd;
-pub mod bbox_reg;
-pub mod boxes;
-pub mod canvas;
+//! The trainer as a library: each folder is one stage of the pipeline, and dependencies point
+//! one way (cli -> report -> detect / deploy -> train -> nn / data -> runtime).
 pub mod cli;
-pub mod compare;
 pub mod data;
-pub mod demo;
-pub mod detector;
-pub mod device;
-pub mod device_cmd;
-pub mod export;
-pub mod finetune;
-pub mod gradcheck;
-pub mod init;
+pub mod deploy;
+pub mod detect;
 pub mod io;
-pub mod localize;
-pub mod metrics;
-pub mod model;
-pub mod optim;
-pub mod plots;
-pub mod proposals;
-pub mod rcnn;
-pub mod sliding;
+pub mod nn;
+pub mod report;
 pub mod train;
-pub mod visualize;

@@ -204,7 +204,8 @@ fn init_from_reports_mismatched_layers_by_name() {
     a["layers"][9]["out_features"] = 11.into();
     std::fs::write(
         &arch,
-        toml::to_string(&serde_json::from_value::<trainer::model::ArchSpec>(a).unwrap()).unwrap(),
+        toml::to_string(&serde_json::from_value::<trainer::nn::model::ArchSpec>(a).unwrap())
+            .unwrap(),
     )
     .unwrap();
     let dst = d.join("dst.json");

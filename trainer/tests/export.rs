@@ -3,8 +3,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::cli::DataArgs;
-use trainer::export::{deploy_forward, fold, quantize, Deploy};
-use trainer::model::{ArchSpec, LayerSpec, Model};
+use trainer::deploy::export::{deploy_forward, fold, quantize, Deploy};
+use trainer::nn::model::{ArchSpec, LayerSpec, Model};
 use trainer::train::{train_silent, TrainConfig};
 
 fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {

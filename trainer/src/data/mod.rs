@@ -1,0 +1,450 @@
+//! IDX data sets (the MNIST file format), gzipped or raw, with the checks a user needs when a
+//! file is truncated, mislabelled or not IDX at all.
+
+pub mod boxes;
+pub mod canvas;
+pub mod metrics;
+
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not an IDX file ({why})")]
+    Format { path: PathBuf, why: String },
+    #[error("{path}: {why}")]
+    Png { path: PathBuf, why: String },
+    #[error("{path}: truncated: header promises {expected} data bytes, file has {found}")]
+    Truncated {
+        path: PathBuf,
+        expected: usize,
+        found: usize,
+    },
+    #[error("{images} holds {n_images} images but {labels} holds {n_labels} labels")]
+    CountMismatch {
+        images: PathBuf,
+        labels: PathBuf,
+        n_images: usize,
+        n_labels: usize,
+    },
+    #[error("{path}: label {label} at index {index} is not below the class count {classes}")]
+    BadLabel {
+        path: PathBuf,
+        index: usize,
+        label: u8,
+        classes: usize,
+    },
+    #[error("data directory {0} has no images-idx3-ubyte[.gz] / labels-idx1-ubyte[.gz] pair and no class sub-folders of PNGs")]
+    NotFound(PathBuf),
+    #[error("split asks for {want} images but the data set has {have}")]
+    Split { want: usize, have: usize },
+}
+
+/// An IDX array of unsigned bytes: dimensions and data.
+#[derive(Debug, Clone)]
+pub struct Idx {
+    pub dims: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Reads an IDX file of type u8 (0x08). Gzip is detected by its magic bytes, not the name.
+pub fn read_idx(path: &Path) -> Result<Idx, DataError> {
+    let io = |source| DataError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let raw = std::fs::read(path).map_err(io)?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(io)?;
+        out
+    } else {
+        raw
+    };
+    parse_idx(&bytes).map_err(|e| match e {
+        ParseError::Format(why) => DataError::Format {
+            path: path.to_owned(),
+            why,
+        },
+        ParseError::Truncated { expected, found } => DataError::Truncated {
+            path: path.to_owned(),
+            expected,
+            found,
+        },
+    })
+}
+
+enum ParseError {
+    Format(String),
+    Truncated { expected: usize, found: usize },
+}
+
+fn parse_idx(b: &[u8]) -> Result<Idx, ParseError> {
+    if b.len() < 4 {
+        return Err(ParseError::Format(format!(
+            "{} bytes, shorter than the 4-byte magic",
+            b.len()
+        )));
+    }
+    if b[0] != 0 || b[1] != 0 {
+        return Err(ParseError::Format(format!(
+            "magic {:02x}{:02x}{:02x}{:02x} does not start with 0000",
+            b[0], b[1], b[2], b[3]
+        )));
+    }
+    if b[2] != 0x08 {
+        return Err(ParseError::Format(format!(
+            "element type {:#04x}; only unsigned bytes (0x08) are supported",
+            b[2]
+        )));
+    }
+    let nd = b[3] as usize;
+    if nd == 0 || nd > 4 {
+        return Err(ParseError::Format(format!("{nd} dimensions")));
+    }
+    let head = 4 + 4 * nd;
+    if b.len() < head {
+        return Err(ParseError::Format("header cut short".into()));
+    }
+    let dims: Vec<usize> = (0..nd)
+        .map(|i| u32::from_be_bytes(b[4 + 4 * i..8 + 4 * i].try_into().unwrap_or([0; 4])) as usize)
+        .collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| ParseError::Format("dimensions overflow".into()))?;
+    let found = b.len() - head;
+    if found < expected {
+        return Err(ParseError::Truncated { expected, found });
+    }
+    if found > expected {
+        return Err(ParseError::Format(format!(
+            "{} bytes beyond the {expected} the header declares",
+            found - expected
+        )));
+    }
+    Ok(Idx {
+        dims,
+        data: b[head..].to_vec(),
+    })
+}
+
+/// Grayscale images with integer labels.
+#[derive(Debug, Clone)]
+pub struct Dataset {
+    pub h: usize,
+    pub w: usize,
+    /// `len * h * w` bytes, row-major per image.
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    /// One box per image for localization sets: `[x0, y0, x1, y1]` as fractions of the image
+    /// size (pixel edges, so a full image is `[0, 0, 1, 1]`). Empty for classification sets.
+    pub boxes: Vec<[f32; 4]>,
+    /// Every object of each image for detection sets: `(label, box)`, box as in `boxes`.
+    /// Empty for other sets.
+    pub objects: Vec<Vec<(u8, [f32; 4])>>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.h * self.w;
+        &self.pixels[i * n..(i + 1) * n]
+    }
+    /// Images `range` as a new data set.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
+        let n = self.h * self.w;
+        Dataset {
+            h: self.h,
+            w: self.w,
+            pixels: self.pixels[range.start * n..range.end * n].to_vec(),
+            labels: self.labels[range.clone()].to_vec(),
+            boxes: if self.boxes.is_empty() {
+                Vec::new()
+            } else {
+                self.boxes[range.clone()].to_vec()
+            },
+            objects: if self.objects.is_empty() {
+                Vec::new()
+            } else {
+                self.objects[range].to_vec()
+            },
+        }
+    }
+    /// Normalized input `[len(idx), h, w, 1]` (NHWC): pixel / 255, so 0..=1. The int8 input
+    /// then quantizes exactly with scale 1/255 and zero point -128.
+    pub fn batch(&self, idx: &[usize]) -> (crate::nn::autograd::Tensor, Vec<usize>) {
+        let n = self.h * self.w;
+        let mut data = Vec::with_capacity(idx.len() * n);
+        for &i in idx {
+            data.extend(self.image(i).iter().map(|&p| p as f32 / 255.0));
+        }
+        let x =
+            ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[idx.len(), self.h, self.w, 1]), data)
+                .expect("batch shape matches the data length");
+        (x, idx.iter().map(|&i| self.labels[i] as usize).collect())
+    }
+}
+
+impl Dataset {
+    /// Box targets `[len(idx), 4]` (only for localization sets).
+    pub fn box_batch(&self, idx: &[usize]) -> crate::nn::autograd::Tensor {
+        let data: Vec<f32> = idx.iter().flat_map(|&i| self.boxes[i]).collect();
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[idx.len(), 4]), data)
+            .expect("box batch shape")
+    }
+}
+
+/// Finds `images-idx3-ubyte[.gz]` and `labels-idx1-ubyte[.gz]` (or the `train-`/`t10k-`
+/// prefixed MNIST names) in `dir`.
+pub fn find_pair(dir: &Path) -> Result<(PathBuf, PathBuf), DataError> {
+    for prefix in ["", "train-", "t10k-"] {
+        for ext in [".gz", ""] {
+            let i = dir.join(format!("{prefix}images-idx3-ubyte{ext}"));
+            let l = dir.join(format!("{prefix}labels-idx1-ubyte{ext}"));
+            if i.is_file() && l.is_file() {
+                return Ok((i, l));
+            }
+        }
+    }
+    Err(DataError::NotFound(dir.to_owned()))
+}
+
+/// A folder of PNGs, one sub-folder per class: sub-folders sorted by name are classes 0, 1, ...
+/// (`0/`, `1/`, ... or `cat/`, `dog/`). Every PNG is read as 8-bit grayscale and must have the
+/// size of the first one. The images are shuffled with a fixed seed, so a train/test split
+/// of the result mixes the classes. `None` when `dir` has no sub-folder holding a PNG.
+pub fn load_png_folders(dir: &Path, classes: usize) -> Option<Result<Dataset, DataError>> {
+    let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    subdirs.sort();
+    let png = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    for (class, d) in subdirs.iter().enumerate() {
+        let Ok(rd) = std::fs::read_dir(d) else {
+            continue;
+        };
+        let mut f: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| png(p))
+            .collect();
+        f.sort();
+        files.extend(f.into_iter().map(|p| (p, class)));
+    }
+    if files.is_empty() {
+        return None;
+    }
+    Some((|| {
+        let n_classes = files.iter().map(|f| f.1).max().unwrap_or(0) + 1;
+        if n_classes > classes {
+            return Err(DataError::Png {
+                path: dir.to_owned(),
+                why: format!("{n_classes} class folders but the model has {classes} classes"),
+            });
+        }
+        let mut order: Vec<usize> = (0..files.len()).collect();
+        order.shuffle(&mut <ChaCha8Rng as rand::SeedableRng>::seed_from_u64(5));
+        let (mut h, mut w) = (0, 0);
+        let mut pixels = Vec::new();
+        let mut labels = Vec::with_capacity(files.len());
+        for &k in &order {
+            let (path, class) = &files[k];
+            let img = image::open(path)
+                .map_err(|e| DataError::Png {
+                    path: path.clone(),
+                    why: format!("not a readable PNG ({e})"),
+                })?
+                .to_luma8();
+            let (iw, ih) = (img.width() as usize, img.height() as usize);
+            if pixels.is_empty() {
+                (h, w) = (ih, iw);
+            } else if (ih, iw) != (h, w) {
+                return Err(DataError::Png {
+                    path: path.clone(),
+                    why: format!("{iw}x{ih} pixels, but the other images are {w}x{h}"),
+                });
+            }
+            pixels.extend_from_slice(img.as_raw());
+            labels.push(*class as u8);
+        }
+        Ok(Dataset {
+            h,
+            w,
+            pixels,
+            labels,
+            boxes: Vec::new(),
+            objects: Vec::new(),
+        })
+    })())
+}
+
+/// Loads an image/label IDX pair and checks they agree.
+pub fn load_pair(images: &Path, labels: &Path, classes: usize) -> Result<Dataset, DataError> {
+    let im = read_idx(images)?;
+    let lb = read_idx(labels)?;
+    if im.dims.len() != 3 {
+        return Err(DataError::Format {
+            path: images.to_owned(),
+            why: format!("images need 3 dimensions, found {}", im.dims.len()),
+        });
+    }
+    if lb.dims.len() != 1 {
+        return Err(DataError::Format {
+            path: labels.to_owned(),
+            why: format!("labels need 1 dimension, found {}", lb.dims.len()),
+        });
+    }
+    if im.dims[0] != lb.dims[0] {
+        return Err(DataError::CountMismatch {
+            images: images.to_owned(),
+            labels: labels.to_owned(),
+            n_images: im.dims[0],
+            n_labels: lb.dims[0],
+        });
+    }
+    if let Some((index, &label)) = lb
+        .data
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+    {
+        return Err(DataError::BadLabel {
+            path: labels.to_owned(),
+            index,
+            label,
+            classes,
+        });
+    }
+    Ok(Dataset {
+        h: im.dims[1],
+        w: im.dims[2],
+        pixels: im.data,
+        labels: lb.data,
+        boxes: Vec::new(),
+        objects: Vec::new(),
+    })
+}
+
+/// The bundled data directory: `./data/mnist10k` if present, else the copy in the repository.
+pub fn default_data_dir() -> PathBuf {
+    let local = PathBuf::from("data/mnist10k");
+    if local.is_dir() {
+        local
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist10k")
+    }
+}
+
+/// Train/test split: first `train` images, then the last `test` images.
+pub fn split(all: &Dataset, train: usize, test: usize) -> Result<(Dataset, Dataset), DataError> {
+    if train + test > all.len() {
+        return Err(DataError::Split {
+            want: train + test,
+            have: all.len(),
+        });
+    }
+    Ok((all.slice(0..train), all.slice(all.len() - test..all.len())))
+}
+
+/// A seeded permutation of `0..n`.
+pub fn shuffled(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..n).collect();
+    v.shuffle(rng);
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            b.extend(d.to_be_bytes());
+        }
+        b.extend(data);
+        b
+    }
+
+    fn write(name: &str, bytes: &[u8]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("trainer-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_raw_and_gzip() {
+        let raw = idx(&[2, 2, 2], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let p = write("raw.idx", &raw);
+        assert_eq!(read_idx(&p).unwrap().data, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        let p = write("gz.idx.gz", &gz.finish().unwrap());
+        assert_eq!(read_idx(&p).unwrap().dims, vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn rejects_bad_files_with_reasons() {
+        let p = write("trunc.idx", &idx(&[2, 2, 2], &[1, 2, 3]));
+        let e = read_idx(&p).unwrap_err().to_string();
+        assert!(e.contains("truncated") && e.contains("promises 8"), "{e}");
+        let p = write("magic.idx", &[1, 2, 3, 4, 5]);
+        assert!(read_idx(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("not an IDX file"));
+        let p = write("float.idx", &[0, 0, 0x0d, 1, 0, 0, 0, 1, 0, 0, 0, 0]);
+        assert!(read_idx(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("element type"));
+        let e = read_idx(Path::new("/nonexistent/x.idx"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read /nonexistent/x.idx"), "{e}");
+        let im = write("im.idx", &idx(&[2, 1, 1], &[0, 0]));
+        let lb = write("lb.idx", &idx(&[3], &[0, 1, 2]));
+        assert!(matches!(
+            load_pair(&im, &lb, 10),
+            Err(DataError::CountMismatch { .. })
+        ));
+        let lb = write("lb2.idx", &idx(&[2], &[0, 11]));
+        assert!(matches!(
+            load_pair(&im, &lb, 10),
+            Err(DataError::BadLabel {
+                index: 1,
+                label: 11,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bundled_data_loads_and_splits() {
+        let (i, l) = find_pair(&default_data_dir()).unwrap();
+        let all = load_pair(&i, &l, 10).unwrap();
+        assert_eq!((all.len(), all.h, all.w), (10_000, 28, 28));
+        let (tr, te) = split(&all, 8000, 2000).unwrap();
+        assert_eq!((tr.len(), te.len()), (8000, 2000));
+        assert_eq!(te.image(0), all.image(8000));
+    }
+}

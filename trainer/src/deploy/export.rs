@@ -1,0 +1,600 @@
+//! From a trained float model to the runtime's int8 blob: fold BatchNorm, fuse ReLU and
+//! max-pool, calibrate activation ranges, quantize, and write the blob. Every int8 figure is
+//! computed by the runtime itself ([`run_int8`]).
+//!
+//! Quantization scheme (the TFLite int8 scheme; see bench/PEERS.md):
+//! - input: scale 1/255, zero point -128, so a u8 pixel `p` quantizes exactly to `p - 128`;
+//! - activations: per-tensor asymmetric int8 from **min/max calibration** over N training images
+//!   (range widened to include 0 so real zero is exactly representable);
+//! - weights: per-output-channel symmetric int8 in [-127, 127] (`scale = max|w| / 127`);
+//! - biases: int32 with scale `input_scale * weight_scale[c]`;
+//! - requantization: `input_scale * weight_scale[c] / output_scale` as a Q31 multiplier and
+//!   shift, computed once here.
+
+use crate::data::Dataset;
+use crate::nn::autograd::{Conv2dParams, Graph, Tensor};
+use crate::nn::model::{LayerSpec, Model, Slot};
+use anyhow::{bail, Context};
+use runtime::format::{
+    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Shape,
+    TensorSpec,
+};
+use runtime::writer::{encode_i32s, encode_i8s, encode_requants, write_blob};
+use runtime::{Interpreter, Model as RtModel, QuantParams, Requant};
+
+/// A layer of the folded float network, in the runtime's terms.
+#[derive(Debug, Clone)]
+pub enum Deploy {
+    /// BatchNorm folded in, ReLU fused as a flag, max-pool fused as `pool`.
+    Conv {
+        w: Tensor,
+        b: Vec<f32>,
+        stride: usize,
+        pad: usize,
+        relu: bool,
+        pool: Option<(usize, usize)>,
+    },
+    MaxPool {
+        k: usize,
+        s: usize,
+        pad: usize,
+    },
+    AvgPool {
+        k: usize,
+        s: usize,
+    },
+    GlobalAvgPool,
+    Linear {
+        w: Tensor,
+        b: Vec<f32>,
+        relu: bool,
+    },
+    /// Residual add of the node's two inputs, ReLU fused as a flag.
+    Add {
+        relu: bool,
+    },
+    /// Channel concatenation of the node's inputs.
+    Concat,
+}
+
+/// One node of the folded graph. Tensor ids as in the runtime: 0 is the input, `k + 1` the
+/// output of node `k`.
+#[derive(Debug, Clone)]
+pub struct DeployNode {
+    pub op: Deploy,
+    pub inputs: Vec<usize>,
+}
+
+/// `w * gamma / sqrt(var + eps)` per output channel, and the matching bias.
+fn fold_bn(
+    mut w: Tensor,
+    mut b: Vec<f32>,
+    gamma: &Tensor,
+    beta: &Tensor,
+    st: &crate::nn::autograd::BatchNormState,
+) -> (Tensor, Vec<f32>) {
+    for (c, bc) in b.iter_mut().enumerate() {
+        let scale = gamma[c] / (st.running_var[c] + st.eps).sqrt();
+        w.index_axis_mut(ndarray::Axis(0), c)
+            .mapv_inplace(|v| v * scale);
+        *bc = (*bc - st.running_mean[c]) * scale + beta[c];
+    }
+    (w, b)
+}
+
+/// Appends a node reading `inputs`; returns the id of its output tensor.
+fn push(nodes: &mut Vec<DeployNode>, op: Deploy, inputs: &[usize]) -> usize {
+    nodes.push(DeployNode {
+        op,
+        inputs: inputs.to_vec(),
+    });
+    nodes.len()
+}
+
+/// Folds BatchNorm (eval statistics) into the preceding conv, fuses ReLU and a following
+/// max-pool, drops dropout and flatten, and expands residual and Inception blocks into their
+/// convs, pool, add and concat. Fails naming the first layer the device cannot run.
+pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
+    let layers = &model.arch.layers;
+    let slots = model.slots();
+    let in_cs = model.in_channels();
+    let p = &model.params;
+    let mut out = Vec::new();
+    let mut cur = 0usize;
+    let mut i = 0;
+    let skip_dropout = |mut j: usize| {
+        while matches!(layers.get(j), Some(LayerSpec::Dropout { .. })) {
+            j += 1;
+        }
+        j
+    };
+    while i < layers.len() {
+        let here = i;
+        match (layers[i], slots[i]) {
+            (LayerSpec::Conv2d { stride, padding, out_channels, .. }, Slot::Weights(wi, bi)) => {
+                let mut w = p[wi].clone();
+                let mut b: Vec<f32> = bi.map_or(vec![0.0; out_channels], |bi| p[bi].iter().copied().collect());
+                i += 1;
+                if let (Some(LayerSpec::BatchNorm2d), Slot::Norm(gi, be, si)) = (layers.get(i), slots.get(i).copied().unwrap_or(Slot::None)) {
+                    (w, b) = fold_bn(w, b, &p[gi], &p[be], &model.bn[si]);
+                    i += 1;
+                }
+                i = skip_dropout(i);
+                let relu = matches!(layers.get(i), Some(LayerSpec::Relu));
+                if relu {
+                    i = skip_dropout(i + 1);
+                }
+                let mut pool = None;
+                if let Some(LayerSpec::MaxPool2d { kernel, stride }) = layers.get(i) {
+                    pool = Some((*kernel, stride.unwrap_or(*kernel)));
+                    i += 1;
+                }
+                cur = push(&mut out, Deploy::Conv { w, b, stride, pad: padding, relu, pool }, &[cur]);
+            }
+            (LayerSpec::Linear { out_features, .. }, Slot::Weights(wi, bi)) => {
+                let b = bi.map_or(vec![0.0; out_features], |bi| p[bi].iter().copied().collect());
+                i = skip_dropout(i + 1);
+                let relu = matches!(layers.get(i), Some(LayerSpec::Relu));
+                if relu {
+                    i += 1;
+                }
+                cur = push(&mut out, Deploy::Linear { w: p[wi].clone(), b, relu }, &[cur]);
+            }
+            (l @ (LayerSpec::Residual { .. } | LayerSpec::Inception { .. }), slot @ Slot::Block(..)) => {
+                let convs = l.block_convs(in_cs[i]);
+                let conv = |j: usize, relu: bool| -> Deploy {
+                    let (wi, gi, be, si) = slot.block_conv(j).expect("block slot");
+                    let bc = convs[j];
+                    let (w, b) = fold_bn(p[wi].clone(), vec![0.0; bc.out_c], &p[gi], &p[be], &model.bn[si]);
+                    Deploy::Conv { w, b, stride: bc.stride, pad: bc.padding, relu, pool: None }
+                };
+                let x = cur;
+                cur = if matches!(l, LayerSpec::Residual { .. }) {
+                    use crate::nn::model::residual::*;
+                    // The projection runs first: its small output outlives the block's first
+                    // conv instead of the larger block input.
+                    let shortcut = if convs.len() > PROJECTION {
+                        push(&mut out, conv(PROJECTION, false), &[x])
+                    } else {
+                        x
+                    };
+                    let a = push(&mut out, conv(CONV1, true), &[x]);
+                    let a = push(&mut out, conv(CONV2, false), &[a]);
+                    push(&mut out, Deploy::Add { relu: true }, &[a, shortcut])
+                } else {
+                    use crate::nn::model::inception::*;
+                    let b1 = push(&mut out, conv(B1, true), &[x]);
+                    let r3 = push(&mut out, conv(B3_REDUCE, true), &[x]);
+                    let b3 = push(&mut out, conv(B3, true), &[r3]);
+                    let r5 = push(&mut out, conv(B5_REDUCE, true), &[x]);
+                    let b5 = push(&mut out, conv(B5, true), &[r5]);
+                    let pl = push(&mut out, Deploy::MaxPool { k: 3, s: 1, pad: 1 }, &[x]);
+                    let pp = push(&mut out, conv(POOL_PROJ, true), &[pl]);
+                    push(&mut out, Deploy::Concat, &[b1, b3, b5, pp])
+                };
+                i += 1;
+            }
+            (LayerSpec::MaxPool2d { kernel, stride }, _) => {
+                cur = push(&mut out, Deploy::MaxPool { k: kernel, s: stride.unwrap_or(kernel), pad: 0 }, &[cur]);
+                i += 1;
+            }
+            (LayerSpec::AvgPool2d { kernel, stride }, _) => {
+                cur = push(&mut out, Deploy::AvgPool { k: kernel, s: stride.unwrap_or(kernel) }, &[cur]);
+                i += 1;
+            }
+            (LayerSpec::GlobalAvgPool, _) => {
+                cur = push(&mut out, Deploy::GlobalAvgPool, &[cur]);
+                i += 1;
+            }
+            (LayerSpec::Dropout { .. } | LayerSpec::Flatten, _) => i += 1,
+            (l, _) => bail!(
+                "layer {here} ({}) cannot run on the device: only relu directly after conv2d/linear (optionally via batch_norm2d) is supported",
+                l.kind()
+            ),
+        }
+    }
+    Ok(out)
+}
+
+fn bias_leaf(g: &mut Graph, b: &[f32]) -> crate::nn::autograd::Var {
+    g.leaf(
+        Tensor::from_shape_vec(ndarray::IxDyn(&[b.len()]), b.to_vec()).expect("bias"),
+        false,
+    )
+}
+
+/// Float forward of the folded graph; returns every node's output.
+pub fn deploy_forward(nodes: &[DeployNode], x: Tensor) -> Vec<Tensor> {
+    let mut g = Graph::new();
+    let mut t = vec![g.leaf(x, false)];
+    for n in nodes {
+        let h = t[n.inputs[0]];
+        let y = match &n.op {
+            Deploy::Conv {
+                w,
+                b,
+                stride,
+                pad,
+                relu,
+                pool,
+            } => {
+                let wv = g.leaf(w.clone(), false);
+                let bv = bias_leaf(&mut g, b);
+                let mut y = g.conv2d(
+                    h,
+                    wv,
+                    Some(bv),
+                    Conv2dParams {
+                        stride: *stride,
+                        padding: *pad,
+                    },
+                );
+                if *relu {
+                    y = g.relu(y);
+                }
+                if let Some((k, s)) = pool {
+                    y = g.max_pool2d(y, *k, *s);
+                }
+                y
+            }
+            Deploy::MaxPool { k, s, pad } => g.max_pool2d_padded(h, *k, *s, *pad),
+            Deploy::AvgPool { k, s } => g.avg_pool2d(h, *k, *s),
+            Deploy::GlobalAvgPool => g.global_avg_pool(h),
+            Deploy::Linear { w, b, relu } => {
+                let h = if g.shape(h).len() > 2 {
+                    g.flatten(h)
+                } else {
+                    h
+                };
+                let wv = g.leaf(w.clone(), false);
+                let bv = bias_leaf(&mut g, b);
+                let y = g.linear(h, wv, Some(bv));
+                if *relu {
+                    g.relu(y)
+                } else {
+                    y
+                }
+            }
+            Deploy::Add { relu } => {
+                let y = g.add(h, t[n.inputs[1]]);
+                if *relu {
+                    g.relu(y)
+                } else {
+                    y
+                }
+            }
+            Deploy::Concat => {
+                let xs: Vec<_> = n.inputs.iter().map(|&i| t[i]).collect();
+                g.concat_channels(&xs)
+            }
+        };
+        t.push(y);
+    }
+    t[1..].iter().map(|&v| g.value(v).clone()).collect()
+}
+
+/// Per-node output ranges (min, max) over the first `n` images of `data` (min/max method).
+pub fn calibrate(nodes: &[DeployNode], data: &Dataset, n: usize) -> Vec<(f32, f32)> {
+    let mut ranges = vec![(0.0f32, 0.0f32); nodes.len()];
+    let idx: Vec<usize> = (0..n.min(data.len())).collect();
+    for chunk in idx.chunks(100) {
+        let (x, _) = data.batch(chunk);
+        for (r, t) in ranges.iter_mut().zip(deploy_forward(nodes, x)) {
+            for &v in t.iter() {
+                r.0 = r.0.min(v);
+                r.1 = r.1.max(v);
+            }
+        }
+    }
+    ranges
+}
+
+/// Asymmetric int8 parameters covering `[min, max]` (which includes 0).
+pub fn activation_quant(min: f32, max: f32) -> QuantParams {
+    let span = (max - min).max(1e-8);
+    let scale = span / 255.0;
+    let zp = (-128.0 - min / scale).round().clamp(-128.0, 127.0) as i32;
+    QuantParams {
+        scale,
+        zero_point: zp,
+    }
+}
+
+/// The model's input quantization: pixels / 255 with scale 1/255 and zero point -128.
+pub const INPUT_QUANT: QuantParams = QuantParams {
+    scale: 1.0 / 255.0,
+    zero_point: -128,
+};
+
+struct OwnedStage {
+    zp: i8,
+    act_min: i8,
+    bias: Vec<u8>,
+    requant: Vec<u8>,
+}
+
+fn stage(s: &OwnedStage) -> OutputStage<'_> {
+    OutputStage {
+        zero_point: s.zp,
+        act_min: s.act_min,
+        act_max: 127,
+        bias: &s.bias,
+        requant: &s.requant,
+    }
+}
+
+struct OwnedLayer {
+    weights: Vec<u8>,
+    stage: Option<OwnedStage>,
+}
+
+/// Weights `[out, ...]` -> per-output-channel symmetric int8, plus the output stage.
+fn quantize_weights(
+    index: usize,
+    w: &Tensor,
+    b: &[f32],
+    s_in: f32,
+    out_q: QuantParams,
+    relu: bool,
+) -> anyhow::Result<(Vec<u8>, OwnedStage)> {
+    let o = w.shape()[0];
+    let per = w.len() / o;
+    let flat: Vec<f32> = w.iter().copied().collect();
+    let mut q = Vec::with_capacity(flat.len());
+    let (mut bias, mut rq) = (Vec::with_capacity(o), Vec::with_capacity(o));
+    for c in 0..o {
+        let row = &flat[c * per..(c + 1) * per];
+        let wmax = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let s_w = if wmax > 0.0 { wmax / 127.0 } else { 1.0 };
+        q.extend(
+            row.iter()
+                .map(|v| (v / s_w).round().clamp(-127.0, 127.0) as i8),
+        );
+        let s_acc = s_in as f64 * s_w as f64;
+        let bq = (b[c] as f64 / s_acc).round();
+        if bq.abs() > runtime::kernels::MAX_BIAS as f64 {
+            bail!(
+                "deploy layer {index}, channel {c}: bias {} too large for int32 at scale {s_acc:e}",
+                b[c]
+            );
+        }
+        bias.push(bq as i32);
+        let m = s_acc / out_q.scale as f64;
+        rq.push(Requant::from_real(m).with_context(|| {
+            format!(
+                "deploy layer {index}, channel {c}: requantization multiplier {m:e} out of range"
+            )
+        })?);
+    }
+    let zp = out_q.zero_point as i8;
+    let stage = OwnedStage {
+        zp,
+        act_min: if relu { zp } else { -128 },
+        bias: encode_i32s(&bias),
+        requant: encode_requants(&rq),
+    };
+    Ok((encode_i8s(&q), stage))
+}
+
+/// `[h, w, c]` of every tensor of the folded graph (input first), read off a float forward of
+/// one blank image rather than derived again from each layer's geometry.
+fn tensor_shapes(input: [usize; 3], nodes: &[DeployNode]) -> Vec<[usize; 3]> {
+    let blank = Tensor::zeros(ndarray::IxDyn(&[1, input[0], input[1], input[2]]));
+    let outs = deploy_forward(nodes, blank);
+    let shape = |t: &Tensor| match t.shape() {
+        &[_, h, w, c] => [h, w, c],
+        s => [1, 1, s[1..].iter().product()], // flat: linear or global pool
+    };
+    std::iter::once(input)
+        .chain(outs.iter().map(shape))
+        .collect()
+}
+
+/// The quantization of every tensor: the input's fixed one, pools pass theirs through, and
+/// every other node gets its calibrated range, except that a conv feeding a concat takes the
+/// concat's range, so the concat is a plain copy.
+fn tensor_quants(nodes: &[DeployNode], ranges: &[(f32, f32)]) -> anyhow::Result<Vec<QuantParams>> {
+    let mut q = vec![INPUT_QUANT];
+    for (k, n) in nodes.iter().enumerate() {
+        let concat = nodes
+            .iter()
+            .position(|c| matches!(c.op, Deploy::Concat) && c.inputs.contains(&(k + 1)));
+        let own = |i: usize| activation_quant(ranges[i].0, ranges[i].1);
+        let qk = match n.op {
+            Deploy::Conv { .. } | Deploy::Linear { .. } => own(concat.unwrap_or(k)),
+            Deploy::MaxPool { .. } | Deploy::AvgPool { .. } | Deploy::GlobalAvgPool => {
+                q[n.inputs[0]]
+            }
+            Deploy::Add { .. } | Deploy::Concat => own(k),
+        };
+        if let Some(c) = concat {
+            if qk != own(c) {
+                bail!("deploy node {k} feeds concat node {c} but is not a conv: the device concat needs one scale for all its inputs");
+            }
+        }
+        q.push(qk);
+    }
+    Ok(q)
+}
+
+/// Quantizes the folded network and writes the blob (validated by the runtime's own loader).
+pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Result<Vec<u8>> {
+    let arch = &model.arch;
+    let nodes = fold(model)?;
+    // Before calibration (the slow part), the limit the device format sets.
+    if nodes.len() > runtime::format::MAX_LAYERS {
+        anyhow::bail!(
+            "{} device layers, at most {} are supported",
+            nodes.len(),
+            runtime::format::MAX_LAYERS
+        );
+    }
+    if calib.is_empty() || n_calib == 0 {
+        anyhow::bail!("calibration needs at least one training image");
+    }
+    let ranges = calibrate(&nodes, calib, n_calib);
+    let shapes = tensor_shapes(arch.input, &nodes);
+    let q = tensor_quants(&nodes, &ranges)?;
+    let mut owned = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let (weights, stage) = match &n.op {
+            Deploy::Conv { w, b, relu, .. } | Deploy::Linear { w, b, relu } => {
+                let (wq, st) = quantize_weights(i, w, b, q[n.inputs[0]].scale, q[i + 1], *relu)?;
+                (wq, Some(st))
+            }
+            _ => (Vec::new(), None),
+        };
+        owned.push(OwnedLayer { weights, stage });
+    }
+    let zp = |t: usize| q[t].zero_point as i8;
+    let mut rt_layers = heapless::Vec::<Node, { runtime::format::MAX_LAYERS }>::new();
+    for (i, (n, o)) in nodes.iter().zip(&owned).enumerate() {
+        let zp_in = zp(n.inputs[0]);
+        let [_, _, in_c] = shapes[n.inputs[0]];
+        let layer = match (&n.op, &o.stage) {
+            (
+                Deploy::Conv {
+                    w,
+                    stride,
+                    pad,
+                    pool,
+                    ..
+                },
+                Some(s),
+            ) => Layer::Conv2d(Conv2d {
+                in_channels: in_c as u16,
+                out_channels: w.shape()[0] as u16,
+                kernel_h: w.shape()[1] as u8,
+                kernel_w: w.shape()[2] as u8,
+                stride: *stride as u8,
+                padding: *pad as u8,
+                input_zero_point: zp_in,
+                output: stage(s),
+                weights: &o.weights,
+                pool: pool.map(|(k, s)| Pool2d {
+                    kernel: k as u8,
+                    stride: s as u8,
+                    padding: 0,
+                }),
+            }),
+            (Deploy::Linear { w, .. }, Some(s)) => Layer::FullyConnected(FullyConnected {
+                in_features: shapes[n.inputs[0]].iter().product::<usize>() as u32,
+                out_features: w.shape()[0] as u16,
+                input_zero_point: zp_in,
+                output: stage(s),
+                weights: &o.weights,
+            }),
+            (Deploy::MaxPool { k, s, pad }, _) => Layer::MaxPool2d(Pool2d {
+                kernel: *k as u8,
+                stride: *s as u8,
+                padding: *pad as u8,
+            }),
+            (Deploy::AvgPool { k, s }, _) => Layer::AvgPool2d(Pool2d {
+                kernel: *k as u8,
+                stride: *s as u8,
+                padding: 0,
+            }),
+            (Deploy::GlobalAvgPool, _) => Layer::GlobalAvgPool,
+            (Deploy::Add { relu }, _) => {
+                let (a, b, y) = (q[n.inputs[0]], q[n.inputs[1]], q[i + 1]);
+                let act_min = if *relu { y.zero_point } else { -128 };
+                let p = runtime::kernels::AddParams::from_scales(
+                    a.scale as f64,
+                    a.zero_point,
+                    b.scale as f64,
+                    b.zero_point,
+                    y.scale as f64,
+                    y.zero_point,
+                    act_min,
+                    127,
+                )
+                .with_context(|| format!("deploy node {i}: add rescale out of range"))?;
+                Layer::Add(Add {
+                    input_zero_points: [a.zero_point as i8, b.zero_point as i8],
+                    zero_point: y.zero_point as i8,
+                    act_min: act_min as i8,
+                    act_max: 127,
+                    requant: [p.rq_a, p.rq_b, p.rq_out],
+                })
+            }
+            (Deploy::Concat, _) => Layer::Concat,
+            _ => bail!("deploy node {i}: missing output stage"),
+        };
+        let inputs = heapless::Vec::from_iter(n.inputs.iter().map(|&t| t as u8));
+        rt_layers.push(Node { inputs, layer }).map_err(|_| {
+            anyhow::anyhow!(
+                "{} device layers, at most {} are supported",
+                nodes.len(),
+                runtime::format::MAX_LAYERS
+            )
+        })?;
+    }
+    let out_q = q[nodes.len()];
+    let zp_out = out_q.zero_point as i8;
+    let out_shape = match arch.validate()?.last() {
+        Some(crate::nn::model::Act::Map(h, w, c)) => Shape::new(*h as u16, *w as u16, *c as u16),
+        _ => Shape::new(1, 1, arch.outputs() as u16),
+    };
+    let head = if arch.grid {
+        // Objectness threshold in the output's int8 domain: the smallest byte at or above it.
+        let thr = (crate::detect::grid::OBJ_THRESHOLD / out_q.scale).ceil() + zp_out as f32;
+        Head::GridDetector {
+            classes: arch.classes as u16,
+            cell: arch.cell().context("grid cell")? as u8,
+            obj_threshold: thr.clamp(-128.0, 127.0) as i8,
+            nms_iou_pct: (crate::detect::grid::NMS_IOU * 100.0).round() as u8,
+            max_detections: runtime::detect::MAX_DETECTIONS as u8,
+        }
+    } else if arch.boxes {
+        Head::Localizer {
+            classes: arch.classes as u16,
+        }
+    } else {
+        Head::Classifier {
+            classes: arch.classes as u16,
+        }
+    };
+    let def = ModelDef {
+        name: &arch.name,
+        input: TensorSpec {
+            shape: Shape::new(
+                arch.input[0] as u16,
+                arch.input[1] as u16,
+                arch.input[2] as u16,
+            ),
+            quant: INPUT_QUANT,
+        },
+        output: TensorSpec {
+            shape: out_shape,
+            quant: QuantParams {
+                scale: out_q.scale,
+                zero_point: zp_out as i32,
+            },
+        },
+        layers: rt_layers,
+        head,
+    };
+    write_blob(&def).map_err(|e| anyhow::anyhow!("the runtime rejects the exported model: {e}"))
+}
+
+/// Quantizes one image exactly as the device does: `p / 255` through the model's input params.
+pub fn quantize_image(pixels: &[u8], q: QuantParams, out: &mut [i8]) {
+    for (o, &p) in out.iter_mut().zip(pixels) {
+        *o = q.quantize(p as f32 / 255.0);
+    }
+}
+
+/// Runs the blob on the host runtime over `data`; returns each image's int8 output.
+pub fn run_int8(blob: &[u8], data: &Dataset) -> anyhow::Result<Vec<Vec<i8>>> {
+    let m = RtModel::from_bytes(blob).map_err(|e| anyhow::anyhow!("model blob: {e}"))?;
+    let mut arena = vec![0u8; m.arena_bytes()];
+    let mut it = Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let q = m.def().input.quant;
+    let mut outs = Vec::with_capacity(data.len());
+    for i in 0..data.len() {
+        quantize_image(data.image(i), q, it.input_mut());
+        it.invoke();
+        outs.push(it.output().to_vec());
+    }
+    Ok(outs)
+}

@@ -1,0 +1,278 @@
+//! The detector comparison: sliding window, selective search + R-CNN and the grid detector on
+//! the same 1,000 test canvases, as one markdown table.
+
+use crate::cli::DataArgs;
+use crate::nn::model::{Act, ArchSpec, LayerSpec, Model};
+use crate::train::{Checkpoint, TrainConfig};
+use anyhow::Context;
+use clap::Args;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Multiply-accumulates of one forward pass (conv and linear layers; BatchNorm folds away).
+pub fn arch_macs(arch: &ArchSpec) -> usize {
+    let Ok(shapes) = arch.validate() else {
+        return 0;
+    };
+    let mut prev = Act::Map(arch.input[0], arch.input[1], arch.input[2]);
+    let mut macs = 0;
+    for (l, &out) in arch.layers.iter().zip(&shapes) {
+        macs += match (*l, prev, out) {
+            (LayerSpec::Conv2d { kernel, .. }, Act::Map(_, _, ic), Act::Map(oh, ow, oc)) => {
+                oh * ow * oc * kernel * kernel * ic
+            }
+            (LayerSpec::Linear { out_features, .. }, Act::Flat(n), _) => n * out_features,
+            _ => 0,
+        };
+        prev = out;
+    }
+    macs
+}
+
+/// One detector's figures on the test canvases.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareRow {
+    pub method: String,
+    pub map50: f32,
+    pub map_coco: f32,
+    /// Windows or proposals classified per image (`None`: a single pass, no proposals).
+    pub proposals_per_image: Option<f32>,
+    pub macs_per_image: f64,
+    /// Host wall time per image, one thread, float, everything from pixels to boxes.
+    pub host_ms_per_image: f32,
+}
+
+/// The comparison table.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub test_images: usize,
+    pub rows: Vec<CompareRow>,
+}
+
+impl Comparison {
+    /// A markdown table with a one-line caption.
+    pub fn to_markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Detectors on the same {} test canvases (float, host, 1 thread):\n",
+            self.test_images
+        );
+        let _ = writeln!(
+            s,
+            "| method | mAP@0.5 | mAP@[.5:.95] | proposals / image | MACs / image | host ms / image |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        for r in &self.rows {
+            let _ = writeln!(
+                s,
+                "| {} | {:.3} | {:.3} | {} | {:.2} M | {:.2} |",
+                r.method,
+                r.map50,
+                r.map_coco,
+                r.proposals_per_image
+                    .map_or("- (one pass)".into(), |p| format!("{p:.1}")),
+                r.macs_per_image / 1e6,
+                r.host_ms_per_image
+            );
+        }
+        s
+    }
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Grid-detector checkpoint (`train --arch grid-det`); default: train one here for
+    /// --grid-epochs.
+    #[arg(long)]
+    pub grid_checkpoint: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    pub grid_epochs: usize,
+    /// R-CNN from `rcnn --out`; default: train one here (3,000 canvases, --rcnn-epochs, trunk
+    /// fine-tuned from ref-cnn trained on the digits for 3 epochs).
+    #[arg(long)]
+    pub rcnn: Option<PathBuf>,
+    #[arg(long, default_value_t = 3)]
+    pub rcnn_epochs: usize,
+    /// Epochs of the sliding-window classifier (trained as `detect --baseline` trains it).
+    #[arg(long, default_value_t = 5)]
+    pub baseline_epochs: usize,
+    /// Also write the markdown table here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Trains (or loads) the three detectors and scores them on the detection test set.
+pub fn compare(a: &CompareArgs) -> anyhow::Result<Comparison> {
+    // Fail before training, not after it, when the table cannot be written.
+    if let Some(dir) = a.out.as_ref().and_then(|p| p.parent()) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            anyhow::bail!(
+                "cannot write {}: directory {} does not exist",
+                a.out
+                    .as_ref()
+                    .map_or(String::new(), |p| p.display().to_string()),
+                dir.display()
+            );
+        }
+    }
+    crate::cli::with_threads(1, || compare_on_this_thread(a))?
+}
+
+fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
+    let size = 64;
+    let (train_digits, test) = crate::cli::detection_test_set(&a.data, size)?;
+    let n = test.len().max(1) as f32;
+    let mut rows = Vec::new();
+
+    // Sliding window: exactly `detect --baseline`.
+    let train_canvases = crate::data::canvas::multi_object(
+        &train_digits,
+        train_digits.len(),
+        size,
+        crate::cli::CANVAS_SEEDS.0,
+    );
+    let mut clf = crate::detect::sliding::train_classifier(&train_canvases, a.baseline_epochs, 7)?;
+    let t = Instant::now();
+    let sw = crate::detect::sliding::detect(&mut clf, &test);
+    let ms = t.elapsed().as_secs_f32() * 1e3 / n;
+    let flat: Vec<_> = sw.iter().flatten().copied().collect();
+    let windows = crate::detect::sliding::windows(size).len();
+    rows.push(CompareRow {
+        method: format!("sliding window ({windows} windows, ref-cnn + background)"),
+        map50: crate::data::metrics::mean_ap(&flat, &test.objects, 10, 0.5),
+        map_coco: crate::data::metrics::mean_ap_coco(&flat, &test.objects, 10),
+        proposals_per_image: Some(windows as f32),
+        macs_per_image: (windows * arch_macs(&clf.arch)) as f64,
+        host_ms_per_image: ms,
+    });
+
+    // Selective search + R-CNN.
+    let mut rcnn: crate::detect::rcnn::Rcnn = match &a.rcnn {
+        Some(p) => {
+            let bytes = std::fs::read(p)
+                .with_context(|| format!("cannot read R-CNN file {}", p.display()))?;
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!("{} is not an R-CNN file from `rcnn --out`", p.display())
+            })?
+        }
+        None => {
+            let pre = crate::detect::rcnn::pretrain_digits(&a.data, 3, 3)?;
+            let canvases = crate::detect::rcnn::training_canvases(&train_digits, 3000, size);
+            let data =
+                crate::detect::rcnn::RcnnData::new(&canvases, crate::detect::rcnn::CROP_SEED);
+            let cfg = crate::detect::rcnn::RcnnConfig {
+                epochs: a.rcnn_epochs,
+                ..Default::default()
+            };
+            crate::detect::rcnn::train_rcnn(&data, Some(&pre), &cfg, None, |_| {})?.0
+        }
+    };
+    let t = Instant::now();
+    let props = crate::detect::rcnn::propose_all(&test, crate::detect::rcnn::TEST_PROPOSALS);
+    let prop_ms = t.elapsed().as_secs_f32() * 1e3 / n;
+    let e = crate::detect::rcnn::evaluate(&mut rcnn, &test, &props);
+    rows.push(CompareRow {
+        method: "selective search + R-CNN (ref-cnn + background, fine-tuned; box regression)"
+            .into(),
+        map50: e.map50,
+        map_coco: e.map_coco,
+        proposals_per_image: Some(e.proposals_per_image),
+        macs_per_image: e.macs_per_image as f64,
+        host_ms_per_image: prop_ms + e.ms_per_image,
+    });
+
+    // Grid detector.
+    let mut grid: Model = match &a.grid_checkpoint {
+        Some(p) => Checkpoint::load(p)?.model,
+        None => {
+            let arch = ArchSpec::grid_det();
+            let (tr, te) = a.data.load_for(&arch)?;
+            let mut m = Model::new(arch, &mut ChaCha8Rng::seed_from_u64(42))?;
+            let cfg = TrainConfig {
+                epochs: a.grid_epochs,
+                weight_decay: 0.002,
+                ..TrainConfig::default()
+            };
+            crate::train::train_silent(&mut m, &tr, &te.slice(0..200.min(te.len())), &cfg)?;
+            m
+        }
+    };
+    if !grid.arch.grid {
+        anyhow::bail!(
+            "--grid-checkpoint: '{}' is not a grid detector",
+            grid.arch.name
+        );
+    }
+    let t = Instant::now();
+    let preds = crate::detect::grid::predict_all(&mut grid, &test);
+    let ms = t.elapsed().as_secs_f32() * 1e3 / n;
+    rows.push(CompareRow {
+        method: format!("grid detector ({}, one pass)", grid.arch.name),
+        map50: crate::data::metrics::mean_ap(&preds, &test.objects, grid.arch.classes, 0.5),
+        map_coco: crate::data::metrics::mean_ap_coco(&preds, &test.objects, grid.arch.classes),
+        proposals_per_image: None,
+        macs_per_image: arch_macs(&grid.arch) as f64,
+        host_ms_per_image: ms,
+    });
+    Ok(Comparison {
+        test_images: test.len(),
+        rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_match_the_runtime_figures() {
+        // The runtime's counts for the exported blobs (README): ref-cnn 290,080, grid-det 8.9 M.
+        assert_eq!(arch_macs(&ArchSpec::ref_cnn()), 290_080);
+        let g = arch_macs(&ArchSpec::grid_det());
+        assert!((8_800_000..9_000_000).contains(&g), "{g}");
+    }
+
+    #[test]
+    fn markdown_table_has_a_row_per_method() {
+        let c = Comparison {
+            test_images: 3,
+            rows: vec![
+                CompareRow {
+                    method: "a".into(),
+                    map50: 0.5,
+                    map_coco: 0.25,
+                    proposals_per_image: Some(12.5),
+                    macs_per_image: 2.5e6,
+                    host_ms_per_image: 1.0,
+                },
+                CompareRow {
+                    method: "b".into(),
+                    map50: 0.9,
+                    map_coco: 0.6,
+                    proposals_per_image: None,
+                    macs_per_image: 8.9e6,
+                    host_ms_per_image: 0.5,
+                },
+            ],
+        };
+        let t = c.to_markdown();
+        assert!(
+            t.contains("| a | 0.500 | 0.250 | 12.5 | 2.50 M | 1.00 |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| b | 0.900 | 0.600 | - (one pass) | 8.90 M | 0.50 |"),
+            "{t}"
+        );
+        assert_eq!(t.lines().filter(|l| l.starts_with('|')).count(), 4);
+    }
+}

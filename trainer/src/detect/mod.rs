@@ -1,0 +1,10 @@
+//! Detection on canvases: localization and the grid detector, sliding windows, region
+//! proposals, R-CNN and its box regression, and the comparison of them all.
+
+pub mod bbox_reg;
+pub mod compare;
+pub mod grid;
+pub mod localize;
+pub mod proposals;
+pub mod rcnn;
+pub mod sliding;

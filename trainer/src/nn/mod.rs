@@ -1,0 +1,7 @@
+//! Networks: tape autograd, the architecture spec and built-in models, initialisation and
+//! gradient checking.
+
+pub mod autograd;
+pub mod gradcheck;
+pub mod init;
+pub mod model;

@@ -1,0 +1,731 @@
+//! The main job in one command: train -> fold and quantize -> export -> host runtime ->
+//! firmware build -> emulated Cortex-M4 -> parity -> report.
+//!
+//! Every step is named; a failure stops the journey with the step and what to do, and the
+//! report folder is assembled in a staging directory that only replaces `--out` at the end, so
+//! a half-finished report is never presented as complete.
+
+use crate::cli::{self, DataArgs, EvalArgs, ExportArgs, TrainArgs};
+use crate::deploy::device;
+use crate::train::OptimizerKind;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Built-in architecture name or a .toml/.json architecture file.
+    #[arg(long, default_value = "ref-cnn")]
+    pub arch: String,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Test images run on the emulated board (each is compared byte for byte with the host).
+    #[arg(long, default_value_t = 200)]
+    pub device_images: usize,
+    /// Report folder (replaced as a whole when the journey succeeds).
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    /// Print the summary as one JSON object as the last stdout line.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars (for logs).
+    #[arg(long)]
+    pub quiet: bool,
+    /// Epochs of the grid detector trained for the report's picture of boxes (0 skips it).
+    #[arg(long, default_value_t = 6)]
+    pub detector_epochs: usize,
+}
+
+/// Everything the report shows; also `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub arch: String,
+    pub params: usize,
+    pub epochs: usize,
+    pub train_seconds: f32,
+    pub train_images_per_second: f32,
+    pub float_accuracy: f32,
+    pub int8_accuracy: f32,
+    pub top1_agreement: f32,
+    pub max_abs_logit_diff: f32,
+    pub test_images: usize,
+    pub blob_bytes: usize,
+    pub arena_bytes: usize,
+    pub macs: usize,
+    pub device_images: usize,
+    pub device_accuracy: f32,
+    pub device_bit_exact: usize,
+    pub instructions_per_inference: u64,
+    pub instructions_per_mac: f64,
+    pub firmware_flash_bytes: u64,
+    pub firmware_static_ram_bytes: u64,
+    pub firmware_peak_stack_bytes: usize,
+    pub confusion_float: Vec<Vec<usize>>,
+    pub confusion_int8: Vec<Vec<usize>>,
+    pub layers: String,
+    /// Instructions of each layer on the emulated board (one profiling inference):
+    /// (index, kind, instructions).
+    pub device_layer_instructions: Vec<(usize, String, u64)>,
+    /// The grid detector's row (host runtime, int8), when it was trained.
+    pub detector: Option<crate::cli::DetectRow>,
+    /// Sliding window vs selective search + R-CNN vs the grid detector (what the `compare`
+    /// command prints), when the detector was trained.
+    pub detector_comparison: Option<crate::detect::compare::Comparison>,
+    pub seconds_total: f32,
+}
+
+fn spinner(msg: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(msg.to_owned());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+/// Runs one named step; failures say which step and what to do.
+/// Runs step `n` of `total`: prints its name and time, names it in an error.
+fn step<T>(
+    (n, total): (usize, usize),
+    name: &str,
+    hint: &str,
+    quiet: bool,
+    f: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    if !quiet {
+        eprintln!("\n[{n}/{total}] {name}");
+    }
+    let t = Instant::now();
+    let r = f().with_context(|| format!("step {n}/{total} '{name}' failed. {hint}"))?;
+    if !quiet {
+        eprintln!("      done in {:.1}s", t.elapsed().as_secs_f32());
+    }
+    Ok(r)
+}
+
+pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
+    let s = journey(a)?;
+    print_summary(&s, &a.out);
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    }
+    Ok(())
+}
+
+/// The journey; returns the summary after the report folder is in place.
+pub fn journey(a: &DemoArgs) -> anyhow::Result<Summary> {
+    let t0 = Instant::now();
+    let out = a.out.clone();
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_owned();
+    std::fs::create_dir_all(&parent)
+        .with_context(|| format!("cannot create {}", parent.display()))?;
+    let stage = parent.join(format!(
+        ".{}.staging-{}",
+        out.file_name()
+            .map_or("report".into(), |n| n.to_string_lossy()),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&stage);
+    std::fs::create_dir_all(&stage)
+        .with_context(|| format!("cannot create {}", stage.display()))?;
+    let result = build_report(a, &stage, t0);
+    match result {
+        Ok(s) => {
+            if out.exists() {
+                std::fs::remove_dir_all(&out)
+                    .with_context(|| format!("cannot replace the old report {}", out.display()))?;
+            }
+            std::fs::rename(&stage, &out)
+                .with_context(|| format!("cannot move the report into {}", out.display()))?;
+            Ok(s)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&stage);
+            Err(e)
+        }
+    }
+}
+
+fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary> {
+    let q = a.quiet;
+    // 9 steps, or 7 without the detector steps (`--detector-epochs 0`).
+    let total = if a.detector_epochs == 0 { 7 } else { 9 };
+    let ckpt = dir.join("model.ckpt.json");
+    let blob_path = dir.join("model.bin");
+    let vectors = dir.join("test-inputs.bin");
+    let tr = step((1, total), "train", "Check the data path (--data) and architecture file (--arch); lower --lr if the loss diverged.", q, || {
+        cli::cmd_train(&TrainArgs {
+            data: a.data.clone(),
+            arch: a.arch.clone(),
+            epochs: a.epochs,
+            batch_size: 64,
+            lr: 0.05,
+            optimizer: OptimizerKind::Sgd,
+            weight_decay: 0.002,
+            seed: a.seed,
+            threads: 1,
+            out: ckpt.clone(),
+            plot: Some(dir.join("curves.png")),
+            json: false,
+            quiet: q,
+        })
+    })?;
+    let ev = step(
+        (2, total),
+        "evaluate the float model",
+        "The checkpoint could not be evaluated; see the cause above.",
+        q,
+        || {
+            cli::cmd_eval(&EvalArgs {
+                checkpoint: ckpt.clone(),
+                data: a.data.clone(),
+                confusion_png: Some(dir.join("confusion-float.png")),
+                json: false,
+            })
+        },
+    )?;
+    // What the network learned (a few seconds): filters, one image's activations, and the test
+    // images that excite the first conv layer's channel 0 most.
+    cli::cmd_visualize(&cli::VisualizeArgs {
+        checkpoint: ckpt.clone(),
+        data: a.data.clone(),
+        image: 0,
+        layer: 0,
+        channel: 0,
+        out: dir.to_owned(),
+    })?;
+    let ex = step(
+        (3, total),
+        "fold BatchNorm, calibrate, quantize to int8, export",
+        "The architecture may use a layer the device cannot run (named above).",
+        q,
+        || {
+            cli::cmd_export(&ExportArgs {
+                checkpoint: ckpt.clone(),
+                out: blob_path.clone(),
+                data: a.data.clone(),
+                calibration: 500,
+                vectors: Some(vectors.clone()),
+                vector_count: a.device_images,
+                any_data: false,
+                json: false,
+            })
+        },
+    )?;
+    let blob = std::fs::read(&blob_path)?;
+    let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let classes = rt.output_len();
+    let (_, test) = a.data.load(classes)?;
+    let int8 = crate::deploy::export::run_int8(&blob, &test)?;
+    let preds: Vec<usize> = int8
+        .iter()
+        .map(|o| runtime::argmax(o).unwrap_or(0))
+        .collect();
+    let confusion_int8 = crate::report::plots::confusion(&test.labels, &preds, classes);
+    crate::report::plots::confusion_matrix(
+        &confusion_int8,
+        &format!(
+            "int8 (host runtime), accuracy {:.2}%",
+            ex.int8_accuracy * 100.0
+        ),
+        &dir.join("confusion-int8.png"),
+    )?;
+    let layers = cli::cmd_inspect(&blob_path)?;
+
+    step(
+        (4, total),
+        "firmware toolchain (QEMU, ld.lld, Rust for thumbv7em)",
+        "Needs apt and the Debian package archive; see firmware/README.md.",
+        q,
+        || {
+            if !q && !device::repo_root().join(".toolchain/env.sh").exists() {
+                eprintln!("      first run: installs qemu-system-arm, lld and binutils-arm-none-eabi with apt, and unpacks Debian's rustc-web (about 144 MB) into .toolchain/");
+            }
+            let st = std::process::Command::new(
+                device::repo_root().join("scripts/firmware-toolchain.sh"),
+            )
+            .status()
+            .context("cannot start scripts/firmware-toolchain.sh")?;
+            anyhow::ensure!(
+                st.success(),
+                "scripts/firmware-toolchain.sh exited with {st}"
+            );
+            Ok(())
+        },
+    )?;
+    let elf = step(
+        (5, total),
+        "build the firmware with this model",
+        "See the cargo output above; scripts/build-firmware.sh reproduces it.",
+        q,
+        || {
+            let pb = spinner("cargo build --release (thumbv7em-none-eabihf)", q);
+            let r = device::build_firmware(&blob_path, &vectors, dir);
+            pb.finish_and_clear();
+            r
+        },
+    )?;
+    let run = step(
+        (6, total),
+        "run on the emulated Cortex-M4 (QEMU mps2-an386)",
+        "scripts/run-qemu.sh ELF reproduces the run.",
+        q,
+        || {
+            let pb = spinner(&format!("{} inferences in QEMU", a.device_images), q);
+            let r = device::run_qemu(&elf);
+            pb.finish_and_clear();
+            let r = r?;
+            anyhow::ensure!(
+                r.status == 0 && r.done.is_some(),
+                "QEMU exited with {} ({}); output:\n{}",
+                r.status,
+                r.error.clone().unwrap_or_default(),
+                r.stdout
+            );
+            Ok(r)
+        },
+    )?;
+    let (bit_exact, device_correct) = step((7, total), "check device parity with the host runtime", "The device computed something else than the host: a runtime bug; report it with the line above.", q, || {
+        let inputs = device::read_vectors(&std::fs::read(&vectors)?)?;
+        let host = device::host_outputs(&blob, &inputs)?;
+        if let Some(m) = device::first_mismatch(&host, &run.outputs) {
+            anyhow::bail!("device differs from host: {m}");
+        }
+        let correct = run.outputs.iter().enumerate().filter(|(i, o)| runtime::argmax(o) == Some(test.labels[*i] as usize)).count();
+        Ok((host.len(), correct))
+    })?;
+    let (flash, ram) = device::firmware_size(&elf)?;
+    let detector = if a.detector_epochs == 0 {
+        None
+    } else {
+        let hint = "The classifier journey above is complete; rerun with --detector-epochs 0 to skip this step.";
+        Some(step(
+            (8, total),
+            "grid detector: train, quantize, detect boxes (picture for the report)",
+            hint,
+            q,
+            || {
+                let data = DataArgs {
+                    canvas_copies: 1,
+                    ..a.data.clone()
+                };
+                let ckpt = dir.join("detector.ckpt.json");
+                cli::cmd_train(&TrainArgs {
+                    data: data.clone(),
+                    arch: "grid-det".into(),
+                    epochs: a.detector_epochs,
+                    batch_size: 64,
+                    lr: 0.05,
+                    optimizer: OptimizerKind::Sgd,
+                    weight_decay: 0.002,
+                    seed: a.seed,
+                    threads: 1,
+                    out: ckpt.clone(),
+                    plot: Some(dir.join("detector-curves.png")),
+                    json: false,
+                    quiet: q,
+                })?;
+                let bin = dir.join("detector.bin");
+                cli::cmd_export(&ExportArgs {
+                    checkpoint: ckpt,
+                    out: bin.clone(),
+                    data: data.clone(),
+                    calibration: 300,
+                    vectors: None,
+                    vector_count: 0,
+                    any_data: false,
+                    json: false,
+                })?;
+                let rows = cli::cmd_detect(&cli::DetectArgs {
+                    model: bin,
+                    data,
+                    png: Some(dir.join("detections.png")),
+                    count: 16,
+                    baseline: false,
+                    baseline_epochs: 0,
+                    json: false,
+                })?;
+                rows.into_iter().next().context("detect returned no row")
+            },
+        )?)
+    };
+    let comparison = if a.detector_epochs == 0 {
+        None
+    } else {
+        Some(step((9, total),
+            "compare detectors: sliding window, selective search + R-CNN, grid detector",
+            "The classifier journey and the detector picture are complete; rerun with --detector-epochs 0 to skip this step.",
+            q,
+            || {
+                if !q {
+                    eprintln!("      trains the sliding-window classifier (2 epochs) and R-CNN (1 epoch), runs selective search, then evaluates the three detectors on 1,000 test canvases: about 2 minutes on 2 cores");
+                }
+                crate::detect::compare::compare(&crate::detect::compare::CompareArgs {
+                    data: a.data.clone(),
+                    grid_checkpoint: Some(dir.join("detector.ckpt.json")),
+                    grid_epochs: 0,
+                    rcnn: None,
+                    rcnn_epochs: 1,
+                    baseline_epochs: 2,
+                    out: None,
+                    json: false,
+                })
+            },
+        )?)
+    };
+    if let Some(t) = &comparison {
+        crate::io::write_atomic(&dir.join("detectors.md"), t.to_markdown().as_bytes())?;
+    }
+    let insn = if run.insns.is_empty() {
+        0
+    } else {
+        run.insns.iter().sum::<u64>() / run.insns.len() as u64
+    };
+    let _ = std::fs::remove_file(&elf);
+    let s = Summary {
+        arch: tr.arch.clone(),
+        params: tr.params,
+        epochs: tr.epochs,
+        train_seconds: tr.train_seconds,
+        train_images_per_second: tr.images_per_second,
+        float_accuracy: ev.accuracy,
+        int8_accuracy: ex.int8_accuracy,
+        top1_agreement: ex.top1_agreement,
+        max_abs_logit_diff: ex.max_abs_logit_diff,
+        test_images: ex.test_images,
+        blob_bytes: ex.blob_bytes,
+        arena_bytes: ex.arena_bytes,
+        macs: ex.macs,
+        device_images: bit_exact,
+        device_accuracy: device_correct as f32 / bit_exact.max(1) as f32,
+        device_bit_exact: bit_exact,
+        instructions_per_inference: insn,
+        instructions_per_mac: insn as f64 / ex.macs.max(1) as f64,
+        firmware_flash_bytes: flash,
+        firmware_static_ram_bytes: ram,
+        firmware_peak_stack_bytes: run.stack.unwrap_or(0),
+        confusion_float: ev.confusion,
+        confusion_int8,
+        layers,
+        device_layer_instructions: run.layers.clone(),
+        detector,
+        detector_comparison: comparison,
+        seconds_total: t0.elapsed().as_secs_f32(),
+    };
+    crate::io::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&s)?.as_bytes(),
+    )?;
+    crate::io::write_atomic(&dir.join("index.html"), html(&s).as_bytes())?;
+    // The README's figures table, from exactly this summary (see `readme_table`).
+    let table = readme_table(&serde_json::to_value(&s)?);
+    crate::io::write_atomic(&dir.join("readme-table.md"), table.as_bytes())?;
+    Ok(s)
+}
+
+/// The detector comparison as an HTML table (the columns of `Comparison::to_markdown`).
+fn comparison_table(c: &crate::detect::compare::Comparison) -> String {
+    let mut h = String::from("<table><tr><th>method</th><th>mAP@0.5</th><th>mAP@[.5:.95]</th><th>proposals / image</th><th>MACs / image</th><th>host ms / image</th></tr>");
+    for r in &c.rows {
+        let props = r
+            .proposals_per_image
+            .map_or("- (one pass)".into(), |p| format!("{p:.1}"));
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{props}</td><td>{:.2} M</td><td>{:.2}</td></tr>",
+            esc(&r.method),
+            r.map50,
+            r.map_coco,
+            r.macs_per_image / 1e6,
+            r.host_ms_per_image
+        ));
+    }
+    h + "</table>"
+}
+
+fn pct(x: f32) -> String {
+    format!("{:.2} %", x * 100.0)
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn html(s: &Summary) -> String {
+    let rows: &[(&str, String, &str)] = &[
+        (
+            "float test accuracy (trainer)",
+            pct(s.float_accuracy),
+            "PyTorch, same model and split: 97.2 %",
+        ),
+        (
+            "int8 test accuracy (host runtime)",
+            pct(s.int8_accuracy),
+            "TFLM / ORT int8: 97.3 %",
+        ),
+        ("top-1 agreement float vs int8", pct(s.top1_agreement), ""),
+        (
+            "max |logit difference| float vs int8",
+            format!("{:.3}", s.max_abs_logit_diff),
+            "",
+        ),
+        (
+            "device accuracy (QEMU, first images)",
+            format!("{} on {}", pct(s.device_accuracy), s.device_images),
+            "",
+        ),
+        (
+            "device parity with host",
+            format!(
+                "{} / {} images bit-exact",
+                s.device_bit_exact, s.device_images
+            ),
+            "",
+        ),
+        (
+            "model blob (flash)",
+            format!("{} bytes", s.blob_bytes),
+            "TFLite int8 file: 13,688 bytes",
+        ),
+        (
+            "arena (RAM, planned = exact)",
+            format!("{} bytes", s.arena_bytes),
+            "TFLite Micro: 10,080 bytes",
+        ),
+        (
+            "firmware flash / static RAM",
+            format!(
+                "{} / {} bytes",
+                s.firmware_flash_bytes, s.firmware_static_ram_bytes
+            ),
+            "flash includes the embedded test images",
+        ),
+        (
+            "peak stack (painted)",
+            format!("{} bytes", s.firmware_peak_stack_bytes),
+            "",
+        ),
+        (
+            "instructions per inference (QEMU -icount)",
+            format!(
+                "{} ({:.2} per MAC, {} MACs)",
+                s.instructions_per_inference, s.instructions_per_mac, s.macs
+            ),
+            "CMSIS-NN class: about 1 per MAC",
+        ),
+        (
+            "training",
+            format!(
+                "{} epochs, {:.1} s, {:.0} images/s",
+                s.epochs, s.train_seconds, s.train_images_per_second
+            ),
+            "PyTorch CPU 1 thread: ~6,900 images/s",
+        ),
+    ];
+    let table: String = rows
+        .iter()
+        .map(|(k, v, p)| {
+            format!("<tr><td>{k}</td><td><b>{v}</b></td><td class=peer>{p}</td></tr>\n")
+        })
+        .collect();
+    format!(
+        r#"<!doctype html><html><head><meta charset="utf-8"><title>{arch}: desktop to Cortex-M4</title>
+<style>body{{font-family:sans-serif;max-width:1050px;margin:2em auto;color:#222}} td{{padding:3px 12px;border-bottom:1px solid #eee}}
+.peer{{color:#777}} pre{{background:#f6f6f6;padding:10px;overflow-x:auto}} img{{max-width:100%}} .ok{{color:#070}}</style></head><body>
+<h1>{arch}: trained on the desktop, running on a Cortex-M4</h1>
+<p class=ok>Parity: the emulated board computed <b>{be} / {n}</b> outputs bit for bit as the host runtime.
+Journey took {secs:.0} s.</p>
+<table>{table}</table>
+<h2>Training</h2><img src="curves.png" alt="loss and accuracy curves">
+<h2>What the network learned</h2><img src="filters.png" alt="first-layer filters"> <img src="activations.png" alt="activation maps of test image 0">
+<img src="top-images.png" alt="test images that excite conv layer 0, channel 0 most">
+{detector}
+<h2>Confusion matrices (test split)</h2><img src="confusion-float.png" width=480> <img src="confusion-int8.png" width=480>
+<h2>Layers on the device (flash per layer = bytes; RAM = the arena above)</h2><pre>{layers}</pre>
+<h2>Where the instructions go (emulated Cortex-M4, one inference)</h2><table>{costs}</table>
+<p class=peer>Same table for any blob: <code>cargo run --release -p trainer -- device --model report/model.bin</code>.</p>
+<p>Files: <a href="model.bin">model.bin</a> (the blob the firmware embeds), <a href="model.ckpt.json">checkpoint</a>,
+<a href="summary.json">summary.json</a>.</p>
+</body></html>"#,
+        arch = esc(&s.arch),
+        be = s.device_bit_exact,
+        n = s.device_images,
+        secs = s.seconds_total,
+        layers = esc(&s.layers),
+        costs = s
+            .device_layer_instructions
+            .iter()
+            .map(|(k, kind, n)| format!(
+                "<tr><td>layer {k}</td><td>{}</td><td><b>{n}</b> instructions</td></tr>",
+                esc(kind)
+            ))
+            .collect::<String>(),
+        detector = s.detector.as_ref().map_or(String::new(), |d| format!(
+            "<h2>Boxes: the grid detector (int8, host runtime)</h2><p>mAP@0.5 <b>{:.3}</b>, mAP@[.5:.95] {:.3} on 1,000 test canvases; {} MACs, {} B flash, {} B arena. Device parity of its detections is checked by the test suite.</p><img src=\"detections.png\" alt=\"predicted and true boxes\"><p>Its training: loss and test mAP@0.5 per epoch.</p><img src=\"detector-curves.png\" alt=\"grid detector training curves\">",
+            d.map50, d.map_coco, d.macs_per_image, d.flash_bytes.unwrap_or(0), d.arena_bytes.unwrap_or(0)
+        )) + &s.detector_comparison.as_ref().map_or(String::new(), |t| format!(
+            "<h2>Detectors compared (float, host, same 1,000 test canvases)</h2><p>The grid detector is the one that fits the device; R-CNN (1 epoch here) and the sliding window show what that costs. <a href=\"detectors.md\">detectors.md</a></p>{}",
+            comparison_table(t)
+        )),
+    )
+}
+
+/// Thousands separators: 1234567 -> "1,234,567".
+fn grouped(v: u64) -> String {
+    let d = v.to_string();
+    let mut out = String::new();
+    for (i, ch) in d.chars().enumerate() {
+        if i > 0 && (d.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// The README's figures table, generated from a `summary.json` (the main job's), so the README
+/// can only show what a run printed: `trainer::report::demo::readme_table` and the test that checks
+/// README.md against `docs/summary.json`.
+pub fn readme_table(s: &serde_json::Value) -> String {
+    let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
+    let u = |k: &str| s[k].as_u64().unwrap_or(0);
+    let pct = |k: &str| format!("{:.2} %", 100.0 * f(k));
+    let insn = u("instructions_per_inference");
+    let rows = [
+        (
+            format!(
+                "float test accuracy (8k train / 2k test, {} epochs)",
+                u("epochs")
+            ),
+            pct("float_accuracy"),
+            "PyTorch 97.2 %".to_string(),
+        ),
+        (
+            "int8 test accuracy (host runtime)".into(),
+            format!(
+                "{} (top-1 agreement with float {})",
+                pct("int8_accuracy"),
+                pct("top1_agreement")
+            ),
+            "TFLM / ORT 97.3 %".into(),
+        ),
+        (
+            "device vs host".into(),
+            format!(
+                "{} / {} images bit-exact",
+                u("device_bit_exact"),
+                u("device_images")
+            ),
+            "-".into(),
+        ),
+        (
+            "model file".into(),
+            format!("{} B", grouped(u("blob_bytes"))),
+            "TFLite int8 13,688 B".into(),
+        ),
+        (
+            "arena (planned = exact peak)".into(),
+            format!("{} B", grouped(u("arena_bytes"))),
+            "TFLite Micro 10,080 B".into(),
+        ),
+        (
+            "instructions per inference (Cortex-M4, QEMU)".into(),
+            format!(
+                "{} ({:.2} per MAC)",
+                grouped(insn),
+                f("instructions_per_mac")
+            ),
+            "CMSIS-NN -O3 1,575,562".into(),
+        ),
+        (
+            "firmware RAM: static (arena included) + peak stack".into(),
+            format!(
+                "{} B + {} B",
+                grouped(u("firmware_static_ram_bytes")),
+                grouped(u("firmware_peak_stack_bytes"))
+            ),
+            "CMSIS-NN 7,840 B activations + 288 B scratch".into(),
+        ),
+    ];
+    let mut t = String::from("| figure | this project | peer ([bench/PEERS.md](bench/PEERS.md)) |\n| --- | --- | --- |\n");
+    for (a, b, c) in rows {
+        t += &format!("| {a} | {b} | {c} |\n");
+    }
+    t
+}
+
+fn print_summary(s: &Summary, out: &Path) {
+    println!();
+    println!("{:<38} {} ({} params)", "model", s.arch, s.params);
+    println!(
+        "{:<38} {:.2} %  (PyTorch: 97.2 %)",
+        "float test accuracy",
+        s.float_accuracy * 100.0
+    );
+    println!(
+        "{:<38} {:.2} %  (TFLM/ORT int8: 97.3 %)",
+        "int8 test accuracy (host runtime)",
+        s.int8_accuracy * 100.0
+    );
+    println!(
+        "{:<38} {:.2} %",
+        "top-1 agreement float vs int8",
+        s.top1_agreement * 100.0
+    );
+    println!(
+        "{:<38} {:.2} % on {} images",
+        "device accuracy (QEMU)",
+        s.device_accuracy * 100.0,
+        s.device_images
+    );
+    println!(
+        "{:<38} {} / {} bit-exact",
+        "device vs host parity", s.device_bit_exact, s.device_images
+    );
+    println!(
+        "{:<38} {} B  (TFLite: 13,688 B)",
+        "model blob", s.blob_bytes
+    );
+    println!(
+        "{:<38} {} B  (TFLite Micro: 10,080 B)",
+        "arena", s.arena_bytes
+    );
+    println!(
+        "{:<38} {} ({:.2}/MAC)",
+        "instructions per inference", s.instructions_per_inference, s.instructions_per_mac
+    );
+    println!(
+        "{:<38} {} B flash, {} B static RAM, {} B stack",
+        "firmware",
+        s.firmware_flash_bytes,
+        s.firmware_static_ram_bytes,
+        s.firmware_peak_stack_bytes
+    );
+    println!("{:<38} {:.0} s", "total time", s.seconds_total);
+    if let Some(d) = &s.detector {
+        println!(
+            "{:<38} mAP@0.5 {:.3}, mAP@[.5:.95] {:.3} (int8, host runtime)",
+            "grid detector", d.map50, d.map_coco
+        );
+    }
+    if let Some(t) = &s.detector_comparison {
+        println!("\n{}", t.to_markdown());
+    }
+    println!("report: {}", out.join("index.html").display());
+}
