@@ -2,8 +2,12 @@
 //! commands print for the same run.
 
 use tests::temp_dir;
-use trainer::cli::{cmd_eval, cmd_export, DataArgs, EvalArgs, ExportArgs};
+use trainer::data::source::DataArgs;
+use trainer::deploy::run::cmd_export;
+use trainer::deploy::run::ExportArgs;
 use trainer::report::demo::{journey, DemoArgs};
+use trainer::report::eval::cmd_eval;
+use trainer::report::eval::EvalArgs;
 
 #[test]
 fn demo_report_matches_the_separate_commands() {

@@ -4,8 +4,9 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tests::*;
-use trainer::cli::{test_vectors, DataArgs};
+use trainer::data::source::DataArgs;
 use trainer::deploy::export::quantize;
+use trainer::deploy::run::test_vectors;
 use trainer::nn::model::{ArchSpec, Model};
 use trainer::train::{train_silent, TrainConfig};
 
@@ -102,7 +103,8 @@ fn fresh_export_is_bit_exact_on_the_device_and_close_to_float() {
     let mut agree = 0;
     for (i, row) in float.outer_iter().enumerate() {
         let f: Vec<f32> = row.iter().copied().collect();
-        agree += (trainer::train::argmax_f32(&f) == runtime::argmax(&host[i]).unwrap()) as usize;
+        agree +=
+            (trainer::data::metrics::argmax_f32(&f) == runtime::argmax(&host[i]).unwrap()) as usize;
         for (c, (&qv, &fv)) in host[i].iter().zip(&f).enumerate() {
             let d = (q.dequantize(qv) - fv).abs();
             assert!(

@@ -8,3 +8,4 @@ pub mod io;
 pub mod nn;
 pub mod report;
 pub mod train;
+pub mod util;

@@ -2,7 +2,7 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use trainer::cli::DataArgs;
+use trainer::data::source::DataArgs;
 use trainer::deploy::export::{deploy_forward, fold, quantize, Deploy};
 use trainer::nn::model::{ArchSpec, LayerSpec, Model};
 use trainer::train::{train_silent, TrainConfig};
@@ -242,4 +242,25 @@ fn same_seed_gives_bit_identical_weights() {
     let a = run(5);
     assert_eq!(a, run(5));
     assert_ne!(a, run(6));
+}
+
+/// One MAC count: the trainer's `ArchSpec::macs` equals the runtime's count on the exported
+/// blob (BatchNorm folded, blocks expanded) for every built-in model.
+#[test]
+fn trainer_and_runtime_count_the_same_macs() {
+    for name in [
+        "ref-cnn",
+        "tiny-resnet",
+        "tiny-inception",
+        "loc-cnn",
+        "grid-det",
+    ] {
+        let arch = ArchSpec::builtin(name).unwrap();
+        let (train_set, _) = DataArgs::default().load_for(&arch).unwrap();
+        let m = perturbed(arch.clone(), 3);
+        let blob = quantize(&m, &train_set, 20).unwrap();
+        let rt = runtime::Model::from_bytes(&blob).unwrap();
+        assert_eq!(arch.macs(), rt.macs(), "{name}");
+        assert!(rt.macs() > 0);
+    }
 }

@@ -2,7 +2,7 @@
 //! it byte for byte against the host runtime and show where the instructions go, layer by
 //! layer. For a real board it builds the ELF and says how to flash it.
 
-use crate::cli::DataArgs;
+use crate::data::source::DataArgs;
 use crate::deploy::device;
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
@@ -100,10 +100,10 @@ pub struct DeviceReport {
 fn inputs_for(m: &runtime::Model, data: &DataArgs, n: usize) -> anyhow::Result<(Vec<u8>, String)> {
     let s = m.def().input.shape;
     let shape = [s.h as usize, s.w as usize, s.c as usize];
-    let arch = crate::cli::builtin_arch_for(m);
+    let arch = crate::deploy::run::builtin_arch_for(m);
     if arch.input == shape {
         let (_, test) = data.load_for(&arch)?;
-        let v = crate::cli::test_vectors_for(m, &test, n);
+        let v = crate::deploy::run::test_vectors_for(m, &test, n);
         return Ok((
             v,
             format!(
@@ -133,7 +133,7 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
     if a.images == 0 {
         bail!("--images must be at least 1");
     }
-    let blob = crate::cli::read_blob(&a.model)?;
+    let blob = crate::deploy::run::read_blob(&a.model)?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let (vectors, inputs) = inputs_for(&m, &a.data, a.images)?;

@@ -84,6 +84,17 @@ pub fn mean_ap_coco(preds: &[Pred], truths: &[Vec<(u8, [f32; 4])>], classes: usi
         / 10.0
 }
 
+/// Index of the largest value (the first on ties; 0 for an empty slice).
+pub fn argmax_f32(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

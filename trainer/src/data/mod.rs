@@ -4,6 +4,7 @@
 pub mod boxes;
 pub mod canvas;
 pub mod metrics;
+pub mod source;
 
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;

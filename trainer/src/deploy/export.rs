@@ -537,12 +537,12 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
     };
     let head = if arch.grid {
         // Objectness threshold in the output's int8 domain: the smallest byte at or above it.
-        let thr = (crate::detect::grid::OBJ_THRESHOLD / out_q.scale).ceil() + zp_out as f32;
+        let thr = (crate::train::grid_head::OBJ_THRESHOLD / out_q.scale).ceil() + zp_out as f32;
         Head::GridDetector {
             classes: arch.classes as u16,
             cell: arch.cell().context("grid cell")? as u8,
             obj_threshold: thr.clamp(-128.0, 127.0) as i8,
-            nms_iou_pct: (crate::detect::grid::NMS_IOU * 100.0).round() as u8,
+            nms_iou_pct: (crate::train::grid_head::NMS_IOU * 100.0).round() as u8,
             max_detections: runtime::detect::MAX_DETECTIONS as u8,
         }
     } else if arch.boxes {

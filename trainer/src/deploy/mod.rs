@@ -3,3 +3,6 @@
 
 pub mod device;
 pub mod export;
+pub mod inspect;
+pub mod predict;
+pub mod run;

@@ -1,8 +1,8 @@
 //! The detector comparison: sliding window, selective search + R-CNN and the grid detector on
 //! the same 1,000 test canvases, as one markdown table.
 
-use crate::cli::DataArgs;
-use crate::nn::model::{Act, ArchSpec, LayerSpec, Model};
+use crate::data::source::DataArgs;
+use crate::nn::model::{ArchSpec, Model};
 use crate::train::{Checkpoint, TrainConfig};
 use anyhow::Context;
 use clap::Args;
@@ -12,26 +12,6 @@ use serde::Serialize;
 use std::fmt::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-
-/// Multiply-accumulates of one forward pass (conv and linear layers; BatchNorm folds away).
-pub fn arch_macs(arch: &ArchSpec) -> usize {
-    let Ok(shapes) = arch.validate() else {
-        return 0;
-    };
-    let mut prev = Act::Map(arch.input[0], arch.input[1], arch.input[2]);
-    let mut macs = 0;
-    for (l, &out) in arch.layers.iter().zip(&shapes) {
-        macs += match (*l, prev, out) {
-            (LayerSpec::Conv2d { kernel, .. }, Act::Map(_, _, ic), Act::Map(oh, ow, oc)) => {
-                oh * ow * oc * kernel * kernel * ic
-            }
-            (LayerSpec::Linear { out_features, .. }, Act::Flat(n), _) => n * out_features,
-            _ => 0,
-        };
-        prev = out;
-    }
-    macs
-}
 
 /// One detector's figures on the test canvases.
 #[derive(Debug, Clone, Serialize)]
@@ -124,12 +104,12 @@ pub fn compare(a: &CompareArgs) -> anyhow::Result<Comparison> {
             );
         }
     }
-    crate::cli::with_threads(1, || compare_on_this_thread(a))?
+    crate::util::with_threads(1, || compare_on_this_thread(a))?
 }
 
 fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
     let size = 64;
-    let (train_digits, test) = crate::cli::detection_test_set(&a.data, size)?;
+    let (train_digits, test) = crate::data::source::detection_test_set(&a.data, size)?;
     let n = test.len().max(1) as f32;
     let mut rows = Vec::new();
 
@@ -138,7 +118,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         &train_digits,
         train_digits.len(),
         size,
-        crate::cli::CANVAS_SEEDS.0,
+        crate::data::source::CANVAS_SEEDS.0,
     );
     let mut clf = crate::detect::sliding::train_classifier(&train_canvases, a.baseline_epochs, 7)?;
     let t = Instant::now();
@@ -151,7 +131,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         map50: crate::data::metrics::mean_ap(&flat, &test.objects, 10, 0.5),
         map_coco: crate::data::metrics::mean_ap_coco(&flat, &test.objects, 10),
         proposals_per_image: Some(windows as f32),
-        macs_per_image: (windows * arch_macs(&clf.arch)) as f64,
+        macs_per_image: (windows * clf.arch.macs()) as f64,
         host_ms_per_image: ms,
     });
 
@@ -213,14 +193,14 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         );
     }
     let t = Instant::now();
-    let preds = crate::detect::grid::predict_all(&mut grid, &test);
+    let preds = crate::train::grid_head::predict_all(&mut grid, &test);
     let ms = t.elapsed().as_secs_f32() * 1e3 / n;
     rows.push(CompareRow {
         method: format!("grid detector ({}, one pass)", grid.arch.name),
         map50: crate::data::metrics::mean_ap(&preds, &test.objects, grid.arch.classes, 0.5),
         map_coco: crate::data::metrics::mean_ap_coco(&preds, &test.objects, grid.arch.classes),
         proposals_per_image: None,
-        macs_per_image: arch_macs(&grid.arch) as f64,
+        macs_per_image: grid.arch.macs() as f64,
         host_ms_per_image: ms,
     });
     Ok(Comparison {
@@ -236,8 +216,8 @@ mod tests {
     #[test]
     fn macs_match_the_runtime_figures() {
         // The runtime's counts for the exported blobs (README): ref-cnn 290,080, grid-det 8.9 M.
-        assert_eq!(arch_macs(&ArchSpec::ref_cnn()), 290_080);
-        let g = arch_macs(&ArchSpec::grid_det());
+        assert_eq!(ArchSpec::ref_cnn().macs(), 290_080);
+        let g = ArchSpec::grid_det().macs();
         assert!((8_800_000..9_000_000).contains(&g), "{g}");
     }
 

@@ -4,7 +4,6 @@
 pub mod bbox_reg;
 pub mod compare;
 pub mod grid;
-pub mod localize;
 pub mod proposals;
 pub mod rcnn;
 pub mod sliding;

@@ -519,7 +519,8 @@ mod tests {
     #[test]
     fn recall_on_the_detection_test_canvases() {
         let (_, test) =
-            crate::cli::detection_test_set(&crate::cli::DataArgs::default(), 64).unwrap();
+            crate::data::source::detection_test_set(&crate::data::source::DataArgs::default(), 64)
+                .unwrap();
         assert_eq!(test.len(), 1000);
         let (curve, mean) = recall_curve(&test, &[10, 200]);
         assert!(curve[1].1 >= 0.95, "{curve:?}");

@@ -17,9 +17,9 @@
 //!   square window the network sees (centre offset / side, log size / side), not to the
 //!   proposal's own width and height, which the warped input does not show.
 
-use crate::cli::DataArgs;
 use crate::data::canvas::iou;
 use crate::data::metrics::Pred;
+use crate::data::source::DataArgs;
 use crate::data::Dataset;
 use crate::detect::bbox_reg::{
     apply_target, box_target, features_and_logits, fit_regressor, BoxRegressor,
@@ -300,7 +300,7 @@ pub fn evaluate(rcnn: &mut Rcnn, data: &Dataset, proposals: &[Vec<[f32; 4]>]) ->
         regs += d.regressions;
     }
     let n = data.len().max(1) as f32;
-    let clf_macs = crate::detect::compare::arch_macs(&rcnn.classifier.arch) as f32;
+    let clf_macs = rcnn.classifier.arch.macs() as f32;
     let feat = rcnn.regressor.features as f32;
     RcnnEval {
         map50: crate::data::metrics::mean_ap(&preds, &data.objects, DIGITS, 0.5),
@@ -440,7 +440,7 @@ pub struct ProposalsArgs {
 }
 
 pub fn cmd_proposals(a: &ProposalsArgs) -> anyhow::Result<()> {
-    let (_, test) = crate::cli::detection_test_set(&a.data, a.size)?;
+    let (_, test) = crate::data::source::detection_test_set(&a.data, a.size)?;
     let t = std::time::Instant::now();
     let (curve, mean) = crate::detect::proposals::recall_curve(&test, &RECALL_COUNTS);
     let ms = t.elapsed().as_secs_f32() * 1e3 / test.len().max(1) as f32;
@@ -529,12 +529,17 @@ pub struct RcnnReport {
 
 /// The training canvases R-CNN learns from: the first `count` of the seeded training set.
 pub fn training_canvases(train_digits: &Dataset, count: usize, size: usize) -> Dataset {
-    crate::data::canvas::multi_object(train_digits, count, size, crate::cli::CANVAS_SEEDS.0)
+    crate::data::canvas::multi_object(
+        train_digits,
+        count,
+        size,
+        crate::data::source::CANVAS_SEEDS.0,
+    )
 }
 
 pub fn cmd_rcnn(a: &RcnnArgs) -> anyhow::Result<RcnnReport> {
     let size = 64;
-    let (train_digits, test) = crate::cli::detection_test_set(&a.data, size)?;
+    let (train_digits, test) = crate::data::source::detection_test_set(&a.data, size)?;
     let canvases = training_canvases(&train_digits, a.canvases, size);
     let t = std::time::Instant::now();
     let test_props = propose_all(&test, TEST_PROPOSALS);
@@ -646,7 +651,8 @@ mod tests {
     #[test]
     fn tiny_rcnn_detects_something() {
         let (train_digits, test) =
-            crate::cli::detection_test_set(&crate::cli::DataArgs::default(), 64).unwrap();
+            crate::data::source::detection_test_set(&crate::data::source::DataArgs::default(), 64)
+                .unwrap();
         let canvases = training_canvases(&train_digits, 60, 64);
         let data = RcnnData::new(&canvases, 1);
         let positives = data
@@ -682,7 +688,7 @@ mod tests {
     #[ignore]
     fn rcnn_reaches_the_target_map() {
         let a = DataArgs::default();
-        let (train_digits, test) = crate::cli::detection_test_set(&a, 64).unwrap();
+        let (train_digits, test) = crate::data::source::detection_test_set(&a, 64).unwrap();
         let pre = pretrain_digits(&a, 3, 3).unwrap();
         let data = RcnnData::new(&training_canvases(&train_digits, 3000, 64), 5);
         let cfg = RcnnConfig {

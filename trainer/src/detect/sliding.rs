@@ -150,7 +150,7 @@ pub fn detect(model: &mut Model, data: &Dataset) -> Vec<Vec<Pred>> {
             let r: Vec<f32> = row.iter().copied().collect();
             let m = r.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
             let z: f32 = r.iter().map(|v| (v - m).exp()).sum();
-            let best = crate::train::argmax_f32(&r[..BACKGROUND as usize]);
+            let best = crate::data::metrics::argmax_f32(&r[..BACKGROUND as usize]);
             let p = (r[best] - m).exp() / z;
             if p >= MIN_SCORE {
                 let f = size as f32;

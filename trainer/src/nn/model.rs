@@ -453,6 +453,39 @@ impl ArchSpec {
         }
     }
 
+    /// Multiply-accumulates of one forward pass: convolutions (those inside residual and
+    /// Inception blocks too) and linear layers. The runtime's `LayerInfo::macs` of the
+    /// exported blob adds up to the same figure (BatchNorm folds away; pools, adds and concats
+    /// count none); a test checks it on every built-in model. 0 for an invalid architecture.
+    pub fn macs(&self) -> usize {
+        let Ok(shapes) = self.validate() else {
+            return 0;
+        };
+        let mut prev = Act::Map(self.input[0], self.input[1], self.input[2]);
+        let mut macs = 0;
+        for (l, &out) in self.layers.iter().zip(&shapes) {
+            macs += match (*l, prev, out) {
+                (LayerSpec::Conv2d { kernel, .. }, Act::Map(_, _, ic), Act::Map(oh, ow, oc)) => {
+                    oh * ow * oc * kernel * kernel * ic
+                }
+                (LayerSpec::Linear { out_features, .. }, Act::Flat(n), _) => n * out_features,
+                // Every conv of a block outputs at the block's output resolution.
+                (
+                    LayerSpec::Residual { .. } | LayerSpec::Inception { .. },
+                    Act::Map(_, _, ic),
+                    Act::Map(oh, ow, _),
+                ) => l
+                    .block_convs(ic)
+                    .iter()
+                    .map(|c| oh * ow * c.out_c * c.kernel * c.kernel * c.in_c)
+                    .sum(),
+                _ => 0,
+            };
+            prev = out;
+        }
+        macs
+    }
+
     pub fn builtin(name: &str) -> Result<ArchSpec, ArchError> {
         match name {
             "ref-cnn" => Ok(ArchSpec::ref_cnn()),
@@ -1018,6 +1051,16 @@ impl Model {
     pub fn predict(&mut self, x: Tensor) -> Tensor {
         let (g, out) = self.eval_traced(x, |_, _| {});
         g.value(out).clone()
+    }
+}
+
+/// A built-in architecture by name, or an architecture file (`.toml` or `.json`).
+pub fn arch_from(name: &str) -> anyhow::Result<ArchSpec> {
+    let p = Path::new(name);
+    if p.extension().is_some_and(|e| e == "toml" || e == "json") {
+        Ok(ArchSpec::from_file(p)?)
+    } else {
+        Ok(ArchSpec::builtin(name)?)
     }
 }
 

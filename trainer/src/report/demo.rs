@@ -5,8 +5,11 @@
 //! report folder is assembled in a staging directory that only replaces `--out` at the end, so
 //! a half-finished report is never presented as complete.
 
-use crate::cli::{self, DataArgs, EvalArgs, ExportArgs, TrainArgs};
+use crate::data::source::DataArgs;
 use crate::deploy::device;
+use crate::deploy::run::ExportArgs;
+use crate::report::eval::EvalArgs;
+use crate::report::train::TrainArgs;
 use crate::train::OptimizerKind;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -73,7 +76,7 @@ pub struct Summary {
     /// (index, kind, instructions).
     pub device_layer_instructions: Vec<(usize, String, u64)>,
     /// The grid detector's row (host runtime, int8), when it was trained.
-    pub detector: Option<crate::cli::DetectRow>,
+    pub detector: Option<crate::report::detect::DetectRow>,
     /// Sliding window vs selective search + R-CNN vs the grid detector (what the `compare`
     /// command prints), when the detector was trained.
     pub detector_comparison: Option<crate::detect::compare::Comparison>,
@@ -169,7 +172,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let blob_path = dir.join("model.bin");
     let vectors = dir.join("test-inputs.bin");
     let tr = step((1, total), "train", "Check the data path (--data) and architecture file (--arch); lower --lr if the loss diverged.", q, || {
-        cli::cmd_train(&TrainArgs {
+        crate::report::train::cmd_train(&TrainArgs {
             data: a.data.clone(),
             arch: a.arch.clone(),
             epochs: a.epochs,
@@ -191,7 +194,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         "The checkpoint could not be evaluated; see the cause above.",
         q,
         || {
-            cli::cmd_eval(&EvalArgs {
+            crate::report::eval::cmd_eval(&EvalArgs {
                 checkpoint: ckpt.clone(),
                 data: a.data.clone(),
                 confusion_png: Some(dir.join("confusion-float.png")),
@@ -201,7 +204,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     )?;
     // What the network learned (a few seconds): filters, one image's activations, and the test
     // images that excite the first conv layer's channel 0 most.
-    cli::cmd_visualize(&cli::VisualizeArgs {
+    crate::report::visualize_cmd::cmd_visualize(&crate::report::visualize_cmd::VisualizeArgs {
         checkpoint: ckpt.clone(),
         data: a.data.clone(),
         image: 0,
@@ -215,7 +218,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         "The architecture may use a layer the device cannot run (named above).",
         q,
         || {
-            cli::cmd_export(&ExportArgs {
+            crate::deploy::run::cmd_export(&ExportArgs {
                 checkpoint: ckpt.clone(),
                 out: blob_path.clone(),
                 data: a.data.clone(),
@@ -245,7 +248,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         ),
         &dir.join("confusion-int8.png"),
     )?;
-    let layers = cli::cmd_inspect(&blob_path)?;
+    let layers = crate::deploy::inspect::cmd_inspect(&blob_path)?;
 
     step(
         (4, total),
@@ -325,7 +328,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     ..a.data.clone()
                 };
                 let ckpt = dir.join("detector.ckpt.json");
-                cli::cmd_train(&TrainArgs {
+                crate::report::train::cmd_train(&TrainArgs {
                     data: data.clone(),
                     arch: "grid-det".into(),
                     epochs: a.detector_epochs,
@@ -341,7 +344,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     quiet: q,
                 })?;
                 let bin = dir.join("detector.bin");
-                cli::cmd_export(&ExportArgs {
+                crate::deploy::run::cmd_export(&ExportArgs {
                     checkpoint: ckpt,
                     out: bin.clone(),
                     data: data.clone(),
@@ -351,7 +354,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     any_data: false,
                     json: false,
                 })?;
-                let rows = cli::cmd_detect(&cli::DetectArgs {
+                let rows = crate::report::detect::cmd_detect(&crate::report::detect::DetectArgs {
                     model: bin,
                     data,
                     png: Some(dir.join("detections.png")),

@@ -2,8 +2,11 @@
 //! metrics, NaN detection, and atomic checkpoints.
 
 pub mod finetune;
+pub mod grid_head;
+pub mod loc_head;
 pub mod optim;
 
+use crate::data::metrics::argmax_f32;
 use crate::data::{shuffled, Dataset};
 use crate::nn::autograd::{Graph, Tensor, Var};
 use crate::nn::model::Model;
@@ -127,16 +130,6 @@ pub fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> (f32, f32, V
     ((loss / n) as f32, (correct as f64 / n) as f32, preds)
 }
 
-pub fn argmax_f32(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 /// Trains `model` in place. `on_step(epoch, step, steps, loss, acc)` drives a progress bar;
 /// `on_epoch` sees each epoch's metrics (and may save a checkpoint).
 pub fn train(
@@ -213,9 +206,15 @@ pub fn train(
             let loss = if model.arch.grid {
                 let objs: Vec<&Vec<(u8, [f32; 4])>> =
                     chunk.iter().map(|&i| &train.objects[i]).collect();
-                crate::detect::grid::grid_loss(&mut g, logits, &objs, train.w, model.arch.classes)
+                crate::train::grid_head::grid_loss(
+                    &mut g,
+                    logits,
+                    &objs,
+                    train.w,
+                    model.arch.classes,
+                )
             } else if model.arch.boxes {
-                crate::detect::localize::loc_loss(
+                crate::train::loc_head::loc_loss(
                     &mut g,
                     logits,
                     &y,
@@ -275,12 +274,12 @@ pub fn train(
                 0.0,
                 0.0,
                 0.0,
-                crate::detect::grid::evaluate_map(model, test).0,
+                crate::train::grid_head::evaluate_map(model, test).0,
             )
         } else {
             let (loss, acc, _) = evaluate(model, test, 500);
             let iou = if model.arch.boxes {
-                crate::detect::localize::evaluate_boxes(model, test).1
+                crate::train::loc_head::evaluate_boxes(model, test).1
             } else {
                 0.0
             };
@@ -339,31 +338,7 @@ pub struct Checkpoint {
     pub history: Vec<EpochMetrics>,
     /// The data it was trained on (absent in checkpoints written before it was recorded).
     #[serde(default)]
-    pub trained_on: Option<TrainedOn>,
-}
-
-/// Where a checkpoint's training data came from, so `export` and `eval` can use the same data
-/// by default and `export` can refuse to calibrate on other images.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TrainedOn {
-    /// `--data` (None: the bundled mnist10k).
-    pub data: Option<std::path::PathBuf>,
-    pub train_count: usize,
-    pub test_count: usize,
-    pub boxes: Option<std::path::PathBuf>,
-    pub canvas_copies: usize,
-    /// FNV-1a 64 of the training split's pixels and labels, as trained on.
-    pub train_fingerprint: u64,
-}
-
-/// FNV-1a 64 of a data set's pixels and labels (a content check, not a security hash).
-pub fn fingerprint(d: &crate::data::Dataset) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for &b in d.pixels.iter().chain(&d.labels) {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    pub trained_on: Option<crate::data::source::TrainedOn>,
 }
 
 pub const CHECKPOINT_FORMAT: &str = "tinymcu-checkpoint/1";

@@ -8,10 +8,10 @@
 //! the logits' range and keeps a resolution of about a quarter pixel.
 
 use crate::data::canvas::iou;
+use crate::data::metrics::argmax_f32;
 use crate::data::Dataset;
 use crate::nn::autograd::{scalar, Backward, GradCtx, Graph, Tensor, Var};
 use crate::nn::model::Model;
-use crate::train::argmax_f32;
 
 /// Weight of the box loss (in pixels) against cross-entropy.
 pub const BOX_WEIGHT: f32 = 0.125;

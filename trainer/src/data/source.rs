@@ -1,0 +1,190 @@
+//! Where a command's images come from: the bundled or a given MNIST-format set, PNG class
+//! folders, or the detection canvases, with the seeds and counts every command shares.
+
+use crate::data::{default_data_dir, find_pair, load_pair, split, Dataset};
+use crate::nn::model::ArchSpec;
+use anyhow::bail;
+use clap::Args;
+use std::path::{Path, PathBuf};
+
+/// Where the data comes from and how it is split.
+#[derive(Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Directory with images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz], or with one sub-folder
+    /// of grayscale PNGs per class (sorted names are classes 0, 1, ...). Default: the bundled
+    /// mnist10k.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// First N images are the training split.
+    #[arg(long, default_value_t = 8000)]
+    pub train_count: usize,
+    /// Last N images are the test split.
+    #[arg(long, default_value_t = 2000)]
+    pub test_count: usize,
+    /// Boxes for the images (JSON, see `trainer::data::boxes`): localization and detection models
+    /// then train on these images instead of generated canvases.
+    #[arg(long)]
+    pub boxes: Option<PathBuf>,
+    /// Localization/detection: training canvases per training digit (other scale and place).
+    #[arg(long, default_value_t = 3)]
+    pub canvas_copies: usize,
+}
+
+impl Default for DataArgs {
+    /// The bundled data, 8,000 / 2,000 split, 3 training canvases per digit.
+    fn default() -> Self {
+        DataArgs {
+            data: None,
+            train_count: 8000,
+            test_count: 2000,
+            boxes: None,
+            canvas_copies: 3,
+        }
+    }
+}
+
+/// Seeds of the localization canvases: fixed, so every command sees the same test canvases.
+pub const CANVAS_SEEDS: (u64, u64) = (1, 2);
+
+/// Test canvases for localization models.
+pub const CANVAS_TEST_COUNT: usize = 1000;
+
+impl DataArgs {
+    /// The data a command on `ck` uses: what the user passed with `--data`, or, when they
+    /// passed none and the checkpoint was trained on other data, that data (said on stderr).
+    pub fn for_checkpoint(&self, trained_on: Option<&TrainedOn>) -> DataArgs {
+        match (&self.data, trained_on) {
+            (None, Some(t)) if t.data.is_some() => {
+                eprintln!(
+                    "note: using the data the checkpoint was trained on: {} ({} / {} split; \
+                     --data overrides)",
+                    t.data.as_deref().unwrap_or(Path::new("")).display(),
+                    t.train_count,
+                    t.test_count
+                );
+                DataArgs {
+                    data: t.data.clone(),
+                    train_count: t.train_count,
+                    test_count: t.test_count,
+                    boxes: t.boxes.clone(),
+                    canvas_copies: t.canvas_copies,
+                }
+            }
+            _ => self.clone(),
+        }
+    }
+
+    /// The data an architecture trains on: the IDX images themselves, or for a localization
+    /// model single-digit canvases built from them (train digits -> train canvases, test
+    /// digits -> 1,000 test canvases).
+    pub fn load_for(&self, arch: &ArchSpec) -> anyhow::Result<(Dataset, Dataset)> {
+        if let (Some(b), false) = (&self.boxes, arch.boxes || arch.grid) {
+            bail!(
+                "--boxes {}: architecture '{}' is a classifier and takes no boxes (use loc-cnn, \
+                 grid-det or an architecture with boxes or grid set)",
+                b.display(),
+                arch.name
+            );
+        }
+        if let (Some(b), true) = (&self.boxes, arch.boxes || arch.grid) {
+            let dir = self.data.clone().unwrap_or_else(default_data_dir);
+            let (i, l) = find_pair(&dir)?;
+            let all = crate::data::boxes::attach_boxes_for(
+                load_pair(&i, &l, 256)?,
+                b,
+                arch.classes,
+                arch.boxes && !arch.grid,
+            )?;
+            return Ok(split(&all, self.train_count, self.test_count)?);
+        }
+        let (train, test) = self.load(arch.classes)?;
+        let size = arch.input[0];
+        if arch.grid {
+            let tr = crate::data::canvas::multi_object(
+                &train,
+                self.canvas_copies.max(1) * train.len(),
+                size,
+                CANVAS_SEEDS.0,
+            );
+            let te = crate::data::canvas::multi_object(
+                &test,
+                CANVAS_TEST_COUNT.min(test.len()),
+                size,
+                CANVAS_SEEDS.1,
+            );
+            return Ok((tr, te));
+        }
+        if !arch.boxes {
+            return Ok((train, test));
+        }
+        // Each training digit appears on three canvases (other scale and place): cheap augmentation.
+        let tr = crate::data::canvas::single_object(
+            &train,
+            self.canvas_copies.max(1) * train.len(),
+            size,
+            CANVAS_SEEDS.0,
+        );
+        let te = crate::data::canvas::single_object(
+            &test,
+            CANVAS_TEST_COUNT.min(test.len()),
+            size,
+            CANVAS_SEEDS.1,
+        );
+        Ok((tr, te))
+    }
+
+    pub fn load(&self, classes: usize) -> anyhow::Result<(Dataset, Dataset)> {
+        let dir = self.data.clone().unwrap_or_else(default_data_dir);
+        let all = match find_pair(&dir) {
+            Ok((i, l)) => load_pair(&i, &l, classes)?,
+            // No IDX pair: a folder of class sub-folders of PNGs, if that is what it holds.
+            Err(e) => match crate::data::load_png_folders(&dir, classes) {
+                Some(r) => r?,
+                None => return Err(e.into()),
+            },
+        };
+        Ok(split(&all, self.train_count, self.test_count)?)
+    }
+}
+
+/// The detection test set every detector is scored on (the grid detector's, `detect`'s): 1,000
+/// multi-digit canvases from the test digits. Returns `(training digits, test canvases)`.
+pub fn detection_test_set(data: &DataArgs, size: usize) -> anyhow::Result<(Dataset, Dataset)> {
+    let (train_digits, test_digits) = data.load(10)?;
+    let test = crate::data::canvas::multi_object(
+        &test_digits,
+        CANVAS_TEST_COUNT.min(test_digits.len()),
+        size,
+        CANVAS_SEEDS.1,
+    );
+    Ok((train_digits, test))
+}
+
+/// "the bundled mnist10k", or the `--data` directory.
+pub(crate) fn data_name(dir: Option<&Path>) -> String {
+    dir.map_or("the bundled mnist10k".into(), |p| p.display().to_string())
+}
+
+/// Where a checkpoint's training data came from, so `export` and `eval` can use the same data
+/// by default and `export` can refuse to calibrate on other images.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrainedOn {
+    /// `--data` (None: the bundled mnist10k).
+    pub data: Option<std::path::PathBuf>,
+    pub train_count: usize,
+    pub test_count: usize,
+    pub boxes: Option<std::path::PathBuf>,
+    pub canvas_copies: usize,
+    /// FNV-1a 64 of the training split's pixels and labels, as trained on.
+    pub train_fingerprint: u64,
+}
+
+/// FNV-1a 64 of a data set's pixels and labels (a content check, not a security hash).
+pub fn fingerprint(d: &crate::data::Dataset) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for &b in d.pixels.iter().chain(&d.labels) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

@@ -1,0 +1,147 @@
+//! The `bench` commands: training throughput (beside PyTorch's where available) and the
+//! int8 runtime's host latency.
+
+use crate::data::source::*;
+use crate::deploy::run::*;
+use crate::nn::model::{ArchSpec, Model};
+use crate::train::{train_silent, TrainConfig};
+use crate::util::*;
+use anyhow::{bail, Context};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::Path;
+
+/// Median, lowest and highest of a set of measurements.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Spread {
+    pub median: f32,
+    pub min: f32,
+    pub max: f32,
+}
+
+impl Spread {
+    pub fn of(v: &[f32]) -> Spread {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        let median = if s.is_empty() {
+            f32::NAN
+        } else if s.len() % 2 == 1 {
+            s[s.len() / 2]
+        } else {
+            (s[s.len() / 2 - 1] + s[s.len() / 2]) / 2.0
+        };
+        Spread {
+            median,
+            min: s.first().copied().unwrap_or(f32::NAN),
+            max: s.last().copied().unwrap_or(f32::NAN),
+        }
+    }
+}
+
+/// Images/s of ref-cnn training at batch 64, `rounds` rounds of `steps` steps each, on 1 and 2
+/// threads.
+pub fn cmd_bench_train(steps: usize, rounds: usize) -> anyhow::Result<(Spread, Spread)> {
+    if steps == 0 || rounds == 0 {
+        bail!("--steps and --rounds must be at least 1");
+    }
+    let all = DataArgs::default().load(10)?.0;
+    let run = |threads: usize| -> anyhow::Result<Spread> {
+        with_threads(threads, || {
+            let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1))?;
+            let cfg = TrainConfig {
+                epochs: 1,
+                ..TrainConfig::default()
+            };
+            // Warm up on 3 batches, then time `steps` batches per round, wrapping around the
+            // training set as epochs when it holds fewer.
+            let warm = all.slice(0..64 * 3);
+            train_silent(&mut model, &warm, &warm.slice(0..1), &cfg)?;
+            let per_epoch = (all.len() / 64).max(1);
+            let mut ips = Vec::with_capacity(rounds);
+            for _ in 0..rounds {
+                let t = std::time::Instant::now();
+                let mut left = steps;
+                while left > 0 {
+                    let n = left.min(per_epoch);
+                    let timed = all.slice(0..64 * n);
+                    train_silent(&mut model, &timed, &timed.slice(0..1), &cfg)?;
+                    left -= n;
+                }
+                ips.push((64 * steps) as f32 / t.elapsed().as_secs_f32());
+            }
+            Ok(Spread::of(&ips))
+        })?
+    };
+    Ok((run(1)?, run(2)?))
+}
+
+/// PyTorch's images/s for the same model, optimizer and data (bench/pytorch_train.py), run by
+/// `python`, on `threads` threads.
+pub fn bench_pytorch(
+    python: &str,
+    steps: usize,
+    rounds: usize,
+    threads: usize,
+) -> anyhow::Result<Spread> {
+    let script = crate::deploy::device::repo_root().join("bench/pytorch_train.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "--steps",
+            &steps.to_string(),
+            "--rounds",
+            &rounds.to_string(),
+        ])
+        .args(["--threads", &threads.to_string()])
+        .output()
+        .with_context(|| format!("cannot run {python}"))?;
+    if !out.status.success() {
+        bail!(
+            "{python} {}: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("failed")
+        );
+    }
+    let ips: Vec<f32> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .collect();
+    if ips.is_empty() {
+        bail!("{python} {}: printed no figures", script.display());
+    }
+    Ok(Spread::of(&ips))
+}
+
+pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usize)> {
+    let blob = read_blob(model)?;
+    let m = runtime::Model::from_bytes(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
+    let (_, test) = DataArgs::default().load(10)?;
+    let mut arena = vec![0u8; m.arena_bytes()];
+    let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let q = m.def().input.quant;
+    let inputs: Vec<Vec<i8>> = (0..100)
+        .map(|i| {
+            let mut v = vec![0i8; m.input_len()];
+            crate::deploy::export::quantize_image(test.image(i), q, &mut v);
+            v
+        })
+        .collect();
+    for x in &inputs {
+        it.input_mut().copy_from_slice(x);
+        it.invoke();
+    }
+    let t = std::time::Instant::now();
+    for i in 0..iters {
+        it.input_mut().copy_from_slice(&inputs[i % inputs.len()]);
+        it.invoke();
+        std::hint::black_box(it.output());
+    }
+    Ok((
+        t.elapsed().as_secs_f64() * 1e6 / iters.max(1) as f64,
+        m.macs(),
+    ))
+}
