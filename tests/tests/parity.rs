@@ -7,7 +7,8 @@ use tests::*;
 use trainer::data::source::DataArgs;
 use trainer::deploy::export::quantize;
 use trainer::deploy::run::test_vectors;
-use trainer::nn::model::{ArchSpec, Model};
+use trainer::nn::arch::ArchSpec;
+use trainer::nn::model::Model;
 use trainer::train::{train_silent, TrainConfig};
 
 /// A briefly trained model (parity does not depend on accuracy), exported, with `n` test

@@ -204,7 +204,7 @@ fn init_from_reports_mismatched_layers_by_name() {
     a["layers"][9]["out_features"] = 11.into();
     std::fs::write(
         &arch,
-        toml::to_string(&serde_json::from_value::<trainer::nn::model::ArchSpec>(a).unwrap())
+        toml::to_string(&serde_json::from_value::<trainer::nn::arch::ArchSpec>(a).unwrap())
             .unwrap(),
     )
     .unwrap();

@@ -4,7 +4,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::data::source::DataArgs;
 use trainer::deploy::export::{deploy_forward, fold, quantize, Deploy};
-use trainer::nn::model::{ArchSpec, LayerSpec, Model};
+use trainer::nn::arch::{ArchSpec, LayerSpec};
+use trainer::nn::model::Model;
 use trainer::train::{train_silent, TrainConfig};
 
 fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {

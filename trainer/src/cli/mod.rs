@@ -1,18 +1,23 @@
 //! The command-line interface: `train`, `eval`, `export`, `inspect`, `predict`, `bench`, `demo`.
 
+pub mod bench;
+pub mod compare;
+pub mod detect;
 pub mod device;
+pub mod eval;
+pub mod export;
+pub mod rcnn;
+pub mod train;
 
 use crate::deploy::inspect::*;
 use crate::deploy::predict::*;
 use crate::deploy::run::*;
-use crate::report::bench::*;
 use crate::report::detect::*;
 use crate::report::eval::*;
 use crate::report::train::*;
 use crate::report::visualize_cmd::*;
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::json;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -67,7 +72,7 @@ pub enum Command {
     Demo(crate::report::demo::DemoArgs),
     /// Build the firmware for a model blob and a board; on the emulated board run test inputs,
     /// check them byte for byte against the host runtime and print instructions per layer.
-    Device(crate::cli::device::DeviceArgs),
+    Device(crate::deploy::board::DeviceArgs),
 }
 
 #[derive(Subcommand)]
@@ -112,104 +117,17 @@ pub struct TrainCmd {
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Train(TrainCmd { train: a, finetune }) => {
-            let r = cmd_train_with(&a, &finetune)?;
-            println!(
-                "{}: {} params, {} epochs, test accuracy {:.2}%, {:.1}s training ({:.0} images/s); checkpoint {}, curves {}",
-                r.arch, r.params, r.epochs, r.test_accuracy * 100.0, r.train_seconds, r.images_per_second, r.checkpoint.display(), r.plot.display()
-            );
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            }
-        }
-        Command::Eval(a) => {
-            let r = cmd_eval(&a)?;
-            println!(
-                "accuracy {:.2}% on {} images (loss {:.4})",
-                r.accuracy * 100.0,
-                r.images,
-                r.loss
-            );
-            print_confusion(&r.confusion);
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            }
-        }
-        Command::Export(a) => {
-            let r = cmd_export(&a)?;
-            // The peers' figures (bench/PEERS.md, quoted) are for ref-cnn only.
-            let ref_cnn = r.reference_cnn;
-            let peer = |t: &'static str| if ref_cnn { t } else { "" };
-            println!(
-                "wrote {} ({} bytes{})",
-                r.out.display(),
-                r.blob_bytes,
-                peer("; TFLite int8 file of ref-cnn: 13,688")
-            );
-            println!(
-                "planned arena {} bytes{}, {} MACs",
-                r.arena_bytes,
-                peer(" (TFLite Micro: 10,080)"),
-                r.macs
-            );
-            println!(
-                "test accuracy on {} images: float {:.2}%, int8 {:.2}%, top-1 agreement {:.2}%, max |logit diff| {:.4}",
-                r.test_images, r.float_accuracy * 100.0, r.int8_accuracy * 100.0, r.top1_agreement * 100.0, r.max_abs_logit_diff
-            );
-            if r.int8_map50 > 0.0 {
-                println!(
-                    "detection on {} canvases: mAP@0.5 float {:.3}, int8 {:.3}; mAP@[.5:.95] float {:.3}, int8 {:.3}",
-                    r.test_images, r.float_map50, r.int8_map50, r.float_map_coco, r.int8_map_coco
-                );
-            }
-            if r.int8_mean_iou > 0.0 {
-                println!(
-                    "mean IoU of boxes: float {:.3}, int8 {:.3}",
-                    r.float_mean_iou, r.int8_mean_iou
-                );
-            }
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            }
-        }
+        Command::Train(TrainCmd { train, finetune }) => train::run(&train, &finetune)?,
+        Command::Eval(a) => eval::run(&a)?,
+        Command::Export(a) => export::run(&a)?,
         Command::Inspect { model } => print!("{}", cmd_inspect(&model)?),
         Command::Visualize(a) => {
             for f in cmd_visualize(&a)? {
                 println!("wrote {}", f.display());
             }
         }
-        Command::Detect(a) => {
-            let rows = cmd_detect(&a)?;
-            println!(
-                "{:<52} {:>8} {:>12} {:>12} {:>8} {:>8} {:>10}",
-                "method (1,000 test canvases)",
-                "mAP@0.5",
-                "mAP@.5:.95",
-                "MACs/image",
-                "flash B",
-                "arena B",
-                "host ms"
-            );
-            let opt = |v: Option<usize>| v.map_or("-".to_string(), |v| v.to_string());
-            for r in &rows {
-                println!(
-                    "{:<52} {:>8.3} {:>12.3} {:>12} {:>8} {:>8} {:>10.2}",
-                    r.method,
-                    r.map50,
-                    r.map_coco,
-                    r.macs_per_image,
-                    opt(r.flash_bytes),
-                    opt(r.arena_bytes),
-                    r.host_ms_per_image
-                );
-            }
-            if a.json {
-                println!("{}", serde_json::to_string(&rows)?);
-            }
-        }
-        Command::Predict(a) => {
-            print!("{}", cmd_predict(&a)?.to_text());
-        }
+        Command::Detect(a) => detect::run(&a)?,
+        Command::Predict(a) => print!("{}", cmd_predict(&a)?.to_text()),
         Command::Bench {
             what:
                 BenchWhat::Train {
@@ -218,99 +136,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     pytorch,
                     json,
                 },
-        } => {
-            let (t1, t2) = cmd_bench_train(steps, rounds)?;
-            let show = |s: Spread| format!("{:>8.0}  ({:.0}-{:.0})", s.median, s.min, s.max);
-            println!("ref-cnn training, batch 64, {rounds} rounds of {steps} steps: images/s median (min-max)");
-            println!("  this trainer, 1 thread      {}", show(t1));
-            println!("  this trainer, 2 threads     {}", show(t2));
-            let torch = match &pytorch {
-                Some(py) => {
-                    let p1 = bench_pytorch(py, steps, rounds, 1)?;
-                    let p2 = bench_pytorch(py, steps, rounds, 2)?;
-                    println!("  PyTorch, 1 thread           {}", show(p1));
-                    println!("  PyTorch, 2 threads          {}", show(p2));
-                    println!(
-                        "  ratio (median)              {:.2}x on 1 thread, {:.2}x on 2",
-                        t1.median / p1.median,
-                        t2.median / p2.median
-                    );
-                    Some((p1, p2))
-                }
-                None => {
-                    println!("  PyTorch: not measured in this run (--pytorch PYTHON, with torch installed, runs bench/pytorch_train.py beside it)");
-                    None
-                }
-            };
-            if json {
-                println!(
-                    "{}",
-                    json!({"train_1t": t1, "train_2t": t2, "pytorch_1t": torch.map(|t| t.0), "pytorch_2t": torch.map(|t| t.1)})
-                );
-            }
-        }
+        } => bench::train(steps, rounds, pytorch.as_deref(), json)?,
         Command::Bench {
             what: BenchWhat::Runtime { model, iters, json },
-        } => {
-            let (us, macs) = cmd_bench_runtime(&model, iters)?;
-            println!("int8 inference, 1 thread, batch 1       us/inference");
-            println!(
-                "  this runtime (host)                   {us:>8.1}   ({:.2} GMAC/s)",
-                macs as f64 / us / 1e3
-            );
-            println!(
-                "  ONNX Runtime int8 QDQ                 {:>8}   (bench/PEERS.md, quoted)",
-                "~34"
-            );
-            println!("  TFLite Micro, x86 reference kernels   {:>8}", "~475");
-            if json {
-                println!("{}", json!({"us_per_inference": us, "macs": macs}));
-            }
-        }
+        } => bench::runtime(&model, iters, json)?,
         Command::Demo(a) => crate::report::demo::run(&a)?,
-        Command::Device(a) => {
-            let r = crate::cli::device::cmd_device(&a)?;
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                print!("{}", r.to_text());
-            }
-        }
+        Command::Device(a) => device::run(&a)?,
         Command::Proposals(a) => crate::detect::rcnn::cmd_proposals(&a)?,
-        Command::Compare(a) => {
-            let c = crate::detect::compare::compare(&a)?;
-            let md = c.to_markdown();
-            print!("{md}");
-            if let Some(p) = &a.out {
-                crate::io::write_atomic(p, md.as_bytes())?;
-            }
-            if a.json {
-                println!("{}", serde_json::to_string(&c)?);
-            }
-        }
-        Command::Rcnn(a) => {
-            let r = crate::detect::rcnn::cmd_rcnn(&a)?;
-            let e = r.final_eval;
-            println!(
-                "R-CNN (fine-tuned, {} epochs) on the 1,000 test canvases: mAP@0.5 {:.3}, mAP@[.5:.95] {:.3}; {:.1} proposals, {:.2} M MACs, {:.2} ms + {:.2} ms proposals per image",
-                a.epochs, e.map50, e.map_coco, e.proposals_per_image, e.macs_per_image / 1e6, e.ms_per_image, r.proposal_ms_per_image
-            );
-            let ep =
-                |v: Option<usize>| v.map_or("not reached".to_string(), |e| format!("epoch {e}"));
-            println!(
-                "mAP@0.5 >= {}: fine-tuned {}, from scratch {}",
-                crate::detect::rcnn::TARGET_MAP50,
-                ep(r.finetuned_epochs_to_target),
-                if a.scratch {
-                    ep(r.scratch_epochs_to_target)
-                } else {
-                    "not run (--scratch)".into()
-                }
-            );
-            if a.json {
-                println!("{}", serde_json::to_string(&r)?);
-            }
-        }
+        Command::Compare(a) => compare::run(&a)?,
+        Command::Rcnn(a) => rcnn::run(&a)?,
     }
     Ok(())
 }

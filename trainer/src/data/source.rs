@@ -2,7 +2,7 @@
 //! folders, or the detection canvases, with the seeds and counts every command shares.
 
 use crate::data::{default_data_dir, find_pair, load_pair, split, Dataset};
-use crate::nn::model::ArchSpec;
+use crate::nn::arch::ArchSpec;
 use anyhow::bail;
 use clap::Args;
 use std::path::{Path, PathBuf};

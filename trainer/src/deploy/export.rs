@@ -12,8 +12,9 @@
 //!   shift, computed once here.
 
 use crate::data::Dataset;
+use crate::nn::arch::LayerSpec;
 use crate::nn::autograd::{Conv2dParams, Graph, Tensor};
-use crate::nn::model::{LayerSpec, Model, Slot};
+use crate::nn::model::{Model, Slot};
 use anyhow::{bail, Context};
 use runtime::format::{
     Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Shape,
@@ -150,7 +151,7 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                 };
                 let x = cur;
                 cur = if matches!(l, LayerSpec::Residual { .. }) {
-                    use crate::nn::model::residual::*;
+                    use crate::nn::arch::residual::*;
                     // The projection runs first: its small output outlives the block's first
                     // conv instead of the larger block input.
                     let shortcut = if convs.len() > PROJECTION {
@@ -162,7 +163,7 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                     let a = push(&mut out, conv(CONV2, false), &[a]);
                     push(&mut out, Deploy::Add { relu: true }, &[a, shortcut])
                 } else {
-                    use crate::nn::model::inception::*;
+                    use crate::nn::arch::inception::*;
                     let b1 = push(&mut out, conv(B1, true), &[x]);
                     let r3 = push(&mut out, conv(B3_REDUCE, true), &[x]);
                     let b3 = push(&mut out, conv(B3, true), &[r3]);
@@ -532,7 +533,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
     let out_q = q[nodes.len()];
     let zp_out = out_q.zero_point as i8;
     let out_shape = match arch.validate()?.last() {
-        Some(crate::nn::model::Act::Map(h, w, c)) => Shape::new(*h as u16, *w as u16, *c as u16),
+        Some(crate::nn::arch::Act::Map(h, w, c)) => Shape::new(*h as u16, *w as u16, *c as u16),
         _ => Shape::new(1, 1, arch.outputs() as u16),
     };
     let head = if arch.grid {

@@ -4,7 +4,7 @@
 use crate::data::source::*;
 use crate::data::Dataset;
 use crate::deploy::export::{quantize, run_int8};
-use crate::nn::model::ArchSpec;
+use crate::nn::arch::ArchSpec;
 use crate::train::Checkpoint;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -152,7 +152,7 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
         crate::io::write_atomic(p, &test_vectors(&blob, &test, a.vector_count)?)?;
     }
     let n = test.len().max(1) as f32;
-    let reference = crate::nn::model::ArchSpec::ref_cnn();
+    let reference = crate::nn::arch::ArchSpec::ref_cnn();
     Ok(ExportReport {
         reference_cnn: ck.model.arch.input == reference.input
             && ck.model.arch.layers == reference.layers,

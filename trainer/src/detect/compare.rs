@@ -2,7 +2,8 @@
 //! the same 1,000 test canvases, as one markdown table.
 
 use crate::data::source::DataArgs;
-use crate::nn::model::{ArchSpec, Model};
+use crate::nn::arch::ArchSpec;
+use crate::nn::model::Model;
 use crate::train::{Checkpoint, TrainConfig};
 use anyhow::Context;
 use clap::Args;

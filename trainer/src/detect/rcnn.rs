@@ -24,8 +24,9 @@ use crate::data::Dataset;
 use crate::detect::bbox_reg::{
     apply_target, box_target, features_and_logits, fit_regressor, BoxRegressor,
 };
+use crate::nn::arch::{ArchSpec, LayerSpec};
 use crate::nn::autograd::Tensor;
-use crate::nn::model::{ArchSpec, LayerSpec, Model};
+use crate::nn::model::Model;
 use crate::train::{train, TrainConfig};
 use clap::Args;
 use rand::seq::SliceRandom;

@@ -5,7 +5,8 @@
 use crate::data::canvas::{iou, resize_bilinear};
 use crate::data::metrics::Pred;
 use crate::data::Dataset;
-use crate::nn::model::{ArchSpec, Model};
+use crate::nn::arch::ArchSpec;
+use crate::nn::model::Model;
 use crate::train::{train_silent, TrainConfig};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -103,7 +104,7 @@ pub fn train_classifier(
     let mut arch = ArchSpec::ref_cnn();
     arch.name = "window-cnn".into();
     arch.classes = 11;
-    if let Some(crate::nn::model::LayerSpec::Linear { out_features, .. }) = arch.layers.last_mut() {
+    if let Some(crate::nn::arch::LayerSpec::Linear { out_features, .. }) = arch.layers.last_mut() {
         *out_features = 11;
     }
     let data = crops(train_canvases, seed);

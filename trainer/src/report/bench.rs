@@ -3,7 +3,8 @@
 
 use crate::data::source::*;
 use crate::deploy::run::*;
-use crate::nn::model::{ArchSpec, Model};
+use crate::nn::arch::ArchSpec;
+use crate::nn::model::Model;
 use crate::train::{train_silent, TrainConfig};
 use crate::util::*;
 use anyhow::{bail, Context};

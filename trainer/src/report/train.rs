@@ -105,7 +105,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
             a.data.test_count
         );
     }
-    let arch = crate::nn::model::arch_from(&a.arch)?;
+    let arch = crate::nn::arch::arch_from(&a.arch)?;
     let (train_set, test_set) = a.data.load_for(&arch)?;
     if [train_set.h, train_set.w, 1] != arch.input {
         bail!(

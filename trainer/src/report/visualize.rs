@@ -2,8 +2,9 @@
 //! one input, and the test images that excite a chosen channel most. All PNG.
 
 use crate::data::Dataset;
+use crate::nn::arch::LayerSpec;
 use crate::nn::autograd::Tensor;
-use crate::nn::model::{LayerSpec, Model};
+use crate::nn::model::Model;
 use crate::report::plots::render;
 use anyhow::{anyhow, bail};
 use plotters::prelude::*;
@@ -259,7 +260,7 @@ pub fn top_images_png(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::model::ArchSpec;
+    use crate::nn::arch::ArchSpec;
     use rand::SeedableRng;
 
     #[test]

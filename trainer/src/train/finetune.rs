@@ -4,7 +4,8 @@
 //! are replaced by changing the last layers' shapes and added by appending layers. Freezing is
 //! [`crate::train::TrainConfig::frozen_layers`].
 
-use crate::nn::model::{LayerSpec, Model};
+use crate::nn::arch::LayerSpec;
+use crate::nn::model::Model;
 
 /// What happened to one layer that has parameters.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -154,7 +155,7 @@ pub fn frozen_indices(model: &Model, layers: &[usize]) -> anyhow::Result<(Vec<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nn::model::ArchSpec;
+    use crate::nn::arch::ArchSpec;
     use crate::train::{train_silent, TrainConfig};
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;

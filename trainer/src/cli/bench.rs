@@ -1,0 +1,59 @@
+//! `trainer bench train` and `trainer bench runtime`: the figures, beside the peers' where
+//! they exist.
+
+use crate::report::bench::{bench_pytorch, cmd_bench_runtime, cmd_bench_train, Spread};
+use serde_json::json;
+use std::path::Path;
+
+pub fn train(steps: usize, rounds: usize, pytorch: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let (t1, t2) = cmd_bench_train(steps, rounds)?;
+    let show = |s: Spread| format!("{:>8.0}  ({:.0}-{:.0})", s.median, s.min, s.max);
+    println!(
+        "ref-cnn training, batch 64, {rounds} rounds of {steps} steps: images/s median (min-max)"
+    );
+    println!("  this trainer, 1 thread      {}", show(t1));
+    println!("  this trainer, 2 threads     {}", show(t2));
+    let torch = match pytorch {
+        Some(py) => {
+            let p1 = bench_pytorch(py, steps, rounds, 1)?;
+            let p2 = bench_pytorch(py, steps, rounds, 2)?;
+            println!("  PyTorch, 1 thread           {}", show(p1));
+            println!("  PyTorch, 2 threads          {}", show(p2));
+            println!(
+                "  ratio (median)              {:.2}x on 1 thread, {:.2}x on 2",
+                t1.median / p1.median,
+                t2.median / p2.median
+            );
+            Some((p1, p2))
+        }
+        None => {
+            println!("  PyTorch: not measured in this run (--pytorch PYTHON, with torch installed, runs bench/pytorch_train.py beside it)");
+            None
+        }
+    };
+    if json {
+        println!(
+            "{}",
+            json!({"train_1t": t1, "train_2t": t2, "pytorch_1t": torch.map(|t| t.0), "pytorch_2t": torch.map(|t| t.1)})
+        );
+    }
+    Ok(())
+}
+
+pub fn runtime(model: &Path, iters: usize, json: bool) -> anyhow::Result<()> {
+    let (us, macs) = cmd_bench_runtime(model, iters)?;
+    println!("int8 inference, 1 thread, batch 1       us/inference");
+    println!(
+        "  this runtime (host)                   {us:>8.1}   ({:.2} GMAC/s)",
+        macs as f64 / us / 1e3
+    );
+    println!(
+        "  ONNX Runtime int8 QDQ                 {:>8}   (bench/PEERS.md, quoted)",
+        "~34"
+    );
+    println!("  TFLite Micro, x86 reference kernels   {:>8}", "~475");
+    if json {
+        println!("{}", json!({"us_per_inference": us, "macs": macs}));
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! `trainer device` as a library call: build the firmware for any model blob, run it on the
+//! emulated board, check it byte for byte against the host runtime and show where the
+//! instructions go, layer by layer. For a real board it builds the ELF and says how to flash
+//! it.
+
+use crate::data::source::DataArgs;
+use crate::deploy::device;
+use anyhow::{bail, Context};
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// Boards `scripts/build-firmware.sh` knows, and whether QEMU runs them here.
+pub const BOARDS: &[(&str, &str, bool)] = &[
+    (
+        "mps2-an386",
+        "Cortex-M4F, QEMU mps2-an386 (runs here)",
+        true,
+    ),
+    (
+        "microbit",
+        "Cortex-M0, QEMU microbit (nRF51822, 16 KiB RAM; runs here)",
+        true,
+    ),
+    ("mps2-an385", "Cortex-M3, QEMU mps2-an385 (runs here)", true),
+    ("mps2-an500", "Cortex-M7, QEMU mps2-an500 (runs here)", true),
+    (
+        "mps2-an505",
+        "Cortex-M33, QEMU mps2-an505 (runs here)",
+        true,
+    ),
+    (
+        "mps3-an547",
+        "Cortex-M55, QEMU mps3-an547 (runs here)",
+        true,
+    ),
+    (
+        "stm32f411",
+        "Cortex-M4F, STM32F411 Nucleo / Black Pill (flash with probe-rs)",
+        false,
+    ),
+    (
+        "stm32g071",
+        "Cortex-M0+, STM32G071RB Nucleo (flash with probe-rs; untested on silicon)",
+        false,
+    ),
+];
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DeviceArgs {
+    /// Model blob to run (what `export` wrote).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Board to build for: mps2-an386 (emulated Cortex-M4F, runs in QEMU here) or stm32f411
+    /// (builds the ELF and prints the probe-rs command to flash it).
+    #[arg(long, default_value = "mps2-an386")]
+    pub board: String,
+    /// Test inputs run on the board, each compared byte for byte with the host runtime.
+    #[arg(long, default_value_t = 20)]
+    pub images: usize,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Instructions of one layer in the profiling inference.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerCost {
+    pub index: usize,
+    pub kind: String,
+    pub out_shape: [u16; 3],
+    pub macs: usize,
+    pub instructions: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceReport {
+    pub model: PathBuf,
+    pub board: String,
+    /// Where the inputs came from (test split, canvases, or seeded random bytes).
+    pub inputs: String,
+    pub images: usize,
+    /// Images whose device output equals the host runtime's, byte for byte.
+    pub bit_exact: usize,
+    pub instructions_per_inference: u64,
+    pub macs: usize,
+    pub layers: Vec<LayerCost>,
+    pub arena_bytes: usize,
+    pub peak_stack_bytes: usize,
+    pub static_ram_bytes: u64,
+    pub flash_bytes: u64,
+    /// The built ELF (kept for a real board).
+    pub elf: PathBuf,
+}
+
+/// Test inputs for the model: the data set's test split (or canvases) when the model's input
+/// shape matches a built-in architecture of its kind, else seeded random bytes.
+fn inputs_for(m: &runtime::Model, data: &DataArgs, n: usize) -> anyhow::Result<(Vec<u8>, String)> {
+    let s = m.def().input.shape;
+    let shape = [s.h as usize, s.w as usize, s.c as usize];
+    let arch = crate::deploy::run::builtin_arch_for(m);
+    if arch.input == shape {
+        let (_, test) = data.load_for(&arch)?;
+        let v = crate::deploy::run::test_vectors_for(m, &test, n);
+        return Ok((
+            v,
+            format!(
+                "the first {} test images of {}",
+                n.min(test.len()),
+                arch.name
+            ),
+        ));
+    }
+    let len = m.input_len();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let mut v = Vec::with_capacity(8 + n * len);
+    v.extend((n as u32).to_le_bytes());
+    v.extend((len as u32).to_le_bytes());
+    v.extend((0..n * len).map(|_| rng.gen::<u8>()));
+    Ok((
+        v,
+        format!("{n} seeded random inputs (no built-in data set has input {shape:?})"),
+    ))
+}
+
+pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
+    let Some(&(board, _, runs)) = BOARDS.iter().find(|b| b.0 == a.board) else {
+        let names: Vec<_> = BOARDS.iter().map(|b| b.0).collect();
+        bail!("unknown board '{}' (known: {})", a.board, names.join(", "));
+    };
+    if a.images == 0 {
+        bail!("--images must be at least 1");
+    }
+    let blob = crate::deploy::run::read_blob(&a.model)?;
+    let m = runtime::Model::from_bytes(&blob)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
+    let (vectors, inputs) = inputs_for(&m, &a.data, a.images)?;
+    let dir = tempdir()?;
+    let vpath = dir.join("inputs.bin");
+    let mpath = dir.join("model.bin");
+    std::fs::write(&vpath, &vectors)?;
+    std::fs::write(&mpath, &blob)?;
+    let elf = device::build_firmware_for(board, &mpath, &vpath, &dir)?;
+    let (flash, ram) = device::firmware_size(&elf)?;
+    let mut r = DeviceReport {
+        model: a.model.clone(),
+        board: board.into(),
+        inputs,
+        images: 0,
+        bit_exact: 0,
+        instructions_per_inference: 0,
+        macs: m.macs(),
+        layers: Vec::new(),
+        arena_bytes: m.arena_bytes(),
+        peak_stack_bytes: 0,
+        static_ram_bytes: ram,
+        flash_bytes: flash,
+        elf: elf.clone(),
+    };
+    if !runs {
+        return Ok(r);
+    }
+    let run = device::run_qemu_on(board, &elf)?;
+    if run.status != 0 {
+        bail!(
+            "the firmware exited with status {} ({}):\n{}",
+            run.status,
+            run.error.as_deref().unwrap_or("no ERR line"),
+            run.stdout
+        );
+    }
+    let host = device::host_outputs(&blob, &device::read_vectors(&vectors)?)?;
+    r.images = run.outputs.len();
+    r.bit_exact = host
+        .iter()
+        .zip(&run.outputs)
+        .filter(|(h, d)| h == d)
+        .count();
+    if let Some(mm) = device::first_mismatch(&host, &run.outputs) {
+        bail!("device differs from the host runtime: {mm}");
+    }
+    r.instructions_per_inference = run.insns.iter().sum::<u64>() / run.insns.len().max(1) as u64;
+    r.peak_stack_bytes = run.stack.unwrap_or(0);
+    r.layers = run
+        .layers
+        .iter()
+        .zip(m.layer_info())
+        .map(|((k, kind, n), info)| LayerCost {
+            index: *k,
+            kind: kind.clone(),
+            out_shape: info.out_shape.dims(),
+            macs: info.macs,
+            instructions: *n,
+        })
+        .collect();
+    Ok(r)
+}
+
+fn tempdir() -> anyhow::Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("trainer-device-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+    Ok(d)
+}
+
+impl DeviceReport {
+    /// The per-layer table and the totals, as `device` prints them.
+    pub fn to_text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "model {} on {}", self.model.display(), self.board);
+        if self.images == 0 {
+            let _ = writeln!(
+                s,
+                "built {} ({} B flash, {} B static RAM incl. the {} B arena)\n\
+                 flash it with: probe-rs run --chip {} {}\n\
+                 (the board prints CYCLES lines instead of INSN; untested on silicon)",
+                self.elf.display(),
+                self.flash_bytes,
+                self.static_ram_bytes,
+                self.arena_bytes,
+                if self.board == "stm32g071" {
+                    "STM32G071RBTx"
+                } else {
+                    "STM32F411RETx"
+                },
+                self.elf.display()
+            );
+            return s;
+        }
+        let _ = writeln!(s, "inputs: {}", self.inputs);
+        let _ = writeln!(
+            s,
+            "{:>5}  {:<16} {:>14} {:>10} {:>12} {:>8}",
+            "layer", "kind", "output", "MACs", "instructions", "per MAC"
+        );
+        for l in &self.layers {
+            let per = if l.macs > 0 {
+                format!("{:.2}", l.instructions as f64 / l.macs as f64)
+            } else {
+                "-".into()
+            };
+            let sh = format!("{}x{}x{}", l.out_shape[0], l.out_shape[1], l.out_shape[2]);
+            let _ = writeln!(
+                s,
+                "{:>5}  {:<16} {:>14} {:>10} {:>12} {:>8}",
+                l.index, l.kind, sh, l.macs, l.instructions, per
+            );
+        }
+        let _ = writeln!(
+            s,
+            "instructions per inference: {} ({:.2} per MAC; per-layer lines are one profiling \
+             inference, SysTick resolution 40)",
+            self.instructions_per_inference,
+            self.instructions_per_inference as f64 / self.macs.max(1) as f64
+        );
+        let _ = writeln!(
+            s,
+            "bit-exact with the host runtime: {} / {}",
+            self.bit_exact, self.images
+        );
+        let _ = writeln!(
+            s,
+            "RAM: {} B static (arena {} B) + {} B peak stack; flash {} B",
+            self.static_ram_bytes, self.arena_bytes, self.peak_stack_bytes, self.flash_bytes
+        );
+        s
+    }
+}
