@@ -6,7 +6,7 @@
 use crate::data::canvas::iou;
 use crate::data::metrics::Pred;
 use crate::data::Dataset;
-use crate::nn::autograd::{Graph, Var};
+use crate::nn::autograd::{Graph, Tensor, Var};
 use crate::nn::model::Model;
 
 /// Weight of a negative cell's objectness loss (most cells are empty).
@@ -57,7 +57,10 @@ fn targets(
 }
 
 /// `(1/N) sum_images [ sum_cells w * BCE(obj) + sum_objects (CE(class) + BOX_WEIGHT * sum_k
-/// smoothL1(box_k)) ]` over an output `[N, G, G, 5 + classes]`.
+/// smoothL1(box_k)) ]` over an output `[N, G, G, 5 + classes]`, on the tape: the cells an
+/// object belongs to and the empty ones are gathered apart, and each term is the tape's own
+/// loss (`bce_with_logits`, `cross_entropy`, `smooth_l1_loss`, all means) scaled back to a sum
+/// over cells divided by `N`.
 pub fn grid_loss(
     g: &mut Graph,
     out: Var,
@@ -65,49 +68,56 @@ pub fn grid_loss(
     size: usize,
     classes: usize,
 ) -> Var {
-    let o = g.value(out);
-    let (n, grid, ch) = (o.shape()[0], o.shape()[1], o.shape()[3]);
+    let s = g.shape(out);
+    let (n, grid, ch) = (s[0], s[1], s[3]);
     assert_eq!(
         ch,
         5 + classes,
         "grid output must have 5 + classes channels"
     );
     let cell = size as f32 / grid as f32;
-    let v = o.as_slice().expect("standard layout");
-    let mut d = vec![0f32; v.len()];
-    let mut loss = 0f64;
-    let inv_n = 1.0 / n as f32;
+    let (mut pos, mut neg) = (Vec::new(), Vec::new());
+    let (mut class, mut bbox) = (Vec::new(), Vec::new());
     for (i, objs) in objects.iter().enumerate().take(n) {
-        let t = targets(objs, size as f32, grid, cell);
-        for (k, tk) in t.iter().enumerate() {
-            let base = (i * grid * grid + k) * ch;
-            let r = &v[base..base + ch];
-            let dr = &mut d[base..base + ch];
-            // Objectness: stable BCE with logits.
-            let (x, y, w) = (
-                r[0],
-                tk.is_some() as u8 as f32,
-                if tk.is_some() { 1.0 } else { NOOBJ_WEIGHT },
-            );
-            loss += (w * (x.max(0.0) - x * y + (-x.abs()).exp().ln_1p())) as f64 * inv_n as f64;
-            dr[0] = w * (1.0 / (1.0 + (-x).exp()) - y) * inv_n;
-            let Some(tc) = tk else { continue };
-            let logits = &r[5..];
-            let m = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let z: f32 = logits.iter().map(|l| (l - m).exp()).sum();
-            loss += (m + z.ln() - logits[tc.class]) as f64 * inv_n as f64;
-            for c in 0..classes {
-                dr[5 + c] = ((logits[c] - m).exp() / z - (c == tc.class) as u8 as f32) * inv_n;
-            }
-            for j in 0..4 {
-                let e = r[1 + j] - tc.bbox[j];
-                let (l, dl) = crate::train::loc_head::smooth_l1(e, 1.0);
-                loss += (BOX_WEIGHT * l * inv_n) as f64;
-                dr[1 + j] = BOX_WEIGHT * dl * inv_n;
+        for (k, tk) in targets(objs, size as f32, grid, cell).iter().enumerate() {
+            let row = i * grid * grid + k;
+            match tk {
+                Some(t) => {
+                    pos.push(row);
+                    class.push(t.class);
+                    bbox.extend_from_slice(&t.bbox);
+                }
+                None => neg.push(row),
             }
         }
     }
-    crate::train::loc_head::push_loss(g, out, loss as f32, d)
+    let inv_n = 1.0 / n as f32;
+    let mut terms = Vec::new();
+    if !neg.is_empty() {
+        let x = g.gather(out, &neg, 0..1);
+        let t = g.constant(Tensor::zeros(ndarray::IxDyn(&[neg.len(), 1])));
+        let l = g.bce_with_logits(x, t);
+        terms.push(g.scale(l, NOOBJ_WEIGHT * neg.len() as f32 * inv_n));
+    }
+    if !pos.is_empty() {
+        let p = pos.len();
+        let x = g.gather(out, &pos, 0..1);
+        let t = g.constant(Tensor::ones(ndarray::IxDyn(&[p, 1])));
+        let l = g.bce_with_logits(x, t);
+        terms.push(g.scale(l, p as f32 * inv_n));
+        let logits = g.gather(out, &pos, 5..ch);
+        let l = g.cross_entropy(logits, &class);
+        terms.push(g.scale(l, p as f32 * inv_n));
+        let b = g.gather(out, &pos, 1..5);
+        let t = g.constant(crate::nn::autograd::tensor(&[p, 4], bbox));
+        let l = g.smooth_l1_loss(b, t, 1.0);
+        terms.push(g.scale(l, BOX_WEIGHT * 4.0 * p as f32 * inv_n));
+    }
+    let mut loss = terms[0];
+    for &t in &terms[1..] {
+        loss = g.add(loss, t);
+    }
+    loss
 }
 
 /// Float decoding of one image's grid output `[G * G * (5 + C)]`: cells whose objectness
@@ -236,5 +246,47 @@ mod tests {
                 p[0].bbox
             );
         }
+    }
+
+    /// The tape's value equals the formula written out cell by cell.
+    #[test]
+    fn grid_loss_value_is_the_formula() {
+        let (grid, classes, size) = (2usize, 2usize, 8usize);
+        let ch = 5 + classes;
+        let v: Vec<f32> = (0..grid * grid * ch)
+            .map(|i| ((i * 29 % 13) as f32 - 6.0) * 0.3)
+            .collect();
+        let objs = vec![(1u8, [0.1, 0.1, 0.4, 0.3])];
+        let t = targets(&objs, size as f32, grid, size as f32 / grid as f32);
+        let mut want = 0f64;
+        for (k, tk) in t.iter().enumerate() {
+            let r: Vec<f64> = v[k * ch..(k + 1) * ch].iter().map(|&x| x as f64).collect();
+            let y = tk.is_some() as u8 as f64;
+            let w = if tk.is_some() {
+                1.0
+            } else {
+                NOOBJ_WEIGHT as f64
+            };
+            want += w * (r[0].max(0.0) - r[0] * y + (-r[0].abs()).exp().ln_1p());
+            if let Some(tc) = tk {
+                let lse = r[5..].iter().map(|x| x.exp()).sum::<f64>().ln();
+                want += lse - r[5 + tc.class];
+                for j in 0..4 {
+                    let e = r[1 + j] - tc.bbox[j] as f64;
+                    let l = if e.abs() < 1.0 {
+                        0.5 * e * e
+                    } else {
+                        e.abs() - 0.5
+                    };
+                    want += BOX_WEIGHT as f64 * l;
+                }
+            }
+        }
+        let mut g = Graph::new();
+        let o =
+            g.constant(Tensor::from_shape_vec(ndarray::IxDyn(&[1, grid, grid, ch]), v).unwrap());
+        let l = grid_loss(&mut g, o, &[&objs], size, classes);
+        let got = g.value(l).iter().next().copied().unwrap() as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 }

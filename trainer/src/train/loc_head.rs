@@ -10,7 +10,7 @@
 use crate::data::canvas::iou;
 use crate::data::metrics::argmax_f32;
 use crate::data::Dataset;
-use crate::nn::autograd::{scalar, Backward, GradCtx, Graph, Tensor, Var};
+use crate::nn::autograd::{Graph, Tensor, Var};
 use crate::nn::model::Model;
 
 /// Weight of the box loss (in pixels) against cross-entropy.
@@ -18,38 +18,9 @@ pub const BOX_WEIGHT: f32 = 0.125;
 /// Smooth-L1 transition point: one pixel.
 pub const BOX_BETA: f32 = 1.0;
 
-/// A loss whose gradient w.r.t. its single input was computed during the forward pass
-/// (localization and grid-detection losses); backward only scales it by the incoming gradient.
-struct PrecomputedGradOp {
-    dout: Vec<f32>,
-}
-
-impl Backward for PrecomputedGradOp {
-    fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
-        let s = dy.iter().next().copied().unwrap_or(1.0);
-        let g: Vec<f32> = self.dout.iter().map(|&v| v * s).collect();
-        vec![ctx.needs(0).then(|| {
-            Tensor::from_shape_vec(ctx.input(0).raw_dim(), g).expect("loss gradient shape")
-        })]
-    }
-}
-
-/// Puts a scalar loss of `out` with its precomputed gradient `dout` on the tape.
-pub(crate) fn push_loss(g: &mut Graph, out: Var, loss: f32, dout: Vec<f32>) -> Var {
-    g.push(scalar(loss), &[out], PrecomputedGradOp { dout })
-}
-
-/// Smooth-L1 (Huber) of an error and its derivative, PyTorch's definition.
-pub(crate) fn smooth_l1(e: f32, beta: f32) -> (f32, f32) {
-    if e.abs() < beta {
-        (0.5 * e * e / beta, e / beta)
-    } else {
-        (e.abs() - 0.5 * beta, e.signum())
-    }
-}
-
 /// `mean_n CE(out[n, ..C], label[n]) + w * mean_{n,k} smoothL1(out[n, C + k] - size * box[n, k])`
-/// with `boxes` in fractions of the input and `size` the input side in pixels.
+/// with `boxes` in fractions of the input and `size` the input side in pixels, on the tape:
+/// the class columns through `cross_entropy`, the box columns through `smooth_l1_loss`.
 pub fn loc_loss(
     g: &mut Graph,
     out: Var,
@@ -58,37 +29,21 @@ pub fn loc_loss(
     classes: usize,
     size: f32,
 ) -> Var {
-    let o = g.value(out);
-    let (n, width) = (o.shape()[0], o.shape()[1]);
+    let s = g.shape(out);
+    let (n, width) = (s[0], s[1]);
     assert_eq!(
         width,
         classes + 4,
         "localization output must be classes + 4 wide"
     );
-    let rows = o.as_slice().expect("standard layout");
-    let bx = boxes.as_slice().expect("standard layout");
-    let mut dout = vec![0f32; n * width];
-    let mut loss = 0f64;
-    for i in 0..n {
-        let r = &rows[i * width..(i + 1) * width];
-        let d = &mut dout[i * width..(i + 1) * width];
-        let m = r[..classes]
-            .iter()
-            .cloned()
-            .fold(f32::NEG_INFINITY, f32::max);
-        let z: f32 = r[..classes].iter().map(|v| (v - m).exp()).sum();
-        loss += (m + z.ln() - r[labels[i]]) as f64 / n as f64;
-        for c in 0..classes {
-            d[c] = ((r[c] - m).exp() / z - (c == labels[i]) as u8 as f32) / n as f32;
-        }
-        for k in 0..4 {
-            let e = r[classes + k] - size * bx[i * 4 + k];
-            let (l, dl) = smooth_l1(e, BOX_BETA);
-            loss += (BOX_WEIGHT * l) as f64 / (4 * n) as f64;
-            d[classes + k] = BOX_WEIGHT * dl / (4 * n) as f32;
-        }
-    }
-    push_loss(g, out, loss as f32, dout)
+    let rows: Vec<usize> = (0..n).collect();
+    let logits = g.gather(out, &rows, 0..classes);
+    let ce = g.cross_entropy(logits, labels);
+    let pred = g.gather(out, &rows, classes..classes + 4);
+    let target = g.constant(boxes.mapv(|v| v * size));
+    let l1 = g.smooth_l1_loss(pred, target, BOX_BETA);
+    let l1 = g.scale(l1, BOX_WEIGHT);
+    g.add(ce, l1)
 }
 
 /// Classification accuracy and mean IoU of the predicted boxes (float model, eval mode).
@@ -140,5 +95,43 @@ mod tests {
             },
         );
         assert!(r.is_ok(), "{r:?}");
+    }
+
+    /// The tape's value equals the formula written out: mean CE over images plus `BOX_WEIGHT`
+    /// times the mean smooth-L1 over the 4 box numbers of every image.
+    #[test]
+    fn loc_loss_value_is_the_formula() {
+        let (classes, size) = (3usize, 10.0f32);
+        let out = vec![
+            0.5, -1.0, 2.0, 3.0, 4.0, 5.5, 9.0, //
+            -0.2, 0.1, 0.3, 1.0, 1.2, 8.0, 7.0,
+        ];
+        let labels = [2usize, 0];
+        let boxes = [0.2f32, 0.3, 0.6, 0.9, 0.1, 0.1, 0.9, 0.75];
+        let mut want = 0f64;
+        for i in 0..2 {
+            let r = &out[i * 7..(i + 1) * 7];
+            let lse = r[..classes]
+                .iter()
+                .map(|v| (*v as f64).exp())
+                .sum::<f64>()
+                .ln();
+            want += (lse - r[labels[i]] as f64) / 2.0;
+            for k in 0..4 {
+                let e = (r[classes + k] - size * boxes[i * 4 + k]) as f64;
+                let l = if e.abs() < 1.0 {
+                    0.5 * e * e
+                } else {
+                    e.abs() - 0.5
+                };
+                want += BOX_WEIGHT as f64 * l / 8.0;
+            }
+        }
+        let mut g = Graph::new();
+        let o = g.constant(crate::nn::autograd::tensor(&[2, 7], out));
+        let b = crate::nn::autograd::tensor(&[2, 4], boxes.to_vec());
+        let l = loc_loss(&mut g, o, &labels, &b, classes, size);
+        let got = g.value(l).iter().next().copied().unwrap() as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
     }
 }

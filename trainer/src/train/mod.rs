@@ -115,16 +115,24 @@ pub fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> (f32, f32, V
         let (x, y) = data.batch(chunk);
         let logits = model.predict(x);
         let classes = model.arch.classes;
-        for (row, &t) in logits.outer_iter().zip(&y) {
-            // Localization outputs carry a box after the logits; the class part comes first.
+        // The tape's cross-entropy (the one the loop trains with) on the class columns:
+        // localization outputs carry a box after the logits.
+        let mut g = Graph::new();
+        let out = g.constant(logits.clone());
+        let rows: Vec<usize> = (0..chunk.len()).collect();
+        let class_part = g.gather(out, &rows, 0..classes);
+        let ce = g.cross_entropy(class_part, &y);
+        loss += g.value(ce).iter().next().copied().unwrap_or(f32::NAN) as f64 * chunk.len() as f64;
+        for row in logits.outer_iter() {
             let row = &row.as_slice().unwrap_or(&[])[..classes];
-            let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-            let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f32>().ln();
-            loss += (lse - row[t]) as f64;
             let p = argmax_f32(row);
-            correct += (p == t) as usize;
             preds.push(p);
         }
+        correct += preds[preds.len() - chunk.len()..]
+            .iter()
+            .zip(&y)
+            .filter(|(p, t)| p == t)
+            .count();
     }
     let n = data.len().max(1) as f64;
     ((loss / n) as f32, (correct as f64 / n) as f32, preds)

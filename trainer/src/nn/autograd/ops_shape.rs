@@ -1,5 +1,5 @@
-//! Matrix products (matmul, linear), shape ops (reshape, flatten, concat_channels) and
-//! full reductions (sum, mean).
+//! Matrix products (matmul, linear), shape ops (reshape, flatten, concat_channels, gather)
+//! and full reductions (sum, mean).
 
 use ndarray::{ArrayView2, Axis, Ix2};
 
@@ -11,6 +11,31 @@ fn view2(t: &Tensor) -> ArrayView2<'_, f32> {
     t.view()
         .into_dimensionality::<Ix2>()
         .expect("expected a 2-D tensor")
+}
+
+/// Rows `rows` of the input viewed as `[R, K]`, columns `cols`; the gradient is added back
+/// into those places (a row may be taken more than once).
+struct GatherOp {
+    rows: Vec<usize>,
+    cols: std::ops::Range<usize>,
+    k: usize,
+}
+
+impl Backward for GatherOp {
+    fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
+        vec![ctx.needs(0).then(|| {
+            let mut dx = Tensor::zeros(ctx.input(0).raw_dim());
+            let d = dx.as_slice_mut().expect("standard layout");
+            let w = self.cols.len();
+            for (o, &r) in slice(&dy).chunks_exact(w.max(1)).zip(&self.rows) {
+                let at = r * self.k + self.cols.start;
+                for (x, &v) in d[at..at + w].iter_mut().zip(o) {
+                    *x += v;
+                }
+            }
+            dx
+        })]
+    }
 }
 
 struct MatMulOp;
@@ -202,6 +227,32 @@ impl Graph {
         self.push(super::tensor(&shape, out), xs, ConcatOp { widths })
     }
 
+    /// Rows `rows` and columns `cols` of `x` viewed as `[R, K]` (`K` its last axis, `R` the
+    /// product of the others): a `[rows.len(), cols.len()]` tensor. Picks the cells and channels
+    /// a loss looks at (a detector's positive cells, a localizer's box columns).
+    pub fn gather(&mut self, x: Var, rows: &[usize], cols: std::ops::Range<usize>) -> Var {
+        let s = self.shape(x);
+        let k = s.last().copied().unwrap_or(1);
+        let r: usize = s[..s.len().saturating_sub(1)].iter().product();
+        assert!(cols.end <= k, "gather: columns {cols:?} of {k}");
+        let xv = slice(self.value(x));
+        let mut out = Vec::with_capacity(rows.len() * cols.len());
+        for &row in rows {
+            assert!(row < r, "gather: row {row} of {r}");
+            out.extend_from_slice(&xv[row * k + cols.start..row * k + cols.end]);
+        }
+        let y = super::tensor(&[rows.len(), cols.len()], out);
+        self.push(
+            y,
+            &[x],
+            GatherOp {
+                rows: rows.to_vec(),
+                cols,
+                k,
+            },
+        )
+    }
+
     /// Sum of all elements, as a 0-d tensor.
     pub fn sum(&mut self, x: Var) -> Var {
         let s = slice(self.value(x)).iter().map(|&v| v as f64).sum::<f64>();
@@ -253,6 +304,32 @@ mod tests {
             slice(g.value(cat)),
             &[1.0, 2.0, 1.0, 2.0, 3.0, 4.0, 3.0, 4.0]
         );
+    }
+
+    #[test]
+    fn gather_picks_rows_and_columns() {
+        let mut g = Graph::new();
+        let x = g.constant(tensor(&[2, 2, 3], (0..12).map(|v| v as f32).collect()));
+        let y = g.gather(x, &[3, 0, 3], 1..3);
+        assert_eq!(g.shape(y), vec![3, 2]);
+        assert_eq!(slice(g.value(y)), &[10.0, 11.0, 1.0, 2.0, 10.0, 11.0]);
+    }
+
+    /// Tolerance abs 1e-3 + rel 1e-2; a repeated row checks that gradients add up.
+    #[test]
+    fn gradcheck_gather() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let ins = [randn(&[2, 3, 4], &mut rng)];
+        gradcheck(
+            |g, v| {
+                let y = g.gather(v[0], &[5, 1, 5, 2], 1..4);
+                weighted_sum(g, y, 7)
+            },
+            &ins,
+            1e-2,
+            TOL,
+        )
+        .unwrap();
     }
 
     /// Tolerance abs 1e-3 + rel 1e-2.
