@@ -7,6 +7,14 @@ use anyhow::bail;
 use clap::Args;
 use std::path::{Path, PathBuf};
 
+/// The split of the bundled data and the canvases per training digit: the one place these
+/// defaults live (`DataArgs::default` and the command-line defaults read them).
+pub const TRAIN_COUNT: usize = 8000;
+pub const TEST_COUNT: usize = 2000;
+pub const CANVAS_COPIES: usize = 3;
+/// Training canvases of R-CNN (its command's default and `compare`'s).
+pub const RCNN_CANVASES: usize = 3000;
+
 /// Where the data comes from and how it is split.
 #[derive(Args, Clone, Debug)]
 pub struct DataArgs {
@@ -16,17 +24,17 @@ pub struct DataArgs {
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// First N images are the training split.
-    #[arg(long, default_value_t = 8000)]
+    #[arg(long, default_value_t = TRAIN_COUNT)]
     pub train_count: usize,
     /// Last N images are the test split.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = TEST_COUNT)]
     pub test_count: usize,
     /// Boxes for the images (JSON, see `trainer::data::boxes`): localization and detection models
     /// then train on these images instead of generated canvases.
     #[arg(long)]
     pub boxes: Option<PathBuf>,
     /// Localization/detection: training canvases per training digit (other scale and place).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = CANVAS_COPIES)]
     pub canvas_copies: usize,
 }
 
@@ -35,10 +43,10 @@ impl Default for DataArgs {
     fn default() -> Self {
         DataArgs {
             data: None,
-            train_count: 8000,
-            test_count: 2000,
+            train_count: TRAIN_COUNT,
+            test_count: TEST_COUNT,
             boxes: None,
-            canvas_copies: 3,
+            canvas_copies: CANVAS_COPIES,
         }
     }
 }

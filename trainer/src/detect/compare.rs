@@ -147,7 +147,11 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         }
         None => {
             let pre = crate::detect::rcnn::pretrain_digits(&a.data, 3, 3)?;
-            let canvases = crate::detect::rcnn::training_canvases(&train_digits, 3000, size);
+            let canvases = crate::detect::rcnn::training_canvases(
+                &train_digits,
+                crate::data::source::RCNN_CANVASES,
+                size,
+            );
             let data =
                 crate::detect::rcnn::RcnnData::new(&canvases, crate::detect::rcnn::CROP_SEED);
             let cfg = crate::detect::rcnn::RcnnConfig {

@@ -488,7 +488,7 @@ pub struct RcnnArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Training canvases (1-4 training digits each).
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = crate::data::source::RCNN_CANVASES)]
     pub canvases: usize,
     #[arg(long, default_value_t = 4)]
     pub epochs: usize,
@@ -691,7 +691,10 @@ mod tests {
         let a = DataArgs::default();
         let (train_digits, test) = crate::data::source::detection_test_set(&a, 64).unwrap();
         let pre = pretrain_digits(&a, 3, 3).unwrap();
-        let data = RcnnData::new(&training_canvases(&train_digits, 3000, 64), 5);
+        let data = RcnnData::new(
+            &training_canvases(&train_digits, crate::data::source::RCNN_CANVASES, 64),
+            5,
+        );
         let cfg = RcnnConfig {
             epochs: 3,
             ..RcnnConfig::default()

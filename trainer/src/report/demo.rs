@@ -9,11 +9,11 @@ use crate::data::source::DataArgs;
 use crate::deploy::device;
 use crate::deploy::run::ExportArgs;
 use crate::report::eval::EvalArgs;
+use crate::report::html::{html, readme_table, Summary};
 use crate::report::train::TrainArgs;
-use crate::train::OptimizerKind;
+
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,9 +24,9 @@ pub struct DemoArgs {
     /// Built-in architecture name or a .toml/.json architecture file.
     #[arg(long, default_value = "ref-cnn")]
     pub arch: String,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = crate::train::TrainConfig::default().epochs)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = crate::train::TrainConfig::default().seed)]
     pub seed: u64,
     /// Test images run on the emulated board (each is compared byte for byte with the host).
     #[arg(long, default_value_t = 200)]
@@ -43,44 +43,6 @@ pub struct DemoArgs {
     /// Epochs of the grid detector trained for the report's picture of boxes (0 skips it).
     #[arg(long, default_value_t = 6)]
     pub detector_epochs: usize,
-}
-
-/// Everything the report shows; also `summary.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Summary {
-    pub arch: String,
-    pub params: usize,
-    pub epochs: usize,
-    pub train_seconds: f32,
-    pub train_images_per_second: f32,
-    pub float_accuracy: f32,
-    pub int8_accuracy: f32,
-    pub top1_agreement: f32,
-    pub max_abs_logit_diff: f32,
-    pub test_images: usize,
-    pub blob_bytes: usize,
-    pub arena_bytes: usize,
-    pub macs: usize,
-    pub device_images: usize,
-    pub device_accuracy: f32,
-    pub device_bit_exact: usize,
-    pub instructions_per_inference: u64,
-    pub instructions_per_mac: f64,
-    pub firmware_flash_bytes: u64,
-    pub firmware_static_ram_bytes: u64,
-    pub firmware_peak_stack_bytes: usize,
-    pub confusion_float: Vec<Vec<usize>>,
-    pub confusion_int8: Vec<Vec<usize>>,
-    pub layers: String,
-    /// Instructions of each layer on the emulated board (one profiling inference):
-    /// (index, kind, instructions).
-    pub device_layer_instructions: Vec<(usize, String, u64)>,
-    /// The grid detector's row (host runtime, int8), when it was trained.
-    pub detector: Option<crate::report::detect::DetectRow>,
-    /// Sliding window vs selective search + R-CNN vs the grid detector (what the `compare`
-    /// command prints), when the detector was trained.
-    pub detector_comparison: Option<crate::detect::compare::Comparison>,
-    pub seconds_total: f32,
 }
 
 fn spinner(msg: &str, quiet: bool) -> ProgressBar {
@@ -173,19 +135,11 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let vectors = dir.join("test-inputs.bin");
     let tr = step((1, total), "train", "Check the data path (--data) and architecture file (--arch); lower --lr if the loss diverged.", q, || {
         crate::report::train::cmd_train(&TrainArgs {
-            data: a.data.clone(),
-            arch: a.arch.clone(),
             epochs: a.epochs,
-            batch_size: 64,
-            lr: 0.05,
-            optimizer: OptimizerKind::Sgd,
-            weight_decay: 0.002,
             seed: a.seed,
-            threads: 1,
-            out: ckpt.clone(),
             plot: Some(dir.join("curves.png")),
-            json: false,
             quiet: q,
+            ..TrainArgs::recipe(a.data.clone(), &a.arch, ckpt.clone())
         })
     })?;
     let ev = step(
@@ -329,19 +283,11 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                 };
                 let ckpt = dir.join("detector.ckpt.json");
                 crate::report::train::cmd_train(&TrainArgs {
-                    data: data.clone(),
-                    arch: "grid-det".into(),
                     epochs: a.detector_epochs,
-                    batch_size: 64,
-                    lr: 0.05,
-                    optimizer: OptimizerKind::Sgd,
-                    weight_decay: 0.002,
                     seed: a.seed,
-                    threads: 1,
-                    out: ckpt.clone(),
                     plot: Some(dir.join("detector-curves.png")),
-                    json: false,
                     quiet: q,
+                    ..TrainArgs::recipe(data.clone(), "grid-det", ckpt.clone())
                 })?;
                 let bin = dir.join("detector.bin");
                 crate::deploy::run::cmd_export(&ExportArgs {
@@ -439,238 +385,6 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let table = readme_table(&serde_json::to_value(&s)?);
     crate::io::write_atomic(&dir.join("readme-table.md"), table.as_bytes())?;
     Ok(s)
-}
-
-/// The detector comparison as an HTML table (the columns of `Comparison::to_markdown`).
-fn comparison_table(c: &crate::detect::compare::Comparison) -> String {
-    let mut h = String::from("<table><tr><th>method</th><th>mAP@0.5</th><th>mAP@[.5:.95]</th><th>proposals / image</th><th>MACs / image</th><th>host ms / image</th></tr>");
-    for r in &c.rows {
-        let props = r
-            .proposals_per_image
-            .map_or("- (one pass)".into(), |p| format!("{p:.1}"));
-        h.push_str(&format!(
-            "<tr><td>{}</td><td>{:.3}</td><td>{:.3}</td><td>{props}</td><td>{:.2} M</td><td>{:.2}</td></tr>",
-            esc(&r.method),
-            r.map50,
-            r.map_coco,
-            r.macs_per_image / 1e6,
-            r.host_ms_per_image
-        ));
-    }
-    h + "</table>"
-}
-
-fn pct(x: f32) -> String {
-    format!("{:.2} %", x * 100.0)
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn html(s: &Summary) -> String {
-    let rows: &[(&str, String, &str)] = &[
-        (
-            "float test accuracy (trainer)",
-            pct(s.float_accuracy),
-            "PyTorch, same model and split: 97.2 %",
-        ),
-        (
-            "int8 test accuracy (host runtime)",
-            pct(s.int8_accuracy),
-            "TFLM / ORT int8: 97.3 %",
-        ),
-        ("top-1 agreement float vs int8", pct(s.top1_agreement), ""),
-        (
-            "max |logit difference| float vs int8",
-            format!("{:.3}", s.max_abs_logit_diff),
-            "",
-        ),
-        (
-            "device accuracy (QEMU, first images)",
-            format!("{} on {}", pct(s.device_accuracy), s.device_images),
-            "",
-        ),
-        (
-            "device parity with host",
-            format!(
-                "{} / {} images bit-exact",
-                s.device_bit_exact, s.device_images
-            ),
-            "",
-        ),
-        (
-            "model blob (flash)",
-            format!("{} bytes", s.blob_bytes),
-            "TFLite int8 file: 13,688 bytes",
-        ),
-        (
-            "arena (RAM, planned = exact)",
-            format!("{} bytes", s.arena_bytes),
-            "TFLite Micro: 10,080 bytes",
-        ),
-        (
-            "firmware flash / static RAM",
-            format!(
-                "{} / {} bytes",
-                s.firmware_flash_bytes, s.firmware_static_ram_bytes
-            ),
-            "flash includes the embedded test images",
-        ),
-        (
-            "peak stack (painted)",
-            format!("{} bytes", s.firmware_peak_stack_bytes),
-            "",
-        ),
-        (
-            "instructions per inference (QEMU -icount)",
-            format!(
-                "{} ({:.2} per MAC, {} MACs)",
-                s.instructions_per_inference, s.instructions_per_mac, s.macs
-            ),
-            "CMSIS-NN class: about 1 per MAC",
-        ),
-        (
-            "training",
-            format!(
-                "{} epochs, {:.1} s, {:.0} images/s",
-                s.epochs, s.train_seconds, s.train_images_per_second
-            ),
-            "PyTorch CPU 1 thread: ~6,900 images/s",
-        ),
-    ];
-    let table: String = rows
-        .iter()
-        .map(|(k, v, p)| {
-            format!("<tr><td>{k}</td><td><b>{v}</b></td><td class=peer>{p}</td></tr>\n")
-        })
-        .collect();
-    format!(
-        r#"<!doctype html><html><head><meta charset="utf-8"><title>{arch}: desktop to Cortex-M4</title>
-<style>body{{font-family:sans-serif;max-width:1050px;margin:2em auto;color:#222}} td{{padding:3px 12px;border-bottom:1px solid #eee}}
-.peer{{color:#777}} pre{{background:#f6f6f6;padding:10px;overflow-x:auto}} img{{max-width:100%}} .ok{{color:#070}}</style></head><body>
-<h1>{arch}: trained on the desktop, running on a Cortex-M4</h1>
-<p class=ok>Parity: the emulated board computed <b>{be} / {n}</b> outputs bit for bit as the host runtime.
-Journey took {secs:.0} s.</p>
-<table>{table}</table>
-<h2>Training</h2><img src="curves.png" alt="loss and accuracy curves">
-<h2>What the network learned</h2><img src="filters.png" alt="first-layer filters"> <img src="activations.png" alt="activation maps of test image 0">
-<img src="top-images.png" alt="test images that excite conv layer 0, channel 0 most">
-{detector}
-<h2>Confusion matrices (test split)</h2><img src="confusion-float.png" width=480> <img src="confusion-int8.png" width=480>
-<h2>Layers on the device (flash per layer = bytes; RAM = the arena above)</h2><pre>{layers}</pre>
-<h2>Where the instructions go (emulated Cortex-M4, one inference)</h2><table>{costs}</table>
-<p class=peer>Same table for any blob: <code>cargo run --release -p trainer -- device --model report/model.bin</code>.</p>
-<p>Files: <a href="model.bin">model.bin</a> (the blob the firmware embeds), <a href="model.ckpt.json">checkpoint</a>,
-<a href="summary.json">summary.json</a>.</p>
-</body></html>"#,
-        arch = esc(&s.arch),
-        be = s.device_bit_exact,
-        n = s.device_images,
-        secs = s.seconds_total,
-        layers = esc(&s.layers),
-        costs = s
-            .device_layer_instructions
-            .iter()
-            .map(|(k, kind, n)| format!(
-                "<tr><td>layer {k}</td><td>{}</td><td><b>{n}</b> instructions</td></tr>",
-                esc(kind)
-            ))
-            .collect::<String>(),
-        detector = s.detector.as_ref().map_or(String::new(), |d| format!(
-            "<h2>Boxes: the grid detector (int8, host runtime)</h2><p>mAP@0.5 <b>{:.3}</b>, mAP@[.5:.95] {:.3} on 1,000 test canvases; {} MACs, {} B flash, {} B arena. Device parity of its detections is checked by the test suite.</p><img src=\"detections.png\" alt=\"predicted and true boxes\"><p>Its training: loss and test mAP@0.5 per epoch.</p><img src=\"detector-curves.png\" alt=\"grid detector training curves\">",
-            d.map50, d.map_coco, d.macs_per_image, d.flash_bytes.unwrap_or(0), d.arena_bytes.unwrap_or(0)
-        )) + &s.detector_comparison.as_ref().map_or(String::new(), |t| format!(
-            "<h2>Detectors compared (float, host, same 1,000 test canvases)</h2><p>The grid detector is the one that fits the device; R-CNN (1 epoch here) and the sliding window show what that costs. <a href=\"detectors.md\">detectors.md</a></p>{}",
-            comparison_table(t)
-        )),
-    )
-}
-
-/// Thousands separators: 1234567 -> "1,234,567".
-fn grouped(v: u64) -> String {
-    let d = v.to_string();
-    let mut out = String::new();
-    for (i, ch) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(ch);
-    }
-    out
-}
-
-/// The README's figures table, generated from a `summary.json` (the main job's), so the README
-/// can only show what a run printed: `trainer::report::demo::readme_table` and the test that checks
-/// README.md against `docs/summary.json`.
-pub fn readme_table(s: &serde_json::Value) -> String {
-    let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
-    let u = |k: &str| s[k].as_u64().unwrap_or(0);
-    let pct = |k: &str| format!("{:.2} %", 100.0 * f(k));
-    let insn = u("instructions_per_inference");
-    let rows = [
-        (
-            format!(
-                "float test accuracy (8k train / 2k test, {} epochs)",
-                u("epochs")
-            ),
-            pct("float_accuracy"),
-            "PyTorch 97.2 %".to_string(),
-        ),
-        (
-            "int8 test accuracy (host runtime)".into(),
-            format!(
-                "{} (top-1 agreement with float {})",
-                pct("int8_accuracy"),
-                pct("top1_agreement")
-            ),
-            "TFLM / ORT 97.3 %".into(),
-        ),
-        (
-            "device vs host".into(),
-            format!(
-                "{} / {} images bit-exact",
-                u("device_bit_exact"),
-                u("device_images")
-            ),
-            "-".into(),
-        ),
-        (
-            "model file".into(),
-            format!("{} B", grouped(u("blob_bytes"))),
-            "TFLite int8 13,688 B".into(),
-        ),
-        (
-            "arena (planned = exact peak)".into(),
-            format!("{} B", grouped(u("arena_bytes"))),
-            "TFLite Micro 10,080 B".into(),
-        ),
-        (
-            "instructions per inference (Cortex-M4, QEMU)".into(),
-            format!(
-                "{} ({:.2} per MAC)",
-                grouped(insn),
-                f("instructions_per_mac")
-            ),
-            "CMSIS-NN -O3 1,575,562".into(),
-        ),
-        (
-            "firmware RAM: static (arena included) + peak stack".into(),
-            format!(
-                "{} B + {} B",
-                grouped(u("firmware_static_ram_bytes")),
-                grouped(u("firmware_peak_stack_bytes"))
-            ),
-            "CMSIS-NN 7,840 B activations + 288 B scratch".into(),
-        ),
-    ];
-    let mut t = String::from("| figure | this project | peer ([bench/PEERS.md](bench/PEERS.md)) |\n| --- | --- | --- |\n");
-    for (a, b, c) in rows {
-        t += &format!("| {a} | {b} | {c} |\n");
-    }
-    t
 }
 
 fn print_summary(s: &Summary, out: &Path) {

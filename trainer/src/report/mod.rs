@@ -4,6 +4,7 @@ pub mod bench;
 pub mod demo;
 pub mod detect;
 pub mod eval;
+pub mod html;
 pub mod plots;
 pub mod train;
 pub mod visualize;
