@@ -3,23 +3,36 @@
 
 use crate::nn::arch::{ArchSpec, LayerSpec};
 
-/// The stem of the graph models: 3x3 conv (16, no bias) -> BN -> ReLU -> 2x2 max-pool.
-fn stem_16() -> Vec<LayerSpec> {
-    vec![
-        LayerSpec::Conv2d {
-            out_channels: 16,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            bias: false,
-        },
+/// A `kernel`x`kernel` conv, stride 1, same padding.
+fn conv(out_channels: usize, kernel: usize, bias: bool) -> LayerSpec {
+    LayerSpec::Conv2d {
+        out_channels,
+        kernel,
+        stride: 1,
+        padding: kernel / 2,
+        bias,
+    }
+}
+
+/// One stage of the plain CNNs: 3x3 conv -> BN -> ReLU, then a 2x2 max-pool if `pool`.
+fn stage(out_channels: usize, bias: bool, pool: bool) -> Vec<LayerSpec> {
+    let mut v = vec![
+        conv(out_channels, 3, bias),
         LayerSpec::BatchNorm2d,
         LayerSpec::Relu,
-        LayerSpec::MaxPool2d {
+    ];
+    if pool {
+        v.push(LayerSpec::MaxPool2d {
             kernel: 2,
             stride: None,
-        },
-    ]
+        });
+    }
+    v
+}
+
+/// The stem of the graph models: 3x3 conv (16, no bias) -> BN -> ReLU -> 2x2 max-pool.
+fn stem_16() -> Vec<LayerSpec> {
+    stage(16, false, true)
 }
 
 impl ArchSpec {
@@ -30,39 +43,18 @@ impl ArchSpec {
             name: "ref-cnn".into(),
             input: [28, 28, 1],
             classes: 10,
-            layers: vec![
-                Conv2d {
-                    out_channels: 8,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 1,
-                    bias: true,
-                },
-                BatchNorm2d,
-                Relu,
-                MaxPool2d {
-                    kernel: 2,
-                    stride: None,
-                },
-                Conv2d {
-                    out_channels: 16,
-                    kernel: 3,
-                    stride: 1,
-                    padding: 1,
-                    bias: true,
-                },
-                BatchNorm2d,
-                Relu,
-                MaxPool2d {
-                    kernel: 2,
-                    stride: None,
-                },
-                Flatten,
-                Linear {
-                    out_features: 10,
-                    bias: true,
-                },
-            ],
+            layers: [
+                stage(8, true, true),
+                stage(16, true, true),
+                vec![
+                    Flatten,
+                    Linear {
+                        out_features: 10,
+                        bias: true,
+                    },
+                ],
+            ]
+            .concat(),
             boxes: false,
             grid: false,
         }
@@ -72,45 +64,28 @@ impl ArchSpec {
     /// hidden layer feeding the class logits and the box (10 + 4 outputs).
     pub fn loc_cnn() -> ArchSpec {
         use LayerSpec::*;
-        let conv = |c| Conv2d {
-            out_channels: c,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
-            bias: true,
-        };
-        let pool = MaxPool2d {
-            kernel: 2,
-            stride: None,
-        };
         ArchSpec {
             name: "loc-cnn".into(),
             input: [40, 40, 1],
             classes: 10,
-            layers: vec![
-                conv(16),
-                BatchNorm2d,
-                Relu,
-                pool,
-                conv(32),
-                BatchNorm2d,
-                Relu,
-                pool,
-                conv(32),
-                BatchNorm2d,
-                Relu,
-                pool,
-                Flatten,
-                Linear {
-                    out_features: 64,
-                    bias: true,
-                },
-                Relu,
-                Linear {
-                    out_features: 14,
-                    bias: true,
-                },
-            ],
+            layers: [
+                stage(16, true, true),
+                stage(32, true, true),
+                stage(32, true, true),
+                vec![
+                    Flatten,
+                    Linear {
+                        out_features: 64,
+                        bias: true,
+                    },
+                    Relu,
+                    Linear {
+                        out_features: 14,
+                        bias: true,
+                    },
+                ],
+            ]
+            .concat(),
             boxes: true,
             grid: false,
         }
@@ -119,40 +94,18 @@ impl ArchSpec {
     /// Multi-object detector on 64x64 canvases: a fully convolutional trunk down to an 8x8
     /// grid (8-pixel cells), a 3x3 conv and a 1x1 conv predicting `5 + 10` values per cell.
     pub fn grid_det() -> ArchSpec {
-        use LayerSpec::*;
-        let conv = |c, k, p| Conv2d {
-            out_channels: c,
-            kernel: k,
-            stride: 1,
-            padding: p,
-            bias: true,
-        };
-        let pool = MaxPool2d {
-            kernel: 2,
-            stride: None,
-        };
         ArchSpec {
             name: "grid-det".into(),
             input: [64, 64, 1],
             classes: 10,
-            layers: vec![
-                conv(16, 3, 1),
-                BatchNorm2d,
-                Relu,
-                pool,
-                conv(32, 3, 1),
-                BatchNorm2d,
-                Relu,
-                pool,
-                conv(32, 3, 1),
-                BatchNorm2d,
-                Relu,
-                pool,
-                conv(64, 3, 1),
-                BatchNorm2d,
-                Relu,
-                conv(15, 1, 0),
-            ],
+            layers: [
+                stage(16, true, true),
+                stage(32, true, true),
+                stage(32, true, true),
+                stage(64, true, false),
+                vec![conv(15, 1, true)],
+            ]
+            .concat(),
             boxes: false,
             grid: true,
         }
