@@ -122,10 +122,12 @@ fn dependencies_point_one_way() {
             }
         }
     }
-    assert!(
-        upward.is_empty(),
-        "dependencies against the layering: {upward:?}"
-    );
+    none_of(&upward, "dependencies against the layering");
+}
+
+/// Fails naming `found` if there is any.
+fn none_of<T: std::fmt::Debug>(found: &[T], what: &str) {
+    assert!(found.is_empty(), "{what}: {found:?}");
 }
 
 #[test]
@@ -177,10 +179,7 @@ fn no_import_cycles() {
 fn no_file_runs_much_past_600_lines() {
     let g = graph();
     let long: Vec<_> = g.lines.iter().filter(|(_, &n)| n > 650).collect();
-    assert!(
-        long.is_empty(),
-        "files over 650 lines of code (tests aside): {long:?}"
-    );
+    none_of(&long, "files over 650 lines of code (tests aside)");
 }
 
 /// The checker sees a dependency where there is one (else the tests above prove nothing).

@@ -131,6 +131,25 @@ impl LayerSpec {
                 }
                 v
             }
+            LayerSpec::Inception { .. } => {
+                let [b1, b3_reduce, b3, b5_reduce, b5, pool_proj] =
+                    self.inception_widths().unwrap_or_default();
+                vec![
+                    conv(in_c, b1, 1, 1),
+                    conv(in_c, b3_reduce, 1, 1),
+                    conv(b3_reduce, b3, 3, 1),
+                    conv(in_c, b5_reduce, 1, 1),
+                    conv(b5_reduce, b5, 5, 1),
+                    conv(in_c, pool_proj, 1, 1),
+                ]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// An Inception module's branch widths `[b1, b3_reduce, b3, b5_reduce, b5, pool_proj]`.
+    pub fn inception_widths(&self) -> Option<[usize; 6]> {
+        match *self {
             LayerSpec::Inception {
                 b1,
                 b3_reduce,
@@ -138,15 +157,8 @@ impl LayerSpec {
                 b5_reduce,
                 b5,
                 pool_proj,
-            } => vec![
-                conv(in_c, b1, 1, 1),
-                conv(in_c, b3_reduce, 1, 1),
-                conv(b3_reduce, b3, 3, 1),
-                conv(in_c, b5_reduce, 1, 1),
-                conv(b5_reduce, b5, 5, 1),
-                conv(in_c, pool_proj, 1, 1),
-            ],
-            _ => Vec::new(),
+            } => Some([b1, b3_reduce, b3, b5_reduce, b5, pool_proj]),
+            _ => None,
         }
     }
 }
@@ -425,37 +437,22 @@ impl ArchSpec {
                     params = params.saturating_add(9 * in_c * oc + 9 * oc * oc + in_c * oc);
                     Act::Map((h - 1) / stride + 1, (w - 1) / stride + 1, out_channels)
                 }
-                (
-                    LayerSpec::Inception {
-                        b1,
-                        b3_reduce,
-                        b3,
-                        b5_reduce,
-                        b5,
-                        pool_proj,
-                    },
-                    Act::Map(h, w, _),
-                ) => {
-                    if [b1, b3_reduce, b3, b5_reduce, b5, pool_proj].contains(&0) {
+                (LayerSpec::Inception { .. }, Act::Map(h, w, in_c)) => {
+                    let widths = l.inception_widths().unwrap_or_default();
+                    if widths.contains(&0) {
                         return Err(err("every branch needs at least one channel".into()));
                     }
-                    if [b1, b3_reduce, b3, b5_reduce, b5, pool_proj]
-                        .iter()
-                        .any(|&b| b > MAX_DIM)
-                    {
+                    if widths.iter().any(|&b| b > MAX_DIM) {
                         return Err(err(format!(
                             "branches must have at most {MAX_DIM} channels"
                         )));
                     }
-                    let in_c = match cur {
-                        Act::Map(_, _, c) => c as u64,
-                        Act::Flat(n) => n as u64,
-                    };
-                    let [q1, q3r, q3, q5r, q5, qp] =
-                        [b1, b3_reduce, b3, b5_reduce, b5, pool_proj].map(|b| b as u64);
-                    params = params.saturating_add(
-                        in_c * (q1 + q3r + q5r + qp) + 9 * q3r * q3 + 25 * q5r * q5,
-                    );
+                    // Weights of the six convs (BatchNorm parameters are counted apart).
+                    let weights = l.block_convs(in_c).iter().fold(0u64, |a, c| {
+                        a.saturating_add((c.kernel * c.kernel * c.in_c * c.out_c) as u64)
+                    });
+                    params = params.saturating_add(weights);
+                    let [b1, _, b3, _, b5, pool_proj] = widths;
                     Act::Map(h, w, b1 + b3 + b5 + pool_proj)
                 }
                 (LayerSpec::GlobalAvgPool, Act::Map(_, _, c)) => Act::Flat(c),

@@ -30,6 +30,26 @@ fn stage(out_channels: usize, bias: bool, pool: bool) -> Vec<LayerSpec> {
     v
 }
 
+/// A linear layer with bias.
+fn linear(out_features: usize) -> LayerSpec {
+    LayerSpec::Linear {
+        out_features,
+        bias: true,
+    }
+}
+
+/// A 10-class architecture from its stages (no box head, not a grid detector).
+fn digits(name: &str, input: [usize; 3], stages: &[Vec<LayerSpec>]) -> ArchSpec {
+    ArchSpec {
+        name: name.into(),
+        input,
+        classes: 10,
+        layers: stages.concat(),
+        boxes: false,
+        grid: false,
+    }
+}
+
 /// The stem of the graph models: 3x3 conv (16, no bias) -> BN -> ReLU -> 2x2 max-pool.
 fn stem_16() -> Vec<LayerSpec> {
     stage(16, false, true)
@@ -38,76 +58,42 @@ fn stem_16() -> Vec<LayerSpec> {
 impl ArchSpec {
     /// The reference CNN (bench/PEERS.md): 9,146 parameters.
     pub fn ref_cnn() -> ArchSpec {
-        use LayerSpec::*;
-        ArchSpec {
-            name: "ref-cnn".into(),
-            input: [28, 28, 1],
-            classes: 10,
-            layers: [
-                stage(8, true, true),
-                stage(16, true, true),
-                vec![
-                    Flatten,
-                    Linear {
-                        out_features: 10,
-                        bias: true,
-                    },
-                ],
-            ]
-            .concat(),
-            boxes: false,
-            grid: false,
-        }
+        let head = vec![LayerSpec::Flatten, linear(10)];
+        digits(
+            "ref-cnn",
+            [28, 28, 1],
+            &[stage(8, true, true), stage(16, true, true), head],
+        )
     }
 
     /// Single-object localization on 40x40 canvases: a three-stage conv trunk, then one
     /// hidden layer feeding the class logits and the box (10 + 4 outputs).
     pub fn loc_cnn() -> ArchSpec {
-        use LayerSpec::*;
+        let head = vec![LayerSpec::Flatten, linear(64), LayerSpec::Relu, linear(14)];
+        let trunk = [
+            stage(16, true, true),
+            stage(32, true, true),
+            stage(32, true, true),
+        ];
         ArchSpec {
-            name: "loc-cnn".into(),
-            input: [40, 40, 1],
-            classes: 10,
-            layers: [
-                stage(16, true, true),
-                stage(32, true, true),
-                stage(32, true, true),
-                vec![
-                    Flatten,
-                    Linear {
-                        out_features: 64,
-                        bias: true,
-                    },
-                    Relu,
-                    Linear {
-                        out_features: 14,
-                        bias: true,
-                    },
-                ],
-            ]
-            .concat(),
             boxes: true,
-            grid: false,
+            ..digits("loc-cnn", [40, 40, 1], &[trunk.concat(), head])
         }
     }
 
     /// Multi-object detector on 64x64 canvases: a fully convolutional trunk down to an 8x8
     /// grid (8-pixel cells), a 3x3 conv and a 1x1 conv predicting `5 + 10` values per cell.
     pub fn grid_det() -> ArchSpec {
+        let stages = [
+            stage(16, true, true),
+            stage(32, true, true),
+            stage(32, true, true),
+            stage(64, true, false),
+            vec![conv(15, 1, true)],
+        ];
         ArchSpec {
-            name: "grid-det".into(),
-            input: [64, 64, 1],
-            classes: 10,
-            layers: [
-                stage(16, true, true),
-                stage(32, true, true),
-                stage(32, true, true),
-                stage(64, true, false),
-                vec![conv(15, 1, true)],
-            ]
-            .concat(),
-            boxes: false,
             grid: true,
+            ..digits("grid-det", [64, 64, 1], &stages)
         }
     }
 
@@ -115,77 +101,45 @@ impl ArchSpec {
     /// downsample with stride-2 convs instead of pooling), global average pooling, a linear
     /// classifier.
     pub fn tiny_resnet() -> ArchSpec {
-        use LayerSpec::*;
-        ArchSpec {
-            name: "tiny-resnet".into(),
-            input: [28, 28, 1],
-            classes: 10,
-            layers: [
-                stem_16(),
-                vec![
-                    Residual {
-                        out_channels: 16,
-                        stride: 1,
-                    },
-                    Residual {
-                        out_channels: 24,
-                        stride: 2,
-                    },
-                    Residual {
-                        out_channels: 40,
-                        stride: 2,
-                    },
-                    GlobalAvgPool,
-                    Linear {
-                        out_features: 10,
-                        bias: true,
-                    },
-                ],
-            ]
-            .concat(),
-            boxes: false,
-            grid: false,
-        }
+        let residual = |out_channels, stride| LayerSpec::Residual {
+            out_channels,
+            stride,
+        };
+        let blocks = vec![
+            residual(16, 1),
+            residual(24, 2),
+            residual(40, 2),
+            LayerSpec::GlobalAvgPool,
+            linear(10),
+        ];
+        digits("tiny-resnet", [28, 28, 1], &[stem_16(), blocks])
     }
 
     /// A small GoogLeNet for 28x28 digits: a 3x3 stem, three Inception modules at 14x14, 7x7
     /// and 3x3, each after a 2x2 max-pool, global average pooling, a linear classifier.
     pub fn tiny_inception() -> ArchSpec {
-        use LayerSpec::*;
-        let pool = MaxPool2d {
+        let pool = LayerSpec::MaxPool2d {
             kernel: 2,
             stride: None,
         };
-        let inception = |b1, b3_reduce, b3, b5_reduce, b5, pool_proj| Inception {
-            b1,
-            b3_reduce,
-            b3,
-            b5_reduce,
-            b5,
-            pool_proj,
+        // (b1, b3_reduce, b3, b5_reduce, b5, pool_proj)
+        let inception = |c: [usize; 6]| LayerSpec::Inception {
+            b1: c[0],
+            b3_reduce: c[1],
+            b3: c[2],
+            b5_reduce: c[3],
+            b5: c[4],
+            pool_proj: c[5],
         };
-        ArchSpec {
-            name: "tiny-inception".into(),
-            input: [28, 28, 1],
-            classes: 10,
-            layers: [
-                stem_16(),
-                vec![
-                    inception(8, 12, 16, 4, 8, 8),
-                    pool,
-                    inception(24, 16, 32, 8, 16, 16),
-                    pool,
-                    inception(32, 24, 48, 8, 16, 16),
-                    GlobalAvgPool,
-                    Linear {
-                        out_features: 10,
-                        bias: true,
-                    },
-                ],
-            ]
-            .concat(),
-            boxes: false,
-            grid: false,
-        }
+        let blocks = vec![
+            inception([8, 12, 16, 4, 8, 8]),
+            pool,
+            inception([24, 16, 32, 8, 16, 16]),
+            pool,
+            inception([32, 24, 48, 8, 16, 16]),
+            LayerSpec::GlobalAvgPool,
+            linear(10),
+        ];
+        digits("tiny-inception", [28, 28, 1], &[stem_16(), blocks])
     }
 }
