@@ -57,10 +57,13 @@ pub fn build_firmware_with(
         .output()
         .context("cannot start scripts/build-firmware.sh")?;
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Some(msg) = budget_refusal(&stderr) {
+            bail!("{msg}");
+        }
         bail!(
-            "firmware build failed ({}); run scripts/firmware-toolchain.sh first if the toolchain is missing:\n{}",
+            "firmware build failed ({}); run scripts/firmware-toolchain.sh first if the toolchain is missing:\n{stderr}",
             out.status,
-            String::from_utf8_lossy(&out.stderr)
         );
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -72,6 +75,18 @@ pub fn build_firmware_with(
     let copy = out_dir.join("firmware.elf");
     std::fs::copy(elf, &copy).with_context(|| format!("cannot copy {elf}"))?;
     Ok(copy)
+}
+
+/// The budget check's refusal (firmware/build.rs) out of cargo's output: it is the whole
+/// answer when a model does not fit a board, so it is said alone.
+fn budget_refusal(stderr: &str) -> Option<String> {
+    let at = stderr.find("error: firmware does not fit board")?;
+    let msg: Vec<&str> = stderr[at + "error: ".len()..]
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    Some(msg.join("\n"))
 }
 
 /// What the firmware printed, parsed.
@@ -272,4 +287,20 @@ pub fn firmware_size(elf: &Path) -> anyhow::Result<(u64, u64)> {
             .with_context(|| format!("firmware-size.sh printed no '{k}' line"))
     };
     Ok((get("flash ")?, get("ram_static ")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What cargo prints when build.rs refuses a model: the refusal alone comes out.
+    #[test]
+    fn a_refused_budget_is_said_alone() {
+        let stderr = "   Compiling firmware v0.1.0\nerror: failed to run custom build command\n  --- stderr\n\n  error: firmware does not fit board microbit: arena (11136 B) + stack: 18944 B of RAM exceeds board RAM (16384 B).\n         BBC micro:bit v1.\n         Model: m.bin\n\nwarning: build failed";
+        assert_eq!(
+            budget_refusal(stderr).unwrap(),
+            "firmware does not fit board microbit: arena (11136 B) + stack: 18944 B of RAM exceeds board RAM (16384 B).\nBBC micro:bit v1.\nModel: m.bin"
+        );
+        assert_eq!(budget_refusal("error: linker failed"), None);
+    }
 }
