@@ -22,12 +22,14 @@ mod ops_conv;
 mod ops_loss;
 mod ops_norm;
 mod ops_pool;
+mod ops_roi;
 mod ops_shape;
 mod pool;
 
 pub use graph::{Backward, GradCtx, Graph, Var};
 pub use ops_conv::Conv2dParams;
 pub use ops_norm::BatchNormState;
+pub use ops_roi::Roi;
 pub use pool::release_cached_buffers;
 
 use ndarray::{ArrayD, Axis, IxDyn};
