@@ -218,6 +218,28 @@ fn run() -> Result<(), String> {
     );
     println!("cargo:rustc-cfg=guard=\"{}\"", board.guard);
     println!("cargo:rustc-cfg=counter=\"{}\"", board.counter);
+    // The board's Rust target (boards/B/board.env) must be the one being compiled for: plain
+    // cargo with another board's feature would build an image for the wrong core.
+    let board_env = manifest_dir
+        .join("boards")
+        .join(board.name)
+        .join("board.env");
+    println!("cargo:rerun-if-changed={}", board_env.display());
+    let want = fs::read_to_string(&board_env)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("TARGET=").map(|v| v.trim().to_string()))
+        })
+        .unwrap_or_default();
+    let target = env::var("TARGET").unwrap_or_default();
+    if want != target {
+        return Err(format!(
+            "board {} is built for {want} (boards/{}/board.env), not {target}: use \
+             scripts/build-firmware.sh --board {}",
+            board.name, board.name, board.name
+        ));
+    }
     let memory_x = manifest_dir
         .join("boards")
         .join(board.name)
@@ -270,7 +292,8 @@ fn run() -> Result<(), String> {
             model_path.display()
         ));
     }
-    let code_reserve = board.code_reserve;
+    // The model's table starts as a copy in flash too (its initial value is in .data).
+    let code_reserve = board.code_reserve + TABLE_BYTES_PER_LAYER * layers as u64;
     let flash_need = model_len + inputs_len + code_reserve;
     if flash_need > flash_budget {
         return Err(format!(

@@ -3,7 +3,8 @@
 #   scripts/build-firmware.sh [--board B] [--model PATH] [--inputs PATH]
 #                             [--features F1,F2] [--stack-reserve BYTES]
 # Boards (firmware/boards/B/): mps2-an386 (Cortex-M4F, default), microbit (M0), mps2-an385
-# (M3), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55), stm32f411 (M4F silicon).
+# (M3), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55); silicon: stm32f411 (M4F),
+# stm32g071 (M0+).
 # Defaults: model firmware/models/ref-cnn.bin, inputs firmware/models/test-inputs.bin.
 # Relative paths are taken from the current directory. Output is cached per board in
 # firmware/target/B.
@@ -57,6 +58,15 @@ if [ ! -f "$REPO/.toolchain/env.sh" ]; then
 fi
 # shellcheck source=/dev/null
 . "$REPO/.toolchain/env.sh"
+# The rustup route has prebuilt targets (no -Zbuild-std): the board's must be installed.
+if [ "${FW_ROUTE:-}" = rustup ] \
+    && ! (cd "$REPO/firmware" && rustup target list --installed) | grep -qx "$TARGET"; then
+    echo "build-firmware: installing the Rust target $TARGET for board $board (rustup)" >&2
+    (cd "$REPO/firmware" && rustup target add "$TARGET" >&2) || {
+        echo "build-firmware: board $board needs 'rustup target add $TARGET'" >&2
+        exit 69
+    }
+fi
 # One target directory per board: boards differ in target and -C target-cpu, and sharing one
 # directory would rebuild everything at each switch.
 export CARGO_TARGET_DIR="$REPO/firmware/target/$board"

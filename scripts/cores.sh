@@ -9,7 +9,10 @@
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 model="${1:-$REPO/firmware/models/ref-cnn.bin}"
+case "$model" in /*) ;; *) model="$PWD/$model" ;; esac
 images="${2:-10}"
+err="$(mktemp)"
+trap 'rm -f "$err"' EXIT
 cd "$REPO"
 cargo build --release -q -p trainer
 trainer="$REPO/target/release/trainer"
@@ -17,17 +20,16 @@ echo "| board | core | instructions / inference | per layer | bit-exact | peak s
 echo "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"
 for board in microbit mps2-an385 mps2-an386 mps2-an500 mps2-an505 mps3-an547; do
     core=$(sed -n 2p "firmware/boards/$board/board.env" | sed 's/^# //; s/,.*//')
-    if ! json=$("$trainer" device --board "$board" --model "$model" --images "$images" --json 2>/tmp/cores-$$.err); then
-        why=$(grep -m1 "does not fit" /tmp/cores-$$.err | sed 's/^ *//' || true)
+    if ! json=$("$trainer" device --board "$board" --model "$model" --images "$images" --json 2>"$err"); then
+        why=$(grep -m1 "does not fit" "$err" | sed 's/^ *//; s/^Error: //' || true)
         echo "| $board | $core | does not fit | ${why:-build failed} | | | | |"
         continue
     fi
-    python3 - "$board" "$core" <<PY
-import json, sys
-r = json.loads('''$json''')
+    JSON="$json" python3 - "$board" "$core" <<'PY'
+import json, os, sys
+r = json.loads(os.environ["JSON"])
 layers = " + ".join(f"{l['instructions']:,}" for l in r["layers"])
 print(f"| {sys.argv[1]} | {sys.argv[2]} | {r['instructions_per_inference']:,} | {layers} | "
       f"{r['bit_exact']} / {r['images']} | {r['peak_stack_bytes']:,} B | {r['static_ram_bytes']:,} B | {r['flash_bytes']:,} B |")
 PY
 done
-rm -f /tmp/cores-$$.err

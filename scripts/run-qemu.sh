@@ -4,7 +4,7 @@
 # B is the board the ELF was built for (default mps2-an386; firmware/boards/B/board.env names
 # QEMU's machine and CPU).
 # Semihosting output goes to stdout; the exit status is the firmware's (0 ok, 2 runtime error,
-# 101 panic, 102 HardFault), or 124 when the timeout ends it.
+# 101 panic, 102 HardFault, 103 stack overflow), or 124 when the timeout ends it.
 # Env: QEMU_TIMEOUT seconds (default 300).
 # -icount shift=0,align=off,sleep=off: each instruction is 1 ns of virtual time, so SysTick
 # counts (and the INSN lines) are exact and identical on every run and machine.

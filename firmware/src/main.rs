@@ -91,6 +91,7 @@ fn main() -> ! {
 
     match run(&counter, &mut source) {
         Ok(count) => {
+            stack::check();
             outln!("STACK {}", stack::peak_bytes());
             outln!("DONE {}", count);
             semihost::exit(status::OK)

@@ -49,6 +49,15 @@ fn guard_start() -> usize {
     (bottom() + GUARD - 1) & !(GUARD - 1)
 }
 
+/// SysTick (the cost counter's wrap count) below the fault handlers, so that an overflow during
+/// its entry is the fault handler's to report rather than an escalation to HardFault.
+fn systick_below_faults(scb: &mut cortex_m::peripheral::SCB) {
+    // SAFETY: changes only SysTick's priority; no priority-based critical section relies on it.
+    unsafe {
+        scb.set_priority(cortex_m::peripheral::scb::SystemHandler::SysTick, 0xc0);
+    }
+}
+
 /// Makes the 32 bytes at the bottom of the stack inaccessible with the MPU, so a stack that
 /// grows into the statics below it (the arena lives there) faults instead of corrupting them;
 /// the MemManage handler reports it and exits with `status::STACK_OVERFLOW`. Call after
@@ -66,6 +75,7 @@ pub fn guard(cp: &mut cortex_m::Peripherals) {
     }
     cp.SCB
         .enable(cortex_m::peripheral::scb::Exception::MemoryManagement);
+    systick_below_faults(&mut cp.SCB);
     cortex_m::asm::dsb();
     cortex_m::asm::isb();
 }
@@ -79,6 +89,7 @@ pub fn guard(cp: &mut cortex_m::Peripherals) {
     unsafe { cortex_m::register::msplim::write((guard_start() + GUARD) as u32) };
     cp.SCB
         .enable(cortex_m::peripheral::scb::Exception::UsageFault);
+    systick_below_faults(&mut cp.SCB);
     cortex_m::asm::dsb();
     cortex_m::asm::isb();
 }
@@ -87,7 +98,9 @@ pub fn guard(cp: &mut cortex_m::Peripherals) {
 /// bottom of the stack are a canary, checked after every inference by [`check`]. This detects
 /// an overflow after the fact rather than preventing it.
 #[cfg(guard = "canary")]
-pub fn guard(_cp: &mut cortex_m::Peripherals) {}
+pub fn guard(cp: &mut cortex_m::Peripherals) {
+    systick_below_faults(&mut cp.SCB);
+}
 
 /// Reports an overflow if the canary at the bottom of the stack was written (boards whose
 /// guard is a canary; a no-op where the hardware faults first).

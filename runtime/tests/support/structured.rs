@@ -516,6 +516,100 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The layout of format v4's first planner, which kept its tables on the stack (kept here as
+/// an independent reference: the in-place planner must place every region exactly as it did,
+/// since blobs record the arena it computed). `sizes[t]` and `life[t]` describe region `t`;
+/// `chain` selects the ping-pong layout. Returns the offsets and the arena.
+fn table_plan(sizes: &[usize], life: &[(usize, usize)], chain: bool) -> (Vec<usize>, usize) {
+    let n = sizes.len();
+    let steps = life.iter().map(|l| l.1 + 1).max().unwrap_or(0).max(1);
+    let live = (0..steps)
+        .map(|k| {
+            (0..n)
+                .filter(|&t| life[t].0 <= k && k <= life[t].1)
+                .map(|t| sizes[t])
+                .sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
+    if chain {
+        let offs = (0..n)
+            .map(|t| if t % 2 == 0 { 0 } else { live - sizes[t] })
+            .collect();
+        return (offs, live);
+    }
+    let overlaps = |a: usize, b: usize| life[a].0 <= life[b].1 && life[b].0 <= life[a].1;
+    let mut best = (Vec::new(), usize::MAX);
+    for kind in 0..3 {
+        let key = |t: usize| -> (usize, usize) {
+            let (s, (f, l)) = (sizes[t], life[t]);
+            match kind {
+                0 => (usize::MAX - s, f),
+                1 => (f, usize::MAX - s),
+                _ => (usize::MAX - (l - f), usize::MAX - s),
+            }
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by_key(|&t| key(t)); // stable: ties keep index order
+        let mut offs = vec![0usize; n];
+        let mut placed = vec![false; n];
+        let mut arena = 0;
+        for &t in &order {
+            let conflicts = |u: usize| placed[u] && u != t && overlaps(u, t);
+            let fits = |at: usize| {
+                (0..n)
+                    .all(|u| !conflicts(u) || at + sizes[t] <= offs[u] || offs[u] + sizes[u] <= at)
+            };
+            let mut at = usize::MAX;
+            if fits(0) {
+                at = 0;
+            }
+            for u in 0..n {
+                let c = offs[u] + sizes[u];
+                if conflicts(u) && c < at && fits(c) {
+                    at = c;
+                }
+            }
+            offs[t] = at;
+            placed[t] = true;
+            arena = arena.max(at + sizes[t]);
+        }
+        if arena < best.1 {
+            best = (offs, arena);
+        }
+    }
+    best
+}
+
+/// Checks a loaded model's layout against [`table_plan`] over the same regions: tensors by
+/// index, then each layer's scratch, every region rounded up to 4 bytes.
+fn check_layout(m: &Model) {
+    let layers = m.layer_info();
+    let round4 = |v: usize| (v + 3) & !3;
+    let mut sizes = Vec::new();
+    let mut life = Vec::new();
+    let mut offsets = Vec::new();
+    for t in 0..=layers.len() {
+        let info = m.tensor(t).expect("tensor");
+        sizes.push(round4(info.len));
+        life.push((info.life.first, info.life.last));
+        offsets.push(info.offset);
+    }
+    for l in layers.iter().filter(|l| l.scratch.len > 0) {
+        sizes.push(round4(l.scratch.len));
+        life.push((l.scratch.life.first, l.scratch.life.last));
+        offsets.push(l.scratch.offset);
+    }
+    let chain = sizes.len() == layers.len() + 1
+        && layers
+            .iter()
+            .enumerate()
+            .all(|(k, l)| l.inputs.len() == 1 && l.inputs[0] as usize == k);
+    let (want, arena) = table_plan(&sizes, &life, chain);
+    assert_eq!(offsets, want, "layout differs from the table planner's");
+    assert_eq!(m.arena_bytes(), arena);
+}
+
 /// What one input did: refused at load (with which error), or ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -534,6 +628,7 @@ pub fn exercise(bytes: &[u8], fill_seed: u64) -> Outcome {
     };
     let need = m.arena_bytes();
     assert!(need as u64 <= MAX_ARENA_BYTES);
+    check_layout(&m);
     assert!(m.macs() as u64 <= MAX_MACS);
     if need > 1 << 18 || m.macs() > 60_000 {
         return Outcome::Ran; // valid, but too slow to run many times; the limits are checked
