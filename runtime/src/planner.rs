@@ -177,6 +177,11 @@ fn greedy<R: Regions + ?Sized>(regions: &mut R, n: usize, order: u8) -> usize {
     }
 }
 
+/// The first planner, the tests' reference (shared with the structured fuzz harness).
+#[cfg(test)]
+#[path = "../tests/support/table_plan.rs"]
+mod table_plan;
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -313,80 +318,6 @@ pub(crate) mod tests {
         assert_eq!(p.naive_bytes, 400);
     }
 
-    /// The planner of format v4 before it worked in place (tables on the stack): blobs record
-    /// the arena it computed, so the in-place planner must lay out exactly as it did.
-    #[allow(clippy::needless_range_loop)]
-    fn table_plan(sizes: &[usize], life: &[Lifetime], chain: bool) -> (Vec<usize>, usize) {
-        let n = sizes.len().min(life.len()).min(MAX_PLANNED);
-        let (sizes, life) = (&sizes[..n], &life[..n]);
-        let live = plan(sizes, life, false).live_peak_bytes;
-        let mut best = (vec![0; MAX_PLANNED], usize::MAX);
-        if chain {
-            for (t, &s) in sizes.iter().enumerate() {
-                best.0[t] = if t & 1 == 0 { 0 } else { live - s };
-            }
-            best.1 = live;
-            best.0.truncate(n);
-            return best;
-        }
-        for order_kind in 0..3 {
-            let mut order = [0usize; MAX_PLANNED];
-            for (t, o) in order.iter_mut().enumerate().take(n) {
-                *o = t;
-            }
-            let key = |t: usize| -> (usize, usize) {
-                match order_kind {
-                    0 => (usize::MAX - sizes[t], life[t].first),
-                    1 => (life[t].first, usize::MAX - sizes[t]),
-                    _ => (
-                        usize::MAX - (life[t].last - life[t].first),
-                        usize::MAX - sizes[t],
-                    ),
-                }
-            };
-            // Insertion sort: no allocation, n <= 41.
-            for i in 1..n {
-                let mut j = i;
-                while j > 0 && key(order[j]) < key(order[j - 1]) {
-                    order.swap(j, j - 1);
-                    j -= 1;
-                }
-            }
-            let mut offsets = [0usize; MAX_PLANNED];
-            let mut placed = [false; MAX_PLANNED];
-            let mut arena = 0usize;
-            for &t in &order[..n] {
-                let conflicts = |u: usize| placed[u] && u != t && life[u].overlaps(&life[t]);
-                let fits = |at: usize| {
-                    (0..n).all(|u| {
-                        !conflicts(u)
-                            || at.saturating_add(sizes[t]) <= offsets[u]
-                            || offsets[u] + sizes[u] <= at
-                    })
-                };
-                // Candidates: the bottom, and just above each conflicting tensor.
-                let mut at = usize::MAX;
-                if fits(0) {
-                    at = 0;
-                }
-                for u in 0..n {
-                    let c = offsets[u] + sizes[u];
-                    if conflicts(u) && c < at && fits(c) {
-                        at = c;
-                    }
-                }
-                offsets[t] = at;
-                placed[t] = true;
-                arena = arena.max(at.saturating_add(sizes[t]));
-            }
-            if arena < best.1 {
-                best = (offsets.to_vec(), arena);
-            }
-        }
-        best.0.truncate(n);
-        best
-    }
-
     use proptest::strategy::Strategy;
 
     proptest::proptest! {
@@ -413,7 +344,8 @@ pub(crate) mod tests {
                 .collect();
             let p = plan(&sizes, &life, false);
             let brute = simulate(&sizes, &life, &p);
-            let (offsets, arena) = table_plan(&sizes, &life, false);
+            let spans: Vec<(usize, usize)> = life.iter().map(|l| (l.first, l.last)).collect();
+            let (offsets, arena) = super::table_plan::table_plan(&sizes, &spans, false);
             proptest::prop_assert_eq!(&p.offsets, &offsets, "same layout as the table planner");
             proptest::prop_assert_eq!(p.arena_bytes, arena);
             proptest::prop_assert_eq!(p.live_peak_bytes, brute);
