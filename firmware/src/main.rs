@@ -181,36 +181,30 @@ fn run<S: InputSource>(
 fn report_boxes<const N: usize>(model: &Model<'_, N>, index: usize, output: &[i8]) {
     if let Some(dec) = model.box_decoder() {
         // The same integer decoding the host runs, so boxes compare bit for bit too.
-        let d = dec.decode(output);
-        let b = d.bbox;
-        outln!(
-            "BOX {} {} {} {} {} {} {}",
-            index,
-            d.class,
-            d.score,
-            b.x0,
-            b.y0,
-            b.x1,
-            b.y1
-        );
+        detection_line("BOX", index, &dec.decode(output));
     }
     if let Some(dec) = model.grid_decoder() {
         // Integer decoding and NMS in fixed memory, identical to the host's.
-        let dets = dec.decode(output);
-        for d in dets.iter() {
-            let b = d.bbox;
-            outln!(
-                "DET {} {} {} {} {} {} {}",
-                index,
-                d.class,
-                d.score,
-                b.x0,
-                b.y0,
-                b.x1,
-                b.y1
-            );
+        for d in dec.decode(output).iter() {
+            detection_line("DET", index, d);
         }
     }
+}
+
+/// `<keyword> <index> <class> <score> <x0> <y0> <x1> <y1>`.
+fn detection_line(keyword: &str, index: usize, d: &runtime::Detection) {
+    let b = d.bbox;
+    outln!(
+        "{} {} {} {} {} {} {} {}",
+        keyword,
+        index,
+        d.class,
+        d.score,
+        b.x0,
+        b.y0,
+        b.x1,
+        b.y1
+    );
 }
 
 fn as_bytes(v: &[i8]) -> &[u8] {
