@@ -457,8 +457,9 @@ fn env_u64(var: &str) -> Result<Option<u64>, String> {
 }
 
 /// The payload's layer count, read the way postcard wrote it: name (varint length + bytes),
-/// input and output specs (three varint u16, an f32, a zigzag varint i32 each), then the
-/// layer list's varint length. `None` if the bytes do not parse.
+/// input and output specs (three varint u16, an f32, a zigzag varint i32 each), the rounding
+/// (a varint enum index), then the layer list's varint length. `None` if the bytes do not
+/// parse.
 fn layer_count(blob: &[u8]) -> Option<u64> {
     fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
         let mut v = 0u64;
@@ -482,5 +483,6 @@ fn layer_count(blob: &[u8]) -> Option<u64> {
         at += 4; // f32 scale
         varint(blob, &mut at)?;
     }
+    varint(blob, &mut at)?; // rounding
     varint(blob, &mut at)
 }

@@ -278,7 +278,7 @@ mod tests {
                 kernel_h: 1,
                 kernel_w: 1,
                 stride: 4,
-                padding: 0,
+                padding: crate::format::Padding::uniform(0),
                 input_zero_point: 0,
                 output: OutputStage {
                     zero_point: 0,
@@ -292,6 +292,7 @@ mod tests {
             }),
         ));
         ModelDef {
+            rounding: crate::quant::Rounding::Single,
             name: "grid",
             input: TensorSpec {
                 shape: Shape::new(8, 8, 1),

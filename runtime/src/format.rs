@@ -14,13 +14,13 @@
 //! Activations are int8 NHWC; conv weights are int8 OHWI; biases are i32 LE; per-channel
 //! requantization is `(multiplier: i32 LE, shift: i32 LE)`, 8 bytes per output channel.
 
-use crate::quant::{QuantParams, Requant};
+use crate::quant::{QuantParams, Requant, Rounding};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"TMCU";
 /// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 pub const PREAMBLE_BYTES: usize = 20;
 /// Most layers (graph nodes) a model may have (bounds the fixed-capacity layer list).
 pub const MAX_LAYERS: usize = 32;
@@ -183,6 +183,64 @@ pub struct Pool2d {
     pub padding: u8,
 }
 
+/// Zero padding of a convolution, in pixels on each side. TensorFlow Lite's `SAME` padding with
+/// an even input and stride 2 pads one pixel below and right only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Padding {
+    pub top: u8,
+    pub left: u8,
+    pub bottom: u8,
+    pub right: u8,
+}
+
+impl Padding {
+    /// The same padding on every side.
+    pub const fn uniform(p: u8) -> Padding {
+        Padding {
+            top: p,
+            left: p,
+            bottom: p,
+            right: p,
+        }
+    }
+}
+
+/// `1` for the same padding on every side, else `top,left,bottom,right`.
+impl core::fmt::Display for Padding {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if *self == Padding::uniform(self.top) {
+            write!(f, "{}", self.top)
+        } else {
+            write!(
+                f,
+                "{},{},{},{}",
+                self.top, self.left, self.bottom, self.right
+            )
+        }
+    }
+}
+
+/// TensorFlow Lite's int8 `MEAN` over height and width:
+/// `out = clamp(requant(sum(x) - n * input_zero_point) + zero_point, -128, 127)` where `requant`
+/// already holds the `1 / n` (TFLite folds it into the multiplier, which may then be below
+/// `2^30`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mean {
+    pub input_zero_point: i8,
+    pub zero_point: i8,
+    pub requant: Requant,
+}
+
+/// TensorFlow Lite's int8 `SOFTMAX` over channels (gemmlowp fixed point): output scale 1/256,
+/// zero point -128. `input_multiplier` and `input_left_shift` scale `beta * input_scale` into
+/// Q5.26; differences from the row maximum below `diff_min` contribute 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Softmax {
+    pub input_multiplier: i32,
+    pub input_left_shift: i32,
+    pub diff_min: i32,
+}
+
 /// Convolution, also used for depthwise convolution (then `weights` is `[1, kh, kw, C]`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Conv2d<'a> {
@@ -191,8 +249,8 @@ pub struct Conv2d<'a> {
     pub kernel_h: u8,
     pub kernel_w: u8,
     pub stride: u8,
-    /// Zero padding on every side; padded pixels take the input zero point (real 0).
-    pub padding: u8,
+    /// Zero padding; padded pixels take the input zero point (real 0).
+    pub padding: Padding,
     pub input_zero_point: i8,
     #[serde(borrow)]
     pub output: OutputStage<'a>,
@@ -246,6 +304,10 @@ pub enum Layer<'a> {
     /// width, scale and zero point (the exporter gives every branch the concat's output
     /// quantization), so the concat is a copy with no arithmetic.
     Concat,
+    /// `[H, W, C] -> [1, 1, C]` with its own requantization (TensorFlow Lite's `MEAN`).
+    Mean(Mean),
+    /// Softmax over channels (TensorFlow Lite's int8 `SOFTMAX`).
+    Softmax(Softmax),
 }
 
 impl Layer<'_> {
@@ -259,6 +321,8 @@ impl Layer<'_> {
             Layer::FullyConnected(_) => "FullyConnected",
             Layer::Add(_) => "Add",
             Layer::Concat => "Concat",
+            Layer::Mean(_) => "Mean",
+            Layer::Softmax(_) => "Softmax",
         }
     }
 }
@@ -312,6 +376,7 @@ pub struct ModelHeader<'a> {
     pub name: &'a str,
     pub input: TensorSpec,
     pub output: TensorSpec,
+    pub rounding: Rounding,
     pub head: Head,
 }
 
@@ -321,6 +386,8 @@ pub struct ModelDef<'a> {
     pub name: &'a str,
     pub input: TensorSpec,
     pub output: TensorSpec,
+    /// How every requantization of the model rounds.
+    pub rounding: Rounding,
     /// The graph in execution order; the last layer's output is the model output.
     #[serde(borrow)]
     pub layers: heapless::Vec<Node<'a>, MAX_LAYERS>,
@@ -333,6 +400,7 @@ impl<'a> ModelDef<'a> {
             name: self.name,
             input: self.input,
             output: self.output,
+            rounding: self.rounding,
             head: self.head,
         }
     }

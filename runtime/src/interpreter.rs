@@ -160,6 +160,10 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
                 Step::Concat { pixels } => {
                     kernels::concat_channels(&xs[..info.inputs.len()], pixels, y)
                 }
+                Step::Mean(p) => kernels::mean(x, &p, y),
+                Step::Softmax(p) => {
+                    kernels::softmax(x, info.out_shape.c as usize, &p, y);
+                }
             }
             after_layer(i);
         }

@@ -33,7 +33,7 @@ pub use interpreter::Interpreter;
 pub use model::{
     analyze, analyze_with, crc32, decode_def, Analysis, LayerInfo, LayerSource, Model, Step,
 };
-pub use quant::{argmax, QuantParams, Requant};
+pub use quant::{argmax, QuantParams, Requant, Rounding};
 
 /// Reads only the preamble's arena figure (for build scripts sizing a static arena).
 pub fn arena_bytes_of(blob: &[u8]) -> Result<usize, Error> {

@@ -10,6 +10,7 @@ use crate::kernels::{
     self, prepare::limit, prepare::Checked, prepare::Operand, AddParams, ConvGeom, PoolGeom, Stage,
 };
 use crate::planner::{plan, Lifetime, Regions};
+use crate::quant::Rounding;
 use crate::Error;
 
 /// What a layer does, with its geometry resolved and its arrays borrowed from the blob: the
@@ -48,6 +49,8 @@ pub enum Step<'a> {
     Concat {
         pixels: usize,
     },
+    Mean(kernels::MeanParams),
+    Softmax(crate::format::Softmax),
 }
 
 impl Step<'_> {
@@ -62,6 +65,8 @@ impl Step<'_> {
             Step::FullyConnected { .. } => "FullyConnected",
             Step::Add(_) => "Add",
             Step::Concat { .. } => "Concat",
+            Step::Mean(_) => "Mean",
+            Step::Softmax(_) => "Softmax",
         }
     }
 }
@@ -174,7 +179,14 @@ impl<'a> LayerSource<'a> for PayloadSource<'a> {
 pub fn analyze<'a>(def: &ModelDef<'a>) -> Result<Analysis<'a>, Error> {
     let mut src = DefSource { def, next: 0 };
     let mut a = Analysis::empty();
-    analyze_with(&def.input, &def.output, def.layers.len(), &mut src, &mut a)?;
+    analyze_with(
+        &def.input,
+        &def.output,
+        def.rounding,
+        def.layers.len(),
+        &mut src,
+        &mut a,
+    )?;
     Ok(a)
 }
 
@@ -276,6 +288,7 @@ impl<const N: usize> Analysis<'_, N> {
 pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
     input: &TensorSpec,
     output: &TensorSpec,
+    rounding: Rounding,
     n_layers: usize,
     src: &mut S,
     out: &mut Analysis<'a, N>,
@@ -371,13 +384,15 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             param_bytes,
             out_zp,
         } = match layer {
-            Layer::Conv2d(cv) => kernels::conv::prepare(li, cv, false, x)?,
-            Layer::DepthwiseConv2d(cv) => kernels::conv::prepare(li, cv, true, x)?,
+            Layer::Conv2d(cv) => kernels::conv::prepare(li, cv, false, x, rounding)?,
+            Layer::DepthwiseConv2d(cv) => kernels::conv::prepare(li, cv, true, x, rounding)?,
             Layer::MaxPool2d(p) => kernels::pool::prepare(li, p, false, x)?,
             Layer::AvgPool2d(p) => kernels::pool::prepare(li, p, true, x)?,
             Layer::GlobalAvgPool => kernels::pool::prepare_global(li, x)?,
-            Layer::FullyConnected(fc) => kernels::fc::prepare(li, fc, x)?,
-            Layer::Add(a) => kernels::add::prepare(li, a, x, operand(node.inputs[1]))?,
+            Layer::FullyConnected(fc) => kernels::fc::prepare(li, fc, x, rounding)?,
+            Layer::Add(a) => kernels::add::prepare(li, a, x, operand(node.inputs[1]), rounding)?,
+            Layer::Mean(m) => kernels::pool::prepare_mean(li, m, x, rounding)?,
+            Layer::Softmax(s) => kernels::softmax::prepare(li, s, x)?,
             Layer::Concat => {
                 kernels::concat::prepare(li, node.inputs.iter().map(|&t| operand(t)), x)?
             }
@@ -443,6 +458,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
         name: "",
         input: *input,
         output: *output,
+        rounding,
         head,
     };
     match head {
@@ -543,6 +559,7 @@ impl<'a, const N: usize> Model<'a, N> {
             name: "",
             input: spec,
             output: spec,
+            rounding: Rounding::Single,
             head: Head::Classifier { classes: 0 },
         }
     }
@@ -572,9 +589,17 @@ impl<'a, const N: usize> Model<'a, N> {
         let (name, rest) = postcard::take_from_bytes::<&'a str>(payload).map_err(dec)?;
         let (input, rest) = postcard::take_from_bytes::<TensorSpec>(rest).map_err(dec)?;
         let (output, rest) = postcard::take_from_bytes::<TensorSpec>(rest).map_err(dec)?;
+        let (rounding, rest) = postcard::take_from_bytes::<Rounding>(rest).map_err(dec)?;
         let (n_layers, rest) = postcard::take_from_bytes::<usize>(rest).map_err(dec)?;
         let mut src = PayloadSource { rest };
-        let head = analyze_with(&input, &output, n_layers, &mut src, &mut self.analysis)?;
+        let head = analyze_with(
+            &input,
+            &output,
+            rounding,
+            n_layers,
+            &mut src,
+            &mut self.analysis,
+        )?;
         if !src.rest.is_empty() {
             return Err(Error::TrailingBytes {
                 extra: src.rest.len(),
@@ -590,6 +615,7 @@ impl<'a, const N: usize> Model<'a, N> {
             name,
             input,
             output,
+            rounding,
             head,
         };
         self.blob_bytes = bytes.len();

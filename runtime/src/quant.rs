@@ -13,6 +13,20 @@
 
 use serde::{Deserialize, Serialize};
 
+/// How a model's requantizations round, recorded in the blob ([`crate::ModelDef::rounding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Rounding {
+    /// This project's exports: the exact product `acc * multiplier`, rounded once, ties away
+    /// from zero ([`Requant::apply`]).
+    #[default]
+    Single,
+    /// TensorFlow Lite's default (its reference kernels, TensorFlow Lite Micro, CMSIS-NN):
+    /// `SaturatingRoundingDoublingHighMul` (ties up) then `RoundingDivideByPOT` (ties away
+    /// from zero) ([`Requant::apply_double`]). Imported `.tflite` models use it.
+    Double,
+}
+
 /// Fixed-point multiplier: `real = multiplier * 2^(shift - 31)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -92,6 +106,54 @@ impl Requant {
         }
     }
 
+    /// TensorFlow Lite's `MultiplyByQuantizedMultiplier(acc, multiplier, shift)` with its
+    /// default double rounding: a left shift for `shift > 0` (wrapping, as the C++ does), then
+    /// `SaturatingRoundingDoublingHighMul` = `floor((p + 2^30) / 2^31)` for `p = x * m` (its
+    /// nudge and truncating division round ties up, for either sign), then
+    /// `RoundingDivideByPOT(., -shift)`, ties away from zero. Defined for any multiplier in
+    /// `[0, 2^31)` and shift in `[-31, 30]`; the proptest below checks it against a literal
+    /// transcription of gemmlowp's code.
+    #[inline(always)]
+    pub fn apply_double(self, acc: i32) -> i32 {
+        let (left, right) = if self.shift > 0 {
+            (self.shift as u32, 0)
+        } else {
+            (0, self.shift.unsigned_abs())
+        };
+        let x = acc.wrapping_shl(left.min(31));
+        let p = x as i64 * self.multiplier as i64;
+        // The one saturating case (x = m = i32::MIN) needs m < 0, which no valid value has.
+        let a = ((p + (1 << 30)) >> 31) as i32;
+        if right == 0 {
+            return a;
+        }
+        let r = right.min(31);
+        let half = 1i64 << (r - 1);
+        ((a as i64 + half + (a >> 31) as i64) >> r) as i32
+    }
+
+    /// [`apply`](Self::apply) or [`apply_double`](Self::apply_double).
+    #[inline(always)]
+    pub fn apply_with(self, rounding: Rounding, acc: i32) -> i32 {
+        match rounding {
+            Rounding::Single => self.apply(acc),
+            Rounding::Double => self.apply_double(acc),
+        }
+    }
+
+    /// [`to_i8`](Self::to_i8) with the model's rounding.
+    #[inline(always)]
+    pub fn to_i8_with(
+        self,
+        rounding: Rounding,
+        acc: i32,
+        zero_point: i32,
+        act_min: i32,
+        act_max: i32,
+    ) -> i8 {
+        offset_clamp(self.apply_with(rounding, acc), zero_point, act_min, act_max)
+    }
+
     /// Requantize an accumulator to int8: `clamp(apply(acc) + zero_point, act_min, act_max)`.
     /// The clamp is where a fused ReLU (or ReLU6) lives.
     #[inline(always)]
@@ -110,33 +172,43 @@ fn offset_clamp(v: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
 /// A [`Requant`] prepared for many accumulators (a kernel's per-channel table): the usual
 /// case, a total right shift `t = 31 - shift >= 33`, becomes one 32x32->64 multiply, a
 /// round-constant add and a 32-bit shift (see [`Requant::apply`]); other multipliers keep the
-/// general path. Same result as `apply`, bit for bit.
+/// general path, and so does [`Rounding::Double`]. Same result as `apply` (or `apply_double`),
+/// bit for bit. Twelve bytes: the double rounding is a tag on the general path's shift, so the
+/// fast path's table is no larger than before it existed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Prepared {
     multiplier: i32,
-    /// `2^(t - 33)` on the fast path; the original shift otherwise.
+    /// `2^(t - 33)` on the fast path; on the general path the original shift, plus
+    /// [`DOUBLE_TAG`] for [`Rounding::Double`].
     add: i32,
     /// `t - 32 >= 1` on the fast path; 0 selects the general path.
     shift: u32,
 }
 
+/// Added to a general-path shift (in `[-31, 30]`) to mark TensorFlow Lite's double rounding.
+const DOUBLE_TAG: i32 = 1 << 8;
+
 impl Prepared {
-    /// Requires `rq.is_valid()`.
+    /// Requires `rq.is_valid()`. [`Rounding::Double`] always takes the general path.
     #[inline(always)]
-    pub fn new(rq: Requant) -> Prepared {
+    pub fn new(rq: Requant, rounding: Rounding) -> Prepared {
         let t = (31 - rq.shift) as u32;
-        if t >= 33 {
-            Prepared {
+        match rounding {
+            Rounding::Single if t >= 33 => Prepared {
                 multiplier: rq.multiplier,
                 add: 1 << (t - 33),
                 shift: t - 32,
-            }
-        } else {
-            Prepared {
+            },
+            Rounding::Single => Prepared {
                 multiplier: rq.multiplier,
                 add: rq.shift,
                 shift: 0,
-            }
+            },
+            Rounding::Double => Prepared {
+                multiplier: rq.multiplier,
+                add: rq.shift + DOUBLE_TAG,
+                shift: 0,
+            },
         }
     }
 
@@ -154,12 +226,26 @@ impl Prepared {
             let hi = ((p + (p >> 63)) >> 32) as i32; // |hi| < 2^30
             (hi + self.add) >> self.shift
         } else {
-            Requant {
-                multiplier: self.multiplier,
-                shift: self.add,
-            }
-            .apply(acc)
+            apply_general(self.multiplier, self.add, acc)
         }
+    }
+}
+
+/// [`Prepared::apply`]'s general path, out of line: the fast path stays small.
+#[inline(never)]
+fn apply_general(multiplier: i32, add: i32, acc: i32) -> i32 {
+    if add >= DOUBLE_TAG / 2 {
+        Requant {
+            multiplier,
+            shift: add - DOUBLE_TAG,
+        }
+        .apply_double(acc)
+    } else {
+        Requant {
+            multiplier,
+            shift: add,
+        }
+        .apply(acc)
     }
 }
 
@@ -344,13 +430,46 @@ mod tests {
         assert_eq!(argmax(&[]), None);
     }
 
+    use crate::kernels::reference::tflite_mbqm;
+
+    /// Ties worked by hand: 0.5 = 2^30 * 2^-31 with shift 0 (only the doubling high multiply
+    /// rounds: ties up), and 0.25 with shift -1 (the second rounding: ties away from zero).
+    #[test]
+    fn double_rounding_ties() {
+        let half = Requant {
+            multiplier: 1 << 30,
+            shift: 0,
+        };
+        for (acc, want) in [(1, 1), (-1, 0), (3, 2), (-3, -1), (5, 3), (-5, -2)] {
+            assert_eq!(half.apply_double(acc), want, "0.5 * {acc}");
+            assert_eq!(tflite_mbqm(acc, 1 << 30, 0), want);
+        }
+        // 0.25 = 2^30 * 2^-31 * 2^-1: the high multiply halves (ties up), then the shift halves
+        // again (ties away from zero). 0.25 * 1 = 0.25 comes out 1 (0.5 -> 1, 0.5 -> 1): the
+        // double-rounding error the exact answer 0 does not have; -1 gives 0 (-0.5 -> 0).
+        let quarter = Requant {
+            multiplier: 1 << 30,
+            shift: -1,
+        };
+        for (acc, want) in [(1, 1), (-1, 0), (2, 1), (-2, -1), (3, 1), (-3, -1), (6, 2)] {
+            assert_eq!(quarter.apply_double(acc), want, "0.25 * {acc}");
+            assert_eq!(tflite_mbqm(acc, 1 << 30, -1), want);
+        }
+        assert_eq!(quarter.apply(1), 0);
+        assert_eq!(half.apply(-1), -1);
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
         /// `apply` equals the exactly rounded quotient computed in i128.
         #[test]
         fn apply_matches_i128(acc: i32, m in (1i32 << 30)..=i32::MAX, shift in MIN_SHIFT..=MAX_SHIFT) {
             let r = Requant { multiplier: m, shift };
-            proptest::prop_assert_eq!(Prepared::new(r).apply(acc), r.apply(acc));
+            proptest::prop_assert_eq!(Prepared::new(r, Rounding::Single).apply(acc), r.apply(acc));
+            proptest::prop_assert_eq!(
+                Prepared::new(r, Rounding::Double).apply(acc),
+                r.apply_double(acc)
+            );
             let num = acc as i128 * m as i128;
             let den = 1i128 << (31 - shift);
             let q = num.abs() / den;
@@ -359,6 +478,14 @@ mod tests {
             if num < 0 { q = -q; }
             let want = q.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
             proptest::prop_assert_eq!(r.apply(acc), want);
+        }
+
+        /// `apply_double` equals TensorFlow Lite's code for every multiplier `[0, 2^31)` (the
+        /// mean's rescaled multipliers go below 2^30) and every shift.
+        #[test]
+        fn apply_double_matches_tflite(acc: i32, m in 0i32..=i32::MAX, shift in MIN_SHIFT..=MAX_SHIFT) {
+            let r = Requant { multiplier: m, shift };
+            proptest::prop_assert_eq!(r.apply_double(acc), tflite_mbqm(acc, m, shift));
         }
     }
 }

@@ -2,7 +2,7 @@
 //! flip or truncation of a blob can make the runtime panic.
 
 use runtime::format::{
-    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Shape,
+    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Padding, Pool2d, Shape,
     TensorSpec,
 };
 use runtime::kernels::{self, AddParams, ConvGeom, Stage};
@@ -79,14 +79,14 @@ fn def(o: &Owned) -> ModelDef<'_> {
         bias,
         requant,
     };
-    let conv = |in_channels, k: u8, padding, izp, output, weights, pool| {
+    let conv = |in_channels, k: u8, padding: u8, izp, output, weights, pool| {
         Layer::Conv2d(Conv2d {
             in_channels,
             out_channels: 2,
             kernel_h: k,
             kernel_w: k,
             stride: 1,
-            padding,
+            padding: runtime::format::Padding::uniform(padding),
             input_zero_point: izp,
             output,
             weights,
@@ -117,6 +117,7 @@ fn def(o: &Owned) -> ModelDef<'_> {
         let _ = layers.push(n);
     }
     ModelDef {
+        rounding: runtime::Rounding::Single,
         name: "small",
         input: TensorSpec {
             shape: Shape::new(6, 6, 1),
@@ -162,7 +163,7 @@ fn golden_blob() {
     );
     // Independent checks of the preamble layout.
     assert_eq!(&b[..4], b"TMCU");
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 4);
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 5);
     let arena = u32::from_le_bytes(b[8..12].try_into().unwrap());
     assert_eq!(arena as usize, SMALL_ARENA, "see SMALL_ARENA");
     assert_eq!(
@@ -199,12 +200,13 @@ fn loads_and_runs_like_the_kernels_say() {
         zero_point,
         act_min: -128,
         act_max: 127,
+        rounding: runtime::Rounding::Single,
     };
     let s0 = st(&o.cb, &o.cr, -128);
-    let g0 = ConvGeom::new(6, 6, 1, 2, 3, 3, 1, 1, Some((2, 2))).unwrap();
+    let g0 = ConvGeom::new(6, 6, 1, 2, 3, 3, 1, Padding::uniform(1), Some((2, 2))).unwrap();
     let mut t1 = vec![0i8; 18];
     kernels::conv2d(&x, -128, &i8s(&o.cw), &g0, &s0, &mut t1, &mut []);
-    let g1 = ConvGeom::new(3, 3, 2, 2, 1, 1, 1, 0, None).unwrap();
+    let g1 = ConvGeom::new(3, 3, 2, 2, 1, 1, 1, Padding::uniform(0), None).unwrap();
     let mut t2 = vec![0i8; 18];
     kernels::conv2d(
         &t1,
@@ -216,7 +218,12 @@ fn loads_and_runs_like_the_kernels_say() {
         &mut [],
     );
     let mut t3 = vec![0i8; 18];
-    kernels::add(&t2, &t1, &AddParams::from_layer(&add_layer()), &mut t3);
+    kernels::add(
+        &t2,
+        &t1,
+        &AddParams::from_layer(&add_layer(), runtime::Rounding::Single),
+        &mut t3,
+    );
     let mut t4 = vec![0i8; 36];
     kernels::concat_channels(&[&t3, &t1], 9, &mut t4);
     let mut want = vec![0i8; 3];

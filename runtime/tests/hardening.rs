@@ -7,8 +7,9 @@
 
 use proptest::prelude::*;
 use runtime::format::{
-    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Preamble, Shape,
-    TensorSpec, FORMAT_VERSION, MAX_ARENA_BYTES, MAX_MACS, MAX_TENSOR_BYTES,
+    Add, Conv2d, FullyConnected, Head, Layer, Mean, ModelDef, Node, OutputStage, Padding, Pool2d,
+    Preamble, Shape, Softmax, TensorSpec, FORMAT_VERSION, MAX_ARENA_BYTES, MAX_MACS,
+    MAX_TENSOR_BYTES,
 };
 use runtime::kernels::AddParams;
 use runtime::writer::{encode_i32s, encode_i8s, encode_requants};
@@ -33,6 +34,7 @@ fn one_layer<'a>(
     let mut layers = heapless::Vec::new();
     let _ = layers.push(Node::chained(0, layer));
     ModelDef {
+        rounding: runtime::Rounding::Single,
         name: "t",
         input,
         output,
@@ -121,7 +123,7 @@ fn grid_def<'a>(bias: &'a [u8], rq: &'a [u8], w: &'a [u8], scale: f32) -> ModelD
             kernel_h: 1,
             kernel_w: 1,
             stride: 4,
-            padding: 0,
+            padding: Padding::uniform(0),
             input_zero_point: -128,
             output: OutputStage {
                 zero_point: 0,
@@ -248,7 +250,7 @@ fn resource_limits_and_scales() {
             kernel_h: 1,
             kernel_w: 1,
             stride: 1,
-            padding: 0,
+            padding: Padding::uniform(0),
             input_zero_point: 0,
             output: OutputStage {
                 zero_point: 0,
@@ -348,7 +350,7 @@ fn conv<'a>(
         kernel_h: k,
         kernel_w: k,
         stride: s,
-        padding: p,
+        padding: Padding::uniform(p),
         input_zero_point: -128,
         output: stage(a, n),
         weights: &a.w[..taps * n.max(1)],
@@ -448,7 +450,7 @@ fn base<'a>(a: &'a Arrays, which: usize) -> ModelDef<'a> {
                 Head::Localizer { classes: 2 },
             )
         }
-        _ => {
+        3 => {
             let _ = layers.push(Node::chained(0, conv(a, 1, 7, 3, 4, 1, false, None)));
             (
                 spec(8, 8, 1, 1.0 / 255.0, -128),
@@ -462,8 +464,68 @@ fn base<'a>(a: &'a Arrays, which: usize) -> ModelDef<'a> {
                 },
             )
         }
+        _ => {
+            // What an imported .tflite model uses: TensorFlow Lite's rounding, SAME padding
+            // below and right only, its mean and its softmax.
+            let mut c0 = conv(a, 1, 4, 3, 2, 0, false, None);
+            if let Layer::Conv2d(c) = &mut c0 {
+                c.padding = Padding {
+                    top: 0,
+                    left: 0,
+                    bottom: 1,
+                    right: 1,
+                };
+            }
+            let rq = Requant {
+                multiplier: 1_500_000_000,
+                shift: -3,
+            };
+            for n in [
+                Node::chained(0, c0),
+                Node::chained(1, conv(a, 4, 4, 3, 1, 1, true, None)),
+                Node::chained(
+                    2,
+                    Layer::Mean(Mean {
+                        input_zero_point: -128,
+                        zero_point: -128,
+                        requant: rq,
+                    }),
+                ),
+                Node::chained(
+                    3,
+                    Layer::FullyConnected(FullyConnected {
+                        in_features: 4,
+                        out_features: 3,
+                        input_zero_point: -128,
+                        output: stage(a, 3),
+                        weights: &a.w[..12],
+                    }),
+                ),
+                Node::chained(
+                    4,
+                    Layer::Softmax(Softmax {
+                        input_multiplier: 1 << 30,
+                        input_left_shift: 20,
+                        diff_min: -31,
+                    }),
+                ),
+            ] {
+                let _ = layers.push(n);
+            }
+            (
+                spec(8, 8, 1, 1.0 / 255.0, -128),
+                spec(1, 1, 3, 1.0 / 256.0, -128),
+                Head::Classifier { classes: 3 },
+            )
+        }
+    };
+    let rounding = if which == 4 {
+        runtime::Rounding::Double
+    } else {
+        runtime::Rounding::Single
     };
     ModelDef {
+        rounding,
         name: "base",
         input,
         output,
@@ -537,7 +599,14 @@ fn edit(def: &mut ModelDef, (sel, v): (u8, i64)) {
                 Layer::Conv2d(c) | Layer::DepthwiseConv2d(c) => match sel {
                     9 => c.kernel_h = u8v,
                     10 => c.stride = u8v,
-                    11 => c.padding = u8v,
+                    11 => {
+                        c.padding = Padding {
+                            top: u8v,
+                            left: (v >> 8) as u8,
+                            bottom: (v >> 16) as u8,
+                            right: (v >> 24) as u8,
+                        }
+                    }
                     12 => c.out_channels = u16v,
                     13 => {
                         c.pool = Some(Pool2d {
@@ -565,6 +634,16 @@ fn edit(def: &mut ModelDef, (sel, v): (u8, i64)) {
                     11 => a.act_min = i8v,
                     _ => a.input_zero_points[1] = i8v,
                 },
+                Layer::Mean(m) => match sel {
+                    9 | 12 => m.requant.multiplier = v as i32,
+                    10 | 13 => m.requant.shift = v as i32 % 64,
+                    _ => m.input_zero_point = i8v,
+                },
+                Layer::Softmax(s) => match sel {
+                    9 | 12 => s.input_left_shift = v as i32 % 64,
+                    10 | 13 => s.diff_min = v as i32 % 512,
+                    _ => s.input_multiplier = v as i32,
+                },
                 Layer::GlobalAvgPool | Layer::Concat => {}
             }
         }
@@ -573,7 +652,7 @@ fn edit(def: &mut ModelDef, (sel, v): (u8, i64)) {
 
 fn mutation() -> impl Strategy<Value = Mutation> {
     (
-        0usize..4,
+        0usize..5,
         proptest::collection::vec((any::<u8>(), any::<i64>()), 1..3),
     )
         .prop_map(|(base, edits)| Mutation { base, edits })
@@ -582,7 +661,7 @@ fn mutation() -> impl Strategy<Value = Mutation> {
 #[test]
 fn base_models_load_and_run() {
     let a = arrays(8);
-    for which in 0..4 {
+    for which in 0..5 {
         let def = base(&a, which);
         exercise(&forge(&def, None)).unwrap_or_else(|e| panic!("base {which}: {e}"));
     }
@@ -643,5 +722,5 @@ fn mutations_reach_every_kernel_and_decoder() {
         ran * 10 >= total,
         "only {ran} of {total} mutated models ran"
     );
-    assert_eq!(kinds.len(), 10, "{kinds:?}");
+    assert_eq!(kinds.len(), 12, "{kinds:?}");
 }

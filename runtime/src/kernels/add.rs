@@ -12,7 +12,7 @@ use crate::format::Add;
 use crate::model::Step;
 use crate::Error;
 
-use crate::quant::Requant;
+use crate::quant::{Requant, Rounding};
 
 /// Bits of headroom the inputs are shifted by before rescaling.
 pub const ADD_LEFT_SHIFT: u32 = 20;
@@ -28,6 +28,8 @@ pub struct AddParams {
     pub rq_out: Requant,
     pub act_min: i32,
     pub act_max: i32,
+    /// The model's rounding.
+    pub rounding: Rounding,
 }
 
 impl AddParams {
@@ -53,13 +55,14 @@ impl AddParams {
             rq_out: Requant::from_real(twice_max / ((1u64 << ADD_LEFT_SHIFT) as f64 * s_out))?,
             act_min,
             act_max,
+            rounding: Rounding::Single,
         })
     }
 }
 
 impl AddParams {
     /// From a validated [`crate::format::Add`] layer.
-    pub fn from_layer(a: &crate::format::Add) -> AddParams {
+    pub fn from_layer(a: &crate::format::Add, rounding: Rounding) -> AddParams {
         AddParams {
             zp_a: a.input_zero_points[0] as i32,
             zp_b: a.input_zero_points[1] as i32,
@@ -69,6 +72,7 @@ impl AddParams {
             rq_out: a.requant[2],
             act_min: a.act_min as i32,
             act_max: a.act_max as i32,
+            rounding,
         }
     }
 }
@@ -81,16 +85,33 @@ pub fn at_most_half(rq: Requant) -> bool {
 /// `out[i] = a[i] + b[i]` in real terms, requantized to the output's scale.
 #[inline(never)]
 pub fn add(a: &[i8], b: &[i8], p: &AddParams, out: &mut [i8]) {
+    match p.rounding {
+        Rounding::Single => add_with(a, b, p, out, Rounding::Single),
+        Rounding::Double => add_with(a, b, p, out, Rounding::Double),
+    }
+}
+
+/// One loop per rounding (`r` is a constant in each call after inlining).
+#[inline(always)]
+fn add_with(a: &[i8], b: &[i8], p: &AddParams, out: &mut [i8], r: Rounding) {
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        let xa = p.rq_a.apply((x as i32 - p.zp_a) << ADD_LEFT_SHIFT);
-        let yb = p.rq_b.apply((y as i32 - p.zp_b) << ADD_LEFT_SHIFT);
-        *o = p.rq_out.to_i8(xa + yb, p.zp_out, p.act_min, p.act_max);
+        let xa = p.rq_a.apply_with(r, (x as i32 - p.zp_a) << ADD_LEFT_SHIFT);
+        let yb = p.rq_b.apply_with(r, (y as i32 - p.zp_b) << ADD_LEFT_SHIFT);
+        *o = p
+            .rq_out
+            .to_i8_with(r, xa + yb, p.zp_out, p.act_min, p.act_max);
     }
 }
 
 /// Checks a residual add of `x` and `y`: same shapes, zero points as produced, input rescales
 /// of at most 1/2 (the headroom [`add`] relies on) and a valid output rescale.
-pub(crate) fn prepare(li: u16, a: &Add, x: Operand, y: Operand) -> Result<Checked<'static>, Error> {
+pub(crate) fn prepare(
+    li: u16,
+    a: &Add,
+    x: Operand,
+    y: Operand,
+    rounding: Rounding,
+) -> Result<Checked<'static>, Error> {
     if y.shape != x.shape {
         return Err(Error::ShapeMismatch {
             layer: li,
@@ -113,7 +134,7 @@ pub(crate) fn prepare(li: u16, a: &Add, x: Operand, y: Operand) -> Result<Checke
         });
     }
     Ok(Checked {
-        step: Step::Add(AddParams::from_layer(a)),
+        step: Step::Add(AddParams::from_layer(a, rounding)),
         out: x.shape,
         macs: 0,
         param_bytes: 0,

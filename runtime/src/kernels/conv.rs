@@ -12,7 +12,7 @@ use super::prepare::{
     check_input_zp, check_len, check_stage, limit, shape, stage, Checked, Operand,
 };
 use super::MAX_TAPS;
-use crate::format::{Conv2d, MAX_MACS, MAX_TENSOR_BYTES};
+use crate::format::{Conv2d, Padding, MAX_MACS, MAX_TENSOR_BYTES};
 use crate::model::{as_i8, Step};
 use crate::Error;
 
@@ -30,7 +30,10 @@ pub struct ConvGeom {
     pub k_h: usize,
     pub k_w: usize,
     pub stride: usize,
-    pub pad: usize,
+    /// Zero rows above and columns left of the input (those below and right only set the
+    /// output size).
+    pub pad_top: usize,
+    pub pad_left: usize,
     /// Convolution output size, before the fused pool.
     pub conv_h: usize,
     pub conv_w: usize,
@@ -53,17 +56,19 @@ impl ConvGeom {
         k_h: usize,
         k_w: usize,
         stride: usize,
-        pad: usize,
+        pad: Padding,
         pool: Option<(usize, usize)>,
     ) -> Option<ConvGeom> {
         if in_h == 0 || in_w == 0 || in_c == 0 || out_c == 0 || k_h == 0 || k_w == 0 {
             return None;
         }
-        if stride == 0 || pad >= k_h.max(k_w) && pad > 0 {
+        let k = k_h.max(k_w);
+        let sides = [pad.top, pad.left, pad.bottom, pad.right];
+        if stride == 0 || sides.iter().any(|&p| p as usize >= k && p > 0) {
             return None;
         }
-        let ph = in_h.checked_add(pad.checked_mul(2)?)?;
-        let pw = in_w.checked_add(pad.checked_mul(2)?)?;
+        let ph = in_h + pad.top as usize + pad.bottom as usize;
+        let pw = in_w + pad.left as usize + pad.right as usize;
         if ph < k_h || pw < k_w {
             return None;
         }
@@ -81,7 +86,8 @@ impl ConvGeom {
             k_h,
             k_w,
             stride,
-            pad,
+            pad_top: pad.top as usize,
+            pad_left: pad.left as usize,
             conv_h,
             conv_w,
             pool_k,
@@ -109,8 +115,8 @@ impl ConvGeom {
     /// `(iy0, ix0, ky_lo..ky_hi, kx_lo..kx_hi)` where `iy = iy0 + ky`.
     #[inline(always)]
     fn window(&self, oy: usize, ox: usize) -> (isize, isize, usize, usize, usize, usize) {
-        let iy0 = (oy * self.stride) as isize - self.pad as isize;
-        let ix0 = (ox * self.stride) as isize - self.pad as isize;
+        let iy0 = (oy * self.stride) as isize - self.pad_top as isize;
+        let ix0 = (ox * self.stride) as isize - self.pad_left as isize;
         let ky_lo = (-iy0).max(0) as usize;
         let kx_lo = (-ix0).max(0) as usize;
         // A window entirely inside the padding has an empty range (hi == lo).
@@ -338,7 +344,7 @@ impl Block {
         let chs = st.channels().skip(start).take(len.min(CH_BLOCK));
         for ((b, r), (bias, rq)) in self.bias.iter_mut().zip(self.rq.iter_mut()).zip(chs) {
             *b = bias;
-            *r = Prepared::new(rq);
+            *r = Prepared::new(rq, st.rounding);
         }
         self.start = start;
         self.len = len;
@@ -404,8 +410,8 @@ fn gather(
     kykx: Option<&[[u8; 2]]>,
     temp: &mut [u32],
 ) {
-    let iy0 = (oy * g.stride) as isize - g.pad as isize;
-    let ix0 = (ox * g.stride) as isize - g.pad as isize;
+    let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
+    let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
     // Zeros the compiler cannot see as constants: it would otherwise turn the short padding
     // fills into memset calls that cost more than the stores.
     let zero = core::hint::black_box(0u32);
@@ -720,6 +726,7 @@ pub(crate) fn prepare<'a>(
     cv: &Conv2d<'a>,
     depthwise: bool,
     x: Operand,
+    rounding: crate::quant::Rounding,
 ) -> Result<Checked<'a>, Error> {
     let cur = x.shape;
     let (h, w, c) = (cur.h as usize, cur.w as usize, cur.c as usize);
@@ -745,7 +752,7 @@ pub(crate) fn prepare<'a>(
         cv.kernel_h as usize,
         cv.kernel_w as usize,
         cv.stride as usize,
-        cv.padding as usize,
+        cv.padding,
         pool,
     )
     .ok_or(Error::BadParameter {
@@ -786,7 +793,11 @@ pub(crate) fn prepare<'a>(
         });
     }
     let param_bytes = wn + check_stage(li, &cv.output, g.out_c)?;
-    let (weights, stage, in_zp) = (as_i8(cv.weights), stage(&cv.output), cv.input_zero_point);
+    let (weights, stage, in_zp) = (
+        as_i8(cv.weights),
+        stage(&cv.output, rounding),
+        cv.input_zero_point,
+    );
     let step = if depthwise {
         Step::Depthwise {
             g,

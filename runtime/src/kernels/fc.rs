@@ -89,6 +89,7 @@ pub(crate) fn prepare<'a>(
     li: u16,
     fc: &FullyConnected<'a>,
     x: Operand,
+    rounding: crate::quant::Rounding,
 ) -> Result<Checked<'a>, Error> {
     let cur = x.shape;
     let n_in = cur.len();
@@ -122,7 +123,7 @@ pub(crate) fn prepare<'a>(
             out_features: n_out,
             in_zp: fc.input_zero_point,
             weights: as_i8(fc.weights),
-            stage: stage(&fc.output),
+            stage: stage(&fc.output, rounding),
         },
         out: shape(1, 1, n_out, li)?,
         macs: (n_in * n_out) as u64,

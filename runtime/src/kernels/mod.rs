@@ -18,15 +18,17 @@ pub(crate) mod pool;
 pub(crate) mod prepare;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;
+pub(crate) mod softmax;
 
 pub use add::{add, at_most_half, AddParams, ADD_LEFT_SHIFT};
 pub use concat::concat_channels;
 pub use conv::{conv2d, conv2d_scratch_words, depthwise_conv2d, ConvGeom, PATCH_MAX_TAPS};
 pub use fc::fully_connected;
-pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, PoolGeom};
+pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, mean, MeanParams, PoolGeom};
+pub use softmax::{softmax, MAX_SOFTMAX_CHANNELS};
 
 use crate::format::REQUANT_BYTES;
-use crate::quant::Requant;
+use crate::quant::{Requant, Rounding};
 
 /// Most multiply-accumulates feeding one accumulator (see the module doc).
 pub const MAX_TAPS: usize = 16_384;
@@ -41,6 +43,8 @@ pub struct Stage<'a> {
     pub zero_point: i32,
     pub act_min: i32,
     pub act_max: i32,
+    /// The model's rounding.
+    pub rounding: Rounding,
 }
 
 impl Stage<'_> {
@@ -61,7 +65,13 @@ impl Stage<'_> {
 
     #[inline(always)]
     pub fn finish(&self, acc: i32, rq: Requant) -> i8 {
-        rq.to_i8(acc, self.zero_point, self.act_min, self.act_max)
+        rq.to_i8_with(
+            self.rounding,
+            acc,
+            self.zero_point,
+            self.act_min,
+            self.act_max,
+        )
     }
 
     /// [`finish`](Self::finish) with a multiplier prepared once for many accumulators.

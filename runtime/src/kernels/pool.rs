@@ -186,3 +186,66 @@ pub(crate) fn prepare_global(li: u16, x: Operand) -> Result<Checked<'static>, Er
         out_zp: x.zp,
     })
 }
+
+/// TensorFlow Lite's int8 `MEAN` over height and width (see [`crate::format::Mean`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeanParams {
+    pub channels: usize,
+    /// `pixels * input_zero_point`, at most `2^23 * 128` in magnitude (validated).
+    pub zp_sum: i32,
+    pub zero_point: i32,
+    pub requant: crate::quant::Requant,
+    pub rounding: crate::quant::Rounding,
+}
+
+/// `[H, W, C] -> [C]`: `clamp(requant(sum - n * zp_in) + zp_out, -128, 127)`. The sum fits an
+/// i32: at most [`MAX_MEAN_PIXELS`] pixels of magnitude at most 128.
+#[inline(never)]
+pub fn mean(input: &[i8], p: &MeanParams, output: &mut [i8]) {
+    let c_n = p.channels.max(1);
+    for (c, o) in output.iter_mut().enumerate().take(c_n) {
+        let sum: i32 = input.iter().skip(c).step_by(c_n).map(|&x| x as i32).sum();
+        let v = p.requant.apply_with(p.rounding, sum - p.zp_sum);
+        *o = v.saturating_add(p.zero_point).clamp(-128, 127) as i8;
+    }
+}
+
+/// Most pixels a mean reduces: `2^23`, so the sum and `n * zp` (each below `2^30`) and their
+/// difference fit an i32.
+pub const MAX_MEAN_PIXELS: u64 = 1 << 23;
+
+/// Checks a mean: the pixel count, a multiplier in `[0, 2^31)` with a shift in the accepted
+/// range (TensorFlow Lite's rescaled multiplier may be below `2^30`), and the input zero point.
+pub(crate) fn prepare_mean(
+    li: u16,
+    m: &crate::format::Mean,
+    x: Operand,
+    rounding: crate::quant::Rounding,
+) -> Result<Checked<'static>, Error> {
+    let pixels = x.shape.h as u64 * x.shape.w as u64;
+    super::prepare::limit(li, "mean pixels", pixels, MAX_MEAN_PIXELS)?;
+    super::prepare::check_input_zp(li, m.input_zero_point, x.zp)?;
+    let rq = m.requant;
+    if rq.multiplier < 0 || !(crate::quant::MIN_SHIFT..=crate::quant::MAX_SHIFT).contains(&rq.shift)
+    {
+        return Err(Error::QuantOutOfRange {
+            layer: li,
+            what: "mean multiplier or shift",
+        });
+    }
+    let c = x.shape.c as usize;
+    Ok(Checked {
+        step: Step::Mean(MeanParams {
+            channels: c,
+            // pixels <= 2^23 and |zp| <= 128: fits.
+            zp_sum: (pixels as i64 * m.input_zero_point as i64) as i32,
+            zero_point: m.zero_point as i32,
+            requant: rq,
+            rounding,
+        }),
+        out: shape(1, 1, c, li)?,
+        macs: 0,
+        param_bytes: 0,
+        out_zp: m.zero_point,
+    })
+}

@@ -85,8 +85,9 @@ pub(crate) fn check_stage(layer: u16, st: &OutputStage, channels: usize) -> Resu
     Ok(st.bias.len() + st.requant.len())
 }
 
-pub(crate) fn stage<'a>(o: &OutputStage<'a>) -> Stage<'a> {
+pub(crate) fn stage<'a>(o: &OutputStage<'a>, rounding: crate::quant::Rounding) -> Stage<'a> {
     Stage {
+        rounding,
         bias: o.bias,
         requant: o.requant,
         zero_point: o.zero_point as i32,

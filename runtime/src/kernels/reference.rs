@@ -17,9 +17,42 @@ pub fn requant(acc: i64, m: i32, shift: i32) -> i64 {
     q.clamp(i32::MIN as i128, i32::MAX as i128) as i64
 }
 
+/// gemmlowp's and TensorFlow Lite's `MultiplyByQuantizedMultiplier` (double rounding),
+/// transcribed literally: C++ integer division truncates toward zero, as Rust's does.
+pub fn tflite_mbqm(x: i32, m: i32, shift: i32) -> i32 {
+    fn srdhm(a: i32, b: i32) -> i32 {
+        if a == b && a == i32::MIN {
+            return i32::MAX;
+        }
+        let ab = a as i64 * b as i64;
+        let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+        ((ab + nudge) / (1i64 << 31)) as i32
+    }
+    fn rdbpot(x: i32, e: i32) -> i32 {
+        let mask = ((1i64 << e) - 1) as i32;
+        let rem = x & mask;
+        let threshold = (mask >> 1) + i32::from(x < 0);
+        (x >> e) + i32::from(rem > threshold)
+    }
+    let left = if shift > 0 { shift } else { 0 };
+    let right = if shift > 0 { 0 } else { -shift };
+    rdbpot(
+        srdhm(x.wrapping_mul(1i32.wrapping_shl(left as u32)), m),
+        right,
+    )
+}
+
+/// [`requant`] or [`tflite_mbqm`], as the model's rounding says.
+pub fn requant_with(r: crate::quant::Rounding, acc: i64, m: i32, shift: i32) -> i64 {
+    match r {
+        crate::quant::Rounding::Single => requant(acc, m, shift),
+        crate::quant::Rounding::Double => tflite_mbqm(acc as i32, m, shift) as i64,
+    }
+}
+
 fn finish(st: &Stage, c: usize, acc: i64) -> i8 {
     let (_, rq) = st.channel(c);
-    let v = requant(acc, rq.multiplier, rq.shift) + st.zero_point as i64;
+    let v = requant_with(st.rounding, acc, rq.multiplier, rq.shift) + st.zero_point as i64;
     v.clamp(st.act_min as i64, st.act_max as i64) as i8
 }
 
@@ -43,8 +76,8 @@ pub fn conv2d(
                 let mut acc = bias(st, oc);
                 for ky in 0..g.k_h {
                     for kx in 0..g.k_w {
-                        let iy = (oy * g.stride + ky) as i64 - g.pad as i64;
-                        let ix = (ox * g.stride + kx) as i64 - g.pad as i64;
+                        let iy = (oy * g.stride + ky) as i64 - g.pad_top as i64;
+                        let ix = (ox * g.stride + kx) as i64 - g.pad_left as i64;
                         let inside = iy >= 0 && ix >= 0 && iy < g.in_h as i64 && ix < g.in_w as i64;
                         let chans = if depthwise { oc..oc + 1 } else { 0..g.in_c };
                         for ic in chans {
@@ -146,21 +179,33 @@ pub fn fully_connected(input: &[i8], zp: i32, w: &[i8], st: &Stage, out_n: usize
 /// Residual add with the same integer semantics, in i64/i128 with no shortcuts.
 pub fn add(a: &[i8], b: &[i8], p: &super::AddParams) -> Vec<i8> {
     let sh = super::ADD_LEFT_SHIFT;
+    let rq =
+        |acc: i64, q: crate::quant::Requant| requant_with(p.rounding, acc, q.multiplier, q.shift);
     a.iter()
         .zip(b)
         .map(|(&x, &y)| {
-            let xa = requant(
-                (x as i64 - p.zp_a as i64) << sh,
-                p.rq_a.multiplier,
-                p.rq_a.shift,
-            );
-            let yb = requant(
-                (y as i64 - p.zp_b as i64) << sh,
-                p.rq_b.multiplier,
-                p.rq_b.shift,
-            );
-            let v = requant(xa + yb, p.rq_out.multiplier, p.rq_out.shift) + p.zp_out as i64;
+            let xa = rq((x as i64 - p.zp_a as i64) << sh, p.rq_a);
+            let yb = rq((y as i64 - p.zp_b as i64) << sh, p.rq_b);
+            let v = rq(xa + yb, p.rq_out) + p.zp_out as i64;
             v.clamp(p.act_min as i64, p.act_max as i64) as i8
+        })
+        .collect()
+}
+
+/// TensorFlow Lite's mean: the exact sum in i64, then the model's requantization.
+pub fn mean(input: &[i8], p: &super::MeanParams) -> Vec<i8> {
+    let c_n = p.channels;
+    let n = input.len() / c_n;
+    (0..c_n)
+        .map(|c| {
+            let sum: i64 = (0..n).map(|px| input[px * c_n + c] as i64).sum();
+            let v = requant_with(
+                p.rounding,
+                sum - p.zp_sum as i64,
+                p.requant.multiplier,
+                p.requant.shift,
+            );
+            (v + p.zero_point as i64).clamp(-128, 127) as i8
         })
         .collect()
 }
@@ -205,6 +250,14 @@ pub fn invoke<const N: usize>(model: &crate::Model<'_, N>, input: &[i8]) -> Vec<
                         y.extend_from_slice(&v[px * c..(px + 1) * c]);
                     }
                 }
+                y
+            }
+            Step::Mean(p) => mean(x, &p),
+            // Softmax has one scalar kernel, written as gemmlowp's reference is; the committed
+            // TensorFlow Lite Micro fixtures are its check.
+            Step::Softmax(p) => {
+                let mut y = vec![0i8; x.len()];
+                super::softmax(x, info.out_shape.c as usize, &p, &mut y);
                 y
             }
         };
@@ -260,6 +313,7 @@ mod tests {
             zero_point: zp as i32,
             act_min: if relu { zp as i32 } else { -128 },
             act_max: 127,
+            rounding: crate::quant::Rounding::Single,
         }
     }
 
@@ -294,7 +348,17 @@ mod tests {
                         // Nine conv outputs per window: more than one pass of four lanes.
                         _ => Some((3, 2)),
                     };
-                    ConvGeom::new(h, w, ic, oc, kh, kw, s, p.min(kh.max(kw) - 1), pool)
+                    ConvGeom::new(
+                        h,
+                        w,
+                        ic,
+                        oc,
+                        kh,
+                        kw,
+                        s,
+                        crate::format::Padding::uniform(p.min(kh.max(kw) - 1) as u8),
+                        pool,
+                    )
                 },
             )
             .prop_flat_map(move |g| {
@@ -401,7 +465,18 @@ mod tests {
     }
 
     fn large_kernel_case(in_c: usize, pool: Option<(usize, usize)>) {
-        let g = ConvGeom::new(5, 4, in_c, 3, 3, 3, 1, 1, pool).unwrap();
+        let g = ConvGeom::new(
+            5,
+            4,
+            in_c,
+            3,
+            3,
+            3,
+            1,
+            crate::format::Padding::uniform(1),
+            pool,
+        )
+        .unwrap();
         assert!(g.k_h * g.k_w * g.in_c > 128);
         assert_eq!(
             conv2d_scratch_words(&g) == 0,

@@ -20,8 +20,8 @@
 
 use arbitrary::{Result, Unstructured};
 use runtime::format::{
-    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Preamble, Shape,
-    TensorSpec, FORMAT_VERSION, MAX_ARENA_BYTES, MAX_MACS,
+    Add, Conv2d, FullyConnected, Head, Layer, Mean, ModelDef, Node, OutputStage, Padding, Pool2d,
+    Preamble, Shape, Softmax, TensorSpec, FORMAT_VERSION, MAX_ARENA_BYTES, MAX_MACS,
 };
 use runtime::kernels::AddParams;
 use runtime::{crc32, Error, Interpreter, Model, QuantParams, Requant};
@@ -202,15 +202,25 @@ fn out_stage(u: &mut Unstructured, n: usize) -> Result<(OutputStage<'static>, Ve
 
 /// Output size of a window over `n` (what the runtime computes), if it has one.
 fn out_len(n: u16, k: u8, s: u8, p: u8) -> Option<u16> {
-    let (n, k, s, p) = (n as u32, k as u32, s as u32, p as u32);
-    if k == 0 || s == 0 || n + 2 * p < k {
+    out_len2(n, k, s, p, p)
+}
+
+/// [`out_len`] with `a` pixels of padding before and `b` after.
+fn out_len2(n: u16, k: u8, s: u8, a: u8, b: u8) -> Option<u16> {
+    let (n, k, s, p) = (n as u32, k as u32, s as u32, a as u32 + b as u32);
+    if k == 0 || s == 0 || n + p < k {
         return None;
     }
-    u16::try_from((n + 2 * p - k) / s + 1).ok()
+    u16::try_from((n + p - k) / s + 1).ok()
 }
 
 /// A model definition from the fuzzer's bytes, encoded with a valid preamble.
 pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
+    let rounding = if u.arbitrary()? {
+        runtime::Rounding::Double
+    } else {
+        runtime::Rounding::Single
+    };
     let in_zp: i8 = u.arbitrary()?;
     let input = T {
         shape: Shape::new(dim(u, 1, 24)?, dim(u, 1, 24)?, dim(u, 1, 8)?),
@@ -228,7 +238,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
         };
         let x = tensors[first];
         let s = x.shape;
-        let kind = u.int_in_range(0u8..=9)?;
+        let kind = u.int_in_range(0u8..=11)?;
         let mut inputs = vec![first as u8];
         let (layer, out) = match kind {
             0..=2 => {
@@ -237,9 +247,21 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 let fit = |n: u16, most: u16| n.clamp(1, most) as u8;
                 let (kh, kw) = (small(u, 1, fit(s.h, 5))?, small(u, 1, fit(s.w, 5))?);
                 let stride = small(u, 1, 3)?;
-                let padding = small(u, 0, kh.max(kw) / 2)?;
-                let conv_h = out_len(s.h, kh, stride, padding).unwrap_or(1);
-                let conv_w = out_len(s.w, kw, stride, padding).unwrap_or(1);
+                let p = small(u, 0, kh.max(kw) / 2)?;
+                // TensorFlow Lite's SAME padding puts the odd pixel below and right.
+                let (eb, er) = if rare(u, 4)? {
+                    (small(u, 0, 1)?, small(u, 0, 1)?)
+                } else {
+                    (0, 0)
+                };
+                let padding = Padding {
+                    top: p,
+                    left: p,
+                    bottom: p.saturating_add(eb),
+                    right: p.saturating_add(er),
+                };
+                let conv_h = out_len2(s.h, kh, stride, p, p.saturating_add(eb)).unwrap_or(1);
+                let conv_w = out_len2(s.w, kw, stride, p, p.saturating_add(er)).unwrap_or(1);
                 let pool = if rare(u, 3)? {
                     Some(Pool2d {
                         kernel: small(u, 1, fit(conv_h.min(conv_w), 3))?,
@@ -273,8 +295,8 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     weights: &[],
                     pool,
                 };
-                let mut h = out_len(s.h, kh, stride, padding);
-                let mut w = out_len(s.w, kw, stride, padding);
+                let mut h = out_len2(s.h, kh, stride, p, p.saturating_add(eb));
+                let mut w = out_len2(s.w, kw, stride, p, p.saturating_add(er));
                 if let Some(p) = pool {
                     h = h.and_then(|h| out_len(h, p.kernel, p.stride, 0));
                     w = w.and_then(|w| out_len(w, p.kernel, p.stride, 0));
@@ -392,6 +414,55 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 };
                 (Owned::Other(Layer::Add(add)), T { shape: s, zp })
             }
+            10 => {
+                let m = Mean {
+                    input_zero_point: zp_of(u, x.zp)?,
+                    zero_point: u.arbitrary()?,
+                    requant: Requant {
+                        multiplier: if rare(u, 64)? {
+                            u.arbitrary()?
+                        } else {
+                            u.int_in_range(0..=i32::MAX)?
+                        },
+                        shift: if rare(u, 64)? {
+                            u.arbitrary()?
+                        } else {
+                            u.int_in_range(-20..=2)?
+                        },
+                    },
+                };
+                let shape = Shape::new(1, 1, s.c);
+                (
+                    Owned::Other(Layer::Mean(m)),
+                    T {
+                        shape,
+                        zp: m.zero_point,
+                    },
+                )
+            }
+            11 => {
+                let left = if rare(u, 64)? {
+                    u.arbitrary()?
+                } else {
+                    u.int_in_range(0..=31)?
+                };
+                let radius = ((31i64 << 26) >> left.clamp(0, 31)).min(255) as i32;
+                let sm = Softmax {
+                    input_multiplier: if rare(u, 64)? {
+                        u.arbitrary()?
+                    } else {
+                        u.int_in_range(1 << 30..=i32::MAX)?
+                    },
+                    input_left_shift: left,
+                    diff_min: if rare(u, 64)? {
+                        u.arbitrary()?
+                    } else {
+                        -radius
+                    },
+                };
+                let shape = Shape::new(s.h, s.w, s.c);
+                (Owned::Other(Layer::Softmax(sm)), T { shape, zp: -128 })
+            }
             _ => {
                 // Concat of 2..=4 tensors with this height and width (and zero point).
                 let want = u.int_in_range(2usize..=4)?;
@@ -483,6 +554,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
         let _ = layers.push(node);
     }
     let def = ModelDef {
+        rounding,
         name: "fuzz",
         input: TensorSpec {
             shape: input.shape,

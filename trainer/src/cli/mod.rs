@@ -6,6 +6,7 @@ pub mod detect;
 pub mod device;
 pub mod eval;
 pub mod export;
+pub mod import;
 pub mod rcnn;
 pub mod train;
 
@@ -40,6 +41,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Fold BatchNorm, calibrate, quantize to int8 and write the runtime's model blob.
     Export(ExportArgs),
+    /// Convert a fully-int8 TensorFlow Lite model (.tflite) to a model blob that computes
+    /// what TensorFlow Lite Micro computes, byte for byte; prints the blob's table.
+    Import(crate::deploy::tflite::ImportArgs),
     /// Per-layer table of a model blob: shapes, MACs, bytes, quantization.
     Inspect {
         /// Model blob (what `export` wrote).
@@ -120,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(TrainCmd { train, finetune }) => train::run(&train, &finetune)?,
         Command::Eval(a) => eval::run(&a)?,
         Command::Export(a) => export::run(&a)?,
+        Command::Import(a) => import::run(&a)?,
         Command::Inspect { model } => print!("{}", cmd_inspect(&model)?),
         Command::Visualize(a) => {
             for f in cmd_visualize(&a)? {

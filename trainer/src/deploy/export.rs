@@ -468,7 +468,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 kernel_h: w.shape()[1] as u8,
                 kernel_w: w.shape()[2] as u8,
                 stride: *stride as u8,
-                padding: *pad as u8,
+                padding: runtime::format::Padding::uniform(*pad as u8),
                 input_zero_point: zp_in,
                 output: stage(s),
                 weights: &o.weights,
@@ -556,6 +556,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
         }
     };
     let def = ModelDef {
+        rounding: runtime::Rounding::Single,
         name: &arch.name,
         input: TensorSpec {
             shape: Shape::new(

@@ -5,22 +5,27 @@ use crate::deploy::run::*;
 use std::path::Path;
 
 pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
+    let blob = read_blob(path)?;
+    inspect_blob(&blob, &path.display().to_string())
+}
+
+/// The `inspect` table of a blob in memory (`label` names it in errors).
+pub fn inspect_blob(blob: &[u8], label: &str) -> anyhow::Result<String> {
     use runtime::format::OutputStage;
     use runtime::Layer;
     use std::fmt::Write;
-    let blob = read_blob(path)?;
-    let m = runtime::Model::from_bytes(&blob)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let m = runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
     // The layer list as written (the model keeps it resolved, in layer_info).
-    let d = runtime::decode_def(&blob).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let d = runtime::decode_def(blob).map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
     let mut s = String::new();
     writeln!(
         s,
-        "model '{}' ({} bytes, format v{}, head {:?})",
+        "model '{}' ({} bytes, format v{}, head {:?}, {:?} rounding)",
         d.name,
         blob.len(),
         runtime::format::FORMAT_VERSION,
-        d.head
+        d.head,
+        d.rounding
     )?;
     let q = |t: &runtime::TensorSpec| {
         format!(
@@ -103,6 +108,14 @@ pub fn cmd_inspect(path: &Path) -> anyhow::Result<String> {
                 ),
             ),
             Layer::Concat => (String::new(), ("-".into(), "same as inputs".into())),
+            Layer::Mean(mn) => (
+                String::new(),
+                (
+                    format!("{:.2e}", mn.requant.to_real()),
+                    format!("{} [-128, 127]", mn.zero_point),
+                ),
+            ),
+            Layer::Softmax(_) => (String::new(), ("-".into(), "-128 [-128, 127]".into())),
         };
         let params = from + &params;
         let dims = |d: [u16; 3]| format!("{}x{}x{}", d[0], d[1], d[2]);

@@ -7,3 +7,4 @@ pub mod export;
 pub mod inspect;
 pub mod predict;
 pub mod run;
+pub mod tflite;

@@ -1,0 +1,252 @@
+//! `trainer import`: a fully-int8 TensorFlow Lite flatbuffer to this project's blob, computing
+//! what TensorFlow Lite Micro computes, byte for byte.
+//!
+//! The file is parsed and verified by the `flatbuffers` crate with code `flatc` generated from
+//! TensorFlow Lite's published schema (crate `tflite-schema`). Each operator becomes one of the
+//! runtime's layers with the parameters TFLM derives in its `Prepare` functions (the same
+//! `double` arithmetic, in the same order), and the blob records [`Rounding::Double`], TFLite's
+//! requantization. Anything the runtime cannot compute exactly is an error naming the operator,
+//! its index in the graph and what is unsupported; nothing is written then.
+//!
+//! | TFLite | runtime layer |
+//! | --- | --- |
+//! | CONV_2D, DEPTHWISE_CONV_2D (+ a PAD before them) | `Conv2d`, `DepthwiseConv2d` |
+//! | MAX_POOL_2D, AVERAGE_POOL_2D | `MaxPool2d`, `AvgPool2d` |
+//! | FULLY_CONNECTED | `FullyConnected` |
+//! | ADD, CONCATENATION (channels) | `Add`, `Concat` |
+//! | MEAN (height and width) | `Mean` |
+//! | SOFTMAX | `Softmax` |
+//! | RESHAPE | none: a flatten is free in NHWC |
+//! | QUANTIZE / DEQUANTIZE at the model's edges | the blob's input / output quantization |
+
+use crate::deploy::tflite::ops::{Converter, Owned, Val};
+use crate::deploy::tflite::read::{activation, op_name, Graph};
+use anyhow::{anyhow, bail, Context};
+use runtime::format::{Head, Layer, ModelDef, Node, TensorSpec};
+use runtime::writer::write_blob;
+use runtime::Rounding;
+use std::collections::HashMap;
+use tflite_schema as tfl;
+
+pub mod ops;
+pub mod read;
+
+pub use read::MAX_TFLITE_BYTES;
+
+/// Import a `.tflite` file's bytes: the blob, with TensorFlow Lite's rounding.
+pub fn import(bytes: &[u8], name: &str) -> anyhow::Result<Vec<u8>> {
+    let g = Graph::parse(bytes)?;
+    convert(&g, name, Rounding::Double)
+}
+
+/// What `trainer import` reads and writes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// A fully-int8 TensorFlow Lite model (`.tflite`).
+    pub model: std::path::PathBuf,
+    /// Where to write the runtime's blob.
+    #[arg(long)]
+    pub out: std::path::PathBuf,
+    /// Model name recorded in the blob (default: the file's stem).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Also print the report as one JSON line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `trainer import` did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImportReport {
+    pub out: std::path::PathBuf,
+    pub tflite_bytes: usize,
+    pub blob_bytes: usize,
+    pub arena_bytes: usize,
+    pub macs: usize,
+    pub layers: usize,
+    /// The `inspect` table of the blob.
+    pub table: String,
+}
+
+/// Reads the `.tflite`, converts it, checks the blob loads, then writes it (atomically; nothing
+/// is written on any error).
+pub fn cmd_import(a: &ImportArgs) -> anyhow::Result<ImportReport> {
+    use anyhow::Context;
+    let bytes =
+        std::fs::read(&a.model).with_context(|| format!("reading {}", a.model.display()))?;
+    if a.out == a.model
+        || std::fs::canonicalize(&a.out).ok() == std::fs::canonicalize(&a.model).ok()
+            && a.out.exists()
+    {
+        bail!("--out {} is the input file", a.out.display());
+    }
+    let stem = a
+        .model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("imported");
+    let name = a.name.as_deref().unwrap_or(stem);
+    let blob = import(&bytes, name).with_context(|| format!("{}", a.model.display()))?;
+    let m = runtime::Model::from_bytes(&blob)
+        .map_err(|e| anyhow!("the written blob does not load: {e}"))?;
+    let table = crate::deploy::inspect::inspect_blob(&blob, &a.out.display().to_string())?;
+    crate::io::write_atomic(&a.out, &blob)?;
+    Ok(ImportReport {
+        out: a.out.clone(),
+        tflite_bytes: bytes.len(),
+        blob_bytes: blob.len(),
+        arena_bytes: m.arena_bytes(),
+        macs: m.macs(),
+        layers: m.layer_info().len(),
+        table,
+    })
+}
+
+/// The whole graph: the runtime's model definition, written as a blob.
+pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Result<Vec<u8>> {
+    let sg = g.subgraph();
+    let (ins, outs) = (
+        sg.inputs.as_deref().unwrap_or(&[]),
+        sg.outputs.as_deref().unwrap_or(&[]),
+    );
+    let ([in_t], [out_t]) = (ins, outs) else {
+        bail!(
+            "{} inputs and {} outputs: one of each is supported",
+            ins.len(),
+            outs.len()
+        );
+    };
+    let mut cv = Converter {
+        g,
+        vals: HashMap::new(),
+        layers: Vec::new(),
+        shapes: Vec::new(),
+    };
+    let ops = g.operators();
+    // A float input quantized by the first operator: the model's input is that operator's
+    // int8 output (the caller quantizes, as for every blob).
+    let mut model_in = *in_t;
+    let mut skip_first = false;
+    if g.tensor(*in_t)?.t.type_ == tfl::TensorType::FLOAT32 {
+        match ops.first() {
+            Some(op)
+                if g.builtin(op)? == tfl::BuiltinOperator::QUANTIZE
+                    && cv.input(op, 0)? == *in_t =>
+            {
+                model_in = cv.output(op)?;
+                skip_first = true;
+            }
+            _ => bail!("the model input is float32 and not quantized by a first QUANTIZE"),
+        }
+    }
+    let (in_shape, in_q) = activation(&g.tensor(model_in)?).context("model input")?;
+    cv.vals.insert(
+        model_in,
+        Val {
+            id: 0,
+            shape: in_shape,
+            quant: in_q,
+            pad: None,
+        },
+    );
+    let mut model_out = *out_t;
+    for (i, op) in ops.iter().enumerate().skip(usize::from(skip_first)) {
+        let code = g.builtin(op).with_context(|| format!("operator #{i}"))?;
+        let name = op_name(code);
+        let r = match code {
+            tfl::BuiltinOperator::CONV_2D => cv.conv(op, false),
+            tfl::BuiltinOperator::DEPTHWISE_CONV_2D => cv.conv(op, true),
+            tfl::BuiltinOperator::FULLY_CONNECTED => cv.fully_connected(op),
+            tfl::BuiltinOperator::MAX_POOL_2D => cv.pool(op, true),
+            tfl::BuiltinOperator::AVERAGE_POOL_2D => cv.pool(op, false),
+            tfl::BuiltinOperator::ADD => cv.add(op),
+            tfl::BuiltinOperator::CONCATENATION => cv.concat(op),
+            tfl::BuiltinOperator::MEAN => cv.mean(op),
+            tfl::BuiltinOperator::SOFTMAX => cv.softmax(op),
+            tfl::BuiltinOperator::RESHAPE => cv.reshape(op),
+            tfl::BuiltinOperator::PAD => cv.pad(op, i),
+            tfl::BuiltinOperator::DEQUANTIZE
+                if i + 1 == ops.len() && cv.output(op).ok() == Some(*out_t) =>
+            {
+                model_out = cv.input(op, 0)?;
+                Ok(())
+            }
+            tfl::BuiltinOperator::QUANTIZE | tfl::BuiltinOperator::DEQUANTIZE => {
+                Err(anyhow!("supported only at the model's input and output"))
+            }
+            _ => Err(anyhow!("this operator is not supported")),
+        };
+        r.with_context(|| format!("operator #{i} {name}"))?;
+    }
+    let last = cv
+        .vals
+        .get(&model_out)
+        .copied()
+        .ok_or_else(|| anyhow!("the model output is not produced by a supported operator"))?;
+    if cv.layers.is_empty() || last.id as usize != cv.layers.len() {
+        bail!("the model output must be the last operator's output");
+    }
+    if last.pad.is_some() {
+        bail!("the model output is a PAD's output");
+    }
+    let out_shape = *cv.shapes.last().unwrap_or(&in_shape);
+    let mut layers = heapless::Vec::new();
+    for (inputs, o) in &cv.layers {
+        let layer = match o {
+            Owned::Conv {
+                depthwise,
+                c,
+                weights,
+                bias,
+                requant,
+            } => {
+                let mut c = *c;
+                c.weights = weights;
+                c.output.bias = bias;
+                c.output.requant = requant;
+                if *depthwise {
+                    Layer::DepthwiseConv2d(c)
+                } else {
+                    Layer::Conv2d(c)
+                }
+            }
+            Owned::Fc {
+                f,
+                weights,
+                bias,
+                requant,
+            } => {
+                let mut f = *f;
+                f.weights = weights;
+                f.output.bias = bias;
+                f.output.requant = requant;
+                Layer::FullyConnected(f)
+            }
+            Owned::Plain(l) => *l,
+        };
+        let node = Node {
+            inputs: heapless::Vec::from_slice(inputs).map_err(|_| anyhow!("too many inputs"))?,
+            layer,
+        };
+        layers
+            .push(node)
+            .map_err(|_| anyhow!("more than {} layers", runtime::format::MAX_LAYERS))?;
+    }
+    let def = ModelDef {
+        name,
+        input: TensorSpec {
+            shape: in_shape,
+            quant: in_q,
+        },
+        output: TensorSpec {
+            shape: out_shape,
+            quant: last.quant,
+        },
+        rounding,
+        layers,
+        head: Head::Classifier {
+            classes: u16::try_from(out_shape.bytes()).context("more than 65535 outputs")?,
+        },
+    };
+    write_blob(&def).map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))
+}

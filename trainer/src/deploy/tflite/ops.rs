@@ -1,0 +1,593 @@
+//! The operator-by-operator conversion of [`crate::deploy::tflite`]: each TFLite operator to a
+//! runtime layer with the parameters TensorFlow Lite Micro computes in its `Prepare`.
+
+use crate::deploy::tflite::read::{
+    activation, activation_range, bias, int32s, quantize_multiplier, same_padding, weights, Graph,
+    Tensor,
+};
+use anyhow::{anyhow, bail, Context};
+use runtime::format::{
+    Add, Conv2d, FullyConnected, Layer, Mean, OutputStage, Padding, Pool2d, Shape, Softmax,
+};
+use runtime::kernels::AddParams;
+use runtime::writer::{encode_i32s, encode_requants};
+use runtime::{QuantParams, Requant};
+use std::collections::HashMap;
+use tflite_schema as tfl;
+
+/// A TFLite tensor as the runtime sees it: which of its tensors holds the bytes (0 the model
+/// input, `k + 1` layer `k`'s output), the shape the runtime gives it, its quantization, and a
+/// PAD waiting for the convolution that reads it.
+#[derive(Clone, Copy)]
+pub(crate) struct Val {
+    pub id: u8,
+    pub shape: Shape,
+    pub quant: QuantParams,
+    pub pad: Option<(usize, Padding)>,
+}
+
+/// A layer whose arrays the converter owns until the blob is written.
+pub(crate) enum Owned {
+    Conv {
+        depthwise: bool,
+        c: Conv2d<'static>,
+        weights: Vec<u8>,
+        bias: Vec<u8>,
+        requant: Vec<u8>,
+    },
+    Fc {
+        f: FullyConnected<'static>,
+        weights: Vec<u8>,
+        bias: Vec<u8>,
+        requant: Vec<u8>,
+    },
+    Plain(Layer<'static>),
+}
+
+pub(crate) struct Converter<'g> {
+    pub g: &'g Graph,
+    pub vals: HashMap<i32, Val>,
+    pub layers: Vec<(Vec<u8>, Owned)>,
+    /// Output shape of each layer (its tensor id is the index + 1).
+    pub shapes: Vec<Shape>,
+}
+
+fn stage_static(zp: i8, act: (i8, i8)) -> OutputStage<'static> {
+    OutputStage {
+        zero_point: zp,
+        act_min: act.0,
+        act_max: act.1,
+        bias: &[],
+        requant: &[],
+    }
+}
+
+impl<'g> Converter<'g> {
+    pub fn input(&self, op: &tfl::OperatorT, k: usize) -> anyhow::Result<i32> {
+        op.inputs
+            .as_deref()
+            .and_then(|v| v.get(k))
+            .copied()
+            .filter(|&t| t >= 0)
+            .ok_or_else(|| anyhow!("input {k} is missing"))
+    }
+    fn optional_input(&self, op: &tfl::OperatorT, k: usize) -> Option<i32> {
+        op.inputs
+            .as_deref()
+            .and_then(|v| v.get(k))
+            .copied()
+            .filter(|&t| t >= 0)
+    }
+    pub fn output(&self, op: &tfl::OperatorT) -> anyhow::Result<i32> {
+        match op.outputs.as_deref() {
+            Some([t]) => Ok(*t),
+            _ => bail!("expected exactly one output"),
+        }
+    }
+    fn tensor(&self, t: i32) -> anyhow::Result<Tensor<'g>> {
+        self.g.tensor(t)
+    }
+    /// The value an operator reads: produced earlier, with no PAD pending unless `pad_ok`.
+    fn val(&self, t: i32, pad_ok: bool) -> anyhow::Result<Val> {
+        let v = *self.vals.get(&t).ok_or_else(|| {
+            anyhow!(
+                "reads tensor '{}', which no supported operator produced",
+                self.g
+                    .tensor(t)
+                    .map_or("?".into(), |x| x.name().to_string())
+            )
+        })?;
+        if let (Some((at, _)), false) = (v.pad, pad_ok) {
+            bail!("reads the output of PAD (#{at}): PAD is supported only before CONV_2D and DEPTHWISE_CONV_2D");
+        }
+        Ok(v)
+    }
+    /// The runtime's shape of a value must be the TFLite tensor's (a RESHAPE may have changed
+    /// only the TFLite view of the bytes).
+    fn same_layout(&self, v: &Val, t: i32) -> anyhow::Result<()> {
+        let (shape, _) = activation(&self.tensor(t)?)?;
+        if shape != v.shape {
+            bail!(
+                "reads a reshaped tensor ({}x{}x{} as {}x{}x{}): only a flatten before FULLY_CONNECTED is supported",
+                v.shape.h, v.shape.w, v.shape.c, shape.h, shape.w, shape.c
+            );
+        }
+        Ok(())
+    }
+    fn push(
+        &mut self,
+        inputs: Vec<u8>,
+        layer: Owned,
+        out_t: i32,
+        shape: Shape,
+    ) -> anyhow::Result<()> {
+        let (tshape, quant) = activation(&self.tensor(out_t)?)?;
+        if tshape != shape {
+            bail!(
+                "output shape {}x{}x{} differs from the {}x{}x{} the runtime computes",
+                tshape.h,
+                tshape.w,
+                tshape.c,
+                shape.h,
+                shape.w,
+                shape.c
+            );
+        }
+        let n = self.layers.len();
+        if n >= runtime::format::MAX_LAYERS {
+            bail!("more than {} layers", runtime::format::MAX_LAYERS);
+        }
+        self.layers.push((inputs, layer));
+        self.shapes.push(shape);
+        self.vals.insert(
+            out_t,
+            Val {
+                id: (n + 1) as u8,
+                shape,
+                quant,
+                pad: None,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn conv(&mut self, op: &tfl::OperatorT, depthwise: bool) -> anyhow::Result<()> {
+        let x_t = self.input(op, 0)?;
+        let x = self.val(x_t, true)?;
+        if x.pad.is_none() {
+            // (A PAD's output is wider than the bytes: `pad` checked its input.)
+            self.same_layout(&x, x_t)?;
+        }
+        let out_t = self.output(op)?;
+        let (_, yq) = activation(&self.tensor(out_t)?)?;
+        let (padding, sw, sh, act, dil) = match &op.builtin_options {
+            tfl::BuiltinOptionsT::Conv2DOptions(o) if !depthwise => (
+                o.padding,
+                o.stride_w,
+                o.stride_h,
+                o.fused_activation_function,
+                (o.dilation_w_factor, o.dilation_h_factor),
+            ),
+            tfl::BuiltinOptionsT::DepthwiseConv2DOptions(o) if depthwise => (
+                o.padding,
+                o.stride_w,
+                o.stride_h,
+                o.fused_activation_function,
+                (o.dilation_w_factor, o.dilation_h_factor),
+            ),
+            _ => bail!("missing options"),
+        };
+        if dil != (1, 1) {
+            bail!("dilation {}x{} is not supported (only 1)", dil.1, dil.0);
+        }
+        if sw != sh || !(1..=255).contains(&sw) {
+            bail!("strides {sh}x{sw}: only equal strides of 1..=255 are supported");
+        }
+        let w_t = self.tensor(self.input(op, 1)?)?;
+        let wd = w_t.dims().to_vec();
+        let [o, kh, kw, i] = wd[..] else {
+            bail!(
+                "weights '{}' have shape {wd:?}, expected 4 dimensions",
+                w_t.name()
+            );
+        };
+        let (out_c, qdim) = if depthwise {
+            if o != 1 || i as u16 != x.shape.c {
+                bail!(
+                    "depth multiplier {} is not supported (only 1)",
+                    i / (x.shape.c as i32).max(1)
+                );
+            }
+            (i as usize, 3)
+        } else {
+            if i as u16 != x.shape.c {
+                bail!(
+                    "weights have {i} input channels, the input has {}",
+                    x.shape.c
+                );
+            }
+            (o as usize, 0)
+        };
+        let (w, w_scales) = weights(&w_t, qdim, out_c)?;
+        let b_t = self
+            .optional_input(op, 2)
+            .map(|t| self.tensor(t))
+            .transpose()?;
+        let b = bias(b_t.as_ref(), out_c)?;
+        let in_s = x.quant.scale as f64;
+        let out_s = yq.scale as f64;
+        let rq = w_scales
+            .iter()
+            .map(|&ws| {
+                // TFLite's PopulateConvolutionQuantizationParams, in double.
+                quantize_multiplier(in_s * ws as f64 / out_s)
+                    .filter(|r| r.is_valid())
+                    .ok_or_else(|| anyhow!("requantization multiplier out of range"))
+            })
+            .collect::<anyhow::Result<Vec<Requant>>>()?;
+        let (kh, kw) = (kh as usize, kw as usize);
+        let mut pad = same_padding(
+            padding == tfl::Padding::SAME,
+            (x.shape.h as usize, x.shape.w as usize),
+            (kh, kw),
+            sw as usize,
+        );
+        if let Some((_, p)) = x.pad {
+            let add = |a: u8, b: u8| a.checked_add(b).ok_or_else(|| anyhow!("padding above 255"));
+            pad = Padding {
+                top: add(pad.top, p.top)?,
+                left: add(pad.left, p.left)?,
+                bottom: add(pad.bottom, p.bottom)?,
+                right: add(pad.right, p.right)?,
+            };
+        }
+        let act = activation_range(act, yq)?;
+        let c = Conv2d {
+            in_channels: x.shape.c,
+            out_channels: out_c as u16,
+            kernel_h: u8::try_from(kh).context("kernel height above 255")?,
+            kernel_w: u8::try_from(kw).context("kernel width above 255")?,
+            stride: sw as u8,
+            padding: pad,
+            input_zero_point: x.quant.zero_point as i8,
+            output: stage_static(yq.zero_point as i8, act),
+            weights: &[],
+            pool: None,
+        };
+        let conv_len = |n: u16, k: usize, a: u8, b: u8| {
+            (n as usize + a as usize + b as usize)
+                .checked_sub(k)
+                .map(|v| v / sw as usize + 1)
+        };
+        let (Some(oh), Some(ow)) = (
+            conv_len(x.shape.h, kh, pad.top, pad.bottom),
+            conv_len(x.shape.w, kw, pad.left, pad.right),
+        ) else {
+            bail!("kernel larger than the padded input");
+        };
+        let shape = Shape::new(oh as u16, ow as u16, out_c as u16);
+        let layer = Owned::Conv {
+            depthwise,
+            c,
+            weights: w.to_vec(),
+            bias: encode_i32s(&b),
+            requant: encode_requants(&rq),
+        };
+        self.push(vec![x.id], layer, out_t, shape)
+    }
+
+    pub fn fully_connected(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
+        let x_t = self.input(op, 0)?;
+        let x = self.val(x_t, false)?;
+        let out_t = self.output(op)?;
+        let (_, yq) = activation(&self.tensor(out_t)?)?;
+        let tfl::BuiltinOptionsT::FullyConnectedOptions(o) = &op.builtin_options else {
+            bail!("missing options");
+        };
+        if o.weights_format != tfl::FullyConnectedOptionsWeightsFormat::DEFAULT {
+            bail!("shuffled weights are not supported");
+        }
+        let w_t = self.tensor(self.input(op, 1)?)?;
+        let wd = w_t.dims().to_vec();
+        let [n_out, n_in] = wd[..] else {
+            bail!(
+                "weights '{}' have shape {wd:?}, expected [out, in]",
+                w_t.name()
+            );
+        };
+        if n_in as u64 != x.shape.bytes() {
+            bail!(
+                "weights take {n_in} inputs, the input has {}",
+                x.shape.bytes()
+            );
+        }
+        let n_out = usize::try_from(n_out).context("output count")?;
+        let (w, w_scales) = weights(&w_t, 0, n_out)?;
+        let b_t = self
+            .optional_input(op, 2)
+            .map(|t| self.tensor(t))
+            .transpose()?;
+        let b = bias(b_t.as_ref(), n_out)?;
+        let (in_s, out_s) = (x.quant.scale, yq.scale);
+        let per_tensor = w_t.scales().len() == 1;
+        let rq = w_scales
+            .iter()
+            .map(|&ws| {
+                // Per channel as conv; per tensor GetQuantizedConvolutionMultipler: the
+                // product in double with a bias, in float without one.
+                let real = if per_tensor && b_t.is_none() {
+                    (in_s * ws) as f64 / out_s as f64
+                } else {
+                    in_s as f64 * ws as f64 / out_s as f64
+                };
+                quantize_multiplier(real)
+                    .filter(|r| r.is_valid())
+                    .ok_or_else(|| anyhow!("requantization multiplier out of range"))
+            })
+            .collect::<anyhow::Result<Vec<Requant>>>()?;
+        let act = activation_range(o.fused_activation_function, yq)?;
+        let f = FullyConnected {
+            in_features: n_in as u32,
+            out_features: u16::try_from(n_out).context("more than 65535 outputs")?,
+            input_zero_point: x.quant.zero_point as i8,
+            output: stage_static(yq.zero_point as i8, act),
+            weights: &[],
+        };
+        let layer = Owned::Fc {
+            f,
+            weights: w.to_vec(),
+            bias: encode_i32s(&b),
+            requant: encode_requants(&rq),
+        };
+        self.push(vec![x.id], layer, out_t, Shape::new(1, 1, n_out as u16))
+    }
+
+    pub fn pool(&mut self, op: &tfl::OperatorT, max: bool) -> anyhow::Result<()> {
+        let x_t = self.input(op, 0)?;
+        let x = self.val(x_t, false)?;
+        self.same_layout(&x, x_t)?;
+        let out_t = self.output(op)?;
+        let (_, yq) = activation(&self.tensor(out_t)?)?;
+        let tfl::BuiltinOptionsT::Pool2DOptions(o) = &op.builtin_options else {
+            bail!("missing options");
+        };
+        if yq != x.quant {
+            bail!("input and output quantization differ");
+        }
+        if o.stride_w != o.stride_h || o.filter_width != o.filter_height {
+            bail!(
+                "a {}x{} window with strides {}x{}: only square windows with equal strides are supported",
+                o.filter_height, o.filter_width, o.stride_h, o.stride_w
+            );
+        }
+        let (k, s) = (o.filter_width, o.stride_w);
+        if !(1..=255).contains(&k) || !(1..=255).contains(&s) {
+            bail!("window {k} or stride {s} outside 1..=255");
+        }
+        if activation_range(o.fused_activation_function, yq)? != (-128, 127) {
+            bail!("a fused activation that clamps is not supported on pooling");
+        }
+        let p = same_padding(
+            o.padding == tfl::Padding::SAME,
+            (x.shape.h as usize, x.shape.w as usize),
+            (k as usize, k as usize),
+            s as usize,
+        );
+        if p != Padding::uniform(p.top) {
+            bail!("SAME padding {p} is not the same on every side (unsupported for pooling)");
+        }
+        if !max && p.top != 0 {
+            bail!("average pooling with padding is not supported (TFLite averages over the pixels inside; use VALID)");
+        }
+        let pool = Pool2d {
+            kernel: k as u8,
+            stride: s as u8,
+            padding: p.top,
+        };
+        let len = |n: u16| {
+            (n as usize + 2 * p.top as usize)
+                .checked_sub(k as usize)
+                .map(|v| v / s as usize + 1)
+        };
+        let (Some(oh), Some(ow)) = (len(x.shape.h), len(x.shape.w)) else {
+            bail!("window larger than the input");
+        };
+        let layer = if max {
+            Layer::MaxPool2d(pool)
+        } else {
+            Layer::AvgPool2d(pool)
+        };
+        let shape = Shape::new(oh as u16, ow as u16, x.shape.c);
+        self.push(vec![x.id], Owned::Plain(layer), out_t, shape)
+    }
+
+    pub fn add(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
+        let (a_t, b_t) = (self.input(op, 0)?, self.input(op, 1)?);
+        let (a, b) = (self.val(a_t, false)?, self.val(b_t, false)?);
+        self.same_layout(&a, a_t)?;
+        self.same_layout(&b, b_t)?;
+        if a.shape != b.shape {
+            bail!("broadcasting is not supported (shapes differ)");
+        }
+        let out_t = self.output(op)?;
+        let (_, yq) = activation(&self.tensor(out_t)?)?;
+        let tfl::BuiltinOptionsT::AddOptions(o) = &op.builtin_options else {
+            bail!("missing options");
+        };
+        let act = activation_range(o.fused_activation_function, yq)?;
+        // TFLite's CalculateOpDataAdd: the same double arithmetic as AddParams::from_scales.
+        let p = AddParams::from_scales(
+            a.quant.scale as f64,
+            a.quant.zero_point,
+            b.quant.scale as f64,
+            b.quant.zero_point,
+            yq.scale as f64,
+            yq.zero_point,
+            act.0 as i32,
+            act.1 as i32,
+        )
+        .ok_or_else(|| anyhow!("rescale multipliers out of range"))?;
+        let layer = Layer::Add(Add {
+            input_zero_points: [a.quant.zero_point as i8, b.quant.zero_point as i8],
+            zero_point: yq.zero_point as i8,
+            act_min: act.0,
+            act_max: act.1,
+            requant: [p.rq_a, p.rq_b, p.rq_out],
+        });
+        self.push(vec![a.id, b.id], Owned::Plain(layer), out_t, a.shape)
+    }
+
+    pub fn concat(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
+        let out_t = self.output(op)?;
+        let (_, yq) = activation(&self.tensor(out_t)?)?;
+        let tfl::BuiltinOptionsT::ConcatenationOptions(o) = &op.builtin_options else {
+            bail!("missing options");
+        };
+        let rank = self.tensor(out_t)?.dims().len() as i32;
+        if o.axis != -1 && o.axis != rank - 1 {
+            bail!("axis {} is not supported (only the channel axis)", o.axis);
+        }
+        if activation_range(o.fused_activation_function, yq)? != (-128, 127) {
+            bail!("a fused activation that clamps is not supported on concatenation");
+        }
+        let ins = op.inputs.as_deref().unwrap_or(&[]);
+        if !(2..=runtime::format::MAX_INPUTS).contains(&ins.len()) {
+            bail!(
+                "{} inputs: 2 to {} are supported",
+                ins.len(),
+                runtime::format::MAX_INPUTS
+            );
+        }
+        let mut ids = Vec::new();
+        let mut c = 0u32;
+        let mut hw = None;
+        for &t in ins {
+            let v = self.val(t, false)?;
+            self.same_layout(&v, t)?;
+            if v.quant != yq {
+                bail!("an input's scale or zero point differs from the output's (requantizing concatenation is not supported)");
+            }
+            if *hw.get_or_insert((v.shape.h, v.shape.w)) != (v.shape.h, v.shape.w) {
+                bail!("inputs differ in height or width");
+            }
+            c += v.shape.c as u32;
+            ids.push(v.id);
+        }
+        let (h, w) = hw.unwrap_or((1, 1));
+        let c = u16::try_from(c).context("more than 65535 channels")?;
+        self.push(ids, Owned::Plain(Layer::Concat), out_t, Shape::new(h, w, c))
+    }
+
+    pub fn mean(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
+        let x_t = self.input(op, 0)?;
+        let x = self.val(x_t, false)?;
+        self.same_layout(&x, x_t)?;
+        if self.tensor(x_t)?.dims().len() != 4 {
+            bail!("only a 4-D input is supported");
+        }
+        let mut axes = int32s(&self.tensor(self.input(op, 1)?)?)?;
+        axes.sort_unstable();
+        if axes != [1, 2] {
+            bail!("axes {axes:?}: only the mean over height and width ([1, 2]) is supported");
+        }
+        let out_t = self.output(op)?;
+        let (_, yq) = activation(&self.tensor(out_t)?)?;
+        // TFLM's PrepareMeanOrSumHelper, then QuantizedMeanOrSum's fold of 1/n into the
+        // multiplier: shift = min(floor(log2 n), 32, 31 + shift).
+        let rq = quantize_multiplier(x.quant.scale as f64 / yq.scale as f64)
+            .ok_or_else(|| anyhow!("rescale out of range"))?;
+        let n = x.shape.h as i64 * x.shape.w as i64;
+        let s = (63 - (n as u64).leading_zeros() as i32)
+            .min(32)
+            .min(31 + rq.shift);
+        let m = ((rq.multiplier as i64) << s) / n;
+        let requant = Requant {
+            multiplier: i32::try_from(m).context("mean multiplier")?,
+            shift: rq.shift - s,
+        };
+        let layer = Layer::Mean(Mean {
+            input_zero_point: x.quant.zero_point as i8,
+            zero_point: yq.zero_point as i8,
+            requant,
+        });
+        self.push(
+            vec![x.id],
+            Owned::Plain(layer),
+            out_t,
+            Shape::new(1, 1, x.shape.c),
+        )
+    }
+
+    pub fn softmax(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
+        let x_t = self.input(op, 0)?;
+        let x = self.val(x_t, false)?;
+        self.same_layout(&x, x_t)?;
+        let out_t = self.output(op)?;
+        let (_, yq) = activation(&self.tensor(out_t)?)?;
+        if yq.zero_point != -128 || yq.scale != 1.0 / 256.0 {
+            bail!("output quantization must be scale 1/256, zero point -128 (as TFLite requires)");
+        }
+        let tfl::BuiltinOptionsT::SoftmaxOptions(o) = &op.builtin_options else {
+            bail!("missing options");
+        };
+        // PreprocessSoftmaxScaling(beta, input_scale, 5) and CalculateInputRadius(5, shift).
+        let real = (o.beta as f64 * x.quant.scale as f64 * (1u64 << 26) as f64)
+            .min((1u64 << 31) as f64 - 1.0);
+        if real <= 1.0 {
+            bail!("beta * input scale too small ({real} <= 1 after scaling)");
+        }
+        let rq =
+            quantize_multiplier(real).ok_or_else(|| anyhow!("beta * input scale too large"))?;
+        let radius = (31.0 * (1u64 << 26) as f64 / (1u64 << rq.shift) as f64).floor();
+        let layer = Layer::Softmax(Softmax {
+            input_multiplier: rq.multiplier,
+            input_left_shift: rq.shift,
+            diff_min: -(radius.min(i32::MAX as f64) as i32),
+        });
+        self.push(vec![x.id], Owned::Plain(layer), out_t, x.shape)
+    }
+
+    /// RESHAPE: the bytes stay; the TFLite tensor becomes an alias with its own view.
+    pub fn reshape(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
+        let x_t = self.input(op, 0)?;
+        let x = self.val(x_t, false)?;
+        let out_t = self.output(op)?;
+        let (shape, q) = activation(&self.tensor(out_t)?)?;
+        if q != x.quant || shape.bytes() != x.shape.bytes() {
+            bail!("changes the quantization or the element count");
+        }
+        // Keep the producer's shape: the runtime reads the bytes with it.
+        self.vals.insert(out_t, x);
+        Ok(())
+    }
+
+    /// PAD before a convolution: remembered, and added to the convolution's padding.
+    pub fn pad(&mut self, op: &tfl::OperatorT, index: usize) -> anyhow::Result<()> {
+        let x_t = self.input(op, 0)?;
+        let x = self.val(x_t, false)?;
+        self.same_layout(&x, x_t)?;
+        let p = int32s(&self.tensor(self.input(op, 1)?)?)?;
+        let [b0, b1, t, bo, l, r, c0, c1] = p[..] else {
+            bail!("paddings {p:?}: a [4, 2] constant is expected");
+        };
+        if [b0, b1, c0, c1] != [0, 0, 0, 0] {
+            bail!("padding the batch or channels is not supported");
+        }
+        let u = |v: i32| u8::try_from(v).map_err(|_| anyhow!("padding {v} outside 0..=255"));
+        let out_t = self.output(op)?;
+        let (_, q) = activation(&self.tensor(out_t)?)?;
+        if q != x.quant {
+            bail!("changes the quantization");
+        }
+        let pad = Padding {
+            top: u(t)?,
+            left: u(l)?,
+            bottom: u(bo)?,
+            right: u(r)?,
+        };
+        let mut v = x;
+        v.pad = Some((index, pad));
+        self.vals.insert(out_t, v);
+        Ok(())
+    }
+}

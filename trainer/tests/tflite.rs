@@ -1,0 +1,244 @@
+//! `.tflite` import against TensorFlow Lite Micro's own outputs: the fixtures under
+//! `tests/fixtures/tflite/` were made by `scripts/tflite-fixtures.py` (Keras, converted to full
+//! int8, run by the `tflite-micro` package's interpreter); this suite only reads them.
+
+use std::path::{Path, PathBuf};
+use tflite_schema as tfl;
+use trainer::deploy::tflite::{cmd_import, import, ImportArgs};
+
+const MODELS: [&str; 4] = ["ref-cnn", "mobilenet", "residual", "concat"];
+
+fn fixture(name: &str, ext: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tflite")
+        .join(format!("{name}.{ext}"));
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Runs every committed input through the imported blob on the host runtime.
+fn host_outputs(blob: &[u8], inputs: &[u8]) -> Vec<Vec<i8>> {
+    let m = runtime::Model::from_bytes(blob).unwrap();
+    let mut arena = vec![0u8; m.arena_bytes()];
+    let mut it = runtime::Interpreter::new(&m, &mut arena).unwrap();
+    let n_in = m.input_len();
+    assert_eq!(inputs.len() % n_in, 0);
+    inputs
+        .chunks_exact(n_in)
+        .map(|x| {
+            for (d, &s) in it.input_mut().iter_mut().zip(x) {
+                *d = s as i8;
+            }
+            it.invoke();
+            it.output().to_vec()
+        })
+        .collect()
+}
+
+/// Every fixture: the host runtime's bytes equal TensorFlow Lite Micro's on every input.
+#[test]
+fn imported_models_equal_tflite_micro_byte_for_byte() {
+    for name in MODELS {
+        let blob =
+            import(&fixture(name, "tflite"), name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let want = fixture(name, "tflm.bin");
+        let got = host_outputs(&blob, &fixture(name, "inputs.bin"));
+        let n_out = want.len() / got.len();
+        let mut wrong = 0;
+        for (i, out) in got.iter().enumerate() {
+            let tflm: Vec<i8> = want[i * n_out..(i + 1) * n_out]
+                .iter()
+                .map(|&b| b as i8)
+                .collect();
+            if out != &tflm {
+                wrong += 1;
+                eprintln!("{name} input {i}: ours {out:?}\n  TFLM {tflm:?}");
+            }
+        }
+        assert_eq!(
+            wrong,
+            0,
+            "{name}: {wrong} of {} inputs differ from TFLM",
+            got.len()
+        );
+        let m = runtime::Model::from_bytes(&blob).unwrap();
+        assert_eq!(m.def().rounding, runtime::Rounding::Double, "{name}");
+    }
+}
+
+/// The same blobs with this project's single rounding differ from TFLM somewhere: the mode
+/// recorded in the blob is what makes the bytes equal (this fails if the two roundings were
+/// the same computation).
+#[test]
+fn single_rounding_would_not_match() {
+    let mut differing = 0;
+    for name in MODELS {
+        let imported = import(&fixture(name, "tflite"), name).unwrap();
+        let mut def = runtime::decode_def(&imported).unwrap();
+        def.rounding = runtime::Rounding::Single;
+        let blob = runtime::writer::write_blob(&def).unwrap();
+        let want = fixture(name, "tflm.bin");
+        let got: Vec<u8> = host_outputs(&blob, &fixture(name, "inputs.bin"))
+            .concat()
+            .iter()
+            .map(|&v| v as u8)
+            .collect();
+        differing += got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    }
+    assert!(differing > 0);
+}
+
+/// An edited copy of a fixture, written back as a flatbuffer.
+fn edited(name: &str, edit: impl FnOnce(&mut tfl::ModelT)) -> Vec<u8> {
+    let bytes = fixture(name, "tflite");
+    let mut m = tfl::root_as_model(&bytes).unwrap().unpack();
+    edit(&mut m);
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let root = m.pack(&mut fbb);
+    tfl::finish_model_buffer(&mut fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+fn ops(m: &mut tfl::ModelT) -> &mut Vec<tfl::OperatorT> {
+    m.subgraphs.as_mut().unwrap()[0].operators.as_mut().unwrap()
+}
+
+fn import_err(bytes: &[u8]) -> String {
+    format!("{:#}", import(bytes, "x").expect_err("must be refused"))
+}
+
+/// What the runtime cannot compute exactly is refused with the operator, its index and the
+/// reason.
+#[test]
+fn unsupported_models_are_clear_errors() {
+    // An operator the runtime does not have: ref-cnn's first op code becomes TANH.
+    let e = import_err(&edited("ref-cnn", |m| {
+        m.operator_codes.as_mut().unwrap()[0].builtin_code = tfl::BuiltinOperator::TANH;
+        m.operator_codes.as_mut().unwrap()[0].deprecated_builtin_code = 28;
+    }));
+    assert!(
+        e.contains("operator #0 TANH") && e.contains("not supported"),
+        "{e}"
+    );
+    // A dilated convolution.
+    let e = import_err(&edited("ref-cnn", |m| {
+        if let tfl::BuiltinOptionsT::Conv2DOptions(o) = &mut ops(m)[2].builtin_options {
+            o.dilation_w_factor = 2;
+            o.dilation_h_factor = 2;
+        }
+    }));
+    assert!(
+        e.contains("operator #2 CONV_2D") && e.contains("dilation 2x2"),
+        "{e}"
+    );
+    // int16 activations.
+    let e = import_err(&edited("ref-cnn", |m| {
+        let sg = &mut m.subgraphs.as_mut().unwrap()[0];
+        let t = sg.operators.as_ref().unwrap()[0].outputs.as_ref().unwrap()[0] as usize;
+        sg.tensors.as_mut().unwrap()[t].type_ = tfl::TensorType::INT16;
+    }));
+    assert!(
+        e.contains("operator #0 CONV_2D") && e.contains("INT16"),
+        "{e}"
+    );
+    // A dynamic batch.
+    let e = import_err(&edited("ref-cnn", |m| {
+        let sg = &mut m.subgraphs.as_mut().unwrap()[0];
+        let t = sg.inputs.as_ref().unwrap()[0] as usize;
+        sg.tensors.as_mut().unwrap()[t].shape_signature = Some(vec![-1, 28, 28, 1]);
+    }));
+    assert!(e.contains("dynamic shape"), "{e}");
+    // Per-tensor scales on an activation that should have one, made per-channel.
+    let e = import_err(&edited("ref-cnn", |m| {
+        let sg = &mut m.subgraphs.as_mut().unwrap()[0];
+        let t = sg.operators.as_ref().unwrap()[1].outputs.as_ref().unwrap()[0] as usize;
+        let q = sg.tensors.as_mut().unwrap()[t]
+            .quantization
+            .as_mut()
+            .unwrap();
+        q.scale = Some(vec![0.1, 0.2]);
+        q.zero_point = Some(vec![0, 0]);
+    }));
+    assert!(
+        e.contains("operator #1 MAX_POOL_2D") && e.contains("per tensor"),
+        "{e}"
+    );
+    // A depth multiplier of 2 (mobilenet's first depthwise conv claims twice the channels).
+    let e = import_err(&edited("mobilenet", |m| {
+        if let tfl::BuiltinOptionsT::DepthwiseConv2DOptions(o) = &mut ops(m)[1].builtin_options {
+            o.depth_multiplier = 2;
+        }
+        let sg = &mut m.subgraphs.as_mut().unwrap()[0];
+        let w = sg.operators.as_ref().unwrap()[1].inputs.as_ref().unwrap()[1] as usize;
+        let t = &mut sg.tensors.as_mut().unwrap()[w];
+        t.shape.as_mut().unwrap()[3] *= 2;
+    }));
+    assert!(
+        e.contains("operator #1 DEPTHWISE_CONV_2D") && e.contains("depth multiplier"),
+        "{e}"
+    );
+    // Not a flatbuffer at all, and a truncated one.
+    assert!(import_err(b"hello world, not a model").contains("TFL3"));
+    let bytes = fixture("ref-cnn", "tflite");
+    let e = import_err(&bytes[..bytes.len() / 2]);
+    assert!(e.contains("not a valid TensorFlow Lite flatbuffer"), "{e}");
+}
+
+fn temp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tinymcu-tflite-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The command writes a blob that loads, and nothing at all when the model is refused.
+#[test]
+fn import_command_writes_only_on_success() {
+    let d = temp("cmd");
+    let good = d.join("ref-cnn.tflite");
+    std::fs::write(&good, fixture("ref-cnn", "tflite")).unwrap();
+    let out = d.join("ref-cnn.bin");
+    let r = cmd_import(&ImportArgs {
+        model: good.clone(),
+        out: out.clone(),
+        name: None,
+        json: false,
+    })
+    .unwrap();
+    let blob = std::fs::read(&out).unwrap();
+    assert_eq!(blob.len(), r.blob_bytes);
+    assert!(
+        r.table.contains("model 'ref-cnn'") && r.table.contains("Double rounding"),
+        "{}",
+        r.table
+    );
+    // TFLM's ref-cnn arena is 10,080 bytes; ours holds the same tensors in fewer.
+    assert!(r.arena_bytes < 10_080, "{}", r.arena_bytes);
+    let bad = d.join("bad.tflite");
+    std::fs::write(
+        &bad,
+        edited("ref-cnn", |m| {
+            m.operator_codes.as_mut().unwrap()[0].builtin_code = tfl::BuiltinOperator::TANH;
+            m.operator_codes.as_mut().unwrap()[0].deprecated_builtin_code = 28;
+        }),
+    )
+    .unwrap();
+    let bad_out = d.join("bad.bin");
+    assert!(cmd_import(&ImportArgs {
+        model: bad,
+        out: bad_out.clone(),
+        name: None,
+        json: false,
+    })
+    .is_err());
+    assert!(!bad_out.exists());
+    // The input file is never the output.
+    assert!(cmd_import(&ImportArgs {
+        model: good.clone(),
+        out: good.clone(),
+        name: None,
+        json: false,
+    })
+    .is_err());
+    assert_eq!(std::fs::read(&good).unwrap(), fixture("ref-cnn", "tflite"));
+    let _ = std::fs::remove_dir_all(&d);
+}
