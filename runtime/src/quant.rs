@@ -124,12 +124,12 @@ impl Requant {
         let p = x as i64 * self.multiplier as i64;
         // The one saturating case (x = m = i32::MIN) needs m < 0, which no valid value has.
         let a = ((p + (1 << 30)) >> 31) as i32;
-        if right == 0 {
-            return a;
-        }
+        // RoundingDivideByPOT as gemmlowp writes it, in 32 bits: the remainder against half
+        // the divisor (one more for a negative dividend, so negative ties go down).
         let r = right.min(31);
-        let half = 1i64 << (r - 1);
-        ((a as i64 + half + (a >> 31) as i64) >> r) as i32
+        let mask = ((1u32 << r) - 1) as i32;
+        let threshold = (mask >> 1) + (a >> 31 & 1);
+        (a >> r) + i32::from(a & mask > threshold)
     }
 
     /// [`apply`](Self::apply) or [`apply_double`](Self::apply_double).
@@ -210,6 +210,18 @@ impl Prepared {
                 shift: 0,
             },
         }
+    }
+
+    /// Equal to `Requant::to_i8_with(Rounding::Double, ..)` of the multiplier it was made from
+    /// with [`Rounding::Double`] (a kernel that knows the model's rounding calls this one
+    /// directly, inline, instead of [`to_i8`](Self::to_i8)'s out-of-line general path).
+    #[inline(always)]
+    pub fn to_i8_double(self, acc: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
+        let rq = Requant {
+            multiplier: self.multiplier,
+            shift: self.add - DOUBLE_TAG,
+        };
+        offset_clamp(rq.apply_double(acc), zero_point, act_min, act_max)
     }
 
     /// Equal to `Requant::to_i8` of the multiplier it was made from.

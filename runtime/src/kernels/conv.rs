@@ -18,7 +18,7 @@ use crate::Error;
 
 use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::Stage;
-use crate::quant::Prepared;
+use crate::quant::{Prepared, Rounding};
 
 /// Geometry of a convolution, validated once at load time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,6 +351,17 @@ impl Block {
     }
 }
 
+/// [`pooled_channels`]' requantization of one block with TensorFlow Lite's rounding.
+#[inline(never)]
+fn requant_double(block: &mut [i8], max: &[i32], rq: &[Prepared], st: &Stage, first: bool) {
+    for ((o, &mi), &rq) in block.iter_mut().zip(max).zip(rq) {
+        let v = rq.to_i8_double(mi, st.zero_point, st.act_min, st.act_max);
+        if first || v > *o {
+            *o = v;
+        }
+    }
+}
+
 /// One pass of four lanes of a pooling window, every output channel: per block of channels,
 /// first the raw maxima (the dot-product loop keeps few values live), then their
 /// requantization in a second, register-light loop. `first` assigns, otherwise the pooled byte
@@ -378,6 +389,12 @@ fn pooled_channels(
                 }
             };
             at += taps;
+        }
+        // The choice of rounding is made once per block; TensorFlow Lite's has its own loop,
+        // out of line, so this one stays as small as it was.
+        if st.rounding == Rounding::Double {
+            requant_double(block, &blk.max, &blk.rq, st, first);
+            continue;
         }
         for ((o, &mi), &rq) in block.iter_mut().zip(&blk.max).zip(&blk.rq) {
             let v = st.finish_prepared(mi, rq);

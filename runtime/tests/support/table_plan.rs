@@ -1,4 +1,4 @@
-//! The layout of format v4's first arena planner, kept as an independent test reference (shared
+//! The layout of the first arena planner (format v4, with format v5's fourth order), kept as an independent test reference (shared
 //! by the planner's unit tests and the structured fuzz harness): the in-place planner must
 //! place every region exactly as it did, since blobs record the arena it computed.
 
@@ -25,13 +25,14 @@ pub fn table_plan(sizes: &[usize], life: &[(usize, usize)], chain: bool) -> (Vec
     }
     let overlaps = |a: usize, b: usize| life[a].0 <= life[b].1 && life[b].0 <= life[a].1;
     let mut best = (Vec::new(), usize::MAX);
-    for kind in 0..3 {
+    for kind in 0..4 {
         let key = |t: usize| -> (usize, usize) {
             let (s, (f, l)) = (sizes[t], life[t]);
             match kind {
                 0 => (usize::MAX - s, f),
                 1 => (f, usize::MAX - s),
-                _ => (usize::MAX - (l - f), usize::MAX - s),
+                2 => (usize::MAX - (l - f), usize::MAX - s),
+                _ => (usize::MAX - s, usize::MAX - f),
             }
         };
         let mut order: Vec<usize> = (0..n).collect();

@@ -1,7 +1,8 @@
-//! `trainer bench train` and `trainer bench runtime`: the figures, beside the peers' where
+//! `trainer bench train`, `trainer bench runtime` and `trainer bench tflite`: the figures, beside the peers' where
 //! they exist.
 
 use crate::report::bench::{bench_pytorch, cmd_bench_runtime, cmd_bench_train, Spread};
+use crate::report::html::grouped as group;
 use serde_json::json;
 use std::path::Path;
 
@@ -54,6 +55,44 @@ pub fn runtime(model: &Path, iters: usize, json: bool) -> anyhow::Result<()> {
     println!("  TFLite Micro, x86 reference kernels   {:>8}", "~475");
     if json {
         println!("{}", json!({"us_per_inference": us, "macs": macs}));
+    }
+    Ok(())
+}
+
+pub fn tflite(dir: &Path, device: bool, work: &Path, json: bool) -> anyhow::Result<()> {
+    let rows = crate::deploy::tflite::compare::cmd_bench_tflite(dir, device, work)?;
+    let opt = |v: Option<u64>| v.map_or("-".to_string(), group);
+    println!("| model | .tflite B | blob B | TFLM arena B | arena B | equal to TFLM (host / device) | instructions | stack B | static RAM B |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {}/{} / {} | {} | {} | {} |",
+            r.name,
+            group(r.tflite_bytes as u64),
+            group(r.blob_bytes as u64),
+            group(r.tflm_arena_bytes),
+            group(r.arena_bytes as u64),
+            r.host_equal,
+            r.inputs,
+            r.device_equal
+                .map_or("-".into(), |d| format!("{d}/{}", r.inputs)),
+            opt(r.instructions),
+            opt(r.stack_bytes.map(|s| s as u64)),
+            opt(r.static_ram_bytes),
+        );
+    }
+    for r in &rows {
+        if let Some(elf) = &r.elf {
+            println!(
+                "{}: {} ({} MACs)",
+                r.name,
+                elf.display(),
+                group(r.macs as u64)
+            );
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rows)?);
     }
     Ok(())
 }

@@ -99,6 +99,21 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Imported .tflite models beside TensorFlow Lite Micro: file and blob bytes, arena,
+    /// outputs equal to TFLM's on the host and in QEMU, instructions per inference.
+    Tflite {
+        /// Fixtures: NAME.tflite with NAME.json, NAME.inputs.bin and NAME.tflm.bin.
+        #[arg(long, default_value = "trainer/tests/fixtures/tflite")]
+        dir: PathBuf,
+        /// Host only: skip building and running the firmware.
+        #[arg(long)]
+        no_device: bool,
+        /// Where the firmware builds go.
+        #[arg(long, default_value = "target/tflite-bench")]
+        work: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// Host int8 latency of a model blob, 1 thread, batch 1.
     Runtime {
         #[arg(long, default_value = "firmware/models/ref-cnn.bin")]
@@ -145,6 +160,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench {
             what: BenchWhat::Runtime { model, iters, json },
         } => bench::runtime(&model, iters, json)?,
+        Command::Bench {
+            what:
+                BenchWhat::Tflite {
+                    dir,
+                    no_device,
+                    work,
+                    json,
+                },
+        } => bench::tflite(&dir, !no_device, &work, json)?,
         Command::Demo(a) => crate::report::demo::run(&a)?,
         Command::Device(a) => device::run(&a)?,
         Command::Proposals(a) => crate::detect::rcnn::cmd_proposals(&a)?,

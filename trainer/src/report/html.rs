@@ -190,7 +190,7 @@ Journey took {secs:.0} s.</p>
 }
 
 /// Thousands separators: 1234567 -> "1,234,567".
-pub(crate) fn grouped(v: u64) -> String {
+pub fn grouped(v: u64) -> String {
     let d = v.to_string();
     let mut out = String::new();
     for (i, ch) in d.chars().enumerate() {

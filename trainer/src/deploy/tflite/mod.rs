@@ -28,6 +28,7 @@ use runtime::Rounding;
 use std::collections::HashMap;
 use tflite_schema as tfl;
 
+pub mod compare;
 pub mod ops;
 pub mod read;
 
@@ -121,7 +122,14 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         vals: HashMap::new(),
         layers: Vec::new(),
         shapes: Vec::new(),
+        consumers: HashMap::new(),
     };
+    for op in g.operators() {
+        for &t in op.inputs.as_deref().unwrap_or(&[]) {
+            *cv.consumers.entry(t).or_default() += 1;
+        }
+    }
+    *cv.consumers.entry(*out_t).or_default() += 1;
     let ops = g.operators();
     // A float input quantized by the first operator: the model's input is that operator's
     // int8 output (the caller quantizes, as for every blob).

@@ -50,6 +50,8 @@ pub(crate) struct Converter<'g> {
     pub layers: Vec<(Vec<u8>, Owned)>,
     /// Output shape of each layer (its tensor id is the index + 1).
     pub shapes: Vec<Shape>,
+    /// How many operators (and the model output) read each TFLite tensor.
+    pub consumers: HashMap<i32, usize>,
 }
 
 fn stage_static(zp: i8, act: (i8, i8)) -> OutputStage<'static> {
@@ -392,12 +394,32 @@ impl<'g> Converter<'g> {
         let (Some(oh), Some(ow)) = (len(x.shape.h), len(x.shape.w)) else {
             bail!("window larger than the input");
         };
+        let shape = Shape::new(oh as u16, ow as u16, x.shape.c);
+        if max && p.top == 0 && self.consumers.get(&x_t) == Some(&1) {
+            // Fused into the convolution that produced its only input, as this project's own
+            // exports are: max-pooling commutes with the (monotonic) requantization and clamp,
+            // and the full-resolution output never exists in the arena.
+            let n = self.layers.len();
+            if let Some((_, Owned::Conv { c, .. })) = self.layers.last_mut() {
+                if x.id as usize == n && c.pool.is_none() {
+                    c.pool = Some(pool);
+                    let (tshape, _) = activation(&self.tensor(out_t)?)?;
+                    if tshape != shape {
+                        bail!("output shape differs from the runtime's");
+                    }
+                    if let Some(last) = self.shapes.last_mut() {
+                        *last = shape;
+                    }
+                    self.vals.insert(out_t, Val { shape, ..x });
+                    return Ok(());
+                }
+            }
+        }
         let layer = if max {
             Layer::MaxPool2d(pool)
         } else {
             Layer::AvgPool2d(pool)
         };
-        let shape = Shape::new(oh as u16, ow as u16, x.shape.c);
         self.push(vec![x.id], Owned::Plain(layer), out_t, shape)
     }
 
