@@ -120,16 +120,11 @@ impl Requant {
         } else {
             (0, self.shift.unsigned_abs())
         };
-        let x = acc.wrapping_shl(left.min(31));
-        let p = x as i64 * self.multiplier as i64;
-        // The one saturating case (x = m = i32::MIN) needs m < 0, which no valid value has.
-        let a = ((p + (1 << 30)) >> 31) as i32;
-        // RoundingDivideByPOT as gemmlowp writes it, in 32 bits: the remainder against half
-        // the divisor (one more for a negative dividend, so negative ties go down).
-        let r = right.min(31);
-        let mask = ((1u32 << r) - 1) as i32;
-        let threshold = (mask >> 1) + (a >> 31 & 1);
-        (a >> r) + i32::from(a & mask > threshold)
+        // The one saturating case of the high multiply (x = m = i32::MIN) needs m < 0, which
+        // no valid value has. RoundingDivideByPOT as gemmlowp writes it, in 32 bits: the
+        // remainder against half the divisor (one more for a negative dividend, so negative
+        // ties go down).
+        double_right(acc.wrapping_shl(left.min(31)), self.multiplier, right)
     }
 
     /// [`apply`](Self::apply) or [`apply_double`](Self::apply_double).
@@ -217,11 +212,13 @@ impl Prepared {
     /// directly, inline, instead of [`to_i8`](Self::to_i8)'s out-of-line general path).
     #[inline(always)]
     pub fn to_i8_double(self, acc: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
-        let rq = Requant {
-            multiplier: self.multiplier,
-            shift: self.add - DOUBLE_TAG,
+        let shift = self.add - DOUBLE_TAG;
+        let v = if shift <= 0 {
+            double_right(acc, self.multiplier, shift.unsigned_abs())
+        } else {
+            apply_general(self.multiplier, self.add, acc)
         };
-        offset_clamp(rq.apply_double(acc), zero_point, act_min, act_max)
+        offset_clamp(v, zero_point, act_min, act_max)
     }
 
     /// Equal to `Requant::to_i8` of the multiplier it was made from.
@@ -241,6 +238,18 @@ impl Prepared {
             apply_general(self.multiplier, self.add, acc)
         }
     }
+}
+
+/// [`Requant::apply_double`] for a multiplier below one (`shift <= 0`, no left shift): the
+/// doubling high multiply as one 64-bit add and shift, then `RoundingDivideByPOT(., right)`.
+#[inline(always)]
+fn double_right(acc: i32, multiplier: i32, right: u32) -> i32 {
+    let p = acc as i64 * multiplier as i64;
+    let a = ((p + (1 << 30)) >> 31) as i32;
+    let r = right.min(31);
+    let mask = ((1u32 << r) - 1) as i32;
+    let threshold = (mask >> 1) + (a >> 31 & 1);
+    (a >> r) + i32::from(a & mask > threshold)
 }
 
 /// [`Prepared::apply`]'s general path, out of line: the fast path stays small.
