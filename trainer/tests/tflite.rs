@@ -176,6 +176,56 @@ fn unsupported_models_are_clear_errors() {
         e.contains("operator #1 DEPTHWISE_CONV_2D") && e.contains("depth multiplier"),
         "{e}"
     );
+    // PAD's constant fill: TFLM fills with it, the convolution with the zero point, so only
+    // a fill equal to the zero point is accepted (and then the bytes still equal TFLM's).
+    let with_fill = |fill: i8| {
+        edited("mobilenet", |m| {
+            let buffers = m.buffers.as_mut().unwrap();
+            let mut b = tfl::BufferT::default();
+            b.data = Some(vec![fill as u8]);
+            buffers.push(b);
+            let buf = (buffers.len() - 1) as u32;
+            let sg = &mut m.subgraphs.as_mut().unwrap()[0];
+            let pad = sg.operators.as_ref().unwrap()[5].clone();
+            let x = pad.inputs.as_ref().unwrap()[0] as usize;
+            let tensors = sg.tensors.as_mut().unwrap();
+            let mut t = tensors[x].clone();
+            t.shape = Some(vec![]);
+            t.shape_signature = None;
+            t.buffer = buf;
+            t.name = Some("fill".into());
+            tensors.push(t);
+            let id = (tensors.len() - 1) as i32;
+            let ops = sg.operators.as_mut().unwrap();
+            ops[5].inputs.as_mut().unwrap().push(id);
+        })
+    };
+    let pad_zp = {
+        let m = tfl::root_as_model(&fixture("mobilenet", "tflite"))
+            .unwrap()
+            .unpack();
+        let sg = &m.subgraphs.as_ref().unwrap()[0];
+        let x = sg.operators.as_ref().unwrap()[5].inputs.as_ref().unwrap()[0] as usize;
+        sg.tensors.as_ref().unwrap()[x]
+            .quantization
+            .as_ref()
+            .unwrap()
+            .zero_point
+            .as_ref()
+            .unwrap()[0] as i8
+    };
+    let e = import_err(&with_fill(pad_zp.wrapping_add(1)));
+    assert!(
+        e.contains("operator #5 PAD") && e.contains("constant fill"),
+        "{e}"
+    );
+    let blob = import(&with_fill(pad_zp), "m").unwrap();
+    let got: Vec<u8> = host_outputs(&blob, &fixture("mobilenet", "inputs.bin"))
+        .concat()
+        .iter()
+        .map(|&v| v as u8)
+        .collect();
+    assert_eq!(got, fixture("mobilenet", "tflm.bin"));
     // Not a flatbuffer at all, and a truncated one.
     assert!(import_err(b"hello world, not a model").contains("TFL3"));
     let bytes = fixture("ref-cnn", "tflite");

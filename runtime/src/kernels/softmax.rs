@@ -11,8 +11,9 @@ use crate::format::Softmax;
 use crate::model::Step;
 use crate::Error;
 
-/// Most channels: the sum of `exp` (each at most 1.0 = 2^19 in Q12.19) must stay below 2^31.
-pub const MAX_SOFTMAX_CHANNELS: usize = 4095;
+/// Most channels: the sum of `exp` (each at most 1.0 = 2^19 in Q12.19) stays below 2^28, so
+/// the output exponent stays at most 31, as TFLite checks (it stops on more).
+pub const MAX_SOFTMAX_CHANNELS: usize = 511;
 
 /// gemmlowp's `SaturatingRoundingDoublingHighMul`: `round((a * b) / 2^31)`, ties up; the one
 /// overflow (`i32::MIN * i32::MIN`) saturates.
@@ -116,7 +117,8 @@ pub fn softmax(input: &[i8], channels: usize, p: &Softmax, output: &mut [i8]) {
             }
         }
         // GetReciprocal(sum, 12 integer bits): sum >= 1.0 (the maximum's exp), so the
-        // leading-zero count is at most 12 and the exponent below lies in 23..=31.
+        // leading-zero count is at most 12 and, with at most 511 channels, at least 4: the
+        // exponent below lies in 23..=31.
         let headroom_plus_one = (sum as u32).leading_zeros();
         let bits_over_unit = 12 - headroom_plus_one as i32;
         let shifted_sum_minus_one =
@@ -143,7 +145,7 @@ pub(crate) fn prepare(li: u16, s: &Softmax, x: Operand) -> Result<Checked<'stati
     if c > MAX_SOFTMAX_CHANNELS {
         return Err(Error::BadParameter {
             layer: li,
-            what: "softmax channels (> 4095)",
+            what: "softmax channels (> 511)",
         });
     }
     let shift_ok = (0..=31).contains(&s.input_left_shift);

@@ -123,6 +123,7 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         layers: Vec::new(),
         shapes: Vec::new(),
         consumers: HashMap::new(),
+        aliased: Default::default(),
     };
     for op in g.operators() {
         for &t in op.inputs.as_deref().unwrap_or(&[]) {
@@ -207,6 +208,7 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
                 weights,
                 bias,
                 requant,
+                ..
             } => {
                 let mut c = *c;
                 c.weights = weights;

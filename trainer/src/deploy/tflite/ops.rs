@@ -2,12 +2,12 @@
 //! runtime layer with the parameters TensorFlow Lite Micro computes in its `Prepare`.
 
 use crate::deploy::tflite::read::{
-    activation, activation_range, bias, int32s, quantize_multiplier, same_padding, weights, Graph,
-    Tensor,
+    activation, activation_range, bias, conv_padding, fc_multiplier, int32s, quantize_multiplier,
+    same_padding, softmax_params, weights, Graph, Tensor,
 };
 use anyhow::{anyhow, bail, Context};
 use runtime::format::{
-    Add, Conv2d, FullyConnected, Layer, Mean, OutputStage, Padding, Pool2d, Shape, Softmax,
+    Add, Conv2d, FullyConnected, Layer, Mean, OutputStage, Padding, Pool2d, Shape,
 };
 use runtime::kernels::AddParams;
 use runtime::writer::{encode_i32s, encode_requants};
@@ -30,6 +30,9 @@ pub(crate) struct Val {
 pub(crate) enum Owned {
     Conv {
         depthwise: bool,
+        /// No multiplier above one: TFLite's left shift wraps there, so the requantization
+        /// is not monotonic and a max-pool cannot move before it.
+        monotonic: bool,
         c: Conv2d<'static>,
         weights: Vec<u8>,
         bias: Vec<u8>,
@@ -52,6 +55,8 @@ pub(crate) struct Converter<'g> {
     pub shapes: Vec<Shape>,
     /// How many operators (and the model output) read each TFLite tensor.
     pub consumers: HashMap<i32, usize>,
+    /// Values a RESHAPE has given a second name (their readers are not all counted above).
+    pub aliased: std::collections::HashSet<u8>,
 }
 
 fn stage_static(zp: i8, act: (i8, i8)) -> OutputStage<'static> {
@@ -170,6 +175,14 @@ impl<'g> Converter<'g> {
                 o.fused_activation_function,
                 (o.dilation_w_factor, o.dilation_h_factor),
             ),
+            tfl::BuiltinOptionsT::DepthwiseConv2DOptions(o)
+                if depthwise && o.depth_multiplier > 1 =>
+            {
+                bail!(
+                    "depth multiplier {} is not supported (only 1)",
+                    o.depth_multiplier
+                )
+            }
             tfl::BuiltinOptionsT::DepthwiseConv2DOptions(o) if depthwise => (
                 o.padding,
                 o.stride_w,
@@ -228,21 +241,13 @@ impl<'g> Converter<'g> {
             })
             .collect::<anyhow::Result<Vec<Requant>>>()?;
         let (kh, kw) = (kh as usize, kw as usize);
-        let mut pad = same_padding(
+        let pad = conv_padding(
             padding == tfl::Padding::SAME,
             (x.shape.h as usize, x.shape.w as usize),
             (kh, kw),
             sw as usize,
-        );
-        if let Some((_, p)) = x.pad {
-            let add = |a: u8, b: u8| a.checked_add(b).ok_or_else(|| anyhow!("padding above 255"));
-            pad = Padding {
-                top: add(pad.top, p.top)?,
-                left: add(pad.left, p.left)?,
-                bottom: add(pad.bottom, p.bottom)?,
-                right: add(pad.right, p.right)?,
-            };
-        }
+            x.pad.map(|p| p.1),
+        )?;
         let act = activation_range(act, yq)?;
         let c = Conv2d {
             in_channels: x.shape.c,
@@ -270,6 +275,7 @@ impl<'g> Converter<'g> {
         let shape = Shape::new(oh as u16, ow as u16, out_c as u16);
         let layer = Owned::Conv {
             depthwise,
+            monotonic: rq.iter().all(|r| r.shift <= 0),
             c,
             weights: w.to_vec(),
             bias: encode_i32s(&b),
@@ -311,18 +317,11 @@ impl<'g> Converter<'g> {
             .transpose()?;
         let b = bias(b_t.as_ref(), n_out)?;
         let (in_s, out_s) = (x.quant.scale, yq.scale);
-        let per_tensor = w_t.scales().len() == 1;
+        let per_channel = w_t.scales().len() > 1;
         let rq = w_scales
             .iter()
             .map(|&ws| {
-                // Per channel as conv; per tensor GetQuantizedConvolutionMultipler: the
-                // product in double with a bias, in float without one.
-                let real = if per_tensor && b_t.is_none() {
-                    (in_s * ws) as f64 / out_s as f64
-                } else {
-                    in_s as f64 * ws as f64 / out_s as f64
-                };
-                quantize_multiplier(real)
+                quantize_multiplier(fc_multiplier(in_s, ws, out_s, per_channel))
                     .filter(|r| r.is_valid())
                     .ok_or_else(|| anyhow!("requantization multiplier out of range"))
             })
@@ -395,13 +394,17 @@ impl<'g> Converter<'g> {
             bail!("window larger than the input");
         };
         let shape = Shape::new(oh as u16, ow as u16, x.shape.c);
-        if max && p.top == 0 && self.consumers.get(&x_t) == Some(&1) {
+        if max
+            && p.top == 0
+            && self.consumers.get(&x_t) == Some(&1)
+            && !self.aliased.contains(&x.id)
+        {
             // Fused into the convolution that produced its only input, as this project's own
             // exports are: max-pooling commutes with the (monotonic) requantization and clamp,
             // and the full-resolution output never exists in the arena.
             let n = self.layers.len();
-            if let Some((_, Owned::Conv { c, .. })) = self.layers.last_mut() {
-                if x.id as usize == n && c.pool.is_none() {
+            if let Some((_, Owned::Conv { c, monotonic, .. })) = self.layers.last_mut() {
+                if x.id as usize == n && c.pool.is_none() && *monotonic {
                     c.pool = Some(pool);
                     let (tshape, _) = activation(&self.tensor(out_t)?)?;
                     if tshape != shape {
@@ -449,6 +452,10 @@ impl<'g> Converter<'g> {
             act.1 as i32,
         )
         .ok_or_else(|| anyhow!("rescale multipliers out of range"))?;
+        if p.rq_out.to_real() >= 1.0 {
+            // TFLM's QuantizeMultiplierSmallerThanOneExp refuses it.
+            bail!("output rescale {} is not below 1", p.rq_out.to_real());
+        }
         let layer = Layer::Add(Add {
             input_zero_points: [a.quant.zero_point as i8, b.quant.zero_point as i8],
             zero_point: yq.zero_point as i8,
@@ -552,20 +559,7 @@ impl<'g> Converter<'g> {
         let tfl::BuiltinOptionsT::SoftmaxOptions(o) = &op.builtin_options else {
             bail!("missing options");
         };
-        // PreprocessSoftmaxScaling(beta, input_scale, 5) and CalculateInputRadius(5, shift).
-        let real = (o.beta as f64 * x.quant.scale as f64 * (1u64 << 26) as f64)
-            .min((1u64 << 31) as f64 - 1.0);
-        if real <= 1.0 {
-            bail!("beta * input scale too small ({real} <= 1 after scaling)");
-        }
-        let rq =
-            quantize_multiplier(real).ok_or_else(|| anyhow!("beta * input scale too large"))?;
-        let radius = (31.0 * (1u64 << 26) as f64 / (1u64 << rq.shift) as f64).floor();
-        let layer = Layer::Softmax(Softmax {
-            input_multiplier: rq.multiplier,
-            input_left_shift: rq.shift,
-            diff_min: -(radius.min(i32::MAX as f64) as i32),
-        });
+        let layer = Layer::Softmax(softmax_params(o.beta, x.quant.scale)?);
         self.push(vec![x.id], Owned::Plain(layer), out_t, x.shape)
     }
 
@@ -579,6 +573,7 @@ impl<'g> Converter<'g> {
             bail!("changes the quantization or the element count");
         }
         // Keep the producer's shape: the runtime reads the bytes with it.
+        self.aliased.insert(x.id);
         self.vals.insert(out_t, x);
         Ok(())
     }
@@ -588,6 +583,17 @@ impl<'g> Converter<'g> {
         let x_t = self.input(op, 0)?;
         let x = self.val(x_t, false)?;
         self.same_layout(&x, x_t)?;
+        if let Some(c) = self.optional_input(op, 2) {
+            // TFLM pads with this value; the convolution pads with the zero point.
+            let v = self.tensor(c)?;
+            let fill = v.data.and_then(|d| (d.len() == 1).then_some(d[0] as i8));
+            if fill != Some(x.quant.zero_point as i8) {
+                bail!(
+                    "a constant fill other than the zero point ({}) is not supported",
+                    x.quant.zero_point
+                );
+            }
+        }
         let p = int32s(&self.tensor(self.input(op, 1)?)?)?;
         let [b0, b1, t, bo, l, r, c0, c1] = p[..] else {
             bail!("paddings {p:?}: a [4, 2] constant is expected");

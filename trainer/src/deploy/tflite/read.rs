@@ -2,7 +2,7 @@
 //! formulas for multipliers, activation clamps and SAME padding.
 
 use anyhow::{anyhow, bail};
-use runtime::format::{Padding, Shape};
+use runtime::format::{Padding, Shape, Softmax};
 use runtime::{QuantParams, Requant};
 use tflite_schema as tfl;
 
@@ -153,9 +153,16 @@ pub(crate) fn quantize_multiplier(real: f64) -> Option<Requant> {
     })
 }
 
-/// TFLite's `Quantize(scale, zero_point, f)` for the activation clamps: in `float`.
-fn quantize_f32(scale: f32, zero_point: i32, f: f32) -> i32 {
-    zero_point + (f / scale).round() as i32
+/// TFLite's `Quantize(scale, zero_point, f)` for the activation clamps: in `float`; an error
+/// where TFLite's overflow check fails.
+fn quantize_f32(scale: f32, zero_point: i32, f: f32) -> anyhow::Result<i32> {
+    let t = (f / scale).round();
+    if !(t >= i32::MIN as f32 && t <= i32::MAX as f32) {
+        bail!("activation bound {f} / scale {scale} overflows int32");
+    }
+    (t as i32)
+        .checked_add(zero_point)
+        .ok_or_else(|| anyhow!("activation bound {f} / scale {scale} overflows int32"))
 }
 
 /// TFLite's `CalculateActivationRangeQuantized` for int8 outputs.
@@ -166,14 +173,14 @@ pub(crate) fn activation_range(
     let (s, zp) = (q.scale, q.zero_point);
     let (lo, hi) = match act {
         tfl::ActivationFunctionType::NONE => (-128, 127),
-        tfl::ActivationFunctionType::RELU => (quantize_f32(s, zp, 0.0).max(-128), 127),
+        tfl::ActivationFunctionType::RELU => (quantize_f32(s, zp, 0.0)?.max(-128), 127),
         tfl::ActivationFunctionType::RELU6 => (
-            quantize_f32(s, zp, 0.0).max(-128),
-            quantize_f32(s, zp, 6.0).min(127),
+            quantize_f32(s, zp, 0.0)?.max(-128),
+            quantize_f32(s, zp, 6.0)?.min(127),
         ),
         tfl::ActivationFunctionType::RELU_N1_TO_1 => (
-            quantize_f32(s, zp, -1.0).max(-128),
-            quantize_f32(s, zp, 1.0).min(127),
+            quantize_f32(s, zp, -1.0)?.max(-128),
+            quantize_f32(s, zp, 1.0)?.min(127),
         ),
         other => bail!(
             "fused activation {} is not supported",
@@ -367,6 +374,60 @@ pub(crate) fn same_padding(
     }
 }
 
+/// A convolution's padding: a PAD before it (`pre`) widens its input, and TFLite computes
+/// SAME padding on the widened size; the two add up.
+pub(crate) fn conv_padding(
+    same: bool,
+    (in_h, in_w): (usize, usize),
+    k: (usize, usize),
+    stride: usize,
+    pre: Option<Padding>,
+) -> anyhow::Result<Padding> {
+    let p = pre.unwrap_or_default();
+    let (h, w) = (
+        in_h + p.top as usize + p.bottom as usize,
+        in_w + p.left as usize + p.right as usize,
+    );
+    let s = same_padding(same, (h, w), k, stride);
+    let add = |a: u8, b: u8| a.checked_add(b).ok_or_else(|| anyhow!("padding above 255"));
+    Ok(Padding {
+        top: add(s.top, p.top)?,
+        left: add(s.left, p.left)?,
+        bottom: add(s.bottom, p.bottom)?,
+        right: add(s.right, p.right)?,
+    })
+}
+
+/// FULLY_CONNECTED's real multiplier as TFLM derives it: per channel as a convolution's (a
+/// product in `double`); per tensor through `GetQuantizedConvolutionMultipler`, whose product
+/// of the two scales is in `float` (with or without a bias).
+pub(crate) fn fc_multiplier(in_s: f32, w_s: f32, out_s: f32, per_channel: bool) -> f64 {
+    if per_channel {
+        in_s as f64 * w_s as f64 / out_s as f64
+    } else {
+        (in_s * w_s) as f64 / out_s as f64
+    }
+}
+
+/// SOFTMAX's parameters: `PreprocessSoftmaxScaling(beta, input_scale, 5)` and
+/// `-CalculateInputRadius(5, left_shift)`. Input differences are never below -255, so a
+/// radius beyond 255 is stored as 255 (the same comparisons, a bound the runtime accepts).
+pub(crate) fn softmax_params(beta: f32, in_scale: f32) -> anyhow::Result<Softmax> {
+    let real = (beta as f64 * in_scale as f64 * (1u64 << 26) as f64).min((1u64 << 31) as f64 - 1.0);
+    if real <= 1.0 {
+        bail!("beta * input scale too small ({real} <= 1 after scaling)");
+    }
+    let rq = quantize_multiplier(real)
+        .filter(|r| r.shift >= 0)
+        .ok_or_else(|| anyhow!("beta * input scale out of range"))?;
+    let radius = (31.0 * (1u64 << 26) as f64 / (1u64 << rq.shift) as f64).floor();
+    Ok(Softmax {
+        input_multiplier: rq.multiplier,
+        input_left_shift: rq.shift,
+        diff_min: -(radius.min(255.0) as i32),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,6 +444,46 @@ mod tests {
         assert_eq!(same_padding(false, (7, 7), (3, 3), 2), Padding::uniform(0));
         // 2x2 pool, stride 2, even input: no padding.
         assert_eq!(same_padding(true, (32, 32), (2, 2), 2), Padding::uniform(0));
+    }
+
+    /// A PAD of one row and column after a 7x7 input, then a 3x3 SAME convolution of stride
+    /// 2: TFLite pads the 8x8 result by 0 above and 1 below (computed on the padded size), so
+    /// the total is 0 above and 2 below (the review found 1 and 2, one row off).
+    #[test]
+    fn same_padding_after_a_pad_uses_the_padded_size() {
+        let pre = Padding {
+            top: 0,
+            left: 0,
+            bottom: 1,
+            right: 1,
+        };
+        let p = conv_padding(true, (7, 7), (3, 3), 2, Some(pre)).unwrap();
+        assert_eq!((p.top, p.left, p.bottom, p.right), (0, 0, 2, 2));
+        assert_eq!(
+            conv_padding(false, (7, 7), (3, 3), 2, Some(pre)).unwrap(),
+            pre
+        );
+    }
+
+    /// Per-tensor FULLY_CONNECTED multiplies the scales in float: these scales give
+    /// 1313434526, not the double product's 1313434581 (which rounds -77852 one apart).
+    #[test]
+    fn per_tensor_fc_multiplier_is_float() {
+        let r = quantize_multiplier(fc_multiplier(0.0884782, 0.001_720_414, 0.254_853_52, false))
+            .unwrap();
+        assert_eq!((r.multiplier, r.shift), (1_313_434_526, -10));
+        let d = quantize_multiplier(fc_multiplier(0.0884782, 0.001_720_414, 0.254_853_52, true))
+            .unwrap();
+        assert_eq!((d.multiplier, d.shift), (1_313_434_581, -10));
+    }
+
+    /// A softmax over logits of scale 0.05 (beta 1): the radius is far beyond 255, stored as
+    /// 255, which the runtime accepts.
+    #[test]
+    fn softmax_radius_is_bounded() {
+        let s = softmax_params(1.0, 0.05).unwrap();
+        assert_eq!(s.diff_min, -255);
+        assert!(s.input_left_shift >= 0);
     }
 
     /// QuantizeMultiplier: 0.5 -> (2^30, 0); 1/3 -> round(2^31 * 2/3) with shift -1; a tiny
