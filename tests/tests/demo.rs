@@ -30,6 +30,7 @@ fn demo_report_matches_the_separate_commands() {
         json: false,
         quiet: true,
         detector_epochs: 1,
+        two_stage_epochs: 1,
     })
     .unwrap();
     for f in [
@@ -55,7 +56,13 @@ fn demo_report_matches_the_separate_commands() {
         .as_ref()
         .map(|c| c.to_markdown())
         .unwrap_or_default();
-    for method in ["sliding window", "R-CNN", "grid detector"] {
+    for method in [
+        "sliding window",
+        "R-CNN",
+        "Fast R-CNN",
+        "Faster R-CNN",
+        "grid detector",
+    ] {
         assert!(
             table.contains(method),
             "comparison lacks {method}:\n{table}"
@@ -133,6 +140,7 @@ fn demo_failure_names_the_step_and_leaves_no_report() {
         json: false,
         quiet: true,
         detector_epochs: 0,
+        two_stage_epochs: 1,
     })
     .unwrap_err();
     let msg = format!("{e:#}");

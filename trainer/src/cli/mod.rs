@@ -64,6 +64,12 @@ pub enum Command {
     /// classifier fine-tuned from a digit classifier (optionally also from scratch), box
     /// regression, per-class NMS; mAP after every epoch.
     Rcnn(crate::detect::rcnn::RcnnArgs),
+    /// Fast R-CNN on the detection canvases: the trunk runs once per image, selective-search
+    /// proposals are RoI-pooled from its feature map; per-epoch mAP, a checkpoint.
+    FastRcnn(crate::detect::two_stage_cmd::TwoStageArgs),
+    /// Faster R-CNN on the detection canvases: a region proposal network on the same feature
+    /// map replaces selective search (joint training); per-epoch mAP, a checkpoint.
+    FasterRcnn(crate::detect::two_stage_cmd::TwoStageArgs),
     /// Sliding window, selective search + R-CNN and the grid detector on the same 1,000 test
     /// canvases: one markdown table (mAP, proposals, MACs, host time per image).
     Compare(crate::detect::compare::CompareArgs),
@@ -174,6 +180,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Proposals(a) => crate::detect::rcnn::cmd_proposals(&a)?,
         Command::Compare(a) => compare::run(&a)?,
         Command::Rcnn(a) => rcnn::run(&a)?,
+        Command::FastRcnn(a) => rcnn::run_two_stage(&a, false)?,
+        Command::FasterRcnn(a) => rcnn::run_two_stage(&a, true)?,
     }
     Ok(())
 }

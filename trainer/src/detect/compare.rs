@@ -1,5 +1,5 @@
-//! The detector comparison: sliding window, selective search + R-CNN and the grid detector on
-//! the same 1,000 test canvases, as one markdown table.
+//! The detector comparison: sliding window, selective search + R-CNN, Fast R-CNN, Faster
+//! R-CNN and the grid detector on the same 1,000 test canvases, as one markdown table.
 
 use crate::data::source::DataArgs;
 use crate::nn::arch::ArchSpec;
@@ -81,6 +81,15 @@ pub struct CompareArgs {
     pub rcnn: Option<PathBuf>,
     #[arg(long, default_value_t = 3)]
     pub rcnn_epochs: usize,
+    /// Fast R-CNN and Faster R-CNN from `fast-rcnn --out` and `faster-rcnn --out`; default:
+    /// train them here (3,000 canvases, --two-stage-epochs, trunk from the same digit
+    /// classifier as R-CNN's).
+    #[arg(long)]
+    pub fast_rcnn: Option<PathBuf>,
+    #[arg(long)]
+    pub faster_rcnn: Option<PathBuf>,
+    #[arg(long, default_value_t = crate::detect::fast_rcnn::TwoStageConfig::default().epochs)]
+    pub two_stage_epochs: usize,
     /// Epochs of the sliding-window classifier (trained as `detect --baseline` trains it).
     #[arg(long, default_value_t = 5)]
     pub baseline_epochs: usize,
@@ -137,6 +146,30 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
     });
 
     // Selective search + R-CNN.
+    let mut pre: Option<Model> = None;
+    let mut digits = || -> anyhow::Result<Model> {
+        if pre.is_none() {
+            pre = Some(crate::detect::rcnn::pretrain_digits(&a.data, 3, 3)?);
+        }
+        Ok(pre.clone().expect("set above"))
+    };
+    let train_canvases_rcnn = crate::detect::rcnn::training_canvases(
+        &train_digits,
+        crate::data::source::RCNN_CANVASES,
+        size,
+    );
+    // Selective search on the training canvases, once for R-CNN and Fast R-CNN.
+    let mut train_props_cache: Option<Vec<Vec<[f32; 4]>>> = None;
+    let mut train_props = || {
+        train_props_cache
+            .get_or_insert_with(|| {
+                crate::detect::rcnn::propose_all(
+                    &train_canvases_rcnn,
+                    crate::detect::rcnn::TEST_PROPOSALS,
+                )
+            })
+            .clone()
+    };
     let mut rcnn: crate::detect::rcnn::Rcnn = match &a.rcnn {
         Some(p) => {
             let bytes = std::fs::read(p)
@@ -146,14 +179,12 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
             })?
         }
         None => {
-            let pre = crate::detect::rcnn::pretrain_digits(&a.data, 3, 3)?;
-            let canvases = crate::detect::rcnn::training_canvases(
-                &train_digits,
-                crate::data::source::RCNN_CANVASES,
-                size,
+            let pre = digits()?;
+            let data = crate::detect::rcnn::RcnnData::with_proposals(
+                &train_canvases_rcnn,
+                &train_props(),
+                crate::detect::rcnn::CROP_SEED,
             );
-            let data =
-                crate::detect::rcnn::RcnnData::new(&canvases, crate::detect::rcnn::CROP_SEED);
             let cfg = crate::detect::rcnn::RcnnConfig {
                 epochs: a.rcnn_epochs,
                 ..Default::default()
@@ -173,6 +204,72 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         proposals_per_image: Some(e.proposals_per_image),
         macs_per_image: e.macs_per_image as f64,
         host_ms_per_image: prop_ms + e.ms_per_image,
+    });
+
+    // Fast R-CNN: the same proposals, the trunk once per image.
+    use crate::detect::fast_rcnn::{TwoStage, TwoStageConfig};
+    let load = |p: &PathBuf, what: &str| -> anyhow::Result<TwoStage> {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a file from `{what} --out`", p.display()))
+    };
+    let cfg = TwoStageConfig {
+        epochs: a.two_stage_epochs,
+        ..TwoStageConfig::default()
+    };
+    let fast = match &a.fast_rcnn {
+        Some(p) => load(p, "fast-rcnn")?,
+        None => {
+            let mut net = TwoStage::from_classifier(&digits()?, 17)?;
+            let train_props = train_props();
+            crate::detect::fast_rcnn::train_fast(
+                &mut net,
+                &train_canvases_rcnn,
+                &train_props,
+                &cfg,
+                None,
+                |_| {},
+            )?;
+            net
+        }
+    };
+    let e = crate::detect::fast_rcnn::evaluate(&fast, &test, &props);
+    rows.push(CompareRow {
+        method: "selective search + Fast R-CNN (shared trunk, RoI pooling)".into(),
+        map50: e.map50,
+        map_coco: e.map_coco,
+        proposals_per_image: Some(e.proposals_per_image),
+        macs_per_image: e.macs_per_image as f64,
+        host_ms_per_image: prop_ms + e.ms_per_image,
+    });
+
+    // Faster R-CNN: proposals from its own RPN.
+    let faster = match &a.faster_rcnn {
+        Some(p) => load(p, "faster-rcnn")?,
+        None => {
+            let net = TwoStage::from_classifier(&digits()?, 17)?;
+            let mut net = crate::detect::faster_rcnn::with_rpn(net, 19);
+            crate::detect::faster_rcnn::train_faster(
+                &mut net,
+                &train_canvases_rcnn,
+                &cfg,
+                None,
+                |_| {},
+            )?;
+            net
+        }
+    };
+    if faster.params.len() <= crate::detect::fast_rcnn::HEAD_PARAMS {
+        anyhow::bail!("--faster-rcnn: the file has no region proposal network");
+    }
+    let e = crate::detect::faster_rcnn::evaluate(&faster, &test);
+    rows.push(CompareRow {
+        method: "Faster R-CNN (RPN on the shared trunk, no selective search)".into(),
+        map50: e.map50,
+        map_coco: e.map_coco,
+        proposals_per_image: Some(e.proposals_per_image),
+        macs_per_image: e.macs_per_image as f64,
+        host_ms_per_image: e.ms_per_image,
     });
 
     // Grid detector.

@@ -4,7 +4,10 @@
 pub mod anchors;
 pub mod bbox_reg;
 pub mod compare;
+pub mod fast_rcnn;
+pub mod faster_rcnn;
 pub mod grid;
 pub mod proposals;
 pub mod rcnn;
 pub mod sliding;
+pub mod two_stage_cmd;

@@ -345,8 +345,12 @@ pub struct RcnnData {
 
 impl RcnnData {
     pub fn new(canvases: &Dataset, seed: u64) -> RcnnData {
-        let props = propose_all(canvases, TEST_PROPOSALS);
-        let (crops, reg) = training_crops(canvases, &props, seed);
+        RcnnData::with_proposals(canvases, &propose_all(canvases, TEST_PROPOSALS), seed)
+    }
+
+    /// [`RcnnData::new`] with the canvases' proposals already computed.
+    pub fn with_proposals(canvases: &Dataset, props: &[Vec<[f32; 4]>], seed: u64) -> RcnnData {
+        let (crops, reg) = training_crops(canvases, props, seed);
         // The last canvases' crops (about 5 %) report the trainer's per-epoch crop accuracy.
         let cut = crops.len() - crops.len() / 20;
         RcnnData {

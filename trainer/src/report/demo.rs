@@ -43,6 +43,9 @@ pub struct DemoArgs {
     /// Epochs of the grid detector trained for the report's picture of boxes (0 skips it).
     #[arg(long, default_value_t = 6)]
     pub detector_epochs: usize,
+    /// Epochs of Fast R-CNN and Faster R-CNN in the detector comparison.
+    #[arg(long, default_value_t = crate::detect::fast_rcnn::TwoStageConfig::default().epochs)]
+    pub two_stage_epochs: usize,
 }
 
 fn spinner(msg: &str, quiet: bool) -> ProgressBar {
@@ -317,12 +320,12 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         None
     } else {
         Some(step((9, total),
-            "compare detectors: sliding window, selective search + R-CNN, grid detector",
+            "compare detectors: sliding window, R-CNN, Fast R-CNN, Faster R-CNN, grid detector",
             "The classifier journey and the detector picture are complete; rerun with --detector-epochs 0 to skip this step.",
             q,
             || {
                 if !q {
-                    eprintln!("      trains the sliding-window classifier (2 epochs) and R-CNN (1 epoch), runs selective search, then evaluates the three detectors on 1,000 test canvases: about 2 minutes on 2 cores");
+                    eprintln!("      trains the sliding-window classifier (2 epochs), R-CNN (1 epoch), Fast and Faster R-CNN ({} epochs), runs selective search, then evaluates the five detectors on 1,000 test canvases: about 4 minutes", a.two_stage_epochs);
                 }
                 crate::detect::compare::compare(&crate::detect::compare::CompareArgs {
                     data: a.data.clone(),
@@ -330,6 +333,9 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     grid_epochs: 0,
                     rcnn: None,
                     rcnn_epochs: 1,
+                    fast_rcnn: None,
+                    faster_rcnn: None,
+                    two_stage_epochs: a.two_stage_epochs,
                     baseline_epochs: 2,
                     out: None,
                     json: false,
