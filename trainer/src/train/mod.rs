@@ -197,6 +197,9 @@ pub fn train(
         .collect();
     let mut history = Vec::new();
     let mut step = 0;
+    // With two threads or more, each batch is split across two of them; with one, the step is
+    // the plain one and its results are bit-identical for a seed.
+    let data_parallel = rayon::current_num_threads() >= 2;
     for epoch in 1..=cfg.epochs {
         let t0 = std::time::Instant::now();
         let order = shuffled(train.len(), &mut rng);
@@ -204,39 +207,40 @@ pub fn train(
         for (s, chunk) in order.chunks_exact(cfg.batch_size).enumerate() {
             let lr = sched.lr(step);
             opt.set_lr(lr);
-            let (x, y) = train.batch(chunk);
-            let mut g = Graph::new();
-            let xv = g.leaf(x, false);
-            let pv: Vec<Var> = model
-                .params
-                .iter()
-                .enumerate()
-                .map(|(i, p)| g.leaf(p.clone(), !frozen_p.contains(&i)))
-                .collect();
-            let logits = model.forward(&mut g, xv, &pv, true, &mut rng);
-            let loss = if model.arch.grid {
-                let objs: Vec<&Vec<(u8, [f32; 4])>> =
-                    chunk.iter().map(|&i| &train.objects[i]).collect();
-                crate::train::grid_head::grid_loss(
-                    &mut g,
-                    logits,
-                    &objs,
-                    train.w,
-                    model.arch.classes,
-                )
-            } else if model.arch.boxes {
-                crate::train::loc_head::loc_loss(
-                    &mut g,
-                    logits,
-                    &y,
-                    &train.box_batch(chunk),
-                    model.arch.classes,
-                    train.w as f32,
-                )
+            let (lv, grads, c) = if data_parallel && chunk.len() >= 2 * MIN_SHARD {
+                // Two shards of the batch, one per thread, each with its own tape and its own
+                // copy of the BatchNorm statistics (each shard normalizes with its own batch
+                // statistics); gradients and running statistics are averaged, weighted by
+                // shard size, which makes the loss the whole batch's mean.
+                let (a, b) = chunk.split_at(chunk.len() / 2);
+                let mut twin = model.clone();
+                let mut rng_b = ChaCha8Rng::seed_from_u64(rand::RngCore::next_u64(&mut rng));
+                use crate::nn::autograd::serial;
+                let (ra, rb) = rayon::join(
+                    || serial(|| batch_grads(model, train, a, &frozen_p, &mut rng)),
+                    || serial(|| batch_grads(&mut twin, train, b, &frozen_p, &mut rng_b)),
+                );
+                let (wa, wb) = (
+                    a.len() as f32 / chunk.len() as f32,
+                    b.len() as f32 / chunk.len() as f32,
+                );
+                let grads =
+                    ra.1.into_iter()
+                        .zip(rb.1)
+                        .map(|(ga, gb)| ga * wa + gb * wb)
+                        .collect();
+                for (s, t) in model.bn.iter_mut().zip(&twin.bn) {
+                    for (m, n) in s.running_mean.iter_mut().zip(&t.running_mean) {
+                        *m = *m * wa + n * wb;
+                    }
+                    for (v, w) in s.running_var.iter_mut().zip(&t.running_var) {
+                        *v = *v * wa + w * wb;
+                    }
+                }
+                (ra.0 * wa + rb.0 * wb, grads, ra.2 + rb.2)
             } else {
-                g.cross_entropy(logits, &y)
+                batch_grads(model, train, chunk, &frozen_p, &mut rng)
             };
-            let lv = g.value(loss).iter().next().copied().unwrap_or(f32::NAN);
             if !lv.is_finite() {
                 return Err(TrainError::NonFinite {
                     epoch,
@@ -246,22 +250,7 @@ pub fn train(
                 }
                 .into());
             }
-            // Grid detectors have no per-image class: their accuracy column stays 0.
-            for (row, &t) in g
-                .value(logits)
-                .outer_iter()
-                .zip(&y)
-                .filter(|_| !model.arch.grid)
-            {
-                let row = row.as_slice().unwrap_or(&[]);
-                correct += (argmax_f32(&row[..model.arch.classes.min(row.len())]) == t) as usize;
-            }
-            g.backward(loss);
-            let grads: Vec<Tensor> = pv
-                .iter()
-                .zip(&model.params)
-                .map(|(&v, p)| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(p.raw_dim())))
-                .collect();
+            correct += c;
             opt.step(&mut model.params, &grads);
             for (i, p) in &keep_p {
                 model.params[*i] = p.clone();
@@ -321,6 +310,65 @@ pub fn train(
         history.push(m);
     }
     Ok(history)
+}
+
+/// Smallest shard of a batch worth its own thread.
+const MIN_SHARD: usize = 8;
+
+/// The mean loss of the images `chunk`, the gradients of every parameter (zeros for frozen
+/// ones) and the number of images classified right; BatchNorm running statistics of `model`
+/// are updated (training mode).
+fn batch_grads(
+    model: &mut Model,
+    train: &Dataset,
+    chunk: &[usize],
+    frozen_p: &[usize],
+    rng: &mut ChaCha8Rng,
+) -> (f32, Vec<Tensor>, usize) {
+    let (x, y) = train.batch(chunk);
+    let mut g = Graph::new();
+    let xv = g.leaf(x, false);
+    let pv: Vec<Var> = model
+        .params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| g.leaf(p.clone(), !frozen_p.contains(&i)))
+        .collect();
+    let logits = model.forward(&mut g, xv, &pv, true, rng);
+    let loss = if model.arch.grid {
+        let objs: Vec<&Vec<(u8, [f32; 4])>> = chunk.iter().map(|&i| &train.objects[i]).collect();
+        crate::train::grid_head::grid_loss(&mut g, logits, &objs, train.w, model.arch.classes)
+    } else if model.arch.boxes {
+        crate::train::loc_head::loc_loss(
+            &mut g,
+            logits,
+            &y,
+            &train.box_batch(chunk),
+            model.arch.classes,
+            train.w as f32,
+        )
+    } else {
+        g.cross_entropy(logits, &y)
+    };
+    let lv = g.value(loss).iter().next().copied().unwrap_or(f32::NAN);
+    let mut correct = 0;
+    // Grid detectors have no per-image class: their accuracy column stays 0.
+    for (row, &t) in g
+        .value(logits)
+        .outer_iter()
+        .zip(&y)
+        .filter(|_| !model.arch.grid)
+    {
+        let row = row.as_slice().unwrap_or(&[]);
+        correct += (argmax_f32(&row[..model.arch.classes.min(row.len())]) == t) as usize;
+    }
+    g.backward(loss);
+    let grads: Vec<Tensor> = pv
+        .iter()
+        .zip(&model.params)
+        .map(|(&v, p)| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(p.raw_dim())))
+        .collect();
+    (lv, grads, correct)
 }
 
 /// [`train`] without progress callbacks (benchmarks, tests, baselines).
@@ -421,5 +469,58 @@ impl Checkpoint {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::arch::{ArchSpec, LayerSpec};
+
+    fn trained(arch: &ArchSpec, threads: usize) -> Model {
+        let (train_set, test) = crate::data::source::DataArgs::default().load(10).unwrap();
+        let sub = train_set.slice(0..512);
+        let mut m = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(4)).unwrap();
+        let cfg = TrainConfig {
+            epochs: 1,
+            ..TrainConfig::default()
+        };
+        crate::util::with_threads(threads, || {
+            train_silent(&mut m, &sub, &test.slice(0..10), &cfg).unwrap()
+        })
+        .unwrap();
+        m
+    }
+
+    /// Without BatchNorm the two shards' weighted gradients are the whole batch's: eight
+    /// steps on two threads land where eight steps on one do, to float rounding.
+    #[test]
+    fn two_shards_step_like_one_batch() {
+        let mut arch = ArchSpec::ref_cnn();
+        arch.layers.retain(|l| !matches!(l, LayerSpec::BatchNorm2d));
+        let (a, b) = (trained(&arch, 1), trained(&arch, 2));
+        for (p, q) in a.params.iter().zip(&b.params) {
+            let d = p
+                .iter()
+                .zip(q)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(d < 1e-4, "max |diff| {d}");
+        }
+        // And one thread is reproducible bit for bit.
+        assert_eq!(a.params, trained(&arch, 1).params);
+    }
+
+    /// With BatchNorm each shard normalizes with its own statistics: the running statistics
+    /// are the shards' weighted mean, close to one thread's.
+    #[test]
+    fn two_shards_merge_batchnorm_statistics() {
+        let arch = ArchSpec::ref_cnn();
+        let (a, b) = (trained(&arch, 1), trained(&arch, 2));
+        for (s, t) in a.bn.iter().zip(&b.bn) {
+            for (x, y) in s.running_mean.iter().zip(&t.running_mean) {
+                assert!((x - y).abs() < 0.05 * (1.0 + x.abs()), "{x} vs {y}");
+            }
+        }
     }
 }

@@ -8,10 +8,24 @@
 //! CPU, so runs are bit-reproducible. Inside a rayon pool of more threads (`--threads N`),
 //! large products are split across the pool.
 
+thread_local! {
+    /// Set while this thread computes one shard of a data-parallel step: the other threads
+    /// are busy with the other shards, so its products stay on it.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with every product on the calling thread (see [`SERIAL`]).
+pub fn serial<T>(f: impl FnOnce() -> T) -> T {
+    let was = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(was));
+    out
+}
+
 /// Rayon inside a multi-thread pool for products big enough to amortize the split.
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let threads = rayon::current_num_threads();
-    if threads > 1 && m * n * k >= 1 << 22 {
+    if threads > 1 && m * n * k >= 1 << 22 && !SERIAL.with(|s| s.get()) {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None

@@ -26,6 +26,7 @@ mod ops_roi;
 mod ops_shape;
 mod pool;
 
+pub use gemm::serial;
 pub use graph::{Backward, GradCtx, Graph, Var};
 pub use ops_conv::Conv2dParams;
 pub use ops_norm::BatchNormState;
