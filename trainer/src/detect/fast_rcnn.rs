@@ -316,18 +316,7 @@ pub fn detections(image: usize, props: &[[f32; 4]], logits: &[f32], offsets: &[f
             });
         }
     }
-    let mut preds = Vec::new();
-    for mut list in per_class {
-        list.sort_by(|a, b| b.score.total_cmp(&a.score));
-        let mut kept: Vec<Pred> = Vec::new();
-        for c in list {
-            if kept.iter().all(|k| iou(k.bbox, c.bbox) <= NMS_IOU) {
-                kept.push(c);
-            }
-        }
-        preds.extend(kept);
-    }
-    preds
+    crate::detect::rcnn::per_class_nms(per_class, NMS_IOU)
 }
 
 /// Detection quality and cost on the test canvases.
@@ -413,14 +402,17 @@ impl Default for TwoStageConfig {
 }
 
 /// SGD (momentum 0.9, weight decay 5e-4, the paper's) with a step to a tenth of the rate
-/// for the last epoch; `step(params, batch, rng)` returns the batch loss and gradients.
+/// for the last epoch; `step(params, batch, rng)` returns the batch loss and gradients,
+/// `eval(params)` the test mAP@0.5 and mAP@[.5:.95] after each epoch (when there is a test
+/// set), and `on_epoch` sees each epoch's record.
 pub fn sgd_epochs(
     net: &mut TwoStage,
     n_images: usize,
     cfg: &TwoStageConfig,
     mut step: impl FnMut(&TwoStage, &[usize], &mut ChaCha8Rng) -> (f32, Vec<Tensor>),
-    mut after_epoch: impl FnMut(&TwoStage, usize, f32) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+    eval: impl Fn(&TwoStage) -> Option<(f32, f32)>,
+    mut on_epoch: impl FnMut(&EpochMap),
+) -> anyhow::Result<Vec<EpochMap>> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let mut opt = SgdConfig {
         lr: cfg.lr,
@@ -429,6 +421,7 @@ pub fn sgd_epochs(
         nesterov: false,
     }
     .init();
+    let mut curve = Vec::new();
     for epoch in 1..=cfg.epochs {
         if epoch == cfg.epochs && cfg.epochs > 1 {
             opt.set_lr(cfg.lr / 10.0);
@@ -444,9 +437,17 @@ pub fn sgd_epochs(
             sum += loss;
             steps += 1;
         }
-        after_epoch(net, epoch, sum / steps.max(1) as f32)?;
+        let (map50, map_coco) = eval(net).unwrap_or((0.0, 0.0));
+        let em = EpochMap {
+            epoch,
+            loss: sum / steps.max(1) as f32,
+            map50,
+            map_coco,
+        };
+        on_epoch(&em);
+        curve.push(em);
     }
-    Ok(())
+    Ok(curve)
 }
 
 /// The gradients of the Fast R-CNN loss on `batch` (images of `data` with proposals `props`).
@@ -489,34 +490,21 @@ pub fn train_fast(
     props: &[Vec<[f32; 4]>],
     cfg: &TwoStageConfig,
     eval: Option<(&Dataset, &[Vec<[f32; 4]>])>,
-    mut on_epoch: impl FnMut(&EpochMap),
+    on_epoch: impl FnMut(&EpochMap),
 ) -> anyhow::Result<Vec<EpochMap>> {
-    let mut curve = Vec::new();
     sgd_epochs(
         net,
         data.len(),
         cfg,
         |n, batch, rng| fast_step(n, data, props, batch, rng),
-        |n, epoch, loss| {
-            let (map50, map_coco) = match eval {
-                Some((set, p)) => {
-                    let e = evaluate(n, set, p);
-                    (e.map50, e.map_coco)
-                }
-                None => (0.0, 0.0),
-            };
-            let em = EpochMap {
-                epoch,
-                loss,
-                map50,
-                map_coco,
-            };
-            on_epoch(&em);
-            curve.push(em);
-            Ok(())
+        |n| {
+            eval.map(|(set, p)| {
+                let e = evaluate(n, set, p);
+                (e.map50, e.map_coco)
+            })
         },
-    )?;
-    Ok(curve)
+        on_epoch,
+    )
 }
 
 #[cfg(test)]

@@ -342,35 +342,22 @@ pub fn train_faster(
     data: &Dataset,
     cfg: &TwoStageConfig,
     eval: Option<&Dataset>,
-    mut on_epoch: impl FnMut(&EpochMap),
+    on_epoch: impl FnMut(&EpochMap),
 ) -> anyhow::Result<Vec<EpochMap>> {
     let anchors = canvas_anchors();
-    let mut curve = Vec::new();
     sgd_epochs(
         net,
         data.len(),
         cfg,
         |n, batch, rng| faster_step(n, data, &anchors, batch, rng),
-        |n, epoch, loss| {
-            let (map50, map_coco) = match eval {
-                Some(set) => {
-                    let e = evaluate(n, set);
-                    (e.map50, e.map_coco)
-                }
-                None => (0.0, 0.0),
-            };
-            let em = EpochMap {
-                epoch,
-                loss,
-                map50,
-                map_coco,
-            };
-            on_epoch(&em);
-            curve.push(em);
-            Ok(())
+        |n| {
+            eval.map(|set| {
+                let e = evaluate(n, set);
+                (e.map50, e.map_coco)
+            })
         },
-    )?;
-    Ok(curve)
+        on_epoch,
+    )
 }
 
 #[cfg(test)]

@@ -261,23 +261,29 @@ impl Rcnn {
                 });
             }
         }
-        let mut preds = Vec::new();
-        for mut list in per_class {
-            list.sort_by(|a, b| b.score.total_cmp(&a.score));
-            let mut kept: Vec<Pred> = Vec::new();
-            for c in list {
-                if kept.iter().all(|k| iou(k.bbox, c.bbox) <= NMS_IOU) {
-                    kept.push(c);
-                }
-            }
-            preds.extend(kept);
-        }
         Detected {
-            preds,
+            preds: per_class_nms(per_class, NMS_IOU),
             proposals: n,
             regressions,
         }
     }
+}
+
+/// Greedy NMS within each class's list (highest score first, dropping boxes that overlap a
+/// kept one by more than `thr`), all classes' survivors together.
+pub fn per_class_nms(per_class: Vec<Vec<Pred>>, thr: f32) -> Vec<Pred> {
+    let mut preds = Vec::new();
+    for mut list in per_class {
+        list.sort_by(|a, b| b.score.total_cmp(&a.score));
+        let mut kept: Vec<Pred> = Vec::new();
+        for c in list {
+            if kept.iter().all(|k| iou(k.bbox, c.bbox) <= thr) {
+                kept.push(c);
+            }
+        }
+        preds.extend(kept);
+    }
+    preds
 }
 
 /// Detection quality and cost on a set of canvases with precomputed proposals.

@@ -51,6 +51,7 @@ pub fn cmd_bench_train(steps: usize, rounds: usize) -> anyhow::Result<(Spread, S
             let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1))?;
             let cfg = TrainConfig {
                 epochs: 1,
+                split_batch: true,
                 ..TrainConfig::default()
             };
             // Warm up on 3 batches, then time `steps` batches per round, wrapping around the

@@ -164,6 +164,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
         weight_decay: a.weight_decay,
         seed: a.seed,
         frozen_layers: (0..ft.freeze).collect(),
+        split_batch: a.threads >= 2,
     };
     let mut model = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(a.seed))?;
     if ft.freeze > arch.layers.len() {

@@ -35,6 +35,11 @@ pub struct TrainConfig {
     /// (fine-tuning a pretrained trunk, see `finetune`).
     #[serde(default)]
     pub frozen_layers: Vec<usize>,
+    /// Split each batch across two threads when the pool has two or more (`train --threads
+    /// 2`): each half normalized by its own BatchNorm statistics. Off, training is the plain
+    /// whole-batch step whatever the pool.
+    #[serde(default)]
+    pub split_batch: bool,
 }
 
 impl Default for TrainConfig {
@@ -53,6 +58,7 @@ impl Default for TrainConfig {
             weight_decay: 0.002,
             seed: 42,
             frozen_layers: Vec::new(),
+            split_batch: false,
         }
     }
 }
@@ -197,9 +203,9 @@ pub fn train(
         .collect();
     let mut history = Vec::new();
     let mut step = 0;
-    // With two threads or more, each batch is split across two of them; with one, the step is
-    // the plain one and its results are bit-identical for a seed.
-    let data_parallel = rayon::current_num_threads() >= 2;
+    // Asked for and with two threads or more, each batch is split across two of them; else
+    // the step is the plain one (on one thread, bit-identical for a seed).
+    let data_parallel = cfg.split_batch && rayon::current_num_threads() >= 2;
     for epoch in 1..=cfg.epochs {
         let t0 = std::time::Instant::now();
         let order = shuffled(train.len(), &mut rng);
@@ -483,6 +489,7 @@ mod tests {
         let mut m = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(4)).unwrap();
         let cfg = TrainConfig {
             epochs: 1,
+            split_batch: true,
             ..TrainConfig::default()
         };
         crate::util::with_threads(threads, || {
