@@ -8,7 +8,10 @@
 //!   scales and three ratios are for photographs), centred on the cell, 1,536 per canvas.
 //! - Anchor labels as in the paper: positive at IoU >= 0.6 with a truth (the paper's 0.7 is
 //!   for larger objects; a 10-pixel digit rarely reaches it) or the best anchor of each truth,
-//!   negative below 0.3; 64 sampled per image, at most half positive.
+//!   negative below 0.3; 64 sampled per image, at most half positive. Anchors that cross the
+//!   canvas edge are kept (the paper ignores them in training). The RPN's box loss is
+//!   averaged over the positive anchors (summed over the four offsets), not over all sampled
+//!   anchors as torchvision does: box regression weighs more than in the paper.
 //! - Proposals: every anchor moved by its offsets, clipped to the canvas, the 300 most likely
 //!   kept, NMS at IoU 0.7, then the best [`PROPOSALS`].
 //! - Training: approximate joint training (the paper's section 3.2, ii): one loss, the sum of
@@ -22,7 +25,8 @@ use crate::data::Dataset;
 use crate::detect::anchors::{anchors, decode, encode};
 use crate::detect::fast_rcnn::{
     detections, head, head_loss, images, roi_of, sample_rois, sgd_epochs, trunk, EpochMap,
-    TwoStage, TwoStageConfig, TwoStageEval, BOX_STD, CHANNELS, HEAD_PARAMS, SIZE, STRIDE,
+    TwoStage, TwoStageConfig, TwoStageEval, BACKGROUND, BOX_STD, CHANNELS, HEAD_PARAMS, SIZE,
+    STRIDE,
 };
 use crate::nn::autograd::{Conv2dParams, Graph, Roi, Tensor, Var};
 use rand::seq::SliceRandom;
@@ -328,8 +332,8 @@ pub fn evaluate(net: &TwoStage, data: &Dataset) -> TwoStageEval {
     let n = data.len().max(1) as f32;
     let ppi = n_props as f32 / n;
     TwoStageEval {
-        map50: crate::data::metrics::mean_ap(&preds, &data.objects, 10, 0.5),
-        map_coco: crate::data::metrics::mean_ap_coco(&preds, &data.objects, 10),
+        map50: crate::data::metrics::mean_ap(&preds, &data.objects, BACKGROUND, 0.5),
+        map_coco: crate::data::metrics::mean_ap_coco(&preds, &data.objects, BACKGROUND),
         proposals_per_image: ppi,
         macs_per_image: TwoStage::trunk_macs() + rpn_macs() + ppi * TwoStage::head_macs(),
         ms_per_image: t.elapsed().as_secs_f32() * 1e3 / n,

@@ -22,7 +22,7 @@ pub struct TwoStageArgs {
     pub epochs: usize,
     #[arg(long, default_value_t = 0.01)]
     pub lr: f32,
-    /// Digit classifier checkpoint (ref-cnn) whose trunk and last layer start the detector
+    /// Digit classifier checkpoint (ref-cnn) whose conv trunk starts the detector
     /// (default: ref-cnn trained here on the training digits for --pretrain-epochs).
     #[arg(long)]
     pub pretrained: Option<PathBuf>,

@@ -37,9 +37,9 @@ pub struct TrainArgs {
     /// Seed of the initialization and of the batch order.
     #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
-    /// Worker threads: 1 gives bit-identical results for a seed; 2 or more split each batch
-    /// across two threads (each half normalized by its own BatchNorm statistics; gradients and
-    /// running statistics averaged).
+    /// Worker threads: 1 gives bit-identical results for a seed; 2 split each batch across
+    /// two threads (each half normalized by its own BatchNorm statistics; gradients and
+    /// running statistics averaged); more than 2 add nothing yet.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Checkpoint path (written atomically after every epoch).

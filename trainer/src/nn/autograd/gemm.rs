@@ -14,12 +14,17 @@ thread_local! {
     static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f` with every product on the calling thread (see [`SERIAL`]).
+/// Runs `f` with every product on the calling thread (see [`SERIAL`]); the flag is restored
+/// even if `f` unwinds.
 pub fn serial<T>(f: impl FnOnce() -> T) -> T {
-    let was = SERIAL.with(|s| s.replace(true));
-    let out = f();
-    SERIAL.with(|s| s.set(was));
-    out
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            SERIAL.with(|s| s.set(self.0));
+        }
+    }
+    let _restore = Restore(SERIAL.with(|s| s.replace(true)));
+    f()
 }
 
 /// Rayon inside a multi-thread pool for products big enough to amortize the split.

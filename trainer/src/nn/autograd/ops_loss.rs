@@ -121,7 +121,13 @@ impl Graph {
                     e / beta
                 } else {
                     sum += (e.abs() - 0.5 * beta) as f64;
-                    e.signum()
+                    // PyTorch's sign: 0 at 0 (Rust's signum of 0.0 is 1), so a target equal
+                    // to the prediction passes no gradient at beta 0 either.
+                    if e == 0.0 {
+                        0.0
+                    } else {
+                        e.signum()
+                    }
                 }
             })
             .collect();
@@ -257,5 +263,21 @@ mod tests {
         let x = randn(&[2, 5], &mut rng).mapv(|v| 4.0 * v);
         let t = randn(&[2, 5], &mut rng).mapv(|v| 1.0 / (1.0 + (-v).exp()));
         gradcheck(|g, v| g.bce_with_logits(v[0], v[1]), &[x, t], 1e-2, TOL).unwrap();
+    }
+
+    /// At beta 0 (plain L1) an element whose prediction equals its target passes no
+    /// gradient, as in PyTorch (`sign(0) = 0`); others pass +-1 / n.
+    #[test]
+    fn smooth_l1_at_beta_zero_has_zero_gradient_at_zero() {
+        let mut g = Graph::new();
+        let p = g.leaf(
+            crate::nn::autograd::tensor(&[3], vec![1.0, 2.0, -1.0]),
+            true,
+        );
+        let t = g.constant(crate::nn::autograd::tensor(&[3], vec![1.0, 0.0, 0.0]));
+        let l = g.smooth_l1_loss(p, t, 0.0);
+        g.backward(l);
+        let d: Vec<f32> = g.grad(p).unwrap().iter().copied().collect();
+        assert_eq!(d, vec![0.0, 1.0 / 3.0, -1.0 / 3.0]);
     }
 }
