@@ -245,11 +245,18 @@ impl Prepared {
 #[inline(always)]
 fn double_right(acc: i32, multiplier: i32, right: u32) -> i32 {
     let p = acc as i64 * multiplier as i64;
-    let a = ((p + (1 << 30)) >> 31) as i32;
-    let r = right.min(31);
+    rounding_divide_by_pot(((p + (1 << 30)) >> 31) as i32, right)
+}
+
+/// gemmlowp's `RoundingDivideByPOT(x, e)`, `e` in `0..=31` (larger is taken as 31): `x / 2^e`
+/// rounded half away from zero, as gemmlowp writes it, in 32 bits: the remainder against half
+/// the divisor, one more for a negative dividend.
+#[inline(always)]
+pub fn rounding_divide_by_pot(x: i32, e: u32) -> i32 {
+    let r = e.min(31);
     let mask = ((1u32 << r) - 1) as i32;
-    let threshold = (mask >> 1) + (a >> 31 & 1);
-    (a >> r) + i32::from(a & mask > threshold)
+    let threshold = (mask >> 1) + (x >> 31 & 1);
+    (x >> r) + i32::from(x & mask > threshold)
 }
 
 /// [`Prepared::apply`]'s general path, out of line: the fast path stays small.

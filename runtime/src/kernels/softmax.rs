@@ -9,6 +9,7 @@
 use super::prepare::{shape, Checked, Operand};
 use crate::format::Softmax;
 use crate::model::Step;
+use crate::quant::rounding_divide_by_pot as div_pow2;
 use crate::Error;
 
 /// Most channels: the sum of `exp` (each at most 1.0 = 2^19 in Q12.19) stays below 2^28, so
@@ -23,16 +24,6 @@ fn mul_sat(a: i32, b: i32) -> i32 {
         return i32::MAX;
     }
     (((a as i64 * b as i64) + (1 << 30)) >> 31) as i32
-}
-
-/// gemmlowp's `RoundingDivideByPOT`: `x / 2^e`, ties away from zero (`e` in 0..=31).
-#[inline(always)]
-fn div_pow2(x: i32, e: u32) -> i32 {
-    if e == 0 {
-        return x;
-    }
-    let e = e.min(31);
-    ((x as i64 + (1i64 << (e - 1)) + (x >> 31) as i64) >> e) as i32
 }
 
 /// gemmlowp's `SaturatingRoundingMultiplyByPOT<e>` for `e > 0`: a saturating left shift.
