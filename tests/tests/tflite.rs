@@ -15,12 +15,8 @@ fn imported_models_equal_tflite_micro_on_the_device() {
         let m = runtime::Model::from_bytes(&blob).unwrap();
         let inputs = read("inputs.bin");
         let n = inputs.len() / m.input_len();
-        let mut vectors = Vec::new();
-        vectors.extend((n as u32).to_le_bytes());
-        vectors.extend((m.input_len() as u32).to_le_bytes());
-        vectors.extend(&inputs);
         std::fs::write(dir.join("model.bin"), &blob).unwrap();
-        std::fs::write(dir.join("inputs.bin"), &vectors).unwrap();
+        std::fs::write(dir.join("inputs.bin"), vector_file(m.input_len(), &inputs)).unwrap();
         let elf = build_firmware(&dir.join("model.bin"), &dir.join("inputs.bin"), &dir).unwrap();
         let run = run_qemu(&elf).unwrap();
         assert_eq!(run.status, 0, "{name}: {}", run.stdout);

@@ -190,6 +190,17 @@ pub fn run_qemu_on(board: &str, elf: &Path) -> anyhow::Result<DeviceRun> {
     parse_device_output(&String::from_utf8_lossy(&out.stdout), status)
 }
 
+/// A firmware test-vector file: `n` and the input length (u32 LE each), then the inputs'
+/// bytes (`raw`, a whole number of inputs of `len` bytes).
+pub fn vector_file(len: usize, raw: &[u8]) -> Vec<u8> {
+    let n = raw.len() / len.max(1);
+    let mut out = Vec::with_capacity(8 + raw.len());
+    out.extend((n as u32).to_le_bytes());
+    out.extend((len as u32).to_le_bytes());
+    out.extend(raw);
+    out
+}
+
 /// Splits a firmware test-vector file into its inputs.
 pub fn read_vectors(bytes: &[u8]) -> anyhow::Result<Vec<Vec<i8>>> {
     if bytes.len() < 8 {

@@ -185,15 +185,13 @@ pub fn test_vectors(blob: &[u8], data: &Dataset, count: usize) -> anyhow::Result
 pub fn test_vectors_for(m: &runtime::Model, data: &Dataset, count: usize) -> Vec<u8> {
     let n = count.min(data.len());
     let len = m.input_len();
-    let mut out = Vec::with_capacity(8 + n * len);
-    out.extend((n as u32).to_le_bytes());
-    out.extend((len as u32).to_le_bytes());
+    let mut raw = Vec::with_capacity(n * len);
     let mut x = vec![0i8; len];
     for i in 0..n {
         crate::deploy::export::quantize_image(data.image(i), m.def().input.quant, &mut x);
-        out.extend(x.iter().map(|&v| v as u8));
+        raw.extend(x.iter().map(|&v| v as u8));
     }
-    out
+    crate::deploy::device::vector_file(len, &raw)
 }
 
 pub fn read_blob(path: &Path) -> anyhow::Result<Vec<u8>> {

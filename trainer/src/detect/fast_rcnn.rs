@@ -25,6 +25,7 @@ use crate::data::Dataset;
 use crate::detect::anchors::{decode, encode};
 use crate::detect::rcnn::window;
 use crate::nn::autograd::{Conv2dParams, Graph, Roi, Tensor, Var};
+use crate::nn::init::{he_normal, normal, zeros};
 use crate::nn::model::Model;
 use crate::train::optim::{Optimizer, SgdConfig};
 use rand::seq::SliceRandom;
@@ -77,14 +78,6 @@ pub struct TwoStage {
     pub params: Vec<Tensor>,
 }
 
-/// Normal(0, std) values of `shape`.
-fn gaussian(shape: &[usize], std: f32, rng: &mut ChaCha8Rng) -> Tensor {
-    use rand_distr::{Distribution, Normal};
-    let d = Normal::new(0.0, std).expect("finite std");
-    let n = shape.iter().product();
-    tensor(shape, (0..n).map(|_| d.sample(rng)).collect())
-}
-
 fn tensor(shape: &[usize], v: Vec<f32>) -> Tensor {
     Tensor::from_shape_vec(ndarray::IxDyn(shape), v).expect("shape matches data")
 }
@@ -133,16 +126,12 @@ impl TwoStage {
                 b1,
                 w2,
                 b2,
-                gaussian(
-                    &[HIDDEN, FEATURES],
-                    (2.0 / FEATURES as f32).sqrt(),
-                    &mut rng,
-                ),
-                Tensor::zeros(ndarray::IxDyn(&[HIDDEN])),
-                gaussian(&[CLASSES, HIDDEN], 0.01, &mut rng),
-                Tensor::zeros(ndarray::IxDyn(&[CLASSES])),
-                gaussian(&[4 * BACKGROUND, HIDDEN], 0.001, &mut rng),
-                Tensor::zeros(ndarray::IxDyn(&[4 * BACKGROUND])),
+                he_normal(&[HIDDEN, FEATURES], &mut rng),
+                zeros(&[HIDDEN]),
+                normal(&[CLASSES, HIDDEN], 0.01, &mut rng),
+                zeros(&[CLASSES]),
+                normal(&[4 * BACKGROUND, HIDDEN], 0.001, &mut rng),
+                zeros(&[4 * BACKGROUND]),
             ],
         })
     }
@@ -227,15 +216,21 @@ pub fn box_target(p: [f32; 4], truth: [f32; 4]) -> [f32; 4] {
     ]
 }
 
-/// The box that normalized offsets `t` from proposal `p` describe, clipped to the canvas.
-pub fn apply_offsets(p: [f32; 4], t: [f32; 4]) -> [f32; 4] {
+/// The box that normalized offsets `t` from box `p` describe (the inverse of
+/// [`box_target`]), unclipped; `p` in fractions or pixels alike.
+pub fn offsets_box(p: [f32; 4], t: [f32; 4]) -> [f32; 4] {
     let t = [
         t[0] * BOX_STD[0],
         t[1] * BOX_STD[1],
         t[2] * BOX_STD[2],
         t[3] * BOX_STD[3],
     ];
-    decode(p, t).map(|v| v.clamp(0.0, 1.0))
+    decode(p, t)
+}
+
+/// The box that normalized offsets `t` from proposal `p` describe, clipped to the canvas.
+pub fn apply_offsets(p: [f32; 4], t: [f32; 4]) -> [f32; 4] {
+    offsets_box(p, t).map(|v| v.clamp(0.0, 1.0))
 }
 
 /// The paper's RoI sampling for one image: candidates are the proposals and the truth boxes;
@@ -346,21 +341,48 @@ pub fn detect(net: &TwoStage, data: &Dataset, i: usize, props: &[[f32; 4]]) -> V
     }
     let mut g = Graph::new();
     let x = g.leaf(images(data, &[i]), false);
-    let p: Vec<Var> = net
-        .params
-        .iter()
-        .map(|t| g.leaf(t.clone(), false))
-        .collect();
+    let p = g.leaves(&net.params, false);
     let feat = trunk(&mut g, x, &p);
+    detect_rois(&mut g, feat, &p, i, props)
+}
+
+/// The head on one canvas's feature map `feat` and proposals: its detections, labelled as
+/// canvas `image`.
+pub fn detect_rois(
+    g: &mut Graph,
+    feat: Var,
+    p: &[Var],
+    image: usize,
+    props: &[[f32; 4]],
+) -> Vec<Pred> {
     let rois: Vec<Roi> = props.iter().map(|&b| roi_of(0, b)).collect();
-    let (cls, bx) = head(&mut g, feat, &rois, &p);
-    let (l, o) = (g.value(cls), g.value(bx));
+    let (cls, bx) = head(g, feat, &rois, p);
     detections(
-        i,
+        image,
         props,
-        l.as_slice().expect("standard layout"),
-        o.as_slice().expect("standard layout"),
+        g.value(cls).as_slice().expect("standard layout"),
+        g.value(bx).as_slice().expect("standard layout"),
     )
+}
+
+/// The figures of detections `preds` on `data`: mAP, proposals per image, MACs (`fixed` per
+/// canvas plus the head per proposal) and milliseconds per image since `started`.
+pub fn summarize(
+    preds: &[Pred],
+    data: &Dataset,
+    n_props: usize,
+    fixed_macs: f32,
+    started: std::time::Instant,
+) -> TwoStageEval {
+    let n = data.len().max(1) as f32;
+    let ppi = n_props as f32 / n;
+    TwoStageEval {
+        map50: crate::data::metrics::mean_ap(preds, &data.objects, BACKGROUND, 0.5),
+        map_coco: crate::data::metrics::mean_ap_coco(preds, &data.objects, BACKGROUND),
+        proposals_per_image: ppi,
+        macs_per_image: fixed_macs + ppi * TwoStage::head_macs(),
+        ms_per_image: started.elapsed().as_secs_f32() * 1e3 / n,
+    }
 }
 
 /// mAP and cost of Fast R-CNN on `data` with precomputed proposals.
@@ -372,15 +394,7 @@ pub fn evaluate(net: &TwoStage, data: &Dataset, props: &[Vec<[f32; 4]>]) -> TwoS
         preds.extend(detect(net, data, i, p));
         n_props += p.len();
     }
-    let n = data.len().max(1) as f32;
-    let ppi = n_props as f32 / n;
-    TwoStageEval {
-        map50: crate::data::metrics::mean_ap(&preds, &data.objects, BACKGROUND, 0.5),
-        map_coco: crate::data::metrics::mean_ap_coco(&preds, &data.objects, BACKGROUND),
-        proposals_per_image: ppi,
-        macs_per_image: TwoStage::trunk_macs() + ppi * TwoStage::head_macs(),
-        ms_per_image: t.elapsed().as_secs_f32() * 1e3 / n,
-    }
+    summarize(&preds, data, n_props, TwoStage::trunk_macs(), t)
 }
 
 /// How a two-stage detector is trained.
@@ -460,26 +474,40 @@ pub fn fast_step(
 ) -> (f32, Vec<Tensor>) {
     let mut g = Graph::new();
     let x = g.leaf(images(data, batch), false);
-    let p: Vec<Var> = net.params.iter().map(|t| g.leaf(t.clone(), true)).collect();
+    let p = g.leaves(&net.params, true);
     let feat = trunk(&mut g, x, &p);
+    let loss = sampled_head_loss(&mut g, feat, &p, data, batch, |_, i| &props[i], rng);
+    finish_step(&mut g, loss, &p, &net.params)
+}
+
+/// The head's loss on RoIs sampled, per image of `batch` (`k`-th, dataset index `i`), from
+/// `props_of(k, i)` and the truths.
+pub fn sampled_head_loss<P: AsRef<[[f32; 4]]>>(
+    g: &mut Graph,
+    feat: Var,
+    p: &[Var],
+    data: &Dataset,
+    batch: &[usize],
+    mut props_of: impl FnMut(usize, usize) -> P,
+    rng: &mut ChaCha8Rng,
+) -> Var {
     let mut rois = Vec::new();
     let mut samples = Vec::new();
     for (k, &i) in batch.iter().enumerate() {
-        for s in sample_rois(&props[i], &data.objects[i], rng) {
+        for s in sample_rois(props_of(k, i).as_ref(), &data.objects[i], rng) {
             rois.push(roi_of(k, s.bbox));
             samples.push(s);
         }
     }
-    let (cls, bx) = head(&mut g, feat, &rois, &p);
-    let loss = head_loss(&mut g, cls, bx, &samples);
+    let (cls, bx) = head(g, feat, &rois, p);
+    head_loss(g, cls, bx, &samples)
+}
+
+/// A step's loss value and the gradients of the parameters `p` (copies of `params`).
+pub fn finish_step(g: &mut Graph, loss: Var, p: &[Var], params: &[Tensor]) -> (f32, Vec<Tensor>) {
     let value = g.value(loss).iter().next().copied().unwrap_or(f32::NAN);
     g.backward(loss);
-    let grads = p
-        .iter()
-        .zip(&net.params)
-        .map(|(&v, t)| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(t.raw_dim())))
-        .collect();
-    (value, grads)
+    (value, g.grads_or_zeros(p, params))
 }
 
 /// Trains Fast R-CNN from `net` (see [`TwoStage::from_classifier`]); when `eval` is given,

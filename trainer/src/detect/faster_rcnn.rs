@@ -22,13 +22,14 @@
 use crate::data::canvas::iou;
 use crate::data::metrics::Pred;
 use crate::data::Dataset;
-use crate::detect::anchors::{anchors, decode, encode};
+use crate::detect::anchors::anchors;
 use crate::detect::fast_rcnn::{
-    detections, head, head_loss, images, roi_of, sample_rois, sgd_epochs, trunk, EpochMap,
-    TwoStage, TwoStageConfig, TwoStageEval, BACKGROUND, BOX_STD, CHANNELS, HEAD_PARAMS, SIZE,
-    STRIDE,
+    box_target, detect_rois, finish_step, images, offsets_box, sampled_head_loss, sgd_epochs,
+    summarize, trunk, EpochMap, TwoStage, TwoStageConfig, TwoStageEval, CHANNELS, HEAD_PARAMS,
+    SIZE, STRIDE,
 };
-use crate::nn::autograd::{Conv2dParams, Graph, Roi, Tensor, Var};
+use crate::nn::autograd::{Conv2dParams, Graph, Tensor, Var};
+use crate::nn::init::{normal, zeros};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -62,29 +63,18 @@ pub fn canvas_anchors() -> Vec<[f32; 4]> {
     anchors(GRID, GRID, STRIDE, &SCALES, &RATIOS)
 }
 
-fn gaussian(shape: &[usize], std: f32, rng: &mut ChaCha8Rng) -> Tensor {
-    use rand_distr::{Distribution, Normal};
-    let d = Normal::new(0.0, std).expect("finite std");
-    let n = shape.iter().product();
-    Tensor::from_shape_vec(
-        ndarray::IxDyn(shape),
-        (0..n).map(|_| d.sample(rng)).collect(),
-    )
-    .expect("shape matches data")
-}
-
 /// A Fast R-CNN's parameters with an RPN (Gaussian, standard deviation 0.01, as the paper's
 /// new layers) appended.
 pub fn with_rpn(mut net: TwoStage, seed: u64) -> TwoStage {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let z = |n: usize| Tensor::zeros(ndarray::IxDyn(&[n]));
+    let z = |n: usize| zeros(&[n]);
     net.params.truncate(HEAD_PARAMS);
     net.params.extend([
-        gaussian(&[RPN_CHANNELS, 3, 3, CHANNELS], 0.01, &mut rng),
+        normal(&[RPN_CHANNELS, 3, 3, CHANNELS], 0.01, &mut rng),
         z(RPN_CHANNELS),
-        gaussian(&[PER_CELL, 1, 1, RPN_CHANNELS], 0.01, &mut rng),
+        normal(&[PER_CELL, 1, 1, RPN_CHANNELS], 0.01, &mut rng),
         z(PER_CELL),
-        gaussian(&[4 * PER_CELL, 1, 1, RPN_CHANNELS], 0.01, &mut rng),
+        normal(&[4 * PER_CELL, 1, 1, RPN_CHANNELS], 0.01, &mut rng),
         z(4 * PER_CELL),
     ]);
     net
@@ -134,7 +124,7 @@ pub fn label_anchors(
                 .map(|&t| (iou(a, t), t))
                 .max_by(|x, y| x.0.total_cmp(&y.0));
             match best {
-                Some((v, t)) if v >= POS_IOU => (Some(true), target(a, t)),
+                Some((v, t)) if v >= POS_IOU => (Some(true), box_target(a, t)),
                 Some((v, _)) if v >= NEG_IOU => (None, [0.0; 4]),
                 _ => (Some(false), [0.0; 4]),
             }
@@ -148,21 +138,11 @@ pub fn label_anchors(
         }
         for (k, &a) in anchors.iter().enumerate() {
             if iou(a, t) == best {
-                out[k] = (Some(true), target(a, t));
+                out[k] = (Some(true), box_target(a, t));
             }
         }
     }
     out
-}
-
-fn target(a: [f32; 4], t: [f32; 4]) -> [f32; 4] {
-    let e = encode(a, t);
-    [
-        e[0] / BOX_STD[0],
-        e[1] / BOX_STD[1],
-        e[2] / BOX_STD[2],
-        e[3] / BOX_STD[3],
-    ]
 }
 
 /// Image `k`'s proposals (fractions) from the RPN's outputs: decoded, clipped, the
@@ -179,13 +159,8 @@ pub fn proposals(
     let mut cand: Vec<(f32, [f32; 4])> = (0..n)
         .filter_map(|i| {
             let j = k * n + i;
-            let t = [
-                dl[4 * j] * BOX_STD[0],
-                dl[4 * j + 1] * BOX_STD[1],
-                dl[4 * j + 2] * BOX_STD[2],
-                dl[4 * j + 3] * BOX_STD[3],
-            ];
-            let b = decode(anchors[i], t).map(|v| v.clamp(0.0, s));
+            let t = [dl[4 * j], dl[4 * j + 1], dl[4 * j + 2], dl[4 * j + 3]];
+            let b = offsets_box(anchors[i], t).map(|v| v.clamp(0.0, s));
             // Boxes under 2 pixels a side are dropped (the paper's minimum size).
             (b[2] - b[0] >= 2.0 && b[3] - b[1] >= 2.0 && obj[j].is_finite())
                 .then_some((obj[j], b.map(|v| v / s)))
@@ -217,7 +192,7 @@ pub fn faster_step(
 ) -> (f32, Vec<Tensor>) {
     let mut g = Graph::new();
     let x = g.leaf(images(data, batch), false);
-    let p: Vec<Var> = net.params.iter().map(|t| g.leaf(t.clone(), true)).collect();
+    let p = g.leaves(&net.params, true);
     let feat = trunk(&mut g, x, &p);
     let (obj, dl) = rpn(&mut g, feat, &p);
     let n = anchors.len();
@@ -260,26 +235,17 @@ pub fn faster_step(
         g.value(obj).iter().copied().collect::<Vec<f32>>(),
         g.value(dl).iter().copied().collect::<Vec<f32>>(),
     );
-    let mut rois: Vec<Roi> = Vec::new();
-    let mut samples = Vec::new();
-    for (k, &i) in batch.iter().enumerate() {
-        let props = proposals(anchors, &ov, &dv, k, PROPOSALS);
-        for s in sample_rois(&props, &data.objects[i], rng) {
-            rois.push(roi_of(k, s.bbox));
-            samples.push(s);
-        }
-    }
-    let (cls, bx) = head(&mut g, feat, &rois, &p);
-    let l_head = head_loss(&mut g, cls, bx, &samples);
+    let l_head = sampled_head_loss(
+        &mut g,
+        feat,
+        &p,
+        data,
+        batch,
+        |k, _| proposals(anchors, &ov, &dv, k, PROPOSALS),
+        rng,
+    );
     let loss = g.add(loss, l_head);
-    let value = g.value(loss).iter().next().copied().unwrap_or(f32::NAN);
-    g.backward(loss);
-    let grads = p
-        .iter()
-        .zip(&net.params)
-        .map(|(&v, t)| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(t.raw_dim())))
-        .collect();
-    (value, grads)
+    finish_step(&mut g, loss, &p, &net.params)
 }
 
 /// Faster R-CNN's detections of canvas `i` and the number of proposals it used.
@@ -291,11 +257,7 @@ pub fn detect(
 ) -> (Vec<Pred>, usize) {
     let mut g = Graph::new();
     let x = g.leaf(images(data, &[i]), false);
-    let p: Vec<Var> = net
-        .params
-        .iter()
-        .map(|t| g.leaf(t.clone(), false))
-        .collect();
+    let p = g.leaves(&net.params, false);
     let feat = trunk(&mut g, x, &p);
     let (obj, dl) = rpn(&mut g, feat, &p);
     let props = proposals(
@@ -308,15 +270,7 @@ pub fn detect(
     if props.is_empty() {
         return (Vec::new(), 0);
     }
-    let rois: Vec<Roi> = props.iter().map(|&b| roi_of(0, b)).collect();
-    let (cls, bx) = head(&mut g, feat, &rois, &p);
-    let preds = detections(
-        i,
-        &props,
-        g.value(cls).as_slice().expect("standard layout"),
-        g.value(bx).as_slice().expect("standard layout"),
-    );
-    (preds, props.len())
+    (detect_rois(&mut g, feat, &p, i, &props), props.len())
 }
 
 /// mAP and cost of Faster R-CNN on `data` (no selective search anywhere).
@@ -329,15 +283,13 @@ pub fn evaluate(net: &TwoStage, data: &Dataset) -> TwoStageEval {
         preds.extend(p);
         n_props += k;
     }
-    let n = data.len().max(1) as f32;
-    let ppi = n_props as f32 / n;
-    TwoStageEval {
-        map50: crate::data::metrics::mean_ap(&preds, &data.objects, BACKGROUND, 0.5),
-        map_coco: crate::data::metrics::mean_ap_coco(&preds, &data.objects, BACKGROUND),
-        proposals_per_image: ppi,
-        macs_per_image: TwoStage::trunk_macs() + rpn_macs() + ppi * TwoStage::head_macs(),
-        ms_per_image: t.elapsed().as_secs_f32() * 1e3 / n,
-    }
+    summarize(
+        &preds,
+        data,
+        n_props,
+        TwoStage::trunk_macs() + rpn_macs(),
+        t,
+    )
 }
 
 /// Trains Faster R-CNN jointly from `net` (a [`with_rpn`] network).

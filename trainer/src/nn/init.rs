@@ -48,7 +48,12 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
 /// Kaiming/He normal: N(0, 2 / fan_in).
 pub fn he_normal(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor {
     let (fan_in, _) = fans(shape);
-    let d = Normal::new(0.0f32, (2.0 / fan_in as f32).sqrt()).expect("finite std");
+    normal(shape, (2.0 / fan_in as f32).sqrt(), rng)
+}
+
+/// N(0, std^2), e.g. the small Gaussians new detection layers start from.
+pub fn normal(shape: &[usize], std: f32, rng: &mut ChaCha8Rng) -> Tensor {
+    let d = Normal::new(0.0f32, std).expect("finite std");
     let n = shape.iter().product();
     tensor(shape, (0..n).map(|_| rng.sample(d)).collect())
 }

@@ -273,11 +273,7 @@ impl Model {
     pub fn eval_traced(&mut self, x: Tensor, on_layer: impl FnMut(usize, Var)) -> (Graph, Var) {
         let mut g = Graph::new();
         let xv = g.leaf(x, false);
-        let pv: Vec<Var> = self
-            .params
-            .iter()
-            .map(|p| g.leaf(p.clone(), false))
-            .collect();
+        let pv = g.leaves(&self.params, false);
         let mut rng = rand::SeedableRng::seed_from_u64(0);
         let out = self.forward_traced(&mut g, xv, &pv, false, &mut rng, on_layer);
         (g, out)

@@ -369,11 +369,7 @@ fn batch_grads(
         correct += (argmax_f32(&row[..model.arch.classes.min(row.len())]) == t) as usize;
     }
     g.backward(loss);
-    let grads: Vec<Tensor> = pv
-        .iter()
-        .zip(&model.params)
-        .map(|(&v, p)| g.take_grad(v).unwrap_or_else(|| Tensor::zeros(p.raw_dim())))
-        .collect();
+    let grads = g.grads_or_zeros(&pv, &model.params);
     (lv, grads, correct)
 }
 

@@ -2,7 +2,7 @@
 //! the emulated Cortex-M4, beside what TensorFlow Lite Micro needed for it (its
 //! `arena_used_bytes` and outputs, recorded by `scripts/tflite-fixtures.py`).
 
-use crate::deploy::device::{build_firmware, firmware_size, run_qemu};
+use crate::deploy::device::{build_firmware, firmware_size, run_qemu, vector_file};
 use crate::deploy::tflite::import;
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -108,12 +108,8 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
         if device {
             let d = work.join(&name);
             std::fs::create_dir_all(&d)?;
-            let mut vectors = Vec::new();
-            vectors.extend((n as u32).to_le_bytes());
-            vectors.extend((n_in as u32).to_le_bytes());
-            vectors.extend(&inputs);
             crate::io::write_atomic(&d.join("model.bin"), &blob)?;
-            crate::io::write_atomic(&d.join("inputs.bin"), &vectors)?;
+            crate::io::write_atomic(&d.join("inputs.bin"), &vector_file(n_in, &inputs))?;
             let elf = build_firmware(&d.join("model.bin"), &d.join("inputs.bin"), &d)?;
             let run = run_qemu(&elf)?;
             if run.status != 0 {

@@ -69,6 +69,18 @@ fn stage_static(zp: i8, act: (i8, i8)) -> OutputStage<'static> {
     }
 }
 
+/// Per-channel real multipliers as the runtime's requantizations (TFLite's
+/// `QuantizeMultiplier`), each within the range the kernels accept.
+fn requants(reals: impl Iterator<Item = f64>) -> anyhow::Result<Vec<Requant>> {
+    reals
+        .map(|r| {
+            quantize_multiplier(r)
+                .filter(|q| q.is_valid())
+                .ok_or_else(|| anyhow!("requantization multiplier out of range"))
+        })
+        .collect()
+}
+
 impl<'g> Converter<'g> {
     pub fn input(&self, op: &tfl::OperatorT, k: usize) -> anyhow::Result<i32> {
         op.inputs
@@ -231,15 +243,8 @@ impl<'g> Converter<'g> {
         let b = bias(b_t.as_ref(), out_c)?;
         let in_s = x.quant.scale as f64;
         let out_s = yq.scale as f64;
-        let rq = w_scales
-            .iter()
-            .map(|&ws| {
-                // TFLite's PopulateConvolutionQuantizationParams, in double.
-                quantize_multiplier(in_s * ws as f64 / out_s)
-                    .filter(|r| r.is_valid())
-                    .ok_or_else(|| anyhow!("requantization multiplier out of range"))
-            })
-            .collect::<anyhow::Result<Vec<Requant>>>()?;
+        // TFLite's PopulateConvolutionQuantizationParams, in double.
+        let rq = requants(w_scales.iter().map(|&ws| in_s * ws as f64 / out_s))?;
         let (kh, kw) = (kh as usize, kw as usize);
         let pad = conv_padding(
             padding == tfl::Padding::SAME,
@@ -318,14 +323,11 @@ impl<'g> Converter<'g> {
         let b = bias(b_t.as_ref(), n_out)?;
         let (in_s, out_s) = (x.quant.scale, yq.scale);
         let per_channel = w_t.scales().len() > 1;
-        let rq = w_scales
-            .iter()
-            .map(|&ws| {
-                quantize_multiplier(fc_multiplier(in_s, ws, out_s, per_channel))
-                    .filter(|r| r.is_valid())
-                    .ok_or_else(|| anyhow!("requantization multiplier out of range"))
-            })
-            .collect::<anyhow::Result<Vec<Requant>>>()?;
+        let rq = requants(
+            w_scales
+                .iter()
+                .map(|&ws| fc_multiplier(in_s, ws, out_s, per_channel)),
+        )?;
         let act = activation_range(o.fused_activation_function, yq)?;
         let f = FullyConnected {
             in_features: n_in as u32,

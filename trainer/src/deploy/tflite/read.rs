@@ -304,6 +304,13 @@ pub(crate) fn weights<'m>(
     Ok((data, scales))
 }
 
+/// Little-endian int32 values of a constant buffer.
+fn le_i32s(data: &[u8]) -> Vec<i32> {
+    data.chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 /// A constant int32 bias of `n` values (zeros when the operator has none).
 pub(crate) fn bias(t: Option<&Tensor>, n: usize) -> anyhow::Result<Vec<i32>> {
     let Some(t) = t else {
@@ -322,10 +329,7 @@ pub(crate) fn bias(t: Option<&Tensor>, n: usize) -> anyhow::Result<Vec<i32>> {
     if data.len() != 4 * n {
         bail!("bias '{}': {} bytes for {n} channels", t.name(), data.len());
     }
-    let v: Vec<i32> = data
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    let v = le_i32s(data);
     if v.iter()
         .any(|b| b.unsigned_abs() > runtime::kernels::MAX_BIAS as u32)
     {
@@ -342,10 +346,7 @@ pub(crate) fn int32s(t: &Tensor) -> anyhow::Result<Vec<i32>> {
     let data = t
         .data
         .ok_or_else(|| anyhow!("'{}' is not a constant", t.name()))?;
-    Ok(data
-        .chunks_exact(4)
-        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(le_i32s(data))
 }
 
 /// TFLite's padding for `SAME` (`ComputePaddingHeightWidth`): the output is

@@ -106,6 +106,25 @@ impl Graph {
         Var(self.nodes.len() - 1)
     }
 
+    /// One leaf per tensor (parameters inserted for a step), all with `requires_grad`.
+    pub fn leaves(&mut self, ts: &[Tensor], requires_grad: bool) -> Vec<Var> {
+        ts.iter()
+            .map(|t| self.leaf(t.clone(), requires_grad))
+            .collect()
+    }
+
+    /// The gradients of `vars` after `backward`, moved out, a zero tensor shaped like
+    /// `like[i]` where there is none (a leaf that took no part or needs no gradient).
+    pub fn grads_or_zeros(&mut self, vars: &[Var], like: &[Tensor]) -> Vec<Tensor> {
+        vars.iter()
+            .zip(like)
+            .map(|(&v, t)| {
+                self.take_grad(v)
+                    .unwrap_or_else(|| Tensor::zeros(t.raw_dim()))
+            })
+            .collect()
+    }
+
     /// A leaf that does not require grad (data, targets).
     pub fn constant(&mut self, t: Tensor) -> Var {
         self.leaf(t, false)
