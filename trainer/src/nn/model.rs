@@ -172,7 +172,7 @@ impl Model {
         training: bool,
         rng: &mut ChaCha8Rng,
     ) -> Var {
-        self.forward_traced(g, x, params, training, rng, |_, _| {})
+        self.build(g, x, params, training, rng, true, |_, _| {})
     }
 
     /// [`Model::forward`], calling `on_layer(index, output)` after every layer.
@@ -183,11 +183,34 @@ impl Model {
         params: &[Var],
         training: bool,
         rng: &mut ChaCha8Rng,
+        on_layer: impl FnMut(usize, Var),
+    ) -> Var {
+        self.build(g, x, params, training, rng, false, on_layer)
+    }
+
+    /// The forward pass. With `fuse`, each `BatchNorm2d -> Relu [-> MaxPool2d]` run of
+    /// layers (the pool with its stride equal to its kernel) is one
+    /// [`Graph::batch_norm_relu`], with the same values, and `on_layer` sees only the
+    /// run's last layer.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &mut self,
+        g: &mut Graph,
+        x: Var,
+        params: &[Var],
+        training: bool,
+        rng: &mut ChaCha8Rng,
+        fuse: bool,
         mut on_layer: impl FnMut(usize, Var),
     ) -> Var {
         let slots = self.slots();
         let mut h = x;
+        let mut skip = 0;
         for (i, (l, slot)) in self.arch.layers.iter().zip(slots).enumerate() {
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
             h = match (*l, slot) {
                 (
                     LayerSpec::Conv2d {
@@ -201,7 +224,14 @@ impl Model {
                     Conv2dParams { stride, padding },
                 ),
                 (LayerSpec::BatchNorm2d, Slot::Norm(gm, bt, s)) => {
-                    g.batch_norm(h, params[gm], params[bt], &mut self.bn[s], training)
+                    let (gm, bt, st) = (params[gm], params[bt], &mut self.bn[s]);
+                    match relu_pool_after(&self.arch.layers[i + 1..]).filter(|_| fuse) {
+                        Some(pool) => {
+                            skip = 1 + pool.is_some() as usize;
+                            g.batch_norm_relu(h, gm, bt, st, training, pool)
+                        }
+                        None => g.batch_norm(h, gm, bt, st, training),
+                    }
                 }
                 (LayerSpec::Relu, _) => g.relu(h),
                 (LayerSpec::MaxPool2d { kernel, stride }, _) => {
@@ -231,11 +261,14 @@ impl Model {
                                 padding: bc.padding,
                             },
                         );
-                        let y = g.batch_norm(y, params[gm], params[bt], &mut bn[st], training);
-                        if relu {
-                            g.relu(y)
-                        } else {
-                            y
+                        let (gm, bt, st) = (params[gm], params[bt], &mut bn[st]);
+                        match (relu, fuse) {
+                            (true, true) => g.batch_norm_relu(y, gm, bt, st, training, None),
+                            (true, false) => {
+                                let y = g.batch_norm(y, gm, bt, st, training);
+                                g.relu(y)
+                            }
+                            (false, _) => g.batch_norm(y, gm, bt, st, training),
                         }
                     };
                     if matches!(l, LayerSpec::Residual { .. }) {
@@ -263,7 +296,7 @@ impl Model {
                 }
                 _ => unreachable!("slots are derived from the same layer list"),
             };
-            on_layer(i, h);
+            on_layer(i + skip, h);
         }
         h
     }
@@ -271,11 +304,20 @@ impl Model {
     /// Eval-mode forward of a batch on a fresh graph without gradients; `on_layer(index,
     /// output)` as in [`Model::forward_traced`]. Returns the graph and the output variable.
     pub fn eval_traced(&mut self, x: Tensor, on_layer: impl FnMut(usize, Var)) -> (Graph, Var) {
+        self.eval_with(x, false, on_layer)
+    }
+
+    fn eval_with(
+        &mut self,
+        x: Tensor,
+        fuse: bool,
+        on_layer: impl FnMut(usize, Var),
+    ) -> (Graph, Var) {
         let mut g = Graph::new();
         let xv = g.leaf(x, false);
         let pv = g.leaves(&self.params, false);
         let mut rng = rand::SeedableRng::seed_from_u64(0);
-        let out = self.forward_traced(&mut g, xv, &pv, false, &mut rng, on_layer);
+        let out = self.build(&mut g, xv, &pv, false, &mut rng, fuse, on_layer);
         (g, out)
     }
 
@@ -290,8 +332,22 @@ impl Model {
 
     /// Eval-mode logits `[n, classes]` for a batch, without gradients.
     pub fn predict(&mut self, x: Tensor) -> Tensor {
-        let (g, out) = self.eval_traced(x, |_, _| {});
+        let (g, out) = self.eval_with(x, true, |_, _| {});
         g.value(out).clone()
+    }
+}
+
+/// Whether the layers after a batch norm let [`Model::forward`] fuse it: `Some(pool)` when a
+/// ReLU follows, with `pool = Some(k)` if a `k`x`k` max-pool of stride `k` follows that.
+fn relu_pool_after(next: &[LayerSpec]) -> Option<Option<usize>> {
+    match next {
+        [LayerSpec::Relu, LayerSpec::MaxPool2d { kernel, stride }, ..]
+            if stride.unwrap_or(*kernel) == *kernel =>
+        {
+            Some(Some(*kernel))
+        }
+        [LayerSpec::Relu, ..] => Some(None),
+        _ => None,
     }
 }
 
@@ -420,5 +476,64 @@ mod tests {
         let mut m = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
         let y = m.predict(Tensor::zeros(ndarray::IxDyn(&[3, 28, 28, 1])));
         assert_eq!(y.shape(), &[3, 10]);
+    }
+
+    /// The fused forward (training and eval) gives every built-in model the same outputs
+    /// and running statistics as the layer-by-layer one, bit for bit, and the same gradients
+    /// to rounding; trace still reports every layer.
+    #[test]
+    fn fused_forward_equals_layer_by_layer() {
+        use crate::nn::gradcheck::test_util::randn;
+        for name in [
+            "ref-cnn",
+            "loc-cnn",
+            "grid-det",
+            "tiny-resnet",
+            "tiny-inception",
+        ] {
+            let mut rng = ChaCha8Rng::seed_from_u64(5);
+            let arch = ArchSpec::builtin(name).unwrap();
+            let [h, w, c] = arch.input;
+            let model = Model::new(arch, &mut rng).unwrap();
+            let x = randn(&[3, h, w, c], &mut rng);
+            let run = |fuse: bool| {
+                let mut m = model.clone();
+                let mut g = Graph::new();
+                let xv = g.leaf(x.clone(), false);
+                let pv = g.leaves(&m.params, true);
+                let mut r = ChaCha8Rng::seed_from_u64(6);
+                let y = m.build(&mut g, xv, &pv, true, &mut r, fuse, |_, _| {});
+                let out = g.value(y).clone();
+                let s = g.sum(y);
+                g.backward(s);
+                let grads = g.grads_or_zeros(&pv, &m.params);
+                let eval = m.predict(x.clone());
+                (out, m.bn, grads, eval)
+            };
+            let (fused, plain) = (run(true), run(false));
+            assert_eq!(fused.0, plain.0, "{name}: training output");
+            assert_eq!(fused.1, plain.1, "{name}: running statistics");
+            assert_eq!(fused.3, plain.3, "{name}: eval output");
+            // Conv biases before a batch norm have a gradient of zero but for rounding: the
+            // floor is relative to the largest gradient of the model.
+            let top = plain
+                .2
+                .iter()
+                .flat_map(|t| t.iter())
+                .fold(0f32, |m, v| m.max(v.abs()));
+            for (i, (a, b)) in fused.2.iter().zip(&plain.2).enumerate() {
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (u, v) in a.iter().zip(b.iter()) {
+                    let tol = 1e-4 * scale + 1e-5 * top;
+                    assert!((u - v).abs() <= tol, "{name} param {i}: {u} vs {v}");
+                }
+            }
+            let layers = model.clone().trace(x.clone()).len();
+            assert_eq!(
+                layers,
+                model.arch.layers.len(),
+                "{name}: trace sees every layer"
+            );
+        }
     }
 }

@@ -19,6 +19,7 @@ mod graph;
 mod lanes;
 mod ops_basic;
 mod ops_conv;
+mod ops_fused;
 mod ops_loss;
 mod ops_norm;
 mod ops_pool;

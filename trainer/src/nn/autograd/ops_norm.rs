@@ -33,53 +33,175 @@ impl BatchNormState {
 
 /// Saves the per-channel mean and 1/std used in the forward pass; `x_hat` is recomputed
 /// from the input in backward rather than stored.
-struct BatchNormOp {
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
-    /// Training mode: the statistics depend on x, which adds the two mean terms to dx.
-    training: bool,
+struct BatchNormOp(NormStats);
+
+impl std::ops::Deref for BatchNormOp {
+    type Target = NormStats;
+    fn deref(&self) -> &NormStats {
+        &self.0
+    }
 }
 
 impl Backward for BatchNormOp {
-    fn backward(&self, mut dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
-        let x = slice(ctx.input(0));
+    fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
+        backward_dense(self, dy, ctx)
+    }
+}
+
+/// Batch norm's backward from the gradient of its whole output, computed in place in `dy`.
+pub(super) fn backward_dense(
+    st: &NormStats,
+    mut dy: Tensor,
+    ctx: &GradCtx<'_>,
+) -> Vec<Option<Tensor>> {
+    let x = slice(ctx.input(0));
+    let c = st.mean.len();
+    let lanes = Lanes::new(c);
+    // sum(dy) and sum(dy * (x - mean)), the latter scaled to sum(dy * x_hat) by NormGrads.
+    let (s_dy, s_dyxm) = lanes.sum2(slice(&dy), x, &lanes.tile(&st.mean), |d, x, mu| {
+        (d, d * (x - mu))
+    });
+    let grads = NormGrads::new(st, &s_dy, &s_dyxm, x.len() / c, ctx);
+    let dx = ctx.needs(0).then(|| {
+        let (a, b, k) = grads.tiles(&lanes);
+        let d = dy.as_slice_mut().expect("standard layout");
+        lanes.apply(d, x, [&a, &b, &k], |d, x, a, b, k| a * d + b * x + k);
+        dy
+    });
+    vec![dx, grads.dgamma, grads.dbeta]
+}
+
+/// What batch norm's backward needs from the forward: the statistics that normalised.
+pub(super) struct NormStats {
+    pub mean: Vec<f32>,
+    pub inv_std: Vec<f32>,
+    /// Training mode: the statistics depend on x, which adds the two mean terms to dx.
+    pub training: bool,
+}
+
+/// Batch norm's gradients once the per-channel sums `sum(dy)` and `sum(dy * (x - mean))`
+/// over the `m` values of each channel are known: `dgamma`, `dbeta`, and `dx = a*dy + b*x + k`
+/// per channel, where in training `dx = a/M * (M*dy - sum(dy) - x_hat*sum(dy*x_hat))`
+/// expanded in x (eval: `b = k = 0`).
+pub(super) struct NormGrads {
+    pub dgamma: Option<Tensor>,
+    pub dbeta: Option<Tensor>,
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub k: Vec<f32>,
+}
+
+impl NormGrads {
+    pub fn new(st: &NormStats, s_dy: &[f64], s_dyxm: &[f64], m: usize, ctx: &GradCtx<'_>) -> Self {
         let gamma = slice(ctx.input(1));
         let c = gamma.len();
-        let m = (x.len() / c) as f64;
-        let lanes = Lanes::new(c);
-        // sum(dy) and sum(dy * x_hat) = inv_std * sum(dy * (x - mean))
-        let (s_dy, mut s_dyxh) = lanes.sum2(slice(&dy), x, &lanes.tile(&self.mean), |d, x, mu| {
-            (d, d * (x - mu))
-        });
-        for (s, &is) in s_dyxh.iter_mut().zip(&self.inv_std) {
-            *s *= is as f64;
-        }
+        let m = m as f64;
+        let s_dyxh: Vec<f64> = s_dyxm
+            .iter()
+            .zip(&st.inv_std)
+            .map(|(&s, &is)| s * is as f64)
+            .collect();
         let to_tensor = |v: &[f64], like: &Tensor| {
             Tensor::from_shape_vec(like.raw_dim(), v.iter().map(|&v| v as f32).collect())
                 .expect("shape")
         };
-        let dgamma = ctx.needs(1).then(|| to_tensor(&s_dyxh, ctx.input(1)));
-        let dbeta = ctx.needs(2).then(|| to_tensor(&s_dy, ctx.input(2)));
-        let dx = ctx.needs(0).then(|| {
-            // dx = a*dy + b*x + k per channel, where a = gamma*inv_std and, in training,
-            // dx = a/M * (M*dy - sum(dy) - x_hat*sum(dy*x_hat)) expanded in x.
-            let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
-            for ch in 0..c {
-                let (is, mu) = (self.inv_std[ch] as f64, self.mean[ch] as f64);
-                let a64 = gamma[ch] as f64 * is;
-                a[ch] = a64 as f32;
-                if self.training {
-                    let bb = -a64 * s_dyxh[ch] * is / m;
-                    b[ch] = bb as f32;
-                    k[ch] = (-a64 * s_dy[ch] / m - bb * mu) as f32;
-                }
+        let (mut a, mut b, mut k) = (vec![0.0f32; c], vec![0.0f32; c], vec![0.0f32; c]);
+        for ch in 0..c {
+            let (is, mu) = (st.inv_std[ch] as f64, st.mean[ch] as f64);
+            let a64 = gamma[ch] as f64 * is;
+            a[ch] = a64 as f32;
+            if st.training {
+                let bb = -a64 * s_dyxh[ch] * is / m;
+                b[ch] = bb as f32;
+                k[ch] = (-a64 * s_dy[ch] / m - bb * mu) as f32;
             }
-            let (a, b, k) = (lanes.tile(&a), lanes.tile(&b), lanes.tile(&k));
-            let d = dy.as_slice_mut().expect("standard layout");
-            lanes.apply(d, x, [&a, &b, &k], |d, x, a, b, k| a * d + b * x + k);
-            dy
-        });
-        vec![dx, dgamma, dbeta]
+        }
+        Self {
+            dgamma: ctx.needs(1).then(|| to_tensor(&s_dyxh, ctx.input(1))),
+            dbeta: ctx.needs(2).then(|| to_tensor(s_dy, ctx.input(2))),
+            a,
+            b,
+            k,
+        }
+    }
+
+    /// `a`, `b` and `k` tiled to the block length of `lanes`.
+    pub fn tiles(&self, lanes: &Lanes) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (
+            lanes.tile(&self.a),
+            lanes.tile(&self.b),
+            lanes.tile(&self.k),
+        )
+    }
+}
+
+/// The statistics that normalise `xs` (`[rows, c]`): the batch's in training (biased
+/// variance, two passes so there is no cancellation), which also update the running
+/// statistics (`momentum`, unbiased variance) as PyTorch does; the running ones in eval.
+pub(super) fn norm_stats(
+    xs: &[f32],
+    c: usize,
+    state: &mut BatchNormState,
+    training: bool,
+) -> NormStats {
+    assert_eq!(
+        state.running_mean.len(),
+        c,
+        "batch_norm: state has the wrong channel count"
+    );
+    let rows = xs.len() / c;
+    let lanes = Lanes::new(c);
+    let (mean, inv_std) = if training {
+        assert!(
+            rows > 1,
+            "batch_norm in training needs more than one value per channel"
+        );
+        let zeros = vec![0.0f32; lanes.len];
+        let mean: Vec<f64> = lanes
+            .sum(xs, &zeros, |x, _| x)
+            .iter()
+            .map(|s| s / rows as f64)
+            .collect();
+        let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
+        let var = lanes.sum(xs, &lanes.tile(&mean32), |x, mu| (x - mu) * (x - mu));
+        let var: Vec<f64> = var.iter().map(|s| s / rows as f64).collect();
+        let mom = state.momentum as f64;
+        let unbias = rows as f64 / (rows - 1) as f64;
+        for ch in 0..c {
+            let rm = &mut state.running_mean[ch];
+            *rm = ((1.0 - mom) * *rm as f64 + mom * mean[ch]) as f32;
+            let rv = &mut state.running_var[ch];
+            *rv = ((1.0 - mom) * *rv as f64 + mom * var[ch] * unbias) as f32;
+        }
+        let inv = var
+            .iter()
+            .map(|&v| (1.0 / (v + state.eps as f64).sqrt()) as f32);
+        (mean32, inv.collect())
+    } else {
+        let eps = state.eps as f64;
+        let inv = state
+            .running_var
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32);
+        (state.running_mean.clone(), inv.collect::<Vec<f32>>())
+    };
+    NormStats {
+        mean,
+        inv_std,
+        training,
+    }
+}
+
+impl NormStats {
+    /// `y = x * scale + shift` per channel, with `gamma` and `beta`.
+    pub fn affine(&self, gamma: &[f32], beta: &[f32]) -> (Vec<f32>, Vec<f32>) {
+        let scale: Vec<f32> = (0..gamma.len())
+            .map(|ch| gamma[ch] * self.inv_std[ch])
+            .collect();
+        let shift: Vec<f32> = (0..gamma.len())
+            .map(|ch| beta[ch] - self.mean[ch] * scale[ch])
+            .collect();
+        (scale, shift)
     }
 }
 
@@ -99,65 +221,15 @@ impl Graph {
         let c = *self.shape(x).last().expect("batch_norm of a 0-d tensor");
         assert_eq!(self.value(gamma).len(), c, "batch_norm: gamma length");
         assert_eq!(self.value(beta).len(), c, "batch_norm: beta length");
-        assert_eq!(
-            state.running_mean.len(),
-            c,
-            "batch_norm: state has the wrong channel count"
-        );
         let xs = slice(self.value(x));
-        let rows = xs.len() / c;
+        let stats = norm_stats(xs, c, state, training);
+        let (scale, shift) = stats.affine(slice(self.value(gamma)), slice(self.value(beta)));
         let lanes = Lanes::new(c);
-        let (mean, inv_std) = if training {
-            assert!(
-                rows > 1,
-                "batch_norm in training needs more than one value per channel"
-            );
-            let zeros = vec![0.0f32; lanes.len];
-            let mean: Vec<f64> = lanes
-                .sum(xs, &zeros, |x, _| x)
-                .iter()
-                .map(|s| s / rows as f64)
-                .collect();
-            let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-            // Two passes (mean, then squared deviations): no cancellation.
-            let var = lanes.sum(xs, &lanes.tile(&mean32), |x, mu| (x - mu) * (x - mu));
-            let var: Vec<f64> = var.iter().map(|s| s / rows as f64).collect();
-            let mom = state.momentum as f64;
-            let unbias = rows as f64 / (rows - 1) as f64;
-            for ch in 0..c {
-                let rm = &mut state.running_mean[ch];
-                *rm = ((1.0 - mom) * *rm as f64 + mom * mean[ch]) as f32;
-                let rv = &mut state.running_var[ch];
-                *rv = ((1.0 - mom) * *rv as f64 + mom * var[ch] * unbias) as f32;
-            }
-            let inv = var
-                .iter()
-                .map(|&v| (1.0 / (v + state.eps as f64).sqrt()) as f32);
-            (mean32, inv.collect())
-        } else {
-            let eps = state.eps as f64;
-            let inv = state
-                .running_var
-                .iter()
-                .map(|&v| (1.0 / (v as f64 + eps).sqrt()) as f32);
-            (state.running_mean.clone(), inv.collect::<Vec<f32>>())
-        };
-        let (g, b) = (slice(self.value(gamma)), slice(self.value(beta)));
-        let scale: Vec<f32> = (0..c).map(|ch| g[ch] * inv_std[ch]).collect();
-        let shift: Vec<f32> = (0..c).map(|ch| b[ch] - mean[ch] * scale[ch]).collect();
         let mut y = pooled(self.shape(x));
         let (scale, shift, zero) = (lanes.tile(&scale), lanes.tile(&shift), vec![0.0; lanes.len]);
         let ys = y.as_slice_mut().expect("standard layout");
         lanes.apply(ys, xs, [&scale, &shift, &zero], |_, x, a, b, _| x * a + b);
-        self.push(
-            y,
-            &[x, gamma, beta],
-            BatchNormOp {
-                mean,
-                inv_std,
-                training,
-            },
-        )
+        self.push(y, &[x, gamma, beta], BatchNormOp(stats))
     }
 }
 

@@ -7,19 +7,19 @@ use super::graph::{Backward, GradCtx, Graph, Var};
 use super::{pool, pooled, pooled_zeros, slice, Tensor};
 
 #[derive(Clone, Copy, Debug)]
-struct PoolGeom {
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    k: usize,
-    s: usize,
-    oh: usize,
-    ow: usize,
+pub(super) struct PoolGeom {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub k: usize,
+    pub s: usize,
+    pub oh: usize,
+    pub ow: usize,
 }
 
 impl PoolGeom {
-    fn new(shape: &[usize], k: usize, s: usize) -> Self {
+    pub fn new(shape: &[usize], k: usize, s: usize) -> Self {
         assert_eq!(shape.len(), 4, "pooling expects NHWC, got {shape:?}");
         assert!(k >= 1 && s >= 1, "pooling kernel and stride must be >= 1");
         let (h, w) = (shape[1], shape[2]);
@@ -38,7 +38,7 @@ impl PoolGeom {
             ow: (w - k) / s + 1,
         }
     }
-    fn out_shape(&self) -> IxDyn {
+    pub fn out_shape(&self) -> IxDyn {
         IxDyn(&[self.n, self.oh, self.ow, self.c])
     }
     /// Calls `f(out_offset, in_offsets_of_window)` for each output pixel; offsets are of the
@@ -95,6 +95,53 @@ impl Backward for MaxPoolOp {
         pool::give_tensor(dy);
         vec![Some(dx)]
     }
+}
+
+/// Max pooling of `f(x)`: `ys` gets, per window and channel, the largest of the window's
+/// values mapped by `f(dst, src)` (one pixel's `c` channels at a time), and the result is
+/// each output's winner position in its window (`ky * kernel + kx`, first in scan order on
+/// ties).
+pub(super) fn max_windows(
+    g: &PoolGeom,
+    xs: &[f32],
+    ys: &mut [f32],
+    f: impl Fn(&mut [f32], &[f32]),
+) -> Vec<u8> {
+    assert!(g.k * g.k <= 256, "max_pool2d: kernel {} too large", g.k);
+    let c = g.c;
+    let mut arg = vec![0u8; ys.len()];
+    // Winner positions as u32 while scanning: same lane width as f32, so the compare and
+    // both selects vectorise; narrowed to bytes once per output pixel.
+    let (mut pos, mut cand) = (vec![0u32; c], vec![0.0f32; c]);
+    let mut o = 0;
+    for n in 0..g.n {
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let base = ((n * g.h + oy * g.s) * g.w + ox * g.s) * c;
+                let yo = &mut ys[o..o + c];
+                f(yo, &xs[base..base + c]);
+                pos.fill(0);
+                for t in 1..g.k * g.k {
+                    let (ky, kx) = (t / g.k, t % g.k);
+                    let i = base + (ky * g.w + kx) * c;
+                    f(&mut cand, &xs[i..i + c]);
+                    // Strictly greater: ties keep the earlier position.
+                    // Branch-free blends: an `if` here compiles to a conditional store,
+                    // which neither vectorises nor predicts well on random data.
+                    for ((b, p), &v) in yo.iter_mut().zip(pos.iter_mut()).zip(&cand) {
+                        let m = ((v > *b) as u32).wrapping_neg();
+                        *b = f32::from_bits((b.to_bits() & !m) | (v.to_bits() & m));
+                        *p = (*p & !m) | (t as u32 & m);
+                    }
+                }
+                for (a, &p) in arg[o..o + c].iter_mut().zip(&pos) {
+                    *a = p as u8;
+                }
+                o += c;
+            }
+        }
+    }
+    arg
 }
 
 struct AvgPoolOp {
@@ -169,46 +216,12 @@ impl Graph {
     /// whole gradient.
     pub fn max_pool2d(&mut self, x: Var, kernel: usize, stride: usize) -> Var {
         let g = PoolGeom::new(self.shape(x), kernel, stride);
-        assert!(
-            kernel * kernel <= 256,
-            "max_pool2d: kernel {kernel} too large"
-        );
-        let xs = slice(self.value(x));
-        let c = g.c;
-        let mut y = pooled(&[g.n, g.oh, g.ow, c]);
+        let mut y = pooled(&[g.n, g.oh, g.ow, g.c]);
         let ys = y.as_slice_mut().expect("standard layout");
-        let mut arg = vec![0u8; ys.len()];
-        // Winner positions as u32 while scanning: same lane width as f32, so the compare and
-        // both selects vectorise; narrowed to bytes once per output pixel.
-        let mut pos = vec![0u32; c];
-        let mut o = 0;
-        for n in 0..g.n {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let base = ((n * g.h + oy * g.s) * g.w + ox * g.s) * c;
-                    let yo = &mut ys[o..o + c];
-                    yo.copy_from_slice(&xs[base..base + c]);
-                    pos.fill(0);
-                    for t in 1..g.k * g.k {
-                        let (ky, kx) = (t / g.k, t % g.k);
-                        let i = base + (ky * g.w + kx) * c;
-                        // Strictly greater: ties keep the earlier position.
-                        // Branch-free blends: an `if` here compiles to a conditional store,
-                        // which neither vectorises nor predicts well on random data.
-                        for ((b, p), &v) in yo.iter_mut().zip(pos.iter_mut()).zip(&xs[i..i + c]) {
-                            let m = ((v > *b) as u32).wrapping_neg();
-                            *b = f32::from_bits((b.to_bits() & !m) | (v.to_bits() & m));
-                            *p = (*p & !m) | (t as u32 & m);
-                        }
-                    }
-                    for (a, &p) in arg[o..o + c].iter_mut().zip(&pos) {
-                        *a = p as u8;
-                    }
-                    o += c;
-                }
-            }
-        }
-        self.push(y, &[x], MaxPoolOp { g, argmax: arg })
+        let argmax = max_windows(&g, slice(self.value(x)), ys, |dst, src| {
+            dst.copy_from_slice(src)
+        });
+        self.push(y, &[x], MaxPoolOp { g, argmax })
     }
 
     /// Pads H and W of an NHWC tensor by `pad` on every side with `value`.
