@@ -109,6 +109,10 @@ fn strided_copy(dst: &mut [f32], k: usize, src: &[f32], step: usize, count: usiz
         12 => fixed::<12>(dst, k, src, step, count),
         16 => fixed::<16>(dst, k, src, step, count),
         24 => fixed::<24>(dst, k, src, step, count),
+        32 => fixed::<32>(dst, k, src, step, count),
+        48 => fixed::<48>(dst, k, src, step, count),
+        64 => fixed::<64>(dst, k, src, step, count),
+        96 => fixed::<96>(dst, k, src, step, count),
         _ => {
             for i in 0..count {
                 dst[i * k..i * k + len].copy_from_slice(&src[i * step..i * step + len]);
@@ -134,6 +138,8 @@ fn strided_add(dst: &mut [f32], step: usize, src: &[f32], k: usize, count: usize
         3 => fixed::<3>(dst, step, src, k, count),
         8 => fixed::<8>(dst, step, src, k, count),
         24 => fixed::<24>(dst, step, src, k, count),
+        48 => fixed::<48>(dst, step, src, k, count),
+        96 => fixed::<96>(dst, step, src, k, count),
         _ => {
             for i in 0..count {
                 let d = &mut dst[i * step..i * step + len];

@@ -17,61 +17,59 @@ use super::{pool, pooled, slice, Tensor};
 
 struct BnReluOp {
     stats: NormStats,
-    /// The max-pool after the ReLU: its geometry and each output's winner in its window.
-    pool: Option<(PoolGeom, Vec<u8>)>,
+    /// The max-pool after the ReLU, if any.
+    pool: Option<Pooled>,
+}
+
+/// What the backward of the pool needs: its geometry, each output's winner position in its
+/// window and the winner's input (pre-normalisation) value.
+struct Pooled {
+    g: PoolGeom,
+    arg: Vec<u8>,
+    winner: Vec<f32>,
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        pool::give(std::mem::take(&mut self.winner));
+    }
 }
 
 impl Backward for BnReluOp {
     fn backward(&self, mut dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
         let out = slice(ctx.output());
-        let Some((g, arg)) = &self.pool else {
-            // ReLU's backward in place (the output is positive exactly where the ReLU
-            // passed its input), then batch norm's.
-            let d = dy.as_slice_mut().expect("standard layout");
-            for (d, &y) in d.iter_mut().zip(out) {
-                *d = if y > 0.0 { *d } else { 0.0 };
-            }
+        // ReLU's backward in place: the output is positive exactly where the ReLU passed
+        // its input (after a pool: where the window's winner was positive).
+        for (d, &y) in dy.as_slice_mut().expect("standard layout").iter_mut().zip(out) {
+            *d = if y > 0.0 { *d } else { 0.0 };
+        }
+        let Some(p) = &self.pool else {
             return backward_dense(&self.stats, dy, ctx);
         };
-        let (x, dys, c) = (slice(ctx.input(0)), slice(&dy), g.c);
-        let mean = &self.stats.mean;
-        // Offset of each window position from the window's first element.
-        let offset: Vec<usize> = (0..g.k * g.k)
-            .map(|t| (t / g.k * g.w + t % g.k) * c)
-            .collect();
-        // The gradient reaching batch norm's output is `dy` at each positive window's winner
-        // and 0 elsewhere, so its sums run over the pooled outputs.
-        let (mut s_dy, mut s_dyxm) = (vec![0.0f64; c], vec![0.0f64; c]);
-        let winners = |f: &mut dyn FnMut(usize, usize, f32)| {
-            let mut o = 0;
-            for n in 0..g.n {
-                for oy in 0..g.oh {
-                    for ox in 0..g.ow {
-                        let base = ((n * g.h + oy * g.s) * g.w + ox * g.s) * c;
-                        for ch in 0..c {
-                            if out[o + ch] > 0.0 {
-                                f(ch, base + offset[arg[o + ch] as usize] + ch, dys[o + ch]);
-                            }
-                        }
-                        o += c;
-                    }
-                }
-            }
-        };
-        winners(&mut |ch, p, v| {
-            s_dy[ch] += v as f64;
-            s_dyxm[ch] += (v * (x[p] - mean[ch])) as f64;
+        let (g, x, dys, c) = (&p.g, slice(ctx.input(0)), slice(&dy), p.g.c);
+        // The gradient reaching batch norm's output is the masked `dy` at the winners and 0
+        // elsewhere, so its sums run over the pooled outputs and the winners' inputs.
+        let lanes = Lanes::new(c);
+        let (s_dy, s_dyxm) = lanes.sum2(dys, &p.winner, &lanes.tile(&self.stats.mean), |d, x, mu| {
+            (d, d * (x - mu))
         });
         let grads = NormGrads::new(&self.stats, &s_dy, &s_dyxm, x.len() / c, ctx);
         let dx = ctx.needs(0).then(|| {
-            // dx = a*d + b*x + k with d = 0 but at the winners.
-            let lanes = Lanes::new(c);
+            // dx = a*d + b*x + k: with d = 0 everywhere, then at each winner.
             let (_, b, k) = grads.tiles(&lanes);
             let mut dx = pooled(ctx.input(0).shape());
             let d = dx.as_slice_mut().expect("standard layout");
             lanes.apply(d, x, [&b, &b, &k], |_, x, _, b, k| b * x + k);
-            let (a, b, k) = (&grads.a, &grads.b, &grads.k);
-            winners(&mut |ch, p, v| d[p] = a[ch] * v + b[ch] * x[p] + k[ch]);
+            let offset: Vec<usize> = (0..g.k * g.k)
+                .map(|t| (t / g.k * g.w + t % g.k) * c)
+                .collect();
+            let (a, b, k) = (&grads.a[..c], &grads.b[..c], &grads.k[..c]);
+            g.for_each_output(|o, base| {
+                let outs = dys[o..o + c].iter().zip(&p.winner[o..o + c]).zip(&p.arg[o..o + c]);
+                for (ch, ((&v, &xw), &t)) in outs.enumerate() {
+                    d[base + offset[t as usize] + ch] = a[ch] * v + b[ch] * xw + k[ch];
+                }
+            });
             dx
         });
         pool::give_tensor(dy);
@@ -119,12 +117,13 @@ impl Graph {
                 let g = PoolGeom::new(self.shape(x), k, k);
                 let mut y = pooled(&[g.n, g.oh, g.ow, c]);
                 let ys = y.as_slice_mut().expect("standard layout");
-                let arg = max_windows(&g, xs, ys, |dst, src| {
+                let mut winner = pool::take(ys.len());
+                let arg = max_windows(&g, xs, ys, Some(&mut winner), |dst, src| {
                     for (((d, &x), &a), &b) in dst.iter_mut().zip(src).zip(&scale).zip(&shift) {
                         *d = relu(x, a, b);
                     }
                 });
-                (y, Some((g, arg)))
+                (y, Some(Pooled { g, arg, winner }))
             }
         };
         self.push(y, &[x, gamma, beta], BnReluOp { stats, pool })

@@ -41,6 +41,20 @@ impl PoolGeom {
     pub fn out_shape(&self) -> IxDyn {
         IxDyn(&[self.n, self.oh, self.ow, self.c])
     }
+    /// Calls `f(out_offset, in_offset)` for each output pixel, with the offsets of its first
+    /// channel and of its window's first element, in output order.
+    pub fn for_each_output(&self, mut f: impl FnMut(usize, usize)) {
+        let mut o = 0;
+        for n in 0..self.n {
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    f(o, ((n * self.h + oy * self.s) * self.w + ox * self.s) * self.c);
+                    o += self.c;
+                }
+            }
+        }
+    }
+
     /// Calls `f(out_offset, in_offsets_of_window)` for each output pixel; offsets are of the
     /// first channel, windows are visited in (ky, kx) scan order.
     fn for_each_window(&self, mut f: impl FnMut(usize, &[usize])) {
@@ -100,42 +114,78 @@ impl Backward for MaxPoolOp {
 /// Max pooling of `f(x)`: `ys` gets, per window and channel, the largest of the window's
 /// values mapped by `f(dst, src)` (one pixel's `c` channels at a time), and the result is
 /// each output's winner position in its window (`ky * kernel + kx`, first in scan order on
-/// ties).
+/// ties). With `keep`, it also gets each winner's input value (before `f`).
 pub(super) fn max_windows(
     g: &PoolGeom,
     xs: &[f32],
     ys: &mut [f32],
+    keep: Option<&mut [f32]>,
     f: impl Fn(&mut [f32], &[f32]),
 ) -> Vec<u8> {
     assert!(g.k * g.k <= 256, "max_pool2d: kernel {} too large", g.k);
-    let c = g.c;
+    // The usual channel counts as constants: the per-pixel loops then compile to a few
+    // vector instructions with no bounds checks.
+    match g.c {
+        8 => scan::<8>(g, xs, ys, keep, f),
+        16 => scan::<16>(g, xs, ys, keep, f),
+        32 => scan::<32>(g, xs, ys, keep, f),
+        64 => scan::<64>(g, xs, ys, keep, f),
+        _ => scan::<0>(g, xs, ys, keep, f),
+    }
+}
+
+/// [`max_windows`] with `C` channels (`0`: `g.c`, not known at compile time).
+fn scan<const C: usize>(
+    g: &PoolGeom,
+    xs: &[f32],
+    ys: &mut [f32],
+    mut keep: Option<&mut [f32]>,
+    f: impl Fn(&mut [f32], &[f32]),
+) -> Vec<u8> {
+    let c = if C == 0 { g.c } else { C };
     let mut arg = vec![0u8; ys.len()];
     // Winner positions as u32 while scanning: same lane width as f32, so the compare and
-    // both selects vectorise; narrowed to bytes once per output pixel.
-    let (mut pos, mut cand) = (vec![0u32; c], vec![0.0f32; c]);
+    // the selects vectorise; narrowed to bytes once per output pixel.
+    let (mut pos, mut cand, mut raw) = (vec![0u32; c], vec![0.0f32; c], vec![0.0f32; c]);
+    let (pos, cand, raw) = (&mut pos[..c], &mut cand[..c], &mut raw[..c]);
     let mut o = 0;
     for n in 0..g.n {
         for oy in 0..g.oh {
             for ox in 0..g.ow {
                 let base = ((n * g.h + oy * g.s) * g.w + ox * g.s) * c;
                 let yo = &mut ys[o..o + c];
-                f(yo, &xs[base..base + c]);
+                let x0 = &xs[base..base + c];
+                f(yo, x0);
+                raw.copy_from_slice(x0);
                 pos.fill(0);
                 for t in 1..g.k * g.k {
                     let (ky, kx) = (t / g.k, t % g.k);
                     let i = base + (ky * g.w + kx) * c;
-                    f(&mut cand, &xs[i..i + c]);
+                    let xt = &xs[i..i + c];
+                    f(cand, xt);
                     // Strictly greater: ties keep the earlier position.
                     // Branch-free blends: an `if` here compiles to a conditional store,
                     // which neither vectorises nor predicts well on random data.
-                    for ((b, p), &v) in yo.iter_mut().zip(pos.iter_mut()).zip(&cand) {
+                    let sel = |m: u32, old: f32, new: f32| {
+                        f32::from_bits((old.to_bits() & !m) | (new.to_bits() & m))
+                    };
+                    for (((b, p), r), (&v, &xv)) in yo
+                        .iter_mut()
+                        .zip(pos.iter_mut())
+                        .zip(raw.iter_mut())
+                        .zip(cand.iter().zip(xt))
+                    {
                         let m = ((v > *b) as u32).wrapping_neg();
-                        *b = f32::from_bits((b.to_bits() & !m) | (v.to_bits() & m));
+                        *b = sel(m, *b, v);
+                        *r = sel(m, *r, xv);
                         *p = (*p & !m) | (t as u32 & m);
                     }
                 }
-                for (a, &p) in arg[o..o + c].iter_mut().zip(&pos) {
+                for (a, &p) in arg[o..o + c].iter_mut().zip(pos.iter()) {
                     *a = p as u8;
+                }
+                if let Some(keep) = keep.as_deref_mut() {
+                    keep[o..o + c].copy_from_slice(raw);
                 }
                 o += c;
             }
@@ -218,7 +268,7 @@ impl Graph {
         let g = PoolGeom::new(self.shape(x), kernel, stride);
         let mut y = pooled(&[g.n, g.oh, g.ow, g.c]);
         let ys = y.as_slice_mut().expect("standard layout");
-        let argmax = max_windows(&g, slice(self.value(x)), ys, |dst, src| {
+        let argmax = max_windows(&g, slice(self.value(x)), ys, None, |dst, src| {
             dst.copy_from_slice(src)
         });
         self.push(y, &[x], MaxPoolOp { g, argmax })
