@@ -37,6 +37,11 @@ fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     }
 }
 
+/// Whether a product of this size runs on the calling thread (not split across the pool).
+pub(crate) fn on_this_thread(m: usize, n: usize, k: usize) -> bool {
+    matches!(parallelism(m, n, k), gemm::Parallelism::None)
+}
+
 /// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {
@@ -80,8 +85,14 @@ impl<'a> Mat<'a> {
 }
 
 /// `c = a . b` (`accumulate == false`, the old contents of `c` are not read) or
-/// `c += a . b`, with `c` row-major `[a.rows, b.cols]`.
+/// `c += a . b`, with `c` row-major `[a.rows, b.cols]`. On one thread and a CPU with
+/// AVX-512F, [`super::gemm_avx512`] computes it; otherwise the `gemm` crate.
 pub(crate) fn gemm(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool) {
+    gemm_on(a, b, c, accumulate, true)
+}
+
+/// [`gemm`], with the AVX-512 kernel allowed or not.
+fn gemm_on(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool, avx512: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(
         b.rows, k,
@@ -100,6 +111,38 @@ pub(crate) fn gemm(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool) {
         }
         return;
     }
+    let par = parallelism(m, n, k);
+    #[cfg(target_arch = "x86_64")]
+    if avx512 && matches!(par, gemm::Parallelism::None) && super::gemm_avx512::available() {
+        // The kernel wants b with unit column stride: a transposed b (a conv's weights in
+        // the forward) is copied, which is small beside the product.
+        let packed: Vec<f32>;
+        let (bp, ldb) = if b.cs == 1 {
+            (b.data.as_ptr(), b.rs)
+        } else {
+            packed = (0..k)
+                .flat_map(|l| (0..n).map(move |j| (l, j)))
+                .map(|(l, j)| b.data[l * b.rs + j * b.cs])
+                .collect();
+            (packed.as_ptr(), n)
+        };
+        // SAFETY: the CPU has AVX-512F (checked); m, n, k > 0 (checked above); every
+        // element of the views lies inside its slice (`check`), `packed` is k x n, and `c`
+        // is an exclusively borrowed m x n buffer (length checked), so it overlaps neither.
+        unsafe {
+            let lhs = super::gemm_avx512::Lhs {
+                ptr: a.data.as_ptr(),
+                rs: a.rs,
+                cs: a.cs,
+                seg: k,
+                seg_stride: 0,
+            };
+            super::gemm_avx512::gemm(m, n, k, lhs, bp, ldb, c.as_mut_ptr(), n, accumulate);
+        }
+        return;
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = avx512;
     // SAFETY: every element the kernel reads, `a.data[i*rs + j*cs]` for i < rows, j < cols,
     // lies inside its slice (checked above), and likewise for b; `c` is an exclusively
     // borrowed, row-major m x n buffer (length checked), so its elements do not alias each
@@ -124,7 +167,7 @@ pub(crate) fn gemm(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool) {
             false,
             false,
             false,
-            parallelism(m, n, k),
+            par,
         );
     }
 }
@@ -151,19 +194,47 @@ mod tests {
     fn matches_naive_with_transposes_and_accumulation() {
         let a: Vec<f32> = (0..35).map(|i| (i as f32 * 0.37).sin()).collect();
         let b: Vec<f32> = (0..20).map(|i| (i as f32 * 0.11).cos()).collect();
-        for (am, bm) in [
-            (Mat::new(&a, 7, 5), Mat::new(&b, 5, 4)),
-            (Mat::new(&a, 5, 7).t(), Mat::new(&b, 4, 5).t()),
-        ] {
-            let want = naive(am, bm);
-            let mut c = vec![f32::NAN; 28];
-            gemm(am, bm, &mut c, false);
-            for (x, y) in c.iter().zip(&want) {
-                assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        for avx512 in [false, true] {
+            for (am, bm) in [
+                (Mat::new(&a, 7, 5), Mat::new(&b, 5, 4)),
+                (Mat::new(&a, 5, 7).t(), Mat::new(&b, 4, 5).t()),
+            ] {
+                let want = naive(am, bm);
+                let mut c = vec![f32::NAN; 28];
+                gemm_on(am, bm, &mut c, false, avx512);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+                }
+                gemm_on(am, bm, &mut c, true, avx512);
+                for (x, y) in c.iter().zip(&want) {
+                    assert!((x - 2.0 * y).abs() < 1e-5);
+                }
             }
-            gemm(am, bm, &mut c, true);
-            for (x, y) in c.iter().zip(&want) {
-                assert!((x - 2.0 * y).abs() < 1e-5);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// Every tile shape of the AVX-512 kernel (1 to 4 vectors, full and partial, full
+        /// and remainder rows), depths across its block size, either operand transposed,
+        /// accumulating or not: the naive product within rounding.
+        #[test]
+        fn any_shape_matches_naive(
+            m in 1usize..40, n in 1usize..140, k in 1usize..600,
+            ta: bool, tb: bool, accumulate: bool, seed in 0u64..1000,
+        ) {
+            let val = |i: usize| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0;
+            let (av, bv): (Vec<f32>, Vec<f32>) = ((0..m * k).map(val).collect(), (0..k * n).map(|i| val(i + 7)).collect());
+            let am = if ta { Mat::new(&av, k, m).t() } else { Mat::new(&av, m, k) };
+            let bm = if tb { Mat::new(&bv, n, k).t() } else { Mat::new(&bv, k, n) };
+            let want = naive(am, bm);
+            let mut c: Vec<f32> = (0..m * n).map(|i| val(i + 3)).collect();
+            let old = c.clone();
+            gemm_on(am, bm, &mut c, accumulate, true);
+            for ((x, y), o) in c.iter().zip(&want).zip(&old) {
+                let y = if accumulate { y + o } else { *y };
+                proptest::prop_assert!((x - y).abs() < 1e-4 * k as f32, "{} vs {}", x, y);
             }
         }
     }

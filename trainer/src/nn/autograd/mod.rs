@@ -15,10 +15,14 @@
 //! with [`Graph::take_grad`] and hand them to an optimizer from [`crate::train::optim`].
 
 mod gemm;
+#[cfg(target_arch = "x86_64")]
+mod gemm_avx512;
 mod graph;
 mod lanes;
 mod ops_basic;
 mod ops_conv;
+#[cfg(target_arch = "x86_64")]
+mod ops_conv_direct;
 mod ops_fused;
 mod ops_loss;
 mod ops_norm;

@@ -40,7 +40,12 @@ impl Backward for BnReluOp {
         let out = slice(ctx.output());
         // ReLU's backward in place: the output is positive exactly where the ReLU passed
         // its input (after a pool: where the window's winner was positive).
-        for (d, &y) in dy.as_slice_mut().expect("standard layout").iter_mut().zip(out) {
+        for (d, &y) in dy
+            .as_slice_mut()
+            .expect("standard layout")
+            .iter_mut()
+            .zip(out)
+        {
             *d = if y > 0.0 { *d } else { 0.0 };
         }
         let Some(p) = &self.pool else {
@@ -50,9 +55,10 @@ impl Backward for BnReluOp {
         // The gradient reaching batch norm's output is the masked `dy` at the winners and 0
         // elsewhere, so its sums run over the pooled outputs and the winners' inputs.
         let lanes = Lanes::new(c);
-        let (s_dy, s_dyxm) = lanes.sum2(dys, &p.winner, &lanes.tile(&self.stats.mean), |d, x, mu| {
-            (d, d * (x - mu))
-        });
+        let (s_dy, s_dyxm) =
+            lanes.sum2(dys, &p.winner, &lanes.tile(&self.stats.mean), |d, x, mu| {
+                (d, d * (x - mu))
+            });
         let grads = NormGrads::new(&self.stats, &s_dy, &s_dyxm, x.len() / c, ctx);
         let dx = ctx.needs(0).then(|| {
             // dx = a*d + b*x + k: with d = 0 everywhere, then at each winner.
@@ -65,7 +71,10 @@ impl Backward for BnReluOp {
                 .collect();
             let (a, b, k) = (&grads.a[..c], &grads.b[..c], &grads.k[..c]);
             g.for_each_output(|o, base| {
-                let outs = dys[o..o + c].iter().zip(&p.winner[o..o + c]).zip(&p.arg[o..o + c]);
+                let outs = dys[o..o + c]
+                    .iter()
+                    .zip(&p.winner[o..o + c])
+                    .zip(&p.arg[o..o + c]);
                 for (ch, ((&v, &xw), &t)) in outs.enumerate() {
                     d[base + offset[t as usize] + ch] = a[ch] * v + b[ch] * xw + k[ch];
                 }

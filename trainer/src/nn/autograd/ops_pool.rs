@@ -48,7 +48,10 @@ impl PoolGeom {
         for n in 0..self.n {
             for oy in 0..self.oh {
                 for ox in 0..self.ow {
-                    f(o, ((n * self.h + oy * self.s) * self.w + ox * self.s) * self.c);
+                    f(
+                        o,
+                        ((n * self.h + oy * self.s) * self.w + ox * self.s) * self.c,
+                    );
                     o += self.c;
                 }
             }

@@ -1,0 +1,314 @@
+//! Stride-1 convolutions as implicit GEMMs on a zero-padded copy of the input, on one
+//! thread of a CPU with AVX-512F: no im2col matrix, no col2im.
+//!
+//! With the input padded to `hp x wp` per image, output pixel `(n, oy, ox)` is row
+//! `r = (n * hp + oy) * wp + ox` of a product whose left operand has element `(r, (ky, kx, c))`
+//! at `padded[(r + ky * wp) * C + kx * C + c]`: for each kernel row a plain strided view (row
+//! stride `C`, `KW * C` contiguous values), which [`gemm_avx512::Lhs`] describes as segments.
+//! Rows `r` that fall in the padding (`ox >= OW` or `oy >= OH`) are computed and dropped.
+//! Backward: `dW` is one product per kernel row against the same views, with `dy` spread on
+//! the same row grid (zeros in the dropped rows); `dx` is the convolution of `dy`, padded by
+//! `K - 1 - pad`, with the kernel flipped and its channels swapped.
+
+use super::gemm_avx512::{self, Lhs};
+use super::graph::{Backward, GradCtx, Graph, Var};
+use super::{pool, tensor, Tensor};
+
+/// Shapes of one stride-1 convolution.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Shape {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub pad: usize,
+}
+
+impl Shape {
+    fn hp(&self) -> usize {
+        self.h + 2 * self.pad
+    }
+    fn wp(&self) -> usize {
+        self.w + 2 * self.pad
+    }
+    fn oh(&self) -> usize {
+        self.hp() + 1 - self.kh
+    }
+    fn ow(&self) -> usize {
+        self.wp() + 1 - self.kw
+    }
+    /// Rows of the product: up to the last output pixel on the padded grid.
+    fn rows(&self) -> usize {
+        ((self.n - 1) * self.hp() + self.oh() - 1) * self.wp() + self.ow()
+    }
+    fn k(&self) -> usize {
+        self.kh * self.kw * self.c
+    }
+}
+
+/// Whether [`Graph::conv2d`] takes this path: a stride of 1, a square kernel larger than
+/// the padding (so that `dx` is a convolution with padding `K - 1 - pad`), at least 8 input
+/// channels (with fewer, the `dW` products are too narrow for 16-lane vectors and im2col is
+/// cheap), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
+pub(super) fn usable(
+    stride: usize,
+    pad: usize,
+    kh: usize,
+    kw: usize,
+    c: usize,
+    mnk: [usize; 3],
+) -> bool {
+    #[cfg(test)]
+    if IM2COL_ONLY.with(|f| f.get()) {
+        return false;
+    }
+    stride == 1
+        && kh == kw
+        && c >= 8
+        && pad < kh
+        && super::gemm::on_this_thread(mnk[0], mnk[1], mnk[2])
+        && gemm_avx512::available()
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests set this to run the im2col path on a CPU that would take this one.
+    pub(super) static IM2COL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `x [n, h, w, c]` copied into a zeroed `[n, h + top + bottom, w + left + right, c]`, with
+/// `top = bottom` and `left = right`.
+fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize, py: usize, px: usize) -> Vec<f32> {
+    let (hp, wp) = (h + 2 * py, w + 2 * px);
+    let mut p = pool::take_zeroed(n * hp * wp * c);
+    for (img, xi) in x.chunks_exact(h * w * c).enumerate() {
+        for (y, row) in xi.chunks_exact(w * c).enumerate() {
+            let at = ((img * hp + y + py) * wp + px) * c;
+            p[at..at + w * c].copy_from_slice(row);
+        }
+    }
+    p
+}
+
+/// The implicit product `[rows, K] . b [K, cout]` over `padded` (`cin` channels, `wp` wide),
+/// into a new `[rows, cout]` buffer.
+fn product(padded: &[f32], s: &Shape, cin: usize, b: &[f32], cout: usize) -> Vec<f32> {
+    let (rows, k, wp) = (s.rows(), s.kh * s.kw * cin, s.wp());
+    assert_eq!(b.len(), k * cout, "conv2d: packed weights");
+    // The last element the left operand reads: row rows - 1, kernel row kh - 1, column kw*cin - 1.
+    let last = (rows - 1 + (s.kh - 1) * wp) * cin + s.kw * cin - 1;
+    assert!(
+        last < padded.len(),
+        "conv2d: implicit view exceeds its buffer"
+    );
+    let mut out = pool::take(rows * cout);
+    let a = Lhs {
+        ptr: padded.as_ptr(),
+        rs: cin,
+        cs: 1,
+        seg: s.kw * cin,
+        seg_stride: wp * cin,
+    };
+    // SAFETY: AVX-512F is present (`usable`); rows, cout, k > 0; the left operand's last
+    // element is inside `padded` (asserted), `b` is k x cout (asserted), `out` is a fresh
+    // rows x cout buffer that overlaps neither.
+    unsafe {
+        gemm_avx512::gemm(
+            rows,
+            cout,
+            k,
+            a,
+            b.as_ptr(),
+            cout,
+            out.as_mut_ptr(),
+            cout,
+            false,
+        );
+    }
+    out
+}
+
+/// Calls `f(grid_row, dense_row)` for each output pixel: its row on the padded grid and its
+/// row in the `[n, oh, ow]` output.
+fn for_each_pixel(s: &Shape, mut f: impl FnMut(usize, usize)) {
+    let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh(), s.ow());
+    let mut d = 0;
+    for img in 0..s.n {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                f((img * hp + oy) * wp + ox, d);
+                d += 1;
+            }
+        }
+    }
+}
+
+struct DirectConvOp {
+    s: Shape,
+    has_bias: bool,
+    /// The padded input, kept when the weights need a gradient.
+    padded: Option<Vec<f32>>,
+}
+
+impl Drop for DirectConvOp {
+    fn drop(&mut self) {
+        if let Some(p) = self.padded.take() {
+            pool::give(p);
+        }
+    }
+}
+
+impl Backward for DirectConvOp {
+    fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
+        let s = &self.s;
+        let (o, c, k) = (s.o, s.c, s.k());
+        let dys = super::slice(&dy);
+        let w = super::slice(ctx.input(1));
+        let dx = ctx.needs(0).then(|| {
+            // dx = conv(dy padded by K - 1 - pad, flipped kernel with swapped channels).
+            let (qy, qx) = (s.kh - 1 - s.pad, s.kw - 1 - s.pad);
+            let dyq = pad(dys, s.n, s.oh(), s.ow(), o, qy, qx);
+            let mut wf = vec![0.0f32; s.kh * s.kw * o * c];
+            for ky in 0..s.kh {
+                for kx in 0..s.kw {
+                    for oo in 0..o {
+                        let src = ((oo * s.kh + s.kh - 1 - ky) * s.kw + s.kw - 1 - kx) * c;
+                        let dst = ((ky * s.kw + kx) * o + oo) * c;
+                        wf[dst..dst + c].copy_from_slice(&w[src..src + c]);
+                    }
+                }
+            }
+            let t = Shape {
+                n: s.n,
+                h: s.oh(),
+                w: s.ow(),
+                c: o,
+                o: c,
+                kh: s.kh,
+                kw: s.kw,
+                pad: qy,
+            };
+            // `Shape` pads both axes alike: the kernel is square (`usable`), so qy == qx.
+            let grid = product(&dyq, &t, o, &wf, c);
+            pool::give(dyq);
+            let mut dx = pool::take(s.n * s.h * s.w * c);
+            for_each_pixel(&t, |g, d| {
+                dx[d * c..(d + 1) * c].copy_from_slice(&grid[g * c..(g + 1) * c]);
+            });
+            pool::give(grid);
+            tensor(ctx.input(0).shape(), dx)
+        });
+        let dw = ctx.needs(1).then(|| {
+            let fresh;
+            let padded = match &self.padded {
+                Some(p) => p,
+                None => {
+                    let x = super::slice(ctx.input(0));
+                    fresh = pad(x, s.n, s.h, s.w, c, s.pad, s.pad);
+                    &fresh
+                }
+            };
+            let (rows, wp) = (s.rows(), s.wp());
+            // dy on the padded row grid, zeros in the rows that are no output pixel.
+            let mut grid = pool::take_zeroed(rows * o);
+            for_each_pixel(s, |g, d| {
+                grid[g * o..(g + 1) * o].copy_from_slice(&dys[d * o..(d + 1) * o]);
+            });
+            let last = (rows - 1 + (s.kh - 1) * wp) * c + s.kw * c - 1;
+            assert!(
+                last < padded.len(),
+                "conv2d: implicit view exceeds its buffer"
+            );
+            let mut dw = vec![0.0f32; o * k];
+            let a = Lhs {
+                ptr: grid.as_ptr(),
+                rs: 1,
+                cs: o,
+                seg: rows,
+                seg_stride: 0,
+            };
+            for ky in 0..s.kh {
+                // SAFETY: AVX-512F is present (`usable`); o, kw*c, rows > 0; a reads
+                // grid[l * o + i] for l < rows, i < o (its length); b reads padded[(l +
+                // ky*wp)*c + j] for j < kw*c, at most `last` (asserted); c writes
+                // dw[i*k + ky*kw*c + j] inside dw, a fresh buffer.
+                unsafe {
+                    gemm_avx512::gemm(
+                        o,
+                        s.kw * c,
+                        rows,
+                        a,
+                        padded.as_ptr().add(ky * wp * c),
+                        c,
+                        dw.as_mut_ptr().add(ky * s.kw * c),
+                        k,
+                        false,
+                    );
+                }
+            }
+            pool::give(grid);
+            tensor(ctx.input(1).shape(), dw)
+        });
+        let mut out = vec![dx, dw];
+        if self.has_bias {
+            out.push(ctx.needs(2).then(|| {
+                let lanes = super::lanes::Lanes::new(o);
+                let sums = lanes.sum(dys, &vec![0.0; lanes.len], |d, _| d);
+                tensor(&[o], sums.iter().map(|&a| a as f32).collect())
+            }));
+        }
+        pool::give_tensor(dy);
+        out
+    }
+}
+
+impl Graph {
+    /// [`Graph::conv2d`] for a stride of 1 when [`usable`]: same arguments and result.
+    pub(super) fn conv2d_direct(&mut self, x: Var, w: Var, b: Option<Var>, s: Shape) -> Var {
+        let xs = super::slice(self.value(x));
+        let ws = super::slice(self.value(w));
+        let (k, o) = (s.k(), s.o);
+        // The weights as the right operand, [K, O].
+        let mut wt = vec![0.0f32; k * o];
+        for (j, row) in ws.chunks_exact(k).enumerate() {
+            for (l, &v) in row.iter().enumerate() {
+                wt[l * o + j] = v;
+            }
+        }
+        let padded = pad(xs, s.n, s.h, s.w, s.c, s.pad, s.pad);
+        let grid = product(&padded, &s, s.c, &wt, o);
+        let bias = b.map(|b| super::slice(self.value(b)).to_vec());
+        let mut y = pool::take(s.n * s.oh() * s.ow() * o);
+        for_each_pixel(&s, |g, d| {
+            let (dst, src) = (&mut y[d * o..(d + 1) * o], &grid[g * o..(g + 1) * o]);
+            match &bias {
+                Some(bv) => {
+                    for ((y, &v), &b) in dst.iter_mut().zip(src).zip(bv) {
+                        *y = b + v;
+                    }
+                }
+                None => dst.copy_from_slice(src),
+            }
+        });
+        pool::give(grid);
+        let keep = self.requires_grad(w);
+        let y = tensor(&[s.n, s.oh(), s.ow(), o], y);
+        let op = DirectConvOp {
+            s,
+            has_bias: b.is_some(),
+            padded: if keep {
+                Some(padded)
+            } else {
+                pool::give(padded);
+                None
+            },
+        };
+        match b {
+            Some(b) => self.push(y, &[x, w, b], op),
+            None => self.push(y, &[x, w], op),
+        }
+    }
+}
