@@ -106,8 +106,8 @@ pub(crate) unsafe fn gemm(
                 // SAFETY: as for this function; `pm` rows and `nb` columns are inside.
                 unsafe {
                     match nb.div_ceil(16) {
-                        1 => rows::<16, 1>(&blk, pm),
-                        2 => rows::<12, 2>(&blk, pm),
+                        1 => rows::<8, 1>(&blk, pm),
+                        2 => rows::<8, 2>(&blk, pm),
                         3 => rows::<8, 3>(&blk, pm),
                         _ => rows::<6, 4>(&blk, pm),
                     }

@@ -67,7 +67,7 @@ pub(super) fn usable(
     }
     stride == 1
         && kh == kw
-        && c >= 8
+        && c >= 1
         && pad < kh
         && super::gemm::on_this_thread(mnk[0], mnk[1], mnk[2])
         && gemm_avx512::available()
@@ -131,17 +131,14 @@ fn product(padded: &[f32], s: &Shape, cin: usize, b: &[f32], cout: usize) -> Vec
     out
 }
 
-/// Calls `f(grid_row, dense_row)` for each output pixel: its row on the padded grid and its
-/// row in the `[n, oh, ow]` output.
-fn for_each_pixel(s: &Shape, mut f: impl FnMut(usize, usize)) {
+/// Calls `f(grid, dense, len)` for each output row: the offsets (in pixels) of its first
+/// pixel on the padded grid and in the `[n, oh, ow]` output, and its length `ow`; a row is
+/// contiguous in both.
+fn for_each_row(s: &Shape, mut f: impl FnMut(usize, usize, usize)) {
     let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh(), s.ow());
-    let mut d = 0;
     for img in 0..s.n {
         for oy in 0..oh {
-            for ox in 0..ow {
-                f((img * hp + oy) * wp + ox, d);
-                d += 1;
-            }
+            f((img * hp + oy) * wp, (img * oh + oy) * ow, ow);
         }
     }
 }
@@ -195,8 +192,8 @@ impl Backward for DirectConvOp {
             let grid = product(&dyq, &t, o, &wf, c);
             pool::give(dyq);
             let mut dx = pool::take(s.n * s.h * s.w * c);
-            for_each_pixel(&t, |g, d| {
-                dx[d * c..(d + 1) * c].copy_from_slice(&grid[g * c..(g + 1) * c]);
+            for_each_row(&t, |g, d, len| {
+                dx[d * c..(d + len) * c].copy_from_slice(&grid[g * c..(g + len) * c]);
             });
             pool::give(grid);
             tensor(ctx.input(0).shape(), dx)
@@ -214,8 +211,8 @@ impl Backward for DirectConvOp {
             let (rows, wp) = (s.rows(), s.wp());
             // dy on the padded row grid, zeros in the rows that are no output pixel.
             let mut grid = pool::take_zeroed(rows * o);
-            for_each_pixel(s, |g, d| {
-                grid[g * o..(g + 1) * o].copy_from_slice(&dys[d * o..(d + 1) * o]);
+            for_each_row(s, |g, d, len| {
+                grid[g * o..(g + len) * o].copy_from_slice(&dys[d * o..(d + len) * o]);
             });
             let last = (rows - 1 + (s.kh - 1) * wp) * c + s.kw * c - 1;
             assert!(
@@ -223,30 +220,69 @@ impl Backward for DirectConvOp {
                 "conv2d: implicit view exceeds its buffer"
             );
             let mut dw = vec![0.0f32; o * k];
-            let a = Lhs {
-                ptr: grid.as_ptr(),
-                rs: 1,
-                cs: o,
-                seg: rows,
-                seg_stride: 0,
-            };
-            for ky in 0..s.kh {
-                // SAFETY: AVX-512F is present (`usable`); o, kw*c, rows > 0; a reads
-                // grid[l * o + i] for l < rows, i < o (its length); b reads padded[(l +
-                // ky*wp)*c + j] for j < kw*c, at most `last` (asserted); c writes
-                // dw[i*k + ky*kw*c + j] inside dw, a fresh buffer.
-                unsafe {
-                    gemm_avx512::gemm(
-                        o,
-                        s.kw * c,
-                        rows,
-                        a,
-                        padded.as_ptr().add(ky * wp * c),
-                        c,
-                        dw.as_mut_ptr().add(ky * s.kw * c),
-                        k,
-                        false,
-                    );
+            let seg = s.kw * c;
+            if seg >= 16 {
+                // dW [O, K] one kernel row at a time: dy^T . the row's view of the input.
+                let a = Lhs {
+                    ptr: grid.as_ptr(),
+                    rs: 1,
+                    cs: o,
+                    seg: rows,
+                    seg_stride: 0,
+                };
+                for ky in 0..s.kh {
+                    // SAFETY: AVX-512F is present (`usable`); o, kw*c, rows > 0; a reads
+                    // grid[l * o + i] for l < rows, i < o (its length); b reads
+                    // padded[(l + ky*wp)*c + j] for j < kw*c, at most `last` (asserted); c
+                    // writes dw[i*k + ky*kw*c + j] inside dw, a fresh buffer.
+                    unsafe {
+                        gemm_avx512::gemm(
+                            o,
+                            seg,
+                            rows,
+                            a,
+                            padded.as_ptr().add(ky * wp * c),
+                            c,
+                            dw.as_mut_ptr().add(ky * seg),
+                            k,
+                            false,
+                        );
+                    }
+                }
+            } else {
+                // A kernel row narrower than a vector (few input channels): dW^T [K, O],
+                // the row's view of the input transposed . dy, vectorised over O.
+                let mut dwt = vec![0.0f32; k * o];
+                for ky in 0..s.kh {
+                    let a = Lhs {
+                        // SAFETY: an offset inside `padded` (ky*wp*c <= last).
+                        ptr: unsafe { padded.as_ptr().add(ky * wp * c) },
+                        rs: 1,
+                        cs: c,
+                        seg: rows,
+                        seg_stride: 0,
+                    };
+                    // SAFETY: AVX-512F is present (`usable`); kw*c, o, rows > 0; a reads
+                    // padded[(l + ky*wp)*c + i] for i < kw*c, at most `last` (asserted); b
+                    // reads grid[l*o + j] (its length); c writes rows ky*kw*c.. of dwt.
+                    unsafe {
+                        gemm_avx512::gemm(
+                            seg,
+                            o,
+                            rows,
+                            a,
+                            grid.as_ptr(),
+                            o,
+                            dwt.as_mut_ptr().add(ky * seg * o),
+                            o,
+                            false,
+                        );
+                    }
+                }
+                for (l, row) in dwt.chunks_exact(o).enumerate() {
+                    for (j, &v) in row.iter().enumerate() {
+                        dw[j * k + l] = v;
+                    }
                 }
             }
             pool::give(grid);
@@ -282,12 +318,14 @@ impl Graph {
         let grid = product(&padded, &s, s.c, &wt, o);
         let bias = b.map(|b| super::slice(self.value(b)).to_vec());
         let mut y = pool::take(s.n * s.oh() * s.ow() * o);
-        for_each_pixel(&s, |g, d| {
-            let (dst, src) = (&mut y[d * o..(d + 1) * o], &grid[g * o..(g + 1) * o]);
+        for_each_row(&s, |g, d, len| {
+            let (dst, src) = (&mut y[d * o..(d + len) * o], &grid[g * o..(g + len) * o]);
             match &bias {
                 Some(bv) => {
-                    for ((y, &v), &b) in dst.iter_mut().zip(src).zip(bv) {
-                        *y = b + v;
+                    for (dst, src) in dst.chunks_exact_mut(o).zip(src.chunks_exact(o)) {
+                        for ((y, &v), &b) in dst.iter_mut().zip(src).zip(bv) {
+                            *y = b + v;
+                        }
                     }
                 }
                 None => dst.copy_from_slice(src),
