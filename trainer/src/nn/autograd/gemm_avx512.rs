@@ -120,7 +120,8 @@ pub(crate) unsafe fn gemm(
     }
 }
 
-/// The `m` rows of a block, `MR` at a time, the rest in tiles of 8, 4, 2 and 1 rows.
+/// The `m` rows of a block, `MR` at a time, the rest in one tile of exactly that many rows
+/// (so that a product with few rows reads `b` once).
 #[target_feature(enable = "avx512f")]
 unsafe fn rows<const MR: usize, const NV: usize>(blk: &Block, m: usize) {
     let mut i = 0;
@@ -130,21 +131,15 @@ unsafe fn rows<const MR: usize, const NV: usize>(blk: &Block, m: usize) {
             tile::<MR, NV>(blk, i);
             i += MR;
         }
-        while i < m {
-            let r = m - i;
-            if r >= 8 && MR > 8 {
-                tile::<8, NV>(blk, i);
-                i += 8;
-            } else if r >= 4 {
-                tile::<4, NV>(blk, i);
-                i += 4;
-            } else if r >= 2 {
-                tile::<2, NV>(blk, i);
-                i += 2;
-            } else {
-                tile::<1, NV>(blk, i);
-                i += 1;
-            }
+        match m - i {
+            0 => {}
+            1 => tile::<1, NV>(blk, i),
+            2 => tile::<2, NV>(blk, i),
+            3 => tile::<3, NV>(blk, i),
+            4 => tile::<4, NV>(blk, i),
+            5 => tile::<5, NV>(blk, i),
+            6 => tile::<6, NV>(blk, i),
+            _ => tile::<7, NV>(blk, i),
         }
     }
 }

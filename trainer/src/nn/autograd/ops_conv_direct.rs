@@ -79,15 +79,21 @@ thread_local! {
     pub(super) static IM2COL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// `x [n, h, w, c]` copied into a zeroed `[n, h + top + bottom, w + left + right, c]`, with
-/// `top = bottom` and `left = right`.
+/// `x [n, h, w, c]` copied into a `[n, h + 2 * py, w + 2 * px, c]` buffer with zeros around
+/// each image; every element is written once.
 fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize, py: usize, px: usize) -> Vec<f32> {
     let (hp, wp) = (h + 2 * py, w + 2 * px);
-    let mut p = pool::take_zeroed(n * hp * wp * c);
-    for (img, xi) in x.chunks_exact(h * w * c).enumerate() {
-        for (y, row) in xi.chunks_exact(w * c).enumerate() {
-            let at = ((img * hp + y + py) * wp + px) * c;
-            p[at..at + w * c].copy_from_slice(row);
+    let mut p = pool::take(n * hp * wp * c);
+    for (img, out) in p.chunks_exact_mut(hp * wp * c).enumerate() {
+        let xi = &x[img * h * w * c..(img + 1) * h * w * c];
+        let (top, rest) = out.split_at_mut(py * wp * c);
+        let (mid, bottom) = rest.split_at_mut(h * wp * c);
+        top.fill(0.0);
+        bottom.fill(0.0);
+        for (row, src) in mid.chunks_exact_mut(wp * c).zip(xi.chunks_exact(w * c)) {
+            row[..px * c].fill(0.0);
+            row[px * c..(px + w) * c].copy_from_slice(src);
+            row[(px + w) * c..].fill(0.0);
         }
     }
     p
@@ -210,10 +216,14 @@ impl Backward for DirectConvOp {
             };
             let (rows, wp) = (s.rows(), s.wp());
             // dy on the padded row grid, zeros in the rows that are no output pixel.
-            let mut grid = pool::take_zeroed(rows * o);
+            let mut grid = pool::take(rows * o);
+            let mut end = 0;
             for_each_row(s, |g, d, len| {
+                grid[end * o..g * o].fill(0.0);
                 grid[g * o..(g + len) * o].copy_from_slice(&dys[d * o..(d + len) * o]);
+                end = g + len;
             });
+            debug_assert_eq!(end, rows);
             let last = (rows - 1 + (s.kh - 1) * wp) * c + s.kw * c - 1;
             assert!(
                 last < padded.len(),
