@@ -99,42 +99,57 @@ fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize, py: usize, px: usize) 
     p
 }
 
-/// The implicit product `[rows, K] . b [K, cout]` over `padded` (`cin` channels, `wp` wide),
-/// into a new `[rows, cout]` buffer.
-fn product(padded: &[f32], s: &Shape, cin: usize, b: &[f32], cout: usize) -> Vec<f32> {
-    let (rows, k, wp) = (s.rows(), s.kh * s.kw * cin, s.wp());
+/// The implicit product `[pixels, K] . b [K, cout]` over `padded` (`cin` channels), written
+/// (or with `accumulate` added) to the dense `[n, oh, ow, cout]` output `out`: one product
+/// per output row, so no padding column or row is computed.
+fn product(
+    padded: &[f32],
+    s: &Shape,
+    cin: usize,
+    b: &[f32],
+    cout: usize,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let (k, hp, wp, oh, ow) = (s.kh * s.kw * cin, s.hp(), s.wp(), s.oh(), s.ow());
     assert_eq!(b.len(), k * cout, "conv2d: packed weights");
-    // The last element the left operand reads: row rows - 1, kernel row kh - 1, column kw*cin - 1.
-    let last = (rows - 1 + (s.kh - 1) * wp) * cin + s.kw * cin - 1;
-    assert!(
-        last < padded.len(),
-        "conv2d: implicit view exceeds its buffer"
+    assert_eq!(out.len(), s.n * oh * ow * cout, "conv2d: output size");
+    // The last element a row's product reads: its last pixel, kernel row kh - 1, column
+    // kw*cin - 1, which is (oy + kh) * wp * cin - 1 into the image: inside it, oy + kh <= hp.
+    assert_eq!(
+        padded.len(),
+        s.n * hp * wp * cin,
+        "conv2d: padded input size"
     );
-    let mut out = pool::take(rows * cout);
-    let a = Lhs {
-        ptr: padded.as_ptr(),
-        rs: cin,
-        cs: 1,
-        seg: s.kw * cin,
-        seg_stride: wp * cin,
-    };
-    // SAFETY: AVX-512F is present (`usable`); rows, cout, k > 0; the left operand's last
-    // element is inside `padded` (asserted), `b` is k x cout (asserted), `out` is a fresh
-    // rows x cout buffer that overlaps neither.
-    unsafe {
-        gemm_avx512::gemm(
-            rows,
-            cout,
-            k,
-            a,
-            b.as_ptr(),
-            cout,
-            out.as_mut_ptr(),
-            cout,
-            false,
-        );
+    for img in 0..s.n {
+        for oy in 0..oh {
+            let a = Lhs {
+                // SAFETY: the row's first element, inside `padded` (above).
+                ptr: unsafe { padded.as_ptr().add((img * hp + oy) * wp * cin) },
+                rs: cin,
+                cs: 1,
+                seg: s.kw * cin,
+                seg_stride: wp * cin,
+            };
+            let row = &mut out[(img * oh + oy) * ow * cout..(img * oh + oy + 1) * ow * cout];
+            // SAFETY: AVX-512F is present (`usable`); ow, cout, k > 0; every element the
+            // left operand reads is inside `padded` (above), `b` is k x cout (asserted), `row`
+            // is an exclusively borrowed ow x cout slice of `out`, which overlaps neither.
+            unsafe {
+                gemm_avx512::gemm(
+                    ow,
+                    cout,
+                    k,
+                    a,
+                    b.as_ptr(),
+                    cout,
+                    row.as_mut_ptr(),
+                    cout,
+                    accumulate,
+                );
+            }
+        }
     }
-    out
 }
 
 /// Calls `f(grid, dense, len)` for each output row: the offsets (in pixels) of its first
@@ -195,13 +210,9 @@ impl Backward for DirectConvOp {
                 pad: qy,
             };
             // `Shape` pads both axes alike: the kernel is square (`usable`), so qy == qx.
-            let grid = product(&dyq, &t, o, &wf, c);
-            pool::give(dyq);
             let mut dx = pool::take(s.n * s.h * s.w * c);
-            for_each_row(&t, |g, d, len| {
-                dx[d * c..(d + len) * c].copy_from_slice(&grid[g * c..(g + len) * c]);
-            });
-            pool::give(grid);
+            product(&dyq, &t, o, &wf, c, &mut dx, false);
+            pool::give(dyq);
             tensor(ctx.input(0).shape(), dx)
         });
         let dw = ctx.needs(1).then(|| {
@@ -325,23 +336,14 @@ impl Graph {
             }
         }
         let padded = pad(xs, s.n, s.h, s.w, s.c, s.pad, s.pad);
-        let grid = product(&padded, &s, s.c, &wt, o);
-        let bias = b.map(|b| super::slice(self.value(b)).to_vec());
+        let bias = b.map(|b| super::slice(self.value(b)));
         let mut y = pool::take(s.n * s.oh() * s.ow() * o);
-        for_each_row(&s, |g, d, len| {
-            let (dst, src) = (&mut y[d * o..(d + len) * o], &grid[g * o..(g + len) * o]);
-            match &bias {
-                Some(bv) => {
-                    for (dst, src) in dst.chunks_exact_mut(o).zip(src.chunks_exact(o)) {
-                        for ((y, &v), &b) in dst.iter_mut().zip(src).zip(bv) {
-                            *y = b + v;
-                        }
-                    }
-                }
-                None => dst.copy_from_slice(src),
+        if let Some(bv) = bias {
+            for row in y.chunks_exact_mut(o) {
+                row.copy_from_slice(bv);
             }
-        });
-        pool::give(grid);
+        }
+        product(&padded, &s, s.c, &wt, o, &mut y, bias.is_some());
         let keep = self.requires_grad(w);
         let y = tensor(&[s.n, s.oh(), s.ow(), o], y);
         let op = DirectConvOp {
