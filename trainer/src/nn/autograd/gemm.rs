@@ -113,9 +113,12 @@ fn gemm_on(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool, avx512: bool
     }
     let par = parallelism(m, n, k);
     #[cfg(target_arch = "x86_64")]
-    if avx512 && matches!(par, gemm::Parallelism::None) && super::gemm_avx512::available() {
-        // The kernel wants b with unit column stride: a transposed b (a conv's weights in
-        // the forward) is copied, which is small beside the product.
+    // The kernel wants b with unit column stride: a transposed b (a conv's or a linear
+    // layer's weights in the forward) is copied, which is small beside the product only when
+    // a has many rows; with few (a linear layer on a handful of RoIs) the crate does better.
+    let worth = b.cs == 1 || m >= 256;
+    if avx512 && worth && matches!(par, gemm::Parallelism::None) && super::gemm_avx512::available()
+    {
         let packed: Vec<f32>;
         let (bp, ldb) = if b.cs == 1 {
             (b.data.as_ptr(), b.rs)
@@ -221,7 +224,7 @@ mod tests {
         /// accumulating or not: the naive product within rounding.
         #[test]
         fn any_shape_matches_naive(
-            m in 1usize..40, n in 1usize..140, k in 1usize..600,
+            m in 1usize..300, n in 1usize..140, k in 1usize..600,
             ta: bool, tb: bool, accumulate: bool, seed in 0u64..1000,
         ) {
             let val = |i: usize| ((i as u64 * 2654435761 + seed) % 1000) as f32 / 500.0 - 1.0;
