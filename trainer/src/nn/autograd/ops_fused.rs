@@ -11,7 +11,7 @@
 
 use super::graph::{Backward, GradCtx, Graph, Var};
 use super::lanes::Lanes;
-use super::ops_norm::{backward_dense, norm_stats, BatchNormState, NormGrads, NormStats};
+use super::ops_norm::{backward_dense, BatchNormState, NormGrads, NormStats};
 use super::ops_pool::{max_windows, PoolGeom};
 use super::{pool, pooled, slice, Tensor};
 
@@ -99,12 +99,8 @@ impl Graph {
         training: bool,
         pool: Option<usize>,
     ) -> Var {
-        let c = *self.shape(x).last().expect("batch_norm of a 0-d tensor");
-        assert_eq!(self.value(gamma).len(), c, "batch_norm: gamma length");
-        assert_eq!(self.value(beta).len(), c, "batch_norm: beta length");
+        let (c, stats, scale, shift) = self.norm_prologue(x, gamma, beta, state, training);
         let xs = slice(self.value(x));
-        let stats = norm_stats(xs, c, state, training);
-        let (scale, shift) = stats.affine(slice(self.value(gamma)), slice(self.value(beta)));
         let relu = |x: f32, a: f32, b: f32| {
             let z = x * a + b;
             if z > 0.0 {

@@ -138,12 +138,7 @@ impl NormGrads {
 /// The statistics that normalise `xs` (`[rows, c]`): the batch's in training (biased
 /// variance, two passes so there is no cancellation), which also update the running
 /// statistics (`momentum`, unbiased variance) as PyTorch does; the running ones in eval.
-pub(super) fn norm_stats(
-    xs: &[f32],
-    c: usize,
-    state: &mut BatchNormState,
-    training: bool,
-) -> NormStats {
+fn norm_stats(xs: &[f32], c: usize, state: &mut BatchNormState, training: bool) -> NormStats {
     assert_eq!(
         state.running_mean.len(),
         c,
@@ -206,6 +201,27 @@ impl NormStats {
 }
 
 impl Graph {
+    /// What batch norm and [`Graph::batch_norm_relu`] start with: the channel count (checked
+    /// against gamma and beta), the statistics that normalise `x` (running ones updated in
+    /// training) and the per-channel `scale` and `shift` of `y = x * scale + shift`.
+    pub(super) fn norm_prologue(
+        &self,
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        state: &mut BatchNormState,
+        training: bool,
+    ) -> (usize, NormStats, Vec<f32>, Vec<f32>) {
+        let c = *self.shape(x).last().expect("batch_norm of a 0-d tensor");
+        assert_eq!(self.value(gamma).len(), c, "batch_norm: gamma length");
+        assert_eq!(self.value(beta).len(), c, "batch_norm: beta length");
+        let stats = norm_stats(slice(self.value(x)), c, state, training);
+        let (scale, shift) = stats.affine(slice(self.value(gamma)), slice(self.value(beta)));
+        (c, stats, scale, shift)
+    }
+}
+
+impl Graph {
     /// Batch norm over all axes but the last: `y = gamma * (x - mean) / sqrt(var + eps) + beta`
     /// with `gamma, beta [C]`. Training: batch statistics (biased variance) normalise, and the
     /// running statistics are updated (`momentum`, unbiased variance), as PyTorch does.
@@ -218,12 +234,8 @@ impl Graph {
         state: &mut BatchNormState,
         training: bool,
     ) -> Var {
-        let c = *self.shape(x).last().expect("batch_norm of a 0-d tensor");
-        assert_eq!(self.value(gamma).len(), c, "batch_norm: gamma length");
-        assert_eq!(self.value(beta).len(), c, "batch_norm: beta length");
+        let (c, stats, scale, shift) = self.norm_prologue(x, gamma, beta, state, training);
         let xs = slice(self.value(x));
-        let stats = norm_stats(xs, c, state, training);
-        let (scale, shift) = stats.affine(slice(self.value(gamma)), slice(self.value(beta)));
         let lanes = Lanes::new(c);
         let mut y = pooled(self.shape(x));
         let (scale, shift, zero) = (lanes.tile(&scale), lanes.tile(&shift), vec![0.0; lanes.len]);
