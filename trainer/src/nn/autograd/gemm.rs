@@ -38,6 +38,7 @@ fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
 }
 
 /// Whether a product of this size runs on the calling thread (not split across the pool).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn on_this_thread(m: usize, n: usize, k: usize) -> bool {
     matches!(parallelism(m, n, k), gemm::Parallelism::None)
 }
@@ -77,8 +78,14 @@ impl<'a> Mat<'a> {
 
     fn check(&self) {
         if self.rows > 0 && self.cols > 0 {
-            let last = (self.rows - 1) * self.rs + (self.cols - 1) * self.cs;
-            assert!(last < self.data.len(), "gemm: view exceeds its buffer");
+            let last = (self.rows - 1)
+                .checked_mul(self.rs)
+                .zip((self.cols - 1).checked_mul(self.cs))
+                .and_then(|(r, c)| r.checked_add(c));
+            assert!(
+                last.is_some_and(|l| l < self.data.len()),
+                "gemm: view exceeds its buffer"
+            );
         }
         assert!(self.rs <= isize::MAX as usize && self.cs <= isize::MAX as usize);
     }
@@ -113,36 +120,41 @@ fn gemm_on(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool, avx512: bool
     }
     let par = parallelism(m, n, k);
     #[cfg(target_arch = "x86_64")]
-    // The kernel wants b with unit column stride: a transposed b (a conv's or a linear
-    // layer's weights in the forward) is copied, which is small beside the product only when
-    // a has many rows; with few (a linear layer on a handful of RoIs) the crate does better.
-    let worth = b.cs == 1 || m >= 256;
-    if avx512 && worth && matches!(par, gemm::Parallelism::None) && super::gemm_avx512::available()
     {
-        let packed: Vec<f32>;
-        let (bp, ldb) = if b.cs == 1 {
-            (b.data.as_ptr(), b.rs)
-        } else {
-            packed = (0..k)
-                .flat_map(|l| (0..n).map(move |j| (l, j)))
-                .map(|(l, j)| b.data[l * b.rs + j * b.cs])
-                .collect();
-            (packed.as_ptr(), n)
-        };
-        // SAFETY: the CPU has AVX-512F (checked); m, n, k > 0 (checked above); every
-        // element of the views lies inside its slice (`check`), `packed` is k x n, and `c`
-        // is an exclusively borrowed m x n buffer (length checked), so it overlaps neither.
-        unsafe {
-            let lhs = super::gemm_avx512::Lhs {
-                ptr: a.data.as_ptr(),
-                rs: a.rs,
-                cs: a.cs,
-                seg: k,
-                seg_stride: 0,
+        // The kernel wants b with unit column stride: a transposed b (a conv's or a linear
+        // layer's weights in the forward) is copied, which is small beside the product only when
+        // a has many rows; with few (a linear layer on a handful of RoIs) the crate does better.
+        let worth = b.cs == 1 || m >= 256;
+        if avx512
+            && worth
+            && matches!(par, gemm::Parallelism::None)
+            && super::gemm_avx512::available()
+        {
+            let packed: Vec<f32>;
+            let (bp, ldb) = if b.cs == 1 {
+                (b.data.as_ptr(), b.rs)
+            } else {
+                packed = (0..k)
+                    .flat_map(|l| (0..n).map(move |j| (l, j)))
+                    .map(|(l, j)| b.data[l * b.rs + j * b.cs])
+                    .collect();
+                (packed.as_ptr(), n)
             };
-            super::gemm_avx512::gemm(m, n, k, lhs, bp, ldb, c.as_mut_ptr(), n, accumulate);
+            // SAFETY: the CPU has AVX-512F (checked); m, n, k > 0 (checked above); every
+            // element of the views lies inside its slice (`check`), `packed` is k x n, and `c`
+            // is an exclusively borrowed m x n buffer (length checked), so it overlaps neither.
+            unsafe {
+                let lhs = super::gemm_avx512::Lhs {
+                    ptr: a.data.as_ptr(),
+                    rs: a.rs,
+                    cs: a.cs,
+                    seg: k,
+                    seg_stride: 0,
+                };
+                super::gemm_avx512::gemm(m, n, k, lhs, bp, ldb, c.as_mut_ptr(), n, accumulate);
+            }
+            return;
         }
-        return;
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = avx512;

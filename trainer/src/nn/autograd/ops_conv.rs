@@ -277,8 +277,6 @@ impl Graph {
             assert_eq!(n, o, "conv2d: bias has {n} entries, expected {o}");
         }
         #[cfg(target_arch = "x86_64")]
-        if !g.pointwise()
-            && super::ops_conv_direct::usable(g.stride, g.pad, g.kh, g.kw, g.c, [m, o, k])
         {
             let s = super::ops_conv_direct::Shape {
                 n: g.n,
@@ -290,7 +288,9 @@ impl Graph {
                 kw: g.kw,
                 pad: g.pad,
             };
-            return self.conv2d_direct(x, w, b, s);
+            if !g.pointwise() && super::ops_conv_direct::usable(&s, g.stride, [m, o, k]) {
+                return self.conv2d_direct(x, w, b, s);
+            }
         }
         let mut y = pool::take(m * o);
         // With a bias the output starts as the bias and the GEMM accumulates onto it;
@@ -629,6 +629,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Regression: an empty batch took the implicit-GEMM path, whose backward computed its
+    /// row count as `(n - 1) * ...` and overflowed. Empty in, empty out, zero gradients.
+    #[test]
+    fn empty_batch_has_empty_output_and_zero_gradients() {
+        let mut rng = ChaCha8Rng::seed_from_u64(19);
+        let mut g = Graph::new();
+        let x = g.leaf(Tensor::zeros(ndarray::IxDyn(&[0, 6, 6, 8])), true);
+        let w = g.leaf(randn(&[4, 3, 3, 8], &mut rng), true);
+        let p = Conv2dParams {
+            stride: 1,
+            padding: 1,
+        };
+        let y = g.conv2d(x, w, None, p);
+        assert_eq!(g.shape(y), &[0, 6, 6, 4]);
+        let s = g.sum(y);
+        g.backward(s);
+        assert!(g.grad(w).map_or(true, |d| d.iter().all(|&v| v == 0.0)));
     }
 
     proptest::proptest! {

@@ -5,10 +5,11 @@
 //! `r = (n * hp + oy) * wp + ox` of a product whose left operand has element `(r, (ky, kx, c))`
 //! at `padded[(r + ky * wp) * C + kx * C + c]`: for each kernel row a plain strided view (row
 //! stride `C`, `KW * C` contiguous values), which [`gemm_avx512::Lhs`] describes as segments.
-//! Rows `r` that fall in the padding (`ox >= OW` or `oy >= OH`) are computed and dropped.
-//! Backward: `dW` is one product per kernel row against the same views, with `dy` spread on
-//! the same row grid (zeros in the dropped rows); `dx` is the convolution of `dy`, padded by
-//! `K - 1 - pad`, with the kernel flipped and its channels swapped.
+//! The forward runs one product per output row, so no padding pixel is computed. Backward:
+//! `dW` is one product per kernel row against the same views over every image at once, with
+//! `dy` spread on the padded row grid (zeros in the rows that are no output pixel); `dx` is
+//! the convolution of `dy`, padded by `K - 1 - pad`, with the kernel flipped and its channels
+//! swapped.
 
 use super::gemm_avx512::{self, Lhs};
 use super::graph::{Backward, GradCtx, Graph, Var};
@@ -49,26 +50,20 @@ impl Shape {
     }
 }
 
-/// Whether [`Graph::conv2d`] takes this path: a stride of 1, a square kernel larger than
-/// the padding (so that `dx` is a convolution with padding `K - 1 - pad`), at least 8 input
-/// channels (with fewer, the `dW` products are too narrow for 16-lane vectors and im2col is
-/// cheap), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
-pub(super) fn usable(
-    stride: usize,
-    pad: usize,
-    kh: usize,
-    kw: usize,
-    c: usize,
-    mnk: [usize; 3],
-) -> bool {
+/// Whether [`Graph::conv2d`] takes this path: no empty dimension, a stride of 1, a square
+/// kernel larger than the padding (so that `dx` is a convolution with padding
+/// `K - 1 - pad`), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
+pub(super) fn usable(s: &Shape, stride: usize, mnk: [usize; 3]) -> bool {
     #[cfg(test)]
     if IM2COL_ONLY.with(|f| f.get()) {
         return false;
     }
-    stride == 1
-        && kh == kw
-        && c >= 1
-        && pad < kh
+    [s.n, s.h, s.w, s.c, s.o].iter().all(|&d| d > 0)
+        && stride == 1
+        && s.kh == s.kw
+        && s.pad < s.kh
+        && s.hp() >= s.kh
+        && s.wp() >= s.kw
         && super::gemm::on_this_thread(mnk[0], mnk[1], mnk[2])
         && gemm_avx512::available()
 }
@@ -120,6 +115,10 @@ fn product(
         padded.len(),
         s.n * hp * wp * cin,
         "conv2d: padded input size"
+    );
+    assert!(
+        s.n > 0 && hp >= s.kh && wp >= s.kw && cout > 0,
+        "conv2d: empty product"
     );
     for img in 0..s.n {
         for oy in 0..oh {
@@ -225,6 +224,10 @@ impl Backward for DirectConvOp {
                     &fresh
                 }
             };
+            assert!(
+                s.n > 0 && s.hp() >= s.kh && s.wp() >= s.kw,
+                "conv2d: empty product"
+            );
             let (rows, wp) = (s.rows(), s.wp());
             // dy on the padded row grid, zeros in the rows that are no output pixel.
             let mut grid = pool::take(rows * o);
