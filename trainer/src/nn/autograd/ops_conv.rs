@@ -647,7 +647,7 @@ mod tests {
         assert_eq!(g.shape(y), &[0, 6, 6, 4]);
         let s = g.sum(y);
         g.backward(s);
-        assert!(g.grad(w).map_or(true, |d| d.iter().all(|&v| v == 0.0)));
+        assert!(g.grad(w).is_none_or(|d| d.iter().all(|&v| v == 0.0)));
     }
 
     proptest::proptest! {
