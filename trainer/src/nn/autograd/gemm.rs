@@ -43,6 +43,14 @@ pub(crate) fn on_this_thread(m: usize, n: usize, k: usize) -> bool {
     matches!(parallelism(m, n, k), gemm::Parallelism::None)
 }
 
+/// The elements of `m`, row-major and contiguous.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(crate) fn pack(m: Mat<'_>) -> Vec<f32> {
+    (0..m.rows)
+        .flat_map(|i| (0..m.cols).map(move |j| m.data[i * m.rs + j * m.cs]))
+        .collect()
+}
+
 /// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct Mat<'a> {
@@ -134,10 +142,7 @@ fn gemm_on(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool, avx512: bool
             let (bp, ldb) = if b.cs == 1 {
                 (b.data.as_ptr(), b.rs)
             } else {
-                packed = (0..k)
-                    .flat_map(|l| (0..n).map(move |j| (l, j)))
-                    .map(|(l, j)| b.data[l * b.rs + j * b.cs])
-                    .collect();
+                packed = pack(b);
                 (packed.as_ptr(), n)
             };
             // SAFETY: the CPU has AVX-512F (checked); m, n, k > 0 (checked above); every

@@ -33,18 +33,18 @@ impl Default for Conv2dParams {
 
 /// Shapes of one convolution.
 #[derive(Clone, Copy, Debug)]
-struct Geom {
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    o: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    stride: usize,
-    pad: usize,
+pub(super) struct Geom {
+    pub n: usize,
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    pub o: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub stride: usize,
+    pub pad: usize,
 }
 
 impl Geom {
@@ -79,7 +79,7 @@ impl Geom {
     fn m(&self) -> usize {
         self.n * self.oh * self.ow
     }
-    fn k(&self) -> usize {
+    pub fn k(&self) -> usize {
         self.kh * self.kw * self.c
     }
     fn pointwise(&self) -> bool {
@@ -198,6 +198,13 @@ fn col2im(dcols: &[f32], g: &Geom, dx: &mut [f32]) {
     }
 }
 
+/// The gradient of a convolution's bias: the per-channel sums of `dy` (`[.., o]`).
+pub(super) fn bias_grad(dy: &[f32], o: usize) -> Tensor {
+    let lanes = Lanes::new(o);
+    let sums = lanes.sum(dy, &vec![0.0; lanes.len], |d, _| d);
+    super::tensor(&[o], sums.iter().map(|&a| a as f32).collect())
+}
+
 struct Conv2dOp {
     g: Geom,
     has_bias: bool,
@@ -253,12 +260,7 @@ impl Backward for Conv2dOp {
 
         let mut out = vec![dx, dw];
         if self.has_bias {
-            out.push(ctx.needs(2).then(|| {
-                let lanes = Lanes::new(o);
-                let sums = lanes.sum(slice(&dy), &vec![0.0; lanes.len], |d, _| d);
-                let sums = sums.iter().map(|&a| a as f32).collect();
-                Tensor::from_shape_vec(ctx.input(2).raw_dim(), sums).expect("bias shape")
-            }));
+            out.push(ctx.needs(2).then(|| bias_grad(slice(&dy), o)));
         }
         pool::give_tensor(dy);
         out
@@ -277,20 +279,8 @@ impl Graph {
             assert_eq!(n, o, "conv2d: bias has {n} entries, expected {o}");
         }
         #[cfg(target_arch = "x86_64")]
-        {
-            let s = super::ops_conv_direct::Shape {
-                n: g.n,
-                h: g.h,
-                w: g.w,
-                c: g.c,
-                o,
-                kh: g.kh,
-                kw: g.kw,
-                pad: g.pad,
-            };
-            if !g.pointwise() && super::ops_conv_direct::usable(&s, g.stride, [m, o, k]) {
-                return self.conv2d_direct(x, w, b, s);
-            }
+        if !g.pointwise() && super::ops_conv_direct::usable(&g, [m, o, k]) {
+            return self.conv2d_direct(x, w, b, g);
         }
         let mut y = pool::take(m * o);
         // With a bias the output starts as the bias and the GEMM accumulates onto it;

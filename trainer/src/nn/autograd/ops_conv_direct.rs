@@ -11,55 +11,36 @@
 //! the convolution of `dy`, padded by `K - 1 - pad`, with the kernel flipped and its channels
 //! swapped.
 
+use super::gemm::{pack, Mat};
 use super::gemm_avx512::{self, Lhs};
 use super::graph::{Backward, GradCtx, Graph, Var};
+use super::ops_conv::{bias_grad, Geom};
 use super::{pool, tensor, Tensor};
 
-/// Shapes of one stride-1 convolution.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Shape {
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub pad: usize,
-}
-
-impl Shape {
+/// The padded grid of a stride-1 convolution.
+impl Geom {
     fn hp(&self) -> usize {
         self.h + 2 * self.pad
     }
     fn wp(&self) -> usize {
         self.w + 2 * self.pad
     }
-    fn oh(&self) -> usize {
-        self.hp() + 1 - self.kh
-    }
-    fn ow(&self) -> usize {
-        self.wp() + 1 - self.kw
-    }
-    /// Rows of the product: up to the last output pixel on the padded grid.
+    /// Rows of the product over the padded grid: up to the last output pixel.
     fn rows(&self) -> usize {
-        ((self.n - 1) * self.hp() + self.oh() - 1) * self.wp() + self.ow()
-    }
-    fn k(&self) -> usize {
-        self.kh * self.kw * self.c
+        ((self.n - 1) * self.hp() + self.oh - 1) * self.wp() + self.ow
     }
 }
 
 /// Whether [`Graph::conv2d`] takes this path: no empty dimension, a stride of 1, a square
 /// kernel larger than the padding (so that `dx` is a convolution with padding
 /// `K - 1 - pad`), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
-pub(super) fn usable(s: &Shape, stride: usize, mnk: [usize; 3]) -> bool {
+pub(super) fn usable(s: &Geom, mnk: [usize; 3]) -> bool {
     #[cfg(test)]
     if IM2COL_ONLY.with(|f| f.get()) {
         return false;
     }
     [s.n, s.h, s.w, s.c, s.o].iter().all(|&d| d > 0)
-        && stride == 1
+        && s.stride == 1
         && s.kh == s.kw
         && s.pad < s.kh
         && s.hp() >= s.kh
@@ -99,14 +80,14 @@ fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize, py: usize, px: usize) 
 /// per output row, so no padding column or row is computed.
 fn product(
     padded: &[f32],
-    s: &Shape,
+    s: &Geom,
     cin: usize,
     b: &[f32],
     cout: usize,
     out: &mut [f32],
     accumulate: bool,
 ) {
-    let (k, hp, wp, oh, ow) = (s.kh * s.kw * cin, s.hp(), s.wp(), s.oh(), s.ow());
+    let (k, hp, wp, oh, ow) = (s.kh * s.kw * cin, s.hp(), s.wp(), s.oh, s.ow);
     assert_eq!(b.len(), k * cout, "conv2d: packed weights");
     assert_eq!(out.len(), s.n * oh * ow * cout, "conv2d: output size");
     // The last element a row's product reads: its last pixel, kernel row kh - 1, column
@@ -154,8 +135,8 @@ fn product(
 /// Calls `f(grid, dense, len)` for each output row: the offsets (in pixels) of its first
 /// pixel on the padded grid and in the `[n, oh, ow]` output, and its length `ow`; a row is
 /// contiguous in both.
-fn for_each_row(s: &Shape, mut f: impl FnMut(usize, usize, usize)) {
-    let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh(), s.ow());
+fn for_each_row(s: &Geom, mut f: impl FnMut(usize, usize, usize)) {
+    let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh, s.ow);
     for img in 0..s.n {
         for oy in 0..oh {
             f((img * hp + oy) * wp, (img * oh + oy) * ow, ow);
@@ -164,7 +145,7 @@ fn for_each_row(s: &Shape, mut f: impl FnMut(usize, usize, usize)) {
 }
 
 struct DirectConvOp {
-    s: Shape,
+    s: Geom,
     has_bias: bool,
     /// The padded input, kept when the weights need a gradient.
     padded: Option<Vec<f32>>,
@@ -187,7 +168,7 @@ impl Backward for DirectConvOp {
         let dx = ctx.needs(0).then(|| {
             // dx = conv(dy padded by K - 1 - pad, flipped kernel with swapped channels).
             let (qy, qx) = (s.kh - 1 - s.pad, s.kw - 1 - s.pad);
-            let dyq = pad(dys, s.n, s.oh(), s.ow(), o, qy, qx);
+            let dyq = pad(dys, s.n, s.oh, s.ow, o, qy, qx);
             let mut wf = vec![0.0f32; s.kh * s.kw * o * c];
             for ky in 0..s.kh {
                 for kx in 0..s.kw {
@@ -198,17 +179,17 @@ impl Backward for DirectConvOp {
                     }
                 }
             }
-            let t = Shape {
-                n: s.n,
-                h: s.oh(),
-                w: s.ow(),
+            // `Geom` pads both axes alike: the kernel is square (`usable`), so qy == qx.
+            let t = Geom {
+                h: s.oh,
+                w: s.ow,
                 c: o,
                 o: c,
-                kh: s.kh,
-                kw: s.kw,
+                oh: s.h,
+                ow: s.w,
                 pad: qy,
+                ..*s
             };
-            // `Shape` pads both axes alike: the kernel is square (`usable`), so qy == qx.
             let mut dx = pool::take(s.n * s.h * s.w * c);
             product(&dyq, &t, o, &wf, c, &mut dx, false);
             pool::give(dyq);
@@ -314,11 +295,7 @@ impl Backward for DirectConvOp {
         });
         let mut out = vec![dx, dw];
         if self.has_bias {
-            out.push(ctx.needs(2).then(|| {
-                let lanes = super::lanes::Lanes::new(o);
-                let sums = lanes.sum(dys, &vec![0.0; lanes.len], |d, _| d);
-                tensor(&[o], sums.iter().map(|&a| a as f32).collect())
-            }));
+            out.push(ctx.needs(2).then(|| bias_grad(dys, o)));
         }
         pool::give_tensor(dy);
         out
@@ -327,20 +304,15 @@ impl Backward for DirectConvOp {
 
 impl Graph {
     /// [`Graph::conv2d`] for a stride of 1 when [`usable`]: same arguments and result.
-    pub(super) fn conv2d_direct(&mut self, x: Var, w: Var, b: Option<Var>, s: Shape) -> Var {
+    pub(super) fn conv2d_direct(&mut self, x: Var, w: Var, b: Option<Var>, s: Geom) -> Var {
         let xs = super::slice(self.value(x));
         let ws = super::slice(self.value(w));
         let (k, o) = (s.k(), s.o);
         // The weights as the right operand, [K, O].
-        let mut wt = vec![0.0f32; k * o];
-        for (j, row) in ws.chunks_exact(k).enumerate() {
-            for (l, &v) in row.iter().enumerate() {
-                wt[l * o + j] = v;
-            }
-        }
+        let wt = pack(Mat::new(ws, o, k).t());
         let padded = pad(xs, s.n, s.h, s.w, s.c, s.pad, s.pad);
         let bias = b.map(|b| super::slice(self.value(b)));
-        let mut y = pool::take(s.n * s.oh() * s.ow() * o);
+        let mut y = pool::take(s.n * s.oh * s.ow * o);
         if let Some(bv) = bias {
             for row in y.chunks_exact_mut(o) {
                 row.copy_from_slice(bv);
@@ -348,7 +320,7 @@ impl Graph {
         }
         product(&padded, &s, s.c, &wt, o, &mut y, bias.is_some());
         let keep = self.requires_grad(w);
-        let y = tensor(&[s.n, s.oh(), s.ow(), o], y);
+        let y = tensor(&[s.n, s.oh, s.ow, o], y);
         let op = DirectConvOp {
             s,
             has_bias: b.is_some(),
