@@ -149,14 +149,13 @@ fn gemm_on(a: Mat<'_>, b: Mat<'_>, c: &mut [f32], accumulate: bool, avx512: bool
             // element of the views lies inside its slice (`check`), `packed` is k x n, and `c`
             // is an exclusively borrowed m x n buffer (length checked), so it overlaps neither.
             unsafe {
-                let lhs = super::gemm_avx512::Lhs {
-                    ptr: a.data.as_ptr(),
-                    rs: a.rs,
-                    cs: a.cs,
-                    seg: k,
-                    seg_stride: 0,
+                let lhs = super::gemm_avx512::Lhs::plain(a.data.as_ptr(), a.rs, a.cs);
+                let init = if accumulate {
+                    super::gemm_avx512::Init::Accumulate
+                } else {
+                    super::gemm_avx512::Init::Zero
                 };
-                super::gemm_avx512::gemm(m, n, k, lhs, bp, ldb, c.as_mut_ptr(), n, accumulate);
+                super::gemm_avx512::gemm(m, n, k, lhs, bp, ldb, c.as_mut_ptr(), n, init);
             }
             return;
         }

@@ -12,7 +12,7 @@
 //! swapped.
 
 use super::gemm::{pack, Mat};
-use super::gemm_avx512::{self, Lhs};
+use super::gemm_avx512::{self, Init, Lhs};
 use super::graph::{Backward, GradCtx, Graph, Var};
 use super::ops_conv::{bias_grad, Geom};
 use super::{pool, tensor, Tensor};
@@ -76,8 +76,9 @@ fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize, py: usize, px: usize) 
 }
 
 /// The implicit product `[pixels, K] . b [K, cout]` over `padded` (`cin` channels), written
-/// (or with `accumulate` added) to the dense `[n, oh, ow, cout]` output `out`: one product
-/// per output row, so no padding column or row is computed.
+/// to the dense `[n, oh, ow, cout]` output `out` (with a bias if `bias`): one product
+/// per image, whose rows are its output pixels (a group of `ow` rows per output row), so no
+/// padding column or row is computed.
 fn product(
     padded: &[f32],
     s: &Geom,
@@ -85,49 +86,52 @@ fn product(
     b: &[f32],
     cout: usize,
     out: &mut [f32],
-    accumulate: bool,
+    bias: Option<&[f32]>,
 ) {
     let (k, hp, wp, oh, ow) = (s.kh * s.kw * cin, s.hp(), s.wp(), s.oh, s.ow);
     assert_eq!(b.len(), k * cout, "conv2d: packed weights");
     assert_eq!(out.len(), s.n * oh * ow * cout, "conv2d: output size");
-    // The last element a row's product reads: its last pixel, kernel row kh - 1, column
-    // kw*cin - 1, which is (oy + kh) * wp * cin - 1 into the image: inside it, oy + kh <= hp.
+    assert!(bias.is_none_or(|b| b.len() == cout), "conv2d: bias length");
+    let init = bias.map_or(Init::Zero, |b| Init::Bias(b.as_ptr()));
+    // The last element an image's product reads: its last pixel (oh - 1, ow - 1), kernel
+    // row kh - 1, column kw*cin - 1, which is ((oh + kh - 2) * wp + ow + kw - 2) * cin +
+    // cin - 1 = hp * wp * cin - 1 into the image (oh + kh - 1 = hp, ow + kw - 1 = wp).
     assert_eq!(
         padded.len(),
         s.n * hp * wp * cin,
         "conv2d: padded input size"
     );
     assert!(
-        s.n > 0 && hp >= s.kh && wp >= s.kw && cout > 0,
-        "conv2d: empty product"
+        s.n > 0 && oh + s.kh == hp + 1 && ow + s.kw == wp + 1 && cout > 0,
+        "conv2d: empty product or shapes that are no stride-1 convolution"
     );
-    for img in 0..s.n {
-        for oy in 0..oh {
-            let a = Lhs {
-                // SAFETY: the row's first element, inside `padded` (above).
-                ptr: unsafe { padded.as_ptr().add((img * hp + oy) * wp * cin) },
-                rs: cin,
-                cs: 1,
-                seg: s.kw * cin,
-                seg_stride: wp * cin,
-            };
-            let row = &mut out[(img * oh + oy) * ow * cout..(img * oh + oy + 1) * ow * cout];
-            // SAFETY: AVX-512F is present (`usable`); ow, cout, k > 0; every element the
-            // left operand reads is inside `padded` (above), `b` is k x cout (asserted), `row`
-            // is an exclusively borrowed ow x cout slice of `out`, which overlaps neither.
-            unsafe {
-                gemm_avx512::gemm(
-                    ow,
-                    cout,
-                    k,
-                    a,
-                    b.as_ptr(),
-                    cout,
-                    row.as_mut_ptr(),
-                    cout,
-                    accumulate,
-                );
-            }
+    for (img, y) in out.chunks_exact_mut(oh * ow * cout).enumerate() {
+        let a = Lhs {
+            // SAFETY: the image's first element, inside `padded` (above).
+            ptr: unsafe { padded.as_ptr().add(img * hp * wp * cin) },
+            rs: cin,
+            cs: 1,
+            seg: s.kw * cin,
+            seg_stride: wp * cin,
+            group: ow,
+            group_stride: wp * cin,
+        };
+        // SAFETY: AVX-512F is present (`usable`); oh*ow, cout, k > 0; every element the
+        // left operand reads is inside the image in `padded` (above), `b` is k x cout
+        // (asserted), as is the bias; `y` is an exclusively borrowed (oh*ow) x cout slice
+        // of `out`, which overlaps none of them.
+        unsafe {
+            gemm_avx512::gemm(
+                oh * ow,
+                cout,
+                k,
+                a,
+                b.as_ptr(),
+                cout,
+                y.as_mut_ptr(),
+                cout,
+                init,
+            );
         }
     }
 }
@@ -191,7 +195,7 @@ impl Backward for DirectConvOp {
                 ..*s
             };
             let mut dx = pool::take(s.n * s.h * s.w * c);
-            product(&dyq, &t, o, &wf, c, &mut dx, false);
+            product(&dyq, &t, o, &wf, c, &mut dx, None);
             pool::give(dyq);
             tensor(ctx.input(0).shape(), dx)
         });
@@ -228,13 +232,7 @@ impl Backward for DirectConvOp {
             let seg = s.kw * c;
             if seg >= 16 {
                 // dW [O, K] one kernel row at a time: dy^T . the row's view of the input.
-                let a = Lhs {
-                    ptr: grid.as_ptr(),
-                    rs: 1,
-                    cs: o,
-                    seg: rows,
-                    seg_stride: 0,
-                };
+                let a = Lhs::plain(grid.as_ptr(), 1, o);
                 for ky in 0..s.kh {
                     // SAFETY: AVX-512F is present (`usable`); o, kw*c, rows > 0; a reads
                     // grid[l * o + i] for l < rows, i < o (its length); b reads
@@ -250,39 +248,39 @@ impl Backward for DirectConvOp {
                             c,
                             dw.as_mut_ptr().add(ky * seg),
                             k,
-                            false,
+                            Init::Zero,
                         );
                     }
                 }
             } else {
                 // A kernel row narrower than a vector (few input channels): dW^T [K, O],
-                // the row's view of the input transposed . dy, vectorised over O.
+                // the input's views transposed . dy, vectorised over O, in one product
+                // whose rows are the kernel's (ky, kx, c), a group of kw*c per kernel row.
                 let mut dwt = vec![0.0f32; k * o];
-                for ky in 0..s.kh {
-                    let a = Lhs {
-                        // SAFETY: an offset inside `padded` (ky*wp*c <= last).
-                        ptr: unsafe { padded.as_ptr().add(ky * wp * c) },
-                        rs: 1,
-                        cs: c,
-                        seg: rows,
-                        seg_stride: 0,
-                    };
-                    // SAFETY: AVX-512F is present (`usable`); kw*c, o, rows > 0; a reads
-                    // padded[(l + ky*wp)*c + i] for i < kw*c, at most `last` (asserted); b
-                    // reads grid[l*o + j] (its length); c writes rows ky*kw*c.. of dwt.
-                    unsafe {
-                        gemm_avx512::gemm(
-                            seg,
-                            o,
-                            rows,
-                            a,
-                            grid.as_ptr(),
-                            o,
-                            dwt.as_mut_ptr().add(ky * seg * o),
-                            o,
-                            false,
-                        );
-                    }
+                let a = Lhs {
+                    ptr: padded.as_ptr(),
+                    rs: 1,
+                    cs: c,
+                    seg: usize::MAX,
+                    seg_stride: 0,
+                    group: seg,
+                    group_stride: wp * c,
+                };
+                // SAFETY: AVX-512F is present (`usable`); k, o, rows > 0; a reads
+                // padded[ky*wp*c + j + l*c] for j < kw*c, l < rows, at most `last`
+                // (asserted); b reads grid[l*o + j] (its length); c writes dwt, k x o.
+                unsafe {
+                    gemm_avx512::gemm(
+                        k,
+                        o,
+                        rows,
+                        a,
+                        grid.as_ptr(),
+                        o,
+                        dwt.as_mut_ptr(),
+                        o,
+                        Init::Zero,
+                    );
                 }
                 for (l, row) in dwt.chunks_exact(o).enumerate() {
                     for (j, &v) in row.iter().enumerate() {
@@ -313,12 +311,7 @@ impl Graph {
         let padded = pad(xs, s.n, s.h, s.w, s.c, s.pad, s.pad);
         let bias = b.map(|b| super::slice(self.value(b)));
         let mut y = pool::take(s.n * s.oh * s.ow * o);
-        if let Some(bv) = bias {
-            for row in y.chunks_exact_mut(o) {
-                row.copy_from_slice(bv);
-            }
-        }
-        product(&padded, &s, s.c, &wt, o, &mut y, bias.is_some());
+        product(&padded, &s, s.c, &wt, o, &mut y, bias);
         let keep = self.requires_grad(w);
         let y = tensor(&[s.n, s.oh, s.ow, o], y);
         let op = DirectConvOp {
