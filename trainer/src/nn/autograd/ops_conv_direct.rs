@@ -1,15 +1,15 @@
 //! Stride-1 convolutions as implicit GEMMs on a zero-padded copy of the input, on one
 //! thread of a CPU with AVX-512F: no im2col matrix, no col2im.
 //!
-//! With the input padded to `hp x wp` per image, output pixel `(n, oy, ox)` is row
-//! `r = (n * hp + oy) * wp + ox` of a product whose left operand has element `(r, (ky, kx, c))`
-//! at `padded[(r + ky * wp) * C + kx * C + c]`: for each kernel row a plain strided view (row
-//! stride `C`, `KW * C` contiguous values), which [`gemm_avx512::Lhs`] describes as segments.
-//! The forward runs one product per output row, so no padding pixel is computed. Backward:
-//! `dW` is one product per kernel row against the same views over every image at once, with
-//! `dy` spread on the padded row grid (zeros in the rows that are no output pixel); `dx` is
-//! the convolution of `dy`, padded by `K - 1 - pad`, with the kernel flipped and its channels
-//! swapped.
+//! With an image padded to `hp x wp`, output pixel `(oy, ox)` is row `oy * ow + ox` of a
+//! product whose left operand has element `(oy * ow + ox, (ky, kx, c))` at
+//! `padded[((oy + ky) * wp + ox + kx) * C + c]`: [`gemm_avx512::Lhs`] describes it with a
+//! group of `ow` rows per output row and a depth segment of `KW * C` contiguous values per
+//! kernel row. The forward is one such product per image, straight into the dense output,
+//! so no padding pixel is computed. Backward: `dx` is the convolution of `dy`, padded by
+//! `K - 1 - pad`, with the kernel flipped and its channels swapped; `dW^T` is the same view
+//! transposed (rows `(ky, kx, c)`, depth the output pixels) times `dy` where it lies,
+//! accumulated over the images.
 
 use super::gemm::{pack, Mat};
 use super::gemm_avx512::{self, Init, Lhs};
@@ -24,10 +24,6 @@ impl Geom {
     }
     fn wp(&self) -> usize {
         self.w + 2 * self.pad
-    }
-    /// Rows of the product over the padded grid: up to the last output pixel.
-    fn rows(&self) -> usize {
-        ((self.n - 1) * self.hp() + self.oh - 1) * self.wp() + self.ow
     }
 }
 
@@ -136,18 +132,6 @@ fn product(
     }
 }
 
-/// Calls `f(grid, dense, len)` for each output row: the offsets (in pixels) of its first
-/// pixel on the padded grid and in the `[n, oh, ow]` output, and its length `ow`; a row is
-/// contiguous in both.
-fn for_each_row(s: &Geom, mut f: impl FnMut(usize, usize, usize)) {
-    let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh, s.ow);
-    for img in 0..s.n {
-        for oy in 0..oh {
-            f((img * hp + oy) * wp, (img * oh + oy) * ow, ow);
-        }
-    }
-}
-
 struct DirectConvOp {
     s: Geom,
     has_bias: bool,
@@ -209,86 +193,48 @@ impl Backward for DirectConvOp {
                     &fresh
                 }
             };
+            let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh, s.ow);
             assert!(
-                s.n > 0 && s.hp() >= s.kh && s.wp() >= s.kw,
-                "conv2d: empty product"
+                s.n > 0 && oh + s.kh == hp + 1 && ow + s.kw == wp + 1 && o > 0,
+                "conv2d: empty product or shapes that are no stride-1 convolution"
             );
-            let (rows, wp) = (s.rows(), s.wp());
-            // dy on the padded row grid, zeros in the rows that are no output pixel.
-            let mut grid = pool::take(rows * o);
-            let mut end = 0;
-            for_each_row(s, |g, d, len| {
-                grid[end * o..g * o].fill(0.0);
-                grid[g * o..(g + len) * o].copy_from_slice(&dys[d * o..(d + len) * o]);
-                end = g + len;
-            });
-            debug_assert_eq!(end, rows);
-            let last = (rows - 1 + (s.kh - 1) * wp) * c + s.kw * c - 1;
-            assert!(
-                last < padded.len(),
-                "conv2d: implicit view exceeds its buffer"
-            );
-            let mut dw = vec![0.0f32; o * k];
-            let seg = s.kw * c;
-            if seg >= 16 {
-                // dW [O, K] one kernel row at a time: dy^T . the row's view of the input.
-                let a = Lhs::plain(grid.as_ptr(), 1, o);
-                for ky in 0..s.kh {
-                    // SAFETY: AVX-512F is present (`usable`); o, kw*c, rows > 0; a reads
-                    // grid[l * o + i] for l < rows, i < o (its length); b reads
-                    // padded[(l + ky*wp)*c + j] for j < kw*c, at most `last` (asserted); c
-                    // writes dw[i*k + ky*kw*c + j] inside dw, a fresh buffer.
-                    unsafe {
-                        gemm_avx512::gemm(
-                            o,
-                            seg,
-                            rows,
-                            a,
-                            padded.as_ptr().add(ky * wp * c),
-                            c,
-                            dw.as_mut_ptr().add(ky * seg),
-                            k,
-                            Init::Zero,
-                        );
-                    }
-                }
-            } else {
-                // A kernel row narrower than a vector (few input channels): dW^T [K, O],
-                // the input's views transposed . dy, vectorised over O, in one product
-                // whose rows are the kernel's (ky, kx, c), a group of kw*c per kernel row.
-                let mut dwt = vec![0.0f32; k * o];
+            assert_eq!(padded.len(), s.n * hp * wp * c, "conv2d: padded input size");
+            assert_eq!(dys.len(), s.n * oh * ow * o, "conv2d: dy size");
+            // dW^T [K, O] = the implicit im2col matrix transposed . dy, accumulated over the
+            // images: rows (ky, kx, c), a group of kw*c per kernel row; depth the image's
+            // output pixels, a segment of ow per output row; dy is read where it is.
+            let mut dwt = vec![0.0f32; k * o];
+            for (img, dyi) in dys.chunks_exact(oh * ow * o).enumerate() {
                 let a = Lhs {
-                    ptr: padded.as_ptr(),
+                    // SAFETY: the image's first element, inside `padded` (asserted).
+                    ptr: unsafe { padded.as_ptr().add(img * hp * wp * c) },
                     rs: 1,
                     cs: c,
-                    seg: usize::MAX,
-                    seg_stride: 0,
-                    group: seg,
+                    seg: ow,
+                    seg_stride: wp * c,
+                    group: s.kw * c,
                     group_stride: wp * c,
                 };
-                // SAFETY: AVX-512F is present (`usable`); k, o, rows > 0; a reads
-                // padded[ky*wp*c + j + l*c] for j < kw*c, l < rows, at most `last`
-                // (asserted); b reads grid[l*o + j] (its length); c writes dwt, k x o.
+                let init = if img == 0 {
+                    Init::Zero
+                } else {
+                    Init::Accumulate
+                };
+                // SAFETY: AVX-512F is present (`usable`); k, o, oh*ow > 0 (asserted); a's
+                // element (ky, kx, ci; oy, ox) is at ((ky + oy) * wp + kx + ox) * c + ci,
+                // at most hp * wp * c - 1, inside the image (oh + kh - 1 = hp, ow + kw - 1
+                // = wp); b is the image's (oh*ow) x o slice of dy; c writes dwt, k x o, a
+                // fresh buffer.
                 unsafe {
-                    gemm_avx512::gemm(
-                        k,
-                        o,
-                        rows,
-                        a,
-                        grid.as_ptr(),
-                        o,
-                        dwt.as_mut_ptr(),
-                        o,
-                        Init::Zero,
-                    );
-                }
-                for (l, row) in dwt.chunks_exact(o).enumerate() {
-                    for (j, &v) in row.iter().enumerate() {
-                        dw[j * k + l] = v;
-                    }
+                    gemm_avx512::gemm(k, o, oh * ow, a, dyi.as_ptr(), o, dwt.as_mut_ptr(), o, init);
                 }
             }
-            pool::give(grid);
+            let mut dw = vec![0.0f32; o * k];
+            for (l, row) in dwt.chunks_exact(o).enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    dw[j * k + l] = v;
+                }
+            }
             tensor(ctx.input(1).shape(), dw)
         });
         let mut out = vec![dx, dw];
