@@ -2,13 +2,16 @@
 //! when the CPU has AVX-512F (the `gemm` crate's AVX-512 kernels need a nightly compiler;
 //! on stable it runs 8-lane AVX2 kernels).
 //!
-//! `c [m, n] = a . b` or `c += a . b`, with `a` any strided view (its elements are broadcast
-//! from memory one at a time, so a transposed `dy` costs nothing), `b` row-major with unit
-//! column stride and `c` row-major. The register tile is `MR` rows by `NV` 16-lane vectors
-//! (up to 24 accumulators of the 32 registers); a partial vector at the right edge uses
-//! masked loads and stores, which never touch the lanes masked off. The depth is cut in
-//! blocks of [`KC`], the rows in panels of [`PANEL`], so a block of `b` and a panel of `a`
-//! stay in cache while the tiles sweep them. The order of the sums depends only on the
+//! `c [m, n] = a . b`, `c += a . b` or `c = bias + a . b`, with `a` any strided view with
+//! groups of rows and segments of depth ([`Lhs`]: an implicit im2col matrix or its
+//! transpose; its elements are broadcast from memory one at a time, so a transposed `dy`
+//! costs nothing), `b` row-major with unit column stride and `c` row-major. The register
+//! tile is `MR` rows (of one group) by `NV` 16-lane vectors (up to 24 accumulators of the 32
+//! registers); a tile with fewer than 8 accumulators keeps 2 or 4 sets of them for
+//! alternate depth indices, so its FMAs do not wait on each other. A partial vector at the
+//! right edge uses masked loads and stores, which never touch the lanes masked off. The depth
+//! is cut in blocks of [`KC`], the rows in panels of [`PANEL`], so a block of `b` and a panel
+//! of `a` stay in cache while the tiles sweep them. The order of the sums depends only on the
 //! shapes, so results are reproducible.
 
 use std::arch::x86_64::*;
