@@ -558,23 +558,34 @@ mod tests {
         }
     }
 
-    /// Stride-1 square kernels on 8 or more channels, which the implicit-GEMM path takes on a
-    /// CPU with AVX-512F: the forward matches the direct loops, the gradients match the
-    /// im2col path's (and both are checked by finite differences above and the adjoint
-    /// property below).
+    /// Stride-1 square kernels, which the implicit-GEMM path takes on a CPU with AVX-512F
+    /// (the test checks that each case reached it): the forward matches the direct loops,
+    /// the gradients match the im2col path's (and both are checked by finite differences
+    /// above and the adjoint property below). The cases include one input channel (a first
+    /// layer), images of more than 256 output pixels (dW's depth blocks then start inside an
+    /// output row), an output one pixel wide and an even kernel.
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn implicit_gemm_path_matches_im2col() {
-        use crate::nn::autograd::ops_conv_direct::IM2COL_ONLY;
+        use crate::nn::autograd::ops_conv_direct::{DIRECT_RUNS, IM2COL_ONLY};
+        if !crate::nn::autograd::gemm_avx512::available() {
+            eprintln!("implicit_gemm_path_matches_im2col: skipped, this CPU has no AVX-512F");
+            return;
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(17);
-        let cases: [(&[usize], &[usize], usize); 5] = [
+        let cases: [(&[usize], &[usize], usize); 9] = [
             (&[2, 6, 5, 8], &[4, 3, 3, 8], 1),
             (&[1, 7, 7, 9], &[3, 3, 3, 9], 0),
             (&[2, 5, 6, 16], &[17, 3, 3, 16], 2),
             (&[1, 6, 6, 8], &[5, 5, 5, 8], 2),
             (&[3, 9, 8, 33], &[70, 3, 3, 33], 1),
+            (&[2, 28, 28, 1], &[8, 3, 3, 1], 1),
+            (&[2, 12, 12, 1], &[6, 5, 5, 1], 2),
+            (&[2, 6, 1, 4], &[3, 3, 3, 4], 1),
+            (&[2, 5, 5, 3], &[4, 2, 2, 3], 1),
         ];
         for (xs, ws, pad) in cases {
+            let before = DIRECT_RUNS.with(|r| r.get());
             let p = Conv2dParams {
                 stride: 1,
                 padding: pad,
@@ -584,27 +595,36 @@ mod tests {
                 randn(ws, &mut rng),
                 randn(&ws[..1], &mut rng),
             );
+            // On this thread: a product the pool would split takes the im2col path.
             let run = |im2col: bool| {
-                IM2COL_ONLY.with(|f| f.set(im2col));
-                let mut g = Graph::new();
-                let (xv, wv, bv) = (
-                    g.leaf(x.clone(), true),
-                    g.leaf(w.clone(), true),
-                    g.leaf(b.clone(), true),
-                );
-                let y = g.conv2d(xv, wv, Some(bv), p);
-                let yv = g.value(y).clone();
-                let s = weighted_sum(&mut g, y, 18);
-                g.backward(s);
-                IM2COL_ONLY.with(|f| f.set(false));
-                [
-                    yv,
-                    g.take_grad(xv).unwrap(),
-                    g.take_grad(wv).unwrap(),
-                    g.take_grad(bv).unwrap(),
-                ]
+                crate::nn::autograd::gemm::serial(|| {
+                    IM2COL_ONLY.with(|f| f.set(im2col));
+                    let mut g = Graph::new();
+                    let (xv, wv, bv) = (
+                        g.leaf(x.clone(), true),
+                        g.leaf(w.clone(), true),
+                        g.leaf(b.clone(), true),
+                    );
+                    let y = g.conv2d(xv, wv, Some(bv), p);
+                    let yv = g.value(y).clone();
+                    let s = weighted_sum(&mut g, y, 18);
+                    g.backward(s);
+                    IM2COL_ONLY.with(|f| f.set(false));
+                    [
+                        yv,
+                        g.take_grad(xv).unwrap(),
+                        g.take_grad(wv).unwrap(),
+                        g.take_grad(bv).unwrap(),
+                    ]
+                })
             };
-            let (direct, im2col) = (run(false), run(true));
+            let direct = run(false);
+            assert_eq!(
+                DIRECT_RUNS.with(|r| r.get()),
+                before + 1,
+                "{xs:?} {ws:?} did not take the implicit-GEMM path"
+            );
+            let im2col = run(true);
             let want = conv_ref(&x, &w, Some(&b), p);
             for (a, e) in direct[0].iter().zip(want.iter()) {
                 assert!((a - e).abs() < 1e-4, "{xs:?} {ws:?}: {a} vs {e}");

@@ -49,6 +49,8 @@ pub(super) fn usable(s: &Geom, mnk: [usize; 3]) -> bool {
 thread_local! {
     /// Tests set this to run the im2col path on a CPU that would take this one.
     pub(super) static IM2COL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Convolutions this thread ran on this path (tests check that they reached it).
+    pub(super) static DIRECT_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// `x [n, h, w, c]` copied into a `[n, h + 2 * py, w + 2 * px, c]` buffer with zeros around
@@ -98,7 +100,7 @@ fn product(
         "conv2d: padded input size"
     );
     assert!(
-        s.n > 0 && oh + s.kh == hp + 1 && ow + s.kw == wp + 1 && cout > 0,
+        s.n > 0 && oh * ow > 0 && oh + s.kh == hp + 1 && ow + s.kw == wp + 1 && k > 0 && cout > 0,
         "conv2d: empty product or shapes that are no stride-1 convolution"
     );
     for (img, y) in out.chunks_exact_mut(oh * ow * cout).enumerate() {
@@ -184,18 +186,23 @@ impl Backward for DirectConvOp {
             tensor(ctx.input(0).shape(), dx)
         });
         let dw = ctx.needs(1).then(|| {
-            let fresh;
-            let padded = match &self.padded {
-                Some(p) => p,
-                None => {
-                    let x = super::slice(ctx.input(0));
-                    fresh = pad(x, s.n, s.h, s.w, c, s.pad, s.pad);
-                    &fresh
-                }
+            // The padded input: kept by the forward, or padded again here (and given back).
+            let fresh = self.padded.is_none().then(|| {
+                let x = super::slice(ctx.input(0));
+                pad(x, s.n, s.h, s.w, c, s.pad, s.pad)
+            });
+            let padded = match (&self.padded, &fresh) {
+                (Some(p), _) | (None, Some(p)) => p,
+                (None, None) => unreachable!("padded above when not kept"),
             };
             let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh, s.ow);
             assert!(
-                s.n > 0 && oh + s.kh == hp + 1 && ow + s.kw == wp + 1 && o > 0,
+                s.n > 0
+                    && oh * ow > 0
+                    && oh + s.kh == hp + 1
+                    && ow + s.kw == wp + 1
+                    && k > 0
+                    && o > 0,
                 "conv2d: empty product or shapes that are no stride-1 convolution"
             );
             assert_eq!(padded.len(), s.n * hp * wp * c, "conv2d: padded input size");
@@ -235,6 +242,9 @@ impl Backward for DirectConvOp {
                     dw[j * k + l] = v;
                 }
             }
+            if let Some(f) = fresh {
+                pool::give(f);
+            }
             tensor(ctx.input(1).shape(), dw)
         });
         let mut out = vec![dx, dw];
@@ -249,6 +259,8 @@ impl Backward for DirectConvOp {
 impl Graph {
     /// [`Graph::conv2d`] for a stride of 1 when [`usable`]: same arguments and result.
     pub(super) fn conv2d_direct(&mut self, x: Var, w: Var, b: Option<Var>, s: Geom) -> Var {
+        #[cfg(test)]
+        DIRECT_RUNS.with(|r| r.set(r.get() + 1));
         let xs = super::slice(self.value(x));
         let ws = super::slice(self.value(w));
         let (k, o) = (s.k(), s.o);
