@@ -53,24 +53,47 @@ thread_local! {
     pub(super) static DIRECT_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// `x [n, h, w, c]` copied into a `[n, h + 2 * py, w + 2 * px, c]` buffer with zeros around
+/// `x [n, h, w, c]` copied into a `[n, h + 2 * q, w + 2 * q, c]` buffer with zeros around
 /// each image; every element is written once.
-fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize, py: usize, px: usize) -> Vec<f32> {
-    let (hp, wp) = (h + 2 * py, w + 2 * px);
+fn pad(x: &[f32], n: usize, h: usize, w: usize, c: usize, q: usize) -> Vec<f32> {
+    let (hp, wp) = (h + 2 * q, w + 2 * q);
     let mut p = pool::take(n * hp * wp * c);
     for (img, out) in p.chunks_exact_mut(hp * wp * c).enumerate() {
         let xi = &x[img * h * w * c..(img + 1) * h * w * c];
-        let (top, rest) = out.split_at_mut(py * wp * c);
+        let (top, rest) = out.split_at_mut(q * wp * c);
         let (mid, bottom) = rest.split_at_mut(h * wp * c);
         top.fill(0.0);
         bottom.fill(0.0);
         for (row, src) in mid.chunks_exact_mut(wp * c).zip(xi.chunks_exact(w * c)) {
-            row[..px * c].fill(0.0);
-            row[px * c..(px + w) * c].copy_from_slice(src);
-            row[(px + w) * c..].fill(0.0);
+            row[..q * c].fill(0.0);
+            row[q * c..(q + w) * c].copy_from_slice(src);
+            row[(q + w) * c..].fill(0.0);
         }
     }
     p
+}
+
+/// Checks what the implicit products' bounds proofs rely on: `padded` is `s`'s input with
+/// `cin` channels padded, the shapes are a stride-1 convolution's (`oh + kh - 1 = hp`,
+/// `ow + kw - 1 = wp`, so an image's view ends at its last padded element) and no dimension
+/// of the products is empty. Returns `K = kh * kw * cin`.
+fn check_implicit(s: &Geom, padded: &[f32], cin: usize, cout: usize) -> usize {
+    let (k, hp, wp) = (s.kh * s.kw * cin, s.hp(), s.wp());
+    assert_eq!(
+        padded.len(),
+        s.n * hp * wp * cin,
+        "conv2d: padded input size"
+    );
+    assert!(
+        s.n > 0
+            && s.oh * s.ow > 0
+            && s.oh + s.kh == hp + 1
+            && s.ow + s.kw == wp + 1
+            && k > 0
+            && cout > 0,
+        "conv2d: empty product or shapes that are no stride-1 convolution"
+    );
+    k
 }
 
 /// The implicit product `[pixels, K] . b [K, cout]` over `padded` (`cin` channels), written
@@ -86,26 +109,15 @@ fn product(
     out: &mut [f32],
     bias: Option<&[f32]>,
 ) {
-    let (k, hp, wp, oh, ow) = (s.kh * s.kw * cin, s.hp(), s.wp(), s.oh, s.ow);
+    let k = check_implicit(s, padded, cin, cout);
+    let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh, s.ow);
     assert_eq!(b.len(), k * cout, "conv2d: packed weights");
     assert_eq!(out.len(), s.n * oh * ow * cout, "conv2d: output size");
     assert!(bias.is_none_or(|b| b.len() == cout), "conv2d: bias length");
     let init = bias.map_or(Init::Zero, |b| Init::Bias(b.as_ptr()));
-    // The last element an image's product reads: its last pixel (oh - 1, ow - 1), kernel
-    // row kh - 1, column kw*cin - 1, which is ((oh + kh - 2) * wp + ow + kw - 2) * cin +
-    // cin - 1 = hp * wp * cin - 1 into the image (oh + kh - 1 = hp, ow + kw - 1 = wp).
-    assert_eq!(
-        padded.len(),
-        s.n * hp * wp * cin,
-        "conv2d: padded input size"
-    );
-    assert!(
-        s.n > 0 && oh * ow > 0 && oh + s.kh == hp + 1 && ow + s.kw == wp + 1 && k > 0 && cout > 0,
-        "conv2d: empty product or shapes that are no stride-1 convolution"
-    );
     for (img, y) in out.chunks_exact_mut(oh * ow * cout).enumerate() {
         let a = Lhs {
-            // SAFETY: the image's first element, inside `padded` (above).
+            // SAFETY: the image's first element, inside `padded` (checked).
             ptr: unsafe { padded.as_ptr().add(img * hp * wp * cin) },
             rs: cin,
             cs: 1,
@@ -115,7 +127,7 @@ fn product(
             group_stride: wp * cin,
         };
         // SAFETY: AVX-512F is present (`usable`); oh*ow, cout, k > 0; every element the
-        // left operand reads is inside the image in `padded` (above), `b` is k x cout
+        // left operand reads is inside the image in `padded` (checked), `b` is k x cout
         // (asserted), as is the bias; `y` is an exclusively borrowed (oh*ow) x cout slice
         // of `out`, which overlaps none of them.
         unsafe {
@@ -157,8 +169,9 @@ impl Backward for DirectConvOp {
         let w = super::slice(ctx.input(1));
         let dx = ctx.needs(0).then(|| {
             // dx = conv(dy padded by K - 1 - pad, flipped kernel with swapped channels).
-            let (qy, qx) = (s.kh - 1 - s.pad, s.kw - 1 - s.pad);
-            let dyq = pad(dys, s.n, s.oh, s.ow, o, qy, qx);
+            // `Geom` pads both axes alike: the kernel is square (`usable`).
+            let q = s.kh - 1 - s.pad;
+            let dyq = pad(dys, s.n, s.oh, s.ow, o, q);
             let mut wf = vec![0.0f32; s.kh * s.kw * o * c];
             for ky in 0..s.kh {
                 for kx in 0..s.kw {
@@ -169,7 +182,6 @@ impl Backward for DirectConvOp {
                     }
                 }
             }
-            // `Geom` pads both axes alike: the kernel is square (`usable`), so qy == qx.
             let t = Geom {
                 h: s.oh,
                 w: s.ow,
@@ -177,7 +189,7 @@ impl Backward for DirectConvOp {
                 o: c,
                 oh: s.h,
                 ow: s.w,
-                pad: qy,
+                pad: q,
                 ..*s
             };
             let mut dx = pool::take(s.n * s.h * s.w * c);
@@ -189,23 +201,14 @@ impl Backward for DirectConvOp {
             // The padded input: kept by the forward, or padded again here (and given back).
             let fresh = self.padded.is_none().then(|| {
                 let x = super::slice(ctx.input(0));
-                pad(x, s.n, s.h, s.w, c, s.pad, s.pad)
+                pad(x, s.n, s.h, s.w, c, s.pad)
             });
             let padded = match (&self.padded, &fresh) {
                 (Some(p), _) | (None, Some(p)) => p,
                 (None, None) => unreachable!("padded above when not kept"),
             };
+            check_implicit(s, padded, c, o);
             let (hp, wp, oh, ow) = (s.hp(), s.wp(), s.oh, s.ow);
-            assert!(
-                s.n > 0
-                    && oh * ow > 0
-                    && oh + s.kh == hp + 1
-                    && ow + s.kw == wp + 1
-                    && k > 0
-                    && o > 0,
-                "conv2d: empty product or shapes that are no stride-1 convolution"
-            );
-            assert_eq!(padded.len(), s.n * hp * wp * c, "conv2d: padded input size");
             assert_eq!(dys.len(), s.n * oh * ow * o, "conv2d: dy size");
             // dW^T [K, O] = the implicit im2col matrix transposed . dy, accumulated over the
             // images: rows (ky, kx, c), a group of kw*c per kernel row; depth the image's
@@ -213,7 +216,7 @@ impl Backward for DirectConvOp {
             let mut dwt = vec![0.0f32; k * o];
             for (img, dyi) in dys.chunks_exact(oh * ow * o).enumerate() {
                 let a = Lhs {
-                    // SAFETY: the image's first element, inside `padded` (asserted).
+                    // SAFETY: the image's first element, inside `padded` (checked).
                     ptr: unsafe { padded.as_ptr().add(img * hp * wp * c) },
                     rs: 1,
                     cs: c,
@@ -227,7 +230,7 @@ impl Backward for DirectConvOp {
                 } else {
                     Init::Accumulate
                 };
-                // SAFETY: AVX-512F is present (`usable`); k, o, oh*ow > 0 (asserted); a's
+                // SAFETY: AVX-512F is present (`usable`); k, o, oh*ow > 0 (checked); a's
                 // element (ky, kx, ci; oy, ox) is at ((ky + oy) * wp + kx + ox) * c + ci,
                 // at most hp * wp * c - 1, inside the image (oh + kh - 1 = hp, ow + kw - 1
                 // = wp); b is the image's (oh*ow) x o slice of dy; c writes dwt, k x o, a
@@ -236,12 +239,7 @@ impl Backward for DirectConvOp {
                     gemm_avx512::gemm(k, o, oh * ow, a, dyi.as_ptr(), o, dwt.as_mut_ptr(), o, init);
                 }
             }
-            let mut dw = vec![0.0f32; o * k];
-            for (l, row) in dwt.chunks_exact(o).enumerate() {
-                for (j, &v) in row.iter().enumerate() {
-                    dw[j * k + l] = v;
-                }
-            }
+            let dw = pack(Mat::new(&dwt, k, o).t());
             if let Some(f) = fresh {
                 pool::give(f);
             }
@@ -266,7 +264,7 @@ impl Graph {
         let (k, o) = (s.k(), s.o);
         // The weights as the right operand, [K, O].
         let wt = pack(Mat::new(ws, o, k).t());
-        let padded = pad(xs, s.n, s.h, s.w, s.c, s.pad, s.pad);
+        let padded = pad(xs, s.n, s.h, s.w, s.c, s.pad);
         let bias = b.map(|b| super::slice(self.value(b)));
         let mut y = pool::take(s.n * s.oh * s.ow * o);
         product(&padded, &s, s.c, &wt, o, &mut y, bias);
