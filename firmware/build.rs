@@ -66,6 +66,20 @@ const BOARDS: &[(&str, Board)] = &[
         },
     ),
     (
+        "CARGO_FEATURE_BOARD_STM32L4R5",
+        Board {
+            name: "stm32l4r5",
+            ram_budget: 640 * KIB,
+            flash_budget: 2048 * KIB,
+            why: "STM32L4R5ZI (NUCLEO-L4R5ZI, MLPerf Tiny's Cortex-M4 board): 640 KiB SRAM, \
+                  2 MiB flash",
+            systick_hz: 0,
+            counter: "dwt",
+            guard: "mpu",
+            code_reserve: 64 * KIB,
+        },
+    ),
+    (
         "CARGO_FEATURE_BOARD_STM32F411",
         Board {
             name: "stm32f411",
@@ -306,6 +320,15 @@ fn run() -> Result<(), String> {
             model_path.display()
         ));
     }
+
+    // The figures of the check, also when it passes: what a model leaves free on the board.
+    println!(
+        "cargo:warning=fits board {}: flash {flash_need} of {flash_budget} B (model \
+         {model_len} + test inputs {inputs_len} + code reserve {code_reserve}), RAM {ram_need} \
+         of {ram_budget} B (arena {arena} + stack reserve {stack_reserve} + statics and model \
+         table {statics})",
+        board.name
+    );
 
     // ---- generated constants ----
     let mut cfg = String::new();

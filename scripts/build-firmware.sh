@@ -4,14 +4,14 @@
 #                             [--features F1,F2] [--stack-reserve BYTES]
 # Boards (firmware/boards/B/): mps2-an386 (Cortex-M4F, default), microbit (M0), mps2-an385
 # (M3), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55); silicon: stm32f411 (M4F),
-# stm32g071 (M0+).
+# stm32l4r5 (M4F, NUCLEO-L4R5ZI), stm32g071 (M0+).
 # Defaults: model firmware/models/ref-cnn.bin, inputs firmware/models/test-inputs.bin.
 # Relative paths are taken from the current directory. Output is cached per board in
 # firmware/target/B.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-usage() { sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
+usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 64; }
 abspath() {
     case "$1" in
         /*) printf '%s\n' "$1" ;;

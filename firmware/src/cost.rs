@@ -7,7 +7,7 @@
 //!   and the same on every run. QEMU does not model DWT CYCCNT (it reads 0), hence SysTick.
 //!   The 24-bit counter wraps every 2^24 ticks (671 M instructions); a SysTick exception counts
 //!   the wraps, so long inferences are measured correctly too.
-//! - stm32f411 (silicon): DWT CYCCNT, exact core cycles (32 bits: 42 s at 100 MHz).
+//! - stm32f411, stm32l4r5 (silicon): DWT CYCCNT, exact core cycles (32 bits: 42 s at 100 MHz).
 //! - stm32g071 (silicon, Cortex-M0+: no CYCCNT): SysTick on the core clock, which counts core
 //!   cycles directly.
 

@@ -277,7 +277,8 @@ mod tests {
                 out_channels: 7,
                 kernel_h: 1,
                 kernel_w: 1,
-                stride: 4,
+                stride_h: 4,
+                stride_w: 4,
                 padding: crate::format::Padding::uniform(0),
                 input_zero_point: 0,
                 output: OutputStage {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"TMCU";
 /// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
-pub const FORMAT_VERSION: u16 = 5;
+pub const FORMAT_VERSION: u16 = 6;
 pub const PREAMBLE_BYTES: usize = 20;
 /// Most layers (graph nodes) a model may have (bounds the fixed-capacity layer list).
 pub const MAX_LAYERS: usize = 32;
@@ -174,13 +174,54 @@ impl<'a> OutputStage<'a> {
     }
 }
 
-/// Pooling window (square). Padded positions are ignored by max-pool (as if `-inf`); average
-/// pools and the max-pool fused into a conv take no padding.
+/// Pooling window of `kernel_h x kernel_w` pixels, moved by `stride_h` rows and `stride_w`
+/// columns. Padded positions are ignored by max-pool (as if `-inf`); average pools and the
+/// max-pool fused into a conv take no padding, and a fused pool is square.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool2d {
-    pub kernel: u8,
-    pub stride: u8,
+    pub kernel_h: u8,
+    pub kernel_w: u8,
+    pub stride_h: u8,
+    pub stride_w: u8,
     pub padding: u8,
+}
+
+impl Pool2d {
+    /// A square window with equal strides.
+    pub const fn square(kernel: u8, stride: u8, padding: u8) -> Pool2d {
+        Pool2d {
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride_h: stride,
+            stride_w: stride,
+            padding,
+        }
+    }
+
+    /// `(kernel, stride)` when the window is square with equal strides.
+    pub const fn as_square(&self) -> Option<(u8, u8)> {
+        if self.kernel_h == self.kernel_w && self.stride_h == self.stride_w {
+            Some((self.kernel_h, self.stride_h))
+        } else {
+            None
+        }
+    }
+}
+
+/// `k`, or `kh x kw` when the window is not square; then `/s` or `/sh x sw`.
+impl core::fmt::Display for Pool2d {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.kernel_h == self.kernel_w {
+            write!(f, "{}", self.kernel_h)?;
+        } else {
+            write!(f, "{}x{}", self.kernel_h, self.kernel_w)?;
+        }
+        if self.stride_h == self.stride_w {
+            write!(f, "/{}", self.stride_h)
+        } else {
+            write!(f, "/{}x{}", self.stride_h, self.stride_w)
+        }
+    }
 }
 
 /// Zero padding of a convolution, in pixels on each side. TensorFlow Lite's `SAME` padding with
@@ -248,7 +289,8 @@ pub struct Conv2d<'a> {
     pub out_channels: u16,
     pub kernel_h: u8,
     pub kernel_w: u8,
-    pub stride: u8,
+    pub stride_h: u8,
+    pub stride_w: u8,
     /// Zero padding; padded pixels take the input zero point (real 0).
     pub padding: Padding,
     pub input_zero_point: i8,

@@ -31,7 +31,8 @@ pub use error::Error;
 pub use format::{Layer, ModelDef, ModelHeader, Shape, TensorSpec};
 pub use interpreter::Interpreter;
 pub use model::{
-    analyze, analyze_with, crc32, decode_def, Analysis, LayerInfo, LayerSource, Model, Step,
+    analyze, analyze_with, crc32, decode_def, Analysis, ArenaFigures, LayerInfo, LayerSource,
+    Model, Step,
 };
 pub use quant::{argmax, QuantParams, Requant, Rounding};
 

@@ -110,6 +110,9 @@ pub struct Analysis<'a, const N: usize = MAX_LAYERS> {
     pub arena_bytes: usize,
     /// The lower bound no layout can beat: most bytes live at one step.
     pub live_peak_bytes: usize,
+    /// The same bound for the activations alone (kernel scratch left out): the floor of
+    /// layer-by-layer execution, whatever the kernels.
+    pub activation_peak_bytes: usize,
     /// Every tensor live at once (no reuse).
     pub naive_bytes: usize,
     /// The head's decoder, built once by the check of the head.
@@ -202,6 +205,7 @@ impl<const N: usize> Analysis<'_, N> {
             },
             arena_bytes: 0,
             live_peak_bytes: 0,
+            activation_peak_bytes: 0,
             naive_bytes: 0,
             boxes: None,
             grid: None,
@@ -214,6 +218,7 @@ impl<const N: usize> Analysis<'_, N> {
         self.input = TensorInfo::default();
         self.arena_bytes = 0;
         self.live_peak_bytes = 0;
+        self.activation_peak_bytes = 0;
         self.naive_bytes = 0;
         self.boxes = None;
         self.grid = None;
@@ -489,8 +494,47 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
     limit(last, "arena bytes", p.arena_bytes as u64, MAX_ARENA_BYTES)?;
     out.arena_bytes = p.arena_bytes;
     out.live_peak_bytes = p.live_peak_bytes;
+    out.activation_peak_bytes = crate::planner::live_peak(&TensorsOnly(out));
     out.naive_bytes = p.naive_bytes;
     Ok(head)
+}
+
+/// An analysis's regions without the kernel scratch (odd regions are tensors, see
+/// [`Regions`] for [`Analysis`]), for the activations' live peak.
+struct TensorsOnly<'x, 'a, const N: usize>(&'x Analysis<'a, N>);
+
+impl<const N: usize> Regions for TensorsOnly<'_, '_, N> {
+    fn count(&self) -> usize {
+        self.0.count()
+    }
+    fn size(&self, r: usize) -> usize {
+        if r == 0 || r % 2 == 1 {
+            self.0.size(r)
+        } else {
+            0
+        }
+    }
+    fn life(&self, r: usize) -> Lifetime {
+        self.0.life(r)
+    }
+    fn offset(&self, r: usize) -> usize {
+        self.0.offset(r)
+    }
+    fn set_offset(&mut self, _: usize, _: usize) {}
+}
+
+/// What a model's arena holds, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArenaFigures {
+    /// The arena `Interpreter::new` needs (the planner's layout).
+    pub arena_bytes: usize,
+    /// Most bytes live at one step, kernel scratch included: no layout needs less.
+    pub live_peak_bytes: usize,
+    /// Most activation bytes live at one step: the floor of layer-by-layer execution.
+    /// `arena_bytes - activation_peak_bytes` is what kernel scratch and layout cost.
+    pub activation_peak_bytes: usize,
+    /// Every tensor and scratch live at once (no reuse).
+    pub naive_bytes: usize,
 }
 
 /// The preamble and the payload of a blob whose payload matches its CRC.
@@ -657,13 +701,15 @@ impl<'a, const N: usize> Model<'a, N> {
     pub fn tensor(&self, t: usize) -> Option<&TensorInfo> {
         self.analysis.tensor(t)
     }
-    /// The plan's figures: `(arena, live peak lower bound, naive all-live)` bytes.
-    pub fn arena_figures(&self) -> (usize, usize, usize) {
-        (
-            self.analysis.arena_bytes,
-            self.analysis.live_peak_bytes,
-            self.analysis.naive_bytes,
-        )
+    /// The plan's figures.
+    pub fn arena_figures(&self) -> ArenaFigures {
+        let a = &self.analysis;
+        ArenaFigures {
+            arena_bytes: a.arena_bytes,
+            live_peak_bytes: a.live_peak_bytes,
+            activation_peak_bytes: a.activation_peak_bytes,
+            naive_bytes: a.naive_bytes,
+        }
     }
     /// Total multiply-accumulates per inference.
     pub fn macs(&self) -> usize {

@@ -85,7 +85,8 @@ fn def(o: &Owned) -> ModelDef<'_> {
             out_channels: 2,
             kernel_h: k,
             kernel_w: k,
-            stride: 1,
+            stride_h: 1,
+            stride_w: 1,
             padding: runtime::format::Padding::uniform(padding),
             input_zero_point: izp,
             output,
@@ -93,11 +94,7 @@ fn def(o: &Owned) -> ModelDef<'_> {
             pool,
         })
     };
-    let pool = Some(Pool2d {
-        kernel: 2,
-        stride: 2,
-        padding: 0,
-    });
+    let pool = Some(Pool2d::square(2, 2, 0));
     let c0 = conv(1, 3, 1, -128, stage(&o.cb, &o.cr, -128, -128), &o.cw, pool);
     let c1 = conv(2, 1, 0, -128, stage(&o.pb, &o.pr, -10, -128), &o.pw, None);
     let fc = Layer::FullyConnected(FullyConnected {
@@ -163,7 +160,7 @@ fn golden_blob() {
     );
     // Independent checks of the preamble layout.
     assert_eq!(&b[..4], b"TMCU");
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 5);
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 6);
     let arena = u32::from_le_bytes(b[8..12].try_into().unwrap());
     assert_eq!(arena as usize, SMALL_ARENA, "see SMALL_ARENA");
     assert_eq!(
@@ -181,10 +178,14 @@ fn loads_and_runs_like_the_kernels_say() {
     let m = Model::from_bytes(&b).unwrap();
     assert_eq!(m.arena_bytes(), SMALL_ARENA);
     // Naive: every region live at once (rounded to 4 bytes), scratch included.
+    let f = m.arena_figures();
     assert_eq!(
-        m.arena_figures(),
+        (f.arena_bytes, f.live_peak_bytes, f.naive_bytes),
         (SMALL_ARENA, SMALL_ARENA, 36 + 20 * 3 + 36 + 4 + 160 + 48)
     );
+    // Activations alone peak at the concat (step 3): it reads the add's output and conv 0's
+    // (20 B each, 18 rounded to a word) and writes 36 B.
+    assert_eq!(f.activation_peak_bytes, 20 + 20 + 36);
     assert_eq!(m.macs(), 6 * 6 * 2 * 9 + 9 * 2 * 2 + FC_IN * 3);
     let x: Vec<i8> = (0..36).map(|i| (i * 7 % 256) as u8 as i8).collect();
     let mut arena = [0u8; SMALL_ARENA];
@@ -203,10 +204,10 @@ fn loads_and_runs_like_the_kernels_say() {
         rounding: runtime::Rounding::Single,
     };
     let s0 = st(&o.cb, &o.cr, -128);
-    let g0 = ConvGeom::new(6, 6, 1, 2, 3, 3, 1, Padding::uniform(1), Some((2, 2))).unwrap();
+    let g0 = ConvGeom::new(6, 6, 1, 2, 3, 3, (1, 1), Padding::uniform(1), Some((2, 2))).unwrap();
     let mut t1 = vec![0i8; 18];
     kernels::conv2d(&x, -128, &i8s(&o.cw), &g0, &s0, &mut t1, &mut []);
-    let g1 = ConvGeom::new(3, 3, 2, 2, 1, 1, 1, Padding::uniform(0), None).unwrap();
+    let g1 = ConvGeom::new(3, 3, 2, 2, 1, 1, (1, 1), Padding::uniform(0), None).unwrap();
     let mut t2 = vec![0i8; 18];
     kernels::conv2d(
         &t1,

@@ -100,11 +100,7 @@ fn exercise(bytes: &[u8]) -> Result<(), Error> {
 fn average_pool_with_padding_is_an_error_not_an_overflow() {
     let def = one_layer(
         spec(28, 28, 1, 0.01, 0),
-        Layer::AvgPool2d(Pool2d {
-            kernel: 2,
-            stride: 127,
-            padding: 254,
-        }),
+        Layer::AvgPool2d(Pool2d::square(2, 127, 254)),
         spec(1, 1, 1, 0.01, 0),
         Head::Classifier { classes: 1 },
     );
@@ -122,7 +118,8 @@ fn grid_def<'a>(bias: &'a [u8], rq: &'a [u8], w: &'a [u8], scale: f32) -> ModelD
             out_channels: 7,
             kernel_h: 1,
             kernel_w: 1,
-            stride: 4,
+            stride_h: 4,
+            stride_w: 4,
             padding: Padding::uniform(0),
             input_zero_point: -128,
             output: OutputStage {
@@ -249,7 +246,8 @@ fn resource_limits_and_scales() {
             out_channels: 65535,
             kernel_h: 1,
             kernel_w: 1,
-            stride: 1,
+            stride_h: 1,
+            stride_w: 1,
             padding: Padding::uniform(0),
             input_zero_point: 0,
             output: OutputStage {
@@ -349,7 +347,8 @@ fn conv<'a>(
         out_channels: oc,
         kernel_h: k,
         kernel_w: k,
-        stride: s,
+        stride_h: s,
+        stride_w: s,
         padding: Padding::uniform(p),
         input_zero_point: -128,
         output: stage(a, n),
@@ -366,11 +365,7 @@ fn conv<'a>(
 /// Base models: every layer kind, a graph with add and concat, a localizer and a grid head.
 fn base<'a>(a: &'a Arrays, which: usize) -> ModelDef<'a> {
     let mut layers = heapless::Vec::new();
-    let pool = |k, s, p| Pool2d {
-        kernel: k,
-        stride: s,
-        padding: p,
-    };
+    let pool = Pool2d::square;
     let add = AddParams::from_scales(0.05, -128, 0.05, -128, 0.1, -128, -128, 127).unwrap();
     let (input, output, head) = match which {
         0 => {
@@ -598,7 +593,7 @@ fn edit(def: &mut ModelDef, (sel, v): (u8, i64)) {
             match &mut node.layer {
                 Layer::Conv2d(c) | Layer::DepthwiseConv2d(c) => match sel {
                     9 => c.kernel_h = u8v,
-                    10 => c.stride = u8v,
+                    10 => c.stride_h = u8v,
                     11 => {
                         c.padding = Padding {
                             top: u8v,
@@ -609,18 +604,20 @@ fn edit(def: &mut ModelDef, (sel, v): (u8, i64)) {
                     }
                     12 => c.out_channels = u16v,
                     13 => {
-                        c.pool = Some(Pool2d {
-                            kernel: u8v,
-                            stride: pick(v / 3, &[1u8, 2, 127]),
-                            padding: pick(v / 5, &[0u8, 1, 254]),
-                        })
+                        c.pool = Some(Pool2d::square(
+                            u8v,
+                            pick(v / 3, &[1u8, 2, 127]),
+                            pick(v / 5, &[0u8, 1, 254]),
+                        ))
                     }
                     14 => c.output.act_min = i8v,
                     _ => c.input_zero_point = i8v,
                 },
                 Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => match sel {
-                    9 | 12 => p.kernel = u8v,
-                    10 | 13 => p.stride = u8v,
+                    9 => p.kernel_h = u8v,
+                    12 => p.kernel_w = u8v,
+                    10 => p.stride_h = u8v,
+                    13 => p.stride_w = u8v,
                     _ => p.padding = u8v,
                 },
                 Layer::FullyConnected(fc) => match sel {
@@ -723,4 +720,121 @@ fn mutations_reach_every_kernel_and_decoder() {
         "only {ran} of {total} mutated models ran"
     );
     assert_eq!(kinds.len(), 12, "{kinds:?}");
+}
+
+/// Review finding: TensorFlow Lite's requantization with a shift above 0 wraps, so it is not
+/// monotonic, and a fused max-pool (max of raw accumulators, then one requantization) gave
+/// `[-128]` where the reference (requantize, then max) gives `[127]`: 1x1 conv, weight 1,
+/// requantization (2^30, shift 30), pool 2/2, input `[1, 2, 0, 0]`. Such a blob is refused;
+/// with single rounding or a shift of 0 the same layer loads and runs as the reference.
+#[test]
+fn fused_pool_after_a_wrapping_requantization_is_refused() {
+    let bias = encode_i32s(&[0]);
+    let w = encode_i8s(&[1]);
+    let def_with = |rounding, shift| {
+        let rq = encode_requants(&[Requant {
+            multiplier: 1 << 30,
+            shift,
+        }]);
+        let mut def = one_layer(
+            spec(2, 2, 1, 1.0, 0),
+            Layer::Conv2d(Conv2d {
+                in_channels: 1,
+                out_channels: 1,
+                kernel_h: 1,
+                kernel_w: 1,
+                stride_h: 1,
+                stride_w: 1,
+                padding: Padding::uniform(0),
+                input_zero_point: 0,
+                output: OutputStage {
+                    zero_point: 0,
+                    act_min: -128,
+                    act_max: 127,
+                    bias: Box::leak(bias.clone().into_boxed_slice()),
+                    requant: Box::leak(rq.into_boxed_slice()),
+                },
+                weights: Box::leak(w.clone().into_boxed_slice()),
+                pool: Some(Pool2d::square(2, 2, 0)),
+            }),
+            spec(1, 1, 1, 1.0, 0),
+            Head::Classifier { classes: 1 },
+        );
+        def.rounding = rounding;
+        forge(&def, None)
+    };
+    let blob = def_with(runtime::Rounding::Double, 30);
+    assert!(
+        matches!(
+            Model::from_bytes(&blob),
+            Err(Error::BadParameter { layer: 0, what }) if what.contains("fused pool")
+        ),
+        "{:?}",
+        Model::from_bytes(&blob).err()
+    );
+    // Single rounding, 2^29 times 2 saturates to 127; double rounding with shift 0 (0.5
+    // times 2) gives 1.
+    for (rounding, shift, want) in [
+        (runtime::Rounding::Single, 30, 127i8),
+        (runtime::Rounding::Double, 0, 1),
+    ] {
+        let blob = def_with(rounding, shift);
+        let m = Model::from_bytes(&blob).unwrap();
+        let x = [1i8, 2, 0, 0];
+        assert_eq!(runtime::kernels::reference::invoke(&m, &x), [want]);
+        // Word-aligned arena (the scratch path) and one byte off (the direct path).
+        for off in [0, 1] {
+            let mut arena = vec![0u8; m.arena_bytes() + 4];
+            let mut it = Interpreter::new(&m, &mut arena[off..]).unwrap();
+            it.input_mut().copy_from_slice(&x);
+            it.invoke();
+            assert_eq!(
+                it.output(),
+                [want],
+                "{rounding:?}, shift {shift}, offset {off}"
+            );
+        }
+    }
+}
+
+/// A bias is bounded by what its layer's accumulator can hold: `2^30 + 128` (MLPerf Tiny's
+/// visual wake words writes it on dead channels) loads on a 128-tap layer, and the largest
+/// bias `max_bias(taps)` allows does too, one more does not.
+#[test]
+fn bias_bound_follows_the_layer_taps() {
+    let load = |b: i32| {
+        let bias = encode_i32s(&[b]);
+        let w = encode_i8s(&[1; 128]);
+        let rq = encode_requants(&[Requant::from_real(0.001).unwrap()]);
+        let def = one_layer(
+            spec(1, 1, 128, 1.0, 0),
+            Layer::FullyConnected(FullyConnected {
+                in_features: 128,
+                out_features: 1,
+                input_zero_point: 0,
+                output: OutputStage {
+                    zero_point: 0,
+                    act_min: -128,
+                    act_max: 127,
+                    bias: &bias,
+                    requant: &rq,
+                },
+                weights: &w,
+            }),
+            spec(1, 1, 1, 1.0, 0),
+            Head::Classifier { classes: 1 },
+        );
+        Model::from_bytes(&forge(&def, None)).map(|_| ())
+    };
+    let most = i32::MAX - 128 * 32_768;
+    assert_eq!(runtime::kernels::max_bias(128), most);
+    for b in [(1 << 30) + 128, most, -most] {
+        assert_eq!(load(b), Ok(()), "{b}");
+    }
+    for b in [most + 1, -most - 1, i32::MIN] {
+        assert!(
+            matches!(load(b), Err(Error::QuantOutOfRange { what: "bias", .. })),
+            "{b}"
+        );
+    }
 }

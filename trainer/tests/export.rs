@@ -194,7 +194,8 @@ fn graph_model_plans_are_exact() {
             }
         }
         let naive: usize = regions.iter().map(|r| r.1).sum();
-        let (arena, live_peak, naive_rt) = rt.arena_figures();
+        let f = rt.arena_figures();
+        let (arena, live_peak, naive_rt) = (f.arena_bytes, f.live_peak_bytes, f.naive_bytes);
         eprintln!(
             "{}: arena {arena} B, brute-force live peak {peak} B, naive {naive} B",
             m.arch.name

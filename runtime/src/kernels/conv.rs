@@ -1,7 +1,7 @@
 //! Convolution (optionally with a fused max-pool) and depthwise convolution.
 //!
 //! `out[oy, ox, oc] = clamp(requant_oc(bias[oc] + sum_{ky,kx,ic} (x[iy, ix, ic] - zp_in) *
-//! w[oc, ky, kx, ic]) + zp_out)` with `iy = oy * stride + ky - pad`. Taps that fall in the
+//! w[oc, ky, kx, ic]) + zp_out)` with `iy = oy * stride_h + ky - pad_top`. Taps that fall in the
 //! padding contribute `(zp_in - zp_in) * w = 0`, so they are skipped rather than read.
 //!
 //! With a fused pool, each pooled output is the max of the requantized conv outputs in its
@@ -29,7 +29,8 @@ pub struct ConvGeom {
     pub out_c: usize,
     pub k_h: usize,
     pub k_w: usize,
-    pub stride: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
     /// Zero rows above and columns left of the input (those below and right only set the
     /// output size).
     pub pad_top: usize,
@@ -46,7 +47,8 @@ pub struct ConvGeom {
 }
 
 impl ConvGeom {
-    /// `None` when the numbers do not describe a valid convolution.
+    /// `None` when the numbers do not describe a valid convolution. `stride` is
+    /// `(rows, columns)`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         in_h: usize,
@@ -55,7 +57,7 @@ impl ConvGeom {
         out_c: usize,
         k_h: usize,
         k_w: usize,
-        stride: usize,
+        (stride_h, stride_w): (usize, usize),
         pad: Padding,
         pool: Option<(usize, usize)>,
     ) -> Option<ConvGeom> {
@@ -64,7 +66,7 @@ impl ConvGeom {
         }
         let k = k_h.max(k_w);
         let sides = [pad.top, pad.left, pad.bottom, pad.right];
-        if stride == 0 || sides.iter().any(|&p| p as usize >= k && p > 0) {
+        if stride_h == 0 || stride_w == 0 || sides.iter().any(|&p| p as usize >= k && p > 0) {
             return None;
         }
         let ph = in_h + pad.top as usize + pad.bottom as usize;
@@ -72,8 +74,8 @@ impl ConvGeom {
         if ph < k_h || pw < k_w {
             return None;
         }
-        let conv_h = (ph - k_h) / stride + 1;
-        let conv_w = (pw - k_w) / stride + 1;
+        let conv_h = (ph - k_h) / stride_h + 1;
+        let conv_w = (pw - k_w) / stride_w + 1;
         let (pool_k, pool_s) = pool.unwrap_or((1, 1));
         if pool_k == 0 || pool_s == 0 || conv_h < pool_k || conv_w < pool_k {
             return None;
@@ -85,7 +87,8 @@ impl ConvGeom {
             out_c,
             k_h,
             k_w,
-            stride,
+            stride_h,
+            stride_w,
             pad_top: pad.top as usize,
             pad_left: pad.left as usize,
             conv_h,
@@ -115,8 +118,8 @@ impl ConvGeom {
     /// `(iy0, ix0, ky_lo..ky_hi, kx_lo..kx_hi)` where `iy = iy0 + ky`.
     #[inline(always)]
     fn window(&self, oy: usize, ox: usize) -> (isize, isize, usize, usize, usize, usize) {
-        let iy0 = (oy * self.stride) as isize - self.pad_top as isize;
-        let ix0 = (ox * self.stride) as isize - self.pad_left as isize;
+        let iy0 = (oy * self.stride_h) as isize - self.pad_top as isize;
+        let ix0 = (ox * self.stride_w) as isize - self.pad_left as isize;
         let ky_lo = (-iy0).max(0) as usize;
         let kx_lo = (-ix0).max(0) as usize;
         // A window entirely inside the padding has an empty range (hi == lo).
@@ -427,8 +430,8 @@ fn gather(
     kykx: Option<&[[u8; 2]]>,
     temp: &mut [u32],
 ) {
-    let iy0 = (oy * g.stride) as isize - g.pad_top as isize;
-    let ix0 = (ox * g.stride) as isize - g.pad_left as isize;
+    let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let ix0 = (ox * g.stride_w) as isize - g.pad_left as isize;
     // Zeros the compiler cannot see as constants: it would otherwise turn the short padding
     // fills into memset calls that cost more than the stores.
     let zero = core::hint::black_box(0u32);
@@ -760,7 +763,16 @@ pub(crate) fn prepare<'a>(
             what: "depthwise out_channels != in_channels",
         });
     }
-    let pool = cv.pool.map(|p| (p.kernel as usize, p.stride as usize));
+    let pool = match cv.pool.map(|p| p.as_square()) {
+        None => None,
+        Some(Some((k, s))) => Some((k as usize, s as usize)),
+        Some(None) => {
+            return Err(Error::BadParameter {
+                layer: li,
+                what: "fused pool (must be square with equal strides)",
+            })
+        }
+    };
     let g = ConvGeom::new(
         h,
         w,
@@ -768,7 +780,7 @@ pub(crate) fn prepare<'a>(
         cv.out_channels as usize,
         cv.kernel_h as usize,
         cv.kernel_w as usize,
-        cv.stride as usize,
+        (cv.stride_h as usize, cv.stride_w as usize),
         cv.padding,
         pool,
     )
@@ -809,7 +821,19 @@ pub(crate) fn prepare<'a>(
             what: "fused pool padding (must be 0)",
         });
     }
-    let param_bytes = wn + check_stage(li, &cv.output, g.out_c)?;
+    let param_bytes = wn + check_stage(li, &cv.output, g.out_c, taps)?;
+    // The fused pool takes the max of raw accumulators and requantizes once: exact only for a
+    // monotonic requantization. TensorFlow Lite's left shift (shift > 0) wraps as its C++
+    // does, so that one is not (TFLite itself never fuses a pool; the importer does not).
+    if cv.pool.is_some()
+        && rounding == crate::quant::Rounding::Double
+        && cv.output.channels().any(|(_, q)| q.shift > 0)
+    {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "fused pool after a left-shifting TensorFlow Lite requantization",
+        });
+    }
     let (weights, stage, in_zp) = (
         as_i8(cv.weights),
         stage(&cv.output, rounding),

@@ -116,7 +116,7 @@ pub(crate) fn prepare<'a>(
     // n_in <= 2^14, n_out < 2^16: fits 32 bits.
     check_len(li, "weights", fc.weights.len(), n_in * n_out)?;
     check_input_zp(li, fc.input_zero_point, x.zp)?;
-    let param_bytes = n_in * n_out + check_stage(li, &fc.output, n_out)?;
+    let param_bytes = n_in * n_out + check_stage(li, &fc.output, n_out, n_in)?;
     Ok(Checked {
         step: Step::FullyConnected {
             in_features: n_in,

@@ -2,9 +2,13 @@
 //! [`crate::quant::Requant`]. Layouts: activations NHWC (batch 1), conv weights OHWI.
 //!
 //! **Why the int32 accumulator cannot overflow:** every term is `(x - zp_in) * w` with
-//! `|x - zp_in| <= 255` and `|w| <= 128` (a blob may hold -128), so `|term| <= 32,640`. Model
-//! validation limits a kernel's taps (`kh * kw * in_c`, or `in_features`) to [`MAX_TAPS`] =
-//! 16,384 and biases to `|b| <= 2^30`, so `|acc| <= 2^30 + 16,384 * 32,640 < 1.61e9 < 2^31`.
+//! `|x - zp_in| <= 255` and `|w| <= 128` (a blob may hold -128), so `|term| <= 32,640`; a
+//! kernel that sums `x * w` and `zp_in * w` apart has partial sums of at most `16,384` per
+//! term each. Model validation limits a kernel's taps (`kh * kw * in_c`, or `in_features`) to
+//! [`MAX_TAPS`] = 16,384 and each bias to [`max_bias`]`(taps) = 2^31 - 1 - taps * 32,768`, so
+//! the bias plus any partial sum stays within `i32`. Converters write such biases: MLPerf
+//! Tiny's visual wake words model has `2^30 + 128` on output channels whose weights are all
+//! zero.
 //!
 //! Each kernel has a naive i64 reference in [`reference`] (test and `std` builds) and a
 //! proptest that compares the two bit for bit; the fuzz targets compare whole models.
@@ -32,8 +36,18 @@ use crate::quant::{Requant, Rounding};
 
 /// Most multiply-accumulates feeding one accumulator (see the module doc).
 pub const MAX_TAPS: usize = 16_384;
-/// Largest accepted bias magnitude.
+/// A bias magnitude every layer accepts (`max_bias(MAX_TAPS)` is larger); this project's
+/// exporter stays below it.
 pub const MAX_BIAS: i32 = 1 << 30;
+
+/// Largest bias magnitude of a layer with `taps` terms per accumulator (`taps <= MAX_TAPS`;
+/// more saturates to 0): with it, `bias + sum` cannot leave `i32` (see the module doc).
+pub const fn max_bias(taps: usize) -> i32 {
+    if taps > MAX_TAPS {
+        return 0;
+    }
+    (i32::MAX as i64 - taps as i64 * 32_768) as i32
+}
 
 /// Bias, requantization, zero point and clamp of one layer, read from the blob's byte arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,23 +6,32 @@ use crate::format::Pool2d;
 use crate::model::Step;
 use crate::Error;
 
-/// Geometry of a square pooling window with `pad` pixels of padding on every side
-/// (`pad < k`, so every window holds at least one real pixel).
+/// Geometry of a pooling window of `k_h x k_w` pixels moved by `s_h` rows and `s_w` columns,
+/// with `pad` pixels of padding on every side (`pad < k_h` and `pad < k_w`, so every window
+/// holds at least one real pixel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolGeom {
     pub in_h: usize,
     pub in_w: usize,
     pub c: usize,
-    pub k: usize,
-    pub s: usize,
+    pub k_h: usize,
+    pub k_w: usize,
+    pub s_h: usize,
+    pub s_w: usize,
     pub pad: usize,
     pub out_h: usize,
     pub out_w: usize,
 }
 
 impl PoolGeom {
-    /// Without padding.
-    pub fn new(in_h: usize, in_w: usize, c: usize, k: usize, s: usize) -> Option<PoolGeom> {
+    /// Without padding; `k` and `s` are `(rows, columns)`.
+    pub fn new(
+        in_h: usize,
+        in_w: usize,
+        c: usize,
+        k: (usize, usize),
+        s: (usize, usize),
+    ) -> Option<PoolGeom> {
         Self::padded(in_h, in_w, c, k, s, 0)
     }
 
@@ -30,34 +39,54 @@ impl PoolGeom {
         in_h: usize,
         in_w: usize,
         c: usize,
-        k: usize,
-        s: usize,
+        (k_h, k_w): (usize, usize),
+        (s_h, s_w): (usize, usize),
         pad: usize,
     ) -> Option<PoolGeom> {
         let pad2 = pad.checked_mul(2)?;
         let (ph, pw) = (in_h.checked_add(pad2)?, in_w.checked_add(pad2)?);
-        if k == 0 || s == 0 || c == 0 || pad >= k || ph < k || pw < k {
+        if k_h == 0 || k_w == 0 || s_h == 0 || s_w == 0 || c == 0 {
+            return None;
+        }
+        if pad >= k_h || pad >= k_w || ph < k_h || pw < k_w {
             return None;
         }
         Some(PoolGeom {
             in_h,
             in_w,
             c,
-            k,
-            s,
+            k_h,
+            k_w,
+            s_h,
+            s_w,
             pad,
-            out_h: (ph - k) / s + 1,
-            out_w: (pw - k) / s + 1,
+            out_h: (ph - k_h) / s_h + 1,
+            out_w: (pw - k_w) / s_w + 1,
         })
     }
 
-    /// The input rows (or columns, with `in_w`) window `o` covers, clipped to the image.
+    /// Pixels in a window (padding excluded: average pools have none).
+    pub fn window_pixels(&self) -> usize {
+        self.k_h * self.k_w
+    }
+
+    /// The input rows window `o` covers, clipped to the image.
     #[inline(always)]
-    fn span(&self, o: usize, len: usize) -> (usize, usize) {
-        let start = o * self.s;
+    fn rows(&self, o: usize) -> (usize, usize) {
+        let start = o * self.s_h;
         (
             start.saturating_sub(self.pad),
-            (start + self.k - self.pad).min(len),
+            (start + self.k_h - self.pad).min(self.in_h),
+        )
+    }
+
+    /// The input columns window `o` covers, clipped to the image.
+    #[inline(always)]
+    fn cols(&self, o: usize) -> (usize, usize) {
+        let start = o * self.s_w;
+        (
+            start.saturating_sub(self.pad),
+            (start + self.k_w - self.pad).min(self.in_w),
         )
     }
 }
@@ -66,9 +95,9 @@ impl PoolGeom {
 #[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn max_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
     for oy in 0..g.out_h {
-        let (y0, y1) = g.span(oy, g.in_h);
+        let (y0, y1) = g.rows(oy);
         for ox in 0..g.out_w {
-            let (x0, x1) = g.span(ox, g.in_w);
+            let (x0, x1) = g.cols(ox);
             let base = (oy * g.out_w + ox) * g.c;
             let out = &mut output[base..base + g.c];
             out.fill(i8::MIN);
@@ -100,15 +129,16 @@ fn rounded_mean(sum: i32, count: i32) -> i8 {
 /// Mean over each window (`g.pad` must be 0: validated at load time).
 #[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn avg_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
-    let count = (g.k * g.k) as i32;
+    let count = g.window_pixels() as i32;
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {
             let base = (oy * g.out_w + ox) * g.c;
             for c in 0..g.c {
                 let mut sum = 0i32;
-                for ky in 0..g.k {
-                    for kx in 0..g.k {
-                        sum += input[((oy * g.s + ky) * g.in_w + ox * g.s + kx) * g.c + c] as i32;
+                for ky in 0..g.k_h {
+                    for kx in 0..g.k_w {
+                        sum +=
+                            input[((oy * g.s_h + ky) * g.in_w + ox * g.s_w + kx) * g.c + c] as i32;
                     }
                 }
                 output[base + c] = rounded_mean(sum, count);
@@ -152,8 +182,8 @@ pub(crate) fn prepare(
         h,
         w,
         c,
-        p.kernel as usize,
-        p.stride as usize,
+        (p.kernel_h as usize, p.kernel_w as usize),
+        (p.stride_h as usize, p.stride_w as usize),
         p.padding as usize,
     )
     .ok_or(Error::BadParameter {

@@ -2,7 +2,7 @@
 //! module validates its own layer kind beside the code that relies on the checks, and returns
 //! a [`Checked`] step; `model::analyze_with` does the wiring, the limits and the plan.
 
-use super::{Stage, MAX_BIAS};
+use super::{max_bias, Stage};
 use crate::format::{OutputStage, Shape, REQUANT_BYTES};
 use crate::model::Step;
 use crate::Error;
@@ -54,7 +54,15 @@ pub(crate) fn check_len(
     }
 }
 
-pub(crate) fn check_stage(layer: u16, st: &OutputStage, channels: usize) -> Result<usize, Error> {
+/// Checks a layer's output stage; `taps` is the number of terms per accumulator (at most
+/// [`super::MAX_TAPS`]), which bounds the bias (see [`max_bias`]).
+pub(crate) fn check_stage(
+    layer: u16,
+    st: &OutputStage,
+    channels: usize,
+    taps: usize,
+) -> Result<usize, Error> {
+    let bound = max_bias(taps);
     check_len(layer, "bias", st.bias.len(), channels * 4)?;
     check_len(
         layer,
@@ -63,7 +71,7 @@ pub(crate) fn check_stage(layer: u16, st: &OutputStage, channels: usize) -> Resu
         channels * REQUANT_BYTES,
     )?;
     for (b, q) in st.channels() {
-        if !(-MAX_BIAS..=MAX_BIAS).contains(&b) {
+        if !(-bound..=bound).contains(&b) {
             return Err(Error::QuantOutOfRange {
                 layer,
                 what: "bias",

@@ -76,8 +76,8 @@ pub fn conv2d(
                 let mut acc = bias(st, oc);
                 for ky in 0..g.k_h {
                     for kx in 0..g.k_w {
-                        let iy = (oy * g.stride + ky) as i64 - g.pad_top as i64;
-                        let ix = (ox * g.stride + kx) as i64 - g.pad_left as i64;
+                        let iy = (oy * g.stride_h + ky) as i64 - g.pad_top as i64;
+                        let ix = (ox * g.stride_w + kx) as i64 - g.pad_left as i64;
                         let inside = iy >= 0 && ix >= 0 && iy < g.in_h as i64 && ix < g.in_w as i64;
                         let chans = if depthwise { oc..oc + 1 } else { 0..g.in_c };
                         for ic in chans {
@@ -103,7 +103,13 @@ pub fn conv2d(
     if g.pool_k == 1 && g.pool_s == 1 {
         return conv;
     }
-    match PoolGeom::new(g.conv_h, g.conv_w, g.out_c, g.pool_k, g.pool_s) {
+    match PoolGeom::new(
+        g.conv_h,
+        g.conv_w,
+        g.out_c,
+        (g.pool_k, g.pool_k),
+        (g.pool_s, g.pool_s),
+    ) {
         Some(pg) => max_pool2d(&conv, &pg),
         None => conv, // unreachable: ConvGeom::new checked the pool fits
     }
@@ -115,10 +121,10 @@ pub fn max_pool2d(input: &[i8], g: &PoolGeom) -> Vec<i8> {
         for ox in 0..g.out_w {
             for c in 0..g.c {
                 let mut m = i8::MIN;
-                for ky in 0..g.k {
-                    for kx in 0..g.k {
-                        let iy = (oy * g.s + ky) as i64 - g.pad as i64;
-                        let ix = (ox * g.s + kx) as i64 - g.pad as i64;
+                for ky in 0..g.k_h {
+                    for kx in 0..g.k_w {
+                        let iy = (oy * g.s_h + ky) as i64 - g.pad as i64;
+                        let ix = (ox * g.s_w + kx) as i64 - g.pad as i64;
                         if iy < 0 || ix < 0 || iy >= g.in_h as i64 || ix >= g.in_w as i64 {
                             continue; // padding never wins
                         }
@@ -145,12 +151,12 @@ pub fn avg_pool2d(input: &[i8], g: &PoolGeom) -> Vec<i8> {
         for ox in 0..g.out_w {
             for c in 0..g.c {
                 let mut s = 0i64;
-                for ky in 0..g.k {
-                    for kx in 0..g.k {
-                        s += input[((oy * g.s + ky) * g.in_w + ox * g.s + kx) * g.c + c] as i64;
+                for ky in 0..g.k_h {
+                    for kx in 0..g.k_w {
+                        s += input[((oy * g.s_h + ky) * g.in_w + ox * g.s_w + kx) * g.c + c] as i64;
                     }
                 }
-                out[(oy * g.out_w + ox) * g.c + c] = mean_away(s, (g.k * g.k) as i64);
+                out[(oy * g.out_w + ox) * g.c + c] = mean_away(s, (g.k_h * g.k_w) as i64);
             }
         }
     }
@@ -333,7 +339,7 @@ mod tests {
             1usize..6,
             1usize..4,
             1usize..4,
-            1usize..3,
+            (1usize..3, 1usize..3),
             0usize..3,
             0usize..4,
         )
@@ -420,7 +426,8 @@ mod tests {
 
         #[test]
         fn pools_match_reference(
-            (h, w, c, k, s) in (1usize..10, 1usize..10, 1usize..5, 1usize..4, 1usize..4),
+            (h, w, c) in (1usize..10, 1usize..10, 1usize..5),
+            (k, s) in ((1usize..4, 1usize..4), (1usize..4, 1usize..4)),
             seed in proptest::collection::vec(any::<i8>(), 500),
         ) {
             if let Some(g) = PoolGeom::new(h, w, c, k, s) {
@@ -428,7 +435,7 @@ mod tests {
                 let mut out = vec![0i8; g.out_h * g.out_w * c];
                 max_pool2d(x, &g, &mut out);
                 prop_assert_eq!(&out, &super::max_pool2d(x, &g));
-                for pad in 1..k {
+                for pad in 1..k.0.min(k.1) {
                     let pg = PoolGeom::padded(h, w, c, k, s, pad).unwrap();
                     let mut pout = vec![0i8; pg.out_h * pg.out_w * c];
                     max_pool2d(x, &pg, &mut pout);
@@ -472,7 +479,7 @@ mod tests {
             3,
             3,
             3,
-            1,
+            (1, 1),
             crate::format::Padding::uniform(1),
             pool,
         )
@@ -542,7 +549,7 @@ mod tests {
     #[test]
     fn average_ties_round_away_from_zero() {
         // Exact answers: means 0.5, -0.5, 1.5, -1.5, 0.25.
-        let g = PoolGeom::new(1, 2, 1, 1, 1).unwrap();
+        let g = PoolGeom::new(1, 2, 1, (1, 1), (1, 1)).unwrap();
         let _ = g;
         let cases: &[(&[i8], i8)] = &[
             (&[0, 1], 1),

@@ -246,7 +246,9 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 let oc = if depthwise { s.c } else { dim(u, 1, 16)? };
                 let fit = |n: u16, most: u16| n.clamp(1, most) as u8;
                 let (kh, kw) = (small(u, 1, fit(s.h, 5))?, small(u, 1, fit(s.w, 5))?);
-                let stride = small(u, 1, 3)?;
+                // Mostly equal strides; sometimes rows and columns apart (2x1 and the like).
+                let sh = small(u, 1, 3)?;
+                let sw = if rare(u, 4)? { small(u, 1, 3)? } else { sh };
                 let p = small(u, 0, kh.max(kw) / 2)?;
                 // TensorFlow Lite's SAME padding puts the odd pixel below and right.
                 let (eb, er) = if rare(u, 4)? {
@@ -260,14 +262,17 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     bottom: p.saturating_add(eb),
                     right: p.saturating_add(er),
                 };
-                let conv_h = out_len2(s.h, kh, stride, p, p.saturating_add(eb)).unwrap_or(1);
-                let conv_w = out_len2(s.w, kw, stride, p, p.saturating_add(er)).unwrap_or(1);
+                let conv_h = out_len2(s.h, kh, sh, p, p.saturating_add(eb)).unwrap_or(1);
+                let conv_w = out_len2(s.w, kw, sw, p, p.saturating_add(er)).unwrap_or(1);
                 let pool = if rare(u, 3)? {
-                    Some(Pool2d {
-                        kernel: small(u, 1, fit(conv_h.min(conv_w), 3))?,
-                        stride: small(u, 1, 3)?,
-                        padding: if rare(u, 32)? { 1 } else { 0 },
-                    })
+                    let k = small(u, 1, fit(conv_h.min(conv_w), 3))?;
+                    let s = small(u, 1, 3)?;
+                    let mut p = Pool2d::square(k, s, if rare(u, 32)? { 1 } else { 0 });
+                    // A fused pool must be square: rarely draw one that is not.
+                    if rare(u, 64)? {
+                        p.kernel_w = small(u, 1, 3)?;
+                    }
+                    Some(p)
                 } else {
                     None
                 };
@@ -288,18 +293,19 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     out_channels: oc,
                     kernel_h: kh,
                     kernel_w: kw,
-                    stride,
+                    stride_h: sh,
+                    stride_w: sw,
                     padding,
                     input_zero_point: zp_of(u, x.zp)?,
                     output,
                     weights: &[],
                     pool,
                 };
-                let mut h = out_len2(s.h, kh, stride, p, p.saturating_add(eb));
-                let mut w = out_len2(s.w, kw, stride, p, p.saturating_add(er));
+                let mut h = out_len2(s.h, kh, sh, p, p.saturating_add(eb));
+                let mut w = out_len2(s.w, kw, sw, p, p.saturating_add(er));
                 if let Some(p) = pool {
-                    h = h.and_then(|h| out_len(h, p.kernel, p.stride, 0));
-                    w = w.and_then(|w| out_len(w, p.kernel, p.stride, 0));
+                    h = h.and_then(|h| out_len(h, p.kernel_h, p.stride_h, 0));
+                    w = w.and_then(|w| out_len(w, p.kernel_w, p.stride_w, 0));
                 }
                 let shape = Shape::new(h.unwrap_or(1), w.unwrap_or(1), oc);
                 let zp = output.zero_point;
@@ -311,13 +317,25 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 (Owned::Conv { depthwise, c, a }, T { shape, zp })
             }
             3 | 4 => {
+                // Windows up to the whole input (average pools of 25x5 and 8x8 end MLPerf
+                // Tiny's models), rows and columns apart, strides apart.
+                let kh = small(u, 1, s.h.clamp(1, 6) as u8)?;
+                let kw = if rare(u, 2)? {
+                    small(u, 1, s.w.clamp(1, 6) as u8)?
+                } else {
+                    kh
+                };
+                let sh = small(u, 1, 3)?;
+                let sw = if rare(u, 4)? { small(u, 1, 3)? } else { sh };
                 let p = Pool2d {
-                    kernel: small(u, 1, s.h.min(s.w).clamp(1, 3) as u8)?,
-                    stride: small(u, 1, 3)?,
+                    kernel_h: kh,
+                    kernel_w: kw,
+                    stride_h: sh,
+                    stride_w: sw,
                     padding: if kind == 3 { small(u, 0, 1)? } else { 0 },
                 };
-                let h = out_len(s.h, p.kernel, p.stride, p.padding).unwrap_or(1);
-                let w = out_len(s.w, p.kernel, p.stride, p.padding).unwrap_or(1);
+                let h = out_len(s.h, p.kernel_h, p.stride_h, p.padding).unwrap_or(1);
+                let w = out_len(s.w, p.kernel_w, p.stride_w, p.padding).unwrap_or(1);
                 let l = if kind == 3 {
                     Layer::MaxPool2d(p)
                 } else {

@@ -62,24 +62,51 @@ pub fn runtime(model: &Path, iters: usize, json: bool) -> anyhow::Result<()> {
 pub fn tflite(dir: &Path, device: bool, work: &Path, json: bool) -> anyhow::Result<()> {
     let rows = crate::deploy::tflite::compare::cmd_bench_tflite(dir, device, work)?;
     let opt = |v: Option<u64>| v.map_or("-".to_string(), group);
-    println!("| model | .tflite B | blob B | TFLM arena B | arena B | equal to TFLM (host / device) | instructions | stack B | static RAM B |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| model | MACs | .tflite B | blob B | TFLM arena B | arena B | of which activations B | equal to TFLM (host / device) | instructions | per MAC | stack B | static RAM B |");
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for r in &rows {
+        let per_mac = r
+            .instructions
+            .filter(|_| r.macs > 0)
+            .map_or("-".to_string(), |i| {
+                format!("{:.2}", i as f64 / r.macs as f64)
+            });
         println!(
-            "| {} | {} | {} | {} | {} | {}/{} / {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {}/{} / {} | {} | {} | {} | {} |",
             r.name,
+            group(r.macs as u64),
             group(r.tflite_bytes as u64),
             group(r.blob_bytes as u64),
             group(r.tflm_arena_bytes),
             group(r.arena_bytes as u64),
+            group(r.activation_bytes as u64),
             r.host_equal,
             r.inputs,
             r.device_equal
                 .map_or("-".into(), |d| format!("{d}/{}", r.inputs)),
             opt(r.instructions),
+            per_mac,
             opt(r.stack_bytes.map(|s| s as u64)),
             opt(r.static_ram_bytes),
         );
+    }
+    for r in &rows {
+        if let Some(t) = r.top1 {
+            let pct = |k: usize| format!("{:.1} %", 100.0 * k as f64 / t.of as f64);
+            println!(
+                "{}: top-1 on its {} labelled inputs: host runtime {} ({}), TFLM {} ({}), device {}",
+                r.name,
+                t.of,
+                pct(t.host),
+                t.host,
+                pct(t.tflm),
+                t.tflm,
+                t.device
+                    .map_or("not run".into(), |d| format!("{} ({d})", pct(d)))
+            );
+        }
     }
     for r in &rows {
         if let Some(elf) = &r.elf {

@@ -105,10 +105,13 @@ pub enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
-    /// Imported .tflite models beside TensorFlow Lite Micro: file and blob bytes, arena,
-    /// outputs equal to TFLM's on the host and in QEMU, instructions per inference.
+    /// Imported .tflite models beside TensorFlow Lite Micro: MACs, file and blob bytes, arena
+    /// (and its activation floor), outputs equal to TFLM's on the host and in QEMU,
+    /// instructions per inference, top-1 where labels exist. MLPerf Tiny's models:
+    /// `--dir trainer/tests/fixtures/mlperf`.
     Tflite {
-        /// Fixtures: NAME.tflite with NAME.json, NAME.inputs.bin and NAME.tflm.bin.
+        /// Fixtures: NAME.tflite with NAME.json, NAME.inputs.bin and NAME.tflm.bin (and
+        /// optionally NAME.labels.bin, one class byte per input).
         #[arg(long, default_value = "trainer/tests/fixtures/tflite")]
         dir: PathBuf,
         /// Host only: skip building and running the firmware.

@@ -41,6 +41,11 @@ pub const BOARDS: &[(&str, &str, bool)] = &[
         false,
     ),
     (
+        "stm32l4r5",
+        "Cortex-M4F, STM32L4R5ZI Nucleo, MLPerf Tiny's M4 board (flash with probe-rs; untested on silicon)",
+        false,
+    ),
+    (
         "stm32g071",
         "Cortex-M0+, STM32G071RB Nucleo (flash with probe-rs; untested on silicon)",
         false,
@@ -52,8 +57,10 @@ pub struct DeviceArgs {
     /// Model blob to run (what `export` wrote).
     #[arg(long)]
     pub model: PathBuf,
-    /// Board to build for: mps2-an386 (emulated Cortex-M4F, runs in QEMU here) or stm32f411
-    /// (builds the ELF and prints the probe-rs command to flash it).
+    /// Board to build for: mps2-an386 (emulated Cortex-M4F, the default), microbit (M0),
+    /// mps2-an385 (M3), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55), which run in QEMU
+    /// here; stm32f411, stm32l4r5 (M4F) and stm32g071 (M0+) build the ELF and print the
+    /// probe-rs command to flash it.
     #[arg(long, default_value = "mps2-an386")]
     pub board: String,
     /// Test inputs run on the board, each compared byte for byte with the host runtime.
@@ -220,10 +227,10 @@ impl DeviceReport {
                 self.flash_bytes,
                 self.static_ram_bytes,
                 self.arena_bytes,
-                if self.board == "stm32g071" {
-                    "STM32G071RBTx"
-                } else {
-                    "STM32F411RETx"
+                match self.board.as_str() {
+                    "stm32g071" => "STM32G071RBTx",
+                    "stm32l4r5" => "STM32L4R5ZITx",
+                    _ => "STM32F411RETx",
                 },
                 self.elf.display()
             );

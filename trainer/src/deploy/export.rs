@@ -467,16 +467,13 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 out_channels: w.shape()[0] as u16,
                 kernel_h: w.shape()[1] as u8,
                 kernel_w: w.shape()[2] as u8,
-                stride: *stride as u8,
+                stride_h: *stride as u8,
+                stride_w: *stride as u8,
                 padding: runtime::format::Padding::uniform(*pad as u8),
                 input_zero_point: zp_in,
                 output: stage(s),
                 weights: &o.weights,
-                pool: pool.map(|(k, s)| Pool2d {
-                    kernel: k as u8,
-                    stride: s as u8,
-                    padding: 0,
-                }),
+                pool: pool.map(|(k, s)| Pool2d::square(k as u8, s as u8, 0)),
             }),
             (Deploy::Linear { w, .. }, Some(s)) => Layer::FullyConnected(FullyConnected {
                 in_features: shapes[n.inputs[0]].iter().product::<usize>() as u32,
@@ -485,16 +482,12 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 output: stage(s),
                 weights: &o.weights,
             }),
-            (Deploy::MaxPool { k, s, pad }, _) => Layer::MaxPool2d(Pool2d {
-                kernel: *k as u8,
-                stride: *s as u8,
-                padding: *pad as u8,
-            }),
-            (Deploy::AvgPool { k, s }, _) => Layer::AvgPool2d(Pool2d {
-                kernel: *k as u8,
-                stride: *s as u8,
-                padding: 0,
-            }),
+            (Deploy::MaxPool { k, s, pad }, _) => {
+                Layer::MaxPool2d(Pool2d::square(*k as u8, *s as u8, *pad as u8))
+            }
+            (Deploy::AvgPool { k, s }, _) => {
+                Layer::AvgPool2d(Pool2d::square(*k as u8, *s as u8, 0))
+            }
             (Deploy::GlobalAvgPool, _) => Layer::GlobalAvgPool,
             (Deploy::Add { relu }, _) => {
                 let (a, b, y) = (q[n.inputs[0]], q[n.inputs[1]], q[i + 1]);

@@ -84,10 +84,10 @@ pub fn inspect_blob(blob: &[u8], label: &str) -> anyhow::Result<String> {
                     "k{}x{} s{} p{}{}",
                     c.kernel_h,
                     c.kernel_w,
-                    c.stride,
+                    pair(c.stride_h, c.stride_w),
                     c.padding,
                     c.pool
-                        .map_or(String::new(), |p| format!(" +maxpool{}", p.kernel))
+                        .map_or(String::new(), |p| format!(" +maxpool{}", p.kernel_h))
                 ),
                 stage(&c.output),
             ),
@@ -96,7 +96,12 @@ pub fn inspect_blob(blob: &[u8], label: &str) -> anyhow::Result<String> {
                 stage(&f.output),
             ),
             Layer::MaxPool2d(p) | Layer::AvgPool2d(p) => (
-                format!("k{} s{} p{}", p.kernel, p.stride, p.padding),
+                format!(
+                    "k{} s{} p{}",
+                    pair(p.kernel_h, p.kernel_w),
+                    pair(p.stride_h, p.stride_w),
+                    p.padding
+                ),
                 ("-".into(), "same as input".into()),
             ),
             Layer::GlobalAvgPool => (String::new(), ("-".into(), "same as input".into())),
@@ -135,16 +140,26 @@ pub fn inspect_blob(blob: &[u8], label: &str) -> anyhow::Result<String> {
     }
     writeln!(s, "output {}", q(&d.output))?;
     let pbytes: usize = m.layer_info().iter().map(|l| l.param_bytes).sum();
-    let (arena, live, naive) = m.arena_figures();
+    let f = m.arena_figures();
     writeln!(
         s,
-        "totals: flash {} B (blob; {} B weights/bias/requant), RAM {} B arena (most bytes live at one step: {} B; every tensor live at once: {} B), {} MACs",
+        "totals: flash {} B (blob; {} B weights/bias/requant), RAM {} B arena (most bytes live at one step: {} B, of which activations {} B; every tensor live at once: {} B), {} MACs",
         blob.len(),
         pbytes,
-        arena,
-        live,
-        naive,
+        f.arena_bytes,
+        f.live_peak_bytes,
+        f.activation_peak_bytes,
+        f.naive_bytes,
         m.macs()
     )?;
     Ok(s)
+}
+
+/// `a`, or `axb` when the two differ (a window's or a stride's rows and columns).
+fn pair(a: u8, b: u8) -> String {
+    if a == b {
+        a.to_string()
+    } else {
+        format!("{a}x{b}")
+    }
 }

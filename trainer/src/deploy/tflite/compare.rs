@@ -18,6 +18,9 @@ pub struct TfliteRow {
     /// TFLM's `arena_used_bytes` (head + tail) on the x86-64 host.
     pub tflm_arena_bytes: u64,
     pub arena_bytes: usize,
+    /// The floor of layer-by-layer execution: most activation bytes live at one step. The
+    /// rest of the arena is kernel scratch.
+    pub activation_bytes: usize,
     pub macs: usize,
     pub inputs: usize,
     /// Inputs whose host-runtime output equals TFLM's, byte for byte.
@@ -28,8 +31,34 @@ pub struct TfliteRow {
     pub instructions: Option<u64>,
     pub stack_bytes: Option<usize>,
     pub static_ram_bytes: Option<u64>,
+    /// Where `NAME.labels.bin` gives a label per input: inputs whose top-1 class is right, by
+    /// the host runtime, by TFLM, and by the device.
+    pub top1: Option<Top1>,
     /// The firmware ELF (for `FIRMWARE_ELF=... bench/cmsis-nn/run.sh`).
     pub elf: Option<PathBuf>,
+}
+
+/// Right answers out of `of` labelled inputs (the first largest output is the class).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Top1 {
+    pub of: usize,
+    pub host: usize,
+    pub tflm: usize,
+    pub device: Option<usize>,
+}
+
+/// How many of `outs` have their first largest value at the label's index.
+fn right(outs: &[Vec<i8>], labels: &[u8]) -> usize {
+    outs.iter()
+        .zip(labels)
+        .filter(|(o, &l)| {
+            let best = o
+                .iter()
+                .enumerate()
+                .fold(0, |b, (i, &v)| if v > o[b] { i } else { b });
+            best == l as usize
+        })
+        .count()
 }
 
 fn json_u64(v: &serde_json::Value, k: &str) -> anyhow::Result<u64> {
@@ -82,6 +111,11 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
             .collect();
         let host = crate::deploy::device::host_outputs(&blob, &xs)?;
         let host_equal = host.iter().zip(&tflm).filter(|(a, b)| a == b).count();
+        let labels = match std::fs::read(dir.join(format!("{name}.labels.bin"))) {
+            Ok(l) if l.len() == n => Some(l),
+            Ok(l) => bail!("{name}: {} labels for {n} inputs", l.len()),
+            Err(_) => None,
+        };
         let mut row = TfliteRow {
             name: name.clone(),
             ops: meta["ops"]
@@ -96,6 +130,7 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
             blob_bytes: blob.len(),
             tflm_arena_bytes: json_u64(&meta, "arena_used_bytes")?,
             arena_bytes: m.arena_bytes(),
+            activation_bytes: m.arena_figures().activation_peak_bytes,
             macs: m.macs(),
             inputs: n,
             host_equal,
@@ -103,6 +138,12 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
             instructions: None,
             stack_bytes: None,
             static_ram_bytes: None,
+            top1: labels.as_ref().map(|l| Top1 {
+                of: n,
+                host: right(&host, l),
+                tflm: right(&tflm, l),
+                device: None,
+            }),
             elf: None,
         };
         if device {
@@ -125,6 +166,9 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
             row.instructions = run.insns.first().copied();
             row.stack_bytes = run.stack;
             row.static_ram_bytes = Some(firmware_size(&elf)?.1);
+            if let (Some(t), Some(l)) = (row.top1.as_mut(), labels.as_ref()) {
+                t.device = Some(right(&run.outputs, l));
+            }
             row.elf = Some(elf);
         }
         rows.push(row);

@@ -207,9 +207,10 @@ impl<'g> Converter<'g> {
         if dil != (1, 1) {
             bail!("dilation {}x{} is not supported (only 1)", dil.1, dil.0);
         }
-        if sw != sh || !(1..=255).contains(&sw) {
-            bail!("strides {sh}x{sw}: only equal strides of 1..=255 are supported");
+        if !(1..=255).contains(&sw) || !(1..=255).contains(&sh) {
+            bail!("strides {sh}x{sw}: only strides of 1..=255 are supported");
         }
+        let stride = (sh as usize, sw as usize);
         let w_t = self.tensor(self.input(op, 1)?)?;
         let wd = w_t.dims().to_vec();
         let [o, kh, kw, i] = wd[..] else {
@@ -240,7 +241,8 @@ impl<'g> Converter<'g> {
             .optional_input(op, 2)
             .map(|t| self.tensor(t))
             .transpose()?;
-        let b = bias(b_t.as_ref(), out_c)?;
+        let taps = kh as usize * kw as usize * if depthwise { 1 } else { i as usize };
+        let b = bias(b_t.as_ref(), out_c, taps)?;
         let in_s = x.quant.scale as f64;
         let out_s = yq.scale as f64;
         // TFLite's PopulateConvolutionQuantizationParams, in double.
@@ -250,7 +252,7 @@ impl<'g> Converter<'g> {
             padding == tfl::Padding::SAME,
             (x.shape.h as usize, x.shape.w as usize),
             (kh, kw),
-            sw as usize,
+            stride,
             x.pad.map(|p| p.1),
         )?;
         let act = activation_range(act, yq)?;
@@ -259,21 +261,22 @@ impl<'g> Converter<'g> {
             out_channels: out_c as u16,
             kernel_h: u8::try_from(kh).context("kernel height above 255")?,
             kernel_w: u8::try_from(kw).context("kernel width above 255")?,
-            stride: sw as u8,
+            stride_h: sh as u8,
+            stride_w: sw as u8,
             padding: pad,
             input_zero_point: x.quant.zero_point as i8,
             output: stage_static(yq.zero_point as i8, act),
             weights: &[],
             pool: None,
         };
-        let conv_len = |n: u16, k: usize, a: u8, b: u8| {
+        let conv_len = |n: u16, k: usize, a: u8, b: u8, s: usize| {
             (n as usize + a as usize + b as usize)
                 .checked_sub(k)
-                .map(|v| v / sw as usize + 1)
+                .map(|v| v / s + 1)
         };
         let (Some(oh), Some(ow)) = (
-            conv_len(x.shape.h, kh, pad.top, pad.bottom),
-            conv_len(x.shape.w, kw, pad.left, pad.right),
+            conv_len(x.shape.h, kh, pad.top, pad.bottom, stride.0),
+            conv_len(x.shape.w, kw, pad.left, pad.right, stride.1),
         ) else {
             bail!("kernel larger than the padded input");
         };
@@ -320,7 +323,7 @@ impl<'g> Converter<'g> {
             .optional_input(op, 2)
             .map(|t| self.tensor(t))
             .transpose()?;
-        let b = bias(b_t.as_ref(), n_out)?;
+        let b = bias(b_t.as_ref(), n_out, n_in as usize)?;
         let (in_s, out_s) = (x.quant.scale, yq.scale);
         let per_channel = w_t.scales().len() > 1;
         let rq = requants(
@@ -357,24 +360,26 @@ impl<'g> Converter<'g> {
         if yq != x.quant {
             bail!("input and output quantization differ");
         }
-        if o.stride_w != o.stride_h || o.filter_width != o.filter_height {
+        let (k, s) = ((o.filter_height, o.filter_width), (o.stride_h, o.stride_w));
+        let byte = |v: i32| u8::try_from(v).ok().filter(|&v| v > 0);
+        let (Some(kh), Some(kw), Some(sh), Some(sw)) = (byte(k.0), byte(k.1), byte(s.0), byte(s.1))
+        else {
             bail!(
-                "a {}x{} window with strides {}x{}: only square windows with equal strides are supported",
-                o.filter_height, o.filter_width, o.stride_h, o.stride_w
+                "a {}x{} window with strides {}x{}: each must be 1..=255",
+                k.0,
+                k.1,
+                s.0,
+                s.1
             );
-        }
-        let (k, s) = (o.filter_width, o.stride_w);
-        if !(1..=255).contains(&k) || !(1..=255).contains(&s) {
-            bail!("window {k} or stride {s} outside 1..=255");
-        }
+        };
         if activation_range(o.fused_activation_function, yq)? != (-128, 127) {
             bail!("a fused activation that clamps is not supported on pooling");
         }
         let p = same_padding(
             o.padding == tfl::Padding::SAME,
             (x.shape.h as usize, x.shape.w as usize),
-            (k as usize, k as usize),
-            s as usize,
+            (kh as usize, kw as usize),
+            (sh as usize, sw as usize),
         );
         if p != Padding::uniform(p.top) {
             bail!("SAME padding {p} is not the same on every side (unsupported for pooling)");
@@ -383,21 +388,30 @@ impl<'g> Converter<'g> {
             bail!("average pooling with padding is not supported (TFLite averages over the pixels inside; use VALID)");
         }
         let pool = Pool2d {
-            kernel: k as u8,
-            stride: s as u8,
+            kernel_h: kh,
+            kernel_w: kw,
+            stride_h: sh,
+            stride_w: sw,
             padding: p.top,
         };
-        let len = |n: u16| {
+        if max && p.top >= kh.min(kw) {
+            bail!(
+                "SAME padding {} is not smaller than the {kh}x{kw} window",
+                p.top
+            );
+        }
+        let len = |n: u16, k: u8, s: u8| {
             (n as usize + 2 * p.top as usize)
                 .checked_sub(k as usize)
                 .map(|v| v / s as usize + 1)
         };
-        let (Some(oh), Some(ow)) = (len(x.shape.h), len(x.shape.w)) else {
+        let (Some(oh), Some(ow)) = (len(x.shape.h, kh, sh), len(x.shape.w, kw, sw)) else {
             bail!("window larger than the input");
         };
         let shape = Shape::new(oh as u16, ow as u16, x.shape.c);
         if max
             && p.top == 0
+            && pool.as_square().is_some()
             && self.consumers.get(&x_t) == Some(&1)
             && !self.aliased.contains(&x.id)
         {

@@ -203,10 +203,12 @@ pub(crate) fn activation(t: &Tensor) -> anyhow::Result<(Shape, QuantParams)> {
             t.type_name()
         );
     }
+    // Converters write -1 for the batch in `shape_signature` (a Keras model's `None`); TFLite
+    // Micro runs the static `shape`, batch 1. Any other unknown dimension is a dynamic shape.
     if t.t
         .shape_signature
         .as_deref()
-        .is_some_and(|s| s.iter().any(|&d| d < 0))
+        .is_some_and(|s| s.iter().skip(1).any(|&d| d < 0) || s.first().is_some_and(|&b| b < -1))
     {
         bail!("tensor '{}' has a dynamic shape", t.name());
     }
@@ -270,8 +272,12 @@ pub(crate) fn weights<'m>(
     let data = t
         .data
         .ok_or_else(|| anyhow!("weights '{}' are not a constant", t.name()))?;
-    let n: i64 = t.dims().iter().map(|&d| d as i64).product();
-    if n != data.len() as i64 {
+    // Each dimension at least 1 and the product checked: negative dimensions (an even number
+    // of them has a positive product) and products beyond i64 are not shapes.
+    let n = t.dims().iter().try_fold(1i64, |n, &d| {
+        (d >= 1).then(|| n.checked_mul(d as i64)).flatten()
+    });
+    if n != Some(data.len() as i64) {
         bail!(
             "weights '{}': shape {:?} but {} bytes",
             t.name(),
@@ -311,8 +317,9 @@ fn le_i32s(data: &[u8]) -> Vec<i32> {
         .collect()
 }
 
-/// A constant int32 bias of `n` values (zeros when the operator has none).
-pub(crate) fn bias(t: Option<&Tensor>, n: usize) -> anyhow::Result<Vec<i32>> {
+/// A constant int32 bias of `n` values (zeros when the operator has none), each within what
+/// the runtime accepts for `taps` terms per accumulator ([`runtime::kernels::max_bias`]).
+pub(crate) fn bias(t: Option<&Tensor>, n: usize, taps: usize) -> anyhow::Result<Vec<i32>> {
     let Some(t) = t else {
         return Ok(vec![0; n]);
     };
@@ -330,10 +337,12 @@ pub(crate) fn bias(t: Option<&Tensor>, n: usize) -> anyhow::Result<Vec<i32>> {
         bail!("bias '{}': {} bytes for {n} channels", t.name(), data.len());
     }
     let v = le_i32s(data);
-    if v.iter()
-        .any(|b| b.unsigned_abs() > runtime::kernels::MAX_BIAS as u32)
-    {
-        bail!("bias '{}' has a value beyond +-2^30", t.name());
+    let bound = runtime::kernels::max_bias(taps);
+    if let Some(b) = v.iter().find(|b| b.unsigned_abs() > bound.unsigned_abs()) {
+        bail!(
+            "bias '{}' has the value {b}, beyond +-{bound}: with {taps} terms per sum, the int32 accumulator could overflow",
+            t.name()
+        );
     }
     Ok(v)
 }
@@ -356,16 +365,16 @@ pub(crate) fn same_padding(
     same: bool,
     (in_h, in_w): (usize, usize),
     (k_h, k_w): (usize, usize),
-    stride: usize,
+    (s_h, s_w): (usize, usize),
 ) -> Padding {
     if !same {
         return Padding::default();
     }
-    let total = |n: usize, k: usize| {
-        let out = n.div_ceil(stride);
-        ((out - 1) * stride + k).saturating_sub(n)
+    let total = |n: usize, k: usize, s: usize| {
+        let out = n.div_ceil(s.max(1));
+        (out.saturating_sub(1).saturating_mul(s).saturating_add(k)).saturating_sub(n)
     };
-    let (th, tw) = (total(in_h, k_h), total(in_w, k_w));
+    let (th, tw) = (total(in_h, k_h, s_h), total(in_w, k_w, s_w));
     let b = |v: usize| v.min(255) as u8;
     Padding {
         top: b(th / 2),
@@ -381,7 +390,7 @@ pub(crate) fn conv_padding(
     same: bool,
     (in_h, in_w): (usize, usize),
     k: (usize, usize),
-    stride: usize,
+    stride: (usize, usize),
     pre: Option<Padding>,
 ) -> anyhow::Result<Padding> {
     let p = pre.unwrap_or_default();
@@ -438,13 +447,32 @@ mod tests {
     /// (3 * 2 + 3) - 7 = 2, one each side.
     #[test]
     fn same_padding_matches_tflite() {
-        let p = same_padding(true, (96, 96), (3, 3), 2);
+        let p = same_padding(true, (96, 96), (3, 3), (2, 2));
         assert_eq!((p.top, p.left, p.bottom, p.right), (0, 0, 1, 1));
-        assert_eq!(same_padding(true, (28, 28), (3, 3), 1), Padding::uniform(1));
-        assert_eq!(same_padding(true, (7, 7), (3, 3), 2), Padding::uniform(1));
-        assert_eq!(same_padding(false, (7, 7), (3, 3), 2), Padding::uniform(0));
+        assert_eq!(
+            same_padding(true, (28, 28), (3, 3), (1, 1)),
+            Padding::uniform(1)
+        );
+        assert_eq!(
+            same_padding(true, (7, 7), (3, 3), (2, 2)),
+            Padding::uniform(1)
+        );
+        assert_eq!(
+            same_padding(false, (7, 7), (3, 3), (2, 2)),
+            Padding::uniform(0)
+        );
         // 2x2 pool, stride 2, even input: no padding.
-        assert_eq!(same_padding(true, (32, 32), (2, 2), 2), Padding::uniform(0));
+        assert_eq!(
+            same_padding(true, (32, 32), (2, 2), (2, 2)),
+            Padding::uniform(0)
+        );
+        // Keyword spotting's first convolution: 49x10, a 10x4 kernel, stride 2: 25x5 out,
+        // (24 * 2 + 10) - 49 = 9 rows (4 above, 5 below) and (4 * 2 + 4) - 10 = 2 columns.
+        let p = same_padding(true, (49, 10), (10, 4), (2, 2));
+        assert_eq!((p.top, p.left, p.bottom, p.right), (4, 1, 5, 1));
+        // Unequal strides: rows by 2, columns by 1.
+        let p = same_padding(true, (49, 10), (3, 3), (2, 1));
+        assert_eq!((p.top, p.left, p.bottom, p.right), (1, 1, 1, 1));
     }
 
     /// A PAD of one row and column after a 7x7 input, then a 3x3 SAME convolution of stride
@@ -458,10 +486,10 @@ mod tests {
             bottom: 1,
             right: 1,
         };
-        let p = conv_padding(true, (7, 7), (3, 3), 2, Some(pre)).unwrap();
+        let p = conv_padding(true, (7, 7), (3, 3), (2, 2), Some(pre)).unwrap();
         assert_eq!((p.top, p.left, p.bottom, p.right), (0, 0, 2, 2));
         assert_eq!(
-            conv_padding(false, (7, 7), (3, 3), 2, Some(pre)).unwrap(),
+            conv_padding(false, (7, 7), (3, 3), (2, 2), Some(pre)).unwrap(),
             pre
         );
     }
