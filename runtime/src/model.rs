@@ -110,9 +110,6 @@ pub struct Analysis<'a, const N: usize = MAX_LAYERS> {
     pub arena_bytes: usize,
     /// The lower bound no layout can beat: most bytes live at one step.
     pub live_peak_bytes: usize,
-    /// The same bound for the activations alone (kernel scratch left out): the floor of
-    /// layer-by-layer execution, whatever the kernels.
-    pub activation_peak_bytes: usize,
     /// Every tensor live at once (no reuse).
     pub naive_bytes: usize,
     /// The head's decoder, built once by the check of the head.
@@ -205,7 +202,6 @@ impl<const N: usize> Analysis<'_, N> {
             },
             arena_bytes: 0,
             live_peak_bytes: 0,
-            activation_peak_bytes: 0,
             naive_bytes: 0,
             boxes: None,
             grid: None,
@@ -218,7 +214,6 @@ impl<const N: usize> Analysis<'_, N> {
         self.input = TensorInfo::default();
         self.arena_bytes = 0;
         self.live_peak_bytes = 0;
-        self.activation_peak_bytes = 0;
         self.naive_bytes = 0;
         self.boxes = None;
         self.grid = None;
@@ -494,7 +489,6 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
     limit(last, "arena bytes", p.arena_bytes as u64, MAX_ARENA_BYTES)?;
     out.arena_bytes = p.arena_bytes;
     out.live_peak_bytes = p.live_peak_bytes;
-    out.activation_peak_bytes = crate::planner::live_peak(&TensorsOnly(out));
     out.naive_bytes = p.naive_bytes;
     Ok(head)
 }
@@ -707,7 +701,8 @@ impl<'a, const N: usize> Model<'a, N> {
         ArenaFigures {
             arena_bytes: a.arena_bytes,
             live_peak_bytes: a.live_peak_bytes,
-            activation_peak_bytes: a.activation_peak_bytes,
+            // Computed here, not at load: only reports need it.
+            activation_peak_bytes: crate::planner::live_peak(&TensorsOnly(a)),
             naive_bytes: a.naive_bytes,
         }
     }

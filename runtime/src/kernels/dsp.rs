@@ -79,11 +79,9 @@ pub fn fc2(x: &[i8], w0: &[i8], w1: &[i8], nzp: u32, acc: [i32; 2]) -> [i32; 2] 
 #[inline(always)]
 pub fn fc3(x: &[i8], w: &[i8], stride: usize, nzp: u32, acc: [i32; 3]) -> [i32; 3] {
     let groups = (x.len() / 4).min(stride / 4);
-    // Checked: `stride` comes from the caller, and `2 * stride` wraps on a 32-bit target.
-    let fits = stride
-        .checked_mul(2)
-        .and_then(|s2| s2.checked_add(4 * groups))
-        .is_some_and(|need| w.len() >= need);
+    // `w.len() >= 2 * stride + 4 * groups` without computing `2 * stride`, which wraps on a
+    // 32-bit target for a caller's huge stride (`4 * groups <= x.len()` cannot).
+    let fits = stride <= w.len() / 2 && w.len() - 2 * stride >= 4 * groups;
     if groups == 0 || !fits {
         return acc;
     }
