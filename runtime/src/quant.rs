@@ -487,6 +487,34 @@ mod tests {
         assert_eq!(half.apply(-1), -1);
     }
 
+    /// `(acc, multiplier, shift)` with `acc * multiplier = odd * 2^(t - 1)`, `t = 31 - shift`:
+    /// `acc = odd_a * 2^e` and `multiplier = odd_m * 2^c` in `[2^30, 2^31)` with `e + c = t - 1`.
+    fn exact_tie() -> impl proptest::strategy::Strategy<Value = (i32, i32, i32)> {
+        use proptest::prelude::*;
+        (
+            MIN_SHIFT..=MAX_SHIFT,
+            0u32..=30,
+            any::<u32>(),
+            any::<u32>(),
+            any::<bool>(),
+        )
+            .prop_filter_map("a tie within i32", |(shift, c, ms, a_s, neg)| {
+                let t = (31 - shift) as u32;
+                let e = (t - 1).checked_sub(c).filter(|&e| e <= 30)?;
+                let lo = 1u64 << (30 - c); // odd_m in [lo, 2 lo)
+                let om = (lo + u64::from(ms) % lo) | 1;
+                let m = (om << c) as i64;
+                let amax = 1u64 << (31 - e); // odd_a < 2^(31 - e): acc fits
+                let oa = (u64::from(a_s) % amax) | 1;
+                let acc = (oa << e) as i64;
+                ((1i64 << 30)..(1i64 << 31)).contains(&m).then_some((
+                    if neg { -acc } else { acc } as i32,
+                    m as i32,
+                    shift,
+                ))
+            })
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
         /// `apply` equals the exactly rounded quotient computed in i128.
@@ -506,6 +534,28 @@ mod tests {
             if num < 0 { q = -q; }
             let want = q.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
             proptest::prop_assert_eq!(r.apply(acc), want);
+        }
+
+        /// Exact ties, where rounding modes differ and random draws almost never land:
+        /// `acc * m = odd * 2^(t - 1)` with `t = 31 - shift`, both signs. Single rounding goes
+        /// away from zero (one more in magnitude than the truncated quotient), on every path;
+        /// double rounding is TensorFlow Lite's code.
+        #[test]
+        fn ties_round_as_each_mode_says((acc, m, shift) in exact_tie()) {
+            let r = Requant { multiplier: m, shift };
+            let t = 31 - shift;
+            let num = acc as i128 * m as i128;
+            proptest::prop_assert_eq!(num.abs() % (1i128 << t), 1i128 << (t - 1), "not a tie");
+            let away = (num.abs() >> t) + 1;
+            let want = if num < 0 { -away } else { away };
+            let want = want.clamp(i32::MIN as i128, i32::MAX as i128) as i32;
+            proptest::prop_assert_eq!(r.apply(acc), want);
+            proptest::prop_assert_eq!(Prepared::new(r, Rounding::Single).apply(acc), want);
+            proptest::prop_assert_eq!(r.apply_double(acc), tflite_mbqm(acc, m, shift));
+            proptest::prop_assert_eq!(
+                Prepared::new(r, Rounding::Double).apply(acc),
+                tflite_mbqm(acc, m, shift)
+            );
         }
 
         /// `apply_double` equals TensorFlow Lite's code for every multiplier `[0, 2^31)` (the

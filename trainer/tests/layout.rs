@@ -2,8 +2,10 @@
 //! (cli -> report -> detect / deploy -> train -> nn / data, with io and util below all), there
 //! are no import cycles, and no file's code (tests aside) runs much past 600 lines.
 //!
-//! A module's dependencies are the `crate::...` paths in its code; comments (doc links) and
-//! everything from its first `#[cfg(test)]` on (test modules may reach anywhere) are skipped.
+//! A module's dependencies are the `crate::`, `super::` and `self::` paths in its code (grouped
+//! `use crate::{a, b::c}` expanded); comments (doc links) and the items under a
+//! `#[cfg(test)]` (test modules may reach anywhere) are skipped, and nothing else: the whole
+//! file is read, whatever follows a test module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -32,30 +34,115 @@ fn module_name(src: &Path, file: &Path) -> String {
     parts.join("::")
 }
 
-/// The code before the first `#[cfg(test)]`, without comment lines.
+/// The code lines without comment lines and without the items under a `#[cfg(test)]` (a
+/// one-line item, or a braced one up to its closing brace); everything else, to the end.
 fn code(text: &str) -> Vec<&str> {
-    text.lines()
-        .take_while(|l| !l.trim_start().starts_with("#[cfg(test)]"))
-        .filter(|l| !l.trim_start().starts_with("//"))
-        .collect()
-}
-
-/// The `a::b::c` paths after each `crate::`.
-fn crate_paths(lines: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
-    for l in lines {
-        let mut rest = *l;
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
-            let end = rest
-                .find(|c: char| {
-                    !(c.is_ascii_lowercase() || c == '_' || c == ':' || c.is_ascii_digit())
-                })
-                .unwrap_or(rest.len());
-            out.push(rest[..end].trim_end_matches(':').to_string());
+    let mut lines = text.lines().peekable();
+    while let Some(l) = lines.next() {
+        let t = l.trim_start();
+        if t.starts_with("//") {
+            continue;
+        }
+        if !t.starts_with("#[cfg(test)]") {
+            out.push(l);
+            continue;
+        }
+        // Skip the item: further attributes, then lines until its braces balance (or a `;`
+        // ends a one-line item).
+        let mut depth = 0i32;
+        let mut opened = false;
+        for l in lines.by_ref() {
+            let t = l.trim_start();
+            if t.starts_with("#[") && !opened {
+                continue;
+            }
+            for c in l.chars() {
+                match c {
+                    '{' => {
+                        depth += 1;
+                        opened = true;
+                    }
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if (opened && depth <= 0) || (!opened && t.ends_with(';')) {
+                break;
+            }
         }
     }
     out
+}
+
+/// The path characters at the start of `s` (`a::b::c`, stopping at a type or a brace).
+fn path_prefix(s: &str) -> &str {
+    let end = s
+        .find(|c: char| !(c.is_ascii_lowercase() || c == '_' || c == ':' || c.is_ascii_digit()))
+        .unwrap_or(s.len());
+    &s[..end]
+}
+
+/// The module paths (from the crate root, `a::b::c`) that `lines` of module `module` name
+/// with `crate::`, `super::` or `self::`; `use x::{a, b::c}` gives `x::a` and `x::b::c`.
+fn crate_paths_in(module: &str, lines: &[&str]) -> Vec<String> {
+    let text = lines.join("\n");
+    let mut out = Vec::new();
+    let parent = |m: &str| {
+        m.rsplit_once("::")
+            .map_or(String::new(), |(p, _)| p.to_string())
+    };
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < text.len() {
+        let at_word = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+        let rest = &text[i..];
+        let (base, skip) = if at_word && rest.starts_with("crate::") {
+            (String::new(), "crate::".len())
+        } else if at_word && rest.starts_with("self::") {
+            (module.to_string(), "self::".len())
+        } else if at_word && rest.starts_with("super::") {
+            let mut b = parent(module);
+            let mut k = "super::".len();
+            while rest[k..].starts_with("super::") {
+                b = parent(&b);
+                k += "super::".len();
+            }
+            (b, k)
+        } else {
+            i += rest.chars().next().map_or(1, char::len_utf8);
+            continue;
+        };
+        let tail = &rest[skip..];
+        let p = path_prefix(tail);
+        let join = |a: &str, b: &str| {
+            let b = b.trim_end_matches(':');
+            match (a.is_empty(), b.is_empty()) {
+                (true, _) => b.to_string(),
+                (_, true) => a.to_string(),
+                _ => format!("{a}::{b}"),
+            }
+        };
+        let head = join(&base, p);
+        if (p.is_empty() || p.ends_with("::")) && tail[p.len()..].starts_with('{') {
+            // A group: each comma-separated entry (one level of nesting is enough here).
+            let body = &tail[p.len() + 1..];
+            let close = body.find('}').unwrap_or(body.len());
+            for item in body[..close].split([',', '{']) {
+                let item = path_prefix(item.trim());
+                out.push(join(&head, item));
+            }
+        } else {
+            out.push(head);
+        }
+        i += skip + p.len().max(1);
+    }
+    out
+}
+
+/// [`crate_paths_in`] for the crate root (the old checker's view: `crate::` paths only).
+fn crate_paths(lines: &[&str]) -> Vec<String> {
+    crate_paths_in("", lines)
 }
 
 fn layer(module: &str) -> usize {
@@ -93,7 +180,7 @@ fn graph() -> Graph {
         let c = code(text);
         lines.insert(m.clone(), c.len());
         let mut d = BTreeSet::new();
-        for p in crate_paths(&c) {
+        for p in crate_paths_in(m, &c) {
             // The longest prefix of the path that is a module.
             let parts: Vec<&str> = p.split("::").collect();
             if let Some(t) = (1..=parts.len())
@@ -194,6 +281,30 @@ fn the_checker_sees_dependencies() {
     assert!(g.deps["cli"].iter().any(|d| d.starts_with("report")));
     assert_eq!(
         crate_paths(&["use crate::a::b::{C, D}; x(crate::e);"]),
-        ["a::b", "e"]
+        ["a::b", "a::b", "e"]
     );
+    // Grouped imports, `super::` and `self::` from a module's place.
+    assert_eq!(
+        crate_paths_in(
+            "nn::autograd::ops_conv",
+            &["use crate::{data, nn::model::X};"]
+        ),
+        ["data", "nn::model"]
+    );
+    assert_eq!(
+        crate_paths_in(
+            "nn::autograd::ops_conv",
+            &["use super::ops_conv_direct::f; super::super::init::g(); self::h::i();"]
+        ),
+        [
+            "nn::autograd::ops_conv_direct::f",
+            "nn::init::g",
+            "nn::autograd::ops_conv::h::i"
+        ]
+    );
+    // The code after a test module is read; the test module is not.
+    let text = "use crate::a;\n#[cfg(test)]\nmod tests {\n    use crate::b;\n}\nuse crate::c;\n";
+    assert_eq!(crate_paths(&code(text)), ["a", "c"]);
+    let text = "#[cfg(test)]\nuse crate::b;\nfn f() { crate::c::g() }\n";
+    assert_eq!(crate_paths(&code(text)), ["c::g"]);
 }

@@ -34,7 +34,20 @@ fn imported_models_equal_tflite_micro_byte_for_byte() {
             import(&fixture(name, "tflite"), name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         let want = fixture(name, "tflm.bin");
         let got = host_outputs(&blob, &fixture(name, "inputs.bin"));
-        let n_out = want.len() / got.len();
+        // The output length from the fixture's own record of the TFLite output shape, not
+        // from the bytes being compared.
+        let meta: serde_json::Value = serde_json::from_slice(&fixture(name, "json")).unwrap();
+        let n_out: usize = meta["output_shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .product();
+        assert_eq!(want.len(), got.len() * n_out, "{name}: TFLM output bytes");
+        assert!(
+            got.iter().all(|o| o.len() == n_out),
+            "{name}: output length"
+        );
         let mut wrong = 0;
         for (i, out) in got.iter().enumerate() {
             let tflm: Vec<i8> = want[i * n_out..(i + 1) * n_out]

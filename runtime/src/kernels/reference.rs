@@ -278,12 +278,55 @@ mod tests {
     use crate::quant::Requant;
     use proptest::prelude::*;
 
-    /// Random per-channel bias and multipliers serialized the way a blob holds them.
-    fn stage_bytes(n: usize) -> impl Strategy<Value = (Vec<u8>, Vec<u8>, i8, bool)> {
+    /// A layer's output stage as a blob holds it: per-channel biases and multipliers, the
+    /// zero point, the clamp and the model's rounding.
+    #[derive(Debug, Clone)]
+    struct StageCase {
+        bias: Vec<u8>,
+        rq: Vec<u8>,
+        zp: i8,
+        lo: i8,
+        hi: i8,
+        rounding: crate::quant::Rounding,
+    }
+
+    impl StageCase {
+        /// The first `n` channels as a kernel's [`Stage`].
+        fn stage(&self, n: usize) -> Stage<'_> {
+            Stage {
+                bias: &self.bias[..4 * n],
+                requant: &self.rq[..8 * n],
+                zero_point: self.zp as i32,
+                act_min: self.lo as i32,
+                act_max: self.hi as i32,
+                rounding: self.rounding,
+            }
+        }
+
+        /// Shifts above 0 cut to 0 under TensorFlow Lite's rounding, whose left shift wraps
+        /// and so is not monotonic: the loader refuses such a stage before a fused pool.
+        fn monotonic(mut self) -> StageCase {
+            if self.rounding == crate::quant::Rounding::Double {
+                for ch in self.rq.chunks_exact_mut(8) {
+                    let shift = i32::from_le_bytes([ch[4], ch[5], ch[6], ch[7]]);
+                    ch[4..].copy_from_slice(&shift.min(0).to_le_bytes());
+                }
+            }
+            self
+        }
+    }
+
+    /// Random output stages of `n` channels: biases mostly small, sometimes up to the bound
+    /// every layer accepts; every valid multiplier (0, or [2^30, 2^31)) over the whole shift
+    /// range (above 0 included), weighted towards the shifts real layers use (-14..-4); both
+    /// roundings; clamps of the whole range, a ReLU at the zero point, or any `lo <= hi`
+    /// (ReLU6 and narrower).
+    fn stage_bytes(n: usize) -> impl Strategy<Value = StageCase> {
         (
-            proptest::collection::vec(-20_000i32..20_000, n),
-            // Every valid multiplier (0, or [2^30, 2^31)) over the whole shift range, weighted
-            // towards the shifts real layers use (-14..-4).
+            proptest::collection::vec(
+                prop_oneof![9 => -20_000i32..20_000, 1 => -MAX_BIAS..=MAX_BIAS],
+                n,
+            ),
             proptest::collection::vec(
                 (
                     prop_oneof![9 => (1i32 << 30)..=i32::MAX, 1 => Just(0)],
@@ -292,9 +335,10 @@ mod tests {
                 n,
             ),
             any::<i8>(),
+            (0u8..4, any::<i8>(), any::<i8>()),
             any::<bool>(),
         )
-            .prop_map(|(b, r, zp, relu)| {
+            .prop_map(|(b, r, zp, (clamp, a, c), double)| {
                 let bias = b.iter().flat_map(|v| v.to_le_bytes()).collect();
                 let rq = r
                     .iter()
@@ -308,7 +352,24 @@ mod tests {
                         v
                     })
                     .collect();
-                (bias, rq, zp, relu)
+                let (lo, hi) = match clamp {
+                    0 => (-128, 127),
+                    1 => (zp, 127),
+                    _ => (a.min(c), a.max(c)),
+                };
+                let rounding = if double {
+                    crate::quant::Rounding::Double
+                } else {
+                    crate::quant::Rounding::Single
+                };
+                StageCase {
+                    bias,
+                    rq,
+                    zp,
+                    lo,
+                    hi,
+                    rounding,
+                }
             })
     }
 
@@ -388,9 +449,9 @@ mod tests {
 
         #[test]
         fn conv2d_matches_reference(c in conv_case(false), s in stage_bytes(8)) {
-            let (bias, rq, zp, relu) = s;
-            let n = c.g.out_c;
-            let st = stage(&bias[..4 * n], &rq[..8 * n], zp, relu);
+            // A fused pool needs a monotonic requantization (the loader's rule).
+            let s = if c.g.pool_k > 1 || c.g.pool_s > 1 { s.monotonic() } else { s };
+            let st = s.stage(c.g.out_c);
             let mut out = vec![0i8; c.g.output_len()];
             let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
             let mut scratch = vec![0u32; conv2d_scratch_words(&c.g)];
@@ -400,9 +461,8 @@ mod tests {
 
         #[test]
         fn depthwise_matches_reference(c in conv_case(true), s in stage_bytes(8)) {
-            let (bias, rq, zp, relu) = s;
-            let n = c.g.out_c;
-            let st = stage(&bias[..4 * n], &rq[..8 * n], zp, relu);
+            let s = if c.g.pool_k > 1 || c.g.pool_s > 1 { s.monotonic() } else { s };
+            let st = s.stage(c.g.out_c);
             let mut out = vec![0i8; c.g.output_len()];
             depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
@@ -416,8 +476,7 @@ mod tests {
             wpool in proptest::collection::vec(any::<i8>(), 12 * 300),
             s in stage_bytes(12),
         ) {
-            let (bias, rq, ozp, relu) = s;
-            let st = stage(&bias[..4 * out_n], &rq[..8 * out_n], ozp, relu);
+            let st = s.stage(out_n);
             let w = &wpool[..out_n * x.len()];
             let mut out = vec![0i8; out_n];
             fully_connected(&x, zp as i32, w, &st, &mut out);

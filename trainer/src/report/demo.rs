@@ -388,7 +388,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     )?;
     crate::io::write_atomic(&dir.join("index.html"), html(&s).as_bytes())?;
     // The README's figures table, from exactly this summary (see `readme_table`).
-    let table = readme_table(&serde_json::to_value(&s)?);
+    let table = readme_table(&serde_json::to_value(&s)?)?;
     crate::io::write_atomic(&dir.join("readme-table.md"), table.as_bytes())?;
     Ok(s)
 }

@@ -205,9 +205,23 @@ pub fn grouped(v: u64) -> String {
 /// The README's figures table, generated from a `summary.json` (the main job's), so the README
 /// can only show what a run printed: `trainer::report::html::readme_table` and the test that checks
 /// README.md against `docs/summary.json`.
-pub fn readme_table(s: &serde_json::Value) -> String {
-    let f = |k: &str| s[k].as_f64().unwrap_or(f64::NAN);
-    let u = |k: &str| s[k].as_u64().unwrap_or(0);
+///
+/// A key the summary lacks (or holds as another type) is an error naming it: a table of
+/// "NaN %" and zeros would otherwise match a README made from the same broken summary.
+pub fn readme_table(s: &serde_json::Value) -> anyhow::Result<String> {
+    let missing = std::cell::RefCell::new(Vec::new());
+    let f = |k: &str| {
+        s[k].as_f64().unwrap_or_else(|| {
+            missing.borrow_mut().push(k.to_string());
+            f64::NAN
+        })
+    };
+    let u = |k: &str| {
+        s[k].as_u64().unwrap_or_else(|| {
+            missing.borrow_mut().push(k.to_string());
+            0
+        })
+    };
     let pct = |k: &str| format!("{:.2} %", 100.0 * f(k));
     let insn = u("instructions_per_inference");
     let rows = [
@@ -270,5 +284,12 @@ pub fn readme_table(s: &serde_json::Value) -> String {
     for (a, b, c) in rows {
         t += &format!("| {a} | {b} | {c} |\n");
     }
-    t
+    let missing = missing.into_inner();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "the summary lacks {} (or holds another type)",
+            missing.join(", ")
+        );
+    }
+    Ok(t)
 }

@@ -14,6 +14,7 @@
 //! [`Graph::leaf`] each step, build the forward pass, call [`Graph::backward`], collect grads
 //! with [`Graph::take_grad`] and hand them to an optimizer from [`crate::train::optim`].
 
+mod conv_geom;
 mod gemm;
 #[cfg(target_arch = "x86_64")]
 mod gemm_avx512;
@@ -31,9 +32,9 @@ mod ops_roi;
 mod ops_shape;
 mod pool;
 
+pub use conv_geom::Conv2dParams;
 pub use gemm::serial;
 pub use graph::{Backward, GradCtx, Graph, Var};
-pub use ops_conv::Conv2dParams;
 pub use ops_norm::BatchNormState;
 pub use ops_roi::Roi;
 pub use pool::release_cached_buffers;

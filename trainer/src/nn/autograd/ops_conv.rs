@@ -8,84 +8,10 @@
 //!
 //! A 1x1 convolution with stride 1 and no padding skips im2col: `cols` is `x` itself.
 
-use serde::{Deserialize, Serialize};
-
+use super::conv_geom::{bias_grad, Conv2dParams, Geom};
 use super::gemm::{gemm, Mat};
 use super::graph::{Backward, GradCtx, Graph, Var};
-use super::lanes::Lanes;
 use super::{pool, pooled, pooled_zeros, slice, Tensor};
-
-/// Stride and symmetric zero padding of a convolution (same for both spatial axes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conv2dParams {
-    pub stride: usize,
-    pub padding: usize,
-}
-
-impl Default for Conv2dParams {
-    fn default() -> Self {
-        Self {
-            stride: 1,
-            padding: 0,
-        }
-    }
-}
-
-/// Shapes of one convolution.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Geom {
-    pub n: usize,
-    pub h: usize,
-    pub w: usize,
-    pub c: usize,
-    pub o: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub oh: usize,
-    pub ow: usize,
-    pub stride: usize,
-    pub pad: usize,
-}
-
-impl Geom {
-    fn new(x: &[usize], w: &[usize], p: Conv2dParams) -> Self {
-        assert_eq!(x.len(), 4, "conv2d: x must be NHWC, got {x:?}");
-        assert_eq!(w.len(), 4, "conv2d: w must be OHWI, got {w:?}");
-        assert_eq!(
-            x[3], w[3],
-            "conv2d: x has {} channels, w expects {}",
-            x[3], w[3]
-        );
-        assert!(p.stride >= 1, "conv2d: stride must be >= 1");
-        let (h, wd, kh, kw) = (x[1] + 2 * p.padding, x[2] + 2 * p.padding, w[1], w[2]);
-        assert!(
-            h >= kh && wd >= kw,
-            "conv2d: kernel {kh}x{kw} larger than padded input {h}x{wd}"
-        );
-        Self {
-            n: x[0],
-            h: x[1],
-            w: x[2],
-            c: x[3],
-            o: w[0],
-            kh,
-            kw,
-            oh: (h - kh) / p.stride + 1,
-            ow: (wd - kw) / p.stride + 1,
-            stride: p.stride,
-            pad: p.padding,
-        }
-    }
-    fn m(&self) -> usize {
-        self.n * self.oh * self.ow
-    }
-    pub fn k(&self) -> usize {
-        self.kh * self.kw * self.c
-    }
-    fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
-    }
-}
 
 /// Copies `count` segments of `len` floats, segment `i` from `src[i * step..]` to
 /// `dst[i * k..]`. Small fixed lengths get a monomorphised loop, so a segment is a few moves
@@ -196,13 +122,6 @@ fn col2im(dcols: &[f32], g: &Geom, dx: &mut [f32]) {
             }
         }
     }
-}
-
-/// The gradient of a convolution's bias: the per-channel sums of `dy` (`[.., o]`).
-pub(super) fn bias_grad(dy: &[f32], o: usize) -> Tensor {
-    let lanes = Lanes::new(o);
-    let sums = lanes.sum(dy, &vec![0.0; lanes.len], |d, _| d);
-    super::tensor(&[o], sums.iter().map(|&a| a as f32).collect())
 }
 
 struct Conv2dOp {
@@ -503,7 +422,9 @@ mod tests {
     fn no_input_grad_for_first_layer() {
         let mut rng = ChaCha8Rng::seed_from_u64(14);
         let mut g = Graph::new();
-        let x = g.constant(randn(&[1, 4, 4, 1], &mut rng));
+        let xv = randn(&[1, 4, 4, 1], &mut rng);
+        let xs: Vec<f32> = xv.iter().copied().collect();
+        let x = g.constant(xv);
         let w = g.leaf(randn(&[2, 3, 3, 1], &mut rng), true);
         let y = g.conv2d(
             x,
@@ -517,7 +438,30 @@ mod tests {
         let s = g.sum(y);
         g.backward(s);
         assert!(g.grad(x).is_none());
-        assert_eq!(g.grad(w).unwrap().shape(), &[2, 3, 3, 1]);
+        let dw = g.grad(w).unwrap();
+        assert_eq!(dw.shape(), &[2, 3, 3, 1]);
+        // d(sum y)/dW[o, ky, kx] is the sum of the input under tap (ky, kx) over the 4x4
+        // outputs (padding 1), the same for both output channels.
+        for o in 0..2 {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let mut want = 0.0f32;
+                    for oy in 0..4usize {
+                        for ox in 0..4usize {
+                            let (iy, ix) = ((oy + ky).wrapping_sub(1), (ox + kx).wrapping_sub(1));
+                            if iy < 4 && ix < 4 {
+                                want += xs[iy * 4 + ix];
+                            }
+                        }
+                    }
+                    let got = dw[[o, ky, kx, 0]];
+                    assert!(
+                        (got - want).abs() < 1e-4,
+                        "dW[{o}, {ky}, {kx}] {got} vs {want}"
+                    );
+                }
+            }
+        }
     }
 
     /// Shapes big enough for the buffer cache (the small cases above never touch it): stale

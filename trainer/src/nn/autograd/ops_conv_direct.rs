@@ -11,10 +11,10 @@
 //! transposed (rows `(ky, kx, c)`, depth the output pixels) times `dy` where it lies,
 //! accumulated over the images.
 
+use super::conv_geom::{bias_grad, Geom};
 use super::gemm::{pack, Mat};
 use super::gemm_avx512::{self, Init, Lhs};
 use super::graph::{Backward, GradCtx, Graph, Var};
-use super::ops_conv::{bias_grad, Geom};
 use super::{pool, tensor, Tensor};
 
 /// The padded grid of a stride-1 convolution.
