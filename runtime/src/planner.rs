@@ -380,5 +380,46 @@ pub(crate) mod tests {
             proptest::prop_assert!(p.arena_bytes >= brute);
             proptest::prop_assert!(p.arena_bytes <= p.naive_bytes);
         }
+
+        /// Arbitrary lifetimes (any interval, not only a tensor born one step after its
+        /// producer), zero-size regions and more regions than the planner's cap, checked
+        /// independently of how the planner works: a step-by-step simulation finds no two
+        /// live regions overlapping or leaving the arena, the reported live peak is the
+        /// brute-force one, the arena lies between it and the naive sum, zero-size regions sit
+        /// at 0, and regions past the cap are left alone.
+        #[test]
+        fn arbitrary_regions_never_overlap_and_meet_the_bound(
+            spec in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![1 => proptest::strategy::Just(0usize), 6 => 1usize..3000, 1 => (1usize..8).prop_map(|v| v * 4096)],
+                    0usize..40,
+                    0usize..12,
+                ),
+                0..MAX_PLANNED + 12,
+            ),
+        ) {
+            let sizes: Vec<usize> = spec.iter().map(|s| s.0).collect();
+            let life: Vec<Lifetime> = spec
+                .iter()
+                .map(|&(_, first, len)| Lifetime { first, last: first + len })
+                .collect();
+            let p = plan(&sizes, &life, false);
+            let n = sizes.len().min(MAX_PLANNED);
+            let (placed_sizes, placed_life) = (&sizes[..n], &life[..n]);
+            let laid = Laid { offsets: p.offsets[..n].to_vec(), ..p };
+            let brute = simulate(placed_sizes, placed_life, &laid);
+            proptest::prop_assert_eq!(laid.live_peak_bytes, brute);
+            proptest::prop_assert!(laid.arena_bytes >= brute);
+            proptest::prop_assert_eq!(laid.naive_bytes, placed_sizes.iter().sum::<usize>());
+            proptest::prop_assert!(laid.arena_bytes <= laid.naive_bytes);
+            for (r, (&size, &at)) in placed_sizes.iter().zip(&laid.offsets).enumerate() {
+                if size == 0 {
+                    proptest::prop_assert_eq!(at, 0, "zero-size region {}", r);
+                }
+            }
+            for (r, &at) in p.offsets.iter().enumerate().skip(n) {
+                proptest::prop_assert_eq!(at, usize::MAX, "region {} past the cap", r);
+            }
+        }
     }
 }

@@ -292,6 +292,46 @@ unsafe fn tile<const MR: usize, const NV: usize, const U: usize>(
     }
 }
 
+/// [`gemm`] in plain scalar Rust, for tests on any CPU: the same views and `init`, element by
+/// element (the sums are in another order, so results agree to rounding, not bit for bit).
+///
+/// # Safety
+/// As [`gemm`], without the AVX-512F requirement.
+#[cfg(test)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_portable(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Lhs,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    for i in 0..m {
+        let row = (i / a.group) * a.group_stride + (i % a.group) * a.rs;
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for l in 0..k {
+                let at = row + (l / a.seg) * a.seg_stride + (l % a.seg) * a.cs;
+                // SAFETY: elements of the views (the caller's contract, as for `gemm`).
+                acc += unsafe { *a.ptr.add(at) * *b.add(l * ldb + j) };
+            }
+            // SAFETY: as above.
+            unsafe {
+                let out = c.add(i * ldc + j);
+                *out = match init {
+                    Init::Zero => acc,
+                    Init::Accumulate => *out + acc,
+                    Init::Bias(bias) => *bias.add(j) + acc,
+                };
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

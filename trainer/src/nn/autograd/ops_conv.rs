@@ -384,6 +384,33 @@ mod tests {
     /// Tolerance abs 2e-3 + rel 1e-2, eps 1e-2.
     #[test]
     fn gradcheck_conv2d() {
+        // Every backward on every CPU: the im2col path, and (x86-64) the implicit-GEMM path
+        // with its portable product and, where the CPU has AVX-512F, its AVX-512 one; the
+        // stride-1 cases must reach the implicit path when it is forced.
+        gradcheck_conv2d_cases();
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::nn::autograd::ops_conv_direct::{with_conv_path, ConvPath, DIRECT_RUNS};
+            for path in [
+                ConvPath::Im2col,
+                ConvPath::DirectPortable,
+                ConvPath::DirectAvx512,
+            ] {
+                let before = DIRECT_RUNS.with(|r| r.get());
+                let ran = with_conv_path(path, || {
+                    crate::nn::autograd::gemm::serial(gradcheck_conv2d_cases)
+                });
+                let direct = DIRECT_RUNS.with(|r| r.get()) - before;
+                match (path, ran) {
+                    (ConvPath::Im2col, _) => assert_eq!(direct, 0),
+                    (_, Some(())) => assert!(direct > 0, "{path:?}: no case took it"),
+                    (_, None) => eprintln!("gradcheck_conv2d: {path:?} needs AVX-512F"),
+                }
+            }
+        }
+    }
+
+    fn gradcheck_conv2d_cases() {
         let tol = Tolerance {
             abs: 2e-3,
             rel: 1e-2,
@@ -511,11 +538,19 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn implicit_gemm_path_matches_im2col() {
-        use crate::nn::autograd::ops_conv_direct::{DIRECT_RUNS, IM2COL_ONLY};
-        if !crate::nn::autograd::gemm_avx512::available() {
-            eprintln!("implicit_gemm_path_matches_im2col: skipped, this CPU has no AVX-512F");
-            return;
+        use crate::nn::autograd::ops_conv_direct::{with_conv_path, ConvPath};
+        // The portable product on every CPU, and the AVX-512 one where there is AVX-512F.
+        implicit_gemm_cases(ConvPath::DirectPortable);
+        if with_conv_path(ConvPath::DirectAvx512, || ()).is_some() {
+            implicit_gemm_cases(ConvPath::DirectAvx512);
+        } else {
+            eprintln!("implicit_gemm_path_matches_im2col: no AVX-512F, the portable product only");
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn implicit_gemm_cases(direct_path: crate::nn::autograd::ops_conv_direct::ConvPath) {
+        use crate::nn::autograd::ops_conv_direct::{with_conv_path, ConvPath, DIRECT_RUNS};
         let mut rng = ChaCha8Rng::seed_from_u64(17);
         let cases: [(&[usize], &[usize], usize); 9] = [
             (&[2, 6, 5, 8], &[4, 3, 3, 8], 1),
@@ -540,9 +575,8 @@ mod tests {
                 randn(&ws[..1], &mut rng),
             );
             // On this thread: a product the pool would split takes the im2col path.
-            let run = |im2col: bool| {
-                crate::nn::autograd::gemm::serial(|| {
-                    IM2COL_ONLY.with(|f| f.set(im2col));
+            let run = |path: ConvPath| {
+                let go = || {
                     let mut g = Graph::new();
                     let (xv, wv, bv) = (
                         g.leaf(x.clone(), true),
@@ -553,22 +587,22 @@ mod tests {
                     let yv = g.value(y).clone();
                     let s = weighted_sum(&mut g, y, 18);
                     g.backward(s);
-                    IM2COL_ONLY.with(|f| f.set(false));
                     [
                         yv,
                         g.take_grad(xv).unwrap(),
                         g.take_grad(wv).unwrap(),
                         g.take_grad(bv).unwrap(),
                     ]
-                })
+                };
+                with_conv_path(path, || crate::nn::autograd::gemm::serial(go)).unwrap()
             };
-            let direct = run(false);
+            let direct = run(direct_path);
             assert_eq!(
                 DIRECT_RUNS.with(|r| r.get()),
                 before + 1,
                 "{xs:?} {ws:?} did not take the implicit-GEMM path"
             );
-            let im2col = run(true);
+            let im2col = run(ConvPath::Im2col);
             let want = conv_ref(&x, &w, Some(&b), p);
             for (a, e) in direct[0].iter().zip(want.iter()) {
                 assert!((a - e).abs() < 1e-4, "{xs:?} {ws:?}: {a} vs {e}");

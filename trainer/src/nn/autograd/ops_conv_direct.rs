@@ -31,26 +31,83 @@ impl Geom {
 /// kernel larger than the padding (so that `dx` is a convolution with padding
 /// `K - 1 - pad`), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
 pub(super) fn usable(s: &Geom, mnk: [usize; 3]) -> bool {
-    #[cfg(test)]
-    if IM2COL_ONLY.with(|f| f.get()) {
-        return false;
-    }
-    [s.n, s.h, s.w, s.c, s.o].iter().all(|&d| d > 0)
+    let shape = [s.n, s.h, s.w, s.c, s.o].iter().all(|&d| d > 0)
         && s.stride == 1
         && s.kh == s.kw
         && s.pad < s.kh
         && s.hp() >= s.kh
         && s.wp() >= s.kw
-        && super::gemm::on_this_thread(mnk[0], mnk[1], mnk[2])
-        && gemm_avx512::available()
+        && super::gemm::on_this_thread(mnk[0], mnk[1], mnk[2]);
+    #[cfg(test)]
+    match PATH.with(|p| p.get()) {
+        ConvPath::Auto => {}
+        ConvPath::Im2col => return false,
+        // Forced: on any CPU, with the portable product where AVX-512F is missing.
+        ConvPath::DirectPortable | ConvPath::DirectAvx512 => return shape,
+    }
+    shape && gemm_avx512::available()
+}
+
+/// Which convolution path a test thread takes (tests force each one on every CPU).
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ConvPath {
+    /// What the CPU and the shapes choose.
+    Auto,
+    /// im2col + GEMM.
+    Im2col,
+    /// This path with the scalar product ([`gemm_avx512::gemm_portable`]): any CPU.
+    DirectPortable,
+    /// This path with the AVX-512 product (only where the CPU has AVX-512F).
+    DirectAvx512,
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Tests set this to run the im2col path on a CPU that would take this one.
-    pub(super) static IM2COL_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    pub(super) static PATH: std::cell::Cell<ConvPath> = const { std::cell::Cell::new(ConvPath::Auto) };
     /// Convolutions this thread ran on this path (tests check that they reached it).
     pub(super) static DIRECT_RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs `f` with the convolutions of this thread on `path` (then back to `Auto`); `None`
+/// where the CPU cannot take it (AVX-512 without AVX-512F).
+#[cfg(test)]
+pub(crate) fn with_conv_path<T>(path: ConvPath, f: impl FnOnce() -> T) -> Option<T> {
+    if path == ConvPath::DirectAvx512 && !gemm_avx512::available() {
+        return None;
+    }
+    PATH.with(|p| p.set(path));
+    let out = f();
+    PATH.with(|p| p.set(ConvPath::Auto));
+    Some(out)
+}
+
+/// The product of this path: AVX-512 (the only one outside tests, where [`usable`] requires
+/// it), or in tests the portable one when forced or on a CPU without AVX-512F.
+///
+/// # Safety
+/// [`gemm_avx512::gemm`]'s contract, but for AVX-512F, which [`usable`] established.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Lhs,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    init: Init,
+) {
+    #[cfg(test)]
+    if PATH.with(|p| p.get()) == ConvPath::DirectPortable || !gemm_avx512::available() {
+        // SAFETY: the caller's contract.
+        unsafe { gemm_avx512::gemm_portable(m, n, k, a, b, ldb, c, ldc, init) };
+        return;
+    }
+    // SAFETY: the caller's contract; AVX-512F is present (`usable` checked it, and the test
+    // branch above took every other case).
+    unsafe { gemm_avx512::gemm(m, n, k, a, b, ldb, c, ldc, init) }
 }
 
 /// `x [n, h, w, c]` copied into a `[n, h + 2 * q, w + 2 * q, c]` buffer with zeros around
@@ -131,7 +188,7 @@ fn product(
         // (asserted), as is the bias; `y` is an exclusively borrowed (oh*ow) x cout slice
         // of `out`, which overlaps none of them.
         unsafe {
-            gemm_avx512::gemm(
+            gemm(
                 oh * ow,
                 cout,
                 k,
@@ -236,7 +293,7 @@ impl Backward for DirectConvOp {
                 // = wp); b is the image's (oh*ow) x o slice of dy; c writes dwt, k x o, a
                 // fresh buffer.
                 unsafe {
-                    gemm_avx512::gemm(k, o, oh * ow, a, dyi.as_ptr(), o, dwt.as_mut_ptr(), o, init);
+                    gemm(k, o, oh * ow, a, dyi.as_ptr(), o, dwt.as_mut_ptr(), o, init);
                 }
             }
             let dw = pack(Mat::new(&dwt, k, o).t());
