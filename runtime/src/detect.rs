@@ -21,18 +21,22 @@ pub struct BoxQ4 {
 }
 
 impl BoxQ4 {
-    /// Area in (1/16 px)^2.
+    /// Area in (1/16 px)^2. Differences in 64 bits; a product beyond `i64` (sides near
+    /// `2^32`, which no decoder makes) saturates rather than wraps or panics.
     pub fn area(&self) -> i64 {
-        (self.x1 - self.x0) as i64 * (self.y1 - self.y0) as i64
+        (self.x1 as i64 - self.x0 as i64).saturating_mul(self.y1 as i64 - self.y0 as i64)
     }
 
     /// Intersection over union as an exact fraction `(intersection, union)`; compare two
-    /// fractions by cross-multiplying to stay in integers.
+    /// fractions by cross-multiplying to stay in integers. Exact for boxes a decoder makes
+    /// (inside an image of at most 65,535 px); saturating, never panicking, for any other.
     pub fn iou_fraction(&self, o: &BoxQ4) -> (i64, i64) {
-        let iw = (self.x1.min(o.x1) - self.x0.max(o.x0)).max(0) as i64;
-        let ih = (self.y1.min(o.y1) - self.y0.max(o.y0)).max(0) as i64;
-        let inter = iw * ih;
-        (inter, self.area() + o.area() - inter)
+        let iw = (self.x1.min(o.x1) as i64 - self.x0.max(o.x0) as i64).max(0);
+        let ih = (self.y1.min(o.y1) as i64 - self.y0.max(o.y0) as i64).max(0);
+        let inter = iw.saturating_mul(ih);
+        // Never below the intersection (saturated sums could make it so).
+        let union = self.area().saturating_add(o.area()).saturating_sub(inter);
+        (inter, union.max(inter))
     }
 }
 
@@ -69,6 +73,12 @@ impl BoxDecoder {
         };
         if !(q.scale.is_finite() && q.scale > 0.0) {
             return Err(bad);
+        }
+        // A header that did not come through `Model` may hold any i32 here.
+        if !(-128..=127).contains(&q.zero_point) {
+            return Err(Error::BadDetectionHead {
+                what: "output zero point outside int8",
+            });
         }
         let to_px16 = Requant::from_real(q.scale as f64 * 16.0).ok_or(bad)?;
         Ok(Some(BoxDecoder {
@@ -164,6 +174,9 @@ impl GridDecoder {
         let q = def.output.quant;
         if !(q.scale.is_finite() && q.scale > 0.0) {
             return bad("output scale");
+        }
+        if !(-128..=127).contains(&q.zero_point) {
+            return bad("output zero point outside int8");
         }
         let to_px16 = Requant::from_real(q.scale as f64 * 16.0).ok_or(Error::BadDetectionHead {
             what: "output scale gives no box multiplier",

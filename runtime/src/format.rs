@@ -43,6 +43,11 @@ pub const MAX_TENSOR_BYTES: u64 = 1 << 24;
 pub const MAX_ARENA_BYTES: u64 = 1 << 26;
 /// Most multiply-accumulates per inference: 2^31 - 1 (about 20 s at 100 MMAC/s).
 pub const MAX_MACS: u64 = (1 << 31) - 1;
+/// Most work units per inference (see [`crate::Step::work`]): every kernel's inner-loop
+/// iterations, a fixed cost per output besides them, so that pools (no MACs) and a fused
+/// pool's recomputed convolution outputs count too. The worst blob the limits allow runs in
+/// seconds on a host (`runtime/tests/hardening.rs`, `worst_work_blob_runs_in_bounded_time`).
+pub const MAX_WORK: u64 = 1 << 32;
 
 /// The fixed-size header in front of the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use crate::format::{
     Head, Inputs, Layer, ModelDef, ModelHeader, Node, Preamble, Shape, TensorSpec, MAX_ARENA_BYTES,
-    MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES,
+    MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES, MAX_WORK,
 };
 use crate::kernels::{
     self, prepare::limit, prepare::Checked, prepare::Operand, AddParams, ConvGeom, PoolGeom, Stage,
@@ -53,7 +53,44 @@ pub enum Step<'a> {
     Softmax(crate::format::Softmax),
 }
 
+/// Work units charged per output value besides its inner loop: gathering, requantizing,
+/// storing (a few dozen instructions).
+pub const WORK_PER_OUTPUT: u64 = 16;
+
 impl Step<'_> {
+    /// The step's work units ([`crate::format::MAX_WORK`]): inner-loop iterations plus
+    /// [`WORK_PER_OUTPUT`] per value computed, exact in `u64` (saturating), for output shape
+    /// `out`. A fused pool's convolution computes each conv output once per window that
+    /// holds it, and a pool reads each window whole, so both count what the kernel does, not
+    /// the MACs of the layer.
+    pub fn work(&self, out: Shape) -> u64 {
+        let mul = |v: &[usize]| v.iter().fold(1u64, |a, &f| a.saturating_mul(f as u64));
+        let outs = out.bytes();
+        let per = |inner: u64| inner.saturating_add(WORK_PER_OUTPUT);
+        match self {
+            Step::Conv { g, .. } | Step::Depthwise { g, .. } => {
+                let taps = if matches!(self, Step::Depthwise { .. }) {
+                    g.k_h * g.k_w
+                } else {
+                    g.k_h * g.k_w * g.in_c
+                };
+                // Conv outputs computed: each pooled output's whole window.
+                mul(&[g.out_h, g.out_w, g.pool_k, g.pool_k, g.out_c])
+                    .saturating_mul(per(taps as u64))
+            }
+            Step::MaxPool(g) | Step::AvgPool(g) => outs.saturating_mul(per(mul(&[g.k_h, g.k_w]))),
+            Step::FullyConnected { in_features, .. } => {
+                outs.saturating_mul(per(*in_features as u64))
+            }
+            // Whole-input reductions: every input value once, then each output.
+            Step::GlobalAvgPool { .. } | Step::Mean(_) => outs.saturating_mul(WORK_PER_OUTPUT),
+            Step::Add(_) | Step::Concat { .. } => outs.saturating_mul(WORK_PER_OUTPUT),
+            // Three passes over a row (max, sum of exponentials, output), each exponential
+            // a few dozen operations.
+            Step::Softmax(_) => outs.saturating_mul(4 * WORK_PER_OUTPUT),
+        }
+    }
+
     /// The layer kind's name (as `Layer::name`).
     pub fn name(&self) -> &'static str {
         match self {
@@ -316,6 +353,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
         });
     }
     let mut total_macs = 0u64;
+    let mut total_work = 0u64;
     let zp_ok = |zp: i32| (-128..=127).contains(&zp);
     if !zp_ok(input.quant.zero_point) || !zp_ok(output.quant.zero_point) {
         return Err(Error::QuantOutOfRange {
@@ -398,6 +436,15 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             }
         };
         limit(li, "output tensor bytes", shp.bytes(), MAX_TENSOR_BYTES)?;
+        // Reductions read their whole input: charge it (the output is one pixel).
+        let reads = match step {
+            Step::GlobalAvgPool { .. } | Step::Mean(_) => cur.bytes(),
+            _ => 0,
+        };
+        total_work = total_work
+            .saturating_add(step.work(shp))
+            .saturating_add(reads);
+        limit(li, "work units of the model", total_work, MAX_WORK)?;
         total_macs = total_macs.saturating_add(macs);
         limit(
             li,

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use runtime::format::{
     Add, Conv2d, FullyConnected, Head, Layer, Mean, ModelDef, Node, OutputStage, Padding, Pool2d,
     Preamble, Shape, Softmax, TensorSpec, FORMAT_VERSION, MAX_ARENA_BYTES, MAX_MACS,
-    MAX_TENSOR_BYTES,
+    MAX_TENSOR_BYTES, MAX_WORK,
 };
 use runtime::kernels::AddParams;
 use runtime::writer::{encode_i32s, encode_i8s, encode_requants};
@@ -835,6 +835,171 @@ fn bias_bound_follows_the_layer_taps() {
         assert!(
             matches!(load(b), Err(Error::QuantOutOfRange { what: "bias", .. })),
             "{b}"
+        );
+    }
+}
+
+/// Review finding: pools reported 0 MACs and a fused pool recomputes each conv output for
+/// every window holding it, so a 55-byte blob (one 255x255 max-pool, padding 127) ran 31 s at
+/// 512x512 within the MAC limit. Work units (every kernel's inner loop plus a fixed cost per
+/// output) now bound it: at 512x512 it is refused, at 255x255 (4.23e9 units, just under
+/// 2^32) it loads, and so does the largest fused pool the limit allows; their run times on
+/// this host are printed (a benchmark figure, not an assertion).
+#[test]
+fn worst_work_blob_runs_in_bounded_time() {
+    let pool = |side: u16| {
+        one_layer(
+            spec(side, side, 1, 0.01, 0),
+            Layer::MaxPool2d(Pool2d::square(255, 1, 127)),
+            spec(side, side, 1, 0.01, 0),
+            Head::Classifier {
+                classes: side.saturating_mul(side),
+            },
+        )
+    };
+    let big = forge(&pool(512), Some(0));
+    assert!(
+        matches!(
+            Model::from_bytes(&big),
+            Err(Error::LimitExceeded {
+                what: "work units of the model",
+                ..
+            })
+        ),
+        "{:?}",
+        Model::from_bytes(&big).err()
+    );
+    assert!(big.len() < 64, "{} bytes", big.len());
+    // 255 * 255 outputs, each a 255 x 255 window (padding never wins, but is scanned past):
+    // 65,025 * (65,025 + 16) units.
+    let worst = forge(&pool(255), None);
+    let m = Model::from_bytes(&worst).unwrap();
+    let step = &m.layer_info()[0].step;
+    assert_eq!(step.work(m.def().output.shape), 65_025 * (65_025 + 16));
+    assert!(step.work(m.def().output.shape) <= MAX_WORK);
+    let run = |m: &Model| {
+        let mut arena = vec![0u8; m.arena_bytes()];
+        let mut it = Interpreter::new(m, &mut arena).unwrap();
+        let t = std::time::Instant::now();
+        it.invoke();
+        t.elapsed()
+    };
+    eprintln!("255x255 max-pool on 255x255 (work 4.23e9): {:?}", run(&m));
+    // A 1x1 conv with a 64x64 stride-1 fused pool on 128x128: 65 * 65 outputs of 4,096 conv
+    // outputs each, 17 units apiece, 2.9e8 units: loads. The same pool on 256x256 (193 * 193
+    // outputs, 2.6e9 units with the charge per output) loads too; on 512x512 it does not.
+    let bias = encode_i32s(&[0]);
+    let rq = encode_requants(&[Requant::from_real(0.5).unwrap()]);
+    let w = encode_i8s(&[1]);
+    let fused = |side: u16| {
+        let out = side - 63;
+        one_layer(
+            spec(side, side, 1, 0.01, 0),
+            Layer::Conv2d(Conv2d {
+                in_channels: 1,
+                out_channels: 1,
+                kernel_h: 1,
+                kernel_w: 1,
+                stride_h: 1,
+                stride_w: 1,
+                padding: Padding::uniform(0),
+                input_zero_point: 0,
+                output: OutputStage {
+                    zero_point: 0,
+                    act_min: -128,
+                    act_max: 127,
+                    bias: &bias,
+                    requant: &rq,
+                },
+                weights: &w,
+                pool: Some(Pool2d::square(64, 1, 0)),
+            }),
+            spec(out, out, 1, 0.01, 0),
+            Head::Classifier {
+                classes: out.saturating_mul(out),
+            },
+        )
+    };
+    let blob = forge(&fused(256), None);
+    let m = Model::from_bytes(&blob).unwrap();
+    assert_eq!(
+        m.layer_info()[0].step.work(m.def().output.shape),
+        193 * 193 * 64 * 64 * 17
+    );
+    eprintln!(
+        "1x1 conv + 64x64 fused pool on 256x256 (work 2.6e9): {:?}",
+        run(&m)
+    );
+    assert!(matches!(
+        Model::from_bytes(&forge(&fused(512), Some(0))),
+        Err(Error::LimitExceeded { .. })
+    ));
+}
+
+/// Review finding: `BoxQ4::area` and `iou_fraction` overflowed (a panic with overflow checks)
+/// on extreme boxes, and decoders built from a `ModelHeader` that no `Model` checked panicked
+/// on its zero point. Now: saturating box arithmetic, exact where a decoder's boxes live, and
+/// a clear error for the header.
+#[test]
+fn box_helpers_and_decoders_take_any_input() {
+    use runtime::{BoxDecoder, BoxQ4, GridDecoder, ModelHeader};
+    let huge = BoxQ4 {
+        x0: i32::MIN,
+        y0: i32::MIN,
+        x1: i32::MAX,
+        y1: i32::MAX,
+    };
+    let inverted = BoxQ4 {
+        x0: i32::MAX,
+        y0: 0,
+        x1: i32::MIN,
+        y1: 5,
+    };
+    assert_eq!(huge.area(), i64::MAX);
+    assert_eq!(inverted.area(), -(u32::MAX as i64) * 5);
+    let (i, u) = huge.iou_fraction(&huge);
+    assert_eq!((i, u), (i64::MAX, i64::MAX));
+    let _ = huge.iou_fraction(&inverted);
+    let _ = inverted.iou_fraction(&huge);
+    // Exact where it matters: two 2x1-cell boxes sharing one cell.
+    let a = BoxQ4 {
+        x0: 0,
+        y0: 0,
+        x1: 32,
+        y1: 16,
+    };
+    let b = BoxQ4 { x0: 16, ..a };
+    let b = BoxQ4 { x1: 48, ..b };
+    assert_eq!(a.iou_fraction(&b), (256, 768));
+    for zp in [i32::MIN, -129, 128, i32::MAX] {
+        let header = |head| ModelHeader {
+            name: "h",
+            input: spec(16, 16, 1, 0.01, 0),
+            output: TensorSpec {
+                shape: Shape::new(2, 2, 7),
+                quant: QuantParams {
+                    scale: 0.25,
+                    zero_point: zp,
+                },
+            },
+            rounding: runtime::Rounding::Single,
+            head,
+        };
+        let loc = header(Head::Localizer { classes: 3 });
+        assert!(
+            matches!(BoxDecoder::new(&loc), Err(Error::BadDetectionHead { .. })),
+            "{zp}"
+        );
+        let grid = header(Head::GridDetector {
+            classes: 2,
+            cell: 8,
+            obj_threshold: -128,
+            nms_iou_pct: 50,
+            max_detections: 16,
+        });
+        assert!(
+            matches!(GridDecoder::new(&grid), Err(Error::BadDetectionHead { .. })),
+            "{zp}"
         );
     }
 }
