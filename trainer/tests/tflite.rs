@@ -320,3 +320,57 @@ fn import_command_writes_only_on_success() {
     assert_eq!(std::fs::read(&good).unwrap(), fixture("ref-cnn", "tflite"));
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// Review finding: a file whose tensor list references one table (with a 64 K-entry scale
+/// array) 1,000 times unpacked to 1,000 copies (1 MB of file drove peak memory to 983 MB).
+/// The verifier's apparent size is now capped at twice the file: refused before unpacking.
+#[test]
+fn a_file_that_shares_one_table_many_times_is_refused() {
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let scale = fbb.create_vector(&vec![0.5f32; 1 << 16]);
+    let q = tfl::QuantizationParameters::create(
+        &mut fbb,
+        &tfl::QuantizationParametersArgs {
+            scale: Some(scale),
+            ..Default::default()
+        },
+    );
+    let shape = fbb.create_vector(&[1i32, 4]);
+    let t = tfl::Tensor::create(
+        &mut fbb,
+        &tfl::TensorArgs {
+            shape: Some(shape),
+            type_: tfl::TensorType::INT8,
+            quantization: Some(q),
+            ..Default::default()
+        },
+    );
+    let tensors = fbb.create_vector(&vec![t; 1000]);
+    let io = fbb.create_vector(&[0i32]);
+    let sg = tfl::SubGraph::create(
+        &mut fbb,
+        &tfl::SubGraphArgs {
+            tensors: Some(tensors),
+            inputs: Some(io),
+            outputs: Some(io),
+            ..Default::default()
+        },
+    );
+    let subgraphs = fbb.create_vector(&[sg]);
+    let m = tfl::Model::create(
+        &mut fbb,
+        &tfl::ModelArgs {
+            version: 3,
+            subgraphs: Some(subgraphs),
+            ..Default::default()
+        },
+    );
+    tfl::finish_model_buffer(&mut fbb, m);
+    let bytes = fbb.finished_data();
+    assert!(bytes.len() < 300_000, "{} bytes", bytes.len());
+    let e = import_err(bytes);
+    assert!(
+        e.contains("not a valid TensorFlow Lite flatbuffer") && e.contains("pparent"),
+        "{e}"
+    );
+}

@@ -135,11 +135,18 @@ fn fill(u: &mut Unstructured, n: usize) -> Result<Vec<u8>> {
 fn stage_arrays(u: &mut Unstructured, n: usize) -> Result<(Vec<u8>, Vec<u8>)> {
     let bias_mode = u.int_in_range(0u8..=63)?;
     let raw_rq = rare(u, 128)?;
-    // Multipliers of real models (1e-5 to 1), and the valid range's extremes.
-    let base = match u.int_in_range(0u8..=20)? {
+    // Multipliers of real models (1e-5 to 1), the valid range's extremes, and above 1 (a
+    // shift above 0: TensorFlow Lite's left shift, which wraps and is not monotonic).
+    let base = match u.int_in_range(0u8..=23)? {
+        21..=23 => (1u64 << u.int_in_range(0u32..=29)?) as f64,
         20 => 0.999_999_9,
         19 => 1.0e-9,
         _ => (u.int_in_range(0u32..=999_999)? as f64 + 1.0) * 1.0e-6,
+    };
+    let most = if base < 1.0 {
+        0.999_999_9
+    } else {
+        (1u64 << 30) as f64
     };
     let mut s = Stream::new(u)?;
     let mut bias = Vec::with_capacity(4 * n);
@@ -158,7 +165,7 @@ fn stage_arrays(u: &mut Unstructured, n: usize) -> Result<(Vec<u8>, Vec<u8>)> {
                 shift: (s.next() >> 32) as i32,
             }
         } else {
-            let real = (base * (1.0 + (s.next() % 64) as f64 / 64.0)).min(0.999_999_9);
+            let real = (base * (1.0 + (s.next() % 64) as f64 / 64.0)).min(most);
             Requant::from_real(real).unwrap_or(Requant {
                 multiplier: 1 << 30,
                 shift: 0,

@@ -64,8 +64,14 @@ impl Graph {
         if bytes.len() < 8 || &bytes[4..8] != b"TFL3" {
             bail!("not a TensorFlow Lite flatbuffer (no \"TFL3\" identifier at offset 4)");
         }
+        // What the verifier may walk, scaled to the file: a table takes at least 4 bytes, and
+        // the object API copies every table once per reference, so a file that references
+        // one large table many times would unpack to far more than its size (1 MB of file to
+        // 983 MB of memory, found by review). A converter's file shares nothing: its
+        // apparent size is its size.
         let opts = flatbuffers::VerifierOptions {
-            max_tables: 1 << 22,
+            max_tables: bytes.len() / 4 + 64,
+            max_apparent_size: bytes.len().saturating_mul(2).saturating_add(1 << 16),
             ..Default::default()
         };
         let model = tfl::root_as_model_with_opts(&opts, bytes)
