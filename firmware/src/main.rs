@@ -137,7 +137,7 @@ fn run<S: InputSource>(
         .map_err(FwError::Input)?
     {
         let start = counter.now();
-        interp.invoke();
+        interp.invoke()?;
         let end = counter.now();
         stack::check();
 
@@ -162,7 +162,7 @@ fn run<S: InputSource>(
             if let Some(m) = marks.get_mut(k + 1) {
                 *m = counter.now();
             }
-        });
+        })?;
         for (k, (info, m)) in model.layer_info().iter().zip(marks.windows(2)).enumerate() {
             outln!(
                 "LAYER {} {} {}",
@@ -180,14 +180,27 @@ fn run<S: InputSource>(
 #[inline(never)]
 fn report_boxes<const N: usize>(model: &Model<'_, N>, index: usize, output: &[i8]) {
     if let Some(dec) = model.box_decoder() {
-        // The same integer decoding the host runs, so boxes compare bit for bit too.
-        detection_line("BOX", index, &dec.decode(output));
+        report_box(dec, index, output);
     }
     if let Some(dec) = model.grid_decoder() {
-        // Integer decoding and NMS in fixed memory, identical to the host's.
-        for d in dec.decode(output).iter() {
-            detection_line("DET", index, d);
-        }
+        report_grid(dec, index, output);
+    }
+}
+
+/// A localizer's box. Out of line, apart from [`report_grid`]: each path's frame is on the
+/// stack only for the head that needs it (the grid's detection list is most of a kilobyte).
+#[inline(never)]
+fn report_box(dec: &runtime::BoxDecoder, index: usize, output: &[i8]) {
+    // The same integer decoding the host runs, so boxes compare bit for bit too.
+    detection_line("BOX", index, &dec.decode(output));
+}
+
+/// A grid detector's detections: integer decoding and NMS in fixed memory, identical to the
+/// host's.
+#[inline(never)]
+fn report_grid(dec: &runtime::GridDecoder, index: usize, output: &[i8]) {
+    for d in dec.decode(output).iter() {
+        detection_line("DET", index, d);
     }
 }
 

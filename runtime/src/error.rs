@@ -5,7 +5,8 @@ use core::fmt;
 /// Everything that can go wrong while loading a model or preparing an interpreter.
 ///
 /// Variants carry the numbers that explain them, so a one-line message on a device log is
-/// enough to act on. After [`crate::Interpreter::new`] succeeds, `invoke` cannot fail.
+/// enough to act on. After [`crate::Interpreter::new`] succeeds, `invoke` fails only with
+/// [`Error::PlanBroken`], which no blob can cause (it would be a bug of the planner).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
@@ -49,6 +50,16 @@ pub enum Error {
     ArenaMismatch { declared: usize, planned: usize },
     /// The caller's arena is smaller than the model needs.
     ArenaTooSmall { needed: usize, available: usize },
+    /// `invoke` found the arena plan breaking its own invariant at this layer (an output
+    /// outside the arena, or overlapping an input): a runtime bug, reported instead of
+    /// leaving the previous output in place. No blob that loads can cause it.
+    PlanBroken { layer: u16 },
+    /// A caller's buffer for the model's input or output has the wrong number of values.
+    BufferLength {
+        what: &'static str,
+        expected: usize,
+        found: usize,
+    },
     /// The detection head is inconsistent with the output tensor.
     BadDetectionHead { what: &'static str },
     /// A size over one of the documented limits (`format::MAX_*`).
@@ -116,6 +127,15 @@ impl fmt::Display for Error {
             Error::ArenaMismatch { declared, planned } => write!(
                 f,
                 "header declares a {declared}-byte arena but the plan needs {planned}"
+            ),
+            Error::BufferLength {
+                what,
+                expected,
+                found,
+            } => write!(f, "{what}: {found} values, the model has {expected}"),
+            Error::PlanBroken { layer } => write!(
+                f,
+                "layer {layer}: the arena plan broke its invariant (a runtime bug, please report)"
             ),
             Error::ArenaTooSmall { needed, available } => {
                 write!(

@@ -95,29 +95,66 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
         as_i8_mut(self.arena.get_mut(r).unwrap_or_default())
     }
 
+    /// Fills the input from real values, quantized with the model's input scale and zero
+    /// point (round half away from zero, saturating; NaN becomes the zero point): for a
+    /// caller who does not quantize by hand. `x` holds exactly the input's values (NHWC).
+    pub fn set_input_f32(&mut self, x: &[f32]) -> Result<(), Error> {
+        let q = self.model.def().input.quant;
+        let input = self.input_mut();
+        if x.len() != input.len() {
+            return Err(Error::BufferLength {
+                what: "input",
+                expected: input.len(),
+                found: x.len(),
+            });
+        }
+        q.quantize_slice(x, input);
+        Ok(())
+    }
+
+    /// The output after `invoke` as real values (the model's output scale and zero point),
+    /// into `out`, which holds exactly the output's values.
+    pub fn output_f32(&self, out: &mut [f32]) -> Result<(), Error> {
+        let y = self.output();
+        if out.len() != y.len() {
+            return Err(Error::BufferLength {
+                what: "output",
+                expected: y.len(),
+                found: out.len(),
+            });
+        }
+        self.model.def().output.quant.dequantize_slice(y, out);
+        Ok(())
+    }
+
     /// The output tensor after `invoke`.
     pub fn output(&self) -> &[i8] {
         let r = self.range(self.model.layer_info().len());
         as_i8(self.arena.get(r).unwrap_or_default())
     }
 
-    /// Runs every layer. Cannot fail: the model was validated and the arena checked in `new`.
+    /// Runs every layer. The model was validated and the arena checked in `new`, so the only
+    /// error is [`Error::PlanBroken`], a runtime bug no blob can cause: it is returned (the
+    /// output is then not this input's) rather than ignored.
     #[inline(never)] // one symbol to profile (bench/cmsis-nn marks its entry and dispatch)
-    pub fn invoke(&mut self) {
-        self.invoke_observed(|_| {});
+    pub fn invoke(&mut self) -> Result<(), Error> {
+        self.invoke_observed(|_| {})
     }
 
     /// [`invoke`](Self::invoke), calling `after_layer(k)` once layer `k` has run (a profiler
     /// reads a cycle or instruction counter there; with a no-op closure this is `invoke`).
     #[inline(always)]
-    pub fn invoke_observed(&mut self, mut after_layer: impl FnMut(usize)) {
+    pub fn invoke_observed(&mut self, mut after_layer: impl FnMut(usize)) -> Result<(), Error> {
         let model = self.model;
         for (i, info) in model.layer_info().iter().enumerate() {
             let out = tensor_range(model, i + 1);
             let s = info.scratch;
+            let broken = Error::PlanBroken {
+                layer: i.min(u16::MAX as usize) as u16,
+            };
             let Some(c) = Carved::new(self.arena, out, s.offset..s.offset + s.len) else {
                 debug_assert!(false, "planner produced an out-of-arena buffer");
-                return;
+                return Err(broken);
             };
             let mut xs: [&[i8]; MAX_INPUTS] = [&[]; MAX_INPUTS];
             for (x, &t) in xs.iter_mut().zip(&info.inputs) {
@@ -125,7 +162,7 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
                     Some(v) => *x = as_i8(v),
                     None => {
                         debug_assert!(false, "planner overlapped an input and the output");
-                        return;
+                        return Err(broken);
                     }
                 }
             }
@@ -167,5 +204,6 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
             }
             after_layer(i);
         }
+        Ok(())
     }
 }

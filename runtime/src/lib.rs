@@ -3,9 +3,9 @@
 //! ```text
 //! let model = Model::from_bytes(BLOB)?;            // validates everything once
 //! let mut interp = Interpreter::new(&model, &mut ARENA)?;  // ArenaTooSmall { needed, available }
-//! interp.input_mut().copy_from_slice(&image);       // int8 NHWC
-//! interp.invoke();                                  // integer arithmetic only; cannot fail
-//! let logits = interp.output();
+//! interp.input_mut().copy_from_slice(&image);       // int8 NHWC (or set_input_f32)
+//! interp.invoke()?;                                 // integer arithmetic only
+//! let logits = interp.output();                     // int8 (or output_f32)
 //! ```
 //! The runtime owns the model format ([`format`]) and every line of integer arithmetic
 //! ([`quant`], [`kernels`]); the trainer, the host tests and the firmware all call it.

@@ -191,7 +191,7 @@ fn loads_and_runs_like_the_kernels_say() {
     let mut arena = [0u8; SMALL_ARENA];
     let mut it = Interpreter::new(&m, &mut arena).unwrap();
     it.input_mut().copy_from_slice(&x);
-    it.invoke();
+    it.invoke().unwrap();
     let out = it.output().to_vec();
 
     let i8s = |v: &[u8]| v.iter().map(|&b| b as i8).collect::<Vec<i8>>();
@@ -240,9 +240,9 @@ fn loads_and_runs_like_the_kernels_say() {
     let mut big = [0xAAu8; SMALL_ARENA + 40];
     let mut it2 = Interpreter::new(&m, &mut big).unwrap();
     it2.input_mut().copy_from_slice(&x);
-    it2.invoke();
+    it2.invoke().unwrap();
     it2.input_mut().copy_from_slice(&x);
-    it2.invoke();
+    it2.invoke().unwrap();
     assert_eq!(it2.output(), &out[..]);
 }
 
@@ -390,7 +390,7 @@ fn exercise(bytes: &[u8]) -> bool {
             let mut arena = vec![0u8; m.arena_bytes()];
             if let Ok(mut it) = Interpreter::new(&m, &mut arena) {
                 it.input_mut().fill(3);
-                it.invoke();
+                it.invoke().unwrap();
                 let _ = it.output();
             }
             true
@@ -430,4 +430,43 @@ fn every_byte_flip_is_an_error_or_a_valid_model() {
 #[test]
 fn crc32_is_the_ieee_polynomial() {
     assert_eq!(runtime::crc32(b"123456789"), 0xCBF4_3926);
+}
+
+/// Real values in and out: `set_input_f32` quantizes with the input's scale (1/255) and zero
+/// point (-128), `output_f32` dequantizes with the output's (0.1, 5); wrong lengths are
+/// errors that name the buffer, and nothing is written then.
+#[test]
+fn float_input_and_output_use_the_model_quantization() {
+    let b = blob();
+    let m = Model::from_bytes(&b).unwrap();
+    let mut arena = [0u8; SMALL_ARENA];
+    let mut it = Interpreter::new(&m, &mut arena).unwrap();
+    // 0 -> -128, 1 -> 127 (255 - 128), 0.6 -> round(153) - 128 = 25, NaN -> the zero point.
+    let mut x = vec![0.0f32; 36];
+    x[1] = 1.0;
+    x[2] = 0.6;
+    x[3] = f32::NAN;
+    x[4] = 7.0; // saturates
+    it.set_input_f32(&x).unwrap();
+    assert_eq!(&it.input_mut()[..6], &[-128, 127, 25, -128, 127, -128]);
+    assert_eq!(
+        it.set_input_f32(&x[..35]),
+        Err(runtime::Error::BufferLength {
+            what: "input",
+            expected: 36,
+            found: 35
+        })
+    );
+    assert_eq!(it.input_mut()[1], 127, "nothing written on error");
+    it.invoke().unwrap();
+    let q = it.output().to_vec();
+    let mut y = [0.0f32; 3];
+    it.output_f32(&mut y).unwrap();
+    for (r, &v) in y.iter().zip(&q) {
+        assert_eq!(*r, 0.1 * (v as i32 - 5) as f32);
+    }
+    assert!(matches!(
+        it.output_f32(&mut [0.0; 4]),
+        Err(runtime::Error::BufferLength { what: "output", .. })
+    ));
 }

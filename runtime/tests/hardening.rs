@@ -75,7 +75,7 @@ fn exercise(bytes: &[u8]) -> Result<(), Error> {
     for fill in [i8::MIN, 0, i8::MAX] {
         let mut it = Interpreter::new(&m, &mut arena[..need])?;
         it.input_mut().fill(fill);
-        it.invoke();
+        it.invoke().unwrap();
         let out = it.output().to_vec();
         if let Some(d) = m.box_decoder() {
             let b = d.decode(&out).bbox;
@@ -199,7 +199,7 @@ fn global_average_pool_bound_holds() {
     let mut arena = vec![0u8; m.arena_bytes()];
     let mut it = Interpreter::new(&m, &mut arena).unwrap();
     it.input_mut().fill(127);
-    it.invoke();
+    it.invoke().unwrap();
     assert_eq!(it.output(), &[127]);
 }
 
@@ -787,7 +787,7 @@ fn fused_pool_after_a_wrapping_requantization_is_refused() {
             let mut arena = vec![0u8; m.arena_bytes() + 4];
             let mut it = Interpreter::new(&m, &mut arena[off..]).unwrap();
             it.input_mut().copy_from_slice(&x);
-            it.invoke();
+            it.invoke().unwrap();
             assert_eq!(
                 it.output(),
                 [want],
@@ -881,7 +881,7 @@ fn worst_work_blob_runs_in_bounded_time() {
         let mut arena = vec![0u8; m.arena_bytes()];
         let mut it = Interpreter::new(m, &mut arena).unwrap();
         let t = std::time::Instant::now();
-        it.invoke();
+        it.invoke().unwrap();
         t.elapsed()
     };
     eprintln!("255x255 max-pool on 255x255 (work 4.23e9): {:?}", run(&m));

@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         for (i, x) in it.input_mut().iter_mut().enumerate() {
             *x = (i as u8).wrapping_mul(37) as i8;
         }
-        it.invoke();
+        it.invoke().unwrap();
         let _ = runtime::argmax(it.output());
     }
 });

@@ -703,7 +703,7 @@ pub fn exercise(bytes: &[u8], fill_seed: u64) -> Outcome {
             let arena = &mut buf[start..start + need];
             let mut it = Interpreter::new(&m, arena).expect("arena of the planned size");
             it.input_mut().copy_from_slice(&input);
-            it.invoke();
+            it.invoke().unwrap();
             assert_eq!(
                 it.output(),
                 &want[..],

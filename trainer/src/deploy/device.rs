@@ -222,14 +222,14 @@ pub fn host_outputs(blob: &[u8], inputs: &[Vec<i8>]) -> anyhow::Result<Vec<Vec<i
     let m = runtime::Model::from_bytes(blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut arena = vec![0u8; m.arena_bytes()];
     let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(inputs
+    inputs
         .iter()
         .map(|x| {
             it.input_mut().copy_from_slice(x);
-            it.invoke();
-            it.output().to_vec()
+            it.invoke().map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(it.output().to_vec())
         })
-        .collect())
+        .collect()
 }
 
 /// The host runtime's decoded detection for each output (localization models), else empty.

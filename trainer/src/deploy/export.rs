@@ -588,7 +588,7 @@ pub fn run_int8(blob: &[u8], data: &Dataset) -> anyhow::Result<Vec<Vec<i8>>> {
     let mut outs = Vec::with_capacity(data.len());
     for i in 0..data.len() {
         quantize_image(data.image(i), q, it.input_mut());
-        it.invoke();
+        it.invoke().map_err(|e| anyhow::anyhow!("{e}"))?;
         outs.push(it.output().to_vec());
     }
     Ok(outs)

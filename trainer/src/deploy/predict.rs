@@ -155,7 +155,7 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
     let mut arena = vec![0u8; m.arena_bytes()];
     let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::deploy::export::quantize_image(&pixels, spec.quant, it.input_mut());
-    it.invoke();
+    it.invoke().map_err(|e| anyhow::anyhow!("{e}"))?;
     let q = m.def().output.quant;
     let out = it.output();
     let px = |v: i32| v as f32 / 16.0;

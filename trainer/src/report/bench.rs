@@ -134,12 +134,12 @@ pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usi
         .collect();
     for x in &inputs {
         it.input_mut().copy_from_slice(x);
-        it.invoke();
+        it.invoke().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let t = std::time::Instant::now();
     for i in 0..iters {
         it.input_mut().copy_from_slice(&inputs[i % inputs.len()]);
-        it.invoke();
+        it.invoke().map_err(|e| anyhow::anyhow!("{e}"))?;
         std::hint::black_box(it.output());
     }
     Ok((
