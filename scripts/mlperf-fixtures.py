@@ -31,21 +31,21 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
 import numpy as np
 import tflite_micro
 from tflite_micro import runtime as tflm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tflm_run import ARENA, run_tflm  # noqa: E402  (the scripts folder's shared helper)
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "trainer" / "tests" / "fixtures" / "mlperf"
-ARENA = 4 << 20
 N_SEEDED = 16
 
 TINY = ("mlcommons/tiny", "1afd2c9820f795965a6134facd0b4dfae41ef23f")
@@ -80,30 +80,6 @@ def op_names(tfl):
     m = fb.ModelT.InitFromPackedBuf(tfl, 0)
     codes = [max(c.deprecatedBuiltinCode, c.builtinCode) for c in m.operatorCodes]
     return [names[codes[op.opcodeIndex]] for op in m.subgraphs[0].operators]
-
-
-def run_tflm(tfl, xs):
-    """TFLM on each int8 input: (outputs, arena_used_bytes)."""
-    it = tflm.Interpreter.from_bytes(tfl, arena_size=ARENA)
-    outs = []
-    for x in xs:
-        it.set_input(x[None], 0)
-        it.invoke()
-        outs.append(np.array(it.get_output(0), dtype=np.int8).reshape(-1))
-    # print_allocations() writes via MicroPrintf to the C stderr: capture fd 2.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as f:
-        os.dup2(f.fileno(), 2)
-        try:
-            it.print_allocations()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        f.seek(0)
-        log = f.read().decode(errors="replace")
-    total = int(re.search(r"Arena allocation total (\d+) bytes", log).group(1))
-    return np.stack(outs), total
 
 
 def kws_inputs(git_dir):
@@ -143,7 +119,8 @@ def main():
         else:
             rng = np.random.default_rng(0)
             xs = rng.integers(-128, 128, size=(N_SEEDED, *in_shape), dtype=np.int8)
-        ys, arena = run_tflm(tfl, xs)
+        ys, arenas = run_tflm(tfl, xs)
+        arena = arenas["total"]
         meta = {
             "name": name, "task": task,
             "source": {"repository": f"github.com/{TINY[0]}", "commit": TINY[1], "path": path,

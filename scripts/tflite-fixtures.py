@@ -50,9 +50,7 @@ and the installed _runtime.so):
 import gzip
 import json
 import os
-import re
 import sys
-import tempfile
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,6 +63,9 @@ from keras import layers
 import tflite_micro
 from tflite_micro import runtime as tflm
 from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tflm_run import run_tflm  # noqa: E402  (the scripts folder's shared helper)
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "trainer" / "tests" / "fixtures" / "tflite"
@@ -245,31 +246,6 @@ def describe(tfl):
                        "inputs": [tensor(i) for i in op.inputs],
                        "outputs": [tensor(i) for i in op.outputs]})
     return names, detail
-
-
-def run_tflm(tfl, xs_q):
-    """Runs TFLM on each int8 input; returns (outputs, arena bytes dict)."""
-    it = tflm.Interpreter.from_bytes(tfl, arena_size=ARENA)
-    outs = []
-    for x in xs_q:
-        it.set_input(x[None], 0)
-        it.invoke()
-        outs.append(np.array(it.get_output(0), dtype=np.int8).reshape(-1))
-    # print_allocations() writes via MicroPrintf to the C stderr: capture fd 2.
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as f:
-        os.dup2(f.fileno(), 2)
-        try:
-            it.print_allocations()
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-        f.seek(0)
-        log = f.read().decode(errors="replace")
-    arena = {k: int(re.search(rf"Arena allocation {k} (\d+) bytes", log).group(1))
-             for k in ("total", "head", "tail")}
-    return np.stack(outs), arena
 
 
 def run_tflite_ref(tfl, xs_q):
