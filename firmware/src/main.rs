@@ -26,13 +26,20 @@ mod semihost;
 mod stack;
 
 /// `--features overflow-test`: recurse until the stack hits the guard (the test of the guard).
+/// Each frame is larger than a small guard and writes only its lowest word: with a 32-byte
+/// guard that store landed below it, in the statics, and nothing faulted.
 #[cfg(feature = "overflow-test")]
 mod overflow {
     #[inline(never)]
     pub fn recurse(depth: u32) -> u32 {
-        let mut frame = [depth; 64];
+        let mut frame = core::mem::MaybeUninit::<[u32; 192]>::uninit();
+        let p = frame.as_mut_ptr().cast::<u32>();
+        // SAFETY: the first word of this frame's own array.
+        unsafe { core::ptr::write_volatile(p, depth) };
         core::hint::black_box(&mut frame);
-        frame[0] + recurse(depth + 1)
+        // SAFETY: written just above.
+        let first = unsafe { core::ptr::read_volatile(p) };
+        first.wrapping_add(recurse(depth + 1))
     }
 }
 
@@ -246,6 +253,24 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 
 #[exception]
 unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
+    // Which fault: HFSR (FORCED: an escalated configurable fault, whose cause is in CFSR;
+    // VECTTBL) and CFSR, on the cores that have them (Armv7-M and Armv8-M Mainline).
+    #[cfg(not(guard = "canary"))]
+    {
+        // SAFETY: reads of the System Control Block's fault status registers.
+        let (hfsr, cfsr) = unsafe {
+            let scb = &*cortex_m::peripheral::SCB::PTR;
+            (scb.hfsr.read(), scb.cfsr.read())
+        };
+        outln!(
+            "HARDFAULT pc={:#010x} lr={:#010x} HFSR {:#010x} CFSR {:#010x}",
+            ef.pc(),
+            ef.lr(),
+            hfsr,
+            cfsr
+        );
+    }
+    #[cfg(guard = "canary")]
     outln!("HARDFAULT pc={:#010x} lr={:#010x}", ef.pc(), ef.lr());
     semihost::exit(status::HARD_FAULT)
 }

@@ -41,7 +41,15 @@ pub fn paint() {
     }
 }
 
-/// Bytes of the guard region: the MPU's smallest region.
+/// Bytes of the guard region. With the MPU, larger than any frame the firmware has (the
+/// largest, `conv2d_patch` and `depthwise_blocks`, are about 800 B): a function's first
+/// access below an overflowing stack pointer lands inside the guard and faults, where a
+/// 32-byte guard could be jumped by a large frame whose first store lies below it (into the
+/// statics). MSPLIM checks the stack pointer itself, and the canary is the painted words, so
+/// those keep the small region.
+#[cfg(guard = "mpu")]
+const GUARD: usize = 1024;
+#[cfg(not(guard = "mpu"))]
 const GUARD: usize = 32;
 
 /// First byte of the guard: the stack's bottom rounded up to the region size.
@@ -58,10 +66,11 @@ fn systick_below_faults(scb: &mut cortex_m::peripheral::SCB) {
     }
 }
 
-/// Makes the 32 bytes at the bottom of the stack inaccessible with the MPU, so a stack that
-/// grows into the statics below it (the arena lives there) faults instead of corrupting them;
-/// the MemManage handler reports it and exits with `status::STACK_OVERFLOW`. Call after
-/// [`paint`] (which writes there).
+/// Makes the [`GUARD`] bytes at the bottom of the stack inaccessible with the MPU, so a
+/// stack that grows into the statics below it (the arena lives there) faults instead of
+/// corrupting them; the MemManage handler reads the fault status and reports it (exit
+/// `status::STACK_OVERFLOW` when the faulting access was in the guard). Call after [`paint`]
+/// (which writes there).
 #[cfg(guard = "mpu")]
 pub fn guard(cp: &mut cortex_m::Peripherals) {
     // SAFETY: region 0 covers only the guard, with no access; the default memory map stays in
@@ -69,8 +78,9 @@ pub fn guard(cp: &mut cortex_m::Peripherals) {
     unsafe {
         cp.MPU.rnr.write(0);
         cp.MPU.rbar.write(guard_start() as u32);
-        // SIZE 4: 2^(4+1) = 32 bytes; AP 000: no access; XN; ENABLE.
-        cp.MPU.rasr.write((1 << 28) | (4 << 1) | 1);
+        // SIZE 9: 2^(9+1) = 1024 bytes (GUARD); AP 000: no access; XN; ENABLE.
+        const _: () = assert!(GUARD == 1 << 10);
+        cp.MPU.rasr.write((1 << 28) | (9 << 1) | 1);
         cp.MPU.ctrl.write((1 << 2) | 1); // PRIVDEFENA | ENABLE
     }
     cp.SCB
@@ -129,9 +139,34 @@ core::arch::global_asm!(
     "MemoryManagement:",
     "ldr r0, =_stack_start",
     "msr msp, r0",
-    "bl stack_overflow_report",
+    "bl mem_manage_report",
     "b .",
 );
+
+/// MemManage on Armv7-M: a stack overflow if the faulting data address lies in the guard, or
+/// if the exception entry itself faulted pushing onto the stack (MSTKERR); any other access
+/// violation is reported with its status registers.
+#[cfg(guard = "mpu")]
+#[no_mangle]
+extern "C" fn mem_manage_report() -> ! {
+    // SAFETY: reads of the System Control Block's CFSR and MMFAR.
+    let (cfsr, mmfar) = unsafe {
+        let scb = &*cortex_m::peripheral::SCB::PTR;
+        (scb.cfsr.read(), scb.mmfar.read())
+    };
+    let mmarvalid = cfsr & (1 << 7) != 0;
+    let mstkerr = cfsr & (1 << 4) != 0;
+    let in_guard = (guard_start()..guard_start() + GUARD).contains(&(mmfar as usize));
+    if mstkerr || (mmarvalid && in_guard) {
+        stack_overflow_report();
+    }
+    crate::outln!(
+        "HARDFAULT memory management fault, CFSR {:#010x} MMFAR {:#010x}",
+        cfsr,
+        mmfar
+    );
+    crate::semihost::exit(crate::semihost::status::HARD_FAULT)
+}
 
 #[cfg(guard = "msplim")]
 core::arch::global_asm!(
