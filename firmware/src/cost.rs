@@ -7,7 +7,9 @@
 //!   and the same on every run. QEMU does not model DWT CYCCNT (it reads 0), hence SysTick.
 //!   The 24-bit counter wraps every 2^24 ticks (671 M instructions); a SysTick exception counts
 //!   the wraps, so long inferences are measured correctly too.
-//! - stm32f411, stm32l4r5 (silicon): DWT CYCCNT, exact core cycles (32 bits: 42 s at 100 MHz).
+//! - stm32f411, stm32l4r5 (silicon): DWT CYCCNT, exact core cycles, extended to 64 bits by a
+//!   SysTick exception every 2^24 cycles that counts CYCCNT's wraps (a bare CYCCNT wraps after
+//!   42 s at 100 MHz, less than the work limit allows an inference).
 //! - stm32g071 (silicon, Cortex-M0+: no CYCCNT): SysTick on the core clock, which counts core
 //!   cycles directly.
 
@@ -86,11 +88,15 @@ mod imp {
 
         /// Instructions between two `now()` readings (to within one tick) under QEMU; core
         /// cycles on silicon without a cycle counter (SysTick runs on the core clock).
+        ///
+        /// `ticks * 1e9` overflowed u64 past 1.8e10 ticks (738 s of QEMU time at 25 MHz); the
+        /// whole seconds and the rest are scaled apart (`rest * 1e9 < HZ * 1e9 < 2^64`).
         pub fn elapsed(&self, start: u64, end: u64) -> u64 {
+            let t = end.saturating_sub(start);
             if HZ == 0 {
-                end - start
+                t
             } else {
-                (end - start) * 1_000_000_000 / HZ
+                (t / HZ) * 1_000_000_000 + (t % HZ) * 1_000_000_000 / HZ
             }
         }
     }
@@ -98,28 +104,70 @@ mod imp {
 
 #[cfg(counter = "dwt")]
 mod imp {
+    use core::sync::atomic::{AtomicU32, Ordering};
+
+    use cortex_m::peripheral::syst::SystClkSource;
     use cortex_m::peripheral::{DCB, DWT, SYST};
+    use cortex_m_rt::exception;
+
+    /// CYCCNT's wraps, and its value at the last SysTick (to see a wrap since).
+    static WRAPS: AtomicU32 = AtomicU32::new(0);
+    static LAST: AtomicU32 = AtomicU32::new(0);
+
+    /// Every 2^24 core cycles, far less than CYCCNT's 2^32: no wrap goes unseen.
+    #[exception]
+    fn SysTick() {
+        let now = DWT::cycle_count();
+        if now < LAST.load(Ordering::Relaxed) {
+            WRAPS.store(
+                WRAPS.load(Ordering::Relaxed).wrapping_add(1),
+                Ordering::Relaxed,
+            );
+        }
+        LAST.store(now, Ordering::Relaxed);
+    }
 
     pub struct Counter {
         _dwt: DWT,
+        _syst: SYST,
     }
 
     impl Counter {
-        pub fn new(_syst: SYST, mut dcb: DCB, mut dwt: DWT) -> Self {
+        pub fn new(mut syst: SYST, mut dcb: DCB, mut dwt: DWT) -> Self {
             dcb.enable_trace();
             DWT::unlock();
             dwt.set_cycle_count(0);
             dwt.enable_cycle_counter();
-            Self { _dwt: dwt }
+            syst.disable_counter();
+            syst.set_clock_source(SystClkSource::Core);
+            syst.set_reload(0x00ff_ffff);
+            syst.clear_current();
+            syst.enable_interrupt();
+            syst.enable_counter();
+            Self {
+                _dwt: dwt,
+                _syst: syst,
+            }
         }
 
+        /// Core cycles since start, 64 bits: CYCCNT with the wraps the SysTick counted, read
+        /// twice around the wrap count so that a wrap between the reads is not half-counted.
         pub fn now(&self) -> u64 {
-            u64::from(DWT::cycle_count())
+            loop {
+                let wraps = WRAPS.load(Ordering::Relaxed);
+                let last = LAST.load(Ordering::Relaxed);
+                let c = DWT::cycle_count();
+                if WRAPS.load(Ordering::Relaxed) == wraps {
+                    // A wrap the SysTick has not seen yet (CYCCNT below its last reading).
+                    let pending = u64::from(c < last);
+                    return (u64::from(wraps) + pending) << 32 | u64::from(c);
+                }
+            }
         }
 
-        /// Cycles between two `now()` readings (wrapping: one inference is < 2^32 cycles).
+        /// Cycles between two `now()` readings.
         pub fn elapsed(&self, start: u64, end: u64) -> u64 {
-            u64::from((end as u32).wrapping_sub(start as u32))
+            end.saturating_sub(start)
         }
     }
 }
