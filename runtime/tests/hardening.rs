@@ -722,6 +722,29 @@ fn mutations_reach_every_kernel_and_decoder() {
     assert_eq!(kinds.len(), 12, "{kinds:?}");
 }
 
+/// A one-channel 1x1 convolution (input zero point 0, no clamp) with a fused max-pool.
+fn conv_1x1_pooled<'a>(bias: &'a [u8], rq: &'a [u8], w: &'a [u8], pool: Pool2d) -> Layer<'a> {
+    Layer::Conv2d(Conv2d {
+        in_channels: 1,
+        out_channels: 1,
+        kernel_h: 1,
+        kernel_w: 1,
+        stride_h: 1,
+        stride_w: 1,
+        padding: Padding::uniform(0),
+        input_zero_point: 0,
+        output: OutputStage {
+            zero_point: 0,
+            act_min: -128,
+            act_max: 127,
+            bias,
+            requant: rq,
+        },
+        weights: w,
+        pool: Some(pool),
+    })
+}
+
 /// Review finding: TensorFlow Lite's requantization with a shift above 0 wraps, so it is not
 /// monotonic, and a fused max-pool (max of raw accumulators, then one requantization) gave
 /// `[-128]` where the reference (requantize, then max) gives `[127]`: 1x1 conv, weight 1,
@@ -738,25 +761,12 @@ fn fused_pool_after_a_wrapping_requantization_is_refused() {
         }]);
         let mut def = one_layer(
             spec(2, 2, 1, 1.0, 0),
-            Layer::Conv2d(Conv2d {
-                in_channels: 1,
-                out_channels: 1,
-                kernel_h: 1,
-                kernel_w: 1,
-                stride_h: 1,
-                stride_w: 1,
-                padding: Padding::uniform(0),
-                input_zero_point: 0,
-                output: OutputStage {
-                    zero_point: 0,
-                    act_min: -128,
-                    act_max: 127,
-                    bias: Box::leak(bias.clone().into_boxed_slice()),
-                    requant: Box::leak(rq.into_boxed_slice()),
-                },
-                weights: Box::leak(w.clone().into_boxed_slice()),
-                pool: Some(Pool2d::square(2, 2, 0)),
-            }),
+            conv_1x1_pooled(
+                Box::leak(bias.clone().into_boxed_slice()),
+                Box::leak(rq.into_boxed_slice()),
+                Box::leak(w.clone().into_boxed_slice()),
+                Pool2d::square(2, 2, 0),
+            ),
             spec(1, 1, 1, 1.0, 0),
             Head::Classifier { classes: 1 },
         );
@@ -895,25 +905,7 @@ fn worst_work_blob_runs_in_bounded_time() {
         let out = side - 63;
         one_layer(
             spec(side, side, 1, 0.01, 0),
-            Layer::Conv2d(Conv2d {
-                in_channels: 1,
-                out_channels: 1,
-                kernel_h: 1,
-                kernel_w: 1,
-                stride_h: 1,
-                stride_w: 1,
-                padding: Padding::uniform(0),
-                input_zero_point: 0,
-                output: OutputStage {
-                    zero_point: 0,
-                    act_min: -128,
-                    act_max: 127,
-                    bias: &bias,
-                    requant: &rq,
-                },
-                weights: &w,
-                pool: Some(Pool2d::square(64, 1, 0)),
-            }),
+            conv_1x1_pooled(&bias, &rq, &w, Pool2d::square(64, 1, 0)),
             spec(out, out, 1, 0.01, 0),
             Head::Classifier {
                 classes: out.saturating_mul(out),
