@@ -20,7 +20,7 @@ MUTATIONS=(
 "double-rounding-conv-loop|runtime/src/kernels/conv.rs|    for ((o, &mi), &rq) in block.iter_mut().zip(max).zip(rq) {|    for ((o, &mi), &rq) in block.iter_mut().zip(max).zip(rq).skip(1) {|cargo test --release -q -p runtime --lib kernels::"
 "negative-ties-round-up|runtime/src/quant.rs|        let r = p + (p >> 63);|        let r = p;|cargo test --release -q -p runtime --lib quant::"
 "direct-conv-dx-not-flipped|trainer/src/nn/autograd/ops_conv_direct.rs|                        let src = ((oo * s.kh + s.kh - 1 - ky) * s.kw + s.kw - 1 - kx) * c;|                        let src = ((oo * s.kh + ky) * s.kw + kx) * c;|cargo test --release -q -p trainer --lib ops_conv"
-"fused-pool-wrapping-requant|runtime/src/kernels/conv.rs| q.shift > 0)| q.shift > 30)|cargo test --release -q -p runtime --features std --test structured"
+"fused-pool-wrapping-requant|runtime/src/quant.rs| self.shift <= 0| self.shift <= 30|cargo test --release -q -p runtime --features std --test structured"
 "avgpool-backward-overwrites|trainer/src/nn/autograd/ops_pool.rs|                    *dst += src * inv;|                    *dst = src * inv;|cargo test --release -q -p trainer --lib ops_pool"
 )
 

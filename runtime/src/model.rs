@@ -59,11 +59,11 @@ pub const WORK_PER_OUTPUT: u64 = 16;
 
 impl Step<'_> {
     /// The step's work units ([`crate::format::MAX_WORK`]): inner-loop iterations plus
-    /// [`WORK_PER_OUTPUT`] per value computed, exact in `u64` (saturating), for output shape
-    /// `out`. A fused pool's convolution computes each conv output once per window that
+    /// [`WORK_PER_OUTPUT`] per value computed, exact in `u64` (saturating), for first input
+    /// shape `input` and output shape `out`. A fused pool's convolution computes each conv output once per window that
     /// holds it, and a pool reads each window whole, so both count what the kernel does, not
     /// the MACs of the layer.
-    pub fn work(&self, out: Shape) -> u64 {
+    pub fn work(&self, input: Shape, out: Shape) -> u64 {
         let mul = |v: &[usize]| v.iter().fold(1u64, |a, &f| a.saturating_mul(f as u64));
         let outs = out.bytes();
         let per = |inner: u64| inner.saturating_add(WORK_PER_OUTPUT);
@@ -83,7 +83,9 @@ impl Step<'_> {
                 outs.saturating_mul(per(*in_features as u64))
             }
             // Whole-input reductions: every input value once, then each output.
-            Step::GlobalAvgPool { .. } | Step::Mean(_) => outs.saturating_mul(WORK_PER_OUTPUT),
+            Step::GlobalAvgPool { .. } | Step::Mean(_) => input
+                .bytes()
+                .saturating_add(outs.saturating_mul(WORK_PER_OUTPUT)),
             Step::Add(_) | Step::Concat { .. } => outs.saturating_mul(WORK_PER_OUTPUT),
             // Three passes over a row (max, sum of exponentials, output), each exponential
             // a few dozen operations.
@@ -436,14 +438,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             }
         };
         limit(li, "output tensor bytes", shp.bytes(), MAX_TENSOR_BYTES)?;
-        // Reductions read their whole input: charge it (the output is one pixel).
-        let reads = match step {
-            Step::GlobalAvgPool { .. } | Step::Mean(_) => cur.bytes(),
-            _ => 0,
-        };
-        total_work = total_work
-            .saturating_add(step.work(shp))
-            .saturating_add(reads);
+        total_work = total_work.saturating_add(step.work(cur, shp));
         limit(li, "work units of the model", total_work, MAX_WORK)?;
         total_macs = total_macs.saturating_add(macs);
         limit(

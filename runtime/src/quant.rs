@@ -106,6 +106,14 @@ impl Requant {
         }
     }
 
+    /// Whether requantizing with this multiplier never reverses the order of two
+    /// accumulators, so that a max-pool may take the max before it: always with single
+    /// rounding (an exact product); with TensorFlow Lite's double rounding only without a left
+    /// shift (`shift <= 0`), since its left shift wraps as the C++ does.
+    pub fn is_monotonic(self, rounding: Rounding) -> bool {
+        rounding == Rounding::Single || self.shift <= 0
+    }
+
     /// TensorFlow Lite's `MultiplyByQuantizedMultiplier(acc, multiplier, shift)` with its
     /// default double rounding: a left shift for `shift > 0` (wrapping, as the C++ does), then
     /// `SaturatingRoundingDoublingHighMul` = `floor((p + 2^30) / 2^31)` for `p = x * m` (its

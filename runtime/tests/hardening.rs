@@ -885,8 +885,11 @@ fn worst_work_blob_runs_in_bounded_time() {
     let worst = forge(&pool(255), None);
     let m = Model::from_bytes(&worst).unwrap();
     let step = &m.layer_info()[0].step;
-    assert_eq!(step.work(m.def().output.shape), 65_025 * (65_025 + 16));
-    assert!(step.work(m.def().output.shape) <= MAX_WORK);
+    assert_eq!(
+        step.work(m.def().input.shape, m.def().output.shape),
+        65_025 * (65_025 + 16)
+    );
+    assert!(step.work(m.def().input.shape, m.def().output.shape) <= MAX_WORK);
     let run = |m: &Model| {
         let mut arena = vec![0u8; m.arena_bytes()];
         let mut it = Interpreter::new(m, &mut arena).unwrap();
@@ -915,7 +918,9 @@ fn worst_work_blob_runs_in_bounded_time() {
     let blob = forge(&fused(256), None);
     let m = Model::from_bytes(&blob).unwrap();
     assert_eq!(
-        m.layer_info()[0].step.work(m.def().output.shape),
+        m.layer_info()[0]
+            .step
+            .work(m.def().input.shape, m.def().output.shape),
         193 * 193 * 64 * 64 * 17
     );
     eprintln!(

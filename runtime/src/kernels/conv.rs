@@ -913,10 +913,7 @@ pub(crate) fn prepare<'a>(
     // The fused pool takes the max of raw accumulators and requantizes once: exact only for a
     // monotonic requantization. TensorFlow Lite's left shift (shift > 0) wraps as its C++
     // does, so that one is not (TFLite itself never fuses a pool; the importer does not).
-    if cv.pool.is_some()
-        && rounding == crate::quant::Rounding::Double
-        && cv.output.channels().any(|(_, q)| q.shift > 0)
-    {
+    if cv.pool.is_some() && cv.output.channels().any(|(_, q)| !q.is_monotonic(rounding)) {
         return Err(Error::BadParameter {
             layer: li,
             what: "fused pool after a left-shifting TensorFlow Lite requantization",

@@ -283,7 +283,7 @@ impl<'g> Converter<'g> {
         let shape = Shape::new(oh as u16, ow as u16, out_c as u16);
         let layer = Owned::Conv {
             depthwise,
-            monotonic: rq.iter().all(|r| r.shift <= 0),
+            monotonic: rq.iter().all(|r| r.is_monotonic(runtime::Rounding::Double)),
             c,
             weights: w.to_vec(),
             bias: encode_i32s(&b),
