@@ -4,181 +4,103 @@
 //! - copies the model blob (`FIRMWARE_MODEL`, default `models/ref-cnn.bin`) and the test inputs
 //!   (`FIRMWARE_INPUTS`, default `models/test-inputs.bin`) to OUT_DIR for `include_bytes!`;
 //!   relative paths are taken from this crate's folder (`firmware/`);
-//! - reads `arena_bytes` from the blob preamble and writes `OUT_DIR/config.rs`;
+//! - reads the board from its registry entry `boards/<board>/board.env`, and the blob's arena
+//!   size, layer count and test-vector header with the runtime itself (a build dependency:
+//!   the format has one owner), and writes `OUT_DIR/config.rs`;
 //! - fails the build when the model, arena and stack do not fit the board.
 //!
-//! The blob's CRC is deliberately not checked here: the device must detect a corrupted payload
-//! at run time (`runtime::Model::from_bytes`), and a test shows that error path.
+//! A blob the runtime refuses still builds (with a warning): the device must detect a corrupted
+//! payload at run time (`runtime::Model::from_bytes`), and a test shows that error path.
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-/// Blob preamble, little endian: magic, u16 version, u16 reserved, u32 arena_bytes,
-/// u32 payload_len, u32 CRC-32 of the payload; the postcard payload starts at byte 20.
-const MAGIC: &[u8; 4] = b"TMCU";
-const PREAMBLE_BYTES: usize = 20;
-
-/// Test-inputs file: u32 count, u32 bytes per input, then count * len raw int8 values.
-const INPUTS_HEADER_BYTES: usize = 8;
-
 const KIB: u64 = 1024;
 
+/// A board, as its registry entry `boards/B/board.env` describes it.
 struct Board {
-    name: &'static str,
-    /// RAM the budget check allows (may be less than memory.x, see mps2-an386).
+    name: String,
+    /// The Rust target the board's image is built for.
+    target: String,
+    /// RAM and flash the fit check allows (may be less than memory.x, see mps2-an386).
     ram_budget: u64,
-    /// Flash the budget check allows.
     flash_budget: u64,
-    why: &'static str,
+    /// Why those budgets (printed when a model does not fit).
+    why: String,
     /// SysTick clock under QEMU (`-icount shift=0`: one instruction per ns), so instructions
     /// = ticks * 1e9 / hz; 0 for silicon, which counts core cycles (`counter`).
     systick_hz: u64,
-    /// What counts: "systick" (instructions under QEMU), "dwt" (cycles, DWT CYCCNT) or
-    /// "systick-cycles" (cycles on a core without CYCCNT: SysTick on the core clock).
-    counter: &'static str,
-    /// Flash for code, vector table and constants besides the model and the test inputs:
-    /// Armv6-M code (no DSP instructions, no wide immediates) is about 90 KiB.
+    /// What counts: "systick", "dwt" or "systick-cycles".
+    counter: String,
+    /// Flash for code, vector table and constants besides the model and the test inputs.
     code_reserve: u64,
-    /// How a stack overflow is caught: the MPU (Armv7-M), the stack limit register MSPLIM
-    /// (Armv8-M Mainline) or, on cores with neither (the micro:bit's Cortex-M0), a canary
-    /// checked after every inference.
-    guard: &'static str,
+    /// How a stack overflow is caught: "mpu", "msplim" or "canary".
+    guard: String,
 }
 
-const BOARDS: &[(&str, Board)] = &[
-    (
-        "CARGO_FEATURE_BOARD_MPS2_AN386",
-        Board {
-            name: "mps2-an386",
-            // QEMU gives 4 MiB of each; a board a model like this would ship on is far smaller.
-            ram_budget: 256 * KIB,
-            flash_budget: 1024 * KIB,
-            why:
-                "QEMU mps2-an386 has 4 MiB of each, but the budget is a realistic Cortex-M4F part \
-                  (256 KiB RAM, 1 MiB flash; override with FIRMWARE_RAM_BUDGET / \
-                  FIRMWARE_FLASH_BUDGET)",
-            systick_hz: 25_000_000,
-            counter: "systick",
-            guard: "mpu",
-            code_reserve: 64 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_STM32L4R5",
-        Board {
-            name: "stm32l4r5",
-            ram_budget: 640 * KIB,
-            flash_budget: 2048 * KIB,
-            why: "STM32L4R5ZI (NUCLEO-L4R5ZI, MLPerf Tiny's Cortex-M4 board): 640 KiB SRAM, \
-                  2 MiB flash",
-            systick_hz: 0,
-            counter: "dwt",
-            guard: "mpu",
-            code_reserve: 64 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_STM32F411",
-        Board {
-            name: "stm32f411",
-            ram_budget: 128 * KIB,
-            flash_budget: 512 * KIB,
-            why: "STM32F411xE: 128 KiB SRAM, 512 KiB flash",
-            systick_hz: 0,
-            counter: "dwt",
-            guard: "mpu",
-            code_reserve: 64 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_STM32G071",
-        Board {
-            name: "stm32g071",
-            ram_budget: 36 * KIB,
-            flash_budget: 128 * KIB,
-            why: "STM32G071RB (Nucleo-G071RB, Cortex-M0+): 36 KiB RAM, 128 KiB flash; \
-                  untested on silicon",
-            systick_hz: 0,
-            counter: "systick-cycles",
-            guard: "canary",
-            code_reserve: 96 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_MICROBIT",
-        Board {
-            name: "microbit",
-            ram_budget: 16 * KIB,
-            flash_budget: 256 * KIB,
-            why: "BBC micro:bit v1 (nRF51822, Cortex-M0): 16 KiB RAM, 256 KiB flash, as QEMU \
-                  models it",
-            systick_hz: 16_000_000,
-            counter: "systick",
-            guard: "canary",
-            code_reserve: 96 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_MPS2_AN385",
-        Board {
-            name: "mps2-an385",
-            ram_budget: 256 * KIB,
-            flash_budget: 1024 * KIB,
-            why: "QEMU mps2-an385 has 4 MiB of each; the budget is a realistic Cortex-M3 part \
-                  (256 KiB RAM, 1 MiB flash; override with FIRMWARE_RAM_BUDGET / \
-                  FIRMWARE_FLASH_BUDGET)",
-            systick_hz: 25_000_000,
-            counter: "systick",
-            guard: "mpu",
-            code_reserve: 64 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_MPS2_AN500",
-        Board {
-            name: "mps2-an500",
-            ram_budget: 512 * KIB,
-            flash_budget: 2048 * KIB,
-            why: "QEMU mps2-an500 has 4 MiB of each; the budget is a realistic Cortex-M7 part \
-                  (512 KiB RAM, 2 MiB flash; override with FIRMWARE_RAM_BUDGET / \
-                  FIRMWARE_FLASH_BUDGET)",
-            systick_hz: 25_000_000,
-            counter: "systick",
-            guard: "mpu",
-            code_reserve: 64 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_MPS2_AN505",
-        Board {
-            name: "mps2-an505",
-            ram_budget: 256 * KIB,
-            flash_budget: 1024 * KIB,
-            why: "QEMU mps2-an505 gives 4 MiB of code and 2 MiB of data SRAM; the budget is a \
-                  realistic Cortex-M33 part (256 KiB RAM, 1 MiB flash; override with \
-                  FIRMWARE_RAM_BUDGET / FIRMWARE_FLASH_BUDGET)",
-            systick_hz: 20_000_000,
-            counter: "systick",
-            guard: "msplim",
-            code_reserve: 64 * KIB,
-        },
-    ),
-    (
-        "CARGO_FEATURE_BOARD_MPS3_AN547",
-        Board {
-            name: "mps3-an547",
-            ram_budget: 512 * KIB,
-            flash_budget: 512 * KIB,
-            why: "QEMU mps3-an547 (Cortex-M55): 512 KiB ITCM for code, 512 KiB DTCM for data",
-            systick_hz: 32_000_000,
-            counter: "systick",
-            guard: "msplim",
-            code_reserve: 64 * KIB,
-        },
-    ),
-];
+impl Board {
+    /// The board whose `board-B` Cargo feature is enabled, read from `boards/B/board.env`.
+    fn selected(boards_dir: &Path) -> Result<Board, String> {
+        let mut names: Vec<String> = fs::read_dir(boards_dir)
+            .map_err(|e| format!("cannot list {}: {e}", boards_dir.display()))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join("board.env").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        let feature =
+            |n: &str| format!("CARGO_FEATURE_BOARD_{}", n.to_uppercase().replace('-', "_"));
+        let on: Vec<&String> = names
+            .iter()
+            .filter(|n| env::var_os(feature(n)).is_some())
+            .collect();
+        let name = match on.as_slice() {
+            [n] => (*n).clone(),
+            [] => {
+                return Err(format!(
+                    "no board selected: enable one board-* feature (board-mps2-an386 is the \
+                     default; scripts/build-firmware.sh --board picks one). Boards: {}",
+                    names.join(", ")
+                ))
+            }
+            _ => {
+                return Err(
+                    "more than one board feature enabled; use --no-default-features \
+                     --features board-B (scripts/build-firmware.sh --board B does)"
+                        .into(),
+                )
+            }
+        };
+        let path = boards_dir.join(&name).join("board.env");
+        println!("cargo:rerun-if-changed={}", path.display());
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let get = |key: &str| -> Result<String, String> {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .ok_or_else(|| format!("{} has no {key}=", path.display()))
+        };
+        let num = |key: &str| -> Result<u64, String> {
+            let v = get(key)?;
+            v.parse()
+                .map_err(|_| format!("{}: {key}={v:?} is not a number", path.display()))
+        };
+        Ok(Board {
+            target: get("TARGET")?,
+            ram_budget: num("RAM_BUDGET_KIB")? * KIB,
+            flash_budget: num("FLASH_BUDGET_KIB")? * KIB,
+            why: get("BUDGET_NOTE")?,
+            systick_hz: num("SYSTICK_HZ")?,
+            counter: get("COUNTER")?,
+            code_reserve: num("CODE_RESERVE_KIB")? * KIB,
+            guard: get("GUARD")?,
+            name,
+        })
+    }
+}
 
 /// Stack the firmware keeps free for itself and the runtime's kernels (the STACK line reports
 /// the measured peak, about 1.5 to 2 KiB for the built-in models; raise this with
@@ -204,59 +126,26 @@ fn run() -> Result<(), String> {
     println!("cargo:rerun-if-changed=build.rs");
 
     // ---- board ----
-    let selected: Vec<&Board> = BOARDS
-        .iter()
-        .filter(|(feature, _)| env::var_os(feature).is_some())
-        .map(|(_, b)| b)
-        .collect();
-    let board = match selected.as_slice() {
-        [b] => *b,
-        [] => {
-            return Err(
-                "no board selected: enable one board-* feature (board-mps2-an386 is the \
-                        default; scripts/build-firmware.sh --board picks one)"
-                    .into(),
-            )
-        }
-        _ => {
-            return Err(
-                "more than one board feature enabled; use --no-default-features \
-                        --features board-stm32f411 for the STM32"
-                    .into(),
-            )
-        }
-    };
+    let board = Board::selected(&manifest_dir.join("boards"))?;
     println!("cargo::rustc-check-cfg=cfg(guard, values(\"mpu\", \"msplim\", \"canary\"))");
     println!(
         "cargo::rustc-check-cfg=cfg(counter, values(\"systick\", \"dwt\", \"systick-cycles\"))"
     );
     println!("cargo:rustc-cfg=guard=\"{}\"", board.guard);
     println!("cargo:rustc-cfg=counter=\"{}\"", board.counter);
-    // The board's Rust target (boards/B/board.env) must be the one being compiled for: plain
-    // cargo with another board's feature would build an image for the wrong core.
-    let board_env = manifest_dir
-        .join("boards")
-        .join(board.name)
-        .join("board.env");
-    println!("cargo:rerun-if-changed={}", board_env.display());
-    let want = fs::read_to_string(&board_env)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("TARGET=").map(|v| v.trim().to_string()))
-        })
-        .unwrap_or_default();
+    // The board's Rust target must be the one being compiled for: plain cargo with another
+    // board's feature would build an image for the wrong core.
     let target = env::var("TARGET").unwrap_or_default();
-    if want != target {
+    if board.target != target {
         return Err(format!(
-            "board {} is built for {want} (boards/{}/board.env), not {target}: use \
+            "board {} is built for {} (boards/{}/board.env), not {target}: use \
              scripts/build-firmware.sh --board {}",
-            board.name, board.name, board.name
+            board.name, board.target, board.name, board.name
         ));
     }
     let memory_x = manifest_dir
         .join("boards")
-        .join(board.name)
+        .join(&board.name)
         .join("memory.x");
     println!("cargo:rerun-if-changed={}", memory_x.display());
     fs::copy(&memory_x, out_dir.join("memory.x"))
@@ -269,21 +158,41 @@ fn run() -> Result<(), String> {
     // ---- model ----
     let model_path = input_path(&manifest_dir, "FIRMWARE_MODEL", "models/ref-cnn.bin");
     let model = read_input(&model_path, "FIRMWARE_MODEL", "model blob")?;
-    let header = parse_preamble(&model, &model_path)?;
-    // Sizes the firmware's per-layer table to this model; 32 (the format's maximum) when the
-    // payload cannot be read here, in which case the runtime reports the real error.
-    let layers = layer_count(&model)
-        .filter(|&n| (1..=32).contains(&n))
-        .unwrap_or(32);
+    let header = runtime::format::Preamble::parse_head(&model).map_err(|e| {
+        format!(
+            "{} is not a model blob the runtime reads: {e}",
+            model_path.display()
+        )
+    })?;
+    // Sizes the firmware's per-layer table to this model. A blob the runtime refuses (a bad
+    // CRC, say) still builds, with the format's maximum: the device must report that error at
+    // run time (`runtime::Model::from_bytes`), and a test shows it does.
+    let layers = match runtime::Model::from_bytes(&model) {
+        Ok(m) => m.layer_info().len(),
+        Err(e) => {
+            println!(
+                "cargo:warning=model blob {}: {e}; the device will refuse it",
+                model_path.display()
+            );
+            runtime::format::MAX_LAYERS
+        }
+    };
     fs::write(out_dir.join("model.bin"), &model).map_err(|e| e.to_string())?;
 
     // ---- test inputs ----
     let inputs_path = input_path(&manifest_dir, "FIRMWARE_INPUTS", "models/test-inputs.bin");
     let inputs = read_input(&inputs_path, "FIRMWARE_INPUTS", "test inputs")?;
-    let (count, input_len) = parse_inputs(&inputs, &inputs_path)?;
+    let vectors = runtime::vectors::Vectors::parse(&inputs)
+        .map_err(|e| format!("{}: test-vector file: {e}", inputs_path.display()))?;
+    let (count, input_len) = (vectors.count, vectors.len);
+    if count == 0 {
+        println!(
+            "cargo:warning=test inputs {}: zero inputs",
+            inputs_path.display()
+        );
+    }
     // Only the raw int8 bytes go into flash; the header becomes constants.
-    fs::write(out_dir.join("inputs.bin"), &inputs[INPUTS_HEADER_BYTES..])
-        .map_err(|e| e.to_string())?;
+    fs::write(out_dir.join("inputs.bin"), vectors.data).map_err(|e| e.to_string())?;
 
     // ---- budget ----
     let stack_reserve = env_u64("FIRMWARE_STACK_RESERVE")?.unwrap_or(DEFAULT_STACK_RESERVE);
@@ -291,7 +200,7 @@ fn run() -> Result<(), String> {
     let flash_budget = env_u64("FIRMWARE_FLASH_BUDGET")?.unwrap_or(board.flash_budget);
     let arena = u64::from(header.arena_bytes);
     let model_len = model.len() as u64;
-    let inputs_len = (inputs.len() - INPUTS_HEADER_BYTES) as u64;
+    let inputs_len = vectors.data.len() as u64;
 
     let statics = STATICS_RESERVE + TABLE_BYTES_PER_LAYER * layers as u64;
     let ram_need = arena + stack_reserve + statics;
@@ -302,7 +211,7 @@ fn run() -> Result<(), String> {
              {ram_need} B of RAM exceeds board RAM ({ram_budget} B).\n       {}.\n       \
              Model: {}",
             board.name,
-            board.why,
+            &board.why,
             model_path.display()
         ));
     }
@@ -316,7 +225,7 @@ fn run() -> Result<(), String> {
              ({flash_budget} B); arena ({arena} B) + stack reserve ({stack_reserve} B) would fit \
              RAM.\n       {}.\n       Model: {}",
             board.name,
-            board.why,
+            &board.why,
             model_path.display()
         ));
     }
@@ -379,11 +288,6 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-struct Preamble {
-    version: u16,
-    arena_bytes: u32,
-}
-
 fn input_path(manifest_dir: &Path, var: &str, default: &str) -> PathBuf {
     println!("cargo:rerun-if-env-changed={var}");
     let p = env::var_os(var)
@@ -409,64 +313,6 @@ fn read_input(path: &Path, var: &str, what: &str) -> Result<Vec<u8>, String> {
     })
 }
 
-fn parse_preamble(blob: &[u8], path: &Path) -> Result<Preamble, String> {
-    if blob.len() < PREAMBLE_BYTES || &blob[0..4] != MAGIC {
-        let got = &blob[..blob.len().min(4)];
-        return Err(format!(
-            "{} is not a model blob: expected magic {:?} and at least {PREAMBLE_BYTES} bytes, \
-             found {:?} in a {}-byte file",
-            path.display(),
-            String::from_utf8_lossy(MAGIC),
-            String::from_utf8_lossy(got),
-            blob.len()
-        ));
-    }
-    let u32_at = |i: usize| u32::from_le_bytes(blob[i..i + 4].try_into().unwrap());
-    let version = u16::from_le_bytes([blob[4], blob[5]]);
-    let arena_bytes = u32_at(8);
-    let payload_len = u32_at(12) as usize;
-    if PREAMBLE_BYTES + payload_len != blob.len() {
-        // Not fatal on purpose: the device's own validation reports this (see the module doc).
-        println!(
-            "cargo:warning=model blob {}: preamble says {payload_len} payload bytes, file has {}; \
-             the device will reject it",
-            path.display(),
-            blob.len() - PREAMBLE_BYTES
-        );
-    }
-    Ok(Preamble {
-        version,
-        arena_bytes,
-    })
-}
-
-fn parse_inputs(data: &[u8], path: &Path) -> Result<(usize, usize), String> {
-    if data.len() < INPUTS_HEADER_BYTES {
-        return Err(format!(
-            "{}: test-inputs file shorter than its 8-byte header (u32 count, u32 bytes per input)",
-            path.display()
-        ));
-    }
-    let count = u32::from_le_bytes(data[0..4].try_into().unwrap()) as usize;
-    let len = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
-    let want = count
-        .checked_mul(len)
-        .and_then(|n| n.checked_add(INPUTS_HEADER_BYTES))
-        .ok_or_else(|| format!("{}: count {count} x len {len} overflows", path.display()))?;
-    if want != data.len() {
-        return Err(format!(
-            "{}: header says {count} inputs of {len} bytes ({want} bytes with the header), file \
-             has {} bytes",
-            path.display(),
-            data.len()
-        ));
-    }
-    if count == 0 {
-        println!("cargo:warning=test inputs {}: zero inputs", path.display());
-    }
-    Ok((count, len))
-}
-
 fn env_u64(var: &str) -> Result<Option<u64>, String> {
     println!("cargo:rerun-if-env-changed={var}");
     match env::var(var) {
@@ -477,35 +323,4 @@ fn env_u64(var: &str) -> Result<Option<u64>, String> {
             .map_err(|_| format!("{var}={v:?} is not a byte count")),
         _ => Ok(None),
     }
-}
-
-/// The payload's layer count, read the way postcard wrote it: name (varint length + bytes),
-/// input and output specs (three varint u16, an f32, a zigzag varint i32 each), the rounding
-/// (a varint enum index), then the layer list's varint length. `None` if the bytes do not
-/// parse.
-fn layer_count(blob: &[u8]) -> Option<u64> {
-    fn varint(b: &[u8], at: &mut usize) -> Option<u64> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *b.get(*at)?;
-            *at += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Some(v);
-            }
-        }
-        None
-    }
-    let mut at = 20; // after the preamble
-    let name_len = varint(blob, &mut at)?;
-    at = at.checked_add(usize::try_from(name_len).ok()?)?;
-    for _ in 0..2 {
-        for _ in 0..3 {
-            varint(blob, &mut at)?;
-        }
-        at += 4; // f32 scale
-        varint(blob, &mut at)?;
-    }
-    varint(blob, &mut at)?; // rounding
-    varint(blob, &mut at)
 }

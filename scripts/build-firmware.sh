@@ -2,9 +2,8 @@
 # Build the release firmware ELF and print its path as the last line of stdout.
 #   scripts/build-firmware.sh [--board B] [--model PATH] [--inputs PATH]
 #                             [--features F1,F2] [--stack-reserve BYTES]
-# Boards (firmware/boards/B/): mps2-an386 (Cortex-M4F, default), microbit (M0), mps2-an385
-# (M3), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55); silicon: stm32f411 (M4F),
-# stm32l4r5 (M4F, NUCLEO-L4R5ZI), stm32g071 (M0+).
+# Boards: the folders of firmware/boards/ (default mps2-an386); each one's board.env is its
+# registry entry (target, CPU, QEMU machine, budgets, counter, stack guard), memory.x its map.
 # Defaults: model firmware/models/ref-cnn.bin, inputs firmware/models/test-inputs.bin.
 # Relative paths are taken from the current directory. Output is cached per board in
 # firmware/target/B.

@@ -18,8 +18,14 @@ cargo build --release -q -p trainer
 trainer="$REPO/target/release/trainer"
 echo "| board | core | instructions / inference | per layer | bit-exact | peak stack | static RAM (arena incl.) | flash |"
 echo "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: |"
-for board in microbit mps2-an385 mps2-an386 mps2-an500 mps2-an505 mps3-an547; do
-    core=$(sed -n 2p "firmware/boards/$board/board.env" | sed 's/^# //; s/,.*//')
+# Every emulated board of the registry (firmware/boards/B/board.env with a QEMU machine).
+for env_file in firmware/boards/*/board.env; do
+    board=$(basename "$(dirname "$env_file")")
+    QEMU_MACHINE="" DESCRIPTION=""
+    # shellcheck source=/dev/null
+    . "$env_file"
+    [ -n "$QEMU_MACHINE" ] || continue
+    core=${DESCRIPTION%%,*}
     if ! json=$("$trainer" device --board "$board" --model "$model" --images "$images" --json 2>"$err"); then
         why=$(grep -m1 "does not fit" "$err" | sed 's/^ *//; s/^Error: //' || true)
         echo "| $board | $core | does not fit | ${why:-build failed} | | | | |"

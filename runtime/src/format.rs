@@ -67,8 +67,10 @@ fn le_u32(b: &[u8], at: usize) -> u32 {
 }
 
 impl Preamble {
-    /// Parses the preamble and returns it with the payload slice (not yet CRC-checked).
-    pub fn parse(bytes: &[u8]) -> Result<(Preamble, &[u8]), Error> {
+    /// The 20 preamble bytes alone: magic, version, reserved bytes and the four fields, with
+    /// no check of the payload's length (a build script reads the arena size this way and
+    /// leaves the payload's errors to the device).
+    pub fn parse_head(bytes: &[u8]) -> Result<Preamble, Error> {
         let head = bytes.get(..PREAMBLE_BYTES).ok_or(Error::Truncated {
             needed: PREAMBLE_BYTES,
             available: bytes.len(),
@@ -86,13 +88,18 @@ impl Preamble {
         if head[6..8] != [0, 0] {
             return Err(Error::Reserved);
         }
-        let pre = Preamble {
+        Ok(Preamble {
             version,
             arena_bytes: le_u32(head, 8),
             payload_len: le_u32(head, 12),
             crc32: le_u32(head, 16),
-        };
-        let rest = &bytes[PREAMBLE_BYTES..];
+        })
+    }
+
+    /// Parses the preamble and returns it with the payload slice (not yet CRC-checked).
+    pub fn parse(bytes: &[u8]) -> Result<(Preamble, &[u8]), Error> {
+        let pre = Preamble::parse_head(bytes)?;
+        let rest = bytes.get(PREAMBLE_BYTES..).unwrap_or(&[]);
         let len = pre.payload_len as usize;
         let payload = rest.get(..len).ok_or(Error::Truncated {
             needed: PREAMBLE_BYTES.saturating_add(len),

@@ -23,6 +23,7 @@ pub mod kernels;
 mod model;
 pub mod planner;
 pub mod quant;
+pub mod vectors;
 #[cfg(feature = "alloc")]
 pub mod writer;
 

@@ -81,7 +81,17 @@ fn mlperf_tiny_models_equal_tflite_micro_on_the_cortex_m4() {
 #[test]
 #[ignore = "long: 16 firmware builds and runs; CI runs it"]
 fn mlperf_tiny_models_equal_tflite_micro_on_every_core_that_holds_them() {
-    for board in ["mps2-an385", "mps2-an500", "mps2-an505", "mps3-an547"] {
+    let boards: Vec<_> = trainer::deploy::device::boards()
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.emulated && !["mps2-an386", "microbit"].contains(&b.name.as_str()))
+        .map(|b| b.name)
+        .collect();
+    assert!(
+        boards.len() >= 4,
+        "the registry lost emulated boards: {boards:?}"
+    );
+    for board in boards.iter().map(String::as_str) {
         for (name, _) in MODELS {
             run_on(board, name, 4);
         }

@@ -11,56 +11,14 @@ use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-/// Boards `scripts/build-firmware.sh` knows, and whether QEMU runs them here.
-pub const BOARDS: &[(&str, &str, bool)] = &[
-    (
-        "mps2-an386",
-        "Cortex-M4F, QEMU mps2-an386 (runs here)",
-        true,
-    ),
-    (
-        "microbit",
-        "Cortex-M0, QEMU microbit (nRF51822, 16 KiB RAM; runs here)",
-        true,
-    ),
-    ("mps2-an385", "Cortex-M3, QEMU mps2-an385 (runs here)", true),
-    ("mps2-an500", "Cortex-M7, QEMU mps2-an500 (runs here)", true),
-    (
-        "mps2-an505",
-        "Cortex-M33, QEMU mps2-an505 (runs here)",
-        true,
-    ),
-    (
-        "mps3-an547",
-        "Cortex-M55, QEMU mps3-an547 (runs here)",
-        true,
-    ),
-    (
-        "stm32f411",
-        "Cortex-M4F, STM32F411 Nucleo / Black Pill (flash with probe-rs)",
-        false,
-    ),
-    (
-        "stm32l4r5",
-        "Cortex-M4F, STM32L4R5ZI Nucleo, MLPerf Tiny's M4 board (flash with probe-rs; untested on silicon)",
-        false,
-    ),
-    (
-        "stm32g071",
-        "Cortex-M0+, STM32G071RB Nucleo (flash with probe-rs; untested on silicon)",
-        false,
-    ),
-];
-
 #[derive(clap::Args, Clone, Debug)]
 pub struct DeviceArgs {
     /// Model blob to run (what `export` wrote).
     #[arg(long)]
     pub model: PathBuf,
-    /// Board to build for: mps2-an386 (emulated Cortex-M4F, the default), microbit (M0),
-    /// mps2-an385 (M3), mps2-an500 (M7), mps2-an505 (M33), mps3-an547 (M55), which run in QEMU
-    /// here; stm32f411, stm32l4r5 (M4F) and stm32g071 (M0+) build the ELF and print the
-    /// probe-rs command to flash it.
+    /// Board to build for, a folder of `firmware/boards/` (an unknown name lists them): the
+    /// emulated ones run in QEMU here; for silicon the ELF is built and the probe-rs command
+    /// to flash it printed.
     #[arg(long, default_value = "mps2-an386")]
     pub board: String,
     /// Test inputs run on the board, each compared byte for byte with the host runtime.
@@ -101,6 +59,8 @@ pub struct DeviceReport {
     pub flash_bytes: u64,
     /// The built ELF (kept for a real board).
     pub elf: PathBuf,
+    /// probe-rs's chip name (silicon boards).
+    pub probe_chip: Option<String>,
 }
 
 /// Test inputs for the model: the data set's test split (or canvases) when the model's input
@@ -123,10 +83,8 @@ fn inputs_for(m: &runtime::Model, data: &DataArgs, n: usize) -> anyhow::Result<(
     }
     let len = m.input_len();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mut v = Vec::with_capacity(8 + n * len);
-    v.extend((n as u32).to_le_bytes());
-    v.extend((len as u32).to_le_bytes());
-    v.extend((0..n * len).map(|_| rng.gen::<u8>()));
+    let raw: Vec<u8> = (0..n * len).map(|_| rng.gen::<u8>()).collect();
+    let v = device::vector_file(len, &raw);
     Ok((
         v,
         format!("{n} seeded random inputs (no built-in data set has input {shape:?})"),
@@ -134,10 +92,8 @@ fn inputs_for(m: &runtime::Model, data: &DataArgs, n: usize) -> anyhow::Result<(
 }
 
 pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
-    let Some(&(board, _, runs)) = BOARDS.iter().find(|b| b.0 == a.board) else {
-        let names: Vec<_> = BOARDS.iter().map(|b| b.0).collect();
-        bail!("unknown board '{}' (known: {})", a.board, names.join(", "));
-    };
+    let spec = device::board(&a.board)?;
+    let (board, runs) = (spec.name.as_str(), spec.emulated);
     if a.images == 0 {
         bail!("--images must be at least 1");
     }
@@ -166,6 +122,7 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
         static_ram_bytes: ram,
         flash_bytes: flash,
         elf: elf.clone(),
+        probe_chip: spec.probe_chip.clone(),
     };
     if !runs {
         return Ok(r);
@@ -227,11 +184,7 @@ impl DeviceReport {
                 self.flash_bytes,
                 self.static_ram_bytes,
                 self.arena_bytes,
-                match self.board.as_str() {
-                    "stm32g071" => "STM32G071RBTx",
-                    "stm32l4r5" => "STM32L4R5ZITx",
-                    _ => "STM32F411RETx",
-                },
+                self.probe_chip.as_deref().unwrap_or("CHIP"),
                 self.elf.display()
             );
             return s;

@@ -17,6 +17,64 @@ pub fn repo_root() -> PathBuf {
         .expect("repo root")
 }
 
+/// A board of the registry, `firmware/boards/B/board.env` (the file `build.rs` and the
+/// scripts read too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Board {
+    pub name: String,
+    /// One line: the core and the board.
+    pub description: String,
+    /// QEMU emulates it here (its `QEMU_MACHINE` is set).
+    pub emulated: bool,
+    /// probe-rs's chip name, for silicon.
+    pub probe_chip: Option<String>,
+}
+
+/// Every board of the registry, sorted by name.
+pub fn boards() -> anyhow::Result<Vec<Board>> {
+    let dir = repo_root().join("firmware/boards");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
+        let path = e?.path().join("board.env");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let get = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .unwrap_or_default()
+        };
+        let name = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        let chip = get("PROBE_CHIP");
+        out.push(Board {
+            name,
+            description: get("DESCRIPTION"),
+            emulated: !get("QEMU_MACHINE").is_empty(),
+            probe_chip: (!chip.is_empty()).then_some(chip),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// The registry's board named `name`, or an error listing them.
+pub fn board(name: &str) -> anyhow::Result<Board> {
+    let all = boards()?;
+    match all.iter().find(|b| b.name == name) {
+        Some(b) => Ok(b.clone()),
+        None => {
+            let names: Vec<&str> = all.iter().map(|b| b.name.as_str()).collect();
+            bail!("unknown board '{name}' (known: {})", names.join(", "))
+        }
+    }
+}
+
 /// Builds the firmware embedding `model` and `inputs`; returns a private copy of the ELF.
 pub fn build_firmware(model: &Path, inputs: &Path, out_dir: &Path) -> anyhow::Result<PathBuf> {
     build_firmware_for("mps2-an386", model, inputs, out_dir)
@@ -190,29 +248,16 @@ pub fn run_qemu_on(board: &str, elf: &Path) -> anyhow::Result<DeviceRun> {
     parse_device_output(&String::from_utf8_lossy(&out.stdout), status)
 }
 
-/// A firmware test-vector file: `n` and the input length (u32 LE each), then the inputs'
-/// bytes (`raw`, a whole number of inputs of `len` bytes).
+/// A firmware test-vector file ([`runtime::vectors`]) for `raw`, inputs of `len` bytes.
 pub fn vector_file(len: usize, raw: &[u8]) -> Vec<u8> {
-    let n = raw.len() / len.max(1);
-    let mut out = Vec::with_capacity(8 + raw.len());
-    out.extend((n as u32).to_le_bytes());
-    out.extend((len as u32).to_le_bytes());
-    out.extend(raw);
-    out
+    runtime::vectors::write(len, raw)
 }
 
-/// Splits a firmware test-vector file into its inputs.
+/// Splits a firmware test-vector file ([`runtime::vectors`]) into its inputs.
 pub fn read_vectors(bytes: &[u8]) -> anyhow::Result<Vec<Vec<i8>>> {
-    if bytes.len() < 8 {
-        bail!("vector file shorter than its header");
-    }
-    let n = u32::from_le_bytes(bytes[0..4].try_into()?) as usize;
-    let len = u32::from_le_bytes(bytes[4..8].try_into()?) as usize;
-    if bytes.len() != 8 + n * len {
-        bail!("vector file length {} != 8 + {n} x {len}", bytes.len());
-    }
-    Ok(bytes[8..]
-        .chunks_exact(len.max(1))
+    let v = runtime::vectors::Vectors::parse(bytes)
+        .map_err(|e| anyhow::anyhow!("test-vector file: {e}"))?;
+    Ok(v.inputs()
         .map(|c| c.iter().map(|&b| b as i8).collect())
         .collect())
 }
