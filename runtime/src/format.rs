@@ -124,6 +124,55 @@ impl Preamble {
     }
 }
 
+/// Iterator over `(bias, multiplier)` per output channel (see [`crate::kernels::Stage::channels`]). A plain
+/// struct rather than a `map` over a `zip`: the compiler inlines it into the kernels.
+#[derive(Clone)]
+pub struct Channels<'a> {
+    bias: core::slice::ChunksExact<'a, u8>,
+    requant: core::slice::ChunksExact<'a, u8>,
+}
+
+impl<'a> Channels<'a> {
+    /// Over a layer's bias bytes (i32 LE per channel) and requantization bytes
+    /// ([`REQUANT_BYTES`] per channel); stops at the shorter.
+    pub fn new(bias: &'a [u8], requant: &'a [u8]) -> Channels<'a> {
+        Channels {
+            bias: bias.chunks_exact(4),
+            requant: requant.chunks_exact(REQUANT_BYTES),
+        }
+    }
+}
+
+/// The one reader of the blob's per-channel bytes: bias `b` (i32 LE) and requantization `r`
+/// (multiplier i32 LE, shift i32 LE). Slices shorter than 4 and 8 bytes read as zeros.
+#[inline(always)]
+pub fn decode_channel(b: &[u8], r: &[u8]) -> (i32, Requant) {
+    let word = |x: &[u8], at: usize| {
+        let mut w = [0u8; 4];
+        if let Some(v) = x.get(at..at + 4) {
+            w.copy_from_slice(v);
+        }
+        i32::from_le_bytes(w)
+    };
+    (
+        word(b, 0),
+        Requant {
+            multiplier: word(r, 0),
+            shift: word(r, 4),
+        },
+    )
+}
+
+impl Iterator for Channels<'_> {
+    type Item = (i32, Requant);
+    #[inline(always)]
+    fn next(&mut self) -> Option<(i32, Requant)> {
+        let b = self.bias.next()?;
+        let r = self.requant.next()?;
+        Some(decode_channel(b, r))
+    }
+}
+
 /// Height, width, channels of an NHWC activation (batch is always 1 on the device).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -181,8 +230,8 @@ pub struct OutputStage<'a> {
 
 impl<'a> OutputStage<'a> {
     /// `(bias, requantization)` of each output channel, read from the byte arrays.
-    pub fn channels(&self) -> crate::kernels::Channels<'a> {
-        crate::kernels::Channels::new(self.bias, self.requant)
+    pub fn channels(&self) -> Channels<'a> {
+        Channels::new(self.bias, self.requant)
     }
 }
 

@@ -1,8 +1,8 @@
 //! Running a validated model in caller-owned memory.
 
 use crate::format::MAX_INPUTS;
-use crate::kernels;
-use crate::model::{as_i8, Model, Step};
+use crate::kernels::as_i8;
+use crate::model::Model;
 use crate::Error;
 use core::ops::Range;
 
@@ -170,38 +170,13 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
             // Word-aligned by the plan; a caller's arena that is not leaves the kernel no
             // scratch, and it takes its scratch-free path.
             let scratch: &mut [u32] = bytemuck::try_cast_slice_mut(c.scratch).unwrap_or_default();
-            let (x, y) = (xs[0], as_i8_mut(y));
-            match info.step {
-                Step::Conv {
-                    g,
-                    in_zp,
-                    weights,
-                    stage,
-                } => kernels::conv2d(x, in_zp as i32, weights, &g, &stage, y, scratch),
-                Step::Depthwise {
-                    g,
-                    in_zp,
-                    weights,
-                    stage,
-                } => kernels::depthwise_conv2d(x, in_zp as i32, weights, &g, &stage, y),
-                Step::MaxPool(g) => kernels::max_pool2d(x, &g, y),
-                Step::AvgPool(g) => kernels::avg_pool2d(x, &g, y),
-                Step::GlobalAvgPool { channels } => kernels::global_avg_pool(x, channels, y),
-                Step::FullyConnected {
-                    in_zp,
-                    weights,
-                    stage,
-                    ..
-                } => kernels::fully_connected(x, in_zp as i32, weights, &stage, y),
-                Step::Add(p) => kernels::add(x, xs[1], &p, y),
-                Step::Concat { pixels } => {
-                    kernels::concat_channels(&xs[..info.inputs.len()], pixels, y)
-                }
-                Step::Mean(p) => kernels::mean(x, &p, y),
-                Step::Softmax(p) => {
-                    kernels::softmax(x, info.out_shape.c as usize, &p, y);
-                }
-            }
+            info.step.run(
+                &xs,
+                info.inputs.len(),
+                info.out_shape,
+                as_i8_mut(y),
+                scratch,
+            );
             after_layer(i);
         }
         Ok(())

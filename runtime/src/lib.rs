@@ -23,6 +23,8 @@ pub mod kernels;
 mod model;
 pub mod planner;
 pub mod quant;
+#[cfg(any(test, feature = "std"))]
+pub mod reference_model;
 pub mod vectors;
 #[cfg(feature = "alloc")]
 pub mod writer;
@@ -31,9 +33,9 @@ pub use detect::{BoxDecoder, BoxQ4, Detection, Detections, GridDecoder};
 pub use error::Error;
 pub use format::{Layer, ModelDef, ModelHeader, Shape, TensorSpec};
 pub use interpreter::Interpreter;
+pub use kernels::Step;
 pub use model::{
-    analyze, analyze_with, crc32, decode_def, Analysis, ArenaFigures, LayerInfo, LayerSource,
-    Model, Step,
+    analyze, analyze_with, crc32, decode_def, Analysis, ArenaFigures, LayerInfo, LayerSource, Model,
 };
 pub use quant::{argmax, QuantParams, Requant, Rounding};
 

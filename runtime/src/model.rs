@@ -6,109 +6,11 @@ use crate::format::{
     Head, Inputs, Layer, ModelDef, ModelHeader, Node, Preamble, Shape, TensorSpec, MAX_ARENA_BYTES,
     MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES, MAX_WORK,
 };
-use crate::kernels::{
-    self, prepare::limit, prepare::Checked, prepare::Operand, AddParams, ConvGeom, PoolGeom, Stage,
-};
+use crate::kernels::prepare::{limit, Checked, Operand};
+use crate::kernels::Step;
 use crate::planner::{plan, Lifetime, Regions};
 use crate::quant::Rounding;
 use crate::Error;
-
-/// What a layer does, with its geometry resolved and its arrays borrowed from the blob: the
-/// interpreter runs a step from this alone, so a layer and its plan cannot disagree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step<'a> {
-    Conv {
-        g: ConvGeom,
-        in_zp: i8,
-        /// int8 OHWI.
-        weights: &'a [i8],
-        stage: Stage<'a>,
-    },
-    Depthwise {
-        g: ConvGeom,
-        in_zp: i8,
-        /// int8 `[1, kh, kw, C]`.
-        weights: &'a [i8],
-        stage: Stage<'a>,
-    },
-    MaxPool(PoolGeom),
-    AvgPool(PoolGeom),
-    GlobalAvgPool {
-        channels: usize,
-    },
-    FullyConnected {
-        in_features: usize,
-        out_features: usize,
-        in_zp: i8,
-        /// int8 `[out, in]`.
-        weights: &'a [i8],
-        stage: Stage<'a>,
-    },
-    Add(AddParams),
-    /// Channel concatenation over `pixels` pixels.
-    Concat {
-        pixels: usize,
-    },
-    Mean(kernels::MeanParams),
-    Softmax(crate::format::Softmax),
-}
-
-/// Work units charged per output value besides its inner loop: gathering, requantizing,
-/// storing (a few dozen instructions).
-pub const WORK_PER_OUTPUT: u64 = 16;
-
-impl Step<'_> {
-    /// The step's work units ([`crate::format::MAX_WORK`]): inner-loop iterations plus
-    /// [`WORK_PER_OUTPUT`] per value computed, exact in `u64` (saturating), for first input
-    /// shape `input` and output shape `out`. A fused pool's convolution computes each conv output once per window that
-    /// holds it, and a pool reads each window whole, so both count what the kernel does, not
-    /// the MACs of the layer.
-    pub fn work(&self, input: Shape, out: Shape) -> u64 {
-        let mul = |v: &[usize]| v.iter().fold(1u64, |a, &f| a.saturating_mul(f as u64));
-        let outs = out.bytes();
-        let per = |inner: u64| inner.saturating_add(WORK_PER_OUTPUT);
-        match self {
-            Step::Conv { g, .. } | Step::Depthwise { g, .. } => {
-                let taps = if matches!(self, Step::Depthwise { .. }) {
-                    g.k_h * g.k_w
-                } else {
-                    g.k_h * g.k_w * g.in_c
-                };
-                // Conv outputs computed: each pooled output's whole window.
-                mul(&[g.out_h, g.out_w, g.pool_k, g.pool_k, g.out_c])
-                    .saturating_mul(per(taps as u64))
-            }
-            Step::MaxPool(g) | Step::AvgPool(g) => outs.saturating_mul(per(mul(&[g.k_h, g.k_w]))),
-            Step::FullyConnected { in_features, .. } => {
-                outs.saturating_mul(per(*in_features as u64))
-            }
-            // Whole-input reductions: every input value once, then each output.
-            Step::GlobalAvgPool { .. } | Step::Mean(_) => input
-                .bytes()
-                .saturating_add(outs.saturating_mul(WORK_PER_OUTPUT)),
-            Step::Add(_) | Step::Concat { .. } => outs.saturating_mul(WORK_PER_OUTPUT),
-            // Three passes over a row (max, sum of exponentials, output), each exponential
-            // a few dozen operations.
-            Step::Softmax(_) => outs.saturating_mul(4 * WORK_PER_OUTPUT),
-        }
-    }
-
-    /// The layer kind's name (as `Layer::name`).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Step::Conv { .. } => "Conv2d",
-            Step::Depthwise { .. } => "DepthwiseConv2d",
-            Step::MaxPool(_) => "MaxPool2d",
-            Step::AvgPool(_) => "AvgPool2d",
-            Step::GlobalAvgPool { .. } => "GlobalAvgPool",
-            Step::FullyConnected { .. } => "FullyConnected",
-            Step::Add(_) => "Add",
-            Step::Concat { .. } => "Concat",
-            Step::Mean(_) => "Mean",
-            Step::Softmax(_) => "Softmax",
-        }
-    }
-}
 
 /// Per-layer facts computed at load time (also what `inspect` prints).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,11 +56,6 @@ pub struct Analysis<'a, const N: usize = MAX_LAYERS> {
     /// The head's decoder, built once by the check of the head.
     pub boxes: Option<crate::detect::BoxDecoder>,
     pub grid: Option<crate::detect::GridDecoder>,
-}
-
-/// int8 view of blob or arena bytes.
-pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
-    bytemuck::cast_slice(b)
 }
 
 /// A scale the float edges can use: finite, positive and normal.
@@ -412,10 +309,10 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
         cur = shape_of(out, first);
         let zp = zp_of(out, first);
         let x = Operand { shape: cur, zp };
-        let operand = |t: u8| Operand {
+        let others = node.inputs.iter().skip(1).map(|&t| Operand {
             shape: shape_of(out, t as usize),
             zp: zp_of(out, t as usize),
-        };
+        });
         // Each kind's checks live beside its kernel (TFLM's Prepare beside Eval).
         let Checked {
             step,
@@ -423,20 +320,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             macs,
             param_bytes,
             out_zp,
-        } = match layer {
-            Layer::Conv2d(cv) => kernels::conv::prepare(li, cv, false, x, rounding)?,
-            Layer::DepthwiseConv2d(cv) => kernels::conv::prepare(li, cv, true, x, rounding)?,
-            Layer::MaxPool2d(p) => kernels::pool::prepare(li, p, false, x)?,
-            Layer::AvgPool2d(p) => kernels::pool::prepare(li, p, true, x)?,
-            Layer::GlobalAvgPool => kernels::pool::prepare_global(li, x)?,
-            Layer::FullyConnected(fc) => kernels::fc::prepare(li, fc, x, rounding)?,
-            Layer::Add(a) => kernels::add::prepare(li, a, x, operand(node.inputs[1]), rounding)?,
-            Layer::Mean(m) => kernels::pool::prepare_mean(li, m, x, rounding)?,
-            Layer::Softmax(s) => kernels::softmax::prepare(li, s, x)?,
-            Layer::Concat => {
-                kernels::concat::prepare(li, node.inputs.iter().map(|&t| operand(t)), x)?
-            }
-        };
+        } = Step::prepare(li, layer, x, others, rounding)?;
         limit(li, "output tensor bytes", shp.bytes(), MAX_TENSOR_BYTES)?;
         total_work = total_work.saturating_add(step.work(cur, shp));
         limit(li, "work units of the model", total_work, MAX_WORK)?;
@@ -447,11 +331,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             total_macs,
             MAX_MACS,
         )?;
-        let scratch_bytes = match &step {
-            // Words, at most 8 * 256 + 2 * 512: fits 32 bits.
-            Step::Conv { g, .. } => 4 * crate::kernels::conv2d_scratch_words(g),
-            _ => 0,
-        };
+        let scratch_bytes = step.scratch_bytes();
         let here = Lifetime { first: i, last: i };
         let info = LayerInfo {
             scratch: TensorInfo {

@@ -791,7 +791,7 @@ fn fused_pool_after_a_wrapping_requantization_is_refused() {
         let blob = def_with(rounding, shift);
         let m = Model::from_bytes(&blob).unwrap();
         let x = [1i8, 2, 0, 0];
-        assert_eq!(runtime::kernels::reference::invoke(&m, &x), [want]);
+        assert_eq!(runtime::reference_model::invoke(&m, &x), [want]);
         // Word-aligned arena (the scratch path) and one byte off (the direct path).
         for off in [0, 1] {
             let mut arena = vec![0u8; m.arena_bytes() + 4];

@@ -9,7 +9,6 @@
 
 use super::prepare::{check_input_zp, Checked, Operand};
 use crate::format::Add;
-use crate::model::Step;
 use crate::Error;
 
 use crate::quant::{Requant, Rounding};
@@ -111,7 +110,7 @@ pub(crate) fn prepare(
     x: Operand,
     y: Operand,
     rounding: Rounding,
-) -> Result<Checked<'static>, Error> {
+) -> Result<Checked<AddParams>, Error> {
     if y.shape != x.shape {
         return Err(Error::ShapeMismatch {
             layer: li,
@@ -134,7 +133,7 @@ pub(crate) fn prepare(
         });
     }
     Ok(Checked {
-        step: Step::Add(AddParams::from_layer(a, rounding)),
+        step: AddParams::from_layer(a, rounding),
         out: x.shape,
         macs: 0,
         param_bytes: 0,

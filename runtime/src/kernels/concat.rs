@@ -2,7 +2,6 @@
 //! no arithmetic (the exporter gives every branch the concat's quantization).
 
 use super::prepare::{check_input_zp, shape, Checked, Operand};
-use crate::model::Step;
 use crate::Error;
 
 /// `out[p, :] = [a[p, :], b[p, :], ...]` for every pixel `p`; `parts[i]` holds `pixels * c_i`
@@ -31,7 +30,7 @@ pub(crate) fn prepare(
     li: u16,
     inputs: impl Iterator<Item = Operand>,
     x: Operand,
-) -> Result<Checked<'static>, Error> {
+) -> Result<Checked<usize>, Error> {
     let cur = x.shape;
     let mut channels = 0usize;
     for o in inputs {
@@ -48,7 +47,7 @@ pub(crate) fn prepare(
     }
     let (h, w) = (cur.h as usize, cur.w as usize);
     Ok(Checked {
-        step: Step::Concat { pixels: h * w }, // h * w <= the input's bytes
+        step: h * w, // pixels: h * w <= the input's bytes
         out: shape(h, w, channels, li)?,
         macs: 0,
         param_bytes: 0,

@@ -5,10 +5,10 @@
 //! fits a halfword), then each row spends one weight word, two SXTB16 and two SMLAD on them.
 //! Hosts run the same code through the Rust models in [`super::dsp`].
 
+use super::as_i8;
 use super::prepare::{check_input_zp, check_len, check_stage, shape, stage, Checked, Operand};
 use super::MAX_TAPS;
 use crate::format::FullyConnected;
-use crate::model::{as_i8, Step};
 use crate::Error;
 
 use super::dsp::{fc2, fc3, pair};
@@ -84,13 +84,24 @@ pub fn fully_connected(input: &[i8], in_zp: i32, weights: &[i8], st: &Stage, out
     }
 }
 
+/// A checked fully connected layer: what [`super::Step::FullyConnected`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FcPlan<'a> {
+    pub in_features: usize,
+    pub out_features: usize,
+    pub in_zp: i8,
+    /// int8 `[out, in]`.
+    pub weights: &'a [i8],
+    pub stage: Stage<'a>,
+}
+
 /// Checks a fully connected layer against its (flattened) input.
 pub(crate) fn prepare<'a>(
     li: u16,
     fc: &FullyConnected<'a>,
     x: Operand,
     rounding: crate::quant::Rounding,
-) -> Result<Checked<'a>, Error> {
+) -> Result<Checked<FcPlan<'a>>, Error> {
     let cur = x.shape;
     let n_in = cur.len();
     if fc.in_features as u64 != cur.bytes() {
@@ -118,7 +129,7 @@ pub(crate) fn prepare<'a>(
     check_input_zp(li, fc.input_zero_point, x.zp)?;
     let param_bytes = n_in * n_out + check_stage(li, &fc.output, n_out, n_in)?;
     Ok(Checked {
-        step: Step::FullyConnected {
+        step: FcPlan {
             in_features: n_in,
             out_features: n_out,
             in_zp: fc.input_zero_point,

@@ -16,6 +16,9 @@
 pub(crate) mod add;
 pub(crate) mod concat;
 pub(crate) mod conv;
+pub(crate) mod conv_base;
+pub(crate) mod conv_patch;
+pub(crate) mod depthwise;
 pub mod dsp;
 pub(crate) mod fc;
 pub(crate) mod pool;
@@ -23,15 +26,25 @@ pub(crate) mod prepare;
 #[cfg(any(test, feature = "std"))]
 pub mod reference;
 pub(crate) mod softmax;
+pub(crate) mod step;
 
 pub use add::{add, at_most_half, AddParams, ADD_LEFT_SHIFT};
 pub use concat::concat_channels;
-pub use conv::{conv2d, conv2d_scratch_words, depthwise_conv2d, ConvGeom, PATCH_MAX_TAPS};
-pub use fc::fully_connected;
+pub use conv::{conv2d, ConvPlan};
+pub use conv_base::ConvGeom;
+pub use conv_patch::{conv2d_scratch_words, PATCH_MAX_TAPS};
+pub use depthwise::depthwise_conv2d;
+pub use fc::{fully_connected, FcPlan};
 pub use pool::{avg_pool2d, global_avg_pool, max_pool2d, mean, MeanParams, PoolGeom};
 pub use softmax::{softmax, MAX_SOFTMAX_CHANNELS};
+pub use step::{Step, WORK_PER_OUTPUT};
 
-use crate::format::REQUANT_BYTES;
+/// int8 view of blob or arena bytes.
+pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
+    bytemuck::cast_slice(b)
+}
+
+pub use crate::format::{decode_channel, Channels};
 use crate::quant::{Requant, Rounding};
 
 /// Most multiply-accumulates feeding one accumulator (see the module doc).
@@ -92,54 +105,5 @@ impl Stage<'_> {
     #[inline(always)]
     pub fn finish_prepared(&self, acc: i32, rq: crate::quant::Prepared) -> i8 {
         rq.to_i8(acc, self.zero_point, self.act_min, self.act_max)
-    }
-}
-
-/// Iterator over `(bias, multiplier)` per output channel (see [`Stage::channels`]). A plain
-/// struct rather than a `map` over a `zip`: the compiler inlines it into the kernels.
-#[derive(Clone)]
-pub struct Channels<'a> {
-    bias: core::slice::ChunksExact<'a, u8>,
-    requant: core::slice::ChunksExact<'a, u8>,
-}
-
-impl<'a> Channels<'a> {
-    /// Over a layer's bias bytes (i32 LE per channel) and requantization bytes
-    /// ([`REQUANT_BYTES`] per channel); stops at the shorter.
-    pub fn new(bias: &'a [u8], requant: &'a [u8]) -> Channels<'a> {
-        Channels {
-            bias: bias.chunks_exact(4),
-            requant: requant.chunks_exact(REQUANT_BYTES),
-        }
-    }
-}
-
-/// The one reader of the blob's per-channel bytes: bias `b` (i32 LE) and requantization `r`
-/// (multiplier i32 LE, shift i32 LE). Slices shorter than 4 and 8 bytes read as zeros.
-#[inline(always)]
-pub fn decode_channel(b: &[u8], r: &[u8]) -> (i32, Requant) {
-    let word = |x: &[u8], at: usize| {
-        let mut w = [0u8; 4];
-        if let Some(v) = x.get(at..at + 4) {
-            w.copy_from_slice(v);
-        }
-        i32::from_le_bytes(w)
-    };
-    (
-        word(b, 0),
-        Requant {
-            multiplier: word(r, 0),
-            shift: word(r, 4),
-        },
-    )
-}
-
-impl Iterator for Channels<'_> {
-    type Item = (i32, Requant);
-    #[inline(always)]
-    fn next(&mut self) -> Option<(i32, Requant)> {
-        let b = self.bias.next()?;
-        let r = self.requant.next()?;
-        Some(decode_channel(b, r))
     }
 }

@@ -3,7 +3,6 @@
 
 use super::prepare::{shape, Checked, Operand};
 use crate::format::Pool2d;
-use crate::model::Step;
 use crate::Error;
 
 /// Geometry of a pooling window of `k_h x k_w` pixels moved by `s_h` rows and `s_w` columns,
@@ -169,7 +168,7 @@ pub(crate) fn prepare(
     p: &Pool2d,
     avg: bool,
     x: Operand,
-) -> Result<Checked<'static>, Error> {
+) -> Result<Checked<PoolGeom>, Error> {
     if avg && p.padding != 0 {
         return Err(Error::BadParameter {
             layer: li,
@@ -192,11 +191,7 @@ pub(crate) fn prepare(
     })?;
     let out = shape(g.out_h, g.out_w, c, li)?;
     Ok(Checked {
-        step: if avg {
-            Step::AvgPool(g)
-        } else {
-            Step::MaxPool(g)
-        },
+        step: g,
         out,
         macs: 0,
         param_bytes: 0,
@@ -206,10 +201,10 @@ pub(crate) fn prepare(
 
 /// Global average pooling: any input within the tensor limit sums exactly in i32 (see
 /// [`global_avg_pool`]).
-pub(crate) fn prepare_global(li: u16, x: Operand) -> Result<Checked<'static>, Error> {
+pub(crate) fn prepare_global(li: u16, x: Operand) -> Result<Checked<usize>, Error> {
     let c = x.shape.c as usize;
     Ok(Checked {
-        step: Step::GlobalAvgPool { channels: c },
+        step: c,
         out: shape(1, 1, c, li)?,
         macs: 0,
         param_bytes: 0,
@@ -251,7 +246,7 @@ pub(crate) fn prepare_mean(
     m: &crate::format::Mean,
     x: Operand,
     rounding: crate::quant::Rounding,
-) -> Result<Checked<'static>, Error> {
+) -> Result<Checked<MeanParams>, Error> {
     let pixels = x.shape.h as u64 * x.shape.w as u64;
     super::prepare::limit(li, "mean pixels", pixels, MAX_MEAN_PIXELS)?;
     super::prepare::check_input_zp(li, m.input_zero_point, x.zp)?;
@@ -265,14 +260,14 @@ pub(crate) fn prepare_mean(
     }
     let c = x.shape.c as usize;
     Ok(Checked {
-        step: Step::Mean(MeanParams {
+        step: MeanParams {
             channels: c,
             // pixels <= 2^23 and |zp| <= 128: fits.
             zp_sum: (pixels as i64 * m.input_zero_point as i64) as i32,
             zero_point: m.zero_point as i32,
             requant: rq,
             rounding,
-        }),
+        },
         out: shape(1, 1, c, li)?,
         macs: 0,
         param_bytes: 0,

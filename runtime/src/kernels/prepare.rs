@@ -1,10 +1,10 @@
 //! Load-time checks shared by the kernels' `prepare` functions (TFLM's Prepare): each kernel
 //! module validates its own layer kind beside the code that relies on the checks, and returns
-//! a [`Checked`] step; `model::analyze_with` does the wiring, the limits and the plan.
+//! a [`Checked`] plan of its own type, which [`super::Step::prepare`] wraps; the loader
+//! (`model::analyze_with`) does the wiring, the limits and the arena plan.
 
 use super::{max_bias, Stage};
 use crate::format::{OutputStage, Shape, REQUANT_BYTES};
-use crate::model::Step;
 use crate::Error;
 
 /// A tensor a layer reads: its shape and zero point.
@@ -14,15 +14,28 @@ pub(crate) struct Operand {
     pub zp: i8,
 }
 
-/// A checked layer: the step the interpreter runs and what the analysis records of it.
-pub(crate) struct Checked<'a> {
-    pub step: Step<'a>,
+/// A checked layer: the kernel's plan (`T`) and what the analysis records of it.
+pub(crate) struct Checked<T> {
+    pub step: T,
     pub out: Shape,
     /// Multiply-accumulates (at most `MAX_MACS`).
     pub macs: u64,
     /// Bytes of weights, biases and requantization parameters.
     pub param_bytes: usize,
     pub out_zp: i8,
+}
+
+impl<T> Checked<T> {
+    /// The same facts with the plan wrapped (in a [`super::Step`]).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Checked<U> {
+        Checked {
+            step: f(self.step),
+            out: self.out,
+            macs: self.macs,
+            param_bytes: self.param_bytes,
+            out_zp: self.out_zp,
+        }
+    }
 }
 
 pub(crate) fn shape(h: usize, w: usize, c: usize, layer: u16) -> Result<Shape, Error> {

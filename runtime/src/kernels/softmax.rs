@@ -8,7 +8,6 @@
 
 use super::prepare::{shape, Checked, Operand};
 use crate::format::Softmax;
-use crate::model::Step;
 use crate::quant::rounding_divide_by_pot as div_pow2;
 use crate::Error;
 
@@ -131,7 +130,7 @@ pub fn softmax(input: &[i8], channels: usize, p: &Softmax, output: &mut [i8]) {
 
 /// Checks a softmax: at most [`MAX_SOFTMAX_CHANNELS`] channels, a multiplier and left shift
 /// that cannot overflow on any difference that reaches them.
-pub(crate) fn prepare(li: u16, s: &Softmax, x: Operand) -> Result<Checked<'static>, Error> {
+pub(crate) fn prepare(li: u16, s: &Softmax, x: Operand) -> Result<Checked<Softmax>, Error> {
     let c = x.shape.c as usize;
     if c > MAX_SOFTMAX_CHANNELS {
         return Err(Error::BadParameter {
@@ -152,7 +151,7 @@ pub(crate) fn prepare(li: u16, s: &Softmax, x: Operand) -> Result<Checked<'stati
         });
     }
     Ok(Checked {
-        step: Step::Softmax(*s),
+        step: *s,
         out: shape(x.shape.h as usize, x.shape.w as usize, c, li)?,
         macs: 0,
         param_bytes: 0,

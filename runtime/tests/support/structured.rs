@@ -692,7 +692,7 @@ pub fn exercise(bytes: &[u8], fill_seed: u64) -> Outcome {
                 }
             })
             .collect();
-        let want = runtime::kernels::reference::invoke(&m, &input);
+        let want = runtime::reference_model::invoke(&m, &input);
         // The misaligned arena once: its kernels take the same paths on every input.
         for start in if round == 0 {
             &[0usize, 1][..]

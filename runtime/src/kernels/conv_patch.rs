@@ -1,0 +1,444 @@
+//! The convolution's patch path: the receptive fields of four outputs gathered into
+//! `x - zp_in` halfword pairs in the arena's scratch, then every weight word loaded and
+//! sign-extended once for all four (the Cortex-M DSP extension's SXTB16 and SMLAD).
+
+use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
+use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use super::Stage;
+use crate::quant::Rounding;
+
+/// Conv outputs computed together: each weight word is loaded and sign-extended once for
+/// `LANES` receptive fields (the pixels of one pooling window, or neighbouring outputs).
+const LANES: usize = 4;
+/// Most taps (`kh * kw * in_c`) the patch path takes; larger kernels take the direct path,
+/// which needs no scratch.
+pub const PATCH_MAX_TAPS: usize = 1024;
+
+/// Scratch `conv2d` needs for this geometry, in 4-byte words (0 for the direct path): the four
+/// patches (`8 * ceil(taps / 4)` words), the tap-offset table (`ceil(taps / 2)`) and a
+/// contiguous patch for receptive fields that cross the padding (`2 * ceil(taps / 4)`). The model plans it in
+/// the arena, live only while its layer runs.
+///
+/// Strides that differ between rows and columns take the direct path: the patch path's gather
+/// holds one stride (a second one cost 1.5 % of ref-cnn's instructions in register pressure).
+pub fn conv2d_scratch_words(g: &ConvGeom) -> usize {
+    if g.k_h * g.k_w * g.in_c > PATCH_MAX_TAPS || g.stride_h != g.stride_w {
+        return 0;
+    }
+    scratch_layout(g).iter().sum()
+}
+
+/// Words of each part of the patch path's scratch, in order: the four patches, the tap-offset
+/// table, the (ky, kx) table (only when taps go one at a time, `in_c % 4 != 0`) and the
+/// contiguous patch.
+fn scratch_layout(g: &ConvGeom) -> [usize; 4] {
+    let taps = g.k_h * g.k_w * g.in_c;
+    let groups = taps.div_ceil(4);
+    let kykx = if g.in_c.is_multiple_of(4) {
+        0
+    } else {
+        taps.div_ceil(2)
+    };
+    [2 * LANES * groups, taps.div_ceil(2), kykx, 2 * groups]
+}
+
+/// The patch path. `scratch` is `[patches | offsets | contiguous patch]`; group `t` of lane `l`
+/// is patch words `8 t + 2 l` and `8 t + 2 l + 1` (the four lanes interleaved per group, so
+/// the dot-product loop walks one pointer).
+#[inline(never)] // its own function: its own inlining budget and register allocation
+pub(super) fn conv2d_patch(
+    input: &[i8],
+    in_zp: i32,
+    weights: &[i8],
+    g: &ConvGeom,
+    st: &Stage,
+    output: &mut [i8],
+    scratch: &mut [u32],
+) {
+    let taps = g.k_h * g.k_w * g.in_c;
+    let [patch_words, offs_words, kykx_words, _] = scratch_layout(g);
+    let (patch, rest) = scratch.split_at_mut(patch_words.min(scratch.len()));
+    let (offs_w, rest) = rest.split_at_mut(offs_words.min(rest.len()));
+    let (kykx_w, temp) = rest.split_at_mut(kykx_words.min(rest.len()));
+    let nzp = pair(-(in_zp as i16));
+    let out_c = g.out_c;
+    // Receptive fields wholly inside the image are gathered through a table of each tap's
+    // offset from the field's corner (per tap, or per group of four when in_c % 4 == 0).
+    let offs_all: &mut [u16] = bytemuck::cast_slice_mut(offs_w);
+    let span = ((g.k_h - 1) * g.in_w + g.k_w) * g.in_c;
+    let use_offs = span <= u16::MAX as usize && offs_all.len() >= taps;
+    let kykx_all: &mut [[u8; 2]] = bytemuck::cast_slice_mut(kykx_w);
+    let use_kykx = kykx_all.len() >= taps && g.k_h <= 255 && g.k_w <= 255;
+    if use_offs {
+        let mut t = offs_all.iter_mut();
+        let mut p = kykx_all.iter_mut();
+        for ky in 0..g.k_h {
+            for kx in 0..g.k_w {
+                for ic in 0..g.in_c {
+                    if let Some(o) = t.next() {
+                        *o = ((ky * g.in_w + kx) * g.in_c + ic) as u16;
+                    }
+                    if let Some(q) = p.next() {
+                        *q = [ky as u8, kx as u8];
+                    }
+                }
+            }
+        }
+    }
+    let kykx = if use_offs && use_kykx {
+        kykx_all.get(..taps)
+    } else {
+        None
+    };
+    let offs = if use_offs { offs_all.get(..taps) } else { None };
+    let patch: &mut [u32] = patch;
+    if g.pool_k > 1 || g.pool_s > 1 {
+        // Fused max-pool: the lanes are the window's conv outputs, max-reduced before one
+        // requantization. A window of more than four outputs takes several passes; lanes past
+        // the window's end repeat its first output (harmless under max).
+        let n = g.pool_k * g.pool_k;
+        let mut blk = Block::new();
+        for py in 0..g.out_h {
+            for px in 0..g.out_w {
+                let base = (py * g.out_w + px) * out_c;
+                let Some(out) = output.get_mut(base..base + out_c) else {
+                    return;
+                };
+                let mut q = 0;
+                while q < n {
+                    for lane in 0..LANES {
+                        let k = if q + lane < n { q + lane } else { q };
+                        let (oy, ox) = (py * g.pool_s + k / g.pool_k, px * g.pool_s + k % g.pool_k);
+                        gather(input, nzp, in_zp, g, oy, ox, patch, lane, offs, kykx, temp);
+                    }
+                    pooled_channels(patch, weights, taps, st, out, q == 0, &mut blk);
+                    q += LANES;
+                }
+            }
+        }
+    } else {
+        // No pool: the lanes are four consecutive outputs in raster order.
+        let n = g.out_h * g.out_w;
+        let mut q = 0;
+        while q < n {
+            let k_n = LANES.min(n - q);
+            for lane in 0..LANES {
+                let k = q + lane.min(k_n - 1);
+                gather(
+                    input,
+                    nzp,
+                    in_zp,
+                    g,
+                    k / g.out_w,
+                    k % g.out_w,
+                    patch,
+                    lane,
+                    offs,
+                    kykx,
+                    temp,
+                );
+            }
+            let mut chs = st.channels();
+            for oc in 0..out_c {
+                let Some((bias, rq)) = chs.next() else {
+                    break;
+                };
+                let acc = dot_lanes(patch, weights, oc * taps, taps, bias);
+                for (lane, &a) in acc.iter().enumerate().take(k_n) {
+                    if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
+                        *o = st.finish(a, rq);
+                    }
+                }
+            }
+            q += LANES;
+        }
+    }
+}
+
+/// One pass of four lanes of a pooling window, every output channel: per block of channels,
+/// first the raw maxima (the dot-product loop keeps few values live), then their
+/// requantization in a second, register-light loop. `first` assigns, otherwise the pooled byte
+/// is a running max.
+#[inline(always)]
+fn pooled_channels(
+    patch: &[u32],
+    weights: &[i8],
+    taps: usize,
+    st: &Stage,
+    out: &mut [i8],
+    first: bool,
+    blk: &mut Block,
+) {
+    let padded = taps.div_ceil(4) * 4;
+    let mut at = 0;
+    for (bi, block) in out.chunks_mut(CH_BLOCK).enumerate() {
+        blk.load(st, bi * CH_BLOCK, block.len());
+        for (mi, &bias) in blk.max.iter_mut().zip(&blk.bias).take(block.len()) {
+            *mi = match weights.get(at..at + padded) {
+                Some(wp) => dot4_max(patch, wp, bias),
+                None => {
+                    let a = dot_lanes(patch, weights, at, taps, bias);
+                    a[0].max(a[1]).max(a[2]).max(a[3])
+                }
+            };
+            at += taps;
+        }
+        // The choice of rounding is made once per block; TensorFlow Lite's has its own loop,
+        // out of line, so this one stays as small as it was.
+        if st.rounding == Rounding::Double {
+            requant_double(block, &blk.max, &blk.rq, st, first);
+            continue;
+        }
+        for ((o, &mi), &rq) in block.iter_mut().zip(&blk.max).zip(&blk.rq) {
+            let v = st.finish_prepared(mi, rq);
+            if first || v > *o {
+                *o = v;
+            }
+        }
+    }
+}
+
+/// Fills lane `lane` of the patches with `x - zp` over the receptive field of conv output
+/// `(oy, ox)`: 0 for taps in the padding and for the last group's pad taps.
+///
+/// Group `t` (taps `4t..4t+4`, OHWI order ky, kx, ic) of the lane is the words `(v0, v2)` and
+/// `(v1, v3)` at `8 t + 2 lane`, which pair with `SXTB16(w)` = `(w0, w2)` and
+/// `SXTB16(w ROR 8)` = `(w1, w3)` of its weight word. `temp` holds a contiguous patch for
+/// fields that cross the padding.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn gather(
+    input: &[i8],
+    nzp: u32,
+    zp: i32,
+    g: &ConvGeom,
+    oy: usize,
+    ox: usize,
+    patch: &mut [u32],
+    lane: usize,
+    offs: Option<&[u16]>,
+    kykx: Option<&[[u8; 2]]>,
+    temp: &mut [u32],
+) {
+    // One stride for both axes: conv2d_scratch_words sends unequal strides to the direct path.
+    let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let ix0 = (ox * g.stride_h) as isize - g.pad_left as isize;
+    // Zeros the compiler cannot see as constants: it would otherwise turn the short padding
+    // fills into memset calls that cost more than the stores.
+    let zero = core::hint::black_box(0u32);
+    let zero16 = zero as i16;
+    // The lane's two words of each group, in order.
+    let mut slots = patch
+        .chunks_exact_mut(2 * LANES)
+        .map(|grp| &mut grp[2 * lane..2 * lane + 2]);
+    let inside =
+        iy0 >= 0 && ix0 >= 0 && iy0 as usize + g.k_h <= g.in_h && ix0 as usize + g.k_w <= g.in_w;
+    if let (Some(offs), true) = (offs, inside) {
+        let at = (iy0 as usize * g.in_w + ix0 as usize) * g.in_c;
+        let win = input.get(at..).unwrap_or_default();
+        if g.in_c.is_multiple_of(4) {
+            // A group never straddles two pixels: one word load and two SXTAB16.
+            for (o, d) in offs.chunks_exact(4).zip(&mut slots) {
+                let o = o[0] as usize;
+                if let Some(x4) = win.get(o..o + 4) {
+                    put_word(d, nzp, x4);
+                }
+            }
+            return;
+        }
+        let zp = zp as i16;
+        let v = |o: u16| win.get(o as usize).map_or(0, |&x| x as i16 - zp);
+        let mut groups = offs.chunks_exact(4);
+        for (o, d) in (&mut groups).zip(&mut slots) {
+            put4(d, [v(o[0]), v(o[1]), v(o[2]), v(o[3])]);
+        }
+        let rest = groups.remainder();
+        if !rest.is_empty() {
+            let mut t = [0i16; 4];
+            for (t, &o) in t.iter_mut().zip(rest) {
+                *t = v(o);
+            }
+            if let Some(d) = slots.next() {
+                put4(d, t);
+            }
+        }
+        return;
+    }
+    if let (Some(offs), Some(kykx)) = (offs, kykx) {
+        // Across the padding, taps one at a time: the table gives each tap's offset from the
+        // field's corner (which may lie outside the image) and its (ky, kx); a tap reads the
+        // input only when its row and column are inside.
+        let ky_lo = (-iy0).max(0) as usize;
+        let kx_lo = (-ix0).max(0) as usize;
+        let ky_n =
+            ((g.in_h as isize - iy0).clamp(0, g.k_h as isize) as usize).saturating_sub(ky_lo);
+        let kx_n =
+            ((g.in_w as isize - ix0).clamp(0, g.k_w as isize) as usize).saturating_sub(kx_lo);
+        let base = (iy0 * g.in_w as isize + ix0) * g.in_c as isize;
+        let zp = zp as i16;
+        let v = |o: u16, p: [u8; 2]| -> i16 {
+            let inside = (p[0] as usize).wrapping_sub(ky_lo) < ky_n
+                && (p[1] as usize).wrapping_sub(kx_lo) < kx_n;
+            if !inside {
+                return zero16;
+            }
+            let at = base + o as isize;
+            input.get(at as usize).map_or(0, |&x| x as i16 - zp)
+        };
+        let mut groups = offs.chunks_exact(4).zip(kykx.chunks_exact(4));
+        for ((o, p), d) in (&mut groups).zip(&mut slots) {
+            put4(
+                d,
+                [v(o[0], p[0]), v(o[1], p[1]), v(o[2], p[2]), v(o[3], p[3])],
+            );
+        }
+        let rest = taps_rest(offs, kykx);
+        if !rest.0.is_empty() {
+            let mut t = [0i16; 4];
+            for (t, (&o, &p)) in t.iter_mut().zip(rest.0.iter().zip(rest.1)) {
+                *t = v(o, p);
+            }
+            if let Some(d) = slots.next() {
+                put4(d, t);
+            }
+        }
+        return;
+    }
+    if g.in_c.is_multiple_of(4) {
+        // Whole groups per pixel: one word load and two SXTAB16 per four taps.
+        for ky in 0..g.k_h {
+            let iy = iy0 + ky as isize;
+            let row_in = iy >= 0 && (iy as usize) < g.in_h;
+            for kx in 0..g.k_w {
+                let ix = ix0 + kx as isize;
+                let inside = row_in && ix >= 0 && (ix as usize) < g.in_w;
+                let px = if inside {
+                    let at = (iy as usize * g.in_w + ix as usize) * g.in_c;
+                    input.get(at..at + g.in_c)
+                } else {
+                    None
+                };
+                match px {
+                    Some(px) => {
+                        for (x4, d) in px.chunks_exact(4).zip(&mut slots) {
+                            put_word(d, nzp, x4);
+                        }
+                    }
+                    None => {
+                        for d in (&mut slots).take(g.in_c / 4) {
+                            d[0] = zero;
+                            d[1] = zero;
+                        }
+                    }
+                }
+            }
+        }
+        return;
+    }
+    // Any channel count: the taps in natural order as halfwords in `temp` (little-endian
+    // words hold `(v0, v1)`, `(v2, v3)`), then each group's two words swapped into its slot.
+    let taps = g.k_h * g.k_w * g.in_c;
+    let words = taps.div_ceil(4) * 2;
+    let Some(temp) = temp.get_mut(..words) else {
+        return;
+    };
+    {
+        let zp = zp as i16;
+        let halves: &mut [i16] = bytemuck::cast_slice_mut(temp);
+        let mut pos = 0;
+        for ky in 0..g.k_h {
+            let iy = iy0 + ky as isize;
+            let row_in = iy >= 0 && (iy as usize) < g.in_h;
+            for kx in 0..g.k_w {
+                let ix = ix0 + kx as isize;
+                let inside = row_in && ix >= 0 && (ix as usize) < g.in_w;
+                let px = if inside {
+                    let at = (iy as usize * g.in_w + ix as usize) * g.in_c;
+                    input.get(at..at + g.in_c)
+                } else {
+                    None
+                };
+                if let Some(d) = halves.get_mut(pos..pos + g.in_c) {
+                    match px {
+                        Some(px) => {
+                            for (d, &x) in d.iter_mut().zip(px) {
+                                *d = x as i16 - zp;
+                            }
+                        }
+                        None => {
+                            for d in d.iter_mut() {
+                                *d = zero16;
+                            }
+                        }
+                    }
+                }
+                pos += g.in_c;
+            }
+        }
+        for d in halves.iter_mut().skip(pos) {
+            *d = zero16;
+        }
+    }
+    for (t, d) in temp.chunks_exact(2).zip(&mut slots) {
+        let (a, b) = (t[0], t[1]);
+        d[0] = (a & 0xffff) | (b << 16);
+        d[1] = (a >> 16) | (b & 0xffff_0000);
+    }
+}
+
+/// One group of four input bytes into a lane's two words: `x - zp` with two SXTAB16
+/// (`nzp = pair(-zp)`), `(x0, x2)` and `(x1, x3)`.
+#[inline(always)]
+fn put_word(d: &mut [u32], nzp: u32, x4: &[i8]) {
+    let x = u32::from_le_bytes([x4[0] as u8, x4[1] as u8, x4[2] as u8, x4[3] as u8]);
+    d[0] = sxtab16(nzp, x);
+    d[1] = sxtab16_ror8(nzp, x);
+}
+
+/// Four tap values `v` into a lane's two words of a group: `(v0, v2)`, `(v1, v3)`.
+#[inline(always)]
+fn put4(d: &mut [u32], v: [i16; 4]) {
+    d[0] = pack(v[0], v[2]);
+    d[1] = pack(v[1], v[3]);
+}
+
+/// The taps past the last whole group of four: offsets and (ky, kx).
+#[inline(always)]
+fn taps_rest<'x>(offs: &'x [u16], kykx: &'x [[u8; 2]]) -> (&'x [u16], &'x [[u8; 2]]) {
+    let full = offs.len() / 4 * 4;
+    (
+        offs.get(full..).unwrap_or_default(),
+        kykx.get(full..).unwrap_or_default(),
+    )
+}
+
+/// `bias + sum patch * w` for each of the four lanes, `w = weights[at..at + taps]`: per four
+/// taps one weight word, two SXTB16 and two SMLAD per lane.
+///
+/// When `taps` is not a multiple of 4, the last group's weight word is read whole whenever
+/// the weights extend that far (every channel but the last): its extra bytes belong to the next
+/// channel, but they meet the patch's pad taps, which are 0. The last channel's tail is built
+/// from its own bytes.
+#[inline(always)]
+fn dot_lanes(patch: &[u32], weights: &[i8], at: usize, taps: usize, bias: i32) -> [i32; 4] {
+    if let Some(wp) = weights.get(at..at + taps.div_ceil(4) * 4) {
+        return dot4(patch, wp, [bias; 4]);
+    }
+    let w = weights.get(at..at + taps).unwrap_or_default();
+    let full = w.len() / 4;
+    let mut acc = dot4(patch, w, [bias; 4]);
+    let tail = w.get(full * 4..).unwrap_or_default();
+    if !tail.is_empty() {
+        let mut ww = 0u32;
+        for (i, &s) in tail.iter().enumerate().take(3) {
+            ww |= (s as u8 as u32) << (8 * i);
+        }
+        let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
+        if let Some(p) = patch.get(8 * full..8 * full + 8) {
+            for (a, pl) in acc.iter_mut().zip(p.chunks_exact(2)) {
+                *a = smlad(pl[1], wo, smlad(pl[0], we, *a));
+            }
+        }
+    }
+    acc
+}

@@ -1,0 +1,220 @@
+//! A checked layer as the interpreter runs it: [`Step`], built by [`Step::prepare`] from a
+//! layer of the blob (each kernel module checks its own kind) and run by [`Step::run`]. The
+//! kernels never see the loader: this module is where a layer kind meets its kernel.
+
+use super::prepare::{Checked, Operand};
+use super::{
+    add, concat, conv, conv_patch, depthwise, fc, pool, softmax, AddParams, ConvGeom, MeanParams,
+    PoolGeom, Stage,
+};
+use crate::format::{Layer, Shape, Softmax, MAX_INPUTS};
+use crate::quant::Rounding;
+use crate::Error;
+
+/// What a layer does, with its geometry resolved and its arrays borrowed from the blob: the
+/// interpreter runs a step from this alone, so a layer and its plan cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step<'a> {
+    Conv {
+        g: ConvGeom,
+        in_zp: i8,
+        /// int8 OHWI.
+        weights: &'a [i8],
+        stage: Stage<'a>,
+    },
+    Depthwise {
+        g: ConvGeom,
+        in_zp: i8,
+        /// int8 `[1, kh, kw, C]`.
+        weights: &'a [i8],
+        stage: Stage<'a>,
+    },
+    MaxPool(PoolGeom),
+    AvgPool(PoolGeom),
+    GlobalAvgPool {
+        channels: usize,
+    },
+    FullyConnected {
+        in_features: usize,
+        out_features: usize,
+        in_zp: i8,
+        /// int8 `[out, in]`.
+        weights: &'a [i8],
+        stage: Stage<'a>,
+    },
+    Add(AddParams),
+    /// Channel concatenation over `pixels` pixels.
+    Concat {
+        pixels: usize,
+    },
+    Mean(MeanParams),
+    Softmax(Softmax),
+}
+
+/// Work units charged per output value besides its inner loop: gathering, requantizing,
+/// storing (a few dozen instructions).
+pub const WORK_PER_OUTPUT: u64 = 16;
+
+impl Step<'_> {
+    /// The step's work units ([`crate::format::MAX_WORK`]): inner-loop iterations plus
+    /// [`WORK_PER_OUTPUT`] per value computed, exact in `u64` (saturating), for first input
+    /// shape `input` and output shape `out`. A fused pool's convolution computes each conv output once per window that
+    /// holds it, and a pool reads each window whole, so both count what the kernel does, not
+    /// the MACs of the layer.
+    pub fn work(&self, input: Shape, out: Shape) -> u64 {
+        let mul = |v: &[usize]| v.iter().fold(1u64, |a, &f| a.saturating_mul(f as u64));
+        let outs = out.bytes();
+        let per = |inner: u64| inner.saturating_add(WORK_PER_OUTPUT);
+        match self {
+            Step::Conv { g, .. } | Step::Depthwise { g, .. } => {
+                let taps = if matches!(self, Step::Depthwise { .. }) {
+                    g.k_h * g.k_w
+                } else {
+                    g.k_h * g.k_w * g.in_c
+                };
+                // Conv outputs computed: each pooled output's whole window.
+                mul(&[g.out_h, g.out_w, g.pool_k, g.pool_k, g.out_c])
+                    .saturating_mul(per(taps as u64))
+            }
+            Step::MaxPool(g) | Step::AvgPool(g) => outs.saturating_mul(per(mul(&[g.k_h, g.k_w]))),
+            Step::FullyConnected { in_features, .. } => {
+                outs.saturating_mul(per(*in_features as u64))
+            }
+            // Whole-input reductions: every input value once, then each output.
+            Step::GlobalAvgPool { .. } | Step::Mean(_) => input
+                .bytes()
+                .saturating_add(outs.saturating_mul(WORK_PER_OUTPUT)),
+            Step::Add(_) | Step::Concat { .. } => outs.saturating_mul(WORK_PER_OUTPUT),
+            // Three passes over a row (max, sum of exponentials, output), each exponential
+            // a few dozen operations.
+            Step::Softmax(_) => outs.saturating_mul(4 * WORK_PER_OUTPUT),
+        }
+    }
+
+    /// The layer kind's name (as `Layer::name`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Conv { .. } => "Conv2d",
+            Step::Depthwise { .. } => "DepthwiseConv2d",
+            Step::MaxPool(_) => "MaxPool2d",
+            Step::AvgPool(_) => "AvgPool2d",
+            Step::GlobalAvgPool { .. } => "GlobalAvgPool",
+            Step::FullyConnected { .. } => "FullyConnected",
+            Step::Add(_) => "Add",
+            Step::Concat { .. } => "Concat",
+            Step::Mean(_) => "Mean",
+            Step::Softmax(_) => "Softmax",
+        }
+    }
+}
+
+impl<'a> Step<'a> {
+    /// Checks layer `li` of kind `layer`, reading `x` (and `others`, the second and later
+    /// inputs of an add or a concat), beside its kernel (TFLM's Prepare beside Eval).
+    pub(crate) fn prepare(
+        li: u16,
+        layer: &Layer<'a>,
+        x: Operand,
+        others: impl Iterator<Item = Operand> + Clone,
+        rounding: Rounding,
+    ) -> Result<Checked<Step<'a>>, Error> {
+        let conv = |p: conv::ConvPlan<'a>| (p.g, p.in_zp, p.weights, p.stage);
+        Ok(match layer {
+            Layer::Conv2d(cv) => conv::prepare(li, cv, false, x, rounding)?.map(|p| {
+                let (g, in_zp, weights, stage) = conv(p);
+                Step::Conv {
+                    g,
+                    in_zp,
+                    weights,
+                    stage,
+                }
+            }),
+            Layer::DepthwiseConv2d(cv) => conv::prepare(li, cv, true, x, rounding)?.map(|p| {
+                let (g, in_zp, weights, stage) = conv(p);
+                Step::Depthwise {
+                    g,
+                    in_zp,
+                    weights,
+                    stage,
+                }
+            }),
+            Layer::MaxPool2d(p) => pool::prepare(li, p, false, x)?.map(Step::MaxPool),
+            Layer::AvgPool2d(p) => pool::prepare(li, p, true, x)?.map(Step::AvgPool),
+            Layer::GlobalAvgPool => {
+                pool::prepare_global(li, x)?.map(|channels| Step::GlobalAvgPool { channels })
+            }
+            Layer::FullyConnected(l) => {
+                fc::prepare(li, l, x, rounding)?.map(|p| Step::FullyConnected {
+                    in_features: p.in_features,
+                    out_features: p.out_features,
+                    in_zp: p.in_zp,
+                    weights: p.weights,
+                    stage: p.stage,
+                })
+            }
+            Layer::Add(a) => {
+                let y = others.clone().next().ok_or(Error::BadParameter {
+                    layer: li,
+                    what: "add inputs (must be 2)",
+                })?;
+                add::prepare(li, a, x, y, rounding)?.map(Step::Add)
+            }
+            Layer::Mean(m) => pool::prepare_mean(li, m, x, rounding)?.map(Step::Mean),
+            Layer::Softmax(s) => softmax::prepare(li, s, x)?.map(Step::Softmax),
+            Layer::Concat => concat::prepare(li, core::iter::once(x).chain(others), x)?
+                .map(|pixels| Step::Concat { pixels }),
+        })
+    }
+
+    /// Arena bytes of the kernel's scratch (0: none), live only while the step runs.
+    pub fn scratch_bytes(&self) -> usize {
+        match self {
+            // Words, at most 8 * 256 + 2 * 512: fits 32 bits.
+            Step::Conv { g, .. } => 4 * conv_patch::conv2d_scratch_words(g),
+            _ => 0,
+        }
+    }
+
+    /// Runs the step's kernel: `xs[..n]` the inputs the layer reads, `y` the output of shape
+    /// `out`, `scratch` the kernel's words (empty: its scratch-free path).
+    #[inline(always)]
+    pub fn run(
+        &self,
+        xs: &[&[i8]; MAX_INPUTS],
+        n: usize,
+        out: Shape,
+        y: &mut [i8],
+        scratch: &mut [u32],
+    ) {
+        let x = xs[0];
+        match *self {
+            Step::Conv {
+                g,
+                in_zp,
+                weights,
+                stage,
+            } => conv::conv2d(x, in_zp as i32, weights, &g, &stage, y, scratch),
+            Step::Depthwise {
+                g,
+                in_zp,
+                weights,
+                stage,
+            } => depthwise::depthwise_conv2d(x, in_zp as i32, weights, &g, &stage, y),
+            Step::MaxPool(g) => pool::max_pool2d(x, &g, y),
+            Step::AvgPool(g) => pool::avg_pool2d(x, &g, y),
+            Step::GlobalAvgPool { channels } => pool::global_avg_pool(x, channels, y),
+            Step::FullyConnected {
+                in_zp,
+                weights,
+                stage,
+                ..
+            } => fc::fully_connected(x, in_zp as i32, weights, &stage, y),
+            Step::Add(p) => add::add(x, xs[1], &p, y),
+            Step::Concat { pixels } => {
+                concat::concat_channels(xs.get(..n).unwrap_or_default(), pixels, y)
+            }
+            Step::Mean(p) => pool::mean(x, &p, y),
+            Step::Softmax(p) => softmax::softmax(x, out.c as usize, &p, y),
+        }
+    }
+}
