@@ -254,8 +254,9 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 #[exception]
 unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
     // Which fault: HFSR (FORCED: an escalated configurable fault, whose cause is in CFSR;
-    // VECTTBL) and CFSR, on the cores that have them (Armv7-M and Armv8-M Mainline).
-    #[cfg(not(guard = "canary"))]
+    // VECTTBL) and CFSR, on the cores that have them (Armv7-M and Armv8-M Mainline: Thumb-2;
+    // Armv6-M has neither).
+    #[cfg(target_feature = "thumb2")]
     {
         // SAFETY: reads of the System Control Block's fault status registers.
         let (hfsr, cfsr) = unsafe {
@@ -270,7 +271,7 @@ unsafe fn HardFault(ef: &ExceptionFrame) -> ! {
             cfsr
         );
     }
-    #[cfg(guard = "canary")]
+    #[cfg(not(target_feature = "thumb2"))]
     outln!("HARDFAULT pc={:#010x} lr={:#010x}", ef.pc(), ef.lr());
     semihost::exit(status::HARD_FAULT)
 }

@@ -68,9 +68,12 @@ fn systick_below_faults(scb: &mut cortex_m::peripheral::SCB) {
 
 /// Makes the [`GUARD`] bytes at the bottom of the stack inaccessible with the MPU, so a
 /// stack that grows into the statics below it (the arena lives there) faults instead of
-/// corrupting them; the MemManage handler reads the fault status and reports it (exit
-/// `status::STACK_OVERFLOW` when the faulting access was in the guard). Call after [`paint`]
-/// (which writes there).
+/// corrupting them. On Armv7-M the MemManage handler reads the fault status and reports it
+/// (exit `status::STACK_OVERFLOW` when the faulting access was in the guard). Armv6-M with an
+/// MPU (the STM32G071's Cortex-M0+) has no MemManage: the fault escalates to HardFault, whose
+/// entry cannot push its frame onto the overflowed stack either, so the core locks up (halts,
+/// which a debugger or a watchdog sees) with nothing below the guard written. Call after
+/// [`paint`] (which writes there).
 #[cfg(guard = "mpu")]
 pub fn guard(cp: &mut cortex_m::Peripherals) {
     // SAFETY: region 0 covers only the guard, with no access; the default memory map stays in
@@ -83,6 +86,7 @@ pub fn guard(cp: &mut cortex_m::Peripherals) {
         cp.MPU.rasr.write((1 << 28) | (9 << 1) | 1);
         cp.MPU.ctrl.write((1 << 2) | 1); // PRIVDEFENA | ENABLE
     }
+    #[cfg(target_feature = "thumb2")]
     cp.SCB
         .enable(cortex_m::peripheral::scb::Exception::MemoryManagement);
     systick_below_faults(&mut cp.SCB);
@@ -130,7 +134,7 @@ pub fn check() {
 
 // The fault handler runs with the stack pointer at the guard (the exception entry itself may
 // have faulted on it), so before anything else it moves to the top of the stack.
-#[cfg(guard = "mpu")]
+#[cfg(all(guard = "mpu", target_feature = "thumb2"))]
 core::arch::global_asm!(
     ".section .text.MemoryManagement,\"ax\",%progbits",
     ".global MemoryManagement",
@@ -146,7 +150,7 @@ core::arch::global_asm!(
 /// MemManage on Armv7-M: a stack overflow if the faulting data address lies in the guard, or
 /// if the exception entry itself faulted pushing onto the stack (MSTKERR); any other access
 /// violation is reported with its status registers.
-#[cfg(guard = "mpu")]
+#[cfg(all(guard = "mpu", target_feature = "thumb2"))]
 #[no_mangle]
 extern "C" fn mem_manage_report() -> ! {
     // SAFETY: reads of the System Control Block's CFSR and MMFAR.

@@ -413,19 +413,34 @@ pub enum Layer<'a> {
     Softmax(Softmax),
 }
 
+/// Each layer kind's name, one owner for [`Layer::name`] and [`crate::Step::name`] (what
+/// `inspect`, the firmware's per-layer lines and errors print).
+pub mod kind {
+    pub const CONV2D: &str = "Conv2d";
+    pub const DEPTHWISE_CONV2D: &str = "DepthwiseConv2d";
+    pub const MAX_POOL2D: &str = "MaxPool2d";
+    pub const AVG_POOL2D: &str = "AvgPool2d";
+    pub const GLOBAL_AVG_POOL: &str = "GlobalAvgPool";
+    pub const FULLY_CONNECTED: &str = "FullyConnected";
+    pub const ADD: &str = "Add";
+    pub const CONCAT: &str = "Concat";
+    pub const MEAN: &str = "Mean";
+    pub const SOFTMAX: &str = "Softmax";
+}
+
 impl Layer<'_> {
     pub fn name(&self) -> &'static str {
         match self {
-            Layer::Conv2d(_) => "Conv2d",
-            Layer::DepthwiseConv2d(_) => "DepthwiseConv2d",
-            Layer::MaxPool2d(_) => "MaxPool2d",
-            Layer::AvgPool2d(_) => "AvgPool2d",
-            Layer::GlobalAvgPool => "GlobalAvgPool",
-            Layer::FullyConnected(_) => "FullyConnected",
-            Layer::Add(_) => "Add",
-            Layer::Concat => "Concat",
-            Layer::Mean(_) => "Mean",
-            Layer::Softmax(_) => "Softmax",
+            Layer::Conv2d(_) => kind::CONV2D,
+            Layer::DepthwiseConv2d(_) => kind::DEPTHWISE_CONV2D,
+            Layer::MaxPool2d(_) => kind::MAX_POOL2D,
+            Layer::AvgPool2d(_) => kind::AVG_POOL2D,
+            Layer::GlobalAvgPool => kind::GLOBAL_AVG_POOL,
+            Layer::FullyConnected(_) => kind::FULLY_CONNECTED,
+            Layer::Add(_) => kind::ADD,
+            Layer::Concat => kind::CONCAT,
+            Layer::Mean(_) => kind::MEAN,
+            Layer::Softmax(_) => kind::SOFTMAX,
         }
     }
 }

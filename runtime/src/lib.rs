@@ -10,7 +10,7 @@
 //! The runtime owns the model format ([`format`]) and every line of integer arithmetic
 //! ([`quant`], [`kernels`]); the trainer, the host tests and the firmware all call it.
 #![cfg_attr(not(any(feature = "std", test)), no_std)]
-#![deny(unsafe_code)] // one exception: the Cortex-M4 DSP dot product (inline asm)
+#![deny(unsafe_code)] // the one exception: the DSP instructions' inline asm (kernels/dsp.rs)
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
@@ -21,7 +21,7 @@ pub mod format;
 mod interpreter;
 pub mod kernels;
 mod model;
-pub mod planner;
+pub(crate) mod planner;
 pub mod quant;
 #[cfg(any(test, feature = "std"))]
 pub mod reference_model;
@@ -34,9 +34,7 @@ pub use error::Error;
 pub use format::{Layer, ModelDef, ModelHeader, Shape, TensorSpec};
 pub use interpreter::Interpreter;
 pub use kernels::Step;
-pub use model::{
-    analyze, analyze_with, crc32, decode_def, Analysis, ArenaFigures, LayerInfo, LayerSource, Model,
-};
+pub use model::{analyze, crc32, decode_def, Analysis, ArenaFigures, LayerInfo, Model};
 pub use quant::{argmax, QuantParams, Requant, Rounding};
 
 /// Reads only the preamble's arena figure (for build scripts sizing a static arena).

@@ -931,6 +931,20 @@ fn worst_work_blob_runs_in_bounded_time() {
         Model::from_bytes(&forge(&fused(512), Some(0))),
         Err(Error::LimitExceeded { .. })
     ));
+    // For the emulated M4's figure (docs/RESULTS.md): both blobs and one zero input each.
+    if let Some(dir) = std::env::var_os("WORST_BLOB_DIR").map(std::path::PathBuf::from) {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, blob) in [("pool", &worst), ("fused", &blob)] {
+            let m = Model::from_bytes(blob).unwrap();
+            std::fs::write(dir.join(format!("{name}.bin")), blob).unwrap();
+            let zeros = vec![0u8; m.input_len()];
+            std::fs::write(
+                dir.join(format!("{name}.inputs.bin")),
+                runtime::vectors::write(m.input_len(), &zeros),
+            )
+            .unwrap();
+        }
+    }
 }
 
 /// Review finding: `BoxQ4::area` and `iou_fraction` overflowed (a panic with overflow checks)

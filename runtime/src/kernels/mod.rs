@@ -19,7 +19,7 @@ pub(crate) mod conv;
 pub(crate) mod conv_base;
 pub(crate) mod conv_patch;
 pub(crate) mod depthwise;
-pub mod dsp;
+pub(crate) mod dsp;
 pub(crate) mod fc;
 pub(crate) mod pool;
 pub(crate) mod prepare;

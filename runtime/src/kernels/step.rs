@@ -7,7 +7,7 @@ use super::{
     add, concat, conv, conv_patch, depthwise, fc, pool, softmax, AddParams, ConvGeom, MeanParams,
     PoolGeom, Stage,
 };
-use crate::format::{Layer, Shape, Softmax, MAX_INPUTS};
+use crate::format::{kind, Layer, Shape, Softmax, MAX_INPUTS};
 use crate::quant::Rounding;
 use crate::Error;
 
@@ -94,16 +94,16 @@ impl Step<'_> {
     /// The layer kind's name (as `Layer::name`).
     pub fn name(&self) -> &'static str {
         match self {
-            Step::Conv { .. } => "Conv2d",
-            Step::Depthwise { .. } => "DepthwiseConv2d",
-            Step::MaxPool(_) => "MaxPool2d",
-            Step::AvgPool(_) => "AvgPool2d",
-            Step::GlobalAvgPool { .. } => "GlobalAvgPool",
-            Step::FullyConnected { .. } => "FullyConnected",
-            Step::Add(_) => "Add",
-            Step::Concat { .. } => "Concat",
-            Step::Mean(_) => "Mean",
-            Step::Softmax(_) => "Softmax",
+            Step::Conv { .. } => kind::CONV2D,
+            Step::Depthwise { .. } => kind::DEPTHWISE_CONV2D,
+            Step::MaxPool(_) => kind::MAX_POOL2D,
+            Step::AvgPool(_) => kind::AVG_POOL2D,
+            Step::GlobalAvgPool { .. } => kind::GLOBAL_AVG_POOL,
+            Step::FullyConnected { .. } => kind::FULLY_CONNECTED,
+            Step::Add(_) => kind::ADD,
+            Step::Concat { .. } => kind::CONCAT,
+            Step::Mean(_) => kind::MEAN,
+            Step::Softmax(_) => kind::SOFTMAX,
         }
     }
 }
