@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the workspace's `runtime` crate for thumbv7em-none-eabihf without default features:
 # proves it is no_std (and needs no allocator), through the same toolchain route as the
-# firmware. Extra arguments go to cargo (e.g. --features defmt).
+# firmware; then the minimal Cortex-M program users start from (runtime/examples/cortex-m).
+# Extra arguments go to the runtime's cargo build (e.g. --features defmt).
 #   scripts/build-runtime-thumb.sh [CARGO ARGS..]
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,3 +19,9 @@ export CARGO_TARGET_DIR="$REPO/firmware/target/runtime-thumb"
 "$FW_CARGO" build -p runtime --no-default-features --release \
     --target thumbv7em-none-eabihf $FW_BUILD_STD_FLAGS "$@"
 echo "build-runtime-thumb: runtime builds for thumbv7em-none-eabihf (no_std, no default features)" >&2
+unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS
+export CARGO_TARGET_DIR="$REPO/firmware/target/cortex-m-example"
+cd "$REPO/runtime/examples/cortex-m"
+# shellcheck disable=SC2086
+"$FW_CARGO" build --release $FW_BUILD_STD_FLAGS
+echo "build-runtime-thumb: runtime/examples/cortex-m builds and links" >&2

@@ -64,10 +64,12 @@ prerequisites() {
 run_step "prerequisites (firmware toolchain, QEMU, plot font)" prerequisites
 run_step "cargo fmt --check" cargo fmt --all -- --check
 # The firmware is its own workspace (thumb only); rustfmt checks its sources directly.
-run_step "rustfmt --check firmware" rustfmt --edition 2021 --check firmware/build.rs firmware/src/main.rs
+run_step "rustfmt --check firmware" rustfmt --edition 2021 --check firmware/build.rs firmware/src/main.rs \
+    runtime/examples/cortex-m/build.rs runtime/examples/cortex-m/src/main.rs
 run_step "cargo clippy --all-targets -D warnings" \
     cargo clippy --workspace --all-targets --release -- -D warnings
-run_step "runtime builds for thumbv7em-none-eabihf (no_std, no alloc)" scripts/build-runtime-thumb.sh
+run_step "runtime builds for thumbv7em-none-eabihf (no_std, no alloc); the Cortex-M example links" \
+    scripts/build-runtime-thumb.sh
 run_step "build the tests (release profile)" cargo test --workspace --release --no-run
 if [ "$QUICK" -eq 1 ]; then
     run_step "cargo test --workspace --release (quick: ignored tests skipped)" \

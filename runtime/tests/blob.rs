@@ -470,3 +470,30 @@ fn float_input_and_output_use_the_model_quantization() {
         Err(runtime::Error::BufferLength { what: "output", .. })
     ));
 }
+
+/// The compile-time arena figure a static `Arena` is sized with equals the loaded model's, and
+/// is 0 (so `Interpreter::new` refuses with `ArenaTooSmall`) for bytes that are not a blob of
+/// this version.
+#[test]
+fn arena_bytes_const_reads_the_preamble() {
+    const REF_CNN: &[u8] = include_bytes!("../../firmware/models/ref-cnn.bin");
+    const N: usize = runtime::arena_bytes_const(REF_CNN);
+    let m = Model::from_bytes(REF_CNN).unwrap();
+    assert_eq!(N, m.arena_bytes());
+    let mut arena = runtime::Arena::<N>::new();
+    assert_eq!(arena.as_mut_slice().as_ptr() as usize % 16, 0);
+    assert!(runtime::Interpreter::new(&m, arena.as_mut_slice()).is_ok());
+    let b = blob();
+    assert_eq!(
+        runtime::arena_bytes_const(&b),
+        runtime::arena_bytes_of(&b).unwrap()
+    );
+    let mut old = b.clone();
+    old[4] ^= 1; // another format version
+    assert_eq!(runtime::arena_bytes_const(&old), 0);
+    assert_eq!(runtime::arena_bytes_const(&b[..19]), 0);
+    assert_eq!(
+        runtime::arena_bytes_const(b"not a blob at all, 20+ bytes"),
+        0
+    );
+}
