@@ -2,12 +2,10 @@
 //! commands print for the same run.
 
 use tests::temp_dir;
-use trainer::data::source::DataArgs;
-use trainer::deploy::run::cmd_export;
-use trainer::deploy::run::ExportArgs;
-use trainer::report::demo::{journey, DemoArgs};
-use trainer::report::eval::cmd_eval;
-use trainer::report::eval::EvalArgs;
+use trainer::commands::data::DataArgs;
+use trainer::commands::demo::{journey, DemoArgs};
+use trainer::commands::eval::{cmd_eval, EvalArgs};
+use trainer::commands::export::{cmd_export, ExportArgs};
 
 #[test]
 fn demo_report_matches_the_separate_commands() {

@@ -4,7 +4,7 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tests::*;
-use trainer::data::source::DataArgs;
+use trainer::data::source::DataSource;
 use trainer::deploy::export::quantize;
 use trainer::deploy::run::test_vectors;
 use trainer::nn::arch::ArchSpec;
@@ -29,7 +29,7 @@ fn export_brief(
     n: usize,
     seed: u64,
 ) -> (Model, trainer::data::Dataset, Vec<u8>, Vec<u8>) {
-    let (train_set, test_set) = DataArgs::default().load_for(&arch).unwrap();
+    let (train_set, test_set) = DataSource::default().load_for(&arch).unwrap();
     let mut model = Model::new(arch, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
     let cfg = TrainConfig {
         epochs,

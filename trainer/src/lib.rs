@@ -1,6 +1,7 @@
 //! The trainer as a library: each folder is one stage of the pipeline, and dependencies point
-//! one way (cli -> report -> detect / deploy -> train -> nn / data -> runtime).
-pub mod cli;
+//! one way (commands -> report -> detect / deploy -> train -> nn / data -> runtime). Only
+//! `commands` knows the command line (clap); the rest takes plain structs and parameters.
+pub mod commands;
 pub mod data;
 pub mod deploy;
 pub mod detect;

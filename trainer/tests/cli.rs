@@ -478,7 +478,9 @@ fn predict_by_index_uses_the_models_own_inputs_and_prints_boxes() {
 #[test]
 fn trains_on_a_folder_of_png_class_folders() {
     let d = tmp("pngdata");
-    let (train, _) = trainer::data::source::DataArgs::default().load(10).unwrap();
+    let (train, _) = trainer::data::source::DataSource::default()
+        .load(10)
+        .unwrap();
     let mut written = [0usize; 2];
     for i in 0..train.len() {
         let c = train.labels[i] as usize;

@@ -2,14 +2,14 @@
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use trainer::data::source::DataArgs;
+use trainer::data::source::DataSource;
 use trainer::deploy::export::{deploy_forward, fold, quantize, Deploy};
 use trainer::nn::arch::{ArchSpec, LayerSpec};
 use trainer::nn::model::Model;
 use trainer::train::{train_silent, TrainConfig};
 
 fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {
-    DataArgs {
+    DataSource {
         data: None,
         train_count: 8000,
         test_count: 2000,
@@ -258,7 +258,7 @@ fn trainer_and_runtime_count_the_same_macs() {
         "grid-det",
     ] {
         let arch = ArchSpec::builtin(name).unwrap();
-        let (train_set, _) = DataArgs::default().load_for(&arch).unwrap();
+        let (train_set, _) = DataSource::default().load_for(&arch).unwrap();
         let m = perturbed(arch.clone(), 3);
         let blob = quantize(&m, &train_set, 20).unwrap();
         let rt = runtime::Model::from_bytes(&blob).unwrap();

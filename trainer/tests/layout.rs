@@ -1,12 +1,13 @@
 //! The trainer's layout, checked from its sources: dependencies between modules point one way
-//! (cli -> report -> detect / deploy -> train -> nn / data, with io and util below all), there
-//! are no import cycles, and no file's code (tests aside) runs much past 600 lines. The graph
+//! (commands -> report -> detect / deploy -> train -> nn / data, with io and util below all),
+//! there are no import cycles, no file's code (tests aside) runs much past 600 lines, and only
+//! the commands (and `main.rs`) know clap. The graph
 //! is read by `runtime/tests/support/layout_graph.rs` (shared with the runtime's layout test).
 
 #[path = "../../runtime/tests/support/layout_graph.rs"]
 mod layout_graph;
 
-use layout_graph::{code, crate_paths, crate_paths_in, find_cycle, graph_of, Graph};
+use layout_graph::{code, crate_paths, crate_paths_in, find_cycle, graph_of, sources, Graph};
 use std::path::Path;
 
 fn graph() -> Graph {
@@ -15,7 +16,7 @@ fn graph() -> Graph {
 
 fn layer(module: &str) -> usize {
     match module.split("::").next().unwrap() {
-        "cli" => 6,
+        "commands" => 6,
         "report" => 5,
         "detect" | "deploy" => 4,
         "train" => 3,
@@ -44,6 +45,29 @@ fn none_of<T: std::fmt::Debug>(found: &[T], what: &str) {
     assert!(found.is_empty(), "{what}: {found:?}");
 }
 
+/// The command line is the commands' business: no file outside `commands/` (and `main.rs`)
+/// mentions clap in its code, so the library is callable with plain structs and parameters.
+#[test]
+fn only_the_commands_know_clap() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut found = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(&src).unwrap();
+        if rel.starts_with("commands") || rel == Path::new("main.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(f).unwrap();
+        for (n, l) in text.lines().enumerate() {
+            if !l.trim_start().starts_with("//") && l.contains("clap") {
+                found.push(format!("{}:{}: {}", rel.display(), n + 1, l.trim()));
+            }
+        }
+    }
+    none_of(&found, "clap outside commands/ and main.rs");
+}
+
 #[test]
 fn no_import_cycles() {
     let cycle = find_cycle(&graph());
@@ -70,7 +94,10 @@ fn the_checker_sees_dependencies() {
         "{:?}",
         g.deps["train"]
     );
-    assert!(g.deps["cli"].iter().any(|d| d.starts_with("report")));
+    assert!(g.deps["commands"].contains("commands::train"));
+    assert!(g.deps["commands::demo"]
+        .iter()
+        .any(|d| d.starts_with("report")));
     assert_eq!(
         crate_paths(&["use crate::a::b::{C, D}; x(crate::e);"]),
         ["a::b", "a::b", "e"]

@@ -4,7 +4,8 @@
 
 use std::path::{Path, PathBuf};
 use tflite_schema as tfl;
-use trainer::deploy::tflite::{cmd_import, import, ImportArgs};
+use trainer::commands::import::{cmd_import, ImportArgs};
+use trainer::deploy::tflite::import;
 
 const MODELS: [&str; 4] = ["ref-cnn", "mobilenet", "residual", "concat"];
 

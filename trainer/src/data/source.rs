@@ -4,44 +4,39 @@
 use crate::data::{default_data_dir, find_pair, load_pair, split, Dataset};
 use crate::nn::arch::ArchSpec;
 use anyhow::bail;
-use clap::Args;
 use std::path::{Path, PathBuf};
 
 /// The split of the bundled data and the canvases per training digit: the one place these
-/// defaults live (`DataArgs::default` and the command-line defaults read them).
+/// defaults live (`DataSource::default` and the command-line defaults read them).
 pub const TRAIN_COUNT: usize = 8000;
 pub const TEST_COUNT: usize = 2000;
 pub const CANVAS_COPIES: usize = 3;
 /// Training canvases of R-CNN (its command's default and `compare`'s).
 pub const RCNN_CANVASES: usize = 3000;
 
-/// Where the data comes from and how it is split.
-#[derive(Args, Clone, Debug)]
-pub struct DataArgs {
+/// Where the data comes from and how it is split (the command line's `--data`, `--train-count`,
+/// `--test-count`, `--boxes` and `--canvas-copies`, see `commands::data::DataArgs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataSource {
     /// Directory with images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz], or with one sub-folder
     /// of grayscale PNGs per class (sorted names are classes 0, 1, ...). Default: the bundled
     /// mnist10k.
-    #[arg(long)]
     pub data: Option<PathBuf>,
     /// First N images are the training split.
-    #[arg(long, default_value_t = TRAIN_COUNT)]
     pub train_count: usize,
     /// Last N images are the test split.
-    #[arg(long, default_value_t = TEST_COUNT)]
     pub test_count: usize,
     /// Boxes for the images (JSON, see `trainer::data::boxes`): localization and detection models
     /// then train on these images instead of generated canvases.
-    #[arg(long)]
     pub boxes: Option<PathBuf>,
     /// Localization/detection: training canvases per training digit (other scale and place).
-    #[arg(long, default_value_t = CANVAS_COPIES)]
     pub canvas_copies: usize,
 }
 
-impl Default for DataArgs {
+impl Default for DataSource {
     /// The bundled data, 8,000 / 2,000 split, 3 training canvases per digit.
     fn default() -> Self {
-        DataArgs {
+        DataSource {
             data: None,
             train_count: TRAIN_COUNT,
             test_count: TEST_COUNT,
@@ -57,10 +52,10 @@ pub const CANVAS_SEEDS: (u64, u64) = (1, 2);
 /// Test canvases for localization models.
 pub const CANVAS_TEST_COUNT: usize = 1000;
 
-impl DataArgs {
+impl DataSource {
     /// The data a command on `ck` uses: what the user passed with `--data`, or, when they
     /// passed none and the checkpoint was trained on other data, that data (said on stderr).
-    pub fn for_checkpoint(&self, trained_on: Option<&TrainedOn>) -> DataArgs {
+    pub fn for_checkpoint(&self, trained_on: Option<&TrainedOn>) -> DataSource {
         match (&self.data, trained_on) {
             (None, Some(t)) if t.data.is_some() => {
                 eprintln!(
@@ -70,7 +65,7 @@ impl DataArgs {
                     t.train_count,
                     t.test_count
                 );
-                DataArgs {
+                DataSource {
                     data: t.data.clone(),
                     train_count: t.train_count,
                     test_count: t.test_count,
@@ -157,7 +152,7 @@ impl DataArgs {
 
 /// The detection test set every detector is scored on (the grid detector's, `detect`'s): 1,000
 /// multi-digit canvases from the test digits. Returns `(training digits, test canvases)`.
-pub fn detection_test_set(data: &DataArgs, size: usize) -> anyhow::Result<(Dataset, Dataset)> {
+pub fn detection_test_set(data: &DataSource, size: usize) -> anyhow::Result<(Dataset, Dataset)> {
     let (train_digits, test_digits) = data.load(10)?;
     let test = crate::data::canvas::multi_object(
         &test_digits,

@@ -1,10 +1,8 @@
 //! From a trained model to the device: BN folding, calibration, int8 export and evaluation
 //! through the runtime, and the emulated board.
 
-pub mod board;
 pub mod device;
 pub mod export;
 pub mod inspect;
-pub mod predict;
 pub mod run;
 pub mod tflite;

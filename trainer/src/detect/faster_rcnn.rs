@@ -368,7 +368,7 @@ mod tests {
     /// of digit classes, with at most PROPOSALS proposals per image.
     #[test]
     fn tiny_faster_rcnn_runs() {
-        let a = crate::data::source::DataArgs::default();
+        let a = crate::data::source::DataSource::default();
         let (train_digits, test) = crate::data::source::detection_test_set(&a, SIZE).unwrap();
         let canvases = crate::detect::rcnn::training_canvases(&train_digits, 40, SIZE);
         let m = crate::nn::model::Model::new(
@@ -398,7 +398,7 @@ mod tests {
     #[ignore]
     fn two_stage_targets() {
         const RCNN_MAP50: f32 = 0.934;
-        let a = crate::data::source::DataArgs::default();
+        let a = crate::data::source::DataSource::default();
         let (train_digits, test) = crate::data::source::detection_test_set(&a, SIZE).unwrap();
         let canvases = crate::detect::rcnn::training_canvases(
             &train_digits,

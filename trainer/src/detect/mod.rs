@@ -10,4 +10,3 @@ pub mod grid;
 pub mod proposals;
 pub mod rcnn;
 pub mod sliding;
-pub mod two_stage_cmd;

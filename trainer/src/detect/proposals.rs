@@ -518,9 +518,11 @@ mod tests {
     /// Done-criterion of the issue on the detection test set itself (about 3 s in release).
     #[test]
     fn recall_on_the_detection_test_canvases() {
-        let (_, test) =
-            crate::data::source::detection_test_set(&crate::data::source::DataArgs::default(), 64)
-                .unwrap();
+        let (_, test) = crate::data::source::detection_test_set(
+            &crate::data::source::DataSource::default(),
+            64,
+        )
+        .unwrap();
         assert_eq!(test.len(), 1000);
         let (curve, mean) = recall_curve(&test, &[10, 200]);
         assert!(curve[1].1 >= 0.95, "{curve:?}");

@@ -19,7 +19,7 @@
 
 use crate::data::canvas::iou;
 use crate::data::metrics::Pred;
-use crate::data::source::DataArgs;
+use crate::data::source::DataSource;
 use crate::data::Dataset;
 use crate::detect::bbox_reg::{
     apply_target, box_target, features_and_logits, fit_regressor, BoxRegressor,
@@ -28,12 +28,10 @@ use crate::nn::arch::{ArchSpec, LayerSpec};
 use crate::nn::autograd::Tensor;
 use crate::nn::model::Model;
 use crate::train::{train, TrainConfig};
-use clap::Args;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
 
 /// Classifier input side (ref-cnn's).
 pub const WARP: usize = 28;
@@ -438,41 +436,8 @@ pub fn train_rcnn(
     ))
 }
 
-/// Proposal counts at which recall is reported.
-pub const RECALL_COUNTS: [usize; 5] = [10, 25, 50, 100, 200];
-
-#[derive(Args, Clone, Debug)]
-pub struct ProposalsArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Canvas side in pixels (the grid detector's input).
-    #[arg(long, default_value_t = 64)]
-    pub size: usize,
-}
-
-pub fn cmd_proposals(a: &ProposalsArgs) -> anyhow::Result<()> {
-    let (_, test) = crate::data::source::detection_test_set(&a.data, a.size)?;
-    let t = std::time::Instant::now();
-    let (curve, mean) = crate::detect::proposals::recall_curve(&test, &RECALL_COUNTS);
-    let ms = t.elapsed().as_secs_f32() * 1e3 / test.len().max(1) as f32;
-    let truths: usize = test.objects.iter().map(|o| o.len()).sum();
-    println!(
-        "selective search on {} test canvases ({truths} digits): recall at IoU 0.5",
-        test.len()
-    );
-    println!("{:>10} {:>8}", "proposals", "recall");
-    for (n, r) in curve {
-        println!("{n:>10} {r:>8.3}");
-    }
-    println!(
-        "{mean:.1} proposals per image at most {}; {ms:.1} ms per image (wall, all threads)",
-        RECALL_COUNTS[RECALL_COUNTS.len() - 1]
-    );
-    Ok(())
-}
-
 /// ref-cnn trained on the training digits: the classification trunk R-CNN starts from.
-pub fn pretrain_digits(data: &DataArgs, epochs: usize, seed: u64) -> anyhow::Result<Model> {
+pub fn pretrain_digits(data: &DataSource, epochs: usize, seed: u64) -> anyhow::Result<Model> {
     let (train_digits, test_digits) = data.load(10)?;
     let mut m = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(seed))?;
     let cfg = TrainConfig {
@@ -493,51 +458,6 @@ pub fn epochs_to(curve: &[EpochMap], target: f32) -> Option<usize> {
 /// mAP@0.5 that "done" asks of R-CNN.
 pub const TARGET_MAP50: f32 = 0.85;
 
-#[derive(Args, Clone, Debug)]
-pub struct RcnnArgs {
-    #[command(flatten)]
-    pub data: DataArgs,
-    /// Training canvases (1-4 training digits each).
-    #[arg(long, default_value_t = crate::data::source::RCNN_CANVASES)]
-    pub canvases: usize,
-    #[arg(long, default_value_t = 4)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 0.05)]
-    pub lr: f32,
-    /// Digit classifier checkpoint whose trunk starts the fine-tuning (default: ref-cnn trained
-    /// here on the training digits for --pretrain-epochs).
-    #[arg(long)]
-    pub pretrained: Option<PathBuf>,
-    #[arg(long, default_value_t = 3)]
-    pub pretrain_epochs: usize,
-    /// Freeze the first N classifier layers at the pretrained values (8: the conv trunk).
-    #[arg(long, default_value_t = 0)]
-    pub freeze: usize,
-    /// Also train the same classifier from scratch (same data, epochs and seed) and report
-    /// both learning curves.
-    #[arg(long)]
-    pub scratch: bool,
-    /// Write the fine-tuned R-CNN here (JSON: classifier and box regressors).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// What `rcnn` measured.
-#[derive(Debug, Clone, Serialize)]
-pub struct RcnnReport {
-    pub training_crops: usize,
-    pub pretrained_accuracy: Option<f32>,
-    pub init: Vec<String>,
-    pub finetuned: Vec<EpochMap>,
-    pub scratch: Vec<EpochMap>,
-    pub finetuned_epochs_to_target: Option<usize>,
-    pub scratch_epochs_to_target: Option<usize>,
-    pub final_eval: RcnnEval,
-    pub proposal_ms_per_image: f32,
-}
-
 /// The training canvases R-CNN learns from: the first `count` of the seeded training set.
 pub fn training_canvases(train_digits: &Dataset, count: usize, size: usize) -> Dataset {
     crate::data::canvas::multi_object(
@@ -546,80 +466,6 @@ pub fn training_canvases(train_digits: &Dataset, count: usize, size: usize) -> D
         size,
         crate::data::source::CANVAS_SEEDS.0,
     )
-}
-
-pub fn cmd_rcnn(a: &RcnnArgs) -> anyhow::Result<RcnnReport> {
-    let size = 64;
-    let (train_digits, test) = crate::data::source::detection_test_set(&a.data, size)?;
-    let canvases = training_canvases(&train_digits, a.canvases, size);
-    let t = std::time::Instant::now();
-    let test_props = propose_all(&test, TEST_PROPOSALS);
-    let proposal_ms = t.elapsed().as_secs_f32() * 1e3 / test.len().max(1) as f32;
-    let data = RcnnData::new(&canvases, CROP_SEED);
-    eprintln!(
-        "{} training crops from {} canvases ({} for box regression)",
-        data.crops.len(),
-        canvases.len(),
-        data.reg.len()
-    );
-    let (pre, pre_acc) = match &a.pretrained {
-        Some(p) => (crate::train::Checkpoint::load(p)?.model, None),
-        None => {
-            let mut m = pretrain_digits(&a.data, a.pretrain_epochs, 3)?;
-            let (_, test_digits) = a.data.load(10)?;
-            let acc = crate::train::evaluate(&mut m, &test_digits, 500).1;
-            eprintln!(
-                "pretrained ref-cnn on the digits: {} epochs, test accuracy {:.2}%",
-                a.pretrain_epochs,
-                acc * 100.0
-            );
-            (m, Some(acc))
-        }
-    };
-    let cfg = RcnnConfig {
-        epochs: a.epochs,
-        lr: a.lr,
-        freeze: a.freeze,
-        ..RcnnConfig::default()
-    };
-    let show = |name: &'static str| {
-        move |e: &EpochMap| {
-            eprintln!(
-                "{name} epoch {}: mAP@0.5 {:.3}, mAP@[.5:.95] {:.3} (held-out crop accuracy {:.2}%)",
-                e.epoch,
-                e.map50,
-                e.map_coco,
-                e.crop_accuracy * 100.0
-            )
-        }
-    };
-    let eval = Some((&test, &test_props[..]));
-    let (mut rcnn, finetuned, init) =
-        train_rcnn(&data, Some(&pre), &cfg, eval, show("fine-tuned"))?;
-    for l in &init {
-        eprintln!("init from the digit classifier: {l}");
-    }
-    let scratch = if a.scratch {
-        let cfg = RcnnConfig { freeze: 0, ..cfg };
-        train_rcnn(&data, None, &cfg, eval, show("scratch"))?.1
-    } else {
-        Vec::new()
-    };
-    let final_eval = evaluate(&mut rcnn, &test, &test_props);
-    if let Some(p) = &a.out {
-        crate::io::write_atomic(p, &serde_json::to_vec(&rcnn)?)?;
-    }
-    Ok(RcnnReport {
-        training_crops: data.crops.len(),
-        pretrained_accuracy: pre_acc,
-        init,
-        finetuned_epochs_to_target: epochs_to(&finetuned, TARGET_MAP50),
-        scratch_epochs_to_target: epochs_to(&scratch, TARGET_MAP50),
-        finetuned,
-        scratch,
-        final_eval,
-        proposal_ms_per_image: proposal_ms,
-    })
 }
 
 #[cfg(test)]
@@ -661,9 +507,11 @@ mod tests {
     /// A tiny end-to-end run: a few hundred crops, one epoch; the pipeline yields valid boxes.
     #[test]
     fn tiny_rcnn_detects_something() {
-        let (train_digits, test) =
-            crate::data::source::detection_test_set(&crate::data::source::DataArgs::default(), 64)
-                .unwrap();
+        let (train_digits, test) = crate::data::source::detection_test_set(
+            &crate::data::source::DataSource::default(),
+            64,
+        )
+        .unwrap();
         let canvases = training_canvases(&train_digits, 60, 64);
         let data = RcnnData::new(&canvases, 1);
         let positives = data
@@ -698,7 +546,7 @@ mod tests {
     #[test]
     #[ignore]
     fn rcnn_reaches_the_target_map() {
-        let a = DataArgs::default();
+        let a = DataSource::default();
         let (train_digits, test) = crate::data::source::detection_test_set(&a, 64).unwrap();
         let pre = pretrain_digits(&a, 3, 3).unwrap();
         let data = RcnnData::new(

@@ -45,7 +45,7 @@ pub fn cmd_bench_train(steps: usize, rounds: usize) -> anyhow::Result<(Spread, S
     if steps == 0 || rounds == 0 {
         bail!("--steps and --rounds must be at least 1");
     }
-    let all = DataArgs::default().load(10)?.0;
+    let all = DataSource::default().load(10)?.0;
     let run = |threads: usize| -> anyhow::Result<Spread> {
         with_threads(threads, || {
             let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1))?;
@@ -121,7 +121,7 @@ pub fn cmd_bench_runtime(model: &Path, iters: usize) -> anyhow::Result<(f64, usi
     let blob = read_blob(model)?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow::anyhow!("{}: {e}", model.display()))?;
-    let (_, test) = DataArgs::default().load(10)?;
+    let (_, test) = DataSource::default().load(10)?;
     let mut arena = vec![0u8; m.arena_bytes()];
     let mut it = runtime::Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
     let q = m.def().input.quant;

@@ -16,10 +16,41 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OptimizerKind {
     Sgd,
     Adam,
+}
+
+impl OptimizerKind {
+    /// Every kind, in the order the command line lists them.
+    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Sgd, OptimizerKind::Adam];
+
+    /// The name the command line takes (`--optimizer sgd`) and prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+        }
+    }
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = String;
+
+    /// `sgd` or `adam`, exactly (what [`OptimizerKind::name`] gives).
+    fn from_str(s: &str) -> Result<Self, String> {
+        OptimizerKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown optimizer '{s}' (sgd or adam)"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -479,8 +510,19 @@ mod tests {
     use super::*;
     use crate::nn::arch::{ArchSpec, LayerSpec};
 
+    /// The optimizer's names read back as the kind they print, and nothing else reads.
+    #[test]
+    fn optimizer_names_round_trip() {
+        for k in OptimizerKind::ALL {
+            assert_eq!(k.to_string().parse::<OptimizerKind>(), Ok(k));
+        }
+        assert_eq!(OptimizerKind::Sgd.to_string(), "sgd");
+        assert!("Adam".parse::<OptimizerKind>().is_err());
+        assert!("".parse::<OptimizerKind>().is_err());
+    }
+
     fn trained(arch: &ArchSpec, threads: usize) -> Model {
-        let (train_set, test) = crate::data::source::DataArgs::default().load(10).unwrap();
+        let (train_set, test) = crate::data::source::DataSource::default().load(10).unwrap();
         let sub = train_set.slice(0..512);
         let mut m = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(4)).unwrap();
         let cfg = TrainConfig {

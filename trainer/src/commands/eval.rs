@@ -1,6 +1,6 @@
-//! The `eval` command: a checkpoint's float accuracy and confusion matrix on a test set.
+//! `trainer eval`: a checkpoint's float accuracy and confusion matrix on a test set, printed.
 
-use crate::data::source::*;
+use crate::commands::data::DataArgs;
 use crate::train::{evaluate, Checkpoint};
 use clap::Args;
 use std::path::PathBuf;
@@ -32,6 +32,7 @@ pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     let mut ck = Checkpoint::load(&a.checkpoint)?;
     let (_, test) = a
         .data
+        .source()
         .for_checkpoint(ck.trained_on.as_ref())
         .load_for(&ck.model.arch)?;
     let (loss, accuracy, preds) = evaluate(&mut ck.model, &test, 500);
@@ -68,4 +69,20 @@ pub fn print_confusion(cm: &[Vec<usize>]) {
         }
         println!();
     }
+}
+
+/// `trainer eval`: accuracy, loss and the confusion matrix (and the report as JSON with `--json`).
+pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
+    let r = cmd_eval(a)?;
+    println!(
+        "accuracy {:.2}% on {} images (loss {:.4})",
+        r.accuracy * 100.0,
+        r.images,
+        r.loss
+    );
+    print_confusion(&r.confusion);
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
 }

@@ -1,15 +1,25 @@
-//! The `train` command as a library call: a training run from plain arguments to a saved
-//! checkpoint, its curves and a report.
+//! `trainer train`: a training run from its arguments to a saved checkpoint, its curves and a
+//! report, printed.
 
-use crate::data::source::*;
+use crate::commands::data::DataArgs;
 use crate::nn::model::Model;
 use crate::train::{train, Checkpoint, OptimizerKind, TrainConfig, CHECKPOINT_FORMAT};
 use crate::util::*;
 use anyhow::{bail, Context};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
+
+/// `train`'s arguments: the training run and, optionally, where it starts from.
+#[derive(Args, Clone, Debug)]
+pub struct TrainCmd {
+    #[command(flatten)]
+    pub train: TrainArgs,
+    #[command(flatten)]
+    pub finetune: FinetuneArgs,
+}
 
 #[derive(Args, Clone, Debug)]
 pub struct TrainArgs {
@@ -29,7 +39,12 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().lr)]
     pub lr: f32,
     /// Optimizer: SGD with momentum 0.9, or Adam.
-    #[arg(long, value_enum, default_value_t = TrainConfig::default().optimizer)]
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(OptimizerKind::ALL.map(OptimizerKind::name))
+            .try_map(|s| s.parse::<OptimizerKind>()),
+        default_value_t = TrainConfig::default().optimizer
+    )]
     pub optimizer: OptimizerKind,
     /// L2 weight decay.
     #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
@@ -131,7 +146,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
         );
     }
     let arch = crate::nn::arch::arch_from(&a.arch)?;
-    let (train_set, test_set) = a.data.load_for(&arch)?;
+    let (train_set, test_set) = a.data.source().load_for(&arch)?;
     if [train_set.h, train_set.w, 1] != arch.input {
         bail!(
             "data images are {}x{}x1 but architecture '{}' expects {:?}",
@@ -283,4 +298,52 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
         plot,
         init,
     })
+}
+
+/// `trainer train`: the run's one-line summary (and the report as JSON with `--json`).
+pub fn run(c: &TrainCmd) -> anyhow::Result<()> {
+    let a = &c.train;
+    let r = cmd_train_with(a, &c.finetune)?;
+    println!(
+        "{}: {} params, {} epochs, test accuracy {:.2}%, {:.1}s training ({:.0} images/s); checkpoint {}, curves {}",
+        r.arch, r.params, r.epochs, r.test_accuracy * 100.0, r.train_seconds, r.images_per_second, r.checkpoint.display(), r.plot.display()
+    );
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::commands::train::TrainCmd;
+    use crate::train::OptimizerKind;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        train: TrainCmd,
+    }
+
+    fn optimizer(args: &[&str]) -> Result<OptimizerKind, clap::Error> {
+        let argv = std::iter::once("train").chain(args.iter().copied());
+        Ok(Cmd::try_parse_from(argv)?.train.train.optimizer)
+    }
+
+    /// `--optimizer` takes the names the library reads, and defaults to the recipe's.
+    #[test]
+    fn optimizer_flag_reads_the_library_names() {
+        assert_eq!(optimizer(&[]).unwrap(), OptimizerKind::Sgd);
+        assert_eq!(
+            optimizer(&["--optimizer", "sgd"]).unwrap(),
+            OptimizerKind::Sgd
+        );
+        assert_eq!(
+            optimizer(&["--optimizer", "adam"]).unwrap(),
+            OptimizerKind::Adam
+        );
+        let e = optimizer(&["--optimizer", "Adam"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue);
+    }
 }

@@ -1,6 +1,6 @@
-//! The `visualize` command: filters, activations and saliency of a checkpoint as PNGs.
+//! `trainer visualize`: filters, activations and saliency of a checkpoint as PNGs.
 
-use crate::data::source::*;
+use crate::commands::data::DataArgs;
 use crate::train::Checkpoint;
 use anyhow::bail;
 use clap::Args;
@@ -29,7 +29,7 @@ pub struct VisualizeArgs {
 /// Writes `filters.png`, `activations.png` and `top-images.png` into `a.out`.
 pub fn cmd_visualize(a: &VisualizeArgs) -> anyhow::Result<Vec<PathBuf>> {
     let mut ck = Checkpoint::load(&a.checkpoint)?;
-    let (_, test) = a.data.load_for(&ck.model.arch)?;
+    let (_, test) = a.data.source().load_for(&ck.model.arch)?;
     if !a.out.is_dir() {
         bail!("output directory {} does not exist", a.out.display());
     }
@@ -42,4 +42,12 @@ pub fn cmd_visualize(a: &VisualizeArgs) -> anyhow::Result<Vec<PathBuf>> {
     crate::report::visualize::activations_png(&mut ck.model, &test, a.image, &files[1])?;
     crate::report::visualize::top_images_png(&mut ck.model, &test, a.layer, a.channel, &files[2])?;
     Ok(files.to_vec())
+}
+
+/// `trainer visualize`: the PNGs written.
+pub fn run(a: &VisualizeArgs) -> anyhow::Result<()> {
+    for f in cmd_visualize(a)? {
+        println!("wrote {}", f.display());
+    }
+    Ok(())
 }

@@ -1,9 +1,9 @@
-//! `trainer device` as a library call: build the firmware for any model blob, run it on the
-//! emulated board, check it byte for byte against the host runtime and show where the
-//! instructions go, layer by layer. For a real board it builds the ELF and says how to flash
-//! it.
+//! `trainer device`: build the firmware for any model blob, run it on the emulated board, check
+//! it byte for byte against the host runtime and show where the instructions go, layer by
+//! layer. For a real board it builds the ELF and says how to flash it.
 
-use crate::data::source::DataArgs;
+use crate::commands::data::DataArgs;
+use crate::data::source::DataSource;
 use crate::deploy::device;
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
@@ -65,7 +65,11 @@ pub struct DeviceReport {
 
 /// Test inputs for the model: the data set's test split (or canvases) when the model's input
 /// shape matches a built-in architecture of its kind, else seeded random bytes.
-fn inputs_for(m: &runtime::Model, data: &DataArgs, n: usize) -> anyhow::Result<(Vec<u8>, String)> {
+fn inputs_for(
+    m: &runtime::Model,
+    data: &DataSource,
+    n: usize,
+) -> anyhow::Result<(Vec<u8>, String)> {
     let s = m.def().input.shape;
     let shape = [s.h as usize, s.w as usize, s.c as usize];
     let arch = crate::deploy::run::builtin_arch_for(m);
@@ -100,7 +104,7 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
     let blob = crate::deploy::run::read_blob(&a.model)?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    let (vectors, inputs) = inputs_for(&m, &a.data, a.images)?;
+    let (vectors, inputs) = inputs_for(&m, &a.data.source(), a.images)?;
     let dir = tempdir()?;
     let vpath = dir.join("inputs.bin");
     let mpath = dir.join("model.bin");
@@ -227,4 +231,15 @@ impl DeviceReport {
         );
         s
     }
+}
+
+/// `trainer device`: the per-layer table and totals (or the report as JSON with `--json`).
+pub fn run(a: &DeviceArgs) -> anyhow::Result<()> {
+    let r = cmd_device(a)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", r.to_text());
+    }
+    Ok(())
 }

@@ -5,12 +5,15 @@
 //! report folder is assembled in a staging directory that only replaces `--out` at the end, so
 //! a half-finished report is never presented as complete.
 
-use crate::data::source::DataArgs;
+use crate::commands::compare::{compare, CompareArgs};
+use crate::commands::data::DataArgs;
+use crate::commands::detect::{cmd_detect, DetectArgs};
+use crate::commands::eval::{cmd_eval, EvalArgs};
+use crate::commands::export::{cmd_export, ExportArgs};
+use crate::commands::train::{cmd_train, TrainArgs};
+use crate::commands::visualize::{cmd_visualize, VisualizeArgs};
 use crate::deploy::device;
-use crate::deploy::run::ExportArgs;
-use crate::report::eval::EvalArgs;
 use crate::report::html::{html, readme_table, Summary};
-use crate::report::train::TrainArgs;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -82,6 +85,7 @@ fn step<T>(
     Ok(r)
 }
 
+/// `trainer demo`: the journey, then its summary (and the summary as JSON with `--json`).
 pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     let s = journey(a)?;
     print_summary(&s, &a.out);
@@ -137,7 +141,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let blob_path = dir.join("model.bin");
     let vectors = dir.join("test-inputs.bin");
     let tr = step((1, total), "train", "Check the data path (--data) and architecture file (--arch); lower --lr if the loss diverged.", q, || {
-        crate::report::train::cmd_train(&TrainArgs {
+        cmd_train(&TrainArgs {
             epochs: a.epochs,
             seed: a.seed,
             plot: Some(dir.join("curves.png")),
@@ -151,7 +155,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         "The checkpoint could not be evaluated; see the cause above.",
         q,
         || {
-            crate::report::eval::cmd_eval(&EvalArgs {
+            cmd_eval(&EvalArgs {
                 checkpoint: ckpt.clone(),
                 data: a.data.clone(),
                 confusion_png: Some(dir.join("confusion-float.png")),
@@ -161,7 +165,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     )?;
     // What the network learned (a few seconds): filters, one image's activations, and the test
     // images that excite the first conv layer's channel 0 most.
-    crate::report::visualize_cmd::cmd_visualize(&crate::report::visualize_cmd::VisualizeArgs {
+    cmd_visualize(&VisualizeArgs {
         checkpoint: ckpt.clone(),
         data: a.data.clone(),
         image: 0,
@@ -175,7 +179,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         "The architecture may use a layer the device cannot run (named above).",
         q,
         || {
-            crate::deploy::run::cmd_export(&ExportArgs {
+            cmd_export(&ExportArgs {
                 checkpoint: ckpt.clone(),
                 out: blob_path.clone(),
                 data: a.data.clone(),
@@ -190,7 +194,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let blob = std::fs::read(&blob_path)?;
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let classes = rt.output_len();
-    let (_, test) = a.data.load(classes)?;
+    let (_, test) = a.data.source().load(classes)?;
     let int8 = crate::deploy::export::run_int8(&blob, &test)?;
     let preds: Vec<usize> = int8
         .iter()
@@ -285,7 +289,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     ..a.data.clone()
                 };
                 let ckpt = dir.join("detector.ckpt.json");
-                crate::report::train::cmd_train(&TrainArgs {
+                cmd_train(&TrainArgs {
                     epochs: a.detector_epochs,
                     seed: a.seed,
                     plot: Some(dir.join("detector-curves.png")),
@@ -293,7 +297,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     ..TrainArgs::recipe(data.clone(), "grid-det", ckpt.clone())
                 })?;
                 let bin = dir.join("detector.bin");
-                crate::deploy::run::cmd_export(&ExportArgs {
+                cmd_export(&ExportArgs {
                     checkpoint: ckpt,
                     out: bin.clone(),
                     data: data.clone(),
@@ -303,7 +307,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                     any_data: false,
                     json: false,
                 })?;
-                let rows = crate::report::detect::cmd_detect(&crate::report::detect::DetectArgs {
+                let rows = cmd_detect(&DetectArgs {
                     model: bin,
                     data,
                     png: Some(dir.join("detections.png")),
@@ -327,7 +331,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                 if !q {
                     eprintln!("      trains the sliding-window classifier (2 epochs), R-CNN (1 epoch), Fast and Faster R-CNN ({} epochs), runs selective search, then evaluates the five detectors on 1,000 test canvases: about 4 minutes", a.two_stage_epochs);
                 }
-                crate::detect::compare::compare(&crate::detect::compare::CompareArgs {
+                compare(&CompareArgs {
                     data: a.data.clone(),
                     grid_checkpoint: Some(dir.join("detector.ckpt.json")),
                     grid_epochs: 0,

@@ -1,10 +1,79 @@
-//! `trainer bench train`, `trainer bench runtime` and `trainer bench tflite`: the figures, beside the peers' where
-//! they exist.
+//! `trainer bench train`, `trainer bench runtime` and `trainer bench tflite`: the figures,
+//! beside the peers' where they exist.
 
 use crate::report::bench::{bench_pytorch, cmd_bench_runtime, cmd_bench_train, Spread};
 use crate::report::html::grouped as group;
+use clap::Subcommand;
 use serde_json::json;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum BenchWhat {
+    /// Training images/s of ref-cnn at batch 64 on 1 and 2 threads: several rounds, median
+    /// and spread, beside PyTorch's from the same run when --pytorch is given.
+    Train {
+        /// Optimizer steps per round (125 = one pass over the 8,000 training images; more
+        /// wrap around).
+        #[arg(long, default_value_t = 125)]
+        steps: usize,
+        /// Timed rounds per thread count.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        /// A Python with torch installed: runs bench/pytorch_train.py (the same model,
+        /// optimizer and data) in the same run.
+        #[arg(long)]
+        pytorch: Option<String>,
+        /// Print the figures as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Imported .tflite models beside TensorFlow Lite Micro: MACs, file and blob bytes, arena
+    /// (and its activation floor), outputs equal to TFLM's on the host and in QEMU,
+    /// instructions per inference, top-1 where labels exist. MLPerf Tiny's models:
+    /// `--dir trainer/tests/fixtures/mlperf`.
+    Tflite {
+        /// Fixtures: NAME.tflite with NAME.json, NAME.inputs.bin and NAME.tflm.bin (and
+        /// optionally NAME.labels.bin, one class byte per input).
+        #[arg(long, default_value = "trainer/tests/fixtures/tflite")]
+        dir: PathBuf,
+        /// Host only: skip building and running the firmware.
+        #[arg(long)]
+        no_device: bool,
+        /// Where the firmware builds go.
+        #[arg(long, default_value = "target/tflite-bench")]
+        work: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Host int8 latency of a model blob, 1 thread, batch 1.
+    Runtime {
+        #[arg(long, default_value = "firmware/models/ref-cnn.bin")]
+        model: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iters: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `trainer bench WHAT`.
+pub fn run(what: BenchWhat) -> anyhow::Result<()> {
+    match what {
+        BenchWhat::Train {
+            steps,
+            rounds,
+            pytorch,
+            json,
+        } => train(steps, rounds, pytorch.as_deref(), json),
+        BenchWhat::Runtime { model, iters, json } => runtime(&model, iters, json),
+        BenchWhat::Tflite {
+            dir,
+            no_device,
+            work,
+            json,
+        } => tflite(&dir, !no_device, &work, json),
+    }
+}
 
 pub fn train(steps: usize, rounds: usize, pytorch: Option<&str>, json: bool) -> anyhow::Result<()> {
     let (t1, t2) = cmd_bench_train(steps, rounds)?;

@@ -1,8 +1,8 @@
-//! The `predict` command: one image (a test index or a PNG) through the int8 runtime, with
-//! the decoded boxes of a detection model.
+//! `trainer predict`: one image (a test index or a PNG) through the int8 runtime, with the
+//! decoded boxes of a detection model, printed.
 
-use crate::data::source::*;
-use crate::deploy::run::*;
+use crate::commands::data::DataArgs;
+use crate::deploy::run::{builtin_arch_for, read_blob};
 use anyhow::{bail, Context};
 use clap::Args;
 use std::path::PathBuf;
@@ -88,9 +88,9 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         // The test split the model's kind trains on: digits, or the detection canvases.
         let arch = builtin_arch_for(&m);
         let (_, test) = if matches!(m.def().head, Head::Classifier { .. }) {
-            a.data.load(256)?
+            a.data.source().load(256)?
         } else {
-            a.data.load_for(&arch)?
+            a.data.source().load_for(&arch)?
         };
         if (test.h, test.w, 1) != (h, w, c) {
             bail!(
@@ -200,4 +200,10 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         }
     }
     Ok(r)
+}
+
+/// `trainer predict`: the class, logits and boxes as text.
+pub fn run(a: &PredictArgs) -> anyhow::Result<()> {
+    print!("{}", cmd_predict(a)?.to_text());
+    Ok(())
 }

@@ -1,8 +1,8 @@
-//! `trainer fast-rcnn` and `trainer faster-rcnn` as library calls: the training canvases, the
-//! digit classifier that starts them, training with per-epoch mAP, the final evaluation on
-//! the 1,000 test canvases, and the checkpoint.
+//! `trainer fast-rcnn` and `trainer faster-rcnn`: the training canvases, the digit classifier
+//! that starts them, training with per-epoch mAP, the final evaluation on the 1,000 test
+//! canvases, and the checkpoint, printed.
 
-use crate::data::source::DataArgs;
+use crate::commands::data::DataArgs;
 use crate::detect::fast_rcnn::{
     evaluate, train_fast, EpochMap, TwoStage, TwoStageConfig, TwoStageEval,
 };
@@ -49,7 +49,7 @@ pub struct TwoStageReport {
 pub fn classifier(a: &TwoStageArgs) -> anyhow::Result<crate::nn::model::Model> {
     match &a.pretrained {
         Some(p) => Ok(crate::train::Checkpoint::load(p)?.model),
-        None => pretrain_digits(&a.data, a.pretrain_epochs, 3),
+        None => pretrain_digits(&a.data.source(), a.pretrain_epochs, 3),
     }
 }
 
@@ -64,7 +64,7 @@ fn show(name: &'static str) -> impl FnMut(&EpochMap) {
 
 pub fn cmd_fast_rcnn(a: &TwoStageArgs) -> anyhow::Result<TwoStageReport> {
     let size = crate::detect::fast_rcnn::SIZE;
-    let (train_digits, test) = crate::data::source::detection_test_set(&a.data, size)?;
+    let (train_digits, test) = crate::data::source::detection_test_set(&a.data.source(), size)?;
     let canvases = training_canvases(&train_digits, a.canvases, size);
     let t = std::time::Instant::now();
     let test_props = propose_all(&test, TEST_PROPOSALS);
@@ -98,7 +98,7 @@ pub fn cmd_fast_rcnn(a: &TwoStageArgs) -> anyhow::Result<TwoStageReport> {
 
 pub fn cmd_faster_rcnn(a: &TwoStageArgs) -> anyhow::Result<TwoStageReport> {
     let size = crate::detect::fast_rcnn::SIZE;
-    let (train_digits, test) = crate::data::source::detection_test_set(&a.data, size)?;
+    let (train_digits, test) = crate::data::source::detection_test_set(&a.data.source(), size)?;
     let canvases = training_canvases(&train_digits, a.canvases, size);
     let net = TwoStage::from_classifier(&classifier(a)?, 17)?;
     let mut net = crate::detect::faster_rcnn::with_rpn(net, 19);
@@ -124,4 +124,30 @@ pub fn cmd_faster_rcnn(a: &TwoStageArgs) -> anyhow::Result<TwoStageReport> {
         final_eval,
         proposal_ms_per_image: 0.0,
     })
+}
+
+/// `trainer fast-rcnn` (and, with `faster`, `trainer faster-rcnn`): the final figures (and the
+/// report as JSON with `--json`).
+pub fn run(a: &TwoStageArgs, faster: bool) -> anyhow::Result<()> {
+    let r = if faster {
+        cmd_faster_rcnn(a)?
+    } else {
+        cmd_fast_rcnn(a)?
+    };
+    let e = r.final_eval;
+    println!(
+        "{} ({} epochs) on the 1,000 test canvases: mAP@0.5 {:.3}, mAP@[.5:.95] {:.3}; {:.1} proposals, {:.2} M MACs, {:.2} ms per image{}",
+        r.method,
+        a.epochs,
+        e.map50,
+        e.map_coco,
+        e.proposals_per_image,
+        e.macs_per_image / 1e6,
+        e.ms_per_image,
+        if faster { String::new() } else { format!(" + {:.2} ms selective search", r.proposal_ms_per_image) }
+    );
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    }
+    Ok(())
 }
