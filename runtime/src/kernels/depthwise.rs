@@ -1,6 +1,7 @@
 //! Depthwise convolution (depth multiplier 1), by blocks of channels.
 
 use super::conv_base::{Block, ConvGeom, CH_BLOCK};
+use super::dsp::{dw3x3, dw3x3_taps, dw_tap, pair};
 use super::Stage;
 use crate::quant::Rounding;
 
@@ -39,34 +40,74 @@ fn depthwise_blocks(
 ) {
     let c_n = g.in_c;
     let double = st.rounding == Rounding::Double;
+    // 3x3 windows over channels in fours take the DSP path, four channels at a time: a whole
+    // window in one call, a window the padding clips tap by tap.
+    let three = g.k_h == 3 && g.k_w == 3 && c_n.is_multiple_of(4);
+    let nzp = pair((-in_zp) as i16);
+    let rs = g.in_w * c_n;
+    let mut taps = [[0u32; 18]; CH_BLOCK / 4];
     let mut blk = Block::new();
     let mut acc = [0i32; CH_BLOCK];
     let mut c0 = 0;
     while c0 < c_n {
         let cb = CH_BLOCK.min(c_n - c0);
         blk.load(st, c0, cb);
+        if three {
+            for (q, t) in taps.iter_mut().enumerate().take(cb / 4) {
+                let Some(w) = dw3x3_taps(weights, c_n, c0 + 4 * q) else {
+                    return; // unreachable: the weights' length was validated
+                };
+                *t = w;
+            }
+        }
         let acc = &mut acc[..cb];
         for oy in 0..g.out_h {
             for ox in 0..g.out_w {
                 let (iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi) = g.window(oy, ox);
+                let at = (oy * g.out_w + ox) * c_n + c0;
                 acc.copy_from_slice(&blk.bias[..cb]);
-                for ky in ky_lo..ky_hi {
-                    let iy = (iy0 + ky as isize) as usize;
-                    for kx in kx_lo..kx_hi {
-                        let ix = (ix0 + kx as isize) as usize;
-                        let xo = (iy * g.in_w + ix) * c_n + c0;
-                        let wo = (ky * g.k_w + kx) * c_n + c0;
-                        let (Some(xs), Some(ws)) =
-                            (input.get(xo..xo + cb), weights.get(wo..wo + cb))
-                        else {
-                            return; // unreachable for a validated geometry
-                        };
-                        for ((a, &x), &w) in acc.iter_mut().zip(xs).zip(ws) {
-                            *a += (x as i32 - in_zp) * w as i32;
+                if three && ky_lo == 0 && ky_hi == 3 && kx_lo == 0 && kx_hi == 3 {
+                    // The whole window is inside: iy0, ix0 >= 0.
+                    let xo = (iy0 as usize * g.in_w + ix0 as usize) * c_n + c0;
+                    for (q, a4) in acc.chunks_exact_mut(4).enumerate() {
+                        let x = input.get(xo + 4 * q..).unwrap_or_default();
+                        let a = dw3x3(x, c_n, rs, &taps[q], nzp, [a4[0], a4[1], a4[2], a4[3]]);
+                        a4.copy_from_slice(&a);
+                    }
+                } else if three {
+                    // A window the padding clips: its taps one by one.
+                    for ky in ky_lo..ky_hi {
+                        let iy = (iy0 + ky as isize) as usize;
+                        for kx in kx_lo..kx_hi {
+                            let ix = (ix0 + kx as isize) as usize;
+                            let xo = (iy * g.in_w + ix) * c_n + c0;
+                            let t = 2 * (ky * 3 + kx);
+                            for (q, a4) in acc.chunks_exact_mut(4).enumerate() {
+                                let x = input.get(xo + 4 * q..).unwrap_or_default();
+                                let w = taps[q].get(t..).unwrap_or_default();
+                                let a = dw_tap(x, w, nzp, [a4[0], a4[1], a4[2], a4[3]]);
+                                a4.copy_from_slice(&a);
+                            }
+                        }
+                    }
+                } else {
+                    for ky in ky_lo..ky_hi {
+                        let iy = (iy0 + ky as isize) as usize;
+                        for kx in kx_lo..kx_hi {
+                            let ix = (ix0 + kx as isize) as usize;
+                            let xo = (iy * g.in_w + ix) * c_n + c0;
+                            let wo = (ky * g.k_w + kx) * c_n + c0;
+                            let (Some(xs), Some(ws)) =
+                                (input.get(xo..xo + cb), weights.get(wo..wo + cb))
+                            else {
+                                return; // unreachable for a validated geometry
+                            };
+                            for ((a, &x), &w) in acc.iter_mut().zip(xs).zip(ws) {
+                                *a += (x as i32 - in_zp) * w as i32;
+                            }
                         }
                     }
                 }
-                let at = (oy * g.out_w + ox) * c_n + c0;
                 let Some(out) = output.get_mut(at..at + cb) else {
                     return;
                 };

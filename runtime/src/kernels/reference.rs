@@ -388,6 +388,43 @@ mod tests {
             .prop_map(|(g, x, w, zp)| ConvCase { g, x, w, zp })
     }
 
+    /// Depthwise 3x3 over channels in fours (the DSP path's windows, one or several groups and
+    /// blocks of 16 channels), stride 1 or 2, padding 0 or 1 (border windows take the generic
+    /// loop), no pool.
+    fn dw3x3_case() -> impl Strategy<Value = ConvCase> {
+        (
+            3usize..10,
+            3usize..10,
+            1usize..10,
+            1usize..3,
+            1usize..3,
+            0u8..2,
+        )
+            .prop_filter_map("valid geometry", |(h, w, groups, sh, sw, p)| {
+                let c = 4 * groups;
+                ConvGeom::new(
+                    h,
+                    w,
+                    c,
+                    c,
+                    3,
+                    3,
+                    (sh, sw),
+                    crate::format::Padding::uniform(p),
+                    None,
+                )
+            })
+            .prop_flat_map(|g| {
+                (
+                    Just(g),
+                    proptest::collection::vec(any::<i8>(), g.input_len()),
+                    proptest::collection::vec(any::<i8>(), 9 * g.in_c),
+                    any::<i8>(),
+                )
+            })
+            .prop_map(|(g, x, w, zp)| ConvCase { g, x, w, zp })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -406,6 +443,14 @@ mod tests {
         #[test]
         fn depthwise_matches_reference(c in conv_case(true), s in stage_bytes(8)) {
             let s = if c.g.pool_k > 1 || c.g.pool_s > 1 { s.monotonic() } else { s };
+            let st = s.stage(c.g.out_c);
+            let mut out = vec![0i8; c.g.output_len()];
+            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
+        }
+
+        #[test]
+        fn depthwise_3x3_in_fours_matches_reference(c in dw3x3_case(), s in stage_bytes(36)) {
             let st = s.stage(c.g.out_c);
             let mut out = vec![0i8; c.g.output_len()];
             depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
