@@ -93,3 +93,15 @@ fn the_checker_sees_dependencies() {
         g.deps["reference_model"]
     );
 }
+
+/// The firmware (its own crate, built for Cortex-M only) is read the same way: no import
+/// cycles and no long files among its modules.
+#[test]
+fn the_firmware_has_no_import_cycles_or_long_files() {
+    let g = graph_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/src"));
+    assert!(g.deps.contains_key("stack") && g.deps["stack"].contains("semihost"), "{:?}", g.deps);
+    let cycle = find_cycle(&g);
+    assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap().join(" -> "));
+    let long: Vec<_> = g.lines.iter().filter(|(_, &n)| n > 650).collect();
+    assert!(long.is_empty(), "files over 650 lines of code: {long:?}");
+}
