@@ -207,11 +207,23 @@ impl Prepared {
                 add: rq.shift,
                 shift: 0,
             },
-            Rounding::Double => Prepared {
-                multiplier: rq.multiplier,
-                add: rq.shift + DOUBLE_TAG,
-                shift: 0,
+            Rounding::Double => Prepared::double(rq),
+        }
+    }
+
+    /// [`Rounding::Double`]: the right shift `e = min(-shift, 31)` ready for the kernels' fast
+    /// path, or a left shift for the general path, tagged apart. Out of line, so the single
+    /// rounding's callers keep their code as it was.
+    #[inline(never)]
+    fn double(rq: Requant) -> Prepared {
+        Prepared {
+            multiplier: rq.multiplier,
+            add: if rq.shift <= 0 {
+                DOUBLE_TAG + rq.shift.unsigned_abs().min(31) as i32
+            } else {
+                2 * DOUBLE_TAG + rq.shift
             },
+            shift: 0,
         }
     }
 
@@ -220,13 +232,26 @@ impl Prepared {
     /// directly, inline, instead of [`to_i8`](Self::to_i8)'s out-of-line general path).
     #[inline(always)]
     pub fn to_i8_double(self, acc: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
-        let shift = self.add - DOUBLE_TAG;
-        let v = if shift <= 0 {
-            double_right(acc, self.multiplier, shift.unsigned_abs())
+        offset_clamp(self.apply_double(acc), zero_point, act_min, act_max)
+    }
+
+    /// The requantized accumulator of a [`Rounding::Double`] multiplier (equal to
+    /// `Requant::apply_double`), inline for the kernels.
+    #[inline(always)]
+    pub fn apply_double(self, acc: i32) -> i32 {
+        let e = (self.add - DOUBLE_TAG) as u32;
+        if e < 32 {
+            // SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT(., e) with the
+            // shift already clamped at load: the remainder against half the divisor, one
+            // more for a negative dividend.
+            let p = acc as i64 * self.multiplier as i64;
+            let x = ((p + (1 << 30)) >> 31) as i32;
+            let mask = ((1u32 << e) - 1) as i32;
+            let threshold = (mask >> 1) + (x >> 31 & 1);
+            (x >> e) + i32::from(x & mask > threshold)
         } else {
             apply_general(self.multiplier, self.add, acc)
-        };
-        offset_clamp(v, zero_point, act_min, act_max)
+        }
     }
 
     /// Equal to `Requant::to_i8` of the multiplier it was made from.
@@ -270,10 +295,17 @@ pub fn rounding_divide_by_pot(x: i32, e: u32) -> i32 {
 /// [`Prepared::apply`]'s general path, out of line: the fast path stays small.
 #[inline(never)]
 fn apply_general(multiplier: i32, add: i32, acc: i32) -> i32 {
-    if add >= DOUBLE_TAG / 2 {
+    if add >= DOUBLE_TAG + DOUBLE_TAG / 2 {
         Requant {
             multiplier,
-            shift: add - DOUBLE_TAG,
+            shift: add - 2 * DOUBLE_TAG,
+        }
+        .apply_double(acc)
+    } else if add >= DOUBLE_TAG / 2 {
+        // A right shift of at most 31 (the blob's may be larger; gemmlowp clamps it too).
+        Requant {
+            multiplier,
+            shift: DOUBLE_TAG - add,
         }
         .apply_double(acc)
     } else {
@@ -564,6 +596,11 @@ mod tests {
                 Prepared::new(r, Rounding::Double).apply(acc),
                 tflite_mbqm(acc, m, shift)
             );
+            // The kernels' inline path.
+            proptest::prop_assert_eq!(
+                Prepared::new(r, Rounding::Double).apply_double(acc),
+                tflite_mbqm(acc, m, shift)
+            );
         }
 
         /// `apply_double` equals TensorFlow Lite's code for every multiplier `[0, 2^31)` (the
@@ -572,6 +609,9 @@ mod tests {
         fn apply_double_matches_tflite(acc: i32, m in 0i32..=i32::MAX, shift in MIN_SHIFT..=MAX_SHIFT) {
             let r = Requant { multiplier: m, shift };
             proptest::prop_assert_eq!(r.apply_double(acc), tflite_mbqm(acc, m, shift));
+            let p = Prepared::new(r, Rounding::Double);
+            proptest::prop_assert_eq!(p.apply_double(acc), tflite_mbqm(acc, m, shift));
+            proptest::prop_assert_eq!(p.apply(acc), tflite_mbqm(acc, m, shift));
         }
     }
 }
