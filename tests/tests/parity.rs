@@ -247,6 +247,65 @@ fn grid_detections_are_bit_exact_on_the_device() {
     );
 }
 
+/// The MPU guard (1 KiB, `firmware/src/stack.rs`) catches an overflow only if no function's
+/// frame is larger: a bigger frame's first store could land below the guard, in the statics.
+/// Every function of the M4 firmware (all kernels are linked: `Step::run` reaches them all)
+/// is read from the disassembly; the largest frame must leave room under 1 KiB.
+#[test]
+fn no_stack_frame_can_jump_the_guard() {
+    let root = repo_root();
+    let dir = temp_dir("frames");
+    let elf = build_firmware(
+        &root.join("firmware/models/ref-cnn.bin"),
+        &root.join("firmware/models/test-inputs.bin"),
+        &dir,
+    )
+    .unwrap();
+    let out = std::process::Command::new("arm-none-eabi-objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(&elf)
+        .output()
+        .expect("arm-none-eabi-objdump (binutils-arm-none-eabi, installed by scripts/test.sh)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut function, mut largest) = (String::new(), (0u32, String::new()));
+    let mut frames = 0;
+    for line in text.lines() {
+        if line.ends_with(">:") {
+            function = line.to_string();
+            continue;
+        }
+        // `sub sp, #N`, `sub.w sp, sp, #N`, `subw sp, sp, #N`: a frame of N bytes.
+        let mut fields = line.split('\t').skip(1);
+        let (Some(op), Some(args)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        if !op.starts_with("sub") || !args.starts_with("sp,") {
+            continue;
+        }
+        let n = args
+            .split('#')
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok());
+        if let Some(n) = n {
+            frames += 1;
+            if n > largest.0 {
+                largest = (n, function.clone());
+            }
+        }
+    }
+    assert!(
+        frames > 20,
+        "read {frames} frames: the disassembly was not parsed"
+    );
+    assert!(
+        largest.0 + 64 <= 1024,
+        "the largest frame, {} B in {}, can jump the 1 KiB stack guard",
+        largest.0,
+        largest.1
+    );
+}
+
 /// A stack that outgrows its space faults at the guard above the statics (where the arena
 /// lives) and reports it, instead of silently corrupting them: the MPU on the M4, the stack
 /// limit register MSPLIM on the Armv8-M cores (M33; the M55 build shares its code).
