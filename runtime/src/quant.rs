@@ -215,7 +215,7 @@ impl Prepared {
     /// path, or a left shift for the general path, tagged apart. Out of line, so the single
     /// rounding's callers keep their code as it was.
     #[inline(never)]
-    fn double(rq: Requant) -> Prepared {
+    pub fn double(rq: Requant) -> Prepared {
         Prepared {
             multiplier: rq.multiplier,
             add: if rq.shift <= 0 {

@@ -5,7 +5,7 @@
 use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
 use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::Stage;
-use crate::quant::Rounding;
+use crate::quant::{Prepared, Rounding};
 
 /// Conv outputs computed together: each weight word is loaded and sign-extended once for
 /// `LANES` receptive fields (the pixels of one pooling window, or neighbouring outputs).
@@ -61,7 +61,6 @@ pub(super) fn conv2d_patch(
     let (offs_w, rest) = rest.split_at_mut(offs_words.min(rest.len()));
     let (kykx_w, temp) = rest.split_at_mut(kykx_words.min(rest.len()));
     let nzp = pair(-(in_zp as i16));
-    let out_c = g.out_c;
     // Receptive fields wholly inside the image are gathered through a table of each tap's
     // offset from the field's corner (per tap, or per group of four when in_c % 4 == 0).
     let offs_all: &mut [u16] = bytemuck::cast_slice_mut(offs_w);
@@ -93,65 +92,123 @@ pub(super) fn conv2d_patch(
     let offs = if use_offs { offs_all.get(..taps) } else { None };
     let patch: &mut [u32] = patch;
     if g.pool_k > 1 || g.pool_s > 1 {
-        // Fused max-pool: the lanes are the window's conv outputs, max-reduced before one
-        // requantization. A window of more than four outputs takes several passes; lanes past
-        // the window's end repeat its first output (harmless under max).
-        let n = g.pool_k * g.pool_k;
-        let mut blk = Block::new();
-        for py in 0..g.out_h {
-            for px in 0..g.out_w {
-                let base = (py * g.out_w + px) * out_c;
-                let Some(out) = output.get_mut(base..base + out_c) else {
-                    return;
-                };
-                let mut q = 0;
-                while q < n {
-                    for lane in 0..LANES {
-                        let k = if q + lane < n { q + lane } else { q };
-                        let (oy, ox) = (py * g.pool_s + k / g.pool_k, px * g.pool_s + k % g.pool_k);
-                        gather(input, nzp, in_zp, g, oy, ox, patch, lane, offs, kykx, temp);
-                    }
-                    pooled_channels(patch, weights, taps, st, out, q == 0, &mut blk);
-                    q += LANES;
+        pooled(
+            input, nzp, in_zp, g, patch, offs, kykx, temp, weights, taps, st, output,
+        );
+    } else {
+        unpooled(
+            input, nzp, in_zp, g, patch, offs, kykx, temp, weights, taps, st, output,
+        );
+    }
+}
+
+/// The patch path with a fused max-pool (see [`conv2d_patch`]). Its own function: its code
+/// and registers do not depend on the unpooled path beside it.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn pooled(
+    input: &[i8],
+    nzp: u32,
+    in_zp: i32,
+    g: &ConvGeom,
+    patch: &mut [u32],
+    offs: Option<&[u16]>,
+    kykx: Option<&[[u8; 2]]>,
+    temp: &mut [u32],
+    weights: &[i8],
+    taps: usize,
+    st: &Stage,
+    output: &mut [i8],
+) {
+    let out_c = g.out_c;
+    // Fused max-pool: the lanes are the window's conv outputs, max-reduced before one
+    // requantization. A window of more than four outputs takes several passes; lanes past
+    // the window's end repeat its first output (harmless under max).
+    let n = g.pool_k * g.pool_k;
+    let mut blk = Block::new();
+    for py in 0..g.out_h {
+        for px in 0..g.out_w {
+            let base = (py * g.out_w + px) * out_c;
+            let Some(out) = output.get_mut(base..base + out_c) else {
+                return;
+            };
+            let mut q = 0;
+            while q < n {
+                for lane in 0..LANES {
+                    let k = if q + lane < n { q + lane } else { q };
+                    let (oy, ox) = (py * g.pool_s + k / g.pool_k, px * g.pool_s + k % g.pool_k);
+                    gather(input, nzp, in_zp, g, oy, ox, patch, lane, offs, kykx, temp);
                 }
+                pooled_channels(patch, weights, taps, st, out, q == 0, &mut blk);
+                q += LANES;
             }
         }
-    } else {
-        // No pool: the lanes are four consecutive outputs in raster order.
-        let n = g.out_h * g.out_w;
-        let mut q = 0;
-        while q < n {
-            let k_n = LANES.min(n - q);
-            for lane in 0..LANES {
-                let k = q + lane.min(k_n - 1);
-                gather(
-                    input,
-                    nzp,
-                    in_zp,
-                    g,
-                    k / g.out_w,
-                    k % g.out_w,
-                    patch,
-                    lane,
-                    offs,
-                    kykx,
-                    temp,
-                );
-            }
-            let mut chs = st.channels();
-            for oc in 0..out_c {
-                let Some((bias, rq)) = chs.next() else {
-                    break;
-                };
-                let acc = dot_lanes(patch, weights, oc * taps, taps, bias);
+    }
+}
+
+/// The patch path without a pool: the lanes are four consecutive outputs in raster order.
+/// Its own function, so the pooled path's code and registers stay as they were.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn unpooled(
+    input: &[i8],
+    nzp: u32,
+    in_zp: i32,
+    g: &ConvGeom,
+    patch: &mut [u32],
+    offs: Option<&[u16]>,
+    kykx: Option<&[[u8; 2]]>,
+    temp: &mut [u32],
+    weights: &[i8],
+    taps: usize,
+    st: &Stage,
+    output: &mut [i8],
+) {
+    let out_c = g.out_c;
+    let double = st.rounding == Rounding::Double;
+    let n = g.out_h * g.out_w;
+    let mut q = 0;
+    while q < n {
+        let k_n = LANES.min(n - q);
+        for lane in 0..LANES {
+            let k = q + lane.min(k_n - 1);
+            gather(
+                input,
+                nzp,
+                in_zp,
+                g,
+                k / g.out_w,
+                k % g.out_w,
+                patch,
+                lane,
+                offs,
+                kykx,
+                temp,
+            );
+        }
+        let mut chs = st.channels();
+        for oc in 0..out_c {
+            let Some((bias, rq)) = chs.next() else {
+                break;
+            };
+            let acc = dot_lanes(patch, weights, oc * taps, taps, bias);
+            if double {
+                // TensorFlow Lite's rounding: decoded once for the four lanes, inline.
+                let p = Prepared::double(rq);
                 for (lane, &a) in acc.iter().enumerate().take(k_n) {
                     if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
-                        *o = st.finish(a, rq);
+                        *o = p.to_i8_double(a, st.zero_point, st.act_min, st.act_max);
                     }
                 }
+                continue;
             }
-            q += LANES;
+            for (lane, &a) in acc.iter().enumerate().take(k_n) {
+                if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
+                    *o = st.finish(a, rq);
+                }
+            }
         }
+        q += LANES;
     }
 }
 
