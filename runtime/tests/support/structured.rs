@@ -20,36 +20,18 @@
 
 use arbitrary::{Result, Unstructured};
 use runtime::format::{
-    Add, Conv2d, FullyConnected, Head, Layer, Mean, ModelDef, Node, OutputStage, Padding, Pool2d,
-    Preamble, Shape, Softmax, TensorSpec, FORMAT_VERSION, MAX_ARENA_BYTES, MAX_MACS,
+    Add, Head, Mean, Padding, Pool2d, Preamble, Shape, Softmax, TensorSpec, FORMAT_VERSION,
+    MAX_ARENA_BYTES, MAX_MACS,
 };
 use runtime::kernels::AddParams;
+use runtime::writer::{
+    OwnedConv, OwnedFullyConnected, OwnedLayer, OwnedModel, OwnedNode, OwnedStage,
+};
 use runtime::{crc32, Error, Interpreter, Model, QuantParams, Requant};
 
 #[path = "table_plan.rs"]
 mod table_plan;
 use table_plan::table_plan;
-
-/// Owned arrays of one conv or fully connected layer.
-struct Arrays {
-    weights: Vec<u8>,
-    bias: Vec<u8>,
-    requant: Vec<u8>,
-}
-
-/// A layer before it borrows its arrays.
-enum Owned {
-    Conv {
-        depthwise: bool,
-        c: Conv2d<'static>,
-        a: Arrays,
-    },
-    Fc {
-        f: FullyConnected<'static>,
-        a: Arrays,
-    },
-    Other(Layer<'static>),
-}
 
 /// A tensor the generator has made: its shape and zero point.
 #[derive(Clone, Copy)]
@@ -193,18 +175,17 @@ fn clamp(u: &mut Unstructured, zp: i8) -> Result<(i8, i8)> {
     })
 }
 
-fn out_stage(u: &mut Unstructured, n: usize) -> Result<(OutputStage<'static>, Vec<u8>, Vec<u8>)> {
+fn out_stage(u: &mut Unstructured, n: usize) -> Result<OwnedStage> {
     let zero_point: i8 = u.arbitrary()?;
     let (act_min, act_max) = clamp(u, zero_point)?;
-    let (bias, rq) = stage_arrays(u, n)?;
-    let st = OutputStage {
+    let (bias, requant) = stage_arrays(u, n)?;
+    Ok(OwnedStage {
         zero_point,
         act_min,
         act_max,
-        bias: &[],
-        requant: &[],
-    };
-    Ok((st, bias, rq))
+        bias,
+        requant,
+    })
 }
 
 /// Output size of a window over `n` (what the runtime computes), if it has one.
@@ -235,7 +216,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
     };
     let mut tensors = vec![input];
     let n_layers = u.int_in_range(1usize..=8)?;
-    let mut owned: Vec<(Vec<u8>, Owned)> = Vec::new();
+    let mut layers = Vec::new();
     for i in 0..n_layers {
         // Usually the previous tensor; sometimes an earlier one (a branch).
         let first = if i > 0 && rare(u, 4)? {
@@ -289,9 +270,10 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 if n_w > 1 << 16 {
                     return Err(arbitrary::Error::IncorrectFormat);
                 }
-                let (output, bias, requant) = out_stage(u, oc as usize)?;
+                let output = out_stage(u, oc as usize)?;
                 let weights = fill(u, n_w)?;
-                let c = Conv2d {
+                let zp = output.zero_point;
+                let c = OwnedConv {
                     in_channels: if rare(u, 128)? {
                         s.c.wrapping_add(1)
                     } else {
@@ -305,7 +287,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     padding,
                     input_zero_point: zp_of(u, x.zp)?,
                     output,
-                    weights: &[],
+                    weights,
                     pool,
                 };
                 let mut h = out_len2(s.h, kh, sh, p, p.saturating_add(eb));
@@ -315,13 +297,12 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     w = w.and_then(|w| out_len(w, p.kernel_w, p.stride_w, 0));
                 }
                 let shape = Shape::new(h.unwrap_or(1), w.unwrap_or(1), oc);
-                let zp = output.zero_point;
-                let a = Arrays {
-                    weights,
-                    bias,
-                    requant,
+                let l = if depthwise {
+                    OwnedLayer::DepthwiseConv2d(c)
+                } else {
+                    OwnedLayer::Conv2d(c)
                 };
-                (Owned::Conv { depthwise, c, a }, T { shape, zp })
+                (l, T { shape, zp })
             }
             3 | 4 => {
                 // Windows up to the whole input (average pools of 25x5 and 8x8 end MLPerf
@@ -344,16 +325,16 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 let h = out_len(s.h, p.kernel_h, p.stride_h, p.padding).unwrap_or(1);
                 let w = out_len(s.w, p.kernel_w, p.stride_w, p.padding).unwrap_or(1);
                 let l = if kind == 3 {
-                    Layer::MaxPool2d(p)
+                    OwnedLayer::MaxPool2d(p)
                 } else {
-                    Layer::AvgPool2d(p)
+                    OwnedLayer::AvgPool2d(p)
                 };
                 let shape = Shape::new(h, w, s.c);
-                (Owned::Other(l), T { shape, zp: x.zp })
+                (l, T { shape, zp: x.zp })
             }
             5 => {
                 let shape = Shape::new(1, 1, s.c);
-                (Owned::Other(Layer::GlobalAvgPool), T { shape, zp: x.zp })
+                (OwnedLayer::GlobalAvgPool, T { shape, zp: x.zp })
             }
             6 | 7 => {
                 let n_in = (s.h as u64 * s.w as u64 * s.c as u64).min(u32::MAX as u64) as u32;
@@ -362,26 +343,24 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 if n_w > 1 << 16 {
                     return Err(arbitrary::Error::IncorrectFormat);
                 }
-                let (output, bias, requant) = out_stage(u, n_out as usize)?;
-                let f = FullyConnected {
-                    in_features: if rare(u, 128)? {
-                        n_in.wrapping_add(1)
-                    } else {
-                        n_in
-                    },
-                    out_features: n_out,
-                    input_zero_point: zp_of(u, x.zp)?,
-                    output,
-                    weights: &[],
-                };
-                let a = Arrays {
-                    weights: fill(u, n_w)?,
-                    bias,
-                    requant,
-                };
+                let output = out_stage(u, n_out as usize)?;
                 let zp = output.zero_point;
+                // (Decided in this order: the decisions a fuzz input makes stay the same.)
+                let in_features = if rare(u, 128)? {
+                    n_in.wrapping_add(1)
+                } else {
+                    n_in
+                };
+                let input_zero_point = zp_of(u, x.zp)?;
+                let f = OwnedFullyConnected {
+                    in_features,
+                    out_features: n_out,
+                    input_zero_point,
+                    output,
+                    weights: fill(u, n_w)?,
+                };
                 (
-                    Owned::Fc { f, a },
+                    OwnedLayer::FullyConnected(f),
                     T {
                         shape: Shape::new(1, 1, n_out),
                         zp,
@@ -437,7 +416,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     act_max: hi,
                     requant,
                 };
-                (Owned::Other(Layer::Add(add)), T { shape: s, zp })
+                (OwnedLayer::Add(add), T { shape: s, zp })
             }
             10 => {
                 let m = Mean {
@@ -458,7 +437,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                 };
                 let shape = Shape::new(1, 1, s.c);
                 (
-                    Owned::Other(Layer::Mean(m)),
+                    OwnedLayer::Mean(m),
                     T {
                         shape,
                         zp: m.zero_point,
@@ -486,7 +465,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     },
                 };
                 let shape = Shape::new(s.h, s.w, s.c);
-                (Owned::Other(Layer::Softmax(sm)), T { shape, zp: -128 })
+                (OwnedLayer::Softmax(sm), T { shape, zp: -128 })
             }
             _ => {
                 // Concat of 2..=4 tensors with this height and width (and zero point).
@@ -508,11 +487,11 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
                     c += s.c as u32;
                 }
                 let shape = Shape::new(s.h, s.w, c.min(u16::MAX as u32) as u16);
-                (Owned::Other(Layer::Concat), T { shape, zp: x.zp })
+                (OwnedLayer::Concat, T { shape, zp: x.zp })
             }
         };
         tensors.push(out);
-        owned.push((inputs, layer));
+        layers.push(OwnedNode { inputs, layer });
     }
     let last = *tensors.last().unwrap_or(&input);
     let mut out_shape = last.shape;
@@ -547,40 +526,9 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
     } else {
         last.zp as i32
     };
-    // Borrow the arrays.
-    let mut layers = heapless::Vec::new();
-    for (inputs, l) in &owned {
-        let layer = match l {
-            Owned::Conv { depthwise, c, a } => {
-                let mut c = *c;
-                c.weights = &a.weights;
-                c.output.bias = &a.bias;
-                c.output.requant = &a.requant;
-                if *depthwise {
-                    Layer::DepthwiseConv2d(c)
-                } else {
-                    Layer::Conv2d(c)
-                }
-            }
-            Owned::Fc { f, a } => {
-                let mut f = *f;
-                f.weights = &a.weights;
-                f.output.bias = &a.bias;
-                f.output.requant = &a.requant;
-                Layer::FullyConnected(f)
-            }
-            Owned::Other(l) => *l,
-        };
-        let node = Node {
-            inputs: heapless::Vec::from_slice(inputs)
-                .map_err(|_| arbitrary::Error::IncorrectFormat)?,
-            layer,
-        };
-        let _ = layers.push(node);
-    }
-    let def = ModelDef {
+    let model = OwnedModel {
         rounding,
-        name: "fuzz",
+        name: "fuzz".into(),
         input: TensorSpec {
             shape: input.shape,
             quant: QuantParams {
@@ -598,6 +546,8 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
         layers,
         head,
     };
+    // Borrowed but not validated: the forged preamble below makes the loader the judge.
+    let def = model.def().map_err(|_| arbitrary::Error::IncorrectFormat)?;
     let payload = postcard::to_allocvec(&def).map_err(|_| arbitrary::Error::IncorrectFormat)?;
     let planned = runtime::analyze(&def).ok().map(|a| a.arena_bytes as u32);
     let arena = match (planned, u.int_in_range(0u8..=31)?) {

@@ -16,11 +16,10 @@ use crate::nn::arch::LayerSpec;
 use crate::nn::autograd::{Conv2dParams, Graph, Tensor};
 use crate::nn::model::{Model, Slot};
 use anyhow::{bail, Context};
-use runtime::format::{
-    Add, Conv2d, FullyConnected, Head, Layer, ModelDef, Node, OutputStage, Pool2d, Shape,
-    TensorSpec,
+use runtime::format::{Add, Head, Padding, Pool2d, Shape, TensorSpec};
+use runtime::writer::{
+    encode_i8s, OwnedConv, OwnedFullyConnected, OwnedLayer, OwnedModel, OwnedNode, OwnedStage,
 };
-use runtime::writer::{encode_i32s, encode_i8s, encode_requants, write_blob};
 use runtime::{Interpreter, Model as RtModel, QuantParams, Requant};
 
 /// A layer of the folded float network, in the runtime's terms.
@@ -307,28 +306,6 @@ pub const INPUT_QUANT: QuantParams = QuantParams {
     zero_point: -128,
 };
 
-struct OwnedStage {
-    zp: i8,
-    act_min: i8,
-    bias: Vec<u8>,
-    requant: Vec<u8>,
-}
-
-fn stage(s: &OwnedStage) -> OutputStage<'_> {
-    OutputStage {
-        zero_point: s.zp,
-        act_min: s.act_min,
-        act_max: 127,
-        bias: &s.bias,
-        requant: &s.requant,
-    }
-}
-
-struct OwnedLayer {
-    weights: Vec<u8>,
-    stage: Option<OwnedStage>,
-}
-
 /// Weights `[out, ...]` -> per-output-channel symmetric int8, plus the output stage.
 fn quantize_weights(
     index: usize,
@@ -368,12 +345,8 @@ fn quantize_weights(
         })?);
     }
     let zp = out_q.zero_point as i8;
-    let stage = OwnedStage {
-        zp,
-        act_min: if relu { zp } else { -128 },
-        bias: encode_i32s(&bias),
-        requant: encode_requants(&rq),
-    };
+    let act_min = if relu { zp } else { -128 };
+    let stage = OwnedStage::new(zp, act_min, 127, &bias, &rq);
     Ok((encode_i8s(&q), stage))
 }
 
@@ -436,23 +409,23 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
     let ranges = calibrate(&nodes, calib, n_calib);
     let shapes = tensor_shapes(arch.input, &nodes);
     let q = tensor_quants(&nodes, &ranges)?;
-    let mut owned = Vec::new();
+    // Every weight array first (a bias or multiplier out of range is reported before an
+    // add's rescale), then the layers.
+    let mut quantized = Vec::with_capacity(nodes.len());
     for (i, n) in nodes.iter().enumerate() {
-        let (weights, stage) = match &n.op {
-            Deploy::Conv { w, b, relu, .. } | Deploy::Linear { w, b, relu } => {
-                let (wq, st) = quantize_weights(i, w, b, q[n.inputs[0]].scale, q[i + 1], *relu)?;
-                (wq, Some(st))
-            }
-            _ => (Vec::new(), None),
-        };
-        owned.push(OwnedLayer { weights, stage });
+        quantized.push(match &n.op {
+            Deploy::Conv { w, b, relu, .. } | Deploy::Linear { w, b, relu } => Some(
+                quantize_weights(i, w, b, q[n.inputs[0]].scale, q[i + 1], *relu)?,
+            ),
+            _ => None,
+        });
     }
     let zp = |t: usize| q[t].zero_point as i8;
-    let mut rt_layers = heapless::Vec::<Node, { runtime::format::MAX_LAYERS }>::new();
-    for (i, (n, o)) in nodes.iter().zip(&owned).enumerate() {
+    let mut layers = Vec::with_capacity(nodes.len());
+    for (i, (n, wq)) in nodes.iter().zip(quantized).enumerate() {
         let zp_in = zp(n.inputs[0]);
         let [_, _, in_c] = shapes[n.inputs[0]];
-        let layer = match (&n.op, &o.stage) {
+        let layer = match (&n.op, wq) {
             (
                 Deploy::Conv {
                     w,
@@ -461,34 +434,36 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                     pool,
                     ..
                 },
-                Some(s),
-            ) => Layer::Conv2d(Conv2d {
+                Some((weights, output)),
+            ) => OwnedLayer::Conv2d(OwnedConv {
                 in_channels: in_c as u16,
                 out_channels: w.shape()[0] as u16,
                 kernel_h: w.shape()[1] as u8,
                 kernel_w: w.shape()[2] as u8,
                 stride_h: *stride as u8,
                 stride_w: *stride as u8,
-                padding: runtime::format::Padding::uniform(*pad as u8),
+                padding: Padding::uniform(*pad as u8),
                 input_zero_point: zp_in,
-                output: stage(s),
-                weights: &o.weights,
+                output,
+                weights,
                 pool: pool.map(|(k, s)| Pool2d::square(k as u8, s as u8, 0)),
             }),
-            (Deploy::Linear { w, .. }, Some(s)) => Layer::FullyConnected(FullyConnected {
-                in_features: shapes[n.inputs[0]].iter().product::<usize>() as u32,
-                out_features: w.shape()[0] as u16,
-                input_zero_point: zp_in,
-                output: stage(s),
-                weights: &o.weights,
-            }),
+            (Deploy::Linear { w, .. }, Some((weights, output))) => {
+                OwnedLayer::FullyConnected(OwnedFullyConnected {
+                    in_features: shapes[n.inputs[0]].iter().product::<usize>() as u32,
+                    out_features: w.shape()[0] as u16,
+                    input_zero_point: zp_in,
+                    output,
+                    weights,
+                })
+            }
             (Deploy::MaxPool { k, s, pad }, _) => {
-                Layer::MaxPool2d(Pool2d::square(*k as u8, *s as u8, *pad as u8))
+                OwnedLayer::MaxPool2d(Pool2d::square(*k as u8, *s as u8, *pad as u8))
             }
             (Deploy::AvgPool { k, s }, _) => {
-                Layer::AvgPool2d(Pool2d::square(*k as u8, *s as u8, 0))
+                OwnedLayer::AvgPool2d(Pool2d::square(*k as u8, *s as u8, 0))
             }
-            (Deploy::GlobalAvgPool, _) => Layer::GlobalAvgPool,
+            (Deploy::GlobalAvgPool, _) => OwnedLayer::GlobalAvgPool,
             (Deploy::Add { relu }, _) => {
                 let (a, b, y) = (q[n.inputs[0]], q[n.inputs[1]], q[i + 1]);
                 let act_min = if *relu { y.zero_point } else { -128 };
@@ -503,7 +478,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                     127,
                 )
                 .with_context(|| format!("deploy node {i}: add rescale out of range"))?;
-                Layer::Add(Add {
+                OwnedLayer::Add(Add {
                     input_zero_points: [a.zero_point as i8, b.zero_point as i8],
                     zero_point: y.zero_point as i8,
                     act_min: act_min as i8,
@@ -511,17 +486,11 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                     requant: [p.rq_a, p.rq_b, p.rq_out],
                 })
             }
-            (Deploy::Concat, _) => Layer::Concat,
+            (Deploy::Concat, _) => OwnedLayer::Concat,
             _ => bail!("deploy node {i}: missing output stage"),
         };
-        let inputs = heapless::Vec::from_iter(n.inputs.iter().map(|&t| t as u8));
-        rt_layers.push(Node { inputs, layer }).map_err(|_| {
-            anyhow::anyhow!(
-                "{} device layers, at most {} are supported",
-                nodes.len(),
-                runtime::format::MAX_LAYERS
-            )
-        })?;
+        let inputs = n.inputs.iter().map(|&t| t as u8).collect();
+        layers.push(OwnedNode { inputs, layer });
     }
     let out_q = q[nodes.len()];
     let zp_out = out_q.zero_point as i8;
@@ -548,9 +517,9 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
             classes: arch.classes as u16,
         }
     };
-    let def = ModelDef {
+    let owned = OwnedModel {
         rounding: runtime::Rounding::Single,
-        name: &arch.name,
+        name: arch.name.clone(),
         input: TensorSpec {
             shape: Shape::new(
                 arch.input[0] as u16,
@@ -566,10 +535,12 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 zero_point: zp_out as i32,
             },
         },
-        layers: rt_layers,
+        layers,
         head,
     };
-    write_blob(&def).map_err(|e| anyhow::anyhow!("the runtime rejects the exported model: {e}"))
+    owned
+        .write()
+        .map_err(|e| anyhow::anyhow!("the runtime rejects the exported model: {e}"))
 }
 
 /// Quantizes one image exactly as the device does: `p / 255` through the model's input params.

@@ -19,11 +19,11 @@
 //! | RESHAPE | none: a flatten is free in NHWC |
 //! | QUANTIZE / DEQUANTIZE at the model's edges | the blob's input / output quantization |
 
-use crate::deploy::tflite::ops::{Converter, Owned, Val};
+use crate::deploy::tflite::ops::{Converter, Val};
 use crate::deploy::tflite::read::{activation, op_name, Graph};
 use anyhow::{anyhow, bail, Context};
-use runtime::format::{Head, Layer, ModelDef, Node, TensorSpec};
-use runtime::writer::write_blob;
+use runtime::format::{Head, TensorSpec};
+use runtime::writer::OwnedModel;
 use runtime::Rounding;
 use std::collections::HashMap;
 use tflite_schema as tfl;
@@ -58,6 +58,7 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         g,
         vals: HashMap::new(),
         layers: Vec::new(),
+        monotonic: false,
         shapes: Vec::new(),
         consumers: HashMap::new(),
         aliased: Default::default(),
@@ -136,51 +137,8 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         bail!("the model output is a PAD's output");
     }
     let out_shape = *cv.shapes.last().unwrap_or(&in_shape);
-    let mut layers = heapless::Vec::new();
-    for (inputs, o) in &cv.layers {
-        let layer = match o {
-            Owned::Conv {
-                depthwise,
-                c,
-                weights,
-                bias,
-                requant,
-                ..
-            } => {
-                let mut c = *c;
-                c.weights = weights;
-                c.output.bias = bias;
-                c.output.requant = requant;
-                if *depthwise {
-                    Layer::DepthwiseConv2d(c)
-                } else {
-                    Layer::Conv2d(c)
-                }
-            }
-            Owned::Fc {
-                f,
-                weights,
-                bias,
-                requant,
-            } => {
-                let mut f = *f;
-                f.weights = weights;
-                f.output.bias = bias;
-                f.output.requant = requant;
-                Layer::FullyConnected(f)
-            }
-            Owned::Plain(l) => *l,
-        };
-        let node = Node {
-            inputs: heapless::Vec::from_slice(inputs).map_err(|_| anyhow!("too many inputs"))?,
-            layer,
-        };
-        layers
-            .push(node)
-            .map_err(|_| anyhow!("more than {} layers", runtime::format::MAX_LAYERS))?;
-    }
-    let def = ModelDef {
-        name,
+    let model = OwnedModel {
+        name: name.to_string(),
         input: TensorSpec {
             shape: in_shape,
             quant: in_q,
@@ -190,10 +148,12 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
             quant: last.quant,
         },
         rounding,
-        layers,
+        layers: cv.layers,
         head: Head::Classifier {
             classes: u16::try_from(out_shape.bytes()).context("more than 65535 outputs")?,
         },
     };
-    write_blob(&def).map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))
+    model
+        .write()
+        .map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))
 }

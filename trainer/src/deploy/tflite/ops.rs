@@ -6,11 +6,9 @@ use crate::deploy::tflite::read::{
     same_padding, softmax_params, weights, Graph, Tensor,
 };
 use anyhow::{anyhow, bail, Context};
-use runtime::format::{
-    Add, Conv2d, FullyConnected, Layer, Mean, OutputStage, Padding, Pool2d, Shape,
-};
+use runtime::format::{Add, Mean, Padding, Pool2d, Shape};
 use runtime::kernels::AddParams;
-use runtime::writer::{encode_i32s, encode_requants};
+use runtime::writer::{OwnedConv, OwnedFullyConnected, OwnedLayer, OwnedNode, OwnedStage};
 use runtime::{QuantParams, Requant};
 use std::collections::HashMap;
 use tflite_schema as tfl;
@@ -26,47 +24,21 @@ pub(crate) struct Val {
     pub pad: Option<(usize, Padding)>,
 }
 
-/// A layer whose arrays the converter owns until the blob is written.
-pub(crate) enum Owned {
-    Conv {
-        depthwise: bool,
-        /// No multiplier above one: TFLite's left shift wraps there, so the requantization
-        /// is not monotonic and a max-pool cannot move before it.
-        monotonic: bool,
-        c: Conv2d<'static>,
-        weights: Vec<u8>,
-        bias: Vec<u8>,
-        requant: Vec<u8>,
-    },
-    Fc {
-        f: FullyConnected<'static>,
-        weights: Vec<u8>,
-        bias: Vec<u8>,
-        requant: Vec<u8>,
-    },
-    Plain(Layer<'static>),
-}
-
 pub(crate) struct Converter<'g> {
     pub g: &'g Graph,
     pub vals: HashMap<i32, Val>,
-    pub layers: Vec<(Vec<u8>, Owned)>,
+    /// The layers so far, with their arrays, until the blob is written.
+    pub layers: Vec<OwnedNode>,
+    /// The last layer is a convolution with no multiplier above one (TFLite's left shift
+    /// wraps there, so the requantization is not monotonic and a max-pool cannot move before
+    /// it).
+    pub monotonic: bool,
     /// Output shape of each layer (its tensor id is the index + 1).
     pub shapes: Vec<Shape>,
     /// How many operators (and the model output) read each TFLite tensor.
     pub consumers: HashMap<i32, usize>,
     /// Values a RESHAPE has given a second name (their readers are not all counted above).
     pub aliased: std::collections::HashSet<u8>,
-}
-
-fn stage_static(zp: i8, act: (i8, i8)) -> OutputStage<'static> {
-    OutputStage {
-        zero_point: zp,
-        act_min: act.0,
-        act_max: act.1,
-        bias: &[],
-        requant: &[],
-    }
 }
 
 /// Per-channel real multipliers as the runtime's requantizations (TFLite's
@@ -136,7 +108,7 @@ impl<'g> Converter<'g> {
     fn push(
         &mut self,
         inputs: Vec<u8>,
-        layer: Owned,
+        layer: OwnedLayer,
         out_t: i32,
         shape: Shape,
     ) -> anyhow::Result<()> {
@@ -156,7 +128,8 @@ impl<'g> Converter<'g> {
         if n >= runtime::format::MAX_LAYERS {
             bail!("more than {} layers", runtime::format::MAX_LAYERS);
         }
-        self.layers.push((inputs, layer));
+        self.layers.push(OwnedNode { inputs, layer });
+        self.monotonic = false;
         self.shapes.push(shape);
         self.vals.insert(
             out_t,
@@ -256,7 +229,8 @@ impl<'g> Converter<'g> {
             x.pad.map(|p| p.1),
         )?;
         let act = activation_range(act, yq)?;
-        let c = Conv2d {
+        let monotonic = rq.iter().all(|r| r.is_monotonic(runtime::Rounding::Double));
+        let c = OwnedConv {
             in_channels: x.shape.c,
             out_channels: out_c as u16,
             kernel_h: u8::try_from(kh).context("kernel height above 255")?,
@@ -265,8 +239,8 @@ impl<'g> Converter<'g> {
             stride_w: sw as u8,
             padding: pad,
             input_zero_point: x.quant.zero_point as i8,
-            output: stage_static(yq.zero_point as i8, act),
-            weights: &[],
+            output: OwnedStage::new(yq.zero_point as i8, act.0, act.1, &b, &rq),
+            weights: w.to_vec(),
             pool: None,
         };
         let conv_len = |n: u16, k: usize, a: u8, b: u8, s: usize| {
@@ -281,15 +255,14 @@ impl<'g> Converter<'g> {
             bail!("kernel larger than the padded input");
         };
         let shape = Shape::new(oh as u16, ow as u16, out_c as u16);
-        let layer = Owned::Conv {
-            depthwise,
-            monotonic: rq.iter().all(|r| r.is_monotonic(runtime::Rounding::Double)),
-            c,
-            weights: w.to_vec(),
-            bias: encode_i32s(&b),
-            requant: encode_requants(&rq),
+        let layer = if depthwise {
+            OwnedLayer::DepthwiseConv2d(c)
+        } else {
+            OwnedLayer::Conv2d(c)
         };
-        self.push(vec![x.id], layer, out_t, shape)
+        self.push(vec![x.id], layer, out_t, shape)?;
+        self.monotonic = monotonic;
+        Ok(())
     }
 
     pub fn fully_connected(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
@@ -332,19 +305,13 @@ impl<'g> Converter<'g> {
                 .map(|&ws| fc_multiplier(in_s, ws, out_s, per_channel)),
         )?;
         let act = activation_range(o.fused_activation_function, yq)?;
-        let f = FullyConnected {
+        let layer = OwnedLayer::FullyConnected(OwnedFullyConnected {
             in_features: n_in as u32,
             out_features: u16::try_from(n_out).context("more than 65535 outputs")?,
             input_zero_point: x.quant.zero_point as i8,
-            output: stage_static(yq.zero_point as i8, act),
-            weights: &[],
-        };
-        let layer = Owned::Fc {
-            f,
+            output: OwnedStage::new(yq.zero_point as i8, act.0, act.1, &b, &rq),
             weights: w.to_vec(),
-            bias: encode_i32s(&b),
-            requant: encode_requants(&rq),
-        };
+        });
         self.push(vec![x.id], layer, out_t, Shape::new(1, 1, n_out as u16))
     }
 
@@ -419,8 +386,9 @@ impl<'g> Converter<'g> {
             // exports are: max-pooling commutes with the (monotonic) requantization and clamp,
             // and the full-resolution output never exists in the arena.
             let n = self.layers.len();
-            if let Some((_, Owned::Conv { c, monotonic, .. })) = self.layers.last_mut() {
-                if x.id as usize == n && c.pool.is_none() && *monotonic {
+            let last = self.layers.last_mut().map(|l| &mut l.layer);
+            if let Some(OwnedLayer::Conv2d(c) | OwnedLayer::DepthwiseConv2d(c)) = last {
+                if x.id as usize == n && c.pool.is_none() && self.monotonic {
                     c.pool = Some(pool);
                     let (tshape, _) = activation(&self.tensor(out_t)?)?;
                     if tshape != shape {
@@ -435,11 +403,11 @@ impl<'g> Converter<'g> {
             }
         }
         let layer = if max {
-            Layer::MaxPool2d(pool)
+            OwnedLayer::MaxPool2d(pool)
         } else {
-            Layer::AvgPool2d(pool)
+            OwnedLayer::AvgPool2d(pool)
         };
-        self.push(vec![x.id], Owned::Plain(layer), out_t, shape)
+        self.push(vec![x.id], layer, out_t, shape)
     }
 
     pub fn add(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
@@ -472,14 +440,14 @@ impl<'g> Converter<'g> {
             // TFLM's QuantizeMultiplierSmallerThanOneExp refuses it.
             bail!("output rescale {} is not below 1", p.rq_out.to_real());
         }
-        let layer = Layer::Add(Add {
+        let layer = OwnedLayer::Add(Add {
             input_zero_points: [a.quant.zero_point as i8, b.quant.zero_point as i8],
             zero_point: yq.zero_point as i8,
             act_min: act.0,
             act_max: act.1,
             requant: [p.rq_a, p.rq_b, p.rq_out],
         });
-        self.push(vec![a.id, b.id], Owned::Plain(layer), out_t, a.shape)
+        self.push(vec![a.id, b.id], layer, out_t, a.shape)
     }
 
     pub fn concat(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
@@ -520,7 +488,7 @@ impl<'g> Converter<'g> {
         }
         let (h, w) = hw.unwrap_or((1, 1));
         let c = u16::try_from(c).context("more than 65535 channels")?;
-        self.push(ids, Owned::Plain(Layer::Concat), out_t, Shape::new(h, w, c))
+        self.push(ids, OwnedLayer::Concat, out_t, Shape::new(h, w, c))
     }
 
     pub fn mean(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
@@ -550,17 +518,12 @@ impl<'g> Converter<'g> {
             multiplier: i32::try_from(m).context("mean multiplier")?,
             shift: rq.shift - s,
         };
-        let layer = Layer::Mean(Mean {
+        let layer = OwnedLayer::Mean(Mean {
             input_zero_point: x.quant.zero_point as i8,
             zero_point: yq.zero_point as i8,
             requant,
         });
-        self.push(
-            vec![x.id],
-            Owned::Plain(layer),
-            out_t,
-            Shape::new(1, 1, x.shape.c),
-        )
+        self.push(vec![x.id], layer, out_t, Shape::new(1, 1, x.shape.c))
     }
 
     pub fn softmax(&mut self, op: &tfl::OperatorT) -> anyhow::Result<()> {
@@ -575,8 +538,8 @@ impl<'g> Converter<'g> {
         let tfl::BuiltinOptionsT::SoftmaxOptions(o) = &op.builtin_options else {
             bail!("missing options");
         };
-        let layer = Layer::Softmax(softmax_params(o.beta, x.quant.scale)?);
-        self.push(vec![x.id], Owned::Plain(layer), out_t, x.shape)
+        let layer = OwnedLayer::Softmax(softmax_params(o.beta, x.quant.scale)?);
+        self.push(vec![x.id], layer, out_t, x.shape)
     }
 
     /// RESHAPE: the bytes stay; the TFLite tensor becomes an alias with its own view.
