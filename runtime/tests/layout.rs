@@ -99,9 +99,17 @@ fn the_checker_sees_dependencies() {
 #[test]
 fn the_firmware_has_no_import_cycles_or_long_files() {
     let g = graph_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/src"));
-    assert!(g.deps.contains_key("stack") && g.deps["stack"].contains("semihost"), "{:?}", g.deps);
+    assert!(
+        g.deps.contains_key("stack") && g.deps["stack"].contains("semihost"),
+        "{:?}",
+        g.deps
+    );
     let cycle = find_cycle(&g);
-    assert!(cycle.is_none(), "import cycle: {}", cycle.unwrap().join(" -> "));
+    assert!(
+        cycle.is_none(),
+        "import cycle: {}",
+        cycle.unwrap().join(" -> ")
+    );
     let long: Vec<_> = g.lines.iter().filter(|(_, &n)| n > 650).collect();
     assert!(long.is_empty(), "files over 650 lines of code: {long:?}");
 }
