@@ -8,24 +8,23 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use runtime::Model;
+use runtime::{Arena, Model};
 
 use crate::config::{ARENA_BYTES, LAYERS};
 
-/// Generous alignment: kernels may read the arena as words.
-#[repr(C, align(16))]
-struct Aligned([u8; ARENA_BYTES]);
-
-struct Arena {
-    buf: UnsafeCell<Aligned>,
+/// The runtime's aligned arena type (kernels read it as words), in a take-once cell. Not
+/// `static_cell` as in `runtime/examples/cortex-m`: its atomics need a polyfill on Armv6-M,
+/// and this crate builds for the M0 boards too.
+struct ArenaCell {
+    buf: UnsafeCell<Arena<ARENA_BYTES>>,
     taken: AtomicBool,
 }
 
 // SAFETY: the buffer is reachable only through `take`, which hands it out at most once.
-unsafe impl Sync for Arena {}
+unsafe impl Sync for ArenaCell {}
 
-static ARENA: Arena = Arena {
-    buf: UnsafeCell::new(Aligned([0; ARENA_BYTES])),
+static ARENA: ArenaCell = ArenaCell {
+    buf: UnsafeCell::new(Arena::new()),
     taken: AtomicBool::new(false),
 };
 
@@ -35,7 +34,7 @@ pub fn take() -> Option<&'static mut [u8]> {
         return None;
     }
     // SAFETY: the flag above guarantees this is the only reference ever created.
-    Some(unsafe { &mut (*ARENA.buf.get()).0 })
+    Some(unsafe { (*ARENA.buf.get()).as_mut_slice() })
 }
 
 /// The loaded model's per-layer table (sized for this blob's layer count by build.rs). It

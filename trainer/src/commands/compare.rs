@@ -49,7 +49,7 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
-/// Trains (or loads) the three detectors and scores them on the detection test set.
+/// Trains (or loads) the five detectors and scores them on the detection test set.
 pub fn compare(a: &CompareArgs) -> anyhow::Result<Comparison> {
     // Fail before training, not after it, when the table cannot be written.
     if let Some(dir) = a.out.as_ref().and_then(|p| p.parent()) {

@@ -195,7 +195,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let classes = rt.output_len();
     let (_, test) = a.data.source().load(classes)?;
-    let int8 = crate::deploy::export::run_int8(&blob, &test)?;
+    let int8 = crate::deploy::export::run_int8(&rt, &test)?;
     let preds: Vec<usize> = int8
         .iter()
         .map(|o| runtime::argmax(o).unwrap_or(0))

@@ -52,7 +52,7 @@ pub fn cmd_detect(a: &DetectArgs) -> anyhow::Result<Vec<DetectRow>> {
         CANVAS_SEEDS.1,
     );
     let t = std::time::Instant::now();
-    let outs = run_int8(&blob, &test)?;
+    let outs = run_int8(&m, &test)?;
     let preds: Vec<Vec<crate::data::metrics::Pred>> = outs
         .iter()
         .enumerate()

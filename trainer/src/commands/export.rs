@@ -4,7 +4,7 @@
 use crate::commands::data::DataArgs;
 use crate::data::source::data_name;
 use crate::deploy::export::{quantize, run_int8};
-use crate::deploy::run::test_vectors;
+use crate::deploy::run::test_vectors_for;
 use crate::train::Checkpoint;
 use anyhow::bail;
 use clap::Args;
@@ -87,11 +87,13 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
             );
         }
     }
+    // `quantize` has validated the blob (the writer loads what it writes); loaded once more
+    // here to run it, and that one model serves the accuracy, the decoders and the vectors.
     let blob = quantize(&ck.model, &train_set, a.calibration)?;
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (arena_bytes, macs) = (rt.arena_bytes(), rt.macs());
     let out_q = rt.def().output.quant;
-    let int8 = run_int8(&blob, &test)?;
+    let int8 = run_int8(&rt, &test)?;
     let classes = ck.model.arch.classes;
     let (mut agree, mut correct_q, mut correct_f, mut max_diff) = (0usize, 0usize, 0usize, 0f32);
     let (mut iou_f, mut iou_q) = (0f64, 0f64);
@@ -149,7 +151,7 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
     }
     crate::io::write_atomic(&a.out, &blob)?;
     if let Some(p) = &a.vectors {
-        crate::io::write_atomic(p, &test_vectors(&blob, &test, a.vector_count)?)?;
+        crate::io::write_atomic(p, &test_vectors_for(&rt, &test, a.vector_count))?;
     }
     let n = test.len().max(1) as f32;
     let reference = crate::nn::arch::ArchSpec::ref_cnn();

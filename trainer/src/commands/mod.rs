@@ -83,8 +83,8 @@ pub enum Command {
     /// Faster R-CNN on the detection canvases: a region proposal network on the same feature
     /// map replaces selective search (joint training); per-epoch mAP, a checkpoint.
     FasterRcnn(TwoStageArgs),
-    /// Sliding window, selective search + R-CNN and the grid detector on the same 1,000 test
-    /// canvases: one markdown table (mAP, proposals, MACs, host time per image).
+    /// Every detector (sliding window, R-CNN, Fast and Faster R-CNN, the grid detector) on the
+    /// same 1,000 test canvases: one markdown table (mAP, proposals, MACs, host time per image).
     Compare(CompareArgs),
     /// Benchmarks that print figures (never assertions).
     Bench {

@@ -550,11 +550,10 @@ pub fn quantize_image(pixels: &[u8], q: QuantParams, out: &mut [i8]) {
     }
 }
 
-/// Runs the blob on the host runtime over `data`; returns each image's int8 output.
-pub fn run_int8(blob: &[u8], data: &Dataset) -> anyhow::Result<Vec<Vec<i8>>> {
-    let m = RtModel::from_bytes(blob).map_err(|e| anyhow::anyhow!("model blob: {e}"))?;
+/// Runs a loaded model on the host runtime over `data`; returns each image's int8 output.
+pub fn run_int8(m: &RtModel, data: &Dataset) -> anyhow::Result<Vec<Vec<i8>>> {
     let mut arena = vec![0u8; m.arena_bytes()];
-    let mut it = Interpreter::new(&m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut it = Interpreter::new(m, &mut arena).map_err(|e| anyhow::anyhow!("{e}"))?;
     let q = m.def().input.quant;
     let mut outs = Vec::with_capacity(data.len());
     for i in 0..data.len() {
