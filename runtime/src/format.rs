@@ -171,6 +171,14 @@ impl Iterator for Channels<'_> {
         let r = self.requant.next()?;
         Some(decode_channel(b, r))
     }
+
+    /// Skips `n` channels without decoding them (kernels start at a block's first channel).
+    #[inline(always)]
+    fn nth(&mut self, n: usize) -> Option<(i32, Requant)> {
+        let b = self.bias.nth(n)?;
+        let r = self.requant.nth(n)?;
+        Some(decode_channel(b, r))
+    }
 }
 
 /// Height, width, channels of an NHWC activation (batch is always 1 on the device).

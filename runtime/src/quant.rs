@@ -172,6 +172,12 @@ fn offset_clamp(v: i32, zero_point: i32, act_min: i32, act_max: i32) -> i8 {
     v.saturating_add(zero_point).max(act_min).min(act_max) as i8
 }
 
+/// `(a * b + 2^31) >> 32`, SMMULR on the DSP extension.
+#[inline(always)]
+fn rounding_high_mul(a: i32, b: i32) -> i32 {
+    ((a as i64 * b as i64 + (1 << 31)) >> 32) as i32
+}
+
 /// A [`Requant`] prepared for many accumulators (a kernel's per-channel table): the usual
 /// case, a total right shift `t = 31 - shift >= 33`, becomes one 32x32->64 multiply, a
 /// round-constant add and a 32-bit shift (see [`Requant::apply`]); other multipliers keep the
@@ -227,6 +233,27 @@ impl Prepared {
         }
     }
 
+    /// [`Rounding::Double`] for a layer whose accumulators all satisfy `|acc| < 2^30` (its
+    /// biases and tap count bound them so: `Stage::small_acc`). With a right shift `e >= 1`
+    /// the two roundings become one rounding high multiply of `2 * acc` (exact, as `|2 acc| <
+    /// 2^31`: SMMULR on the DSP) and one add-and-shift that rounds half away from zero, equal
+    /// bit for bit to [`apply_double`](Self::apply_double) of [`double`](Self::double)'s form,
+    /// which other shifts keep. Only for [`apply_double`](Self::apply_double) and
+    /// [`to_i8_double`](Self::to_i8_double), and only for such accumulators.
+    #[inline(always)]
+    pub fn double_small(rq: Requant) -> Prepared {
+        if (-31..=-1).contains(&rq.shift) {
+            let e = rq.shift.unsigned_abs();
+            Prepared {
+                multiplier: rq.multiplier,
+                add: 1 << (e - 1),
+                shift: e,
+            }
+        } else {
+            Prepared::double(rq)
+        }
+    }
+
     /// Equal to `Requant::to_i8_with(Rounding::Double, ..)` of the multiplier it was made from
     /// with [`Rounding::Double`] (a kernel that knows the model's rounding calls this one
     /// directly, inline, instead of [`to_i8`](Self::to_i8)'s out-of-line general path).
@@ -239,6 +266,13 @@ impl Prepared {
     /// `Requant::apply_double`), inline for the kernels.
     #[inline(always)]
     pub fn apply_double(self, acc: i32) -> i32 {
+        if self.shift != 0 {
+            // `double_small`'s form: `x = (2 acc m + 2^31) >> 32` is SaturatingRoundingDoubling
+            // HighMul's `(acc m + 2^30) >> 31`; `(x + 2^(e-1) - (x < 0)) >> e` is
+            // RoundingDivideByPOT (ties away from zero); no term overflows for |acc| < 2^30.
+            let x = rounding_high_mul(acc.wrapping_shl(1), self.multiplier);
+            return (x + self.add + (x >> 31)) >> self.shift;
+        }
         let e = (self.add - DOUBLE_TAG) as u32;
         if e < 32 {
             // SaturatingRoundingDoublingHighMul, then RoundingDivideByPOT(., e) with the
@@ -612,6 +646,43 @@ mod tests {
             let p = Prepared::new(r, Rounding::Double);
             proptest::prop_assert_eq!(p.apply_double(acc), tflite_mbqm(acc, m, shift));
             proptest::prop_assert_eq!(p.apply(acc), tflite_mbqm(acc, m, shift));
+        }
+
+        /// `double_small`'s one-multiply form equals TensorFlow Lite's code for every
+        /// accumulator it is made for (`|acc| < 2^30`), every multiplier and every shift.
+        #[test]
+        fn double_small_matches_tflite(
+            acc in -(1i32 << 30) + 1..(1i32 << 30),
+            m in 0i32..=i32::MAX,
+            shift in MIN_SHIFT..=MAX_SHIFT,
+        ) {
+            let r = Requant { multiplier: m, shift };
+            let p = Prepared::double_small(r);
+            proptest::prop_assert_eq!(p.apply_double(acc), tflite_mbqm(acc, m, shift));
+            proptest::prop_assert_eq!(
+                p.to_i8_double(acc, -5, -128, 127),
+                r.to_i8_with(Rounding::Double, acc, -5, -128, 127)
+            );
+        }
+
+        /// Ties of the second rounding (RoundingDivideByPOT), where away-from-zero and
+        /// half-up differ: with `m = 2^30` the high multiply gives `x = floor((acc + 1) / 2)`,
+        /// so `acc = 2x - 1` and `2x` for `x = odd * 2^(e - 1)`, both signs.
+        #[test]
+        fn double_small_rounds_ties_as_tflite(
+            odd in 0i32..(1 << 8),
+            e in 1u32..=21,
+            negative: bool,
+            lower: bool,
+        ) {
+            let x = (2 * odd + 1) << (e - 1);
+            let x = if negative { -x } else { x };
+            let acc = if lower { 2 * x - 1 } else { 2 * x };
+            let r = Requant { multiplier: 1 << 30, shift: -(e as i32) };
+            proptest::prop_assert_eq!(
+                Prepared::double_small(r).apply_double(acc),
+                tflite_mbqm(acc, 1 << 30, -(e as i32))
+            );
         }
     }
 }

@@ -197,7 +197,7 @@ pub(crate) fn prepare<'a>(
     }
     let (weights, stage, in_zp) = (
         as_i8(cv.weights),
-        stage(&cv.output, rounding),
+        stage(&cv.output, rounding, taps),
         cv.input_zero_point,
     );
     Ok(Checked {

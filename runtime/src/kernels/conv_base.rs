@@ -166,7 +166,7 @@ impl Block {
         let chs = st.channels().skip(start).take(len.min(CH_BLOCK));
         for ((b, r), (bias, rq)) in self.bias.iter_mut().zip(self.rq.iter_mut()).zip(chs) {
             *b = bias;
-            *r = Prepared::new(rq, st.rounding);
+            *r = st.prepare(rq);
         }
         self.start = start;
         self.len = len;

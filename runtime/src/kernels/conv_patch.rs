@@ -5,7 +5,7 @@
 use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
 use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::Stage;
-use crate::quant::{Prepared, Rounding};
+use crate::quant::Rounding;
 
 /// Conv outputs computed together: each weight word is loaded and sign-extended once for
 /// `LANES` receptive fields (the pixels of one pooling window, or neighbouring outputs).
@@ -194,7 +194,7 @@ fn unpooled(
             let acc = dot_lanes(patch, weights, oc * taps, taps, bias);
             if double {
                 // TensorFlow Lite's rounding: decoded once for the four lanes, inline.
-                let p = Prepared::double(rq);
+                let p = st.prepare_double(rq);
                 for (lane, &a) in acc.iter().enumerate().take(k_n) {
                     if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
                         *o = p.to_i8_double(a, st.zero_point, st.act_min, st.act_max);

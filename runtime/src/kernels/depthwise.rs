@@ -1,7 +1,7 @@
 //! Depthwise convolution (depth multiplier 1), by blocks of channels.
 
 use super::conv_base::{Block, ConvGeom, CH_BLOCK};
-use super::dsp::{dw3x3, dw3x3_taps, dw_tap, pair};
+use super::dsp::{dw3x3, dw3x3_taps, pair};
 use super::Stage;
 use crate::quant::{Prepared, Rounding};
 
@@ -17,7 +17,8 @@ pub fn depthwise_conv2d(
     st: &Stage,
     output: &mut [i8],
 ) {
-    if g.pool_k == 1 && g.pool_s == 1 && g.k_h == 3 && g.k_w == 3 && g.in_c.is_multiple_of(4) {
+    let dw3 = g.k_h == 3 && g.k_w == 3 && g.in_h >= 3 && g.in_w >= 3;
+    if g.pool_k == 1 && g.pool_s == 1 && dw3 && g.in_c.is_multiple_of(4) {
         depthwise_3x3(input, in_zp, weights, g, st, output);
     } else if g.pool_k == 1 && g.pool_s == 1 {
         depthwise_blocks(input, in_zp, weights, g, st, output);
@@ -93,11 +94,60 @@ fn depthwise_blocks(
 /// block's biases and multipliers) well below the stack guard's 1 KiB.
 const DW_BLOCK: usize = 8;
 
-/// [`depthwise_blocks`] for 3x3 windows over channels in fours, on the DSP path: per block
-/// of [`DW_BLOCK`] channels the taps' weights are sign-extended once, then every window takes four
-/// channels per tap word (a whole window in one call of [`dw3x3`], a window the padding clips
-/// tap by tap). Its own function: its frame (the pre-extended taps) stays below the stack
-/// guard's 1 KiB, as every frame must.
+/// Where a 3x3 window's rows (or columns) sit along one axis: it reads the three input rows
+/// from `base`, and its weight row `r` is kernel row `r + d` when that lies in `lo..hi` (the
+/// rows the padding leaves), else zero. An unclipped window has `d = 0` and `lo..hi = 0..3`;
+/// a clipped one reads the nearest three rows inside the image and zeroes the taps it must
+/// skip, so every window is one whole-window call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Axis {
+    d: isize,
+    lo: usize,
+    hi: usize,
+}
+
+impl Axis {
+    /// Output `o` along an axis of `n >= 3` input rows with stride `s` and padding `p`.
+    #[inline(always)]
+    fn at(o: usize, s: usize, p: usize, n: usize) -> (Axis, usize) {
+        let i0 = (o * s) as isize - p as isize;
+        let lo = (-i0).max(0) as usize;
+        let hi = ((n as isize - i0).clamp(0, 3) as usize).max(lo);
+        let base = i0.clamp(0, n as isize - 3);
+        (
+            Axis {
+                d: base - i0,
+                lo,
+                hi,
+            },
+            base as usize,
+        )
+    }
+
+    /// The kernel row weight row `r` takes, if any.
+    #[inline(always)]
+    fn tap(self, r: usize) -> Option<usize> {
+        let k = r as isize + self.d;
+        (k >= self.lo as isize && k < self.hi as isize).then_some(k as usize)
+    }
+
+    /// The end of the run of outputs from `o` that share `o`'s placement.
+    fn run_end(o: usize, out: usize, s: usize, p: usize, n: usize) -> usize {
+        let first = Axis::at(o, s, p, n).0;
+        let mut e = o + 1;
+        while e < out && Axis::at(e, s, p, n).0 == first {
+            e += 1;
+        }
+        e
+    }
+}
+
+/// [`depthwise_blocks`] for 3x3 windows over channels in fours on an input of at least 3x3,
+/// on the DSP path. Per block of [`DW_BLOCK`] channels and per run of windows the padding
+/// clips alike (the inside, each edge, each corner: [`Axis`]), the taps' weights are
+/// sign-extended once, zero where the padding clips; then every window takes four channels
+/// per tap word in one call of [`dw3x3`]. Its own function: its frame (the pre-extended
+/// taps) stays below the stack guard's 1 KiB, as every frame must.
 #[inline(never)]
 fn depthwise_3x3(
     input: &[i8],
@@ -114,66 +164,71 @@ fn depthwise_3x3(
     let mut taps = [[0u32; 18]; DW_BLOCK / 4];
     let mut bias = [0i32; DW_BLOCK];
     let mut rq = [Prepared::default(); DW_BLOCK];
-    let mut acc = [0i32; DW_BLOCK];
+    let (sy, py, ny) = (g.stride_h, g.pad_top, g.in_h);
+    let (sx, px, nx) = (g.stride_w, g.pad_left, g.in_w);
     let mut c0 = 0;
     while c0 < c_n {
         let cb = DW_BLOCK.min(c_n - c0);
         let chs = st.channels().skip(c0).take(cb);
         for ((b, r), (bv, rv)) in bias.iter_mut().zip(rq.iter_mut()).zip(chs) {
             *b = bv;
-            *r = Prepared::new(rv, st.rounding);
+            *r = st.prepare(rv);
         }
-        for (q, t) in taps.iter_mut().enumerate().take(cb / 4) {
-            let Some(w) = dw3x3_taps(weights, c_n, c0 + 4 * q) else {
-                return; // unreachable: the weights' length was validated
-            };
-            *t = w;
-        }
-        let acc = &mut acc[..cb];
-        for oy in 0..g.out_h {
-            for ox in 0..g.out_w {
-                let (iy0, ix0, ky_lo, ky_hi, kx_lo, kx_hi) = g.window(oy, ox);
-                let at = (oy * g.out_w + ox) * c_n + c0;
-                acc.copy_from_slice(&bias[..cb]);
-                if ky_lo == 0 && ky_hi == 3 && kx_lo == 0 && kx_hi == 3 {
-                    // The whole window is inside: iy0, ix0 >= 0.
-                    let xo = (iy0 as usize * g.in_w + ix0 as usize) * c_n + c0;
-                    for (q, a4) in acc.chunks_exact_mut(4).enumerate() {
-                        let x = input.get(xo + 4 * q..).unwrap_or_default();
-                        let a = dw3x3(x, c_n, rs, &taps[q], nzp, [a4[0], a4[1], a4[2], a4[3]]);
-                        a4.copy_from_slice(&a);
+        let mut oy = 0;
+        while oy < g.out_h {
+            let oy_end = Axis::run_end(oy, g.out_h, sy, py, ny);
+            let ay = Axis::at(oy, sy, py, ny).0;
+            let mut ox = 0;
+            while ox < g.out_w {
+                let ox_end = Axis::run_end(ox, g.out_w, sx, px, nx);
+                let ax = Axis::at(ox, sx, px, nx).0;
+                // Where each window tap's weights start (a kernel tap's), if anywhere.
+                let mut offsets = [None; 9];
+                for (t, o) in offsets.iter_mut().enumerate() {
+                    if let (Some(ky), Some(kx)) = (ay.tap(t / 3), ax.tap(t % 3)) {
+                        *o = Some((3 * ky + kx) * c_n);
                     }
-                } else {
-                    // A window the padding clips: its taps one by one.
-                    for ky in ky_lo..ky_hi {
-                        let iy = (iy0 + ky as isize) as usize;
-                        for kx in kx_lo..kx_hi {
-                            let ix = (ix0 + kx as isize) as usize;
-                            let xo = (iy * g.in_w + ix) * c_n + c0;
-                            let t = 2 * (ky * 3 + kx);
-                            for (q, a4) in acc.chunks_exact_mut(4).enumerate() {
-                                let x = input.get(xo + 4 * q..).unwrap_or_default();
-                                let w = taps[q].get(t..).unwrap_or_default();
-                                let a = dw_tap(x, w, nzp, [a4[0], a4[1], a4[2], a4[3]]);
-                                a4.copy_from_slice(&a);
+                }
+                for (q, t) in taps.iter_mut().enumerate().take(cb / 4) {
+                    let Some(w) = dw3x3_taps(weights, c0 + 4 * q, &offsets) else {
+                        return; // unreachable: the weights' length was validated
+                    };
+                    *t = w;
+                }
+                // Within a run the placement is fixed, so the first input row and column
+                // step with the stride.
+                let (iy_run, ix_run) = (Axis::at(oy, sy, py, ny).1, Axis::at(ox, sx, px, nx).1);
+                for y in oy..oy_end {
+                    let iy = iy_run + (y - oy) * sy;
+                    for x in ox..ox_end {
+                        let ix = ix_run + (x - ox) * sx;
+                        let xo = (iy * g.in_w + ix) * c_n + c0;
+                        let at = (y * g.out_w + x) * c_n + c0;
+                        let (Some(xs), Some(out)) = (input.get(xo..), output.get_mut(at..at + cb))
+                        else {
+                            return; // unreachable for a validated geometry
+                        };
+                        // Four channels at a time: the window's sums start from the biases
+                        // and go straight to their requantization.
+                        let groups = out.chunks_exact_mut(4).zip(bias.chunks_exact(4));
+                        for (q, ((o4, b4), r4)) in groups.zip(rq.chunks_exact(4)).enumerate() {
+                            let x4 = xs.get(4 * q..).unwrap_or_default();
+                            let a = dw3x3(x4, c_n, rs, &taps[q], nzp, [b4[0], b4[1], b4[2], b4[3]]);
+                            if double {
+                                for ((o, &a), &r) in o4.iter_mut().zip(&a).zip(r4) {
+                                    *o = r.to_i8_double(a, st.zero_point, st.act_min, st.act_max);
+                                }
+                            } else {
+                                for ((o, &a), &r) in o4.iter_mut().zip(&a).zip(r4) {
+                                    *o = st.finish_prepared(a, r);
+                                }
                             }
                         }
                     }
                 }
-                let Some(out) = output.get_mut(at..at + cb) else {
-                    return;
-                };
-                let rq = &rq[..cb];
-                if double {
-                    for ((o, &a), &q) in out.iter_mut().zip(acc.iter()).zip(rq) {
-                        *o = q.to_i8_double(a, st.zero_point, st.act_min, st.act_max);
-                    }
-                } else {
-                    for ((o, &a), &q) in out.iter_mut().zip(acc.iter()).zip(rq) {
-                        *o = st.finish_prepared(a, q);
-                    }
-                }
+                ox = ox_end;
             }
+            oy = oy_end;
         }
         c0 += cb;
     }

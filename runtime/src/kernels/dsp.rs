@@ -94,16 +94,20 @@ pub fn fc3(x: &[i8], w: &[i8], stride: usize, nzp: u32, acc: [i32; 3]) -> [i32; 
 pub type Dw3Taps = [u32; 18];
 
 /// The four-channel weight word of each tap (`weights` `[3, 3, cn]`, channels `c..c + 4`),
-/// pre-extended for [`dw3x3`]; `None` if `weights` is too short.
+/// pre-extended for [`dw3x3`]: window tap `t` takes the weights at `offsets[t] + c` (a kernel
+/// tap's `(3 ky + kx) * cn`), or zero where it is `None` (a tap the padding clips). `None` if
+/// `weights` is too short.
 #[inline(always)]
-pub fn dw3x3_taps(weights: &[i8], cn: usize, c: usize) -> Option<Dw3Taps> {
+pub fn dw3x3_taps(weights: &[i8], c: usize, offsets: &[Option<usize>; 9]) -> Option<Dw3Taps> {
     let mut out = [0u32; 18];
-    for (t, pair) in out.chunks_exact_mut(2).enumerate() {
-        let at = t.checked_mul(cn)?.checked_add(c)?;
-        let b = weights.get(at..at.checked_add(4)?)?;
-        let word = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
-        pair[0] = sxtb16(word);
-        pair[1] = sxtb16_ror8(word);
+    for (pair, off) in out.chunks_exact_mut(2).zip(offsets) {
+        if let Some(at) = off {
+            let at = at.checked_add(c)?;
+            let b = weights.get(at..at.checked_add(4)?)?;
+            let word = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+            pair[0] = sxtb16(word);
+            pair[1] = sxtb16_ror8(word);
+        }
     }
     Some(out)
 }
@@ -123,16 +127,6 @@ pub fn dw3x3(x: &[i8], cn: usize, rs: usize, w: &Dw3Taps, nzp: u32, acc: [i32; 4
         .and_then(|v| v.checked_add(4));
     match need {
         Some(n) if x.len() >= n => imp::dw3x3(x, cn, rs, w, nzp, acc),
-        _ => acc,
-    }
-}
-
-/// One tap of [`dw3x3`] (a window clipped by the padding runs its taps one by one): `x` at the
-/// tap's input pixel, channel `c`; `w` the tap's two pre-extended words.
-#[inline(always)]
-pub fn dw_tap(x: &[i8], w: &[u32], nzp: u32, acc: [i32; 4]) -> [i32; 4] {
-    match (x.get(..4), w.get(..2)) {
-        (Some(x), Some(w)) => imp::dw_tap(x, w, nzp, acc),
         _ => acc,
     }
 }
@@ -311,37 +305,6 @@ mod imp {
             );
         }
         m
-    }
-    /// `x` at least 4 bytes, `w` at least 2 words (checked by the caller).
-    #[inline(always)]
-    pub fn dw_tap(x: &[i8], w: &[u32], nzp: u32, acc: [i32; 4]) -> [i32; 4] {
-        let [mut a0, mut a1, mut a2, mut a3] = acc;
-        // SAFETY: reads four bytes of `x` and two words of `w`, within the caller's bounds.
-        unsafe {
-            core::arch::asm!(
-                "ldr {x}, [{xp}]",
-                "sxtab16 {t}, {nzp}, {x}",
-                "sxtab16 {x}, {nzp}, {x}, ror #8",
-                "ldr {w}, [{wp}]",
-                "smlabb {a0}, {t}, {w}, {a0}",
-                "smlatt {a2}, {t}, {w}, {a2}",
-                "ldr {w}, [{wp}, #4]",
-                "smlabb {a1}, {x}, {w}, {a1}",
-                "smlatt {a3}, {x}, {w}, {a3}",
-                x = out(reg) _,
-                t = out(reg) _,
-                w = out(reg) _,
-                xp = in(reg) x.as_ptr(),
-                wp = in(reg) w.as_ptr(),
-                nzp = in(reg) nzp,
-                a0 = inout(reg) a0,
-                a1 = inout(reg) a1,
-                a2 = inout(reg) a2,
-                a3 = inout(reg) a3,
-                options(readonly, nostack),
-            );
-        }
-        [a0, a1, a2, a3]
     }
     /// `x` at least `2 * rs + 2 * cn + 4` bytes (checked by the caller).
     #[inline(always)]
@@ -648,16 +611,6 @@ mod imp {
                 *a = smlad(xo, sxtb16_ror8(w), smlad(xe, sxtb16(w), *a));
             }
         }
-        acc
-    }
-    #[inline(always)]
-    pub fn dw_tap(x: &[i8], w: &[u32], nzp: u32, mut acc: [i32; 4]) -> [i32; 4] {
-        let word = u32::from_le_bytes([x[0] as u8, x[1] as u8, x[2] as u8, x[3] as u8]);
-        let (xe, xo) = (sxtab16(nzp, word), sxtab16_ror8(nzp, word));
-        acc[0] += lo(xe) * lo(w[0]);
-        acc[2] += hi(xe) * hi(w[0]);
-        acc[1] += lo(xo) * lo(w[1]);
-        acc[3] += hi(xo) * hi(w[1]);
         acc
     }
     /// The device's pairing: SXTAB16 of the input word and SMLABB / SMLATT with the

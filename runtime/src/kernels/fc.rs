@@ -134,7 +134,7 @@ pub(crate) fn prepare<'a>(
             out_features: n_out,
             in_zp: fc.input_zero_point,
             weights: as_i8(fc.weights),
-            stage: stage(&fc.output, rounding),
+            stage: stage(&fc.output, rounding, n_in),
         },
         out: shape(1, 1, n_out, li)?,
         macs: (n_in * n_out) as u64,

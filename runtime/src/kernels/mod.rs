@@ -45,7 +45,7 @@ pub(crate) fn as_i8(b: &[u8]) -> &[i8] {
 }
 
 pub use crate::format::{decode_channel, Channels};
-use crate::quant::{Requant, Rounding};
+use crate::quant::{Prepared, Requant, Rounding};
 
 /// Most multiply-accumulates feeding one accumulator (see the module doc).
 pub const MAX_TAPS: usize = 16_384;
@@ -72,6 +72,22 @@ pub struct Stage<'a> {
     pub act_max: i32,
     /// The model's rounding.
     pub rounding: Rounding,
+    /// Every accumulator of the layer satisfies `|acc| < 2^30` ([`small_acc`]), so
+    /// [`Rounding::Double`] takes [`Prepared::double_small`]'s one-multiply form.
+    pub small_acc: bool,
+}
+
+/// Whether every accumulator of a layer with these biases (i32 LE) and `taps` terms each
+/// satisfies `|acc| < 2^30`: `max |bias| + taps * 255 * 128` (the largest `|x - zp|` times the
+/// largest `|w|`) below it.
+pub fn small_acc(bias: &[u8], taps: usize) -> bool {
+    let max_bias = bias
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]).unsigned_abs() as u64)
+        .max()
+        .unwrap_or(0);
+    let terms = (taps as u64).saturating_mul(255 * 128);
+    max_bias.saturating_add(terms) < 1 << 30
 }
 
 impl Stage<'_> {
@@ -99,6 +115,26 @@ impl Stage<'_> {
             self.act_min,
             self.act_max,
         )
+    }
+
+    /// `rq` prepared for many accumulators of this layer, in the model's rounding.
+    #[inline(always)]
+    pub fn prepare(&self, rq: Requant) -> Prepared {
+        match self.rounding {
+            Rounding::Single => Prepared::new(rq, Rounding::Single),
+            Rounding::Double => self.prepare_double(rq),
+        }
+    }
+
+    /// [`prepare`](Self::prepare) for [`Rounding::Double`]: the one-multiply form when the
+    /// layer's accumulators allow it (inline; the general form is out of line).
+    #[inline(always)]
+    pub fn prepare_double(&self, rq: Requant) -> Prepared {
+        if self.small_acc {
+            Prepared::double_small(rq)
+        } else {
+            Prepared::double(rq)
+        }
     }
 
     /// [`finish`](Self::finish) with a multiplier prepared once for many accumulators.

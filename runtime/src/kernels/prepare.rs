@@ -106,9 +106,15 @@ pub(crate) fn check_stage(
     Ok(st.bias.len() + st.requant.len())
 }
 
-pub(crate) fn stage<'a>(o: &OutputStage<'a>, rounding: crate::quant::Rounding) -> Stage<'a> {
+/// The kernels' view of a checked output stage with `taps` terms per accumulator.
+pub(crate) fn stage<'a>(
+    o: &OutputStage<'a>,
+    rounding: crate::quant::Rounding,
+    taps: usize,
+) -> Stage<'a> {
     Stage {
         rounding,
+        small_acc: super::small_acc(o.bias, taps),
         bias: o.bias,
         requant: o.requant,
         zero_point: o.zero_point as i32,

@@ -235,9 +235,10 @@ mod tests {
     }
 
     impl StageCase {
-        /// The first `n` channels as a kernel's [`Stage`].
-        fn stage(&self, n: usize) -> Stage<'_> {
+        /// The first `n` channels as a kernel's [`Stage`] with `taps` terms per accumulator.
+        fn stage(&self, n: usize, taps: usize) -> Stage<'_> {
             Stage {
+                small_acc: super::super::small_acc(&self.bias[..4 * n], taps),
                 bias: &self.bias[..4 * n],
                 requant: &self.rq[..8 * n],
                 zero_point: self.zp as i32,
@@ -260,7 +261,8 @@ mod tests {
         }
     }
 
-    /// Random output stages of `n` channels: biases mostly small, sometimes up to the bound
+    /// Random output stages of `n` channels: biases mostly small (in half the cases all of
+    /// them), sometimes up to the bound
     /// every layer accepts; every valid multiplier (0, or [2^30, 2^31)) over the whole shift
     /// range (above 0 included), weighted towards the shifts real layers use (-14..-4); both
     /// roundings; clamps of the whole range, a ReLU at the zero point, or any `lo <= hi`
@@ -281,9 +283,16 @@ mod tests {
             any::<i8>(),
             (0u8..4, any::<i8>(), any::<i8>()),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(b, r, zp, (clamp, a, c), double)| {
-                let bias = b.iter().flat_map(|v| v.to_le_bytes()).collect();
+            .prop_map(|(b, r, zp, (clamp, a, c), double, all_small)| {
+                // Half the cases keep every bias small, so that wide layers also take the
+                // kernels' small-accumulator requantization (`Stage::small_acc`).
+                let bias = b
+                    .iter()
+                    .map(|&v| if all_small { v % 20_000 } else { v })
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect();
                 let rq = r
                     .iter()
                     .flat_map(|&(m, s)| {
@@ -319,6 +328,7 @@ mod tests {
 
     fn stage<'a>(bias: &'a [u8], rq: &'a [u8], zp: i8, relu: bool) -> Stage<'a> {
         Stage {
+            small_acc: false,
             bias,
             requant: rq,
             zero_point: zp as i32,
@@ -393,26 +403,24 @@ mod tests {
     /// loop), no pool.
     fn dw3x3_case() -> impl Strategy<Value = ConvCase> {
         (
-            3usize..10,
-            3usize..10,
+            1usize..10,
+            1usize..10,
             1usize..10,
             1usize..3,
             1usize..3,
-            0u8..2,
+            [0u8..3, 0u8..3, 0u8..3, 0u8..3],
         )
-            .prop_filter_map("valid geometry", |(h, w, groups, sh, sw, p)| {
+            .prop_filter_map("valid geometry", |(h, w, groups, sh, sw, [t, l, b, r])| {
                 let c = 4 * groups;
-                ConvGeom::new(
-                    h,
-                    w,
-                    c,
-                    c,
-                    3,
-                    3,
-                    (sh, sw),
-                    crate::format::Padding::uniform(p),
-                    None,
-                )
+                // Any padding on each side, as TensorFlow's SAME pads (one-sided when the
+                // stride leaves one row over), and inputs smaller than the window.
+                let pad = crate::format::Padding {
+                    top: t,
+                    left: l,
+                    bottom: b,
+                    right: r,
+                };
+                ConvGeom::new(h, w, c, c, 3, 3, (sh, sw), pad, None)
             })
             .prop_flat_map(|g| {
                 (
@@ -432,7 +440,7 @@ mod tests {
         fn conv2d_matches_reference(c in conv_case(false), s in stage_bytes(8)) {
             // A fused pool needs a monotonic requantization (the loader's rule).
             let s = if c.g.pool_k > 1 || c.g.pool_s > 1 { s.monotonic() } else { s };
-            let st = s.stage(c.g.out_c);
+            let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w * c.g.in_c);
             let mut out = vec![0i8; c.g.output_len()];
             let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
             let mut scratch = vec![0u32; conv2d_scratch_words(&c.g)];
@@ -443,7 +451,7 @@ mod tests {
         #[test]
         fn depthwise_matches_reference(c in conv_case(true), s in stage_bytes(8)) {
             let s = if c.g.pool_k > 1 || c.g.pool_s > 1 { s.monotonic() } else { s };
-            let st = s.stage(c.g.out_c);
+            let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
             let mut out = vec![0i8; c.g.output_len()];
             depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
@@ -451,7 +459,7 @@ mod tests {
 
         #[test]
         fn depthwise_3x3_in_fours_matches_reference(c in dw3x3_case(), s in stage_bytes(36)) {
-            let st = s.stage(c.g.out_c);
+            let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
             let mut out = vec![0i8; c.g.output_len()];
             depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
@@ -465,7 +473,7 @@ mod tests {
             wpool in proptest::collection::vec(any::<i8>(), 12 * 300),
             s in stage_bytes(12),
         ) {
-            let st = s.stage(out_n);
+            let st = s.stage(out_n, x.len());
             let w = &wpool[..out_n * x.len()];
             let mut out = vec![0i8; out_n];
             fully_connected(&x, zp as i32, w, &st, &mut out);
