@@ -195,15 +195,16 @@ fn loads_and_runs_like_the_kernels_say() {
     let out = it.output().to_vec();
 
     let i8s = |v: &[u8]| v.iter().map(|&b| b as i8).collect::<Vec<i8>>();
-    let st = |bias, requant, zero_point| Stage {
-        bias,
-        requant,
-        zero_point,
-        act_min: -128,
-        act_max: 127,
-        rounding: runtime::Rounding::Single,
+    let st = |bias, requant, zero_point, taps| {
+        Stage::new(
+            bias,
+            requant,
+            (zero_point, -128, 127),
+            runtime::Rounding::Single,
+            taps,
+        )
     };
-    let s0 = st(&o.cb, &o.cr, -128);
+    let s0 = st(&o.cb, &o.cr, -128, 9);
     let g0 = ConvGeom::new(6, 6, 1, 2, 3, 3, (1, 1), Padding::uniform(1), Some((2, 2))).unwrap();
     let mut t1 = vec![0i8; 18];
     kernels::conv2d(&x, -128, &i8s(&o.cw), &g0, &s0, &mut t1, &mut []);
@@ -214,7 +215,7 @@ fn loads_and_runs_like_the_kernels_say() {
         -128,
         &i8s(&o.pw),
         &g1,
-        &st(&o.pb, &o.pr, -10),
+        &st(&o.pb, &o.pr, -10, 2),
         &mut t2,
         &mut [],
     );
@@ -228,7 +229,7 @@ fn loads_and_runs_like_the_kernels_say() {
     let mut t4 = vec![0i8; 36];
     kernels::concat_channels(&[&t3, &t1], 9, &mut t4);
     let mut want = vec![0i8; 3];
-    kernels::fully_connected(&t4, -128, &i8s(&o.fw), &st(&o.fb, &o.fr, 5), &mut want);
+    kernels::fully_connected(&t4, -128, &i8s(&o.fw), &st(&o.fb, &o.fr, 5, 36), &mut want);
     assert_eq!(out, want);
     assert!(
         t4.iter().any(|&v| v != -128),

@@ -73,8 +73,9 @@ pub struct Stage<'a> {
     /// The model's rounding.
     pub rounding: Rounding,
     /// Every accumulator of the layer satisfies `|acc| < 2^30` ([`small_acc`]), so
-    /// [`Rounding::Double`] takes [`Prepared::double_small`]'s one-multiply form.
-    pub small_acc: bool,
+    /// [`Rounding::Double`] takes [`Prepared::double_small`]'s one-multiply form. Private:
+    /// only [`Stage::new`] (or the loader) sets it, from the biases themselves.
+    pub(crate) small_acc: bool,
 }
 
 /// Whether every accumulator of a layer with these biases (i32 LE) and `taps` terms each
@@ -90,7 +91,26 @@ pub fn small_acc(bias: &[u8], taps: usize) -> bool {
     max_bias.saturating_add(terms) < 1 << 30
 }
 
-impl Stage<'_> {
+impl<'a> Stage<'a> {
+    /// A stage over a layer's bias bytes (i32 LE per channel) and requantization bytes with
+    /// `taps` terms per accumulator.
+    pub fn new(
+        bias: &'a [u8],
+        requant: &'a [u8],
+        (zero_point, act_min, act_max): (i32, i32, i32),
+        rounding: Rounding,
+        taps: usize,
+    ) -> Stage<'a> {
+        Stage {
+            bias,
+            requant,
+            zero_point,
+            act_min,
+            act_max,
+            rounding,
+            small_acc: small_acc(bias, taps),
+        }
+    }
     /// Bias and multiplier of output channel `c` (validated to exist at load time).
     #[inline(always)]
     pub fn channel(&self, c: usize) -> (i32, Requant) {

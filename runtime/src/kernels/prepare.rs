@@ -112,15 +112,14 @@ pub(crate) fn stage<'a>(
     rounding: crate::quant::Rounding,
     taps: usize,
 ) -> Stage<'a> {
-    Stage {
+    let clamp = (o.act_min as i32, o.act_max as i32);
+    Stage::new(
+        o.bias,
+        o.requant,
+        (o.zero_point as i32, clamp.0, clamp.1),
         rounding,
-        small_acc: super::small_acc(o.bias, taps),
-        bias: o.bias,
-        requant: o.requant,
-        zero_point: o.zero_point as i32,
-        act_min: o.act_min as i32,
-        act_max: o.act_max as i32,
-    }
+        taps,
+    )
 }
 
 /// `value <= limit`, or [`Error::LimitExceeded`].
