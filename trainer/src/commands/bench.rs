@@ -162,6 +162,15 @@ pub fn tflite(dir: &Path, device: bool, work: &Path, json: bool) -> anyhow::Resu
         );
     }
     for r in &rows {
+        if r.removed_channels > 0 {
+            println!(
+                "{}: {} output channels removed (all-zero weights, or reading only constants at \
+                 their zero point; folded into their consumers); outputs as in the row above",
+                r.name, r.removed_channels
+            );
+        }
+    }
+    for r in &rows {
         if let Some(t) = r.top1 {
             let pct = |k: usize| format!("{:.1} %", 100.0 * k as f64 / t.of as f64);
             println!(

@@ -1,7 +1,8 @@
 //! `trainer import`: a fully-int8 `.tflite` to the runtime's blob (library call
 //! `deploy::tflite::import`), then the blob's `inspect` table.
 
-use crate::deploy::tflite::import;
+use crate::deploy::prune::PruneReport;
+use crate::deploy::tflite::import_with;
 use anyhow::{anyhow, bail};
 
 /// What `trainer import` reads and writes.
@@ -15,6 +16,11 @@ pub struct ImportArgs {
     /// Model name recorded in the blob (default: the file's stem).
     #[arg(long)]
     pub name: Option<String>,
+    /// Keep output channels whose weights are all zero. By default they are removed and
+    /// folded into their consumers (exact: outputs unchanged byte for byte, checked on
+    /// seeded inputs), as MLPerf Tiny's rules allow.
+    #[arg(long)]
+    pub keep_dead_channels: bool,
     /// Also print the report as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -31,6 +37,8 @@ pub struct ImportReport {
     pub layers: usize,
     /// The `inspect` table of the blob.
     pub table: String,
+    /// Dead channels removed (none with `--keep-dead-channels`).
+    pub pruned: PruneReport,
 }
 
 /// Reads the `.tflite`, converts it, checks the blob loads, then writes it (atomically; nothing
@@ -51,7 +59,8 @@ pub fn cmd_import(a: &ImportArgs) -> anyhow::Result<ImportReport> {
         .and_then(|s| s.to_str())
         .unwrap_or("imported");
     let name = a.name.as_deref().unwrap_or(stem);
-    let blob = import(&bytes, name).with_context(|| format!("{}", a.model.display()))?;
+    let (blob, notes) = import_with(&bytes, name, !a.keep_dead_channels)
+        .with_context(|| format!("{}", a.model.display()))?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow!("the written blob does not load: {e}"))?;
     let table = crate::deploy::inspect::inspect_blob(&blob, &a.out.display().to_string())?;
@@ -64,6 +73,7 @@ pub fn cmd_import(a: &ImportArgs) -> anyhow::Result<ImportReport> {
         macs: m.macs(),
         layers: m.layer_info().len(),
         table,
+        pruned: notes.pruned,
     })
 }
 
@@ -81,6 +91,13 @@ pub fn run(a: &ImportArgs) -> anyhow::Result<()> {
         r.arena_bytes,
         r.macs
     );
+    if r.pruned.removed > 0 {
+        println!(
+            "removed {} of {} output channels whose weights are all zero (folded into their \
+             consumers; outputs unchanged on seeded inputs; --keep-dead-channels keeps them)",
+            r.pruned.removed, r.pruned.channels
+        );
+    }
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     }

@@ -4,5 +4,6 @@
 pub mod device;
 pub mod export;
 pub mod inspect;
+pub mod prune;
 pub mod run;
 pub mod tflite;

@@ -3,7 +3,7 @@
 //! `arena_used_bytes` and outputs, recorded by `scripts/tflite-fixtures.py`).
 
 use crate::deploy::device::{build_firmware, firmware_size, run_qemu, vector_file};
-use crate::deploy::tflite::import;
+use crate::deploy::tflite::{import, import_with};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,8 @@ pub struct TfliteRow {
     pub ops: Vec<String>,
     pub tflite_bytes: usize,
     pub blob_bytes: usize,
+    /// Output channels removed by dead-channel elimination (0: the model as the file has it).
+    pub removed_channels: usize,
     /// TFLM's `arena_used_bytes` (head + tail) on the x86-64 host.
     pub tflm_arena_bytes: u64,
     pub arena_bytes: usize,
@@ -90,88 +92,101 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
         };
         let tflite = read("tflite")?;
         let meta: serde_json::Value = serde_json::from_slice(&read("json")?)?;
-        let blob = import(&tflite, &name).with_context(|| name.clone())?;
-        let m = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-        let (inputs, tflm) = (read("inputs.bin")?, read("tflm.bin")?);
-        let (n_in, n_out) = (m.input_len(), m.output_len());
-        let n = inputs.len() / n_in;
-        if tflm.len() != n * n_out {
-            bail!(
-                "{name}: {} output bytes for {n} inputs of {n_out}",
-                tflm.len()
-            );
+        // As the file has it, and (where it removes anything) without its dead channels.
+        let full = import(&tflite, &name).with_context(|| name.clone())?;
+        let (pruned, notes) = import_with(&tflite, &name, true).with_context(|| name.clone())?;
+        let mut variants = vec![(name.clone(), full, 0)];
+        if notes.pruned.removed > 0 {
+            let label = format!("{name} (dead channels removed)");
+            variants.push((label, pruned, notes.pruned.removed));
         }
-        let tflm: Vec<Vec<i8>> = tflm
-            .chunks_exact(n_out)
-            .map(|c| c.iter().map(|&b| b as i8).collect())
-            .collect();
-        let xs: Vec<Vec<i8>> = inputs
-            .chunks_exact(n_in)
-            .map(|c| c.iter().map(|&b| b as i8).collect())
-            .collect();
-        let host = crate::deploy::device::host_outputs(&blob, &xs)?;
-        let host_equal = host.iter().zip(&tflm).filter(|(a, b)| a == b).count();
-        let labels = match std::fs::read(dir.join(format!("{name}.labels.bin"))) {
-            Ok(l) if l.len() == n => Some(l),
-            Ok(l) => bail!("{name}: {} labels for {n} inputs", l.len()),
-            Err(_) => None,
-        };
-        let mut row = TfliteRow {
-            name: name.clone(),
-            ops: meta["ops"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|o| o.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            tflite_bytes: tflite.len(),
-            blob_bytes: blob.len(),
-            tflm_arena_bytes: json_u64(&meta, "arena_used_bytes")?,
-            arena_bytes: m.arena_bytes(),
-            activation_bytes: m.arena_figures().activation_peak_bytes,
-            macs: m.macs(),
-            inputs: n,
-            host_equal,
-            device_equal: None,
-            instructions: None,
-            stack_bytes: None,
-            static_ram_bytes: None,
-            top1: labels.as_ref().map(|l| Top1 {
-                of: n,
-                host: right(&host, l),
-                tflm: right(&tflm, l),
-                device: None,
-            }),
-            elf: None,
-        };
-        if device {
-            let d = work.join(&name);
-            std::fs::create_dir_all(&d)?;
-            crate::io::write_atomic(&d.join("model.bin"), &blob)?;
-            crate::io::write_atomic(&d.join("inputs.bin"), &vector_file(n_in, &inputs))?;
-            let elf = build_firmware(&d.join("model.bin"), &d.join("inputs.bin"), &d)?;
-            let run = run_qemu(&elf)?;
-            if run.status != 0 {
-                bail!("{name}: the firmware exited {}: {}", run.status, run.stdout);
+        for (label, blob, removed) in variants {
+            let name = label;
+            let m =
+                runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+            let (inputs, tflm) = (read("inputs.bin")?, read("tflm.bin")?);
+            let (n_in, n_out) = (m.input_len(), m.output_len());
+            let n = inputs.len() / n_in;
+            if tflm.len() != n * n_out {
+                bail!(
+                    "{name}: {} output bytes for {n} inputs of {n_out}",
+                    tflm.len()
+                );
             }
-            row.device_equal = Some(
-                run.outputs
-                    .iter()
-                    .zip(&tflm)
-                    .filter(|(a, b)| a == b)
-                    .count(),
-            );
-            row.instructions = run.insns.first().copied();
-            row.stack_bytes = run.stack;
-            row.static_ram_bytes = Some(firmware_size(&elf)?.1);
-            if let (Some(t), Some(l)) = (row.top1.as_mut(), labels.as_ref()) {
-                t.device = Some(right(&run.outputs, l));
+            let tflm: Vec<Vec<i8>> = tflm
+                .chunks_exact(n_out)
+                .map(|c| c.iter().map(|&b| b as i8).collect())
+                .collect();
+            let xs: Vec<Vec<i8>> = inputs
+                .chunks_exact(n_in)
+                .map(|c| c.iter().map(|&b| b as i8).collect())
+                .collect();
+            let host = crate::deploy::device::host_outputs(&blob, &xs)?;
+            let host_equal = host.iter().zip(&tflm).filter(|(a, b)| a == b).count();
+            let labels = match std::fs::read(dir.join(format!("{name}.labels.bin"))) {
+                Ok(l) if l.len() == n => Some(l),
+                Ok(l) => bail!("{name}: {} labels for {n} inputs", l.len()),
+                Err(_) => None,
+            };
+            let mut row = TfliteRow {
+                name: name.clone(),
+                ops: meta["ops"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|o| o.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                tflite_bytes: tflite.len(),
+                blob_bytes: blob.len(),
+                removed_channels: removed,
+                tflm_arena_bytes: json_u64(&meta, "arena_used_bytes")?,
+                arena_bytes: m.arena_bytes(),
+                activation_bytes: m.arena_figures().activation_peak_bytes,
+                macs: m.macs(),
+                inputs: n,
+                host_equal,
+                device_equal: None,
+                instructions: None,
+                stack_bytes: None,
+                static_ram_bytes: None,
+                top1: labels.as_ref().map(|l| Top1 {
+                    of: n,
+                    host: right(&host, l),
+                    tflm: right(&tflm, l),
+                    device: None,
+                }),
+                elf: None,
+            };
+            if device {
+                let dir = name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '_', "-");
+                let d = work.join(dir);
+                std::fs::create_dir_all(&d)?;
+                crate::io::write_atomic(&d.join("model.bin"), &blob)?;
+                crate::io::write_atomic(&d.join("inputs.bin"), &vector_file(n_in, &inputs))?;
+                let elf = build_firmware(&d.join("model.bin"), &d.join("inputs.bin"), &d)?;
+                let run = run_qemu(&elf)?;
+                if run.status != 0 {
+                    bail!("{name}: the firmware exited {}: {}", run.status, run.stdout);
+                }
+                row.device_equal = Some(
+                    run.outputs
+                        .iter()
+                        .zip(&tflm)
+                        .filter(|(a, b)| a == b)
+                        .count(),
+                );
+                row.instructions = run.insns.first().copied();
+                row.stack_bytes = run.stack;
+                row.static_ram_bytes = Some(firmware_size(&elf)?.1);
+                if let (Some(t), Some(l)) = (row.top1.as_mut(), labels.as_ref()) {
+                    t.device = Some(right(&run.outputs, l));
+                }
+                row.elf = Some(elf);
             }
-            row.elf = Some(elf);
+            rows.push(row);
         }
-        rows.push(row);
     }
     Ok(rows)
 }

@@ -19,6 +19,7 @@
 //! | RESHAPE | none: a flatten is free in NHWC |
 //! | QUANTIZE / DEQUANTIZE at the model's edges | the blob's input / output quantization |
 
+use crate::deploy::prune::{prune_dead_channels, PruneReport};
 use crate::deploy::tflite::ops::{Converter, Val};
 use crate::deploy::tflite::read::{activation, op_name, Graph};
 use anyhow::{anyhow, bail, Context};
@@ -34,14 +35,74 @@ pub mod read;
 
 pub use read::MAX_TFLITE_BYTES;
 
-/// Import a `.tflite` file's bytes: the blob, with TensorFlow Lite's rounding.
+/// Import a `.tflite` file's bytes: the blob, with TensorFlow Lite's rounding, every layer and
+/// channel as the file has them.
 pub fn import(bytes: &[u8], name: &str) -> anyhow::Result<Vec<u8>> {
     let g = Graph::parse(bytes)?;
-    convert(&g, name, Rounding::Double)
+    convert(&g, name, Rounding::Double)?
+        .write()
+        .map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))
 }
 
-/// The whole graph: the runtime's model definition, written as a blob.
-pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Result<Vec<u8>> {
+/// What [`import_with`] did beyond converting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct ImportNotes {
+    pub pruned: PruneReport,
+}
+
+/// [`import`], then (with `prune`) exact dead-channel elimination
+/// ([`crate::deploy::prune`]). The pruned blob is checked against the unpruned one on seeded
+/// inputs, byte for byte, before it is returned.
+pub fn import_with(
+    bytes: &[u8],
+    name: &str,
+    prune: bool,
+) -> anyhow::Result<(Vec<u8>, ImportNotes)> {
+    let g = Graph::parse(bytes)?;
+    let model = convert(&g, name, Rounding::Double)?;
+    let full = model
+        .write()
+        .map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))?;
+    if !prune {
+        return Ok((full, ImportNotes::default()));
+    }
+    let (pruned, report) = prune_dead_channels(&model)?;
+    if report.removed == 0 {
+        return Ok((full, ImportNotes::default()));
+    }
+    let blob = pruned
+        .write()
+        .map_err(|e| anyhow!("the runtime refuses the model without its dead channels: {e}"))?;
+    same_outputs(&full, &blob, 4).context("dead-channel elimination changed the outputs")?;
+    Ok((blob, ImportNotes { pruned: report }))
+}
+
+/// Both blobs give the same bytes on `n` seeded random inputs.
+pub(crate) fn same_outputs(a: &[u8], b: &[u8], n: u64) -> anyhow::Result<()> {
+    use rand::{Rng, SeedableRng};
+    let load = |bytes| runtime::Model::from_bytes(bytes).map_err(|e| anyhow!("{e}"));
+    let (ma, mb) = (load(a)?, load(b)?);
+    let (mut aa, mut ab) = (vec![0u8; ma.arena_bytes()], vec![0u8; mb.arena_bytes()]);
+    let mut ia = runtime::Interpreter::new(&ma, &mut aa).map_err(|e| anyhow!("{e}"))?;
+    let mut ib = runtime::Interpreter::new(&mb, &mut ab).map_err(|e| anyhow!("{e}"))?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
+    for k in 0..n {
+        for x in ia.input_mut() {
+            *x = rng.gen();
+        }
+        let x = ia.input_mut().to_vec();
+        ib.input_mut().copy_from_slice(&x);
+        ia.invoke().map_err(|e| anyhow!("{e}"))?;
+        ib.invoke().map_err(|e| anyhow!("{e}"))?;
+        if ia.output() != ib.output() {
+            bail!("input {k}: {:?} against {:?}", ia.output(), ib.output());
+        }
+    }
+    Ok(())
+}
+
+/// The whole graph: the runtime's model definition, not yet validated.
+pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Result<OwnedModel> {
     let sg = g.subgraph();
     let (ins, outs) = (
         sg.inputs.as_deref().unwrap_or(&[]),
@@ -137,7 +198,7 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         bail!("the model output is a PAD's output");
     }
     let out_shape = *cv.shapes.last().unwrap_or(&in_shape);
-    let model = OwnedModel {
+    Ok(OwnedModel {
         name: name.to_string(),
         input: TensorSpec {
             shape: in_shape,
@@ -152,8 +213,5 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         head: Head::Classifier {
             classes: u16::try_from(out_shape.bytes()).context("more than 65535 outputs")?,
         },
-    };
-    model
-        .write()
-        .map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))
+    })
 }
