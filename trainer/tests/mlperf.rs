@@ -48,7 +48,7 @@ fn outputs(name: &str) -> (Vec<Vec<i8>>, Vec<Vec<i8>>) {
 
 /// `blob`'s outputs on every committed input of `name`, and TFLM's.
 fn outputs_of(name: &str, blob: &[u8]) -> (Vec<Vec<i8>>, Vec<Vec<i8>>) {
-    let m = runtime::Model::from_bytes(&blob).unwrap();
+    let m = runtime::Model::from_bytes(blob).unwrap();
     let xs = rows(&fixture(name, "inputs.bin"), m.input_len());
     let ours = trainer::deploy::device::host_outputs(blob, &xs).unwrap();
     let tflm = rows(&fixture(name, "tflm.bin"), m.output_len());

@@ -280,6 +280,7 @@ fn import_command_writes_only_on_success() {
         model: good.clone(),
         out: out.clone(),
         name: None,
+        keep_dead_channels: false,
         json: false,
     })
     .unwrap();
@@ -306,6 +307,7 @@ fn import_command_writes_only_on_success() {
         model: bad,
         out: bad_out.clone(),
         name: None,
+        keep_dead_channels: false,
         json: false,
     })
     .is_err());
@@ -315,6 +317,7 @@ fn import_command_writes_only_on_success() {
         model: good.clone(),
         out: good.clone(),
         name: None,
+        keep_dead_channels: false,
         json: false,
     })
     .is_err());

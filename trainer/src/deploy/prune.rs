@@ -127,9 +127,8 @@ pub fn prune_dead_channels(m: &OwnedModel) -> anyhow::Result<(OwnedModel, PruneR
                         && cv.kernel_w == 1
                         && cv.padding == runtime::format::Padding::uniform(0)
                         && cv.pool.is_none();
-                    for c in 0..rm[t].len() {
-                        let at_zp = chans[t][c] == Ch::Const(zps[t]);
-                        if !at_zp && !pointwise {
+                    for (c, &ch) in chans[t].iter().enumerate() {
+                        if ch != Ch::Const(zps[t]) && !pointwise {
                             clear(&mut rm, t, c);
                         }
                     }
@@ -246,7 +245,7 @@ fn fc_status(
     let st = &f.output;
     let n_out = f.out_features as usize;
     if cin.is_empty()
-        || n_in % cin.len() != 0
+        || !n_in.is_multiple_of(cin.len())
         || f.weights.len() != n_in * n_out
         || channels(st).len() != n_out
     {
@@ -313,10 +312,10 @@ fn prune_conv(
     let mut add = vec![0i64; oc];
     let mut w = Vec::new();
     if depthwise {
-        for p in 0..taps {
-            for o in 0..oc {
-                if !drop_out[o] {
-                    w.push(c.weights[p * oc + o]);
+        for tap in c.weights.chunks_exact(oc.max(1)) {
+            for (&v, &d) in tap.iter().zip(drop_out) {
+                if !d {
+                    w.push(v);
                 }
             }
         }
@@ -405,7 +404,7 @@ mod tests {
 
     /// Nonzero weights, a different pattern per index.
     fn w(i: usize) -> i8 {
-        ((i * 37 + 11) % 200) as i8 - 100 | 1
+        (((i * 37 + 11) % 200) as i8 - 100) | 1
     }
 
     /// input 6x6x2 -> 1x1 conv (4 ch) -> 3x3 depthwise, padding 1 -> 3x3 conv, padding 1
