@@ -12,7 +12,9 @@
 //!   only together with the output channel (a depthwise channel reading a constant at its zero
 //!   point outputs its requantized bias: constant again, so dead channels chain through);
 //! - any other layer (add, concatenation, mean, softmax) and the model output keep every
-//!   channel.
+//!   channel;
+//! - a tensor whose channels came in fours keeps a multiple of four (the kernels' fast paths
+//!   take four channels per word), keeping its first removable channels where needed.
 //!
 //! MLPerf Tiny's rules allow this (ST's published visual wake words result uses it).
 
@@ -146,10 +148,21 @@ pub fn prune_dead_channels(m: &OwnedModel) -> anyhow::Result<(OwnedModel, PruneR
                 }
             }
         }
-        // No tensor may lose every channel.
+        // No tensor may lose every channel, and one whose channels came in fours keeps them
+        // in fours (the kernels' fast paths take four channels per word): the first
+        // removable channels stay until the count is a multiple of four again.
         for t in 0..rm.len() {
-            if !rm[t].is_empty() && rm[t].iter().all(|&r| r) {
-                clear(&mut rm, t, 0);
+            let kept = rm[t].iter().filter(|&&r| !r).count();
+            let want = if rm[t].len().is_multiple_of(4) {
+                kept.next_multiple_of(4).max(4)
+            } else {
+                kept.max(1)
+            };
+            for c in 0..rm[t].len() {
+                if rm[t].iter().filter(|&&r| !r).count() >= want {
+                    break;
+                }
+                clear(&mut rm, t, c);
             }
         }
         if !changed {
@@ -407,16 +420,18 @@ mod tests {
         (((i * 37 + 11) % 200) as i8 - 100) | 1
     }
 
-    /// input 6x6x2 -> 1x1 conv (4 ch) -> 3x3 depthwise, padding 1 -> 3x3 conv, padding 1
-    /// (3 ch) -> FC 5.
+    /// input 6x6x2 -> 1x1 conv (5 ch) -> 3x3 depthwise, padding 1 -> 3x3 conv, padding 1
+    /// (3 ch) -> FC 5 (no count a multiple of four, which pruning would keep so).
     /// The first conv's channel 1 is dead at the zero point (zero weights, negative bias under
     /// ReLU), channels 2 and 3 constant above it (zero weights, positive bias). The depthwise
     /// layer's channel 3 has zero weights and a positive bias; the last conv's channel 2 too.
     fn model() -> OwnedModel {
-        let c0: Vec<i8> = (0..8).map(|i| if i / 2 == 0 { w(i) } else { 0 }).collect();
-        let dw: Vec<i8> = (0..36).map(|i| if i % 4 == 3 { 0 } else { w(i) }).collect();
-        let c2: Vec<i8> = (0..108)
-            .map(|i| if i / 36 == 2 { 0 } else { w(i + 5) })
+        let c0: Vec<i8> = (0..10)
+            .map(|i| if i / 2 == 0 || i / 2 == 4 { w(i) } else { 0 })
+            .collect();
+        let dw: Vec<i8> = (0..45).map(|i| if i % 5 == 3 { 0 } else { w(i) }).collect();
+        let c2: Vec<i8> = (0..135)
+            .map(|i| if i / 45 == 2 { 0 } else { w(i + 5) })
             .collect();
         let fc: Vec<i8> = (0..5 * 108).map(|i| w(i + 3)).collect();
         let spec = |shape, zero_point| TensorSpec {
@@ -438,13 +453,13 @@ mod tests {
             layers: vec![
                 node(
                     0,
-                    OwnedLayer::Conv2d(conv(2, 4, 1, 0, c0, &[300, -1000, 4000, 7000])),
+                    OwnedLayer::Conv2d(conv(2, 5, 1, 0, c0, &[300, -1000, 4000, 7000, 200])),
                 ),
                 node(
                     1,
-                    OwnedLayer::DepthwiseConv2d(conv(4, 4, 3, 1, dw, &[50, -900, 60, 5000])),
+                    OwnedLayer::DepthwiseConv2d(conv(5, 5, 3, 1, dw, &[50, -900, 60, 5000, 40])),
                 ),
-                node(2, OwnedLayer::Conv2d(conv(4, 3, 3, 1, c2, &[10, 20, 6000]))),
+                node(2, OwnedLayer::Conv2d(conv(5, 3, 3, 1, c2, &[10, 20, 6000]))),
                 node(
                     3,
                     OwnedLayer::FullyConnected(OwnedFullyConnected {
@@ -480,14 +495,14 @@ mod tests {
         assert_eq!(
             report,
             PruneReport {
-                channels: 16,
+                channels: 18,
                 removed: 3
             }
         );
         let OwnedLayer::Conv2d(c0) = &p.layers[0].layer else {
             panic!()
         };
-        assert_eq!((c0.out_channels, c0.weights.len()), (3, 6));
+        assert_eq!((c0.out_channels, c0.weights.len()), (4, 8));
         let OwnedLayer::FullyConnected(fc) = &p.layers[3].layer else {
             panic!()
         };
