@@ -167,14 +167,28 @@ fn run() -> Result<(), String> {
     // Sizes the firmware's per-layer table to this model. A blob the runtime refuses (a bad
     // CRC, say) still builds, with the format's maximum: the device must report that error at
     // run time (`runtime::Model::from_bytes`), and a test shows it does.
-    let layers = match runtime::Model::from_bytes(&model) {
-        Ok(m) => m.layer_info().len(),
+    // Links only the kernels of this model's layer kinds (every kind for a refused blob, so
+    // the device reports the blob's own error).
+    let (layers, kinds, heads) = match runtime::Model::from_bytes(&model) {
+        Ok(m) => {
+            let def = runtime::decode_def(&model).map_err(|e| e.to_string())?;
+            let heads = (m.box_decoder().is_some(), m.grid_decoder().is_some());
+            (
+                m.layer_info().len(),
+                runtime::format::kinds::of(&def),
+                heads,
+            )
+        }
         Err(e) => {
             println!(
                 "cargo:warning=model blob {}: {e}; the device will refuse it",
                 model_path.display()
             );
-            runtime::format::MAX_LAYERS
+            (
+                runtime::format::MAX_LAYERS,
+                runtime::format::kinds::ALL,
+                (true, true),
+            )
         }
     };
     fs::write(out_dir.join("model.bin"), &model).map_err(|e| e.to_string())?;
@@ -275,6 +289,17 @@ fn run() -> Result<(), String> {
         "/// Layers of the model (capacity of the firmware's per-layer table)."
     );
     let _ = writeln!(cfg, "pub const LAYERS: usize = {layers};");
+    let _ = writeln!(
+        cfg,
+        "/// The model's layer kinds (`runtime::format::kinds`): the kernels linked."
+    );
+    let _ = writeln!(cfg, "pub const KINDS: u32 = {kinds:#x};");
+    let _ = writeln!(
+        cfg,
+        "/// The model's head decodes boxes / grid detections (the reporting code linked)."
+    );
+    let _ = writeln!(cfg, "pub const HEAD_BOX: bool = {};", heads.0);
+    let _ = writeln!(cfg, "pub const HEAD_GRID: bool = {};", heads.1);
     let _ = writeln!(cfg, "/// Number of embedded test inputs.");
     let _ = writeln!(cfg, "pub const INPUT_COUNT: usize = {count};");
     let _ = writeln!(cfg, "/// Bytes (int8 values) per embedded test input.");

@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use runtime::{Arena, Model};
 
-use crate::config::{ARENA_BYTES, LAYERS};
+use crate::config::{ARENA_BYTES, KINDS, LAYERS};
 
 /// The runtime's aligned arena type (kernels read it as words), in a take-once cell. Not
 /// `static_cell` as in `runtime/examples/cortex-m`: its atomics need a polyfill on Armv6-M,
@@ -37,11 +37,12 @@ pub fn take() -> Option<&'static mut [u8]> {
     Some(unsafe { (*ARENA.buf.get()).as_mut_slice() })
 }
 
-/// The loaded model's per-layer table (sized for this blob's layer count by build.rs). It
+/// The loaded model's per-layer table (sized for this blob's layer count by build.rs; only
+/// its layer kinds' kernels linked). It
 /// lives as long as the program, so it is a static like the arena rather than a stack frame
 /// that stays open the whole time.
 struct ModelCell {
-    model: UnsafeCell<Model<'static, LAYERS>>,
+    model: UnsafeCell<Model<'static, LAYERS, KINDS>>,
     taken: AtomicBool,
 }
 
@@ -54,7 +55,7 @@ static MODEL: ModelCell = ModelCell {
 };
 
 /// The (empty) model to load into, the first time; `None` afterwards.
-pub fn model() -> Option<&'static mut Model<'static, LAYERS>> {
+pub fn model() -> Option<&'static mut Model<'static, LAYERS, KINDS>> {
     if !take_once(&MODEL.taken) {
         return None;
     }

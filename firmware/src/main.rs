@@ -185,11 +185,16 @@ fn run<S: InputSource>(
 /// The `BOX` or `DET` lines of a detection model's output (nothing for a classifier). Out of
 /// line: the decoded detections take stack only while they are printed.
 #[inline(never)]
-fn report_boxes<const N: usize>(model: &Model<'_, N>, index: usize, output: &[i8]) {
-    if let Some(dec) = model.box_decoder() {
+fn report_boxes<const N: usize, const K: u32>(
+    model: &Model<'_, N, K>,
+    index: usize,
+    output: &[i8],
+) {
+    // Constants from build.rs: a classifier's firmware links neither reporter.
+    if let (true, Some(dec)) = (config::HEAD_BOX, model.box_decoder()) {
         report_box(dec, index, output);
     }
-    if let Some(dec) = model.grid_decoder() {
+    if let (true, Some(dec)) = (config::HEAD_GRID, model.grid_decoder()) {
         report_grid(dec, index, output);
     }
 }

@@ -71,6 +71,9 @@ pub enum Error {
     },
     /// A writer-side problem: a value does not fit the format (host only).
     Unencodable { what: &'static str },
+    /// The layer's kind is not among the kernels this build links (a `Model` whose kernel
+    /// set, `format::kinds`, was chosen for another model).
+    KernelNotLinked { layer: u16, kind: &'static str },
 }
 
 impl fmt::Display for Error {
@@ -154,6 +157,11 @@ impl fmt::Display for Error {
                 "layer {layer}: {what} is {value}, over the runtime's limit of {limit}"
             ),
             Error::Unencodable { what } => write!(f, "cannot encode model: {what}"),
+            Error::KernelNotLinked { layer, kind } => write!(
+                f,
+                "layer {layer}: no {kind} kernel in this build (its kernel set was chosen for \
+                 another model)"
+            ),
         }
     }
 }

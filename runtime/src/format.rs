@@ -436,6 +436,48 @@ pub mod kind {
     pub const SOFTMAX: &str = "Softmax";
 }
 
+/// Sets of layer kinds, one bit per kind: the kernels a build links. A `Model` (and its
+/// `Interpreter`) takes one as its `K` parameter (default [`kinds::ALL`]); firmware built for
+/// one model passes the kinds of that model ([`kinds::of`]) and the other kernels are not
+/// linked.
+pub mod kinds {
+    use super::{Layer, ModelDef};
+
+    pub const CONV2D: u32 = 1 << 0;
+    pub const DEPTHWISE_CONV2D: u32 = 1 << 1;
+    pub const MAX_POOL2D: u32 = 1 << 2;
+    pub const AVG_POOL2D: u32 = 1 << 3;
+    pub const GLOBAL_AVG_POOL: u32 = 1 << 4;
+    pub const FULLY_CONNECTED: u32 = 1 << 5;
+    pub const ADD: u32 = 1 << 6;
+    pub const CONCAT: u32 = 1 << 7;
+    pub const MEAN: u32 = 1 << 8;
+    pub const SOFTMAX: u32 = 1 << 9;
+    /// Every kind.
+    pub const ALL: u32 = (1 << 10) - 1;
+
+    /// The kind's bit.
+    pub const fn bit(layer: &Layer<'_>) -> u32 {
+        match layer {
+            Layer::Conv2d(_) => CONV2D,
+            Layer::DepthwiseConv2d(_) => DEPTHWISE_CONV2D,
+            Layer::MaxPool2d(_) => MAX_POOL2D,
+            Layer::AvgPool2d(_) => AVG_POOL2D,
+            Layer::GlobalAvgPool => GLOBAL_AVG_POOL,
+            Layer::FullyConnected(_) => FULLY_CONNECTED,
+            Layer::Add(_) => ADD,
+            Layer::Concat => CONCAT,
+            Layer::Mean(_) => MEAN,
+            Layer::Softmax(_) => SOFTMAX,
+        }
+    }
+
+    /// The kinds a model's layers use.
+    pub fn of(def: &ModelDef<'_>) -> u32 {
+        def.layers.iter().fold(0, |k, n| k | bit(&n.layer))
+    }
+}
+
 impl Layer<'_> {
     pub fn name(&self) -> &'static str {
         match self {

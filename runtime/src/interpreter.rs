@@ -7,8 +7,13 @@ use crate::Error;
 use core::ops::Range;
 
 /// Runs a [`Model`] in an arena the caller owns (a static buffer on a device).
-pub struct Interpreter<'i, 'a, const N: usize = { crate::format::MAX_LAYERS }> {
-    model: &'i Model<'a, N>,
+pub struct Interpreter<
+    'i,
+    'a,
+    const N: usize = { crate::format::MAX_LAYERS },
+    const K: u32 = { crate::format::kinds::ALL },
+> {
+    model: &'i Model<'a, N, K>,
     arena: &'i mut [u8],
 }
 
@@ -61,15 +66,18 @@ impl<'x> Carved<'x> {
 }
 
 /// Arena bytes of tensor `index` (empty for an unknown index, impossible once validated).
-fn tensor_range<const N: usize>(model: &Model<'_, N>, index: usize) -> Range<usize> {
+fn tensor_range<const N: usize, const K: u32>(
+    model: &Model<'_, N, K>,
+    index: usize,
+) -> Range<usize> {
     model
         .tensor(index)
         .map_or(0..0, |t| t.offset..t.offset + t.len)
 }
 
-impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
+impl<'i, 'a, const N: usize, const K: u32> Interpreter<'i, 'a, N, K> {
     /// Fails with [`Error::ArenaTooSmall`] if `arena` is smaller than `model.arena_bytes()`.
-    pub fn new(model: &'i Model<'a, N>, arena: &'i mut [u8]) -> Result<Self, Error> {
+    pub fn new(model: &'i Model<'a, N, K>, arena: &'i mut [u8]) -> Result<Self, Error> {
         if model.layer_info().is_empty() {
             return Err(Error::LayerCount {
                 found: 0,
@@ -170,7 +178,7 @@ impl<'i, 'a, const N: usize> Interpreter<'i, 'a, N> {
             // Word-aligned by the plan; a caller's arena that is not leaves the kernel no
             // scratch, and it takes its scratch-free path.
             let scratch: &mut [u32] = bytemuck::try_cast_slice_mut(c.scratch).unwrap_or_default();
-            info.step.run(
+            info.step.run::<K>(
                 &xs,
                 info.inputs.len(),
                 info.out_shape,

@@ -2,6 +2,7 @@
 //! After [`Model::from_bytes`] succeeds, every shape, offset, length and quantization parameter
 //! is known to be in range, so `invoke` only does integer arithmetic.
 
+use crate::format::kinds;
 use crate::format::{
     Head, Inputs, Layer, ModelDef, ModelHeader, Node, Preamble, Shape, TensorSpec, MAX_ARENA_BYTES,
     MAX_INPUTS, MAX_LAYERS, MAX_MACS, MAX_TENSORS, MAX_TENSOR_BYTES, MAX_WORK,
@@ -115,7 +116,7 @@ impl<'a> LayerSource<'a> for PayloadSource<'a> {
 pub fn analyze<'a>(def: &ModelDef<'a>) -> Result<Analysis<'a>, Error> {
     let mut src = DefSource { def, next: 0 };
     let mut a = Analysis::empty();
-    analyze_with(
+    analyze_with::<_, MAX_LAYERS, { kinds::ALL }>(
         &def.input,
         &def.output,
         def.rounding,
@@ -221,7 +222,7 @@ impl<const N: usize> Analysis<'_, N> {
 /// [`analyze`] reading `n_layers` nodes and then the head from `src`, filling `out` in place
 /// (on a device the per-layer table is several kilobytes: it is never copied); returns the
 /// head.
-pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
+pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize, const K: u32>(
     input: &TensorSpec,
     output: &TensorSpec,
     rounding: Rounding,
@@ -320,7 +321,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize>(
             macs,
             param_bytes,
             out_zp,
-        } = Step::prepare(li, layer, x, others, rounding)?;
+        } = Step::prepare::<K>(li, layer, x, others, rounding)?;
         limit(li, "output tensor bytes", shp.bytes(), MAX_TENSOR_BYTES)?;
         total_work = total_work.saturating_add(step.work(cur, shp));
         limit(li, "work units of the model", total_work, MAX_WORK)?;
@@ -481,8 +482,11 @@ pub fn decode_def(bytes: &[u8]) -> Result<ModelDef<'_>, Error> {
 #[derive(Debug, Clone)]
 ///
 /// `N` is the capacity of its per-layer table (default [`MAX_LAYERS`]): firmware that knows
-/// its model can size it to the model's layer count, so the table costs no idle RAM.
-pub struct Model<'a, const N: usize = MAX_LAYERS> {
+/// its model can size it to the model's layer count, so the table costs no idle RAM. `K` is
+/// the set of layer kinds it accepts ([`kinds`], default all): firmware built for one model
+/// passes that model's kinds, and the other kernels are not linked (a blob with another
+/// kind is refused with [`Error::KernelNotLinked`]).
+pub struct Model<'a, const N: usize = MAX_LAYERS, const K: u32 = { kinds::ALL }> {
     def: ModelHeader<'a>,
     analysis: Analysis<'a, N>,
     blob_bytes: usize,
@@ -497,9 +501,9 @@ impl<'a> Model<'a> {
     }
 }
 
-impl<'a, const N: usize> Model<'a, N> {
+impl<'a, const N: usize, const K: u32> Model<'a, N, K> {
     /// A model with no layers, to [`load`](Self::load) into (an interpreter refuses it).
-    pub const fn empty() -> Model<'a, N> {
+    pub const fn empty() -> Model<'a, N, K> {
         Model {
             def: Self::empty_header(),
             analysis: Analysis::empty(),
@@ -532,7 +536,7 @@ impl<'a, const N: usize> Model<'a, N> {
         if r.is_err() {
             // In place: a temporary empty model would take as much stack as the model.
             self.analysis.clear();
-            self.def = Model::<N>::empty_header();
+            self.def = Model::<N, K>::empty_header();
             self.blob_bytes = 0;
         }
         r
@@ -552,7 +556,7 @@ impl<'a, const N: usize> Model<'a, N> {
         let (rounding, rest) = postcard::take_from_bytes::<Rounding>(rest).map_err(dec)?;
         let (n_layers, rest) = postcard::take_from_bytes::<usize>(rest).map_err(dec)?;
         let mut src = PayloadSource { rest };
-        let head = analyze_with(
+        let head = analyze_with::<_, N, K>(
             &input,
             &output,
             rounding,

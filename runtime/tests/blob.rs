@@ -498,3 +498,39 @@ fn arena_bytes_const_reads_the_preamble() {
         0
     );
 }
+
+/// A model built for a set of layer kinds (`Model<_, N, K>`, what firmware links) loads blobs
+/// of those kinds and computes what the full runtime computes; a blob with another kind is
+/// refused with the layer and its kind, not run.
+#[test]
+fn a_kernel_set_runs_its_kinds_and_refuses_others() {
+    use runtime::format::{kinds, MAX_LAYERS};
+    let b = blob();
+    let d = runtime::decode_def(&b).unwrap();
+    const USED: u32 = kinds::CONV2D | kinds::ADD | kinds::CONCAT | kinds::FULLY_CONNECTED;
+    assert_eq!(kinds::of(&d), USED);
+
+    let mut partial = Model::<MAX_LAYERS, { USED & !kinds::FULLY_CONNECTED }>::empty();
+    assert_eq!(
+        partial.load(&b),
+        Err(Error::KernelNotLinked {
+            layer: 4,
+            kind: "FullyConnected"
+        })
+    );
+
+    let full = Model::from_bytes(&b).unwrap();
+    let mut just = Model::<MAX_LAYERS, USED>::empty();
+    just.load(&b).unwrap();
+    let x: Vec<i8> = (0..36).map(|i| (i * 13 % 256) as u8 as i8).collect();
+    assert_eq!(infer(&just, &x), infer(&full, &x));
+}
+
+/// One inference of `m` on `x`.
+fn infer<const N: usize, const K: u32>(m: &Model<'_, N, K>, x: &[i8]) -> Vec<i8> {
+    let mut arena = [0u8; SMALL_ARENA];
+    let mut it = Interpreter::new(m, &mut arena).unwrap();
+    it.input_mut().copy_from_slice(x);
+    it.invoke().unwrap();
+    it.output().to_vec()
+}

@@ -7,6 +7,7 @@ use super::{
     add, concat, conv, conv_patch, depthwise, fc, pool, softmax, AddParams, ConvGeom, MeanParams,
     PoolGeom, Stage,
 };
+use crate::format::kinds;
 use crate::format::{kind, Layer, Shape, Softmax, MAX_INPUTS};
 use crate::quant::Rounding;
 use crate::Error;
@@ -111,7 +112,7 @@ impl Step<'_> {
 impl<'a> Step<'a> {
     /// Checks layer `li` of kind `layer`, reading `x` (and `others`, the second and later
     /// inputs of an add or a concat), beside its kernel (TFLM's Prepare beside Eval).
-    pub(crate) fn prepare(
+    pub(crate) fn prepare<const K: u32>(
         li: u16,
         layer: &Layer<'a>,
         x: Operand,
@@ -120,30 +121,38 @@ impl<'a> Step<'a> {
     ) -> Result<Checked<Step<'a>>, Error> {
         let conv = |p: conv::ConvPlan<'a>| (p.g, p.in_zp, p.weights, p.stage);
         Ok(match layer {
-            Layer::Conv2d(cv) => conv::prepare(li, cv, false, x, rounding)?.map(|p| {
-                let (g, in_zp, weights, stage) = conv(p);
-                Step::Conv {
-                    g,
-                    in_zp,
-                    weights,
-                    stage,
-                }
-            }),
-            Layer::DepthwiseConv2d(cv) => conv::prepare(li, cv, true, x, rounding)?.map(|p| {
-                let (g, in_zp, weights, stage) = conv(p);
-                Step::Depthwise {
-                    g,
-                    in_zp,
-                    weights,
-                    stage,
-                }
-            }),
-            Layer::MaxPool2d(p) => pool::prepare(li, p, false, x)?.map(Step::MaxPool),
-            Layer::AvgPool2d(p) => pool::prepare(li, p, true, x)?.map(Step::AvgPool),
-            Layer::GlobalAvgPool => {
+            Layer::Conv2d(cv) if K & kinds::CONV2D != 0 => {
+                conv::prepare(li, cv, false, x, rounding)?.map(|p| {
+                    let (g, in_zp, weights, stage) = conv(p);
+                    Step::Conv {
+                        g,
+                        in_zp,
+                        weights,
+                        stage,
+                    }
+                })
+            }
+            Layer::DepthwiseConv2d(cv) if K & kinds::DEPTHWISE_CONV2D != 0 => {
+                conv::prepare(li, cv, true, x, rounding)?.map(|p| {
+                    let (g, in_zp, weights, stage) = conv(p);
+                    Step::Depthwise {
+                        g,
+                        in_zp,
+                        weights,
+                        stage,
+                    }
+                })
+            }
+            Layer::MaxPool2d(p) if K & kinds::MAX_POOL2D != 0 => {
+                pool::prepare(li, p, false, x)?.map(Step::MaxPool)
+            }
+            Layer::AvgPool2d(p) if K & kinds::AVG_POOL2D != 0 => {
+                pool::prepare(li, p, true, x)?.map(Step::AvgPool)
+            }
+            Layer::GlobalAvgPool if K & kinds::GLOBAL_AVG_POOL != 0 => {
                 pool::prepare_global(li, x)?.map(|channels| Step::GlobalAvgPool { channels })
             }
-            Layer::FullyConnected(l) => {
+            Layer::FullyConnected(l) if K & kinds::FULLY_CONNECTED != 0 => {
                 fc::prepare(li, l, x, rounding)?.map(|p| Step::FullyConnected {
                     in_features: p.in_features,
                     out_features: p.out_features,
@@ -152,17 +161,31 @@ impl<'a> Step<'a> {
                     stage: p.stage,
                 })
             }
-            Layer::Add(a) => {
+            Layer::Add(a) if K & kinds::ADD != 0 => {
                 let y = others.clone().next().ok_or(Error::BadParameter {
                     layer: li,
                     what: "add inputs (must be 2)",
                 })?;
                 add::prepare(li, a, x, y, rounding)?.map(Step::Add)
             }
-            Layer::Mean(m) => pool::prepare_mean(li, m, x, rounding)?.map(Step::Mean),
-            Layer::Softmax(s) => softmax::prepare(li, s, x)?.map(Step::Softmax),
-            Layer::Concat => concat::prepare(li, core::iter::once(x).chain(others), x)?
-                .map(|pixels| Step::Concat { pixels }),
+            Layer::Mean(m) if K & kinds::MEAN != 0 => {
+                pool::prepare_mean(li, m, x, rounding)?.map(Step::Mean)
+            }
+            Layer::Softmax(s) if K & kinds::SOFTMAX != 0 => {
+                softmax::prepare(li, s, x)?.map(Step::Softmax)
+            }
+            Layer::Concat if K & kinds::CONCAT != 0 => {
+                concat::prepare(li, core::iter::once(x).chain(others), x)?
+                    .map(|pixels| Step::Concat { pixels })
+            }
+            // A kind this build does not link (`K`, constant: the arms above for the others
+            // are not compiled in).
+            _ => {
+                return Err(Error::KernelNotLinked {
+                    layer: li,
+                    kind: layer.name(),
+                })
+            }
         })
     }
 
@@ -178,7 +201,7 @@ impl<'a> Step<'a> {
     /// Runs the step's kernel: `xs[..n]` the inputs the layer reads, `y` the output of shape
     /// `out`, `scratch` the kernel's words (empty: its scratch-free path).
     #[inline(always)]
-    pub fn run(
+    pub fn run<const K: u32>(
         &self,
         xs: &[&[i8]; MAX_INPUTS],
         n: usize,
@@ -193,28 +216,40 @@ impl<'a> Step<'a> {
                 in_zp,
                 weights,
                 stage,
-            } => conv::conv2d(x, in_zp as i32, weights, &g, &stage, y, scratch),
+            } if K & kinds::CONV2D != 0 => {
+                conv::conv2d(x, in_zp as i32, weights, &g, &stage, y, scratch)
+            }
             Step::Depthwise {
                 g,
                 in_zp,
                 weights,
                 stage,
-            } => depthwise::depthwise_conv2d(x, in_zp as i32, weights, &g, &stage, y),
-            Step::MaxPool(g) => pool::max_pool2d(x, &g, y),
-            Step::AvgPool(g) => pool::avg_pool2d(x, &g, y),
-            Step::GlobalAvgPool { channels } => pool::global_avg_pool(x, channels, y),
+            } if K & kinds::DEPTHWISE_CONV2D != 0 => {
+                depthwise::depthwise_conv2d(x, in_zp as i32, weights, &g, &stage, y)
+            }
+            Step::MaxPool(g) if K & kinds::MAX_POOL2D != 0 => pool::max_pool2d(x, &g, y),
+            Step::AvgPool(g) if K & kinds::AVG_POOL2D != 0 => pool::avg_pool2d(x, &g, y),
+            Step::GlobalAvgPool { channels } if K & kinds::GLOBAL_AVG_POOL != 0 => {
+                pool::global_avg_pool(x, channels, y)
+            }
             Step::FullyConnected {
                 in_zp,
                 weights,
                 stage,
                 ..
-            } => fc::fully_connected(x, in_zp as i32, weights, &stage, y),
-            Step::Add(p) => add::add(x, xs[1], &p, y),
-            Step::Concat { pixels } => {
+            } if K & kinds::FULLY_CONNECTED != 0 => {
+                fc::fully_connected(x, in_zp as i32, weights, &stage, y)
+            }
+            Step::Add(p) if K & kinds::ADD != 0 => add::add(x, xs[1], &p, y),
+            Step::Concat { pixels } if K & kinds::CONCAT != 0 => {
                 concat::concat_channels(xs.get(..n).unwrap_or_default(), pixels, y)
             }
-            Step::Mean(p) => pool::mean(x, &p, y),
-            Step::Softmax(p) => softmax::softmax(x, out.c as usize, &p, y),
+            Step::Mean(p) if K & kinds::MEAN != 0 => pool::mean(x, &p, y),
+            Step::Softmax(p) if K & kinds::SOFTMAX != 0 => {
+                softmax::softmax(x, out.c as usize, &p, y)
+            }
+            // Not linked: `prepare` refused the layer, so no such step exists.
+            _ => {}
         }
     }
 }
