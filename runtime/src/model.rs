@@ -238,29 +238,10 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize, const K: u32>(
             max,
         });
     }
+    check_model_io(input, output)?;
     let mut cur = input.shape;
-    if cur.bytes() == 0 {
-        return Err(Error::BadParameter {
-            layer: 0,
-            what: "input shape",
-        });
-    }
-    limit(0, "input tensor bytes", cur.bytes(), MAX_TENSOR_BYTES)?;
-    if !scale_ok(input.quant.scale) || !scale_ok(output.quant.scale) {
-        return Err(Error::QuantOutOfRange {
-            layer: 0,
-            what: "model input/output scale (finite, positive, normal)",
-        });
-    }
     let mut total_macs = 0u64;
     let mut total_work = 0u64;
-    let zp_ok = |zp: i32| (-128..=127).contains(&zp);
-    if !zp_ok(input.quant.zero_point) || !zp_ok(output.quant.zero_point) {
-        return Err(Error::QuantOutOfRange {
-            layer: 0,
-            what: "model input/output zero point",
-        });
-    }
     out.input = TensorInfo {
         offset: 0,
         len: cur.len(),
@@ -282,29 +263,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize, const K: u32>(
         let node = &src.next_node()?;
         let li = i as u16;
         let layer = &node.layer;
-        let arity = match layer {
-            Layer::Add(_) => 2..=2,
-            Layer::Concat => 2..=MAX_INPUTS,
-            _ => 1..=1,
-        };
-        if !arity.contains(&node.inputs.len()) {
-            return Err(Error::BadParameter {
-                layer: li,
-                what: "number of inputs for this layer type",
-            });
-        }
-        for &t in &node.inputs {
-            let t = t as usize;
-            if t > i {
-                return Err(Error::BadParameter {
-                    layer: li,
-                    what: "input tensor id (must name the model input or an earlier layer)",
-                });
-            }
-            if let Some(tensor) = out.tensor_mut(t) {
-                tensor.life.last = i;
-            }
-        }
+        check_inputs(i, node, out)?;
         chain &= node.inputs.len() == 1 && node.inputs[0] as usize == i;
         let first = node.inputs[0] as usize;
         cur = shape_of(out, first);
@@ -365,6 +324,97 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize, const K: u32>(
     if let Some(t) = out.tensor_mut(n_layers) {
         t.life.last = n_layers - 1; // the output stays live to the end
     }
+    check_output_and_head(out, input, output, rounding, head, cur, zp)?;
+    // The planner places the tensors and each layer's kernel scratch in place, every region
+    // rounded up to 4 bytes so that all offsets are word-aligned (word loads are legal on
+    // every core). The ping-pong layout holds only tensors; with scratch the greedy planner
+    // places all.
+    let chain = chain && out.layers.iter().all(|l| l.scratch.len == 0);
+    let p = plan(out, chain);
+    limit(last, "arena bytes", p.arena_bytes as u64, MAX_ARENA_BYTES)?;
+    out.arena_bytes = p.arena_bytes;
+    out.live_peak_bytes = p.live_peak_bytes;
+    out.naive_bytes = p.naive_bytes;
+    Ok(head)
+}
+
+/// The model's input and output specs: a non-empty input within the tensor limit, normal
+/// positive scales, int8 zero points.
+fn check_model_io(input: &TensorSpec, output: &TensorSpec) -> Result<(), Error> {
+    if input.shape.bytes() == 0 {
+        return Err(Error::BadParameter {
+            layer: 0,
+            what: "input shape",
+        });
+    }
+    limit(
+        0,
+        "input tensor bytes",
+        input.shape.bytes(),
+        MAX_TENSOR_BYTES,
+    )?;
+    if !scale_ok(input.quant.scale) || !scale_ok(output.quant.scale) {
+        return Err(Error::QuantOutOfRange {
+            layer: 0,
+            what: "model input/output scale (finite, positive, normal)",
+        });
+    }
+    let zp_ok = |zp: i32| (-128..=127).contains(&zp);
+    if !zp_ok(input.quant.zero_point) || !zp_ok(output.quant.zero_point) {
+        return Err(Error::QuantOutOfRange {
+            layer: 0,
+            what: "model input/output zero point",
+        });
+    }
+    Ok(())
+}
+
+/// Node `i`'s inputs: as many as its kind takes, each the model input or an earlier layer's
+/// output (whose lifetime then reaches `i`).
+fn check_inputs<const N: usize>(
+    i: usize,
+    node: &Node<'_>,
+    out: &mut Analysis<'_, N>,
+) -> Result<(), Error> {
+    let li = i as u16;
+    let arity = match node.layer {
+        Layer::Add(_) => 2..=2,
+        Layer::Concat => 2..=MAX_INPUTS,
+        _ => 1..=1,
+    };
+    if !arity.contains(&node.inputs.len()) {
+        return Err(Error::BadParameter {
+            layer: li,
+            what: "number of inputs for this layer type",
+        });
+    }
+    for &t in &node.inputs {
+        let t = t as usize;
+        if t > i {
+            return Err(Error::BadParameter {
+                layer: li,
+                what: "input tensor id (must name the model input or an earlier layer)",
+            });
+        }
+        if let Some(tensor) = out.tensor_mut(t) {
+            tensor.life.last = i;
+        }
+    }
+    Ok(())
+}
+
+/// The last layer's output against the declared output (shape `cur`, zero point `zp`), and
+/// the head against it (its decoders built into `out`).
+fn check_output_and_head<const N: usize>(
+    out: &mut Analysis<'_, N>,
+    input: &TensorSpec,
+    output: &TensorSpec,
+    rounding: Rounding,
+    head: Head,
+    cur: Shape,
+    zp: i8,
+) -> Result<(), Error> {
+    let last = out.layers.len().saturating_sub(1) as u16;
     if output.shape != cur {
         return Err(Error::OutputMismatch {
             expected: output.shape.dims(),
@@ -403,17 +453,7 @@ pub fn analyze_with<'a, S: LayerSource<'a>, const N: usize, const K: u32>(
             out.grid = crate::detect::GridDecoder::new(&hdr)?;
         }
     }
-    // The planner places the tensors and each layer's kernel scratch in place, every region
-    // rounded up to 4 bytes so that all offsets are word-aligned (word loads are legal on
-    // every core). The ping-pong layout holds only tensors; with scratch the greedy planner
-    // places all.
-    let chain = chain && out.layers.iter().all(|l| l.scratch.len == 0);
-    let p = plan(out, chain);
-    limit(last, "arena bytes", p.arena_bytes as u64, MAX_ARENA_BYTES)?;
-    out.arena_bytes = p.arena_bytes;
-    out.live_peak_bytes = p.live_peak_bytes;
-    out.naive_bytes = p.naive_bytes;
-    Ok(head)
+    Ok(())
 }
 
 /// An analysis's regions without the kernel scratch (odd regions are tensors, see

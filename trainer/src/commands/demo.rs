@@ -211,6 +211,83 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     )?;
     let layers = crate::deploy::inspect::cmd_inspect(&blob_path)?;
 
+    let dev = device_steps(a, dir, total, &blob, &blob_path, &vectors, &test)?;
+    let (detector, comparison) = detector_steps(a, dir, total)?;
+    if let Some(t) = &comparison {
+        crate::io::write_atomic(&dir.join("detectors.md"), t.to_markdown().as_bytes())?;
+    }
+    let run = &dev.run;
+    let insn = if run.insns.is_empty() {
+        0
+    } else {
+        run.insns.iter().sum::<u64>() / run.insns.len() as u64
+    };
+    let _ = std::fs::remove_file(&dev.elf);
+    let s = Summary {
+        arch: tr.arch.clone(),
+        params: tr.params,
+        epochs: tr.epochs,
+        train_seconds: tr.train_seconds,
+        train_images_per_second: tr.images_per_second,
+        float_accuracy: ev.accuracy,
+        int8_accuracy: ex.int8_accuracy,
+        top1_agreement: ex.top1_agreement,
+        max_abs_logit_diff: ex.max_abs_logit_diff,
+        test_images: ex.test_images,
+        blob_bytes: ex.blob_bytes,
+        arena_bytes: ex.arena_bytes,
+        macs: ex.macs,
+        device_images: dev.bit_exact,
+        device_accuracy: dev.correct as f32 / dev.bit_exact.max(1) as f32,
+        device_bit_exact: dev.bit_exact,
+        instructions_per_inference: insn,
+        instructions_per_mac: insn as f64 / ex.macs.max(1) as f64,
+        firmware_flash_bytes: dev.flash,
+        firmware_static_ram_bytes: dev.ram,
+        firmware_peak_stack_bytes: run.stack.unwrap_or(0),
+        confusion_float: ev.confusion,
+        confusion_int8,
+        layers,
+        device_layer_instructions: run.layers.clone(),
+        detector,
+        detector_comparison: comparison,
+        seconds_total: t0.elapsed().as_secs_f32(),
+    };
+    crate::io::write_atomic(
+        &dir.join("summary.json"),
+        serde_json::to_string_pretty(&s)?.as_bytes(),
+    )?;
+    crate::io::write_atomic(&dir.join("index.html"), html(&s).as_bytes())?;
+    // The README's figures table, from exactly this summary (see `readme_table`).
+    let table = readme_table(&serde_json::to_value(&s)?)?;
+    crate::io::write_atomic(&dir.join("readme-table.md"), table.as_bytes())?;
+    Ok(s)
+}
+
+/// What steps 4 to 7 leave: the firmware, its run, and how it compares with the host.
+struct DeviceSteps {
+    elf: PathBuf,
+    run: device::DeviceRun,
+    /// Inputs bit-exact with the host (all of them, or the step failed), and right by label.
+    bit_exact: usize,
+    correct: usize,
+    flash: u64,
+    ram: u64,
+}
+
+/// Steps 4 to 7: the firmware toolchain, the firmware built with this model, its run on the
+/// emulated Cortex-M4, and parity with the host runtime.
+#[allow(clippy::too_many_arguments)]
+fn device_steps(
+    a: &DemoArgs,
+    dir: &Path,
+    total: usize,
+    blob: &[u8],
+    blob_path: &Path,
+    vectors: &Path,
+    test: &crate::data::Dataset,
+) -> anyhow::Result<DeviceSteps> {
+    let q = a.quiet;
     step(
         (4, total),
         "firmware toolchain (QEMU, ld.lld, Rust for thumbv7em)",
@@ -239,7 +316,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         q,
         || {
             let pb = spinner("cargo build --release (thumbv7em-none-eabihf)", q);
-            let r = device::build_firmware(&blob_path, &vectors, dir);
+            let r = device::build_firmware(blob_path, vectors, dir);
             pb.finish_and_clear();
             r
         },
@@ -265,8 +342,8 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         },
     )?;
     let (bit_exact, device_correct) = step((7, total), "check device parity with the host runtime", "The device computed something else than the host: a runtime bug; report it with the line above.", q, || {
-        let inputs = device::read_vectors(&std::fs::read(&vectors)?)?;
-        let host = device::host_outputs(&blob, &inputs)?;
+        let inputs = device::read_vectors(&std::fs::read(vectors)?)?;
+        let host = device::host_outputs(blob, &inputs)?;
         if let Some(m) = device::first_mismatch(&host, &run.outputs) {
             anyhow::bail!("device differs from host: {m}");
         }
@@ -274,6 +351,25 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         Ok((host.len(), correct))
     })?;
     let (flash, ram) = device::firmware_size(&elf)?;
+    Ok(DeviceSteps {
+        elf,
+        run,
+        bit_exact,
+        correct: device_correct,
+        flash,
+        ram,
+    })
+}
+
+/// Steps 8 and 9 (none with `--detector-epochs 0`): the grid detector trained, exported and
+/// run on canvases, then every detector compared.
+type DetectorSteps = (
+    Option<crate::report::detect::DetectRow>,
+    Option<crate::detect::compare::Comparison>,
+);
+
+fn detector_steps(a: &DemoArgs, dir: &Path, total: usize) -> anyhow::Result<DetectorSteps> {
+    let q = a.quiet;
     let detector = if a.detector_epochs == 0 {
         None
     } else {
@@ -347,54 +443,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
             },
         )?)
     };
-    if let Some(t) = &comparison {
-        crate::io::write_atomic(&dir.join("detectors.md"), t.to_markdown().as_bytes())?;
-    }
-    let insn = if run.insns.is_empty() {
-        0
-    } else {
-        run.insns.iter().sum::<u64>() / run.insns.len() as u64
-    };
-    let _ = std::fs::remove_file(&elf);
-    let s = Summary {
-        arch: tr.arch.clone(),
-        params: tr.params,
-        epochs: tr.epochs,
-        train_seconds: tr.train_seconds,
-        train_images_per_second: tr.images_per_second,
-        float_accuracy: ev.accuracy,
-        int8_accuracy: ex.int8_accuracy,
-        top1_agreement: ex.top1_agreement,
-        max_abs_logit_diff: ex.max_abs_logit_diff,
-        test_images: ex.test_images,
-        blob_bytes: ex.blob_bytes,
-        arena_bytes: ex.arena_bytes,
-        macs: ex.macs,
-        device_images: bit_exact,
-        device_accuracy: device_correct as f32 / bit_exact.max(1) as f32,
-        device_bit_exact: bit_exact,
-        instructions_per_inference: insn,
-        instructions_per_mac: insn as f64 / ex.macs.max(1) as f64,
-        firmware_flash_bytes: flash,
-        firmware_static_ram_bytes: ram,
-        firmware_peak_stack_bytes: run.stack.unwrap_or(0),
-        confusion_float: ev.confusion,
-        confusion_int8,
-        layers,
-        device_layer_instructions: run.layers.clone(),
-        detector,
-        detector_comparison: comparison,
-        seconds_total: t0.elapsed().as_secs_f32(),
-    };
-    crate::io::write_atomic(
-        &dir.join("summary.json"),
-        serde_json::to_string_pretty(&s)?.as_bytes(),
-    )?;
-    crate::io::write_atomic(&dir.join("index.html"), html(&s).as_bytes())?;
-    // The README's figures table, from exactly this summary (see `readme_table`).
-    let table = readme_table(&serde_json::to_value(&s)?)?;
-    crate::io::write_atomic(&dir.join("readme-table.md"), table.as_bytes())?;
-    Ok(s)
+    Ok((detector, comparison))
 }
 
 fn print_summary(s: &Summary, out: &Path) {

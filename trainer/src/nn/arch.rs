@@ -337,164 +337,147 @@ impl ArchSpec {
         let mut params = 0u64;
         let mut cur = Act::Map(h, w, c);
         let mut out = Vec::new();
-        for (index, l) in self.layers.iter().enumerate() {
-            let err = |why: String| ArchError::Layer {
-                arch: self.name.clone(),
-                index,
-                kind: l.kind(),
-                why,
-            };
-            let prev = index.checked_sub(1).map(|i| &self.layers[i]);
-            cur = match (*l, cur) {
-                (
-                    LayerSpec::Conv2d {
-                        out_channels,
-                        kernel,
-                        stride,
-                        padding,
-                        ..
-                    },
-                    Act::Map(h, w, _),
-                ) => {
-                    if out_channels == 0 || kernel == 0 || stride == 0 {
-                        return Err(err(
-                            "out_channels, kernel and stride must be positive".into()
-                        ));
-                    }
-                    if kernel > 255 || stride > 255 || padding > 255 || out_channels > MAX_DIM {
-                        return Err(err(format!(
-                            "kernel, stride and padding must be at most 255 and out_channels at \
-                             most {MAX_DIM} (the device format's fields)"
-                        )));
-                    }
-                    let in_c = match cur {
-                        Act::Map(_, _, c) => c,
-                        Act::Flat(n) => n,
-                    };
-                    params = params.saturating_add(
-                        (kernel as u64 * kernel as u64 * in_c as u64 + 1) * out_channels as u64,
-                    );
-                    if padding >= kernel && padding > 0 {
-                        return Err(err(format!(
-                            "padding {padding} must be smaller than the kernel {kernel}"
-                        )));
-                    }
-                    if h + 2 * padding < kernel || w + 2 * padding < kernel {
-                        return Err(err(format!(
-                            "kernel {kernel} larger than the padded {h}x{w} input"
-                        )));
-                    }
-                    Act::Map(
-                        (h + 2 * padding - kernel) / stride + 1,
-                        (w + 2 * padding - kernel) / stride + 1,
-                        out_channels,
-                    )
-                }
-                (LayerSpec::BatchNorm2d, Act::Map(..)) => {
-                    if !matches!(prev, Some(LayerSpec::Conv2d { .. })) {
-                        return Err(err("batch_norm2d must directly follow a conv2d (it is folded into it for the device)".into()));
-                    }
-                    cur
-                }
-                (LayerSpec::Relu, _) | (LayerSpec::Dropout { .. }, _) => {
-                    if let LayerSpec::Dropout { p } = l {
-                        if !(0.0..1.0).contains(p) {
-                            return Err(err(format!("p = {p} must be in [0, 1)")));
-                        }
-                    }
-                    cur
-                }
-                (
-                    LayerSpec::MaxPool2d { kernel, stride }
-                    | LayerSpec::AvgPool2d { kernel, stride },
-                    Act::Map(h, w, c),
-                ) => {
-                    let s = stride.unwrap_or(kernel);
-                    if kernel == 0 || s == 0 || kernel > h || kernel > w {
-                        return Err(err(format!(
-                            "window {kernel} (stride {s}) does not fit the {h}x{w} input"
-                        )));
-                    }
-                    Act::Map((h - kernel) / s + 1, (w - kernel) / s + 1, c)
-                }
-                (
-                    LayerSpec::Residual {
-                        out_channels,
-                        stride,
-                    },
-                    Act::Map(h, w, _),
-                ) => {
-                    if out_channels == 0 || stride == 0 || stride > 2 || out_channels > MAX_DIM {
-                        return Err(err(format!(
-                            "out_channels must be 1..={MAX_DIM} and stride 1 or 2"
-                        )));
-                    }
-                    let in_c = match cur {
-                        Act::Map(_, _, c) => c as u64,
-                        Act::Flat(n) => n as u64,
-                    };
-                    let oc = out_channels as u64;
-                    params = params.saturating_add(9 * in_c * oc + 9 * oc * oc + in_c * oc);
-                    Act::Map((h - 1) / stride + 1, (w - 1) / stride + 1, out_channels)
-                }
-                (LayerSpec::Inception { .. }, Act::Map(h, w, in_c)) => {
-                    let widths = l.inception_widths().unwrap_or_default();
-                    if widths.contains(&0) {
-                        return Err(err("every branch needs at least one channel".into()));
-                    }
-                    if widths.iter().any(|&b| b > MAX_DIM) {
-                        return Err(err(format!(
-                            "branches must have at most {MAX_DIM} channels"
-                        )));
-                    }
-                    // Weights of the six convs (BatchNorm parameters are counted apart).
-                    let weights = l.block_convs(in_c).iter().fold(0u64, |a, c| {
-                        a.saturating_add((c.kernel * c.kernel * c.in_c * c.out_c) as u64)
-                    });
-                    params = params.saturating_add(weights);
-                    let [b1, _, b3, _, b5, pool_proj] = widths;
-                    Act::Map(h, w, b1 + b3 + b5 + pool_proj)
-                }
-                (LayerSpec::GlobalAvgPool, Act::Map(_, _, c)) => Act::Flat(c),
-                (LayerSpec::Flatten, Act::Map(h, w, c)) => Act::Flat(h * w * c),
-                (LayerSpec::Linear { out_features, .. }, Act::Flat(n)) => {
-                    if out_features == 0 || out_features > MAX_DIM {
-                        return Err(err(format!(
-                            "out_features must be 1..={MAX_DIM} (the device format's field)"
-                        )));
-                    }
-                    params = params.saturating_add((n as u64 + 1) * out_features as u64);
-                    Act::Flat(out_features)
-                }
-                (LayerSpec::Linear { .. }, Act::Map(..)) => {
-                    return Err(err(
-                        "needs a flat input: add a flatten or global_avg_pool layer before it"
-                            .into(),
-                    ))
-                }
-                (_, Act::Flat(_)) => {
-                    return Err(err(
-                        "needs a [h, w, c] feature map but follows a flat vector".into(),
-                    ))
-                }
-            };
-            let elems = match cur {
-                Act::Map(h, w, c) => (h as u64).saturating_mul(w as u64).saturating_mul(c as u64),
-                Act::Flat(n) => n as u64,
-            };
-            if elems > MAX_ACTIVATION_ELEMS {
-                return Err(err(format!(
-                    "its output holds {elems} values per image, over the limit of \
-                     {MAX_ACTIVATION_ELEMS}"
-                )));
-            }
-            if params > MAX_PARAMS {
-                return Err(err(format!(
-                    "the model reaches {params} parameters here, over the limit of {MAX_PARAMS}"
-                )));
-            }
+        for index in 0..self.layers.len() {
+            cur = self.layer_out(index, cur, &mut params)?;
             out.push(cur);
         }
+        self.check_end(cur)?;
+        Ok(out)
+    }
+
+    /// Layer `index`'s output for input `cur`, its parameters added to `params`; every limit
+    /// checked.
+    fn layer_out(&self, index: usize, cur: Act, params: &mut u64) -> Result<Act, ArchError> {
+        let l = &self.layers[index];
+        let err = |why: String| ArchError::Layer {
+            arch: self.name.clone(),
+            index,
+            kind: l.kind(),
+            why,
+        };
+        let prev = index.checked_sub(1).map(|i| &self.layers[i]);
+        let next = match (*l, cur) {
+            (
+                LayerSpec::Conv2d {
+                    out_channels,
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                },
+                Act::Map(h, w, in_c),
+            ) => conv_out(
+                (h, w, in_c),
+                (out_channels, kernel, stride, padding),
+                params,
+            )
+            .map_err(err)?,
+            (LayerSpec::BatchNorm2d, Act::Map(..)) => {
+                if !matches!(prev, Some(LayerSpec::Conv2d { .. })) {
+                    return Err(err("batch_norm2d must directly follow a conv2d (it is folded into it for the device)".into()));
+                }
+                cur
+            }
+            (LayerSpec::Relu, _) | (LayerSpec::Dropout { .. }, _) => {
+                if let LayerSpec::Dropout { p } = l {
+                    if !(0.0..1.0).contains(p) {
+                        return Err(err(format!("p = {p} must be in [0, 1)")));
+                    }
+                }
+                cur
+            }
+            (
+                LayerSpec::MaxPool2d { kernel, stride } | LayerSpec::AvgPool2d { kernel, stride },
+                Act::Map(h, w, c),
+            ) => {
+                let s = stride.unwrap_or(kernel);
+                if kernel == 0 || s == 0 || kernel > h || kernel > w {
+                    return Err(err(format!(
+                        "window {kernel} (stride {s}) does not fit the {h}x{w} input"
+                    )));
+                }
+                Act::Map((h - kernel) / s + 1, (w - kernel) / s + 1, c)
+            }
+            (
+                LayerSpec::Residual {
+                    out_channels,
+                    stride,
+                },
+                Act::Map(h, w, _),
+            ) => {
+                if out_channels == 0 || stride == 0 || stride > 2 || out_channels > MAX_DIM {
+                    return Err(err(format!(
+                        "out_channels must be 1..={MAX_DIM} and stride 1 or 2"
+                    )));
+                }
+                let in_c = match cur {
+                    Act::Map(_, _, c) => c as u64,
+                    Act::Flat(n) => n as u64,
+                };
+                let oc = out_channels as u64;
+                *params = params.saturating_add(9 * in_c * oc + 9 * oc * oc + in_c * oc);
+                Act::Map((h - 1) / stride + 1, (w - 1) / stride + 1, out_channels)
+            }
+            (LayerSpec::Inception { .. }, Act::Map(h, w, in_c)) => {
+                let widths = l.inception_widths().unwrap_or_default();
+                if widths.contains(&0) {
+                    return Err(err("every branch needs at least one channel".into()));
+                }
+                if widths.iter().any(|&b| b > MAX_DIM) {
+                    return Err(err(format!(
+                        "branches must have at most {MAX_DIM} channels"
+                    )));
+                }
+                // Weights of the six convs (BatchNorm parameters are counted apart).
+                let weights = l.block_convs(in_c).iter().fold(0u64, |a, c| {
+                    a.saturating_add((c.kernel * c.kernel * c.in_c * c.out_c) as u64)
+                });
+                *params = params.saturating_add(weights);
+                let [b1, _, b3, _, b5, pool_proj] = widths;
+                Act::Map(h, w, b1 + b3 + b5 + pool_proj)
+            }
+            (LayerSpec::GlobalAvgPool, Act::Map(_, _, c)) => Act::Flat(c),
+            (LayerSpec::Flatten, Act::Map(h, w, c)) => Act::Flat(h * w * c),
+            (LayerSpec::Linear { out_features, .. }, Act::Flat(n)) => {
+                if out_features == 0 || out_features > MAX_DIM {
+                    return Err(err(format!(
+                        "out_features must be 1..={MAX_DIM} (the device format's field)"
+                    )));
+                }
+                *params = params.saturating_add((n as u64 + 1) * out_features as u64);
+                Act::Flat(out_features)
+            }
+            (LayerSpec::Linear { .. }, Act::Map(..)) => {
+                return Err(err(
+                    "needs a flat input: add a flatten or global_avg_pool layer before it".into(),
+                ))
+            }
+            (_, Act::Flat(_)) => {
+                return Err(err(
+                    "needs a [h, w, c] feature map but follows a flat vector".into(),
+                ))
+            }
+        };
+        let elems = match next {
+            Act::Map(h, w, c) => (h as u64).saturating_mul(w as u64).saturating_mul(c as u64),
+            Act::Flat(n) => n as u64,
+        };
+        if elems > MAX_ACTIVATION_ELEMS {
+            return Err(err(format!(
+                "its output holds {elems} values per image, over the limit of \
+                 {MAX_ACTIVATION_ELEMS}"
+            )));
+        }
+        if *params > MAX_PARAMS {
+            return Err(err(format!(
+                "the model reaches {params} parameters here, over the limit of {MAX_PARAMS}"
+            )));
+        }
+        Ok(next)
+    }
+
+    /// The last layer's output against the head (class logits, a box, or a grid).
+    fn check_end(&self, cur: Act) -> Result<(), ArchError> {
         if self.grid {
             let ok = matches!(cur, Act::Map(h, w, c) if c == self.outputs() && self.input[0].is_multiple_of(h) && self.input[1].is_multiple_of(w) && self.input[0] / h == self.input[1] / w);
             if !ok {
@@ -513,7 +496,7 @@ impl ArchSpec {
                 ),
             });
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -532,4 +515,39 @@ pub fn arch_from(name: &str) -> anyhow::Result<ArchSpec> {
     } else {
         Ok(ArchSpec::builtin(name)?)
     }
+}
+
+/// A convolution's output map for an `(h, w, in_c)` input, its weights and biases added to
+/// `params`; the reason when its numbers cannot be.
+fn conv_out(
+    (h, w, in_c): (usize, usize, usize),
+    (out_channels, kernel, stride, padding): (usize, usize, usize, usize),
+    params: &mut u64,
+) -> Result<Act, String> {
+    if out_channels == 0 || kernel == 0 || stride == 0 {
+        return Err("out_channels, kernel and stride must be positive".into());
+    }
+    if kernel > 255 || stride > 255 || padding > 255 || out_channels > MAX_DIM {
+        return Err(format!(
+            "kernel, stride and padding must be at most 255 and out_channels at most {MAX_DIM} \
+             (the device format's fields)"
+        ));
+    }
+    *params = params
+        .saturating_add((kernel as u64 * kernel as u64 * in_c as u64 + 1) * out_channels as u64);
+    if padding >= kernel && padding > 0 {
+        return Err(format!(
+            "padding {padding} must be smaller than the kernel {kernel}"
+        ));
+    }
+    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+        return Err(format!(
+            "kernel {kernel} larger than the padded {h}x{w} input"
+        ));
+    }
+    Ok(Act::Map(
+        (h + 2 * padding - kernel) / stride + 1,
+        (w + 2 * padding - kernel) / stride + 1,
+        out_channels,
+    ))
 }
