@@ -40,10 +40,45 @@ pub struct PruneReport {
 
 /// The model with its dead channels removed (see the module doc), and how many went.
 pub fn prune_dead_channels(m: &OwnedModel) -> anyhow::Result<(OwnedModel, PruneReport)> {
-    let n = m.layers.len();
+    let (chans, zps, channels) = tensor_status(m)?;
+    let rm = removable(m, &chans, &zps);
+    let mut out = m.clone();
+    for (k, node) in out.layers.iter_mut().enumerate() {
+        let (t, u) = (node.inputs[0] as usize, k + 1);
+        let (drop_in, drop_out) = (&rm[t], &rm[u]);
+        match &mut node.layer {
+            OwnedLayer::Conv2d(c) => prune_conv(c, drop_in, &chans[t], zps[t], drop_out, false)?,
+            OwnedLayer::DepthwiseConv2d(c) => {
+                prune_conv(c, drop_in, &chans[t], zps[t], drop_out, true)?
+            }
+            OwnedLayer::FullyConnected(f) => prune_fc(f, drop_in, &chans[t], zps[t], drop_out)?,
+            _ => {}
+        }
+    }
+    let removed = m
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| {
+            matches!(
+                n.layer,
+                OwnedLayer::Conv2d(_)
+                    | OwnedLayer::DepthwiseConv2d(_)
+                    | OwnedLayer::FullyConnected(_)
+            )
+        })
+        .map(|(k, _)| rm[k + 1].iter().filter(|&&r| r).count())
+        .sum();
+    Ok((out, PruneReport { channels, removed }))
+}
+
+/// What each channel of each tensor holds (0 the model input, `k + 1` layer `k`'s output),
+/// each tensor's zero point, and how many output channels the weighted layers have.
+#[allow(clippy::type_complexity)]
+fn tensor_status(m: &OwnedModel) -> anyhow::Result<(Vec<Vec<Ch>>, Vec<i8>, usize)> {
     let mut chans: Vec<Vec<Ch>> = vec![vec![Ch::Var; m.input.shape.c as usize]];
     let mut zps: Vec<i8> = vec![m.input.quant.zero_point as i8];
-    let mut report = PruneReport::default();
+    let mut channels = 0;
     for (k, node) in m.layers.iter().enumerate() {
         let input = |j: usize| -> anyhow::Result<usize> {
             let t = *node.inputs.get(j).context("a layer without its input")? as usize;
@@ -60,17 +95,17 @@ pub fn prune_dead_channels(m: &OwnedModel) -> anyhow::Result<(OwnedModel, PruneR
         let (out, zp) = match &node.layer {
             OwnedLayer::Conv2d(c) => {
                 let o = conv_status(c, &cin, zin, m.rounding, false)?;
-                report.channels += o.len();
+                channels += o.len();
                 (o, c.output.zero_point)
             }
             OwnedLayer::DepthwiseConv2d(c) => {
                 let o = conv_status(c, &cin, zin, m.rounding, true)?;
-                report.channels += o.len();
+                channels += o.len();
                 (o, c.output.zero_point)
             }
             OwnedLayer::FullyConnected(f) => {
                 let o = fc_status(f, &cin, zin, m.rounding)?;
-                report.channels += o.len();
+                channels += o.len();
                 (o, f.output.zero_point)
             }
             OwnedLayer::MaxPool2d(_) | OwnedLayer::AvgPool2d(_) | OwnedLayer::GlobalAvgPool => {
@@ -91,7 +126,13 @@ pub fn prune_dead_channels(m: &OwnedModel) -> anyhow::Result<(OwnedModel, PruneR
         zps.push(zp);
     }
 
-    // Removable: constant, neither the model input nor its output, absorbed by every consumer.
+    Ok((chans, zps, channels))
+}
+
+/// Which channels may go: constant, neither the model input nor its output, absorbed by every
+/// consumer (the module doc's rules), to a fixed point.
+fn removable(m: &OwnedModel, chans: &[Vec<Ch>], zps: &[i8]) -> Vec<Vec<bool>> {
+    let n = m.layers.len();
     let mut rm: Vec<Vec<bool>> = chans
         .iter()
         .enumerate()
@@ -170,34 +211,7 @@ pub fn prune_dead_channels(m: &OwnedModel) -> anyhow::Result<(OwnedModel, PruneR
         }
     }
 
-    let mut out = m.clone();
-    for (k, node) in out.layers.iter_mut().enumerate() {
-        let (t, u) = (node.inputs[0] as usize, k + 1);
-        let (keep_in, keep_out) = (&rm[t], &rm[u]);
-        match &mut node.layer {
-            OwnedLayer::Conv2d(c) => prune_conv(c, keep_in, &chans[t], zps[t], keep_out, false)?,
-            OwnedLayer::DepthwiseConv2d(c) => {
-                prune_conv(c, keep_in, &chans[t], zps[t], keep_out, true)?
-            }
-            OwnedLayer::FullyConnected(f) => prune_fc(f, keep_in, &chans[t], zps[t], keep_out)?,
-            _ => {}
-        }
-    }
-    report.removed = m
-        .layers
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| {
-            matches!(
-                n.layer,
-                OwnedLayer::Conv2d(_)
-                    | OwnedLayer::DepthwiseConv2d(_)
-                    | OwnedLayer::FullyConnected(_)
-            )
-        })
-        .map(|(k, _)| rm[k + 1].iter().filter(|&&r| r).count())
-        .sum();
-    Ok((out, report))
+    rm
 }
 
 /// Bias and multiplier of every output channel of a stage.
@@ -222,29 +236,31 @@ fn conv_status(
         bail!("convolution weights or biases do not match its channels");
     }
     let live = |i: usize| cin[i] != Ch::Const(zin);
-    Ok(channels(st)
+    Ok(statuses(st, rounding, |o| {
+        if depthwise {
+            !live(o) || (0..taps).all(|p| c.weights[p * oc + o] == 0)
+        } else {
+            let w = &c.weights[o * per_out..(o + 1) * per_out];
+            w.iter().enumerate().all(|(j, &v)| v == 0 || !live(j % ic))
+        }
+    }))
+}
+
+/// Each output channel of `st`: where `dead(o)` (its sum is its bias alone), the constant its
+/// requantized bias gives.
+fn statuses(st: &OwnedStage, rounding: runtime::Rounding, dead: impl Fn(usize) -> bool) -> Vec<Ch> {
+    let (zp, lo, hi) = (st.zero_point as i32, st.act_min as i32, st.act_max as i32);
+    channels(st)
         .into_iter()
         .enumerate()
         .map(|(o, (bias, rq))| {
-            let dead = if depthwise {
-                !live(o) || (0..taps).all(|p| c.weights[p * oc + o] == 0)
-            } else {
-                let w = &c.weights[o * per_out..(o + 1) * per_out];
-                w.iter().enumerate().all(|(j, &v)| v == 0 || !live(j % ic))
-            };
-            if dead {
-                Ch::Const(rq.to_i8_with(
-                    rounding,
-                    bias,
-                    st.zero_point as i32,
-                    st.act_min as i32,
-                    st.act_max as i32,
-                ))
+            if dead(o) {
+                Ch::Const(rq.to_i8_with(rounding, bias, zp, lo, hi))
             } else {
                 Ch::Var
             }
         })
-        .collect())
+        .collect()
 }
 
 /// What each output of a fully connected layer holds.
@@ -264,28 +280,12 @@ fn fc_status(
     {
         bail!("fully connected weights or biases do not match its input");
     }
-    Ok(channels(st)
-        .into_iter()
-        .enumerate()
-        .map(|(o, (bias, rq))| {
-            let w = &f.weights[o * n_in..(o + 1) * n_in];
-            let dead = w
-                .iter()
-                .enumerate()
-                .all(|(j, &v)| v == 0 || cin[j % cin.len()] == Ch::Const(zin));
-            if dead {
-                Ch::Const(rq.to_i8_with(
-                    rounding,
-                    bias,
-                    st.zero_point as i32,
-                    st.act_min as i32,
-                    st.act_max as i32,
-                ))
-            } else {
-                Ch::Var
-            }
-        })
-        .collect())
+    Ok(statuses(st, rounding, |o| {
+        let w = &f.weights[o * n_in..(o + 1) * n_in];
+        w.iter()
+            .enumerate()
+            .all(|(j, &v)| v == 0 || cin[j % cin.len()] == Ch::Const(zin))
+    }))
 }
 
 /// `(v - zp)` of a removed input channel, folded into the biases (0 at the zero point).
