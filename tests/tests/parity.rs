@@ -249,18 +249,36 @@ fn grid_detections_are_bit_exact_on_the_device() {
 
 /// The MPU guard (1 KiB, `firmware/src/stack.rs`) catches an overflow only if no function's
 /// frame is larger: a bigger frame's first store could land below the guard, in the statics.
-/// Every function of the M4 firmware (all kernels are linked: `Step::run` reaches them all)
-/// is read from the disassembly; the largest frame must leave room under 1 KiB.
+/// Every function of the M4 firmware is read from the disassembly; the largest frame must
+/// leave room under 1 KiB. A firmware links only its model's kernels, so this one embeds a
+/// blob the runtime refuses (ref-cnn with its CRC broken): `build.rs` then links every kernel,
+/// and the device reports the blob's error.
 #[test]
 fn no_stack_frame_can_jump_the_guard() {
     let root = repo_root();
     let dir = temp_dir("frames");
+    let mut blob = std::fs::read(root.join("firmware/models/ref-cnn.bin")).unwrap();
+    let last = blob.len() - 1;
+    blob[last] ^= 0x55;
+    assert!(runtime::Model::from_bytes(&blob).is_err());
+    let refused = dir.join("refused.bin");
+    std::fs::write(&refused, &blob).unwrap();
     let elf = build_firmware(
-        &root.join("firmware/models/ref-cnn.bin"),
+        &refused,
         &root.join("firmware/models/test-inputs.bin"),
         &dir,
     )
     .unwrap();
+    // Every kind's kernel is in: the depthwise and softmax kernels, which ref-cnn lacks.
+    let syms = std::process::Command::new("arm-none-eabi-nm")
+        .args(["-C"])
+        .arg(&elf)
+        .output()
+        .expect("arm-none-eabi-nm");
+    let syms = String::from_utf8_lossy(&syms.stdout);
+    for k in ["depthwise_3x3", "softmax::softmax", "pool::mean"] {
+        assert!(syms.contains(k), "{k} is not linked");
+    }
     let out = std::process::Command::new("arm-none-eabi-objdump")
         .args(["-d", "--no-show-raw-insn"])
         .arg(&elf)
@@ -304,6 +322,7 @@ fn no_stack_frame_can_jump_the_guard() {
         largest.0,
         largest.1
     );
+    println!("largest frame: {} B in {}", largest.0, largest.1);
 }
 
 /// A stack that outgrows its space faults at the guard above the statics (where the arena
