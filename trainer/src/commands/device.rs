@@ -26,6 +26,10 @@ pub struct DeviceArgs {
     pub images: usize,
     #[command(flatten)]
     pub data: DataArgs,
+    /// Keep the build folder (the firmware, the embedded model and inputs) in the system's
+    /// temporary directory; by default it is removed after an emulated run.
+    #[arg(long)]
+    pub keep_build: bool,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -57,8 +61,11 @@ pub struct DeviceReport {
     pub peak_stack_bytes: usize,
     pub static_ram_bytes: u64,
     pub flash_bytes: u64,
-    /// The built ELF (kept for a real board).
-    pub elf: PathBuf,
+    /// The built ELF: kept for a real board and with `--keep-build`; `None` when the build
+    /// folder was removed after the run.
+    pub elf: Option<PathBuf>,
+    /// Instructions per SysTick count on this board (40 at 25 MHz; 0 for silicon).
+    pub systick_resolution: f64,
     /// probe-rs's chip name (silicon boards).
     pub probe_chip: Option<String>,
 }
@@ -106,6 +113,11 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
     let (vectors, inputs) = inputs_for(&m, &a.data.source(), a.images)?;
     let dir = tempdir()?;
+    // Removed on every way out (errors included) unless kept; silicon keeps its ELF to flash.
+    let build = BuildDir {
+        path: dir.clone(),
+        keep: a.keep_build || !runs,
+    };
     let vpath = dir.join("inputs.bin");
     let mpath = dir.join("model.bin");
     std::fs::write(&vpath, &vectors)?;
@@ -125,8 +137,13 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
         peak_stack_bytes: 0,
         static_ram_bytes: ram,
         flash_bytes: flash,
-        elf: elf.clone(),
+        elf: Some(elf.clone()),
         probe_chip: spec.probe_chip.clone(),
+        systick_resolution: if spec.systick_hz > 0 {
+            1e9 / spec.systick_hz as f64
+        } else {
+            0.0
+        },
     };
     if !runs {
         return Ok(r);
@@ -164,7 +181,24 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
             instructions: *n,
         })
         .collect();
+    if !build.keep {
+        r.elf = None;
+    }
     Ok(r)
+}
+
+/// The build folder, removed when dropped unless `keep`.
+struct BuildDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
@@ -184,12 +218,18 @@ impl DeviceReport {
                 "built {} ({} B flash, {} B static RAM incl. the {} B arena)\n\
                  flash it with: probe-rs run --chip {} {}\n\
                  (the board prints CYCLES lines instead of INSN; untested on silicon)",
-                self.elf.display(),
+                self.elf
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"))
+                    .display(),
                 self.flash_bytes,
                 self.static_ram_bytes,
                 self.arena_bytes,
                 self.probe_chip.as_deref().unwrap_or("CHIP"),
-                self.elf.display()
+                self.elf
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new("?"))
+                    .display()
             );
             return s;
         }
@@ -215,9 +255,10 @@ impl DeviceReport {
         let _ = writeln!(
             s,
             "instructions per inference: {} ({:.2} per MAC; per-layer lines are one profiling \
-             inference, SysTick resolution 40)",
+             inference, SysTick resolution {} instructions)",
             self.instructions_per_inference,
-            self.instructions_per_inference as f64 / self.macs.max(1) as f64
+            self.instructions_per_inference as f64 / self.macs.max(1) as f64,
+            self.systick_resolution
         );
         let _ = writeln!(
             s,
@@ -229,6 +270,9 @@ impl DeviceReport {
             "RAM: {} B static (arena {} B) + {} B peak stack; flash {} B",
             self.static_ram_bytes, self.arena_bytes, self.peak_stack_bytes, self.flash_bytes
         );
+        if let Some(elf) = &self.elf {
+            let _ = writeln!(s, "build kept: {}", elf.display());
+        }
         s
     }
 }

@@ -28,6 +28,9 @@ pub struct Board {
     pub emulated: bool,
     /// probe-rs's chip name, for silicon.
     pub probe_chip: Option<String>,
+    /// SysTick's clock under QEMU, Hz (0 for silicon): with one instruction per nanosecond
+    /// (`-icount shift=0`), a count is a multiple of `1e9 / systick_hz` instructions.
+    pub systick_hz: u64,
 }
 
 /// Every board of the registry, sorted by name.
@@ -57,6 +60,7 @@ pub fn boards() -> anyhow::Result<Vec<Board>> {
             description: get("DESCRIPTION"),
             emulated: !get("QEMU_MACHINE").is_empty(),
             probe_chip: (!chip.is_empty()).then_some(chip),
+            systick_hz: get("SYSTICK_HZ").parse().unwrap_or(0),
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
