@@ -66,8 +66,9 @@ pub fn check_writable(path: &Path) -> anyhow::Result<()> {
             dir.display()
         ),
         Err(_) => anyhow::bail!(
-            "cannot write {}: directory {} does not exist",
+            "cannot write {}: directory {} does not exist (create it first: mkdir -p {})",
             path.display(),
+            dir.display(),
             dir.display()
         ),
     }
@@ -102,6 +103,8 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let e = write_atomic(Path::new("/nonexistent-dir/x.bin"), b"x").unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+        // The way forward, named.
+        assert!(e.to_string().contains("mkdir -p /nonexistent-dir"), "{e}");
         let leftovers = std::fs::read_dir(&dir)
             .unwrap()
             .filter(|e| {

@@ -193,8 +193,10 @@ fn init_from_reports_mismatched_layers_by_name() {
     let small = ["--train-count", "640", "--test-count", "100", "--quiet"];
     let mut args = vec!["train", "--epochs", "1", "--out", src.to_str().unwrap()];
     args.extend(small);
-    let (code, _, err) = trainer(&args);
+    let (code, out, err) = trainer(&args);
     assert_eq!(code, 0, "{err}");
+    // One epoch, not "1 epochs".
+    assert!(out.contains(" 1 epoch, "), "{out}");
     // ref-cnn with an 11-way head: the trunk is copied, the head is re-initialized.
     let arch = d.join("eleven.toml");
     let text = std::fs::read_to_string(&src).unwrap();

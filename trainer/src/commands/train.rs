@@ -304,8 +304,9 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
 pub fn run(c: &TrainCmd) -> anyhow::Result<()> {
     let a = &c.train;
     let r = cmd_train_with(a, &c.finetune)?;
+    let epochs = if r.epochs == 1 { "epoch" } else { "epochs" };
     println!(
-        "{}: {} params, {} epochs, test accuracy {:.2}%, {:.1}s training ({:.0} images/s); checkpoint {}, curves {}",
+        "{}: {} params, {} {epochs}, test accuracy {:.2}%, {:.1}s training ({:.0} images/s); checkpoint {}, curves {}",
         r.arch, r.params, r.epochs, r.test_accuracy * 100.0, r.train_seconds, r.images_per_second, r.checkpoint.display(), r.plot.display()
     );
     if a.json {
