@@ -43,32 +43,20 @@ pub fn prune_dead_channels(m: &OwnedModel) -> anyhow::Result<(OwnedModel, PruneR
     let (chans, zps, channels) = tensor_status(m)?;
     let rm = removable(m, &chans, &zps);
     let mut out = m.clone();
+    let mut removed = 0;
     for (k, node) in out.layers.iter_mut().enumerate() {
         let (t, u) = (node.inputs[0] as usize, k + 1);
         let (drop_in, drop_out) = (&rm[t], &rm[u]);
+        let (cin, zin) = (&chans[t], zps[t]);
         match &mut node.layer {
-            OwnedLayer::Conv2d(c) => prune_conv(c, drop_in, &chans[t], zps[t], drop_out, false)?,
-            OwnedLayer::DepthwiseConv2d(c) => {
-                prune_conv(c, drop_in, &chans[t], zps[t], drop_out, true)?
-            }
-            OwnedLayer::FullyConnected(f) => prune_fc(f, drop_in, &chans[t], zps[t], drop_out)?,
-            _ => {}
+            OwnedLayer::Conv2d(c) => prune_conv(c, drop_in, cin, zin, drop_out, false)?,
+            OwnedLayer::DepthwiseConv2d(c) => prune_conv(c, drop_in, cin, zin, drop_out, true)?,
+            OwnedLayer::FullyConnected(f) => prune_fc(f, drop_in, cin, zin, drop_out)?,
+            // Pools pass channels through; the other kinds keep every channel.
+            _ => continue,
         }
+        removed += drop_out.iter().filter(|&&d| d).count();
     }
-    let removed = m
-        .layers
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| {
-            matches!(
-                n.layer,
-                OwnedLayer::Conv2d(_)
-                    | OwnedLayer::DepthwiseConv2d(_)
-                    | OwnedLayer::FullyConnected(_)
-            )
-        })
-        .map(|(k, _)| rm[k + 1].iter().filter(|&&r| r).count())
-        .sum();
     Ok((out, PruneReport { channels, removed }))
 }
 
@@ -193,17 +181,20 @@ fn removable(m: &OwnedModel, chans: &[Vec<Ch>], zps: &[i8]) -> Vec<Vec<bool>> {
         // in fours (the kernels' fast paths take four channels per word): the first
         // removable channels stay until the count is a multiple of four again.
         for t in 0..rm.len() {
-            let kept = rm[t].iter().filter(|&&r| !r).count();
+            let mut kept = rm[t].iter().filter(|&&r| !r).count();
             let want = if rm[t].len().is_multiple_of(4) {
                 kept.next_multiple_of(4).max(4)
             } else {
                 kept.max(1)
             };
             for c in 0..rm[t].len() {
-                if rm[t].iter().filter(|&&r| !r).count() >= want {
+                if kept >= want {
                     break;
                 }
-                clear(&mut rm, t, c);
+                if rm[t][c] {
+                    clear(&mut rm, t, c);
+                    kept += 1;
+                }
             }
         }
         if !changed {

@@ -92,28 +92,32 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
         };
         let tflite = read("tflite")?;
         let meta: serde_json::Value = serde_json::from_slice(&read("json")?)?;
-        // As the file has it, and (where it removes anything) without its dead channels.
-        let full = import(&tflite, &name).with_context(|| name.clone())?;
+        let (inputs, tflm_bytes) = (read("inputs.bin")?, read("tflm.bin")?);
+        let labels = std::fs::read(dir.join(format!("{name}.labels.bin"))).ok();
+        // The model without its dead channels and, where that removed any, as the file has it
+        // (converted again only then).
         let (pruned, notes) = import_with(&tflite, &name, true).with_context(|| name.clone())?;
-        let mut variants = vec![(name.clone(), full, 0)];
-        if notes.pruned.removed > 0 {
+        let removed = notes.pruned.removed;
+        let variants = if removed == 0 {
+            vec![(name.clone(), pruned, 0)]
+        } else {
+            let full = import(&tflite, &name).with_context(|| name.clone())?;
             let label = format!("{name} (dead channels removed)");
-            variants.push((label, pruned, notes.pruned.removed));
-        }
-        for (label, blob, removed) in variants {
-            let name = label;
+            vec![(name.clone(), full, 0), (label, pruned, removed)]
+        };
+        // Each variant's row under its own label (the files above are the model's).
+        for (name, blob, removed) in variants {
             let m =
                 runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-            let (inputs, tflm) = (read("inputs.bin")?, read("tflm.bin")?);
             let (n_in, n_out) = (m.input_len(), m.output_len());
             let n = inputs.len() / n_in;
-            if tflm.len() != n * n_out {
+            if tflm_bytes.len() != n * n_out {
                 bail!(
                     "{name}: {} output bytes for {n} inputs of {n_out}",
-                    tflm.len()
+                    tflm_bytes.len()
                 );
             }
-            let tflm: Vec<Vec<i8>> = tflm
+            let tflm: Vec<Vec<i8>> = tflm_bytes
                 .chunks_exact(n_out)
                 .map(|c| c.iter().map(|&b| b as i8).collect())
                 .collect();
@@ -123,10 +127,9 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
                 .collect();
             let host = crate::deploy::device::host_outputs(&blob, &xs)?;
             let host_equal = host.iter().zip(&tflm).filter(|(a, b)| a == b).count();
-            let labels = match std::fs::read(dir.join(format!("{name}.labels.bin"))) {
-                Ok(l) if l.len() == n => Some(l),
-                Ok(l) => bail!("{name}: {} labels for {n} inputs", l.len()),
-                Err(_) => None,
+            let labels = match &labels {
+                Some(l) if l.len() != n => bail!("{name}: {} labels for {n} inputs", l.len()),
+                l => l.as_ref(),
             };
             let mut row = TfliteRow {
                 name: name.clone(),

@@ -38,10 +38,7 @@ pub use read::MAX_TFLITE_BYTES;
 /// Import a `.tflite` file's bytes: the blob, with TensorFlow Lite's rounding, every layer and
 /// channel as the file has them.
 pub fn import(bytes: &[u8], name: &str) -> anyhow::Result<Vec<u8>> {
-    let g = Graph::parse(bytes)?;
-    convert(&g, name, Rounding::Double)?
-        .write()
-        .map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))
+    Ok(import_with(bytes, name, false)?.0)
 }
 
 /// What [`import_with`] did beyond converting.
@@ -77,26 +74,20 @@ pub fn import_with(
     Ok((blob, ImportNotes { pruned: report }))
 }
 
-/// Both blobs give the same bytes on `n` seeded random inputs.
-pub(crate) fn same_outputs(a: &[u8], b: &[u8], n: u64) -> anyhow::Result<()> {
+/// Both blobs give the same bytes on `n` seeded random inputs (run by the host runtime and
+/// compared as `trainer device` compares host and device: `a` in the "host" place).
+pub(crate) fn same_outputs(a: &[u8], b: &[u8], n: usize) -> anyhow::Result<()> {
+    use crate::deploy::device::{first_mismatch, host_outputs};
     use rand::{Rng, SeedableRng};
-    let load = |bytes| runtime::Model::from_bytes(bytes).map_err(|e| anyhow!("{e}"));
-    let (ma, mb) = (load(a)?, load(b)?);
-    let (mut aa, mut ab) = (vec![0u8; ma.arena_bytes()], vec![0u8; mb.arena_bytes()]);
-    let mut ia = runtime::Interpreter::new(&ma, &mut aa).map_err(|e| anyhow!("{e}"))?;
-    let mut ib = runtime::Interpreter::new(&mb, &mut ab).map_err(|e| anyhow!("{e}"))?;
+    let len = runtime::Model::from_bytes(a)
+        .map_err(|e| anyhow!("{e}"))?
+        .input_len();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5eed);
-    for k in 0..n {
-        for x in ia.input_mut() {
-            *x = rng.gen();
-        }
-        let x = ia.input_mut().to_vec();
-        ib.input_mut().copy_from_slice(&x);
-        ia.invoke().map_err(|e| anyhow!("{e}"))?;
-        ib.invoke().map_err(|e| anyhow!("{e}"))?;
-        if ia.output() != ib.output() {
-            bail!("input {k}: {:?} against {:?}", ia.output(), ib.output());
-        }
+    let xs: Vec<Vec<i8>> = (0..n)
+        .map(|_| (0..len).map(|_| rng.gen()).collect())
+        .collect();
+    if let Some(m) = first_mismatch(&host_outputs(a, &xs)?, &host_outputs(b, &xs)?) {
+        bail!("{m}");
     }
     Ok(())
 }
