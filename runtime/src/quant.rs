@@ -43,6 +43,16 @@ pub const MIN_SHIFT: i32 = -31;
 pub const MAX_SHIFT: i32 = 30;
 
 impl Requant {
+    /// `[m, 2^(e-1), e]` of [`Prepared::double_small`]'s one-multiply form (a right shift `e =
+    /// -shift` in `1..=31`), for kernels that requantize in their own code:
+    /// `x = (2 acc m + 2^31) >> 32`, then `(x + 2^(e-1) + (x >> 31)) >> e`. `None` for other
+    /// shifts, which keep the general form. Only for [`Rounding::Double`] and `|acc| < 2^30`.
+    pub fn double_small_parts(self) -> Option<[i32; 3]> {
+        (-31..=-1)
+            .contains(&self.shift)
+            .then(|| [self.multiplier, 1 << (-self.shift - 1), -self.shift])
+    }
+
     /// Encodes a non-negative real multiplier. `None` if it is negative, not finite, or too
     /// large or small for the accepted shift range.
     pub fn from_real(real: f64) -> Option<Requant> {
@@ -242,15 +252,13 @@ impl Prepared {
     /// [`to_i8_double`](Self::to_i8_double), and only for such accumulators.
     #[inline(always)]
     pub fn double_small(rq: Requant) -> Prepared {
-        if (-31..=-1).contains(&rq.shift) {
-            let e = rq.shift.unsigned_abs();
-            Prepared {
-                multiplier: rq.multiplier,
-                add: 1 << (e - 1),
-                shift: e,
-            }
-        } else {
-            Prepared::double(rq)
+        match rq.double_small_parts() {
+            Some([multiplier, add, shift]) => Prepared {
+                multiplier,
+                add,
+                shift: shift as u32,
+            },
+            None => Prepared::double(rq),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use super::conv_base::{Block, ConvGeom, CH_BLOCK};
 use super::dsp::{dw3x3, dw3x3_taps, pair};
+use super::dw3_run::{dw3x3_run, Dw3Run, Dw3Window};
 use super::Stage;
 use crate::quant::{Prepared, Rounding};
 
@@ -19,7 +20,11 @@ pub fn depthwise_conv2d(
 ) {
     let dw3 = g.k_h == 3 && g.k_w == 3 && g.in_h >= 3 && g.in_w >= 3;
     if g.pool_k == 1 && g.pool_s == 1 && dw3 && g.in_c.is_multiple_of(4) {
-        depthwise_3x3(input, in_zp, weights, g, st, output);
+        if takes_runs(st) {
+            depthwise_3x3_runs(input, in_zp, weights, g, st, output);
+        } else {
+            depthwise_3x3(input, in_zp, weights, g, st, output);
+        }
     } else if g.pool_k == 1 && g.pool_s == 1 {
         depthwise_blocks(input, in_zp, weights, g, st, output);
     } else {
@@ -231,6 +236,160 @@ fn depthwise_3x3(
             oy = oy_end;
         }
         c0 += cb;
+    }
+}
+
+/// Whether a 3x3 layer takes [`depthwise_3x3_runs`]: the whole int8 range as its clamp (the
+/// usual fused ReLU of TensorFlow Lite, at zero point -128, is that) and every channel in
+/// the one-multiply requantization with a shift up to [`Dw3Run::MAX_SHIFT`]. Not on the
+/// Arm cores without the DSP extension (M0, M0+, M3), where [`depthwise_3x3`]'s smaller
+/// frames stay within their stack budget; hosts run it, so the tests check its model.
+pub(crate) fn takes_runs(st: &Stage) -> bool {
+    let dsp_or_host = !cfg!(target_arch = "arm") || cfg!(target_feature = "dsp");
+    dsp_or_host
+        && (st.act_min, st.act_max) == (-128, 127)
+        && st.channels().all(|(_, rq)| {
+            st.double_small_parts(rq)
+                .is_some_and(|[_, _, e]| e <= Dw3Run::MAX_SHIFT)
+        })
+}
+
+/// [`depthwise_3x3`] for layers whose every channel takes the one-multiply requantization
+/// ([`Stage::double_small_parts`]: TensorFlow Lite's rounding, small accumulators): per four
+/// channels and per run of windows the padding clips alike, the taps, folded biases and
+/// multipliers are set up once ([`Dw3Run`]), then each row of the run is one call of
+/// [`dw3x3_run`], which requantizes and stores as it goes.
+#[inline(never)]
+fn depthwise_3x3_runs(
+    input: &[i8],
+    in_zp: i32,
+    weights: &[i8],
+    g: &ConvGeom,
+    st: &Stage,
+    output: &mut [i8],
+) {
+    let c_n = g.in_c;
+    let rs = g.in_w * c_n;
+    let (Some(ys), Some(xs)) = (
+        Runs::new(g.out_h, g.stride_h, g.pad_top, g.in_h),
+        Runs::new(g.out_w, g.stride_w, g.pad_left, g.in_w),
+    ) else {
+        return depthwise_3x3(input, in_zp, weights, g, st, output);
+    };
+    let mut run = Dw3Run::default();
+    let mut c0 = 0;
+    while c0 + 4 <= c_n {
+        let mut bias = [0i32; 4];
+        let mut rq = [[0i32; 3]; 4];
+        for ((b, r), (bv, rv)) in bias
+            .iter_mut()
+            .zip(rq.iter_mut())
+            .zip(st.channels().skip(c0))
+        {
+            *b = bv;
+            let Some(parts) = st.double_small_parts(rv) else {
+                return; // unreachable: the caller checked every channel
+            };
+            *r = parts;
+        }
+        let whole = Dw3Window::new(weights, (c0, c_n), bias, in_zp);
+        let (Some(whole), true) = (whole, run.set_requant(rq, st.zero_point)) else {
+            return; // unreachable: the weights' length and the shifts were checked
+        };
+        for ry in ys.as_slice() {
+            for rx in xs.as_slice() {
+                let (ay, ax) = (ry.axis(), rx.axis());
+                let mut kernel = [None; 9];
+                for (t, k) in kernel.iter_mut().enumerate() {
+                    if let (Some(ky), Some(kx)) = (ay.tap(t / 3), ax.tap(t % 3)) {
+                        *k = Some((3 * ky + kx) as u8);
+                    }
+                }
+                run.place(&whole, &kernel, in_zp);
+                let (oy, oy_end, iy) = (ry.first as usize, ry.end as usize, ry.input as usize);
+                let (ox, ox_end, ix) = (rx.first as usize, rx.end as usize, rx.input as usize);
+                let x0 = (iy * g.in_w + ix) * c_n + c0;
+                let o0 = (oy * g.out_w + ox) * c_n + c0;
+                let (xs, os) = (
+                    (x0, g.stride_w * c_n, g.stride_h * rs),
+                    (o0, c_n, g.out_w * c_n),
+                );
+                let block = (ox_end - ox, oy_end - oy);
+                if !dw3x3_run(input, xs, block, (c_n, rs), output, os, &mut run) {
+                    return; // unreachable for a validated geometry
+                }
+            }
+        }
+        c0 += 4;
+    }
+}
+
+/// The runs of outputs along one axis that place the 3x3 window alike ([`Axis`]): the inside
+/// and each clipped edge, up to [`Runs::MAX`] (more only for an axis shorter than its
+/// padding, left to [`depthwise_3x3`]). Compact, as the kernel's frame holds two.
+struct Runs {
+    runs: [Run; Runs::MAX],
+    len: usize,
+}
+
+/// Outputs `first..end` along an axis, their placement and the first one's first input row.
+#[derive(Clone, Copy)]
+struct Run {
+    first: u16,
+    end: u16,
+    input: u16,
+    d: i8,
+    lo: u8,
+    hi: u8,
+}
+
+impl Run {
+    fn axis(self) -> Axis {
+        Axis {
+            d: self.d as isize,
+            lo: self.lo as usize,
+            hi: self.hi as usize,
+        }
+    }
+}
+
+impl Runs {
+    const MAX: usize = 5;
+
+    /// `None` if the axis has more than [`Runs::MAX`] runs or a dimension past `u16`.
+    fn new(out: usize, s: usize, p: usize, n: usize) -> Option<Runs> {
+        let zero = Run {
+            first: 0,
+            end: 0,
+            input: 0,
+            d: 0,
+            lo: 0,
+            hi: 0,
+        };
+        let mut r = Runs {
+            runs: [zero; Runs::MAX],
+            len: 0,
+        };
+        let mut o = 0;
+        while o < out {
+            let end = Axis::run_end(o, out, s, p, n);
+            let (a, i) = Axis::at(o, s, p, n);
+            *r.runs.get_mut(r.len)? = Run {
+                first: o.try_into().ok()?,
+                end: end.try_into().ok()?,
+                input: i.try_into().ok()?,
+                d: a.d.try_into().ok()?,
+                lo: a.lo.try_into().ok()?,
+                hi: a.hi.try_into().ok()?,
+            };
+            r.len += 1;
+            o = end;
+        }
+        Some(r)
+    }
+
+    fn as_slice(&self) -> &[Run] {
+        &self.runs[..self.len]
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) mod conv_base;
 pub(crate) mod conv_patch;
 pub(crate) mod depthwise;
 pub(crate) mod dsp;
+pub(crate) mod dw3_run;
 pub(crate) mod fc;
 pub(crate) mod pool;
 pub(crate) mod prepare;
@@ -154,6 +155,17 @@ impl<'a> Stage<'a> {
             Prepared::double_small(rq)
         } else {
             Prepared::double(rq)
+        }
+    }
+
+    /// `[m, add, e]` of `rq`'s one-multiply form ([`Requant::double_small_parts`]) when this
+    /// layer takes it: TensorFlow Lite's rounding, small accumulators and a right shift.
+    #[inline(always)]
+    pub fn double_small_parts(&self, rq: Requant) -> Option<[i32; 3]> {
+        if self.rounding == Rounding::Double && self.small_acc {
+            rq.double_small_parts()
+        } else {
+            None
         }
     }
 

@@ -465,6 +465,30 @@ mod tests {
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
         }
 
+        /// The layers TensorFlow Lite writes (its rounding, small biases, shifts up to the
+        /// runs' limit, the whole int8 range as clamp) take the runs path every time.
+        #[test]
+        fn depthwise_3x3_runs_match_reference(
+            c in dw3x3_case(),
+            s in stage_bytes(36),
+            shifts in proptest::collection::vec(-22i32..=-1, 36),
+        ) {
+            let mut s = s;
+            s.rounding = crate::quant::Rounding::Double;
+            (s.lo, s.hi) = (-128, 127);
+            let channels = s.bias.chunks_exact_mut(4).zip(s.rq.chunks_exact_mut(8));
+            for ((b, ch), e) in channels.zip(shifts) {
+                let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]) % 20_000;
+                b.copy_from_slice(&v.to_le_bytes());
+                ch[4..].copy_from_slice(&e.to_le_bytes());
+            }
+            let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
+            prop_assert!(crate::kernels::depthwise::takes_runs(&st));
+            let mut out = vec![0i8; c.g.output_len()];
+            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
+        }
+
         #[test]
         fn fc_matches_reference(
             x in proptest::collection::vec(any::<i8>(), 1..300),
