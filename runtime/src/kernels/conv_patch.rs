@@ -4,6 +4,7 @@
 
 use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
 use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use super::patch_run::patch_channels;
 use super::Stage;
 use crate::quant::Rounding;
 
@@ -167,6 +168,10 @@ fn unpooled(
     let out_c = g.out_c;
     let double = st.rounding == Rounding::Double;
     let n = g.out_h * g.out_w;
+    // Whole weight words per channel and the SSAT requantization: one loop over the
+    // channels that requantizes as it goes.
+    let run = taps.is_multiple_of(4) && st.ssat_form();
+    let stage = (st.bias, st.requant, st.zero_point);
     let mut q = 0;
     while q < n {
         let k_n = LANES.min(n - q);
@@ -185,6 +190,13 @@ fn unpooled(
                 kykx,
                 temp,
             );
+        }
+        if run && k_n == LANES {
+            let out = output.get_mut(q * out_c..).unwrap_or_default();
+            if patch_channels(patch, (weights, taps / 4), stage, out, out_c) {
+                q += LANES;
+                continue;
+            }
         }
         let mut chs = st.channels();
         for oc in 0..out_c {

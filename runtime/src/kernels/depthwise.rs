@@ -20,7 +20,7 @@ pub fn depthwise_conv2d(
 ) {
     let dw3 = g.k_h == 3 && g.k_w == 3 && g.in_h >= 3 && g.in_w >= 3;
     if g.pool_k == 1 && g.pool_s == 1 && dw3 && g.in_c.is_multiple_of(4) {
-        if takes_runs(st) {
+        if st.ssat_form() {
             depthwise_3x3_runs(input, in_zp, weights, g, st, output);
         } else {
             depthwise_3x3(input, in_zp, weights, g, st, output);
@@ -239,23 +239,8 @@ fn depthwise_3x3(
     }
 }
 
-/// Whether a 3x3 layer takes [`depthwise_3x3_runs`]: the whole int8 range as its clamp (the
-/// usual fused ReLU of TensorFlow Lite, at zero point -128, is that) and every channel in
-/// the one-multiply requantization with a shift up to [`Dw3Run::MAX_SHIFT`]. Not on the
-/// Arm cores without the DSP extension (M0, M0+, M3), where [`depthwise_3x3`]'s smaller
-/// frames stay within their stack budget; hosts run it, so the tests check its model.
-pub(crate) fn takes_runs(st: &Stage) -> bool {
-    let dsp_or_host = !cfg!(target_arch = "arm") || cfg!(target_feature = "dsp");
-    dsp_or_host
-        && (st.act_min, st.act_max) == (-128, 127)
-        && st.channels().all(|(_, rq)| {
-            st.double_small_parts(rq)
-                .is_some_and(|[_, _, e]| e <= Dw3Run::MAX_SHIFT)
-        })
-}
-
-/// [`depthwise_3x3`] for layers whose every channel takes the one-multiply requantization
-/// ([`Stage::double_small_parts`]: TensorFlow Lite's rounding, small accumulators): per four
+/// [`depthwise_3x3`] for layers in [`Stage::ssat_form`] (TensorFlow Lite's rounding, small
+/// accumulators, the whole int8 range): per four
 /// channels and per run of windows the padding clips alike, the taps, folded biases and
 /// multipliers are set up once ([`Dw3Run`]), then each row of the run is one call of
 /// [`dw3x3_run`], which requantizes and stores as it goes.

@@ -4,6 +4,7 @@
 //! the QEMU parity tests check the device loop against the host).
 
 use super::dsp::{pack, Dw3Taps};
+use super::SSAT_MAX_SHIFT;
 
 /// What [`dw3x3_run`] reads besides the input, for four channels and one placement of the
 /// 3x3 window (the taps the padding leaves, [`Dw3Run::place`]): per tap the weights doubled
@@ -13,7 +14,7 @@ use super::dsp::{pack, Dw3Taps};
 /// the kernel multiplies raw input bytes and its sums are `2 acc` of the reference's `acc`
 /// (wrapping on the way, exact at the end). Then [`Requant::double_small_parts`]'s form per
 /// channel, `[m, add + (zp << e), e]`: with the output zero point `zp` in the rounding
-/// constant, the shift gives the offset result, exact for `e <= 22` ([`Dw3Run::MAX_SHIFT`]),
+/// constant, the shift gives the offset result, exact for `e <= 22` ([`SSAT_MAX_SHIFT`]),
 /// and SSAT #8 clamps it, so the layer's clamp must be the whole int8 range. The last nine
 /// fields are the geometry, set by [`dw3x3_run`]. The device code reads the fields at fixed offsets (asserted below).
 ///
@@ -45,15 +46,11 @@ const _: () = {
 };
 
 impl Dw3Run {
-    /// The largest right shift whose requantization takes the output zero point in its
-    /// rounding constant: `|x| < 2^30`, `2^(e-1)` and `|zp| 2^e <= 2^29` add up below 2^31.
-    pub const MAX_SHIFT: i32 = 22;
-
     /// The four channels' `[m, add, e]` and the output zero point `zp`, once per group.
-    /// `false` (and `self` unchanged) if a shift is outside `1..=MAX_SHIFT` or `zp` is not an
-    /// int8.
+    /// `false` (and `self` unchanged) if a shift is outside `1..=SSAT_MAX_SHIFT` or `zp` is
+    /// not an int8.
     pub fn set_requant(&mut self, rq: [[i32; 3]; 4], zp: i32) -> bool {
-        let fits = |&[_, _, e]: &[i32; 3]| (1..=Dw3Run::MAX_SHIFT).contains(&e);
+        let fits = |&[_, _, e]: &[i32; 3]| (1..=SSAT_MAX_SHIFT).contains(&e);
         if !rq.iter().all(fits) || !(-128..=127).contains(&zp) {
             return false;
         }

@@ -22,6 +22,7 @@ pub(crate) mod depthwise;
 pub(crate) mod dsp;
 pub(crate) mod dw3_run;
 pub(crate) mod fc;
+pub(crate) mod patch_run;
 pub(crate) mod pool;
 pub(crate) mod prepare;
 #[cfg(any(test, feature = "std"))]
@@ -62,6 +63,11 @@ pub const fn max_bias(taps: usize) -> i32 {
     }
     (i32::MAX as i64 - taps as i64 * 32_768) as i32
 }
+
+/// The largest right shift `e` of [`Stage::ssat_form`]: the output zero point `zp` rides in
+/// the rounding constant, `(x + 2^(e-1) + (zp << e) + (x >> 31)) >> e`, which stays below
+/// 2^31 for `|x| < 2^30` and `|zp| 2^e <= 2^29`.
+pub const SSAT_MAX_SHIFT: i32 = 22;
 
 /// Bias, requantization, zero point and clamp of one layer, read from the blob's byte arrays.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -167,6 +173,24 @@ impl<'a> Stage<'a> {
         } else {
             None
         }
+    }
+
+    /// Whether every channel of this layer takes the SSAT form of the one-multiply
+    /// requantization, as the DSP loops that requantize in their own code do
+    /// ([`dw3_run`], [`patch_run`]): [`double_small_parts`](Self::double_small_parts) with a
+    /// right shift up to [`SSAT_MAX_SHIFT`], so the output zero point rides in the rounding
+    /// constant, and the whole int8 range as clamp, so SSAT #8 is the clamp (TensorFlow
+    /// Lite's fused ReLU at zero point -128 is that). Not on the Arm cores without the DSP
+    /// extension (M0, M0+, M3), whose kernels keep their smaller frames; hosts take it, so
+    /// the tests check the loops' Rust models.
+    pub fn ssat_form(&self) -> bool {
+        let dsp_or_host = !cfg!(target_arch = "arm") || cfg!(target_feature = "dsp");
+        dsp_or_host
+            && (self.act_min, self.act_max) == (-128, 127)
+            && self.channels().all(|(_, rq)| {
+                self.double_small_parts(rq)
+                    .is_some_and(|[_, _, e]| e <= SSAT_MAX_SHIFT)
+            })
     }
 
     /// [`finish`](Self::finish) with a multiplier prepared once for many accumulators.

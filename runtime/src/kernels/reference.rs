@@ -398,6 +398,46 @@ mod tests {
             .prop_map(|(g, x, w, zp)| ConvCase { g, x, w, zp })
     }
 
+    /// Convolutions whose taps fill whole weight words (`kh * kw * in_c % 4 == 0`): the patch
+    /// path's channel loop when the stage is in the SSAT form.
+    fn patch_case() -> impl Strategy<Value = ConvCase> {
+        (
+            (1usize..9, 1usize..9),
+            (1usize..13, 1usize..20),
+            (1usize..4, 1usize..4),
+            1usize..3,
+            0usize..3,
+        )
+            .prop_filter_map("whole words", |((h, w), (ic, oc), (kh, kw), s, p)| {
+                let pad = crate::format::Padding::uniform(p.min(kh.max(kw) - 1) as u8);
+                let g = ConvGeom::new(h, w, ic, oc, kh, kw, (s, s), pad, None)?;
+                (kh * kw * ic).is_multiple_of(4).then_some(g)
+            })
+            .prop_flat_map(|g| {
+                (
+                    Just(g),
+                    proptest::collection::vec(any::<i8>(), g.input_len()),
+                    proptest::collection::vec(any::<i8>(), g.out_c * g.k_h * g.k_w * g.in_c),
+                    any::<i8>(),
+                )
+            })
+            .prop_map(|(g, x, w, zp)| ConvCase { g, x, w, zp })
+    }
+
+    /// `s` made into what TensorFlow Lite writes: its rounding, small biases, right shifts up
+    /// to [`super::super::SSAT_MAX_SHIFT`], the whole int8 range as clamp.
+    fn tflite_stage(mut s: StageCase, shifts: &[i32]) -> StageCase {
+        s.rounding = crate::quant::Rounding::Double;
+        (s.lo, s.hi) = (-128, 127);
+        let channels = s.bias.chunks_exact_mut(4).zip(s.rq.chunks_exact_mut(8));
+        for ((b, ch), &e) in channels.zip(shifts) {
+            let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]) % 20_000;
+            b.copy_from_slice(&v.to_le_bytes());
+            ch[4..].copy_from_slice(&e.to_le_bytes());
+        }
+        s
+    }
+
     /// Depthwise 3x3 over channels in fours (the DSP path's windows, one or several groups and
     /// blocks of 16 channels), stride 1 or 2, padding 0 or 1 (border windows take the generic
     /// loop), no pool.
@@ -473,20 +513,29 @@ mod tests {
             s in stage_bytes(36),
             shifts in proptest::collection::vec(-22i32..=-1, 36),
         ) {
-            let mut s = s;
-            s.rounding = crate::quant::Rounding::Double;
-            (s.lo, s.hi) = (-128, 127);
-            let channels = s.bias.chunks_exact_mut(4).zip(s.rq.chunks_exact_mut(8));
-            for ((b, ch), e) in channels.zip(shifts) {
-                let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]) % 20_000;
-                b.copy_from_slice(&v.to_le_bytes());
-                ch[4..].copy_from_slice(&e.to_le_bytes());
-            }
+            let s = tflite_stage(s, &shifts);
             let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
-            prop_assert!(crate::kernels::depthwise::takes_runs(&st));
+            prop_assert!(st.ssat_form());
             let mut out = vec![0i8; c.g.output_len()];
             depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
+        }
+
+        /// The patch path's channel loop (every stage TensorFlow Lite writes takes it).
+        #[test]
+        fn patch_channel_loop_matches_reference(
+            c in patch_case(),
+            s in stage_bytes(20),
+            shifts in proptest::collection::vec(-22i32..=-1, 20),
+        ) {
+            let s = tflite_stage(s, &shifts);
+            let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w * c.g.in_c);
+            prop_assert!(st.ssat_form());
+            let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
+            let mut out = vec![0i8; c.g.output_len()];
+            let mut scratch = vec![0u32; conv2d_scratch_words(&c.g)];
+            conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut scratch);
+            prop_assert_eq!(&out, &want);
         }
 
         #[test]

@@ -1,0 +1,260 @@
+//! The patch path's channel loop for layers in [`Stage::ssat_form`]: four gathered receptive
+//! fields times every output channel, each channel's four sums requantized and stored as
+//! they come (one loop on the device, in the DSP extension's instructions; a Rust model of it
+//! for every other target, which the host tests check against the reference and the QEMU
+//! parity tests check against the device).
+//!
+//! [`Stage::ssat_form`]: super::Stage::ssat_form
+
+/// What [`patch_channels`]'s device loop reads besides the patch and the weights: addresses
+/// it walks, the group count's parity (the loop takes two groups per pass), the output zero
+/// point and channel count. Set by [`patch_channels`] from checked slices; the device code
+/// reads the fields at fixed offsets (asserted below).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct Walk {
+    patch: usize,
+    odd: usize,
+    patch_end: usize,
+    bias: usize,
+    requant: usize,
+    zp: i32,
+    out_c: usize,
+    out_end: usize,
+}
+
+#[cfg(target_arch = "arm")]
+const _: () = {
+    assert!(core::mem::offset_of!(Walk, odd) == 4);
+    assert!(core::mem::offset_of!(Walk, bias) == 12);
+    assert!(core::mem::offset_of!(Walk, zp) == 20);
+    assert!(core::mem::offset_of!(Walk, out_end) == 28);
+};
+
+/// Every output channel `oc < out_c` for the four lanes of `patch` (`groups` groups of four
+/// taps, the lanes interleaved per group as the patch path's gather writes them): the sum
+/// starts from the bias (i32 LE at `bias[4 oc..]`), takes the weight words at `weights[oc * 4
+/// groups..]` (SXTB16 and SMLAD, the weights' words read once for the four lanes), and is
+/// requantized with `requant[8 oc..]` (`[m, shift]` i32 LE, every channel in
+/// [`Stage::ssat_form`]: `e = -shift` in `1..=22`) into lane `l`'s byte at `out[l * out_c +
+/// oc]`. On the device about 16 instructions per 16 MACs plus 50 per channel. `false` and
+/// nothing written if a slice is too short (unreachable for a validated layer).
+///
+/// [`Stage::ssat_form`]: super::Stage::ssat_form
+#[inline(always)]
+pub fn patch_channels(
+    patch: &[u32],
+    (weights, groups): (&[i8], usize),
+    (bias, requant, zp): (&[u8], &[u8], i32),
+    out: &mut [i8],
+    out_c: usize,
+) -> bool {
+    let fits = groups >= 1
+        && out_c >= 1
+        && groups.checked_mul(8).is_some_and(|n| n <= patch.len())
+        && groups
+            .checked_mul(4)
+            .and_then(|t| t.checked_mul(out_c))
+            .is_some_and(|n| n <= weights.len())
+        && out_c
+            .checked_mul(4)
+            .is_some_and(|n| n <= bias.len() && n <= out.len())
+        && out_c.checked_mul(8).is_some_and(|n| n <= requant.len())
+        && (-128..=127).contains(&zp);
+    if !fits {
+        return false;
+    }
+    let mut walk = Walk {
+        patch: patch.as_ptr() as usize,
+        odd: groups % 2,
+        patch_end: patch.as_ptr().wrapping_add(8 * groups) as usize,
+        bias: bias.as_ptr() as usize,
+        requant: requant.as_ptr() as usize,
+        zp,
+        out_c,
+        out_end: out.as_ptr().wrapping_add(out_c) as usize,
+    };
+    imp::patch_channels(patch, weights, groups, (bias, requant), out, &mut walk);
+    true
+}
+
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[allow(unsafe_code)]
+mod imp {
+    /// One group of four taps for the four lanes: one weight word, two SXTB16, four LDRD
+    /// and eight SMLAD (lane `l`'s words at `8 l` bytes into the group).
+    macro_rules! group {
+        () => {
+            "ldr {w}, [{wp}], #4
+             sxtb16 {we}, {w}
+             sxtb16 {wo}, {w}, ror #8
+             ldrd {w}, {x}, [{pp}, #8]
+             smlad {a1}, {w}, {we}, {a1}
+             smlad {a1}, {x}, {wo}, {a1}
+             ldrd {w}, {x}, [{pp}, #16]
+             smlad {a2}, {w}, {we}, {a2}
+             smlad {a2}, {x}, {wo}, {a2}
+             ldrd {w}, {x}, [{pp}, #24]
+             smlad {a3}, {w}, {we}, {a3}
+             smlad {a3}, {x}, {wo}, {a3}
+             ldrd {w}, {x}, [{pp}], #32
+             smlad {a0}, {w}, {we}, {a0}
+             smlad {a0}, {x}, {wo}, {a0}"
+        };
+    }
+
+    /// Lane accumulator `$a` (`acc`) requantized with `m` in `{w}`, `2^(e-1) + (zp << e)` in
+    /// `{x}` and `e` in `{we}`: `x = SMMULR(2 acc, m)`, `(x + add + (x >> 31)) >> e`, SSAT.
+    macro_rules! lane {
+        ($a:literal) => {
+            concat!(
+                "lsl {",
+                $a,
+                "}, {",
+                $a,
+                "}, #1\n",
+                "smmulr {wo}, {",
+                $a,
+                "}, {w}\n",
+                "smmlar {",
+                $a,
+                "}, {",
+                $a,
+                "}, {w}, {x}\n",
+                "add {",
+                $a,
+                "}, {",
+                $a,
+                "}, {wo}, asr #31\n",
+                "asr {",
+                $a,
+                "}, {",
+                $a,
+                "}, {we}\n",
+                "ssat {",
+                $a,
+                "}, #8, {",
+                $a,
+                "}\n",
+            )
+        };
+    }
+
+    /// The caller checked every bound; `walk` holds the addresses of the slices.
+    #[inline(always)]
+    pub fn patch_channels(
+        _patch: &[u32],
+        weights: &[i8],
+        _groups: usize,
+        _stage: (&[u8], &[u8]),
+        out: &mut [i8],
+        walk: &mut super::Walk,
+    ) {
+        // SAFETY: per channel `oc < out_c`: reads the `8 groups` patch words (LDRD, the
+        // scratch is word-aligned), `4 groups` weight bytes at `oc * 4 groups`, the bias word
+        // and the two requantization words (LDR, unaligned allowed on Armv7E-M and Armv8-M
+        // Mainline), and writes the bytes `l * out_c + oc` (l < 4) of `out`: all within the
+        // slices the caller checked. Updates `walk`'s bias and requantization addresses.
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "ldr {x}, [{prm}, #12]",
+                "ldr {a0}, [{x}], #4",
+                "str {x}, [{prm}, #12]",
+                "mov {a1}, {a0}",
+                "mov {a2}, {a0}",
+                "mov {a3}, {a0}",
+                "ldr {pp}, [{prm}, #0]",
+                "ldr {x}, [{prm}, #4]",
+                "cmp {x}, #0",
+                "bne 3f",
+                "2:",
+                group!(),
+                "3:",
+                group!(),
+                "ldr {x}, [{prm}, #8]",
+                "cmp {pp}, {x}",
+                "bne 2b",
+                // The channel's multiplier, shift and rounding constant.
+                "ldr {x}, [{prm}, #16]",
+                "ldr {w}, [{x}]",
+                "ldr {we}, [{x}, #4]",
+                "add {x}, {x}, #8",
+                "str {x}, [{prm}, #16]",
+                "rsb {we}, {we}, #0",
+                "ldr {x}, [{prm}, #20]",
+                "lsl {x}, {x}, {we}",
+                "mov {wo}, #1",
+                "lsl {wo}, {wo}, {we}",
+                "add {x}, {x}, {wo}, asr #1",
+                lane!("a0"),
+                lane!("a1"),
+                lane!("a2"),
+                lane!("a3"),
+                "ldr {wo}, [{prm}, #24]",
+                "strb {a0}, [{op}]",
+                "strb {a1}, [{op}, {wo}]",
+                "strb {a2}, [{op}, {wo}, lsl #1]",
+                "add {wo}, {wo}, {wo}, lsl #1",
+                "strb {a3}, [{op}, {wo}]",
+                "add {op}, {op}, #1",
+                "ldr {wo}, [{prm}, #28]",
+                "cmp {op}, {wo}",
+                "bne 1b",
+                w = out(reg) _,
+                x = out(reg) _,
+                we = out(reg) _,
+                wo = out(reg) _,
+                a0 = out(reg) _,
+                a1 = out(reg) _,
+                a2 = out(reg) _,
+                a3 = out(reg) _,
+                pp = out(reg) _,
+                wp = inout(reg) weights.as_ptr() => _,
+                op = inout(reg) out.as_mut_ptr() => _,
+                prm = in(reg) walk as *mut super::Walk,
+                options(nostack),
+            );
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+mod imp {
+    use super::super::dsp::{smlad, sxtb16, sxtb16_ror8};
+
+    /// The device's loop in Rust (the caller checked every bound).
+    pub fn patch_channels(
+        patch: &[u32],
+        weights: &[i8],
+        groups: usize,
+        (bias, requant): (&[u8], &[u8]),
+        out: &mut [i8],
+        walk: &mut super::Walk,
+    ) {
+        let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let (out_c, zp) = (walk.out_c, walk.zp);
+        let rows = weights.chunks_exact(4 * groups).take(out_c);
+        for (oc, w) in rows.enumerate() {
+            let mut acc = [word(&bias[4 * oc..]); 4];
+            for (g, w4) in w.chunks_exact(4).enumerate() {
+                let ww = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
+                let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
+                for (l, a) in acc.iter_mut().enumerate() {
+                    let p = &patch[8 * g + 2 * l..];
+                    // SMLAD wraps: only the final sum is bounded.
+                    let lo = smlad(p[0], we, 0);
+                    let hi = smlad(p[1], wo, 0);
+                    *a = a.wrapping_add(lo).wrapping_add(hi);
+                }
+            }
+            let (m, e) = (word(&requant[8 * oc..]), -word(&requant[8 * oc + 4..]));
+            let add = (1 << (e - 1)) + (zp << e);
+            for (l, a) in acc.iter().enumerate() {
+                let x = ((a.wrapping_mul(2) as i64 * m as i64 + (1 << 31)) >> 32) as i32;
+                let v = (x + add + (x >> 31)) >> e;
+                out[l * out_c + oc] = v.clamp(-128, 127) as i8;
+            }
+        }
+    }
+}
