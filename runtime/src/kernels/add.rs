@@ -86,7 +86,221 @@ pub fn at_most_half(rq: Requant) -> bool {
 pub fn add(a: &[i8], b: &[i8], p: &AddParams, out: &mut [i8]) {
     match p.rounding {
         Rounding::Single => add_with(a, b, p, out, Rounding::Single),
-        Rounding::Double => add_with(a, b, p, out, Rounding::Double),
+        Rounding::Double => {
+            if let Some(f) = DoubleSmall::new(p) {
+                f.add(a, b, out);
+            } else {
+                add_with(a, b, p, out, Rounding::Double)
+            }
+        }
+    }
+}
+
+/// TensorFlow Lite's add in the one-multiply form of its double rounding (see
+/// [`crate::quant::Requant::double_small_parts`]), exact because every term is small: an
+/// input's `(x - zp) << 20` is below 2^28 and the rescaled sum below 2^28 (input multipliers
+/// of at most 1/2), so each SaturatingRoundingDoublingHighMul is one rounding high multiply
+/// of the doubled value (SMMULR). Taken when the input multipliers are not 0 and shift right
+/// by `0..=31`, and the output shifts right by `1..=22` (its zero point then rides in the
+/// rounding constant); otherwise the general path. The device loop reads the fields at fixed
+/// offsets (asserted below).
+#[repr(C)]
+#[derive(Debug, PartialEq, Eq)]
+struct DoubleSmall {
+    a: Side,
+    b: Side,
+    m: i32,
+    add: i32,
+    e: i32,
+    act_min: i32,
+    act_max: i32,
+}
+
+#[cfg(target_arch = "arm")]
+const _: () = {
+    assert!(core::mem::offset_of!(DoubleSmall, b) == 20);
+    assert!(core::mem::offset_of!(DoubleSmall, m) == 40);
+    assert!(core::mem::offset_of!(DoubleSmall, e) == 48);
+    assert!(core::mem::offset_of!(DoubleSmall, act_max) == 56);
+};
+
+/// One input's rescale of `x`: `xs = (x << 21) - (zp << 21)` (twice `(x - zp) << 20`), then
+/// `(xs m + 2^31) >> 32 + 2^(e-1) - (xs < 0)` shifted right by `e` (no rounding terms for
+/// `e = 0`). The sign of the high product is the sign of `xs`: `|xs| >= 2^21` and `m >= 2^30`
+/// keep a nonzero product away from 0.
+#[repr(C)]
+#[derive(Debug, PartialEq, Eq)]
+struct Side {
+    k: i32,
+    m: i32,
+    add: i32,
+    mask: i32,
+    e: i32,
+}
+
+impl Side {
+    fn new(zp: i32, rq: Requant) -> Option<Side> {
+        let e = rq.shift.checked_neg().filter(|e| (0..=31).contains(e))?;
+        if rq.multiplier < 1 << 30 || !(-128..=127).contains(&zp) {
+            return None;
+        }
+        Some(Side {
+            k: zp << (ADD_LEFT_SHIFT + 1),
+            m: rq.multiplier,
+            add: if e > 0 { 1 << (e - 1) } else { 0 },
+            mask: if e > 0 { -1 } else { 0 },
+            e,
+        })
+    }
+
+    #[inline(always)]
+    fn apply(&self, x: i8) -> i32 {
+        let xs = ((x as i32) << (ADD_LEFT_SHIFT + 1)) - self.k;
+        let t = self.add + ((xs >> 31) & self.mask);
+        (high_mul(xs, self.m) + t) >> self.e
+    }
+}
+
+/// `(a b + 2^31) >> 32`: SMMULR on the DSP extension.
+#[inline(always)]
+fn high_mul(a: i32, b: i32) -> i32 {
+    ((a as i64 * b as i64 + (1 << 31)) >> 32) as i32
+}
+
+impl DoubleSmall {
+    fn new(p: &AddParams) -> Option<DoubleSmall> {
+        let e = p
+            .rq_out
+            .shift
+            .checked_neg()
+            .filter(|e| (1..=22).contains(e))?;
+        if !(-128..=127).contains(&p.zp_out) {
+            return None;
+        }
+        Some(DoubleSmall {
+            a: Side::new(p.zp_a, p.rq_a)?,
+            b: Side::new(p.zp_b, p.rq_b)?,
+            m: p.rq_out.multiplier,
+            add: (1 << (e - 1)) + (p.zp_out << e),
+            e,
+            act_min: p.act_min,
+            act_max: p.act_max,
+        })
+    }
+
+    /// The rescaled sum `s` (`|s| < 2^28`) to the output byte.
+    #[inline(always)]
+    fn finish(&self, s: i32) -> i8 {
+        let t = high_mul(s << 1, self.m);
+        let v = (t + self.add + (t >> 31)) >> self.e;
+        v.max(self.act_min).min(self.act_max) as i8
+    }
+
+    fn add(&self, a: &[i8], b: &[i8], out: &mut [i8]) {
+        let n = out.len().min(a.len()).min(b.len());
+        let (a, b, out) = (&a[..n], &b[..n], &mut out[..n]);
+        if n > 0 && (self.act_min, self.act_max) == (-128, 127) {
+            imp::add_full_range(a, b, self, out);
+            return;
+        }
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = self.finish(self.a.apply(x) + self.b.apply(y));
+        }
+    }
+}
+
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+#[allow(unsafe_code)]
+mod imp {
+    /// One input's rescale of the byte at `[{$p}]` (post-incremented) into `{$v}`, with its
+    /// [`super::Side`] at `[{prm}, #$o]`.
+    macro_rules! side {
+        ($p:literal, $v:literal, $o0:literal, $o8:literal, $o16:literal) => {
+            concat!(
+                "ldrsb {",
+                $v,
+                "}, [{",
+                $p,
+                "}], #1\n",
+                "ldrd {k}, {m}, [{prm}, #",
+                $o0,
+                "]\n",
+                "rsb {",
+                $v,
+                "}, {k}, {",
+                $v,
+                "}, lsl #21\n",
+                "ldrd {k}, {t}, [{prm}, #",
+                $o8,
+                "]\n",
+                "and {t}, {t}, {",
+                $v,
+                "}, asr #31\n",
+                "add {t}, {t}, {k}\n",
+                "smmlar {",
+                $v,
+                "}, {",
+                $v,
+                "}, {m}, {t}\n",
+                "ldr {k}, [{prm}, #",
+                $o16,
+                "]\n",
+                "asr {",
+                $v,
+                "}, {",
+                $v,
+                "}, {k}\n",
+            )
+        };
+    }
+
+    /// `out[i]` for `i < n` (`n >= 1`, every slice `n` long), clamp the whole int8 range:
+    /// both rescales, the sum's rescale (SMMULR, SMMLAR with the zero point in the rounding
+    /// constant) and SSAT, about 30 instructions an element.
+    pub fn add_full_range(a: &[i8], b: &[i8], p: &super::DoubleSmall, out: &mut [i8]) {
+        let end = out.as_mut_ptr().wrapping_add(out.len());
+        // SAFETY: reads `a[i]`, `b[i]` and writes `out[i]` for `i < out.len()`, which the
+        // caller made the length of all three (and at least 1); reads `p`.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                side!("pa", "va", "0", "8", "16"),
+                side!("pb", "vb", "20", "28", "36"),
+                "add {va}, {va}, {vb}",
+                "lsl {va}, {va}, #1",
+                "ldrd {m}, {t}, [{prm}, #40]",
+                "smmulr {vb}, {va}, {m}",
+                "smmlar {va}, {va}, {m}, {t}",
+                "add {va}, {va}, {vb}, asr #31",
+                "ldr {k}, [{prm}, #48]",
+                "asr {va}, {va}, {k}",
+                "ssat {va}, #8, {va}",
+                "strb {va}, [{po}], #1",
+                "cmp {po}, {end}",
+                "bne 2b",
+                va = out(reg) _,
+                vb = out(reg) _,
+                k = out(reg) _,
+                m = out(reg) _,
+                t = out(reg) _,
+                pa = inout(reg) a.as_ptr() => _,
+                pb = inout(reg) b.as_ptr() => _,
+                po = inout(reg) out.as_mut_ptr() => _,
+                end = in(reg) end,
+                prm = in(reg) p as *const super::DoubleSmall,
+                options(nostack),
+            );
+        }
+    }
+}
+
+#[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
+mod imp {
+    /// The device loop's model.
+    pub fn add_full_range(a: &[i8], b: &[i8], p: &super::DoubleSmall, out: &mut [i8]) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            *o = p.finish(p.a.apply(x) + p.b.apply(y));
+        }
     }
 }
 
@@ -139,4 +353,64 @@ pub(crate) fn prepare(
         param_bytes: 0,
         out_zp: a.zero_point,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn multiplier() -> impl Strategy<Value = i32> {
+        prop_oneof![1 => Just(1 << 30), 3 => (1i32 << 30)..=i32::MAX]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        /// An input's rescale is TensorFlow Lite's, for every byte: exact multiples of 2^19
+        /// with `m = 2^30` make the ties of the second rounding (`e = 20`: `x - zp` odd).
+        #[test]
+        fn side_rescale_is_tflites(
+            m in multiplier(),
+            e in prop_oneof![Just(0), Just(20), 0i32..=31],
+            zp: i8,
+        ) {
+            let rq = Requant { multiplier: m, shift: -e };
+            let side = Side::new(zp as i32, rq).unwrap();
+            for x in i8::MIN..=i8::MAX {
+                let want = rq.apply_double((x as i32 - zp as i32) << ADD_LEFT_SHIFT);
+                prop_assert_eq!(side.apply(x), want, "x {}", x);
+            }
+        }
+
+        /// The sum's rescale is TensorFlow Lite's plus the zero point, clamped: `m = 2^30`
+        /// and even sums make ties of both signs.
+        #[test]
+        fn sum_rescale_is_tflites(
+            s in -(1i32 << 28) + 1..(1 << 28),
+            tie in any::<bool>(),
+            m in multiplier(),
+            e in 1i32..=22,
+            zp: i8,
+            (lo, hi) in (any::<i8>(), any::<i8>()),
+        ) {
+            let (lo, hi) = (lo.min(hi) as i32, lo.max(hi) as i32);
+            let s = if tie { ((s >> (e + 1)) * 2 + 1) << e } else { s };
+            let half = Requant { multiplier: 1 << 30, shift: 0 };
+            let p = AddParams {
+                zp_a: 0,
+                zp_b: 0,
+                zp_out: zp as i32,
+                rq_a: half,
+                rq_b: half,
+                rq_out: Requant { multiplier: m, shift: -e },
+                act_min: lo,
+                act_max: hi,
+                rounding: Rounding::Double,
+            };
+            let f = DoubleSmall::new(&p).unwrap();
+            let want = p.rq_out.to_i8_with(Rounding::Double, s, zp as i32, lo, hi);
+            prop_assert_eq!(f.finish(s), want);
+        }
+    }
 }

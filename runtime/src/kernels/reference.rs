@@ -675,6 +675,33 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// TensorFlow Lite's rounding (the one-multiply form when its shifts allow, else the
+        /// general one), equal scales among the cases (an input multiplier of exactly 1/2,
+        /// no shift), any clamp.
+        #[test]
+        fn tflite_add_matches_reference(
+            x in proptest::collection::vec(any::<i8>(), 1..64),
+            y_seed in proptest::collection::vec(any::<i8>(), 64),
+            (sa, sb, so) in (0.001f64..0.5, 0.001f64..0.5, 0.0001f64..1.0),
+            same in any::<bool>(),
+            (za, zb, zo) in (any::<i8>(), any::<i8>(), any::<i8>()),
+            (lo, hi) in (any::<i8>(), any::<i8>()),
+        ) {
+            let y = &y_seed[..x.len()];
+            let sb = if same { sa } else { sb };
+            let (lo, hi) = (lo.min(hi) as i32, lo.max(hi) as i32);
+            let p = AddParams::from_scales(sa, za as i32, sb, zb as i32, so, zo as i32, lo, hi);
+            let Some(mut p) = p else { return Ok(()) };
+            p.rounding = crate::quant::Rounding::Double;
+            let mut out = vec![0i8; x.len()];
+            add(&x, y, &p, &mut out);
+            prop_assert_eq!(&out, &super::add(&x, y, &p));
+        }
+    }
+
     #[test]
     fn average_ties_round_away_from_zero() {
         // Exact answers: means 0.5, -0.5, 1.5, -1.5, 0.25.
