@@ -214,42 +214,19 @@ impl DoubleSmall {
 mod imp {
     /// One input's rescale of the byte at `[{$p}]` (post-incremented) into `{$v}`, with its
     /// [`super::Side`] at `[{prm}, #$o]`.
+    #[rustfmt::skip]
     macro_rules! side {
         ($p:literal, $v:literal, $o0:literal, $o8:literal, $o16:literal) => {
             concat!(
-                "ldrsb {",
-                $v,
-                "}, [{",
-                $p,
-                "}], #1\n",
-                "ldrd {k}, {m}, [{prm}, #",
-                $o0,
-                "]\n",
-                "rsb {",
-                $v,
-                "}, {k}, {",
-                $v,
-                "}, lsl #21\n",
-                "ldrd {k}, {t}, [{prm}, #",
-                $o8,
-                "]\n",
-                "and {t}, {t}, {",
-                $v,
-                "}, asr #31\n",
+                "ldrsb {", $v, "}, [{", $p, "}], #1\n",
+                "ldrd {k}, {m}, [{prm}, #", $o0, "]\n",
+                "rsb {", $v, "}, {k}, {", $v, "}, lsl #21\n",
+                "ldrd {k}, {t}, [{prm}, #", $o8, "]\n",
+                "and {t}, {t}, {", $v, "}, asr #31\n",
                 "add {t}, {t}, {k}\n",
-                "smmlar {",
-                $v,
-                "}, {",
-                $v,
-                "}, {m}, {t}\n",
-                "ldr {k}, [{prm}, #",
-                $o16,
-                "]\n",
-                "asr {",
-                $v,
-                "}, {",
-                $v,
-                "}, {k}\n",
+                "smmlar {", $v, "}, {", $v, "}, {m}, {t}\n",
+                "ldr {k}, [{prm}, #", $o16, "]\n",
+                "asr {", $v, "}, {", $v, "}, {k}\n",
             )
         };
     }

@@ -170,7 +170,7 @@ fn unpooled(
     let n = g.out_h * g.out_w;
     // Whole weight words per channel and the SSAT requantization: one loop over the
     // channels that requantizes as it goes.
-    let run = taps.is_multiple_of(4) && st.ssat_form();
+    let run = taps.is_multiple_of(4) && st.ssat_form(31);
     let stage = (st.bias, st.requant, st.zero_point);
     let mut q = 0;
     while q < n {

@@ -20,7 +20,7 @@ pub fn depthwise_conv2d(
 ) {
     let dw3 = g.k_h == 3 && g.k_w == 3 && g.in_h >= 3 && g.in_w >= 3;
     if g.pool_k == 1 && g.pool_s == 1 && dw3 && g.in_c.is_multiple_of(4) {
-        if st.ssat_form() {
+        if st.ssat_form(super::SSAT_MAX_SHIFT) {
             depthwise_3x3_runs(input, in_zp, weights, g, st, output);
         } else {
             depthwise_3x3(input, in_zp, weights, g, st, output);
@@ -272,7 +272,7 @@ fn depthwise_3x3_runs(
             .zip(st.channels().skip(c0))
         {
             *b = bv;
-            let Some(parts) = st.double_small_parts(rv) else {
+            let Some(parts) = st.ssat_parts(rv) else {
                 return; // unreachable: the caller checked every channel
             };
             *r = parts;

@@ -195,22 +195,17 @@ pub fn dw3x3_run(
 mod imp {
     /// One tap of [`dw3x3_run`]'s window: the input word at `$addr`, the doubled weights at
     /// `[{p}, #$w0]` (channels 0 and 2) and `[{p}, #$w1]` (1 and 3).
+    #[rustfmt::skip]
     macro_rules! dw_tap {
         ($addr:literal, $w0:literal, $w1:literal) => {
             concat!(
-                "ldr {x}, ",
-                $addr,
-                "\n",
+                "ldr {x}, ", $addr, "\n",
                 "sxtb16 {t}, {x}\n",
                 "sxtb16 {x}, {x}, ror #8\n",
-                "ldr {w}, [{p}, #",
-                $w0,
-                "]\n",
+                "ldr {w}, [{p}, #", $w0, "]\n",
                 "smlabb {a0}, {t}, {w}, {a0}\n",
                 "smlatt {a2}, {t}, {w}, {a2}\n",
-                "ldr {w}, [{p}, #",
-                $w1,
-                "]\n",
+                "ldr {w}, [{p}, #", $w1, "]\n",
                 "smlabb {a1}, {x}, {w}, {a1}\n",
                 "smlatt {a3}, {x}, {w}, {a3}\n",
             )
@@ -220,43 +215,18 @@ mod imp {
     /// The requantization of accumulator `$a` (`2 acc`) with `[m, add, e]` at `[{p}, #$rq]`:
     /// `x = SMMULR(2 acc, m)`, `(x + add + (x >> 31)) >> e` (the zero point is in `add`),
     /// saturated to int8 and stored at `[{op}, #$i]`.
+    #[rustfmt::skip]
     macro_rules! dw_lane {
         ($a:literal, $rq:literal, $e:literal, $i:literal) => {
             concat!(
-                "ldrd {x}, {t}, [{p}, #",
-                $rq,
-                "]\n",
-                "smmulr {w}, {",
-                $a,
-                "}, {x}\n",
-                "smmlar {",
-                $a,
-                "}, {",
-                $a,
-                "}, {x}, {t}\n",
-                "add {",
-                $a,
-                "}, {",
-                $a,
-                "}, {w}, asr #31\n",
-                "ldr {x}, [{p}, #",
-                $e,
-                "]\n",
-                "asr {",
-                $a,
-                "}, {",
-                $a,
-                "}, {x}\n",
-                "ssat {",
-                $a,
-                "}, #8, {",
-                $a,
-                "}\n",
-                "strb {",
-                $a,
-                "}, [{op}, #",
-                $i,
-                "]\n",
+                "ldrd {x}, {t}, [{p}, #", $rq, "]\n",
+                "smmulr {w}, {", $a, "}, {x}\n",
+                "smmlar {", $a, "}, {", $a, "}, {x}, {t}\n",
+                "add {", $a, "}, {", $a, "}, {w}, asr #31\n",
+                "ldr {x}, [{p}, #", $e, "]\n",
+                "asr {", $a, "}, {", $a, "}, {x}\n",
+                "ssat {", $a, "}, #8, {", $a, "}\n",
+                "strb {", $a, "}, [{op}, #", $i, "]\n",
             )
         };
     }

@@ -64,9 +64,9 @@ pub const fn max_bias(taps: usize) -> i32 {
     (i32::MAX as i64 - taps as i64 * 32_768) as i32
 }
 
-/// The largest right shift `e` of [`Stage::ssat_form`]: the output zero point `zp` rides in
-/// the rounding constant, `(x + 2^(e-1) + (zp << e) + (x >> 31)) >> e`, which stays below
-/// 2^31 for `|x| < 2^30` and `|zp| 2^e <= 2^29`.
+/// The largest right shift `e` of the depthwise runs' [`Stage::ssat_form`]: the output zero
+/// point `zp` rides in the rounding constant, `(x + 2^(e-1) + (zp << e) + (x >> 31)) >> e`,
+/// which stays below 2^31 for `|x| < 2^30` and `|zp| 2^e <= 2^29`.
 pub const SSAT_MAX_SHIFT: i32 = 22;
 
 /// Bias, requantization, zero point and clamp of one layer, read from the blob's byte arrays.
@@ -164,33 +164,35 @@ impl<'a> Stage<'a> {
         }
     }
 
-    /// `[m, add, e]` of `rq`'s one-multiply form ([`Requant::double_small_parts`]) when this
-    /// layer takes it: TensorFlow Lite's rounding, small accumulators and a right shift.
+    /// `[m, 2^(e-1), e]` of `rq` in the SSAT form's terms when this layer takes the
+    /// one-multiply requantization (TensorFlow Lite's rounding, small accumulators): its
+    /// parts ([`Requant::double_small_parts`], a right shift `e` in `1..=31`), or `[0, 1, 1]`
+    /// for a zero multiplier (every output the zero point) whatever its shift.
     #[inline(always)]
-    pub fn double_small_parts(&self, rq: Requant) -> Option<[i32; 3]> {
-        if self.rounding == Rounding::Double && self.small_acc {
-            rq.double_small_parts()
-        } else {
-            None
+    pub fn ssat_parts(&self, rq: Requant) -> Option<[i32; 3]> {
+        if self.rounding != Rounding::Double || !self.small_acc {
+            return None;
         }
+        rq.double_small_parts()
+            .or((rq.multiplier == 0).then_some([0, 1, 1]))
     }
 
     /// Whether every channel of this layer takes the SSAT form of the one-multiply
-    /// requantization, as the DSP loops that requantize in their own code do
-    /// ([`dw3_run`], [`patch_run`]): [`double_small_parts`](Self::double_small_parts) with a
-    /// right shift up to [`SSAT_MAX_SHIFT`], so the output zero point rides in the rounding
-    /// constant, and the whole int8 range as clamp, so SSAT #8 is the clamp (TensorFlow
-    /// Lite's fused ReLU at zero point -128 is that). Not on the Arm cores without the DSP
-    /// extension (M0, M0+, M3), whose kernels keep their smaller frames; hosts take it, so
-    /// the tests check the loops' Rust models.
-    pub fn ssat_form(&self) -> bool {
+    /// requantization that the DSP loops which requantize in their own code use ([`dw3_run`]
+    /// with `max_shift` [`SSAT_MAX_SHIFT`], [`patch_run`] with 31): [`ssat_parts`] with a
+    /// right shift up to `max_shift`, and the whole int8 range as clamp, so SSAT #8 is the
+    /// clamp (TensorFlow Lite's fused ReLU at zero point -128 is that). Not on the Arm cores
+    /// without the DSP extension (M0, M0+, M3), whose kernels keep their smaller frames;
+    /// hosts take it, so the tests check the loops' Rust models.
+    ///
+    /// [`ssat_parts`]: Self::ssat_parts
+    pub fn ssat_form(&self, max_shift: i32) -> bool {
         let dsp_or_host = !cfg!(target_arch = "arm") || cfg!(target_feature = "dsp");
         dsp_or_host
             && (self.act_min, self.act_max) == (-128, 127)
-            && self.channels().all(|(_, rq)| {
-                self.double_small_parts(rq)
-                    .is_some_and(|[_, _, e]| e <= SSAT_MAX_SHIFT)
-            })
+            && self
+                .channels()
+                .all(|(_, rq)| self.ssat_parts(rq).is_some_and(|[_, _, e]| e <= max_shift))
     }
 
     /// [`finish`](Self::finish) with a multiplier prepared once for many accumulators.

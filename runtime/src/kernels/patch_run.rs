@@ -36,8 +36,8 @@ const _: () = {
 /// starts from the bias (i32 LE at `bias[4 oc..]`), takes the weight words at `weights[oc * 4
 /// groups..]` (SXTB16 and SMLAD, the weights' words read once for the four lanes), and is
 /// requantized with `requant[8 oc..]` (`[m, shift]` i32 LE, every channel in
-/// [`Stage::ssat_form`]: `e = -shift` in `1..=22`) into lane `l`'s byte at `out[l * out_c +
-/// oc]`. On the device about 16 instructions per 16 MACs plus 50 per channel. `false` and
+/// [`Stage::ssat_form`]: `e = -shift` in `1..=31`, or `m = 0`) into lane `l`'s byte at
+/// `out[l * out_c + oc]`. On the device about 16 instructions per 16 MACs plus 50 per channel. `false` and
 /// nothing written if a slice is too short (unreachable for a validated layer).
 ///
 /// [`Stage::ssat_form`]: super::Stage::ssat_form
@@ -103,39 +103,20 @@ mod imp {
         };
     }
 
-    /// Lane accumulator `$a` (`acc`) requantized with `m` in `{w}`, `2^(e-1) + (zp << e)` in
-    /// `{x}` and `e` in `{we}`: `x = SMMULR(2 acc, m)`, `(x + add + (x >> 31)) >> e`, SSAT.
+    /// Lane accumulator `$a` (`acc`) requantized with `m` in `{w}`, `2^(e-1)` in `{x}`, `e` in
+    /// `{we}` and the zero point in `{pp}`: `x = SMMULR(2 acc, m)`, `(x + add + (x >> 31)) >>
+    /// e`, plus the zero point, SSAT.
+    #[rustfmt::skip]
     macro_rules! lane {
         ($a:literal) => {
             concat!(
-                "lsl {",
-                $a,
-                "}, {",
-                $a,
-                "}, #1\n",
-                "smmulr {wo}, {",
-                $a,
-                "}, {w}\n",
-                "smmlar {",
-                $a,
-                "}, {",
-                $a,
-                "}, {w}, {x}\n",
-                "add {",
-                $a,
-                "}, {",
-                $a,
-                "}, {wo}, asr #31\n",
-                "asr {",
-                $a,
-                "}, {",
-                $a,
-                "}, {we}\n",
-                "ssat {",
-                $a,
-                "}, #8, {",
-                $a,
-                "}\n",
+                "lsl {", $a, "}, {", $a, "}, #1\n",
+                "smmulr {wo}, {", $a, "}, {w}\n",
+                "smmlar {", $a, "}, {", $a, "}, {w}, {x}\n",
+                "add {", $a, "}, {", $a, "}, {wo}, asr #31\n",
+                "asr {", $a, "}, {", $a, "}, {we}\n",
+                "add {", $a, "}, {", $a, "}, {pp}\n",
+                "ssat {", $a, "}, #8, {", $a, "}\n",
             )
         };
     }
@@ -182,11 +163,10 @@ mod imp {
                 "add {x}, {x}, #8",
                 "str {x}, [{prm}, #16]",
                 "rsb {we}, {we}, #0",
-                "ldr {x}, [{prm}, #20]",
-                "lsl {x}, {x}, {we}",
                 "mov {wo}, #1",
                 "lsl {wo}, {wo}, {we}",
-                "add {x}, {x}, {wo}, asr #1",
+                "asr {x}, {wo}, #1",
+                "ldr {pp}, [{prm}, #20]",
                 lane!("a0"),
                 lane!("a1"),
                 lane!("a2"),
@@ -249,11 +229,15 @@ mod imp {
                 }
             }
             let (m, e) = (word(&requant[8 * oc..]), -word(&requant[8 * oc + 4..]));
-            let add = (1 << (e - 1)) + (zp << e);
             for (l, a) in acc.iter().enumerate() {
-                let x = ((a.wrapping_mul(2) as i64 * m as i64 + (1 << 31)) >> 32) as i32;
-                let v = (x + add + (x >> 31)) >> e;
-                out[l * out_c + oc] = v.clamp(-128, 127) as i8;
+                // A zero multiplier (any shift) gives the zero point, as on the device.
+                let v = if m == 0 {
+                    0
+                } else {
+                    let x = ((a.wrapping_mul(2) as i64 * m as i64 + (1 << 31)) >> 32) as i32;
+                    (x + (1 << (e - 1)) + (x >> 31)) >> e
+                };
+                out[l * out_c + oc] = (v + zp).clamp(-128, 127) as i8;
             }
         }
     }

@@ -515,7 +515,7 @@ mod tests {
         ) {
             let s = tflite_stage(s, &shifts);
             let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
-            prop_assert!(st.ssat_form());
+            prop_assert!(st.ssat_form(crate::kernels::SSAT_MAX_SHIFT));
             let mut out = vec![0i8; c.g.output_len()];
             depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
@@ -526,11 +526,11 @@ mod tests {
         fn patch_channel_loop_matches_reference(
             c in patch_case(),
             s in stage_bytes(20),
-            shifts in proptest::collection::vec(-22i32..=-1, 20),
+            shifts in proptest::collection::vec(-31i32..=-1, 20),
         ) {
             let s = tflite_stage(s, &shifts);
             let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w * c.g.in_c);
-            prop_assert!(st.ssat_form());
+            prop_assert!(st.ssat_form(31));
             let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
             let mut out = vec![0i8; c.g.output_len()];
             let mut scratch = vec![0u32; conv2d_scratch_words(&c.g)];

@@ -39,6 +39,8 @@ pub struct ImportReport {
     pub table: String,
     /// Dead channels removed (none with `--keep-dead-channels`).
     pub pruned: PruneReport,
+    /// Channels with all-zero weights given the smallest stage with the same output.
+    pub settled: usize,
 }
 
 /// Reads the `.tflite`, converts it, checks the blob loads, then writes it (atomically; nothing
@@ -74,6 +76,7 @@ pub fn cmd_import(a: &ImportArgs) -> anyhow::Result<ImportReport> {
         layers: m.layer_info().len(),
         table,
         pruned: notes.pruned,
+        settled: notes.settled,
     })
 }
 
@@ -96,6 +99,14 @@ pub fn run(a: &ImportArgs) -> anyhow::Result<()> {
             "removed {} of {} output channels whose weights are all zero (folded into their \
              consumers; outputs unchanged on seeded inputs; --keep-dead-channels keeps them)",
             r.pruned.removed, r.pruned.channels
+        );
+    }
+    if r.settled > 0 {
+        println!(
+            "gave {} kept channel(s) whose weights are all zero the smallest bias and \
+             multiplier with the same output byte (their biases near 2^30 kept their layers \
+             off the one-multiply requantization)",
+            r.settled
         );
     }
     if a.json {

@@ -375,6 +375,69 @@ fn prune_fc(
     Ok(())
 }
 
+/// Gives every output channel whose weights are all zero (its sum is its bias, whatever the
+/// input) the smallest stage with the same output byte: bias `4 (v - zp)` and multiplier 1/4
+/// (`2^30`, shift -1), where `v` is the byte its own bias, multiplier and clamp give. Exact
+/// under either rounding, and it keeps the layer's accumulators small: TensorFlow Lite writes
+/// biases near 2^30 on such channels (visual wake words), which would keep the whole layer off
+/// the kernels' one-multiply requantization (`Stage::small_acc`). Returns how many channels
+/// changed.
+pub fn settle_dead_channels(m: &mut OwnedModel) -> usize {
+    let rounding = m.rounding;
+    let mut settled = 0;
+    for node in m.layers.iter_mut() {
+        let (weights, out_c, stage, depthwise) = match &mut node.layer {
+            OwnedLayer::Conv2d(c) => (&c.weights, c.out_channels as usize, &mut c.output, false),
+            OwnedLayer::DepthwiseConv2d(c) => {
+                (&c.weights, c.out_channels as usize, &mut c.output, true)
+            }
+            OwnedLayer::FullyConnected(f) => {
+                (&f.weights, f.out_features as usize, &mut f.output, false)
+            }
+            _ => continue,
+        };
+        if out_c == 0 || weights.len() % out_c != 0 {
+            continue;
+        }
+        let per = weights.len() / out_c;
+        let dead = |o: usize| {
+            if depthwise {
+                weights.iter().skip(o).step_by(out_c).all(|&w| w == 0)
+            } else {
+                weights[o * per..(o + 1) * per].iter().all(|&w| w == 0)
+            }
+        };
+        let quarter = runtime::Requant {
+            multiplier: 1 << 30,
+            shift: -1,
+        };
+        let (zp, lo, hi) = (
+            stage.zero_point as i32,
+            stage.act_min as i32,
+            stage.act_max as i32,
+        );
+        for o in (0..out_c).filter(|&o| dead(o)) {
+            let (Some(b), Some(r)) = (
+                stage.bias.get_mut(4 * o..4 * o + 4),
+                stage.requant.get_mut(8 * o..8 * o + 8),
+            ) else {
+                continue;
+            };
+            let (bias, rq) = runtime::format::decode_channel(b, r);
+            let v = rq.to_i8_with(rounding, bias, zp, lo, hi) as i32;
+            let small = 4 * (v - zp);
+            if (bias, rq) == (small, quarter) {
+                continue;
+            }
+            b.copy_from_slice(&small.to_le_bytes());
+            r[..4].copy_from_slice(&quarter.multiplier.to_le_bytes());
+            r[4..].copy_from_slice(&quarter.shift.to_le_bytes());
+            settled += 1;
+        }
+    }
+    settled
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +570,27 @@ mod tests {
         )
         .unwrap();
         assert_ne!(outs[0], outs[1]);
+    }
+
+    /// Channels with all-zero weights get the smallest stage with the same output byte: a
+    /// bias near 2^30 (as TensorFlow Lite writes on such channels) no longer keeps the layer's
+    /// accumulators from being small, outputs unchanged; a second pass changes nothing.
+    #[test]
+    fn dead_channels_settle_to_small_stages() {
+        let mut m = model();
+        let OwnedLayer::Conv2d(c0) = &mut m.layers[0].layer else {
+            panic!()
+        };
+        c0.output.bias[12..16].copy_from_slice(&((1i32 << 30) + 128).to_le_bytes());
+        assert!(!runtime::kernels::small_acc(&c0.output.bias, 2));
+        let full = m.write().unwrap();
+        // The first conv's channels 1 to 3, the depthwise channel 3, the last conv's 2.
+        assert_eq!(settle_dead_channels(&mut m), 5);
+        let OwnedLayer::Conv2d(c0) = &m.layers[0].layer else {
+            panic!()
+        };
+        assert!(runtime::kernels::small_acc(&c0.output.bias, 2));
+        crate::deploy::tflite::same_outputs(&full, &m.write().unwrap(), 32).unwrap();
+        assert_eq!(settle_dead_channels(&mut m), 0);
     }
 }

@@ -19,7 +19,7 @@
 //! | RESHAPE | none: a flatten is free in NHWC |
 //! | QUANTIZE / DEQUANTIZE at the model's edges | the blob's input / output quantization |
 
-use crate::deploy::prune::{prune_dead_channels, PruneReport};
+use crate::deploy::prune::{prune_dead_channels, settle_dead_channels, PruneReport};
 use crate::deploy::tflite::ops::{Converter, Val};
 use crate::deploy::tflite::read::{activation, op_name, Graph};
 use anyhow::{anyhow, bail, Context};
@@ -45,11 +45,15 @@ pub fn import(bytes: &[u8], name: &str) -> anyhow::Result<Vec<u8>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 pub struct ImportNotes {
     pub pruned: PruneReport,
+    /// Channels whose weights are all zero given the smallest stage with the same output
+    /// ([`settle_dead_channels`]).
+    pub settled: usize,
 }
 
 /// [`import`], then (with `prune`) exact dead-channel elimination
-/// ([`crate::deploy::prune`]). The pruned blob is checked against the unpruned one on seeded
-/// inputs, byte for byte, before it is returned.
+/// ([`crate::deploy::prune`]), and the smallest exact stage for the channels whose weights are
+/// all zero ([`settle_dead_channels`]). A changed blob is checked against the converted one
+/// on seeded inputs, byte for byte, before it is returned.
 pub fn import_with(
     bytes: &[u8],
     name: &str,
@@ -60,18 +64,25 @@ pub fn import_with(
     let full = model
         .write()
         .map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))?;
-    if !prune {
+    let (mut out, report) = if prune {
+        prune_dead_channels(&model)?
+    } else {
+        (model, PruneReport::default())
+    };
+    let settled = settle_dead_channels(&mut out);
+    if report.removed == 0 && settled == 0 {
         return Ok((full, ImportNotes::default()));
     }
-    let (pruned, report) = prune_dead_channels(&model)?;
-    if report.removed == 0 {
-        return Ok((full, ImportNotes::default()));
-    }
-    let blob = pruned
+    let blob = out
         .write()
         .map_err(|e| anyhow!("the runtime refuses the model without its dead channels: {e}"))?;
     same_outputs(&full, &blob, 4).context("dead-channel elimination changed the outputs")?;
-    Ok((blob, ImportNotes { pruned: report }))
+    let pruned = if report.removed == 0 {
+        PruneReport::default()
+    } else {
+        report
+    };
+    Ok((blob, ImportNotes { pruned, settled }))
 }
 
 /// Both blobs give the same bytes on `n` seeded random inputs (run by the host runtime and
