@@ -168,9 +168,8 @@ fn unpooled(
     let out_c = g.out_c;
     let double = st.rounding == Rounding::Double;
     let n = g.out_h * g.out_w;
-    // Whole weight words per channel and the SSAT requantization: one loop over the
-    // channels that requantizes as it goes.
-    let run = taps.is_multiple_of(4) && st.ssat_form(31);
+    // The SSAT requantization: one loop over the channels that requantizes as it goes.
+    let run = st.ssat_form(31);
     let stage = (st.bias, st.requant, st.zero_point);
     let mut q = 0;
     while q < n {
@@ -193,7 +192,7 @@ fn unpooled(
         }
         if run && k_n == LANES {
             let out = output.get_mut(q * out_c..).unwrap_or_default();
-            if patch_channels(patch, (weights, taps / 4), stage, out, out_c) {
+            if patch_channels(patch, (weights, taps), stage, out, out_c) {
                 q += LANES;
                 continue;
             }

@@ -8,8 +8,9 @@
 
 /// What [`patch_channels`]'s device loop reads besides the patch and the weights: addresses
 /// it walks, the group count's parity (the loop takes two groups per pass), the output zero
-/// point and channel count. Set by [`patch_channels`] from checked slices; the device code
-/// reads the fields at fixed offsets (asserted below).
+/// point and channel count, and how far each channel's last word reads into the next
+/// channel's weights. Set by [`patch_channels`] from checked slices; the device code reads the
+/// fields at fixed offsets (asserted below).
 #[repr(C)]
 #[derive(Debug, Default)]
 struct Walk {
@@ -21,6 +22,7 @@ struct Walk {
     zp: i32,
     out_c: usize,
     out_end: usize,
+    pad: usize,
 }
 
 #[cfg(target_arch = "arm")]
@@ -29,33 +31,35 @@ const _: () = {
     assert!(core::mem::offset_of!(Walk, bias) == 12);
     assert!(core::mem::offset_of!(Walk, zp) == 20);
     assert!(core::mem::offset_of!(Walk, out_end) == 28);
+    assert!(core::mem::offset_of!(Walk, pad) == 32);
 };
 
-/// Every output channel `oc < out_c` for the four lanes of `patch` (`groups` groups of four
-/// taps, the lanes interleaved per group as the patch path's gather writes them): the sum
-/// starts from the bias (i32 LE at `bias[4 oc..]`), takes the weight words at `weights[oc * 4
-/// groups..]` (SXTB16 and SMLAD, the weights' words read once for the four lanes), and is
-/// requantized with `requant[8 oc..]` (`[m, shift]` i32 LE, every channel in
+/// Every output channel `oc < out_c` for the four lanes of `patch` (`ceil(taps / 4)` groups
+/// of four taps, the lanes interleaved per group as the patch path's gather writes them, the
+/// last group's pad taps zero): the sum starts from the bias (i32 LE at `bias[4 oc..]`), takes
+/// the weights at `weights[oc * taps..]` a word at a time (SXTB16 and SMLAD, each word read
+/// once for the four lanes; a last word's bytes past the channel's taps meet the patch's
+/// zeros), and is requantized with `requant[8 oc..]` (`[m, shift]` i32 LE, every channel in
 /// [`Stage::ssat_form`]: `e = -shift` in `1..=31`, or `m = 0`) into lane `l`'s byte at
-/// `out[l * out_c + oc]`. On the device about 16 instructions per 16 MACs plus 50 per channel. `false` and
-/// nothing written if a slice is too short (unreachable for a validated layer).
+/// `out[l * out_c + oc]`. On the device about 16 instructions per 16 MACs plus 50 per
+/// channel; when the last channel's last word would read past `weights`, that channel is
+/// computed in Rust. `false` and nothing written if a slice is too short (unreachable for a
+/// validated layer).
 ///
 /// [`Stage::ssat_form`]: super::Stage::ssat_form
 #[inline(always)]
 pub fn patch_channels(
     patch: &[u32],
-    (weights, groups): (&[i8], usize),
+    (weights, taps): (&[i8], usize),
     (bias, requant, zp): (&[u8], &[u8], i32),
     out: &mut [i8],
     out_c: usize,
 ) -> bool {
+    let groups = taps.div_ceil(4);
     let fits = groups >= 1
         && out_c >= 1
         && groups.checked_mul(8).is_some_and(|n| n <= patch.len())
-        && groups
-            .checked_mul(4)
-            .and_then(|t| t.checked_mul(out_c))
-            .is_some_and(|n| n <= weights.len())
+        && taps.checked_mul(out_c).is_some_and(|n| n <= weights.len())
         && out_c
             .checked_mul(4)
             .is_some_and(|n| n <= bias.len() && n <= out.len())
@@ -64,18 +68,89 @@ pub fn patch_channels(
     if !fits {
         return false;
     }
-    let mut walk = Walk {
+    // Channels whose whole words lie within `weights`: all of them, or all but the last,
+    // whose taps then go through a copy with room for its last word (or, past `TAIL_MAX`
+    // taps, through Rust).
+    let whole = if (out_c - 1) * taps + 4 * groups <= weights.len() {
+        out_c
+    } else {
+        out_c - 1
+    };
+    // The walk over `n` channels from `ch`, writing from `out`.
+    let walk = |ch: usize, n: usize, out: &[i8]| Walk {
         patch: patch.as_ptr() as usize,
         odd: groups % 2,
         patch_end: patch.as_ptr().wrapping_add(8 * groups) as usize,
-        bias: bias.as_ptr() as usize,
-        requant: requant.as_ptr() as usize,
+        bias: bias.as_ptr().wrapping_add(4 * ch) as usize,
+        requant: requant.as_ptr().wrapping_add(8 * ch) as usize,
         zp,
         out_c,
-        out_end: out.as_ptr().wrapping_add(out_c) as usize,
+        out_end: out.as_ptr().wrapping_add(n) as usize,
+        pad: 4 * groups - taps,
     };
-    imp::patch_channels(patch, weights, groups, (bias, requant), out, &mut walk);
+    if whole > 0 {
+        let mut w = walk(0, whole, out);
+        imp::patch_channels(patch, (weights, taps), (bias, requant), out, &mut w);
+    }
+    if whole < out_c {
+        let oc = out_c - 1;
+        let last = weights.get(oc * taps..(oc + 1) * taps).unwrap_or_default();
+        let mut copy = [0i8; TAIL_MAX.next_multiple_of(4)];
+        match copy.get_mut(..taps) {
+            Some(c) => {
+                c.copy_from_slice(last);
+                let out = out.get_mut(oc..).unwrap_or_default();
+                let mut w = walk(oc, 1, out);
+                let stage = (&bias[4 * oc..], &requant[8 * oc..]);
+                imp::patch_channels(patch, (&copy, taps), stage, out, &mut w);
+            }
+            None => {
+                let stage = (&bias[4 * oc..], &requant[8 * oc..], zp);
+                for (l, v) in channel(patch, last, stage).into_iter().enumerate() {
+                    out[l * out_c + oc] = v;
+                }
+            }
+        }
+    }
     true
+}
+
+/// The most taps whose last channel [`patch_channels`] copies to the stack when its last word
+/// would read past the weights (first layers: 3x3x3 = 27, 5x5x3 = 75).
+const TAIL_MAX: usize = 124;
+
+/// One channel's four output bytes, as the device loop computes them: `w` the channel's
+/// taps (a last partial word zero-filled), `bias` and `requant` from its first byte.
+fn channel(patch: &[u32], w: &[i8], (bias, requant, zp): (&[u8], &[u8], i32)) -> [i8; 4] {
+    use super::dsp::{smlad, sxtb16, sxtb16_ror8};
+    let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut acc = [word(bias); 4];
+    for (g, w4) in w.chunks(4).enumerate() {
+        let mut b = [0u8; 4];
+        for (d, &s) in b.iter_mut().zip(w4) {
+            *d = s as u8;
+        }
+        let ww = u32::from_le_bytes(b);
+        let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
+        for (l, a) in acc.iter_mut().enumerate() {
+            let p = &patch[8 * g + 2 * l..];
+            // SMLAD wraps: only the final sum is bounded.
+            let lo = smlad(p[0], we, 0);
+            let hi = smlad(p[1], wo, 0);
+            *a = a.wrapping_add(lo).wrapping_add(hi);
+        }
+    }
+    let (m, e) = (word(requant), -word(&requant[4..]));
+    acc.map(|a| {
+        // A zero multiplier (any shift) gives the zero point, as on the device.
+        let v = if m == 0 {
+            0
+        } else {
+            let x = ((a.wrapping_mul(2) as i64 * m as i64 + (1 << 31)) >> 32) as i32;
+            (x + (1 << (e - 1)) + (x >> 31)) >> e
+        };
+        (v + zp).clamp(-128, 127) as i8
+    })
 }
 
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
@@ -125,14 +200,14 @@ mod imp {
     #[inline(always)]
     pub fn patch_channels(
         _patch: &[u32],
-        weights: &[i8],
-        _groups: usize,
+        (weights, _taps): (&[i8], usize),
         _stage: (&[u8], &[u8]),
         out: &mut [i8],
         walk: &mut super::Walk,
     ) {
-        // SAFETY: per channel `oc < out_c`: reads the `8 groups` patch words (LDRD, the
-        // scratch is word-aligned), `4 groups` weight bytes at `oc * 4 groups`, the bias word
+        // SAFETY: per channel `oc` below the walk's end: reads the `8 groups` patch words
+        // (LDRD, the scratch is word-aligned), `4 groups` weight bytes at `oc * taps` (the
+        // caller checked the last channel's words fit), the bias word
         // and the two requantization words (LDR, unaligned allowed on Armv7E-M and Armv8-M
         // Mainline), and writes the bytes `l * out_c + oc` (l < 4) of `out`: all within the
         // slices the caller checked. Updates `walk`'s bias and requantization addresses.
@@ -156,6 +231,9 @@ mod imp {
                 "ldr {x}, [{prm}, #8]",
                 "cmp {pp}, {x}",
                 "bne 2b",
+                // The next channel's taps start `pad` bytes before the last word's end.
+                "ldr {x}, [{prm}, #32]",
+                "sub {wp}, {wp}, {x}",
                 // The channel's multiplier, shift and rounding constant.
                 "ldr {x}, [{prm}, #16]",
                 "ldr {w}, [{x}]",
@@ -201,43 +279,21 @@ mod imp {
 
 #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
 mod imp {
-    use super::super::dsp::{smlad, sxtb16, sxtb16_ror8};
-
-    /// The device's loop in Rust (the caller checked every bound).
+    /// The device's loop in Rust (the caller checked every bound), a channel at a time.
     pub fn patch_channels(
         patch: &[u32],
-        weights: &[i8],
-        groups: usize,
+        (weights, taps): (&[i8], usize),
         (bias, requant): (&[u8], &[u8]),
         out: &mut [i8],
         walk: &mut super::Walk,
     ) {
-        let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let (out_c, zp) = (walk.out_c, walk.zp);
-        let rows = weights.chunks_exact(4 * groups).take(out_c);
-        for (oc, w) in rows.enumerate() {
-            let mut acc = [word(&bias[4 * oc..]); 4];
-            for (g, w4) in w.chunks_exact(4).enumerate() {
-                let ww = u32::from_le_bytes([w4[0] as u8, w4[1] as u8, w4[2] as u8, w4[3] as u8]);
-                let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
-                for (l, a) in acc.iter_mut().enumerate() {
-                    let p = &patch[8 * g + 2 * l..];
-                    // SMLAD wraps: only the final sum is bounded.
-                    let lo = smlad(p[0], we, 0);
-                    let hi = smlad(p[1], wo, 0);
-                    *a = a.wrapping_add(lo).wrapping_add(hi);
-                }
-            }
-            let (m, e) = (word(&requant[8 * oc..]), -word(&requant[8 * oc + 4..]));
-            for (l, a) in acc.iter().enumerate() {
-                // A zero multiplier (any shift) gives the zero point, as on the device.
-                let v = if m == 0 {
-                    0
-                } else {
-                    let x = ((a.wrapping_mul(2) as i64 * m as i64 + (1 << 31)) >> 32) as i32;
-                    (x + (1 << (e - 1)) + (x >> 31)) >> e
-                };
-                out[l * out_c + oc] = (v + zp).clamp(-128, 127) as i8;
+        let whole = walk.out_end - out.as_ptr() as usize;
+        for oc in 0..whole {
+            let w = &weights[oc * taps..(oc + 1) * taps];
+            let stage = (&bias[4 * oc..], &requant[8 * oc..], zp);
+            for (l, v) in super::channel(patch, w, stage).into_iter().enumerate() {
+                out[l * out_c + oc] = v;
             }
         }
     }
