@@ -65,25 +65,38 @@ impl Dw3Run {
     /// of every kernel tap left out. Out of line: its frame is not the kernel's.
     #[inline(never)]
     pub fn place(&mut self, whole: &Dw3Window, kernel: &[Option<u8>; 9], in_zp: i32) {
-        let mut used = [false; 9];
+        let mut used = 0u32;
         for (pair, k) in self.taps.chunks_exact_mut(2).zip(kernel) {
-            let k = k.map(usize::from);
-            let from = k.and_then(|k| Some((k, whole.taps.get(2 * k..2 * k + 2)?)));
-            match from {
-                Some((k, w)) => {
-                    pair.copy_from_slice(w);
-                    used[k] = true;
+            let k = k.map_or(9, usize::from);
+            let (e, o) = match whole.taps.get(2 * k..2 * k + 2) {
+                Some(w) => {
+                    used |= 1 << k;
+                    (w[0], w[1])
                 }
-                None => pair.fill(0),
-            }
+                None => (0, 0),
+            };
+            pair[0] = e;
+            pair[1] = o;
         }
         self.bias = whole.bias;
-        let unused = whole.taps.chunks_exact(2).zip(used).filter(|(_, u)| !u);
-        for (w, _) in unused {
-            let lanes = [lo16(w[0]), lo16(w[1]), hi16(w[0]), hi16(w[1])];
-            for (b, w2) in self.bias.iter_mut().zip(lanes) {
-                *b = b.wrapping_add(in_zp.wrapping_mul(w2));
+        // The left-out taps' doubled weights, summed per channel (channels 0, 1, 2, 3).
+        let mut unused = !used & 0x1ff;
+        if unused == 0 {
+            return;
+        }
+        let mut sums = [0i32; 4];
+        while unused != 0 {
+            let k = unused.trailing_zeros() as usize;
+            unused &= unused - 1;
+            if let Some(w) = whole.taps.get(2 * k..2 * k + 2) {
+                sums[0] += lo16(w[0]);
+                sums[1] += lo16(w[1]);
+                sums[2] += hi16(w[0]);
+                sums[3] += hi16(w[1]);
             }
+        }
+        for (b, s) in self.bias.iter_mut().zip(sums) {
+            *b = b.wrapping_add(in_zp.wrapping_mul(s));
         }
     }
 }
