@@ -12,7 +12,8 @@ use crate::format::FullyConnected;
 use crate::Error;
 
 use super::dsp::{fc2, fc3, pair};
-use super::Stage;
+use super::fc_run::triples;
+use super::{ssat_requant, Stage};
 
 /// `weights` is `[out, in]` row-major; `input.len()` is `in`, `output.len()` is `out`.
 #[inline(never)] // its own function: its own inlining budget and register allocation
@@ -35,6 +36,9 @@ pub fn fully_connected(input: &[i8], in_zp: i32, weights: &[i8], st: &Stage, out
         }
         a
     };
+    if full == n_in && st.ssat_form(31) {
+        return fc_ssat(input, nzp, weights, st, output);
+    }
     let mut chs = st.channels();
     let mut outs = output.iter_mut();
     let mut row = 0;
@@ -80,6 +84,53 @@ pub fn fully_connected(input: &[i8], in_zp: i32, weights: &[i8], st: &Stage, out
             };
             *y = st.finish(tail(a, row), c.1);
             row += 1;
+        }
+    }
+}
+
+/// [`fully_connected`] for whole input words and a stage in the SSAT form (TensorFlow Lite's
+/// layers): rows in threes in one loop ([`triples`]), then the rest in twos (or threes where
+/// the loop refused), each row's sum requantized inline ([`ssat_requant`]).
+#[inline(always)]
+fn fc_ssat(input: &[i8], nzp: u32, weights: &[i8], st: &Stage, output: &mut [i8]) {
+    let n_in = input.len();
+    let zp = st.zero_point;
+    let mut row = triples(input, nzp, weights, (st.bias, st.requant, zp), output);
+    let mut chs = st.channels().skip(row);
+    let mut part = || {
+        // Every row has a channel and every channel the form (checked by the caller).
+        chs.next()
+            .and_then(|(b, rq)| Some((b, st.ssat_parts(rq)?)))
+            .unwrap_or((0, [0, 1, 1]))
+    };
+    let n_out = output.len();
+    while row < n_out {
+        let w = weights.get(row * n_in..).unwrap_or_default();
+        if n_out - row >= 3 && n_out - row != 4 {
+            let [(b0, p0), (b1, p1), (b2, p2)] = [part(), part(), part()];
+            let [a0, a1, a2] = fc3(input, w, n_in, nzp, [b0, b1, b2]);
+            if let Some(o) = output.get_mut(row..row + 3) {
+                o[0] = ssat_requant(a0, p0, zp);
+                o[1] = ssat_requant(a1, p1, zp);
+                o[2] = ssat_requant(a2, p2, zp);
+            }
+            row += 3;
+        } else {
+            let k = (n_out - row).min(2);
+            let [(b0, p0), (b1, p1)] = [part(), if k == 2 { part() } else { (0, [0, 1, 1]) }];
+            let w1 = if k == 2 {
+                w.get(n_in..).unwrap_or_default()
+            } else {
+                w
+            };
+            let [a0, a1] = fc2(input, w, w1, nzp, [b0, b1]);
+            if let Some(o) = output.get_mut(row..row + k) {
+                o[0] = ssat_requant(a0, p0, zp);
+                if let Some(o1) = o.get_mut(1) {
+                    *o1 = ssat_requant(a1, p1, zp);
+                }
+            }
+            row += k;
         }
     }
 }

@@ -141,16 +141,13 @@ fn channel(patch: &[u32], w: &[i8], (bias, requant, zp): (&[u8], &[u8], i32)) ->
         }
     }
     let (m, e) = (word(requant), -word(&requant[4..]));
-    acc.map(|a| {
-        // A zero multiplier (any shift) gives the zero point, as on the device.
-        let v = if m == 0 {
-            0
-        } else {
-            let x = ((a.wrapping_mul(2) as i64 * m as i64 + (1 << 31)) >> 32) as i32;
-            (x + (1 << (e - 1)) + (x >> 31)) >> e
-        };
-        (v + zp).clamp(-128, 127) as i8
-    })
+    // A zero multiplier (any shift) gives the zero point, as on the device.
+    let parts = if m == 0 {
+        [0, 1, 1]
+    } else {
+        [m, 1 << (e - 1), e]
+    };
+    acc.map(|a| super::ssat_requant(a, parts, zp))
 }
 
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
