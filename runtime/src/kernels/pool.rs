@@ -125,24 +125,74 @@ fn rounded_mean(sum: i32, count: i32) -> i8 {
     q.clamp(-128, 127) as i8
 }
 
-/// Mean over each window (`g.pad` must be 0: validated at load time).
+/// Mean over each window (`g.pad` must be 0: validated at load time). Four channels per input
+/// word where the window's sums fit halfwords (at most 255 pixels: `255 * 128 < 2^15`): each
+/// pixel's word adds into two halfword pairs with SXTAB16, sixteen channels at a time, then
+/// each channel's sum is divided with rounding; other channels one at a time.
 #[inline(never)] // its own function: its own inlining budget and register allocation
 pub fn avg_pool2d(input: &[i8], g: &PoolGeom, output: &mut [i8]) {
     let count = g.window_pixels() as i32;
+    let words = if count <= 255 { g.c / 4 } else { 0 };
     for oy in 0..g.out_h {
         for ox in 0..g.out_w {
             let base = (oy * g.out_w + ox) * g.c;
-            for c in 0..g.c {
+            let Some(out) = output.get_mut(base..base + g.c) else {
+                return;
+            };
+            let corner = (oy * g.s_h * g.in_w + ox * g.s_w) * g.c;
+            let mut q = 0;
+            while q + 4 <= words {
+                window_words::<4>(input, g, corner + 4 * q, count, &mut out[4 * q..]);
+                q += 4;
+            }
+            while q < words {
+                window_words::<1>(input, g, corner + 4 * q, count, &mut out[4 * q..]);
+                q += 1;
+            }
+            for (c, o) in out.iter_mut().enumerate().skip(4 * words) {
                 let mut sum = 0i32;
                 for ky in 0..g.k_h {
                     for kx in 0..g.k_w {
-                        sum +=
-                            input[((oy * g.s_h + ky) * g.in_w + ox * g.s_w + kx) * g.c + c] as i32;
+                        let at = corner + (ky * g.in_w + kx) * g.c + c;
+                        sum += input.get(at).map_or(0, |&x| x as i32);
                     }
                 }
-                output[base + c] = rounded_mean(sum, count);
+                *o = rounded_mean(sum, count);
             }
         }
+    }
+}
+
+/// The means of `4 Q` channels of one window whose top-left pixel's first channel is at
+/// `at`: per pixel `Q` words, each added into its halfword pairs (channels 0 and 2, 1 and 3).
+#[inline(always)]
+fn window_words<const Q: usize>(input: &[i8], g: &PoolGeom, at: usize, count: i32, out: &mut [i8]) {
+    use super::dsp::{sxtab16, sxtab16_ror8};
+    let mut even = [0u32; Q];
+    let mut odd = [0u32; Q];
+    for ky in 0..g.k_h {
+        for kx in 0..g.k_w {
+            let px = at + (ky * g.in_w + kx) * g.c;
+            let Some(bytes) = input.get(px..px + 4 * Q) else {
+                return; // unreachable: the geometry was validated
+            };
+            for ((e, o), b) in even
+                .iter_mut()
+                .zip(odd.iter_mut())
+                .zip(bytes.chunks_exact(4))
+            {
+                let w = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+                *e = sxtab16(*e, w);
+                *o = sxtab16_ror8(*o, w);
+            }
+        }
+    }
+    let half = |v: u32, hi: bool| (if hi { v >> 16 } else { v }) as u16 as i16 as i32;
+    for ((o4, &e), &d) in out.chunks_exact_mut(4).zip(&even).zip(&odd) {
+        o4[0] = rounded_mean(half(e, false), count);
+        o4[1] = rounded_mean(half(d, false), count);
+        o4[2] = rounded_mean(half(e, true), count);
+        o4[3] = rounded_mean(half(d, true), count);
     }
 }
 

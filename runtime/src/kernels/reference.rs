@@ -554,9 +554,9 @@ mod tests {
 
         #[test]
         fn pools_match_reference(
-            (h, w, c) in (1usize..10, 1usize..10, 1usize..5),
+            (h, w, c) in (1usize..10, 1usize..10, prop_oneof![1usize..5, 5usize..40]),
             (k, s) in ((1usize..4, 1usize..4), (1usize..4, 1usize..4)),
-            seed in proptest::collection::vec(any::<i8>(), 500),
+            seed in proptest::collection::vec(any::<i8>(), 9 * 9 * 40),
         ) {
             if let Some(g) = PoolGeom::new(h, w, c, k, s) {
                 let x = &seed[..h * w * c];
@@ -698,6 +698,30 @@ mod tests {
             let mut out = vec![0i8; x.len()];
             add(&x, y, &p, &mut out);
             prop_assert_eq!(&out, &super::add(&x, y, &p));
+        }
+    }
+
+    /// Windows past 255 pixels (whose sums leave halfwords) and of exactly 255, all -128 or
+    /// all 127 (the extreme sums), over channels in words and a tail.
+    #[test]
+    fn large_average_windows_match_reference() {
+        for (h, w) in [(15, 17), (16, 17), (25, 5)] {
+            for fill in [-128i8, 127, 3] {
+                let c = 22;
+                let x: Vec<i8> = (0..h * w * c)
+                    .map(|i| {
+                        if fill == 3 {
+                            (i * 7 % 256) as u8 as i8
+                        } else {
+                            fill
+                        }
+                    })
+                    .collect();
+                let g = PoolGeom::new(h, w, c, (h, w), (h, w)).unwrap();
+                let mut out = vec![0i8; c];
+                avg_pool2d(&x, &g, &mut out);
+                assert_eq!(out, super::avg_pool2d(&x, &g), "{h}x{w} fill {fill}");
+            }
         }
     }
 
