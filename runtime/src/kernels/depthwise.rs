@@ -283,14 +283,7 @@ fn depthwise_3x3_runs(
         };
         for ry in ys.as_slice() {
             for rx in xs.as_slice() {
-                let (ay, ax) = (ry.axis(), rx.axis());
-                let mut kernel = [None; 9];
-                for (t, k) in kernel.iter_mut().enumerate() {
-                    if let (Some(ky), Some(kx)) = (ay.tap(t / 3), ax.tap(t % 3)) {
-                        *k = Some((3 * ky + kx) as u8);
-                    }
-                }
-                run.place(&whole, &kernel, in_zp);
+                run.place(&whole, (ry.taps, rx.taps), in_zp);
                 let (oy, oy_end, iy) = (ry.first as usize, ry.end as usize, ry.input as usize);
                 let (ox, ox_end, ix) = (rx.first as usize, rx.end as usize, rx.input as usize);
                 let x0 = (iy * g.in_w + ix) * c_n + c0;
@@ -323,19 +316,8 @@ struct Run {
     first: u16,
     end: u16,
     input: u16,
-    d: i8,
-    lo: u8,
-    hi: u8,
-}
-
-impl Run {
-    fn axis(self) -> Axis {
-        Axis {
-            d: self.d as isize,
-            lo: self.lo as usize,
-            hi: self.hi as usize,
-        }
-    }
+    /// The kernel row each window row takes ([`Axis::tap`]), or 3 for none.
+    taps: [u8; 3],
 }
 
 impl Runs {
@@ -347,9 +329,7 @@ impl Runs {
             first: 0,
             end: 0,
             input: 0,
-            d: 0,
-            lo: 0,
-            hi: 0,
+            taps: [3; 3],
         };
         let mut r = Runs {
             runs: [zero; Runs::MAX],
@@ -363,9 +343,7 @@ impl Runs {
                 first: o.try_into().ok()?,
                 end: end.try_into().ok()?,
                 input: i.try_into().ok()?,
-                d: a.d.try_into().ok()?,
-                lo: a.lo.try_into().ok()?,
-                hi: a.hi.try_into().ok()?,
+                taps: [0, 1, 2].map(|r| a.tap(r).map_or(3, |k| k as u8)),
             };
             r.len += 1;
             o = end;

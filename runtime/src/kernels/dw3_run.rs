@@ -60,14 +60,16 @@ impl Dw3Run {
         true
     }
 
-    /// `whole`'s channels for a window the padding clips: window tap `t` takes kernel tap
-    /// `kernel[t]` (`3 ky + kx`), or none; the biases give back the input zero point's share
-    /// of every kernel tap left out. Out of line: its frame is not the kernel's.
+    /// `whole`'s channels for a window the padding clips: window tap `(r, c)` takes kernel
+    /// tap `(rows[r], cols[c])`, or none where either is 3 (or more); the biases give back the
+    /// input zero point's share of every kernel tap left out. Out of line: its frame is not
+    /// the kernel's.
     #[inline(never)]
-    pub fn place(&mut self, whole: &Dw3Window, kernel: &[Option<u8>; 9], in_zp: i32) {
+    pub fn place(&mut self, whole: &Dw3Window, (rows, cols): ([u8; 3], [u8; 3]), in_zp: i32) {
         let mut used = 0u32;
-        for (pair, k) in self.taps.chunks_exact_mut(2).zip(kernel) {
-            let k = k.map_or(9, usize::from);
+        for (t, pair) in self.taps.chunks_exact_mut(2).enumerate() {
+            let (r, c) = (rows[t / 3] as usize, cols[t % 3] as usize);
+            let k = if r < 3 && c < 3 { 3 * r + c } else { 9 };
             let (e, o) = match whole.taps.get(2 * k..2 * k + 2) {
                 Some(w) => {
                     used |= 1 << k;
