@@ -3,7 +3,9 @@
 //! sign-extended once for all four (the Cortex-M DSP extension's SXTB16 and SMLAD).
 
 use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
-use super::dsp::{dot4, dot4_max, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use super::dsp::{
+    dot4, dot4_max, gather_words, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8,
+};
 use super::patch_run::patch_channels;
 use super::Stage;
 use crate::quant::Rounding;
@@ -305,12 +307,14 @@ fn gather(
         let at = (iy0 as usize * g.in_w + ix0 as usize) * g.in_c;
         let win = input.get(at..).unwrap_or_default();
         if g.in_c.is_multiple_of(4) {
-            // A group never straddles two pixels: one word load and two SXTAB16.
-            for (o, d) in offs.chunks_exact(4).zip(&mut slots) {
-                let o = o[0] as usize;
-                if let Some(x4) = win.get(o..o + 4) {
-                    put_word(d, nzp, x4);
-                }
+            // A kernel row's pixels are contiguous in the input: its words in one loop
+            // (one load and two SXTAB16 a word).
+            let row_words = g.k_w * g.in_c / 4;
+            for ky in 0..g.k_h {
+                let src = win.get(ky * g.in_w * g.in_c..).unwrap_or_default();
+                let first = 8 * ky * row_words + 2 * lane;
+                let dst = patch.get_mut(first..).unwrap_or_default();
+                gather_words(src, row_words, dst, nzp);
             }
             return;
         }
