@@ -175,6 +175,57 @@ pub fn pack(lo: i16, hi: i16) -> u32 {
     (lo as u16 as u32) | ((hi as u16 as u32) << 16)
 }
 
+/// One step of three fully connected rows: four inputs (`[{xp}]`, post-incremented) loaded
+/// and offset by the zero point (`{nzp}`) with two SXTAB16, then for rows 1, 2 and 0 (at
+/// `[{wp}, {s}]`, `[{wp}, {s}, lsl #1]` and `[{wp}]`, post-incremented) one weight word, two
+/// SXTB16 and two SMLAD into `{a1}`, `{a2}`, `{a0}`: 19 instructions per 12 MACs. Shared by
+/// [`fc3`] and the fully connected triples loop.
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+macro_rules! fc3_step {
+    () => {
+        concat!(
+            "ldr {x}, [{xp}], #4",
+            "\n",
+            "sxtab16 {xe}, {nzp}, {x}",
+            "\n",
+            "sxtab16 {xo}, {nzp}, {x}, ror #8",
+            "\n",
+            "ldr {x}, [{wp}, {s}]",
+            "\n",
+            "sxtb16 {t}, {x}",
+            "\n",
+            "smlad {a1}, {xe}, {t}, {a1}",
+            "\n",
+            "sxtb16 {t}, {x}, ror #8",
+            "\n",
+            "smlad {a1}, {xo}, {t}, {a1}",
+            "\n",
+            "ldr {x}, [{wp}, {s}, lsl #1]",
+            "\n",
+            "sxtb16 {t}, {x}",
+            "\n",
+            "smlad {a2}, {xe}, {t}, {a2}",
+            "\n",
+            "sxtb16 {t}, {x}, ror #8",
+            "\n",
+            "smlad {a2}, {xo}, {t}, {a2}",
+            "\n",
+            "ldr {x}, [{wp}], #4",
+            "\n",
+            "sxtb16 {t}, {x}",
+            "\n",
+            "smlad {a0}, {xe}, {t}, {a0}",
+            "\n",
+            "sxtb16 {t}, {x}, ror #8",
+            "\n",
+            "smlad {a0}, {xo}, {t}, {a0}",
+            "\n",
+        )
+    };
+}
+#[cfg(all(target_arch = "arm", target_feature = "dsp"))]
+pub(crate) use fc3_step;
+
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 #[allow(unsafe_code)]
 mod imp {
@@ -480,24 +531,7 @@ mod imp {
         unsafe {
             core::arch::asm!(
                 "2:",
-                "ldr {x}, [{xp}], #4",
-                "sxtab16 {xe}, {nzp}, {x}",
-                "sxtab16 {xo}, {nzp}, {x}, ror #8",
-                "ldr {x}, [{wp}, {s}]",
-                "sxtb16 {t}, {x}",
-                "smlad {a1}, {xe}, {t}, {a1}",
-                "sxtb16 {t}, {x}, ror #8",
-                "smlad {a1}, {xo}, {t}, {a1}",
-                "ldr {x}, [{wp}, {s}, lsl #1]",
-                "sxtb16 {t}, {x}",
-                "smlad {a2}, {xe}, {t}, {a2}",
-                "sxtb16 {t}, {x}, ror #8",
-                "smlad {a2}, {xo}, {t}, {a2}",
-                "ldr {x}, [{wp}], #4",
-                "sxtb16 {t}, {x}",
-                "smlad {a0}, {xe}, {t}, {a0}",
-                "sxtb16 {t}, {x}, ror #8",
-                "smlad {a0}, {xo}, {t}, {a0}",
+                fc3_step!(),
                 "subs {n}, {n}, #1",
                 "bne 2b",
                 x = out(reg) _,

@@ -82,6 +82,8 @@ pub fn triples(
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 #[allow(unsafe_code)]
 mod imp {
+    use super::super::dsp::fc3_step;
+
     /// Row `$i` of the triple, its sum in `$a`: the channel's multiplier and shift from the
     /// walk's requantization address, `(x + 2^(e-1) + (x >> 31)) >> e` with `x = SMMULR(2
     /// acc, m)`, plus the zero point, SSAT, stored at the walk's output address + `$i`.
@@ -138,24 +140,7 @@ mod imp {
                 "add {t}, {t}, #12",
                 "str {t}, [{prm}, #8]",
                 "2:",
-                "ldr {x}, [{xp}], #4",
-                "sxtab16 {xe}, {nzp}, {x}",
-                "sxtab16 {xo}, {nzp}, {x}, ror #8",
-                "ldr {x}, [{wp}, {s}]",
-                "sxtb16 {t}, {x}",
-                "smlad {a1}, {xe}, {t}, {a1}",
-                "sxtb16 {t}, {x}, ror #8",
-                "smlad {a1}, {xo}, {t}, {a1}",
-                "ldr {x}, [{wp}, {s}, lsl #1]",
-                "sxtb16 {t}, {x}",
-                "smlad {a2}, {xe}, {t}, {a2}",
-                "sxtb16 {t}, {x}, ror #8",
-                "smlad {a2}, {xo}, {t}, {a2}",
-                "ldr {x}, [{wp}], #4",
-                "sxtb16 {t}, {x}",
-                "smlad {a0}, {xe}, {t}, {a0}",
-                "sxtb16 {t}, {x}, ror #8",
-                "smlad {a0}, {xo}, {t}, {a0}",
+                fc3_step!(),
                 "ldr {t}, [{prm}, #4]",
                 "cmp {xp}, {t}",
                 "bne 2b",
