@@ -66,6 +66,8 @@ pub struct DeviceReport {
     pub elf: Option<PathBuf>,
     /// Instructions per SysTick count on this board (40 at 25 MHz; 0 for silicon).
     pub systick_resolution: f64,
+    /// The emulated board's core clock (its SysTick clock); 0 for silicon, which counts cycles.
+    pub clock_hz: u64,
     /// probe-rs's chip name (silicon boards).
     pub probe_chip: Option<String>,
 }
@@ -144,6 +146,7 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
         } else {
             0.0
         },
+        clock_hz: spec.systick_hz,
     };
     if !runs {
         return Ok(r);
@@ -260,6 +263,9 @@ impl DeviceReport {
             self.instructions_per_inference as f64 / self.macs.max(1) as f64,
             self.systick_resolution
         );
+        if let Some(line) = latency_line(self.instructions_per_inference, self.clock_hz) {
+            let _ = writeln!(s, "{line}");
+        }
         let _ = writeln!(
             s,
             "bit-exact with the host runtime: {} / {}",
@@ -277,6 +283,21 @@ impl DeviceReport {
     }
 }
 
+/// What `insns` instructions take at the board's clock, at the emulator's one instruction per
+/// cycle: a lower bound on silicon, where loads, multiplies and taken branches can take more.
+/// `None` without a clock (silicon counts cycles itself) or a count.
+fn latency_line(insns: u64, clock_hz: u64) -> Option<String> {
+    if clock_hz == 0 || insns == 0 {
+        return None;
+    }
+    let ms = insns as f64 * 1e3 / clock_hz as f64;
+    let mhz = clock_hz as f64 / 1e6;
+    Some(format!(
+        "at the board's {mhz} MHz clock: {ms:.2} ms per inference at one instruction per cycle \
+         (a lower bound: on silicon some instructions take more than one cycle)"
+    ))
+}
+
 /// `trainer device`: the per-layer table and totals (or the report as JSON with `--json`).
 pub fn run(a: &DeviceArgs) -> anyhow::Result<()> {
     let r = cmd_device(a)?;
@@ -286,4 +307,19 @@ pub fn run(a: &DeviceArgs) -> anyhow::Result<()> {
         print!("{}", r.to_text());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::latency_line;
+
+    /// Milliseconds at the board's clock beside the count (#33: instructions but no time).
+    #[test]
+    fn latency_is_printed_at_the_boards_clock() {
+        let line = latency_line(745_808, 25_000_000).unwrap();
+        assert!(line.contains("25 MHz clock: 29.83 ms"), "{line}");
+        let m0 = latency_line(2_684_506, 16_000_000).unwrap();
+        assert!(m0.contains("16 MHz clock: 167.78 ms"), "{m0}");
+        assert_eq!(latency_line(745_808, 0), None);
+    }
 }
