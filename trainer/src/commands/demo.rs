@@ -106,12 +106,17 @@ pub fn journey(a: &DemoArgs) -> anyhow::Result<Summary> {
         .to_owned();
     std::fs::create_dir_all(&parent)
         .with_context(|| format!("cannot create {}", parent.display()))?;
-    let stage = parent.join(format!(
-        ".{}.staging-{}",
-        out.file_name()
-            .map_or("report".into(), |n| n.to_string_lossy()),
-        std::process::id()
-    ));
+    let name = out
+        .file_name()
+        .map_or("report".into(), |n| n.to_string_lossy().into_owned());
+    let stale = remove_stale_stages(&parent, &name);
+    if stale > 0 && !a.quiet {
+        println!(
+            "removed {stale} staging folder(s) left in {} by interrupted runs",
+            parent.display()
+        );
+    }
+    let stage = parent.join(format!(".{name}.staging-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&stage);
     std::fs::create_dir_all(&stage)
         .with_context(|| format!("cannot create {}", stage.display()))?;
@@ -131,6 +136,32 @@ pub fn journey(a: &DemoArgs) -> anyhow::Result<Summary> {
             Err(e)
         }
     }
+}
+
+/// Removes `parent/.NAME.staging-PID` folders whose process is gone (a run interrupted with
+/// Ctrl-C leaves its staging folder behind); a live process's folder is kept. Where processes
+/// cannot be looked up (no `/proc`), nothing is removed. Returns how many went.
+fn remove_stale_stages(parent: &Path, name: &str) -> usize {
+    let proc_fs = Path::new("/proc/self");
+    if !proc_fs.exists() {
+        return 0;
+    }
+    let prefix = format!(".{name}.staging-");
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(pid) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        let alive = pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists();
+        if !alive && e.path().is_dir() && std::fs::remove_dir_all(e.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary> {
@@ -504,4 +535,28 @@ fn print_summary(s: &Summary, out: &Path) {
         println!("\n{}", t.to_markdown());
     }
     println!("report: {}", out.join("index.html").display());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_stale_stages;
+
+    /// An interrupted run's staging folder (its process gone) is removed by the next run; a
+    /// live process's folder and other files stay (#33: Ctrl-C left hidden folders forever).
+    #[test]
+    fn stale_staging_folders_are_removed() {
+        let dir = std::env::temp_dir().join(format!("demo-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Above Linux's largest pid (2^22), so no process has it.
+        let dead = dir.join(".report.staging-4294967");
+        let live = dir.join(format!(".report.staging-{}", std::process::id()));
+        let other = dir.join(".other.staging-4294967");
+        for d in [&dead, &live, &other] {
+            std::fs::create_dir_all(d.join("inner")).unwrap();
+        }
+        assert_eq!(remove_stale_stages(&dir, "report"), 1);
+        assert!(!dead.exists() && live.exists() && other.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
