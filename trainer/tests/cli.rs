@@ -700,3 +700,23 @@ fn boxes_files_are_checked_against_the_architecture() {
         "is a classifier and takes no boxes",
     );
 }
+
+/// Issue 33: an unreadable PNG's error said its cause twice ("Invalid PNG signature.: Invalid
+/// PNG signature.").
+#[test]
+fn unreadable_png_is_named_once() {
+    let d = tmp("badpng");
+    let png = d.join("bad.png");
+    std::fs::write(&png, b"not a png").unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware/models/ref-cnn.bin");
+    let (code, _, err) = trainer(&[
+        "predict",
+        "--model",
+        model.to_str().unwrap(),
+        png.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("cannot read image"), "{err}");
+    assert_eq!(err.matches("signature").count(), 1, "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

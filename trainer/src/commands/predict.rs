@@ -3,7 +3,7 @@
 
 use crate::commands::data::DataArgs;
 use crate::deploy::run::{builtin_arch_for, read_blob};
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -111,8 +111,9 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         if c != 1 {
             bail!("the model takes {c}-channel inputs; predict reads grayscale PNGs only");
         }
+        // The decoder's message already holds its cause: one line, said once.
         let img = image::open(&a.image)
-            .with_context(|| format!("cannot read image {}", a.image))?
+            .map_err(|e| anyhow::anyhow!("cannot read image {}: {e}", a.image))?
             .to_luma8();
         let img = if img.width() as usize != w || img.height() as usize != h {
             if !a.resize {
