@@ -113,8 +113,9 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         }
         // The decoder's message already holds its cause: one line, said once.
         let img = image::open(&a.image)
-            .map_err(|e| anyhow::anyhow!("cannot read image {}: {e}", a.image))?
-            .to_luma8();
+            .map_err(|e| anyhow::anyhow!("cannot read image {}: {e}", a.image))?;
+        let (img, composited) = crate::data::to_gray(img);
+        notes.extend(composited);
         let img = if img.width() as usize != w || img.height() as usize != h {
             if !a.resize {
                 bail!(

@@ -231,6 +231,39 @@ pub fn find_pair(dir: &Path) -> Result<(PathBuf, PathBuf), DataError> {
 /// (`0/`, `1/`, ... or `cat/`, `dog/`). Every PNG is read as 8-bit grayscale and must have the
 /// size of the first one. The images are shuffled with a fixed seed, so a train/test split
 /// of the result mixes the classes. `None` when `dir` has no sub-folder holding a PNG.
+/// A decoded image as 8-bit gray. An image with transparency (what drawing apps export: ink
+/// on a transparent canvas) is composited on the background its alpha implies, the opposite
+/// of its ink: white under dark ink, black under light ink (the ink's tone is the
+/// alpha-weighted mean of its gray), so black ink on a transparent canvas is black on white
+/// rather than black on black. Returns the note of what was done, if anything.
+pub fn to_gray(img: image::DynamicImage) -> (image::GrayImage, Option<String>) {
+    if !img.color().has_alpha() {
+        return (img.to_luma8(), None);
+    }
+    let la = img.to_luma_alpha8();
+    let (mut ink, mut weight) = (0u64, 0u64);
+    for p in la.pixels() {
+        ink += p.0[0] as u64 * p.0[1] as u64;
+        weight += p.0[1] as u64;
+    }
+    if weight == la.pixels().len() as u64 * 255 {
+        return (img.to_luma8(), None); // fully opaque: nothing to composite
+    }
+    let dark_ink = weight == 0 || ink / weight < 128;
+    let bg: u32 = if dark_ink { 255 } else { 0 };
+    let gray = image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
+        let [v, a] = la.get_pixel(x, y).0;
+        let (v, a) = (v as u32, a as u32);
+        image::Luma([((v * a + bg * (255 - a) + 127) / 255) as u8])
+    });
+    let note = format!(
+        "composited the transparent image on {} (its ink is {})",
+        if dark_ink { "white" } else { "black" },
+        if dark_ink { "dark" } else { "light" }
+    );
+    (gray, Some(note))
+}
+
 pub fn load_png_folders(dir: &Path, classes: usize) -> Option<Result<Dataset, DataError>> {
     let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
@@ -269,12 +302,11 @@ pub fn load_png_folders(dir: &Path, classes: usize) -> Option<Result<Dataset, Da
         let mut labels = Vec::with_capacity(files.len());
         for &k in &order {
             let (path, class) = &files[k];
-            let img = image::open(path)
-                .map_err(|e| DataError::Png {
-                    path: path.clone(),
-                    why: format!("not a readable PNG ({e})"),
-                })?
-                .to_luma8();
+            let img = to_gray(image::open(path).map_err(|e| DataError::Png {
+                path: path.clone(),
+                why: format!("not a readable PNG ({e})"),
+            })?)
+            .0;
             let (iw, ih) = (img.width() as usize, img.height() as usize);
             if pixels.is_empty() {
                 (h, w) = (ih, iw);
@@ -375,6 +407,30 @@ pub fn shuffled(n: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
 
 #[cfg(test)]
 mod tests {
+    /// Issue 33, 6: black ink on a transparent canvas (as drawing apps export it) read as all
+    /// black; it is now black on white, light ink goes on black, and an opaque image is as
+    /// it was.
+    #[test]
+    fn transparent_images_composite_on_the_background_their_ink_implies() {
+        use image::{DynamicImage, Rgba, RgbaImage};
+        let draw = |ink: u8| {
+            let mut im = RgbaImage::from_pixel(4, 4, Rgba([0, 0, 0, 0]));
+            im.put_pixel(1, 1, Rgba([ink, ink, ink, 255]));
+            im.put_pixel(2, 1, Rgba([ink, ink, ink, 128]));
+            DynamicImage::ImageRgba8(im)
+        };
+        let (g, note) = to_gray(draw(0));
+        assert_eq!((g.get_pixel(0, 0).0[0], g.get_pixel(1, 1).0[0]), (255, 0));
+        assert_eq!(g.get_pixel(2, 1).0[0], 127); // half ink, half white
+        assert!(note.unwrap().contains("on white"));
+        let (g, note) = to_gray(draw(255));
+        assert_eq!((g.get_pixel(0, 0).0[0], g.get_pixel(1, 1).0[0]), (0, 255));
+        assert!(note.unwrap().contains("on black"));
+        let opaque = DynamicImage::ImageRgba8(RgbaImage::from_pixel(2, 2, Rgba([9, 9, 9, 255])));
+        let (g, note) = to_gray(opaque);
+        assert_eq!((g.get_pixel(0, 0).0[0], note), (9, None));
+    }
+
     use super::*;
 
     fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
