@@ -68,14 +68,10 @@ pub fn patch_channels(
     if !fits {
         return false;
     }
-    // Channels whose whole words lie within `weights`: all of them, or all but the last,
-    // whose taps then go through a copy with room for its last word (or, past `TAIL_MAX`
-    // taps, through Rust).
-    let whole = if (out_c - 1) * taps + 4 * groups <= weights.len() {
-        out_c
-    } else {
-        out_c - 1
-    };
+    // The leading channels whose last word lies within `weights` go through the device loop;
+    // the others (the last one or, for fewer than three taps, a few) through a copy with
+    // room for the last word (or, past `TAIL_MAX` taps, through Rust).
+    let whole = whole_channels(weights.len(), taps, out_c);
     // The walk over `n` channels from `ch`, writing from `out`.
     let walk = |ch: usize, n: usize, out: &[i8]| Walk {
         patch: patch.as_ptr() as usize,
@@ -92,8 +88,7 @@ pub fn patch_channels(
         let mut w = walk(0, whole, out);
         imp::patch_channels(patch, (weights, taps), (bias, requant), out, &mut w);
     }
-    if whole < out_c {
-        let oc = out_c - 1;
+    for oc in whole..out_c {
         let last = weights.get(oc * taps..(oc + 1) * taps).unwrap_or_default();
         let mut copy = [0i8; TAIL_MAX.next_multiple_of(4)];
         match copy.get_mut(..taps) {
@@ -115,8 +110,27 @@ pub fn patch_channels(
     true
 }
 
-/// The most taps whose last channel [`patch_channels`] copies to the stack when its last word
-/// would read past the weights (first layers: 3x3x3 = 27, 5x5x3 = 75).
+/// How many leading channels of `taps` taps each (at most `out_c`) have their words, `4
+/// ceil(taps / 4)` bytes from `oc * taps`, within `len` bytes of weights.
+#[inline(always)]
+fn whole_channels(len: usize, taps: usize, out_c: usize) -> usize {
+    let span = 4 * taps.div_ceil(4);
+    // The usual cases first: every channel, or all but the last (three taps or more).
+    let all_but = |n: usize| n.checked_mul(taps).and_then(|v| v.checked_add(span));
+    if all_but(out_c.saturating_sub(1)).is_some_and(|end| end <= len) {
+        return out_c;
+    }
+    if taps >= 3 && all_but(out_c.saturating_sub(2)).is_some_and(|end| end <= len) {
+        return out_c - 1;
+    }
+    match (len.checked_sub(span), taps) {
+        (Some(rest), 1..) => (rest / taps + 1).min(out_c),
+        _ => 0,
+    }
+}
+
+/// The most taps of a channel [`patch_channels`] copies to the stack when its last word would
+/// read past the weights (first layers: 3x3x3 = 27, 5x5x3 = 75).
 const TAIL_MAX: usize = 124;
 
 /// One channel's four output bytes, as the device loop computes them: `w` the channel's
@@ -291,6 +305,33 @@ mod imp {
             let stage = (&bias[4 * oc..], &requant[8 * oc..], zp);
             for (l, v) in super::channel(patch, w, stage).into_iter().enumerate() {
                 out[l * out_c + oc] = v;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_channels;
+
+    /// Every channel the device loop takes reads its last word within the weights, and it
+    /// takes all such channels: with fewer than three taps a word spans more than one channel
+    /// past the end (a 1x1 convolution of one input channel read two bytes past its weights
+    /// when only the last channel was left out).
+    #[test]
+    fn the_device_loop_reads_only_within_the_weights() {
+        for taps in 1usize..40 {
+            let span = 4 * taps.div_ceil(4);
+            for out_c in 1..12 {
+                let len = taps * out_c;
+                let whole = whole_channels(len, taps, out_c);
+                for oc in 0..whole {
+                    assert!(oc * taps + span <= len, "taps {taps} out_c {out_c} oc {oc}");
+                }
+                assert!(
+                    whole == out_c || whole * taps + span > len,
+                    "taps {taps} out_c {out_c}"
+                );
             }
         }
     }
