@@ -720,3 +720,47 @@ fn unreadable_png_is_named_once() {
     assert_eq!(err.matches("signature").count(), 1, "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Issue 33: a wrong image size named no way forward and the repository shipped no example
+/// architecture file. The error points at examples/arch/, and its files train on a PNG folder
+/// of their size.
+#[test]
+fn other_image_sizes_have_example_architectures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for side in [32usize, 64] {
+        let d = tmp(&format!("own{side}"));
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(d.join(class)).unwrap();
+            for i in 0..12 {
+                let img = image::GrayImage::from_fn(side as u32, side as u32, |x, y| {
+                    let on = if class == "a" { x < y } else { x > y };
+                    image::Luma([if on { 200 + i as u8 } else { 10 }])
+                });
+                img.save(d.join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+        let data = d.to_str().unwrap();
+        let counts = [
+            "--train-count",
+            "16",
+            "--test-count",
+            "8",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+        ];
+        let out = d.join("m.ckpt.json");
+        let mut args = vec!["train", "--data", data, "--out", out.to_str().unwrap()];
+        args.extend(counts);
+        let (code, _, err) = trainer(&args);
+        assert_ne!(code, 0);
+        assert!(err.contains("examples/arch/"), "{err}");
+        let file = root.join(format!("examples/arch/cnn-{side}x{side}.toml"));
+        args.extend(["--arch", file.to_str().unwrap()]);
+        let (code, _, err) = trainer(&args);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

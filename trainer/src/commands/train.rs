@@ -149,11 +149,13 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
     let (train_set, test_set) = a.data.source().load_for(&arch)?;
     if [train_set.h, train_set.w, 1] != arch.input {
         bail!(
-            "data images are {}x{}x1 but architecture '{}' expects {:?}",
-            train_set.h,
-            train_set.w,
+            "data images are {h}x{w}x1 but architecture '{}' expects {:?}: give --arch an \
+             architecture file whose input is [{h}, {w}, 1] (examples/arch/ has ones for 32x32 \
+             and 64x64 to start from)",
             arch.name,
-            arch.input
+            arch.input,
+            h = train_set.h,
+            w = train_set.w,
         );
     }
     if a.out.parent().is_some_and(|d| d == Path::new("runs")) {
