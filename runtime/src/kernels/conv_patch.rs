@@ -4,7 +4,7 @@
 
 use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
 use super::dsp::{
-    dot4, dot4_max, gather_words, pack, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8,
+    dot4, dot4_max, gather_words, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8,
 };
 use super::patch_run::patch_channels;
 use super::Stage;
@@ -18,9 +18,8 @@ const LANES: usize = 4;
 pub const PATCH_MAX_TAPS: usize = 1024;
 
 /// Scratch `conv2d` needs for this geometry, in 4-byte words (0 for the direct path): the four
-/// patches (`8 * ceil(taps / 4)` words), the tap-offset table (`ceil(taps / 2)`) and a
-/// contiguous patch for receptive fields that cross the padding (`2 * ceil(taps / 4)`). The model plans it in
-/// the arena, live only while its layer runs.
+/// patches (`8 * ceil(taps / 4)` words) and, when `in_c % 4 != 0`, a receptive field's bytes
+/// (`ceil(taps / 4) + 1`). The model plans it in the arena, live only while its layer runs.
 ///
 /// Strides that differ between rows and columns take the direct path: the patch path's gather
 /// holds one stride (a second one cost 1.5 % of ref-cnn's instructions in register pressure).
@@ -31,21 +30,19 @@ pub fn conv2d_scratch_words(g: &ConvGeom) -> usize {
     scratch_layout(g).iter().sum()
 }
 
-/// Words of each part of the patch path's scratch, in order: the four patches, the tap-offset
-/// table, the (ky, kx) table (only when taps go one at a time, `in_c % 4 != 0`) and the
-/// contiguous patch.
-fn scratch_layout(g: &ConvGeom) -> [usize; 4] {
-    let taps = g.k_h * g.k_w * g.in_c;
-    let groups = taps.div_ceil(4);
-    let kykx = if g.in_c.is_multiple_of(4) {
+/// Words of each part of the patch path's scratch, in order: the four patches and the
+/// receptive field's bytes (only when `in_c % 4 != 0`).
+fn scratch_layout(g: &ConvGeom) -> [usize; 2] {
+    let groups = (g.k_h * g.k_w * g.in_c).div_ceil(4);
+    let bytes = if g.in_c.is_multiple_of(4) {
         0
     } else {
-        taps.div_ceil(2)
+        groups + 1
     };
-    [2 * LANES * groups, taps.div_ceil(2), kykx, 2 * groups]
+    [2 * LANES * groups, bytes]
 }
 
-/// The patch path. `scratch` is `[patches | offsets | contiguous patch]`; group `t` of lane `l`
+/// The patch path. `scratch` is `[patches | receptive field bytes]`; group `t` of lane `l`
 /// is patch words `8 t + 2 l` and `8 t + 2 l + 1` (the four lanes interleaved per group, so
 /// the dot-product loop walks one pointer).
 #[inline(never)] // its own function: its own inlining budget and register allocation
@@ -59,49 +56,13 @@ pub(super) fn conv2d_patch(
     scratch: &mut [u32],
 ) {
     let taps = g.k_h * g.k_w * g.in_c;
-    let [patch_words, offs_words, kykx_words, _] = scratch_layout(g);
-    let (patch, rest) = scratch.split_at_mut(patch_words.min(scratch.len()));
-    let (offs_w, rest) = rest.split_at_mut(offs_words.min(rest.len()));
-    let (kykx_w, temp) = rest.split_at_mut(kykx_words.min(rest.len()));
+    let [patch_words, _] = scratch_layout(g);
+    let (patch, temp) = scratch.split_at_mut(patch_words.min(scratch.len()));
     let nzp = pair(-(in_zp as i16));
-    // Receptive fields wholly inside the image are gathered through a table of each tap's
-    // offset from the field's corner (per tap, or per group of four when in_c % 4 == 0).
-    let offs_all: &mut [u16] = bytemuck::cast_slice_mut(offs_w);
-    let span = ((g.k_h - 1) * g.in_w + g.k_w) * g.in_c;
-    let use_offs = span <= u16::MAX as usize && offs_all.len() >= taps;
-    let kykx_all: &mut [[u8; 2]] = bytemuck::cast_slice_mut(kykx_w);
-    let use_kykx = kykx_all.len() >= taps && g.k_h <= 255 && g.k_w <= 255;
-    if use_offs {
-        let mut t = offs_all.iter_mut();
-        let mut p = kykx_all.iter_mut();
-        for ky in 0..g.k_h {
-            for kx in 0..g.k_w {
-                for ic in 0..g.in_c {
-                    if let Some(o) = t.next() {
-                        *o = ((ky * g.in_w + kx) * g.in_c + ic) as u16;
-                    }
-                    if let Some(q) = p.next() {
-                        *q = [ky as u8, kx as u8];
-                    }
-                }
-            }
-        }
-    }
-    let kykx = if use_offs && use_kykx {
-        kykx_all.get(..taps)
-    } else {
-        None
-    };
-    let offs = if use_offs { offs_all.get(..taps) } else { None };
-    let patch: &mut [u32] = patch;
     if g.pool_k > 1 || g.pool_s > 1 {
-        pooled(
-            input, nzp, in_zp, g, patch, offs, kykx, temp, weights, taps, st, output,
-        );
+        pooled(input, nzp, in_zp, g, patch, temp, weights, taps, st, output);
     } else {
-        unpooled(
-            input, nzp, in_zp, g, patch, offs, kykx, temp, weights, taps, st, output,
-        );
+        unpooled(input, nzp, in_zp, g, patch, temp, weights, taps, st, output);
     }
 }
 
@@ -115,8 +76,6 @@ fn pooled(
     in_zp: i32,
     g: &ConvGeom,
     patch: &mut [u32],
-    offs: Option<&[u16]>,
-    kykx: Option<&[[u8; 2]]>,
     temp: &mut [u32],
     weights: &[i8],
     taps: usize,
@@ -140,7 +99,7 @@ fn pooled(
                 for lane in 0..LANES {
                     let k = if q + lane < n { q + lane } else { q };
                     let (oy, ox) = (py * g.pool_s + k / g.pool_k, px * g.pool_s + k % g.pool_k);
-                    gather(input, nzp, in_zp, g, oy, ox, patch, lane, offs, kykx, temp);
+                    gather(input, nzp, in_zp, g, oy, ox, patch, lane, temp);
                 }
                 pooled_channels(patch, weights, taps, st, out, q == 0, &mut blk);
                 q += LANES;
@@ -159,8 +118,6 @@ fn unpooled(
     in_zp: i32,
     g: &ConvGeom,
     patch: &mut [u32],
-    offs: Option<&[u16]>,
-    kykx: Option<&[[u8; 2]]>,
     temp: &mut [u32],
     weights: &[i8],
     taps: usize,
@@ -175,6 +132,11 @@ fn unpooled(
     let stage = (st.bias, st.requant, st.zero_point);
     let mut q = 0;
     while q < n {
+        if run && n - q < LANES && n >= LANES {
+            // The last outputs on the SSAT path: the four ending at `n`, some of them again
+            // (the same bytes; the output does not overlap the input).
+            q = n - LANES;
+        }
         let k_n = LANES.min(n - q);
         for lane in 0..LANES {
             let k = q + lane.min(k_n - 1);
@@ -187,8 +149,6 @@ fn unpooled(
                 k % g.out_w,
                 patch,
                 lane,
-                offs,
-                kykx,
                 temp,
             );
         }
@@ -286,29 +246,23 @@ fn gather(
     ox: usize,
     patch: &mut [u32],
     lane: usize,
-    offs: Option<&[u16]>,
-    kykx: Option<&[[u8; 2]]>,
     temp: &mut [u32],
 ) {
     // One stride for both axes: conv2d_scratch_words sends unequal strides to the direct path.
     let iy0 = (oy * g.stride_h) as isize - g.pad_top as isize;
     let ix0 = (ox * g.stride_h) as isize - g.pad_left as isize;
-    // Zeros the compiler cannot see as constants: it would otherwise turn the short padding
-    // fills into memset calls that cost more than the stores.
-    let zero = core::hint::black_box(0u32);
-    let zero16 = zero as i16;
-    // The lane's two words of each group, in order.
-    let mut slots = patch
-        .chunks_exact_mut(2 * LANES)
-        .map(|grp| &mut grp[2 * lane..2 * lane + 2]);
+    let row_in = |ky: usize| {
+        let iy = iy0 + ky as isize;
+        iy >= 0 && (iy as usize) < g.in_h
+    };
     let inside =
         iy0 >= 0 && ix0 >= 0 && iy0 as usize + g.k_h <= g.in_h && ix0 as usize + g.k_w <= g.in_w;
-    if let (Some(offs), true) = (offs, inside) {
-        let at = (iy0 as usize * g.in_w + ix0 as usize) * g.in_c;
-        let win = input.get(at..).unwrap_or_default();
-        if g.in_c.is_multiple_of(4) {
+    if g.in_c.is_multiple_of(4) {
+        if inside {
             // A kernel row's pixels are contiguous in the input: its words in one loop
             // (one load and two SXTAB16 a word).
+            let at = (iy0 as usize * g.in_w + ix0 as usize) * g.in_c;
+            let win = input.get(at..).unwrap_or_default();
             let row_words = g.k_w * g.in_c / 4;
             for ky in 0..g.k_h {
                 let src = win.get(ky * g.in_w * g.in_c..).unwrap_or_default();
@@ -318,74 +272,20 @@ fn gather(
             }
             return;
         }
-        let zp = zp as i16;
-        let v = |o: u16| win.get(o as usize).map_or(0, |&x| x as i16 - zp);
-        let mut groups = offs.chunks_exact(4);
-        for (o, d) in (&mut groups).zip(&mut slots) {
-            put4(d, [v(o[0]), v(o[1]), v(o[2]), v(o[3])]);
-        }
-        let rest = groups.remainder();
-        if !rest.is_empty() {
-            let mut t = [0i16; 4];
-            for (t, &o) in t.iter_mut().zip(rest) {
-                *t = v(o);
-            }
-            if let Some(d) = slots.next() {
-                put4(d, t);
-            }
-        }
-        return;
-    }
-    if let (Some(offs), Some(kykx)) = (offs, kykx) {
-        // Across the padding, taps one at a time: the table gives each tap's offset from the
-        // field's corner (which may lie outside the image) and its (ky, kx); a tap reads the
-        // input only when its row and column are inside.
-        let ky_lo = (-iy0).max(0) as usize;
-        let kx_lo = (-ix0).max(0) as usize;
-        let ky_n =
-            ((g.in_h as isize - iy0).clamp(0, g.k_h as isize) as usize).saturating_sub(ky_lo);
-        let kx_n =
-            ((g.in_w as isize - ix0).clamp(0, g.k_w as isize) as usize).saturating_sub(kx_lo);
-        let base = (iy0 * g.in_w as isize + ix0) * g.in_c as isize;
-        let zp = zp as i16;
-        let v = |o: u16, p: [u8; 2]| -> i16 {
-            let inside = (p[0] as usize).wrapping_sub(ky_lo) < ky_n
-                && (p[1] as usize).wrapping_sub(kx_lo) < kx_n;
-            if !inside {
-                return zero16;
-            }
-            let at = base + o as isize;
-            input.get(at as usize).map_or(0, |&x| x as i16 - zp)
-        };
-        let mut groups = offs.chunks_exact(4).zip(kykx.chunks_exact(4));
-        for ((o, p), d) in (&mut groups).zip(&mut slots) {
-            put4(
-                d,
-                [v(o[0], p[0]), v(o[1], p[1]), v(o[2], p[2]), v(o[3], p[3])],
-            );
-        }
-        let rest = taps_rest(offs, kykx);
-        if !rest.0.is_empty() {
-            let mut t = [0i16; 4];
-            for (t, (&o, &p)) in t.iter_mut().zip(rest.0.iter().zip(rest.1)) {
-                *t = v(o, p);
-            }
-            if let Some(d) = slots.next() {
-                put4(d, t);
-            }
-        }
-        return;
-    }
-    if g.in_c.is_multiple_of(4) {
+        // Zeros the compiler cannot see as constants: it would otherwise turn the short
+        // padding fills into memset calls that cost more than the stores.
+        let zero = core::hint::black_box(0u32);
+        // The lane's two words of each group, in order.
+        let mut slots = patch
+            .chunks_exact_mut(2 * LANES)
+            .map(|grp| &mut grp[2 * lane..2 * lane + 2]);
         // Whole groups per pixel: one word load and two SXTAB16 per four taps.
         for ky in 0..g.k_h {
-            let iy = iy0 + ky as isize;
-            let row_in = iy >= 0 && (iy as usize) < g.in_h;
             for kx in 0..g.k_w {
                 let ix = ix0 + kx as isize;
-                let inside = row_in && ix >= 0 && (ix as usize) < g.in_w;
+                let inside = row_in(ky) && ix >= 0 && (ix as usize) < g.in_w;
                 let px = if inside {
-                    let at = (iy as usize * g.in_w + ix as usize) * g.in_c;
+                    let at = ((iy0 + ky as isize) as usize * g.in_w + ix as usize) * g.in_c;
                     input.get(at..at + g.in_c)
                 } else {
                     None
@@ -407,55 +307,77 @@ fn gather(
         }
         return;
     }
-    // Any channel count: the taps in natural order as halfwords in `temp` (little-endian
-    // words hold `(v0, v1)`, `(v2, v3)`), then each group's two words swapped into its slot.
-    let taps = g.k_h * g.k_w * g.in_c;
-    let words = taps.div_ceil(4) * 2;
-    let Some(temp) = temp.get_mut(..words) else {
+    // Any channel count: each kernel row's bytes (contiguous in the input) into `temp`, the
+    // zero point where the row or some of its columns lie in the padding and for the last
+    // group's pad taps, then a word at a time as for four channels (the zero point becomes
+    // 0).
+    let row = g.k_w * g.in_c;
+    let taps = g.k_h * row;
+    let groups = taps.div_ceil(4);
+    let Some(temp) = temp.get_mut(..groups + 1) else {
         return;
     };
-    {
-        let zp = zp as i16;
-        let halves: &mut [i16] = bytemuck::cast_slice_mut(temp);
-        let mut pos = 0;
+    let stride = g.in_w * g.in_c;
+    let row_words = row.div_ceil(4);
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(temp);
+    let corner = (iy0 * g.in_w as isize + ix0) * g.in_c as isize;
+    let span = (g.k_h - 1) * stride + 4 * row_words;
+    let field = match (inside, usize::try_from(corner)) {
+        (true, Ok(at)) => input.get(at..at + span),
+        _ => None,
+    };
+    if let Some(field) = field {
+        // Inside the image: whole words, each row's last one reading up to three bytes past
+        // it (overwritten by the next row, or the pad taps set below; `temp` has a word of
+        // room).
         for ky in 0..g.k_h {
-            let iy = iy0 + ky as isize;
-            let row_in = iy >= 0 && (iy as usize) < g.in_h;
-            for kx in 0..g.k_w {
-                let ix = ix0 + kx as isize;
-                let inside = row_in && ix >= 0 && (ix as usize) < g.in_w;
-                let px = if inside {
-                    let at = (iy as usize * g.in_w + ix as usize) * g.in_c;
-                    input.get(at..at + g.in_c)
-                } else {
-                    None
-                };
-                if let Some(d) = halves.get_mut(pos..pos + g.in_c) {
-                    match px {
-                        Some(px) => {
-                            for (d, &x) in d.iter_mut().zip(px) {
-                                *d = x as i16 - zp;
-                            }
-                        }
-                        None => {
-                            for d in d.iter_mut() {
-                                *d = zero16;
-                            }
-                        }
-                    }
-                }
-                pos += g.in_c;
+            let src = field.get(ky * stride..).unwrap_or_default();
+            let dst = bytes.get_mut(ky * row..).unwrap_or_default();
+            for (d, s) in dst
+                .chunks_exact_mut(4)
+                .zip(src.chunks_exact(4))
+                .take(row_words)
+            {
+                d.copy_from_slice(bytemuck::cast_slice(s));
             }
         }
-        for d in halves.iter_mut().skip(pos) {
-            *d = zero16;
+    } else {
+        let zpb = zp as u8;
+        // The kernel columns inside the image, `kx_lo..kx_hi`.
+        let kx_lo = ((-ix0).max(0) as usize).min(g.k_w);
+        let kx_hi = (g.in_w as isize - ix0).clamp(kx_lo as isize, g.k_w as isize) as usize;
+        let (lo, hi) = (kx_lo * g.in_c, kx_hi * g.in_c);
+        let body = bytes.get_mut(..taps).unwrap_or_default();
+        for (ky, dst) in body.chunks_exact_mut(row).enumerate() {
+            let src = if row_in(ky) && lo < hi {
+                let at = (corner + (ky * stride + lo) as isize) as usize;
+                input.get(at..at + (hi - lo))
+            } else {
+                None
+            };
+            match (src, dst.get_mut(lo..hi)) {
+                (Some(src), Some(mid)) => {
+                    mid.copy_from_slice(bytemuck::cast_slice(src));
+                    dst[..lo].fill(zpb);
+                    dst[hi..].fill(zpb);
+                }
+                _ => dst.fill(zpb),
+            }
         }
     }
-    for (t, d) in temp.chunks_exact(2).zip(&mut slots) {
-        let (a, b) = (t[0], t[1]);
-        d[0] = (a & 0xffff) | (b << 16);
-        d[1] = (a >> 16) | (b & 0xffff_0000);
+    // The last group's pad taps: the zero point.
+    let used = taps % 4;
+    if let (1.., Some(last)) = (used, temp.get_mut(groups - 1)) {
+        let keep = (1u32 << (8 * used)) - 1;
+        *last = (*last & keep) | ((u32::from(zp as u8) * 0x0101_0101) & !keep);
     }
+    let words: &[i8] = bytemuck::cast_slice(&temp[..groups]);
+    gather_words(
+        words,
+        groups,
+        patch.get_mut(2 * lane..).unwrap_or_default(),
+        nzp,
+    );
 }
 
 /// One group of four input bytes into a lane's two words: `x - zp` with two SXTAB16
@@ -465,23 +387,6 @@ fn put_word(d: &mut [u32], nzp: u32, x4: &[i8]) {
     let x = u32::from_le_bytes([x4[0] as u8, x4[1] as u8, x4[2] as u8, x4[3] as u8]);
     d[0] = sxtab16(nzp, x);
     d[1] = sxtab16_ror8(nzp, x);
-}
-
-/// Four tap values `v` into a lane's two words of a group: `(v0, v2)`, `(v1, v3)`.
-#[inline(always)]
-fn put4(d: &mut [u32], v: [i16; 4]) {
-    d[0] = pack(v[0], v[2]);
-    d[1] = pack(v[1], v[3]);
-}
-
-/// The taps past the last whole group of four: offsets and (ky, kx).
-#[inline(always)]
-fn taps_rest<'x>(offs: &'x [u16], kykx: &'x [[u8; 2]]) -> (&'x [u16], &'x [[u8; 2]]) {
-    let full = offs.len() / 4 * 4;
-    (
-        offs.get(full..).unwrap_or_default(),
-        kykx.get(full..).unwrap_or_default(),
-    )
 }
 
 /// `bias + sum patch * w` for each of the four lanes, `w = weights[at..at + taps]`: per four
