@@ -125,7 +125,6 @@ fn unpooled(
     output: &mut [i8],
 ) {
     let out_c = g.out_c;
-    let double = st.rounding == Rounding::Double;
     let n = g.out_h * g.out_w;
     // The SSAT requantization: one loop over the channels that requantizes as it goes.
     let run = st.ssat_form(31);
@@ -159,29 +158,45 @@ fn unpooled(
                 continue;
             }
         }
-        let mut chs = st.channels();
-        for oc in 0..out_c {
-            let Some((bias, rq)) = chs.next() else {
-                break;
-            };
-            let acc = dot_lanes(patch, weights, oc * taps, taps, bias);
-            if double {
-                // TensorFlow Lite's rounding: decoded once for the four lanes, inline.
-                let p = st.prepare_double(rq);
-                for (lane, &a) in acc.iter().enumerate().take(k_n) {
-                    if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
-                        *o = p.to_i8_double(a, st.zero_point, st.act_min, st.act_max);
-                    }
-                }
-                continue;
-            }
+        let out = output.get_mut(q * out_c..).unwrap_or_default();
+        unpooled_channels(patch, (weights, taps), st, out, (out_c, k_n));
+        q += LANES;
+    }
+}
+
+/// Every output channel of one pass of the unpooled path outside the SSAT loop: `k_n` lanes
+/// written at `out[lane * out_c + oc]`. Its own function: the gather's registers beside it
+/// cost the portable cores about 20 instructions a channel.
+#[inline(never)]
+fn unpooled_channels(
+    patch: &[u32],
+    (weights, taps): (&[i8], usize),
+    st: &Stage,
+    out: &mut [i8],
+    (out_c, k_n): (usize, usize),
+) {
+    let double = st.rounding == Rounding::Double;
+    let mut chs = st.channels();
+    for oc in 0..out_c {
+        let Some((bias, rq)) = chs.next() else {
+            break;
+        };
+        let acc = dot_lanes(patch, weights, oc * taps, taps, bias);
+        if double {
+            // TensorFlow Lite's rounding: decoded once for the four lanes, inline.
+            let p = st.prepare_double(rq);
             for (lane, &a) in acc.iter().enumerate().take(k_n) {
-                if let Some(o) = output.get_mut((q + lane) * out_c + oc) {
-                    *o = st.finish(a, rq);
+                if let Some(o) = out.get_mut(lane * out_c + oc) {
+                    *o = p.to_i8_double(a, st.zero_point, st.act_min, st.act_max);
                 }
+            }
+            continue;
+        }
+        for (lane, &a) in acc.iter().enumerate().take(k_n) {
+            if let Some(o) = out.get_mut(lane * out_c + oc) {
+                *o = st.finish(a, rq);
             }
         }
-        q += LANES;
     }
 }
 
