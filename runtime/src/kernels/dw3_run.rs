@@ -228,16 +228,16 @@ mod imp {
     }
 
     /// The requantization of accumulator `$a` (`2 acc`) with `[m, add, e]` at `[{p}, #$rq]`:
-    /// `x = SMMULR(2 acc, m)`, `(x + add + (x >> 31)) >> e` (the zero point is in `add`),
+    /// `(SMMLAR(2 acc, m, add) + (acc >> 31)) >> e` ([`super::super::ssat_requant`]; the zero
+    /// point is in `add`),
     /// saturated to int8 and stored at `[{op}, #$i]`.
     #[rustfmt::skip]
     macro_rules! dw_lane {
         ($a:literal, $rq:literal, $e:literal, $i:literal) => {
             concat!(
                 "ldrd {x}, {t}, [{p}, #", $rq, "]\n",
-                "smmulr {w}, {", $a, "}, {x}\n",
-                "smmlar {", $a, "}, {", $a, "}, {x}, {t}\n",
-                "add {", $a, "}, {", $a, "}, {w}, asr #31\n",
+                "smmlar {w}, {", $a, "}, {x}, {t}\n",
+                "add {", $a, "}, {w}, {", $a, "}, asr #31\n",
                 "ldr {x}, [{p}, #", $e, "]\n",
                 "asr {", $a, "}, {", $a, "}, {x}\n",
                 "ssat {", $a, "}, #8, {", $a, "}\n",
@@ -358,7 +358,7 @@ mod imp {
             let ob = o0 + r * p.orow + i * p.ostep;
             for ((o, a), [m, add, e]) in out[ob..ob + 4].iter_mut().zip(acc).zip(p.rq) {
                 let x = ((a as i64 * m as i64 + (1 << 31)) >> 32) as i32;
-                let v = (x.wrapping_add(add).wrapping_add(x >> 31)) >> e;
+                let v = (x.wrapping_add(add).wrapping_add(a >> 31)) >> e;
                 *o = v.clamp(-128, 127) as i8;
             }
         }

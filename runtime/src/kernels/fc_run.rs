@@ -85,8 +85,9 @@ mod imp {
     use super::super::dsp::fc3_step;
 
     /// Row `$i` of the triple, its sum in `$a`: the channel's multiplier and shift from the
-    /// walk's requantization address, `(x + 2^(e-1) + (x >> 31)) >> e` with `x = SMMULR(2
-    /// acc, m)`, plus the zero point, SSAT, stored at the walk's output address + `$i`.
+    /// walk's requantization address, `(SMMLAR(2 acc, m, 2^(e-1)) + (acc >> 31)) >> e`
+    /// ([`super::super::ssat_requant`]), plus the zero point, SSAT, stored at the walk's output
+    /// address + `$i`.
     #[rustfmt::skip]
     macro_rules! row {
         ($a:literal, $i:literal) => {
@@ -101,9 +102,8 @@ mod imp {
                 "lsl {t}, {t}, {xe}\n",
                 "asr {t}, {t}, #1\n",
                 "lsl {", $a, "}, {", $a, "}, #1\n",
-                "smmulr {xo}, {", $a, "}, {x}\n",
-                "smmlar {", $a, "}, {", $a, "}, {x}, {t}\n",
-                "add {", $a, "}, {", $a, "}, {xo}, asr #31\n",
+                "smmlar {xo}, {", $a, "}, {x}, {t}\n",
+                "add {", $a, "}, {xo}, {", $a, "}, asr #31\n",
                 "asr {", $a, "}, {", $a, "}, {xe}\n",
                 "ldr {t}, [{prm}, #24]\n",
                 "add {", $a, "}, {", $a, "}, {t}\n",

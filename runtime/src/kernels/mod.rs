@@ -66,18 +66,22 @@ pub const fn max_bias(taps: usize) -> i32 {
 }
 
 /// The largest right shift `e` of the depthwise runs' [`Stage::ssat_form`]: the output zero
-/// point `zp` rides in the rounding constant, `(x + 2^(e-1) + (zp << e) + (x >> 31)) >> e`,
+/// point `zp` rides in the rounding constant, `(x + 2^(e-1) + (zp << e) + (acc >> 31)) >> e`,
 /// which stays below 2^31 for `|x| < 2^30` and `|zp| 2^e <= 2^29`.
 pub const SSAT_MAX_SHIFT: i32 = 22;
 
 /// An accumulator requantized in the SSAT form ([`Stage::ssat_form`]) with `[m, add, e]`
-/// from [`Stage::ssat_parts`] (`|acc| < 2^30`): `x = (2 acc m + 2^31) >> 32`, `(x + add + (x >>
-/// 31)) >> e`, plus the output zero point `zp`, saturated to int8. The Rust form of what the
-/// DSP loops do in their own code.
+/// from [`Stage::ssat_parts`] (`|acc| < 2^30`): `x = (2 acc m + 2^31) >> 32`, `(x + add + (acc
+/// >> 31)) >> e`, plus the output zero point `zp`, saturated to int8. The Rust form of what the
+/// DSP loops do in their own code (`SMMLAR` gives `x + add` in one instruction).
+///
+/// TensorFlow Lite rounds with the sign of `x`; the sign of `acc` is the same byte: a valid
+/// multiplier is not negative, so `x` has the sign of `acc` or is 0, and for `x = 0` both
+/// `(add - 1) >> e` and `add >> e` are 0 (`add = 2^(e-1)`, or that plus `zp 2^e`).
 #[inline(always)]
 pub fn ssat_requant(acc: i32, [m, add, e]: [i32; 3], zp: i32) -> i8 {
     let x = ((acc.wrapping_mul(2) as i64 * m as i64 + (1 << 31)) >> 32) as i32;
-    (((x + add + (x >> 31)) >> e) + zp).clamp(-128, 127) as i8
+    (((x + add + (acc >> 31)) >> e) + zp).clamp(-128, 127) as i8
 }
 
 /// Bias, requantization, zero point and clamp of one layer, read from the blob's byte arrays.

@@ -190,16 +190,15 @@ mod imp {
     }
 
     /// Lane accumulator `$a` (`acc`) requantized with `m` in `{w}`, `2^(e-1)` in `{x}`, `e` in
-    /// `{we}` and the zero point in `{pp}`: `x = SMMULR(2 acc, m)`, `(x + add + (x >> 31)) >>
-    /// e`, plus the zero point, SSAT.
+    /// `{we}` and the zero point in `{pp}`: `(SMMLAR(2 acc, m, 2^(e-1)) + (acc >> 31)) >> e`
+    /// ([`super::super::ssat_requant`]), plus the zero point, SSAT.
     #[rustfmt::skip]
     macro_rules! lane {
         ($a:literal) => {
             concat!(
                 "lsl {", $a, "}, {", $a, "}, #1\n",
-                "smmulr {wo}, {", $a, "}, {w}\n",
-                "smmlar {", $a, "}, {", $a, "}, {w}, {x}\n",
-                "add {", $a, "}, {", $a, "}, {wo}, asr #31\n",
+                "smmlar {wo}, {", $a, "}, {w}, {x}\n",
+                "add {", $a, "}, {wo}, {", $a, "}, asr #31\n",
                 "asr {", $a, "}, {", $a, "}, {we}\n",
                 "add {", $a, "}, {", $a, "}, {pp}\n",
                 "ssat {", $a, "}, #8, {", $a, "}\n",
