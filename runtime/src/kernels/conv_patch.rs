@@ -3,9 +3,8 @@
 //! sign-extended once for all four (the Cortex-M DSP extension's SXTB16 and SMLAD).
 
 use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
-use super::dsp::{
-    dot4, dot4_max, gather_words, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8,
-};
+use super::dsp::{dot4, dot4_max, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
+use super::gather::{copy_rows, gather_words};
 use super::patch_run::patch_channels;
 use super::Stage;
 use crate::quant::Rounding;
@@ -345,17 +344,12 @@ fn gather(
         // Inside the image: whole words, each row's last one reading up to three bytes past
         // it (overwritten by the next row, or the pad taps set below; `temp` has a word of
         // room).
-        for ky in 0..g.k_h {
-            let src = field.get(ky * stride..).unwrap_or_default();
-            let dst = bytes.get_mut(ky * row..).unwrap_or_default();
-            for (d, s) in dst
-                .chunks_exact_mut(4)
-                .zip(src.chunks_exact(4))
-                .take(row_words)
-            {
-                d.copy_from_slice(bytemuck::cast_slice(s));
-            }
-        }
+        copy_rows(
+            field,
+            (stride, g.k_h, row_words),
+            bytemuck::cast_slice_mut(bytes),
+            row,
+        );
     } else {
         let zpb = zp as u8;
         // The kernel columns inside the image, `kx_lo..kx_hi`.

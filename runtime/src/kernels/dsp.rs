@@ -131,21 +131,6 @@ pub fn dw3x3(x: &[i8], cn: usize, rs: usize, w: &Dw3Taps, nzp: u32, acc: [i32; 4
     }
 }
 
-/// `n` consecutive input words into one lane of the patch: word `i` of `x` (four int8, read
-/// unaligned) becomes `dst[8 i] = SXTAB16(nzp, x)` and `dst[8 i + 1] = SXTAB16(nzp, x ROR
-/// 8)` (the lane's two words of group `i`, groups eight words apart), `nzp = pair(-zp)`. On
-/// the device one loop of six instructions a word. Nothing written if `x` or `dst` is too
-/// short (unreachable for the patch path's geometry).
-#[inline(always)]
-pub fn gather_words(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
-    let fits = n >= 1
-        && n.checked_mul(4).is_some_and(|b| b <= x.len())
-        && (n - 1).checked_mul(8).is_some_and(|w| w + 2 <= dst.len());
-    if fits {
-        imp::gather_words(x, n, dst, nzp);
-    }
-}
-
 /// `SADD16 a, b`: halfword-wise add, each lane wrapping to 16 bits. The kernels only add values
 /// whose sum fits (an int8 minus a zero point: `|x - zp| <= 255`). The kernels reach it through
 /// `sxtab16`; the tests call it directly.
@@ -471,32 +456,6 @@ mod imp {
         }
         [a0, a1, a2, a3]
     }
-    /// `n >= 1` words of `x` and `8 (n - 1) + 2` words of `dst` (checked by the caller).
-    #[inline(always)]
-    pub fn gather_words(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
-        // SAFETY: reads `4 n` bytes of `x` (LDR, unaligned allowed on Armv7E-M and Armv8-M
-        // Mainline) and writes words `8 i` and `8 i + 1` of `dst` for `i < n` (STRD, `dst` is
-        // a word-aligned `u32` slice): within the bounds the caller checked. No stack.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldr {x}, [{xp}], #4",
-                "sxtab16 {e}, {nzp}, {x}",
-                "sxtab16 {x}, {nzp}, {x}, ror #8",
-                "strd {e}, {x}, [{dp}], #32",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                x = out(reg) _,
-                e = out(reg) _,
-                xp = inout(reg) x.as_ptr() => _,
-                dp = inout(reg) dst.as_mut_ptr() => _,
-                n = inout(reg) n => _,
-                nzp = in(reg) nzp,
-                options(nostack),
-            );
-        }
-    }
-
     /// `groups >= 1`, `x` at least `4 * groups` bytes, `w` at least `2 * stride + 4 * groups`
     /// (checked by the caller).
     #[inline(always)]
@@ -670,15 +629,6 @@ mod imp {
             }
         }
         acc
-    }
-    /// The device loop's model (the caller checked the lengths).
-    #[inline(always)]
-    pub fn gather_words(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
-        for (i, b) in x.chunks_exact(4).take(n).enumerate() {
-            let w = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
-            dst[8 * i] = sxtab16(nzp, w);
-            dst[8 * i + 1] = sxtab16_ror8(nzp, w);
-        }
     }
     /// The device's pairing: SXTAB16 of the input word and SMLABB / SMLATT with the
     /// pre-extended weights (`x` long enough, checked by the caller).

@@ -23,6 +23,7 @@ pub(crate) mod dsp;
 pub(crate) mod dw3_run;
 pub(crate) mod fc;
 pub(crate) mod fc_run;
+pub(crate) mod gather;
 pub(crate) mod patch_run;
 pub(crate) mod pool;
 pub(crate) mod prepare;
