@@ -202,14 +202,18 @@ fn corrupted_blob_is_an_error_on_the_device() {
     assert!(run.outputs.is_empty());
 }
 
-/// The graph models (residual adds, concats, a padded max-pool, a branching arena plan): 100
-/// test images bit-exact on the device. One epoch on 2,000 images: parity does not depend on
-/// accuracy, but the activations must not be degenerate, so the int8 argmax must vary.
+/// The graph models (residual adds, concats, a padded max-pool, a branching arena plan) and the
+/// depthwise-separable example (trained depthwise convolutions, ReLU6 clamps): 100 test images
+/// bit-exact on the device. One epoch on 2,000 images: parity does not depend on accuracy, but
+/// the activations must not be degenerate, so the int8 argmax must vary.
 #[test]
 fn graph_models_are_bit_exact_on_the_device() {
+    let ds =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/arch/ds-cnn-28x28.toml");
     for (arch, seed) in [
         (ArchSpec::tiny_resnet(), 8),
         (ArchSpec::tiny_inception(), 9),
+        (ArchSpec::from_file(&ds).unwrap(), 10),
     ] {
         let name = arch.name.clone();
         let d = export_and_run(arch, 2000, 1, 100, seed);

@@ -22,17 +22,66 @@ use runtime::writer::{
 };
 use runtime::{Interpreter, Model as RtModel, QuantParams, Requant};
 
+/// The activation fused into a layer: its output stage's clamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fused {
+    None,
+    Relu,
+    Relu6,
+}
+
+impl Fused {
+    /// The activation layer at `l`, if it is one.
+    fn of(l: Option<&LayerSpec>) -> Fused {
+        match l {
+            Some(LayerSpec::Relu) => Fused::Relu,
+            Some(LayerSpec::Relu6) => Fused::Relu6,
+            _ => Fused::None,
+        }
+    }
+
+    fn apply(self, g: &mut Graph, y: crate::nn::autograd::Var) -> crate::nn::autograd::Var {
+        match self {
+            Fused::None => y,
+            Fused::Relu => g.relu(y),
+            Fused::Relu6 => g.relu6(y),
+        }
+    }
+
+    /// `[act_min, act_max]` of an output quantized with `q`: the whole int8 range, from the
+    /// zero point up, or from the zero point to 6's byte.
+    fn clamp(self, q: QuantParams) -> (i8, i8) {
+        let zp = q.zero_point as i8;
+        match self {
+            Fused::None => (-128, 127),
+            Fused::Relu => (zp, 127),
+            Fused::Relu6 => {
+                let six = (6.0 / q.scale as f64).round() + q.zero_point as f64;
+                (zp, six.clamp(q.zero_point as f64, 127.0) as i8)
+            }
+        }
+    }
+}
+
 /// A layer of the folded float network, in the runtime's terms.
 #[derive(Debug, Clone)]
 pub enum Deploy {
-    /// BatchNorm folded in, ReLU fused as a flag, max-pool fused as `pool`.
+    /// BatchNorm folded in, ReLU or ReLU6 fused as `act`, max-pool fused as `pool`.
     Conv {
         w: Tensor,
         b: Vec<f32>,
         stride: usize,
         pad: usize,
-        relu: bool,
+        act: Fused,
         pool: Option<(usize, usize)>,
+    },
+    /// Depthwise convolution (`w` is `[C, KH, KW, 1]`), BatchNorm folded in, `act` fused.
+    Depthwise {
+        w: Tensor,
+        b: Vec<f32>,
+        stride: usize,
+        pad: usize,
+        act: Fused,
     },
     MaxPool {
         k: usize,
@@ -47,7 +96,7 @@ pub enum Deploy {
     Linear {
         w: Tensor,
         b: Vec<f32>,
-        relu: bool,
+        act: Fused,
     },
     /// Residual add of the node's two inputs, ReLU fused as a flag.
     Add {
@@ -120,8 +169,8 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                     i += 1;
                 }
                 i = skip_dropout(i);
-                let relu = matches!(layers.get(i), Some(LayerSpec::Relu));
-                if relu {
+                let act = Fused::of(layers.get(i));
+                if act != Fused::None {
                     i = skip_dropout(i + 1);
                 }
                 let mut pool = None;
@@ -129,16 +178,31 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                     pool = Some((*kernel, stride.unwrap_or(*kernel)));
                     i += 1;
                 }
-                cur = push(&mut out, Deploy::Conv { w, b, stride, pad: padding, relu, pool }, &[cur]);
+                cur = push(&mut out, Deploy::Conv { w, b, stride, pad: padding, act, pool }, &[cur]);
+            }
+            (LayerSpec::DepthwiseConv2d { stride, padding, .. }, Slot::Weights(wi, bi)) => {
+                let mut w = p[wi].clone();
+                let mut b: Vec<f32> = bi.map_or(vec![0.0; w.shape()[0]], |bi| p[bi].iter().copied().collect());
+                i += 1;
+                if let (Some(LayerSpec::BatchNorm2d), Slot::Norm(gi, be, si)) = (layers.get(i), slots.get(i).copied().unwrap_or(Slot::None)) {
+                    (w, b) = fold_bn(w, b, &p[gi], &p[be], &model.bn[si]);
+                    i += 1;
+                }
+                i = skip_dropout(i);
+                let act = Fused::of(layers.get(i));
+                if act != Fused::None {
+                    i = skip_dropout(i + 1);
+                }
+                cur = push(&mut out, Deploy::Depthwise { w, b, stride, pad: padding, act }, &[cur]);
             }
             (LayerSpec::Linear { out_features, .. }, Slot::Weights(wi, bi)) => {
                 let b = bi.map_or(vec![0.0; out_features], |bi| p[bi].iter().copied().collect());
                 i = skip_dropout(i + 1);
-                let relu = matches!(layers.get(i), Some(LayerSpec::Relu));
-                if relu {
+                let act = Fused::of(layers.get(i));
+                if act != Fused::None {
                     i += 1;
                 }
-                cur = push(&mut out, Deploy::Linear { w: p[wi].clone(), b, relu }, &[cur]);
+                cur = push(&mut out, Deploy::Linear { w: p[wi].clone(), b, act }, &[cur]);
             }
             (l @ (LayerSpec::Residual { .. } | LayerSpec::Inception { .. }), slot @ Slot::Block(..)) => {
                 let convs = l.block_convs(in_cs[i]);
@@ -146,7 +210,8 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                     let (wi, gi, be, si) = slot.block_conv(j).expect("block slot");
                     let bc = convs[j];
                     let (w, b) = fold_bn(p[wi].clone(), vec![0.0; bc.out_c], &p[gi], &p[be], &model.bn[si]);
-                    Deploy::Conv { w, b, stride: bc.stride, pad: bc.padding, relu, pool: None }
+                    let act = if relu { Fused::Relu } else { Fused::None };
+                    Deploy::Conv { w, b, stride: bc.stride, pad: bc.padding, act, pool: None }
                 };
                 let x = cur;
                 cur = if matches!(l, LayerSpec::Residual { .. }) {
@@ -188,7 +253,7 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
             }
             (LayerSpec::Dropout { .. } | LayerSpec::Flatten, _) => i += 1,
             (l, _) => bail!(
-                "layer {here} ({}) cannot run on the device: only relu directly after conv2d/linear (optionally via batch_norm2d) is supported",
+                "layer {here} ({}) cannot run on the device: only relu or relu6 directly after conv2d, depthwise_conv2d or linear (optionally via batch_norm2d) is supported",
                 l.kind()
             ),
         }
@@ -215,12 +280,12 @@ pub fn deploy_forward(nodes: &[DeployNode], x: Tensor) -> Vec<Tensor> {
                 b,
                 stride,
                 pad,
-                relu,
+                act,
                 pool,
             } => {
                 let wv = g.leaf(w.clone(), false);
                 let bv = bias_leaf(&mut g, b);
-                let mut y = g.conv2d(
+                let y = g.conv2d(
                     h,
                     wv,
                     Some(bv),
@@ -229,18 +294,32 @@ pub fn deploy_forward(nodes: &[DeployNode], x: Tensor) -> Vec<Tensor> {
                         padding: *pad,
                     },
                 );
-                if *relu {
-                    y = g.relu(y);
-                }
+                let mut y = act.apply(&mut g, y);
                 if let Some((k, s)) = pool {
                     y = g.max_pool2d(y, *k, *s);
                 }
                 y
             }
+            Deploy::Depthwise {
+                w,
+                b,
+                stride,
+                pad,
+                act,
+            } => {
+                let wv = g.leaf(w.clone(), false);
+                let bv = bias_leaf(&mut g, b);
+                let p = Conv2dParams {
+                    stride: *stride,
+                    padding: *pad,
+                };
+                let y = g.depthwise_conv2d(h, wv, Some(bv), p);
+                act.apply(&mut g, y)
+            }
             Deploy::MaxPool { k, s, pad } => g.max_pool2d_padded(h, *k, *s, *pad),
             Deploy::AvgPool { k, s } => g.avg_pool2d(h, *k, *s),
             Deploy::GlobalAvgPool => g.global_avg_pool(h),
-            Deploy::Linear { w, b, relu } => {
+            Deploy::Linear { w, b, act } => {
                 let h = if g.shape(h).len() > 2 {
                     g.flatten(h)
                 } else {
@@ -249,11 +328,7 @@ pub fn deploy_forward(nodes: &[DeployNode], x: Tensor) -> Vec<Tensor> {
                 let wv = g.leaf(w.clone(), false);
                 let bv = bias_leaf(&mut g, b);
                 let y = g.linear(h, wv, Some(bv));
-                if *relu {
-                    g.relu(y)
-                } else {
-                    y
-                }
+                act.apply(&mut g, y)
             }
             Deploy::Add { relu } => {
                 let y = g.add(h, t[n.inputs[1]]);
@@ -313,7 +388,7 @@ fn quantize_weights(
     b: &[f32],
     s_in: f32,
     out_q: QuantParams,
-    relu: bool,
+    act: Fused,
 ) -> anyhow::Result<(Vec<u8>, OwnedStage)> {
     let o = w.shape()[0];
     let per = w.len() / o;
@@ -344,9 +419,8 @@ fn quantize_weights(
             )
         })?);
     }
-    let zp = out_q.zero_point as i8;
-    let act_min = if relu { zp } else { -128 };
-    let stage = OwnedStage::new(zp, act_min, 127, &bias, &rq);
+    let (act_min, act_max) = act.clamp(out_q);
+    let stage = OwnedStage::new(out_q.zero_point as i8, act_min, act_max, &bias, &rq);
     Ok((encode_i8s(&q), stage))
 }
 
@@ -375,7 +449,9 @@ fn tensor_quants(nodes: &[DeployNode], ranges: &[(f32, f32)]) -> anyhow::Result<
             .position(|c| matches!(c.op, Deploy::Concat) && c.inputs.contains(&(k + 1)));
         let own = |i: usize| activation_quant(ranges[i].0, ranges[i].1);
         let qk = match n.op {
-            Deploy::Conv { .. } | Deploy::Linear { .. } => own(concat.unwrap_or(k)),
+            Deploy::Conv { .. } | Deploy::Depthwise { .. } | Deploy::Linear { .. } => {
+                own(concat.unwrap_or(k))
+            }
             Deploy::MaxPool { .. } | Deploy::AvgPool { .. } | Deploy::GlobalAvgPool => {
                 q[n.inputs[0]]
             }
@@ -414,9 +490,16 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
     let mut quantized = Vec::with_capacity(nodes.len());
     for (i, n) in nodes.iter().enumerate() {
         quantized.push(match &n.op {
-            Deploy::Conv { w, b, relu, .. } | Deploy::Linear { w, b, relu } => Some(
-                quantize_weights(i, w, b, q[n.inputs[0]].scale, q[i + 1], *relu)?,
-            ),
+            Deploy::Conv { w, b, act, .. }
+            | Deploy::Depthwise { w, b, act, .. }
+            | Deploy::Linear { w, b, act } => Some(quantize_weights(
+                i,
+                w,
+                b,
+                q[n.inputs[0]].scale,
+                q[i + 1],
+                *act,
+            )?),
             _ => None,
         });
     }
@@ -448,6 +531,27 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 weights,
                 pool: pool.map(|(k, s)| Pool2d::square(k as u8, s as u8, 0)),
             }),
+            (Deploy::Depthwise { w, stride, pad, .. }, Some((weights, output))) => {
+                // `[C, KH, KW]` per channel here, `[1, KH, KW, C]` in the blob.
+                let (c, taps) = (w.shape()[0], w.shape()[1] * w.shape()[2]);
+                let mut hwc = vec![0u8; weights.len()];
+                for (i, &v) in weights.iter().enumerate() {
+                    hwc[(i % taps) * c + i / taps] = v;
+                }
+                OwnedLayer::DepthwiseConv2d(OwnedConv {
+                    in_channels: in_c as u16,
+                    out_channels: c as u16,
+                    kernel_h: w.shape()[1] as u8,
+                    kernel_w: w.shape()[2] as u8,
+                    stride_h: *stride as u8,
+                    stride_w: *stride as u8,
+                    padding: Padding::uniform(*pad as u8),
+                    input_zero_point: zp_in,
+                    output,
+                    weights: hwc,
+                    pool: None,
+                })
+            }
             (Deploy::Linear { w, .. }, Some((weights, output))) => {
                 OwnedLayer::FullyConnected(OwnedFullyConnected {
                     in_features: shapes[n.inputs[0]].iter().product::<usize>() as u32,
@@ -562,4 +666,24 @@ pub fn run_int8(m: &RtModel, data: &Dataset) -> anyhow::Result<Vec<Vec<i8>>> {
         outs.push(it.output().to_vec());
     }
     Ok(outs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clamp of each fused activation: the whole range, from the zero point (0.0), and
+    /// from the zero point to 6.0's byte (`6 / scale + zp`), capped at 127.
+    #[test]
+    fn fused_activations_clamp_at_zero_and_six() {
+        let q = |scale: f32, zero_point: i32| QuantParams { scale, zero_point };
+        assert_eq!(Fused::None.clamp(q(0.05, -20)), (-128, 127));
+        assert_eq!(Fused::Relu.clamp(q(0.05, -20)), (-20, 127));
+        // 6 / 0.05 = 120 steps above the zero point -128.
+        assert_eq!(Fused::Relu6.clamp(q(0.05, -128)), (-128, -8));
+        // 6 / 0.047 = 127.66 -> 128 steps: 0.
+        assert_eq!(Fused::Relu6.clamp(q(0.047, -128)), (-128, 0));
+        // A range that ends below 6.0: the int8 range ends first.
+        assert_eq!(Fused::Relu6.clamp(q(4.0 / 255.0, -128)), (-128, 127));
+    }
 }

@@ -25,8 +25,21 @@ pub enum LayerSpec {
         #[serde(default = "yes")]
         bias: bool,
     },
+    /// Depthwise convolution, depth multiplier 1 (PyTorch's `Conv2d(C, C, k, groups=C)`):
+    /// each channel convolved with its own `kernel`x`kernel` filter; the channel count stays.
+    DepthwiseConv2d {
+        kernel: usize,
+        #[serde(default = "one")]
+        stride: usize,
+        #[serde(default)]
+        padding: usize,
+        #[serde(default = "yes")]
+        bias: bool,
+    },
     BatchNorm2d,
     Relu,
+    /// `min(max(x, 0), 6)` (MobileNet's activation).
+    Relu6,
     MaxPool2d {
         kernel: usize,
         stride: Option<usize>,
@@ -98,8 +111,10 @@ impl LayerSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             LayerSpec::Conv2d { .. } => "conv2d",
+            LayerSpec::DepthwiseConv2d { .. } => "depthwise_conv2d",
             LayerSpec::BatchNorm2d => "batch_norm2d",
             LayerSpec::Relu => "relu",
+            LayerSpec::Relu6 => "relu6",
             LayerSpec::MaxPool2d { .. } => "max_pool2d",
             LayerSpec::AvgPool2d { .. } => "avg_pool2d",
             LayerSpec::GlobalAvgPool => "global_avg_pool",
@@ -245,6 +260,9 @@ impl ArchSpec {
                 (LayerSpec::Conv2d { kernel, .. }, Act::Map(_, _, ic), Act::Map(oh, ow, oc)) => {
                     oh * ow * oc * kernel * kernel * ic
                 }
+                (LayerSpec::DepthwiseConv2d { kernel, .. }, _, Act::Map(oh, ow, c)) => {
+                    oh * ow * c * kernel * kernel
+                }
                 (LayerSpec::Linear { out_features, .. }, Act::Flat(n), _) => n * out_features,
                 // Every conv of a block outputs at the block's output resolution.
                 (
@@ -372,13 +390,28 @@ impl ArchSpec {
                 params,
             )
             .map_err(err)?,
+            (
+                LayerSpec::DepthwiseConv2d {
+                    kernel,
+                    stride,
+                    padding,
+                    ..
+                },
+                Act::Map(h, w, c),
+            ) => {
+                // A convolution of one input channel, `c` times: its shape and parameters.
+                conv_out((h, w, 1), (c, kernel, stride, padding), params).map_err(err)?
+            }
             (LayerSpec::BatchNorm2d, Act::Map(..)) => {
-                if !matches!(prev, Some(LayerSpec::Conv2d { .. })) {
-                    return Err(err("batch_norm2d must directly follow a conv2d (it is folded into it for the device)".into()));
+                if !matches!(
+                    prev,
+                    Some(LayerSpec::Conv2d { .. } | LayerSpec::DepthwiseConv2d { .. })
+                ) {
+                    return Err(err("batch_norm2d must directly follow a conv2d or a depthwise_conv2d (it is folded into it for the device)".into()));
                 }
                 cur
             }
-            (LayerSpec::Relu, _) | (LayerSpec::Dropout { .. }, _) => {
+            (LayerSpec::Relu | LayerSpec::Relu6, _) | (LayerSpec::Dropout { .. }, _) => {
                 if let LayerSpec::Dropout { p } = l {
                     if !(0.0..1.0).contains(p) {
                         return Err(err(format!("p = {p} must be in [0, 1)")));

@@ -63,6 +63,12 @@ impl Model {
                         params.push(Tensor::zeros(ndarray::IxDyn(&[out_channels])));
                     }
                 }
+                LayerSpec::DepthwiseConv2d { kernel, bias, .. } => {
+                    params.push(init.init(&[in_c, kernel, kernel, 1], rng));
+                    if bias {
+                        params.push(Tensor::zeros(ndarray::IxDyn(&[in_c])));
+                    }
+                }
                 LayerSpec::BatchNorm2d => {
                     params.push(Tensor::ones(ndarray::IxDyn(&[in_c])));
                     params.push(Tensor::zeros(ndarray::IxDyn(&[in_c])));
@@ -108,7 +114,9 @@ impl Model {
                     b += n;
                     s
                 }
-                LayerSpec::Conv2d { bias, .. } | LayerSpec::Linear { bias, .. } => {
+                LayerSpec::Conv2d { bias, .. }
+                | LayerSpec::DepthwiseConv2d { bias, .. }
+                | LayerSpec::Linear { bias, .. } => {
                     let s = Slot::Weights(p, bias.then_some(p + 1));
                     p += 1 + bias as usize;
                     s
@@ -223,6 +231,17 @@ impl Model {
                     b.map(|b| params[b]),
                     Conv2dParams { stride, padding },
                 ),
+                (
+                    LayerSpec::DepthwiseConv2d {
+                        stride, padding, ..
+                    },
+                    Slot::Weights(w, b),
+                ) => g.depthwise_conv2d(
+                    h,
+                    params[w],
+                    b.map(|b| params[b]),
+                    Conv2dParams { stride, padding },
+                ),
                 (LayerSpec::BatchNorm2d, Slot::Norm(gm, bt, s)) => {
                     let (gm, bt, st) = (params[gm], params[bt], &mut self.bn[s]);
                     match relu_pool_after(&self.arch.layers[i + 1..]).filter(|_| fuse) {
@@ -234,6 +253,7 @@ impl Model {
                     }
                 }
                 (LayerSpec::Relu, _) => g.relu(h),
+                (LayerSpec::Relu6, _) => g.relu6(h),
                 (LayerSpec::MaxPool2d { kernel, stride }, _) => {
                     g.max_pool2d(h, kernel, stride.unwrap_or(kernel))
                 }
@@ -363,6 +383,55 @@ mod tests {
             m.param_count(),
             9146,
             "the reference count includes BN gamma and beta"
+        );
+    }
+
+    /// A depthwise layer keeps the channel count, holds `C * k * k` weights as `[C, k, k, 1]`
+    /// plus `C` biases, counts `k * k` MACs per output, takes a BatchNorm after it and not
+    /// after its ReLU6, and is refused when its kernel passes the padded input.
+    #[test]
+    fn depthwise_layers_validate_like_convolutions() {
+        let text = r#"
+            name = "dw"
+            input = [8, 8, 3]
+            classes = 2
+            [[layers]]
+            type = "depthwise_conv2d"
+            kernel = 3
+            stride = 2
+            padding = 1
+            [[layers]]
+            type = "batch_norm2d"
+            [[layers]]
+            type = "relu6"
+            [[layers]]
+            type = "global_avg_pool"
+            [[layers]]
+            type = "linear"
+            out_features = 2
+        "#;
+        let arch: ArchSpec = toml::from_str(text).unwrap();
+        assert_eq!(arch.validate().unwrap()[0], Act::Map(4, 4, 3));
+        assert_eq!(arch.macs(), 4 * 4 * 3 * 9 + 3 * 2);
+        let m = Model::new(arch.clone(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        assert_eq!(m.params[0].shape(), &[3, 3, 3, 1]);
+        // Weights, bias, BN gamma and beta, linear weights and bias.
+        assert_eq!(m.param_count(), 27 + 3 + 6 + 6 + 2);
+        let mut bad = arch.clone();
+        bad.layers.swap(1, 2);
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("layer 2 (batch_norm2d)"), "{e}");
+        let mut bad = arch;
+        bad.layers[0] = LayerSpec::DepthwiseConv2d {
+            kernel: 11,
+            stride: 1,
+            padding: 1,
+            bias: true,
+        };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("layer 0 (depthwise_conv2d)") && e.contains("larger"),
+            "{e}"
         );
     }
 

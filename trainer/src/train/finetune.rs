@@ -66,6 +66,7 @@ fn has_params(l: &LayerSpec) -> bool {
     matches!(
         l,
         LayerSpec::Conv2d { .. }
+            | LayerSpec::DepthwiseConv2d { .. }
             | LayerSpec::Linear { .. }
             | LayerSpec::BatchNorm2d
             | LayerSpec::Residual { .. }

@@ -24,6 +24,7 @@ mod ops_basic;
 mod ops_conv;
 #[cfg(target_arch = "x86_64")]
 mod ops_conv_direct;
+mod ops_depthwise;
 mod ops_fused;
 mod ops_loss;
 mod ops_norm;

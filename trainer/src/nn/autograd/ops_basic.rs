@@ -1,4 +1,4 @@
-//! Elementwise gates with numpy broadcasting (add, sub, mul, maximum, scale), relu, dropout.
+//! Elementwise gates with numpy broadcasting (add, sub, mul, maximum, scale), relu, relu6, dropout.
 
 use ndarray::{IxDyn, Zip};
 use rand::Rng;
@@ -145,6 +145,20 @@ impl Backward for ReluOp {
     }
 }
 
+struct Relu6Op;
+
+impl Backward for Relu6Op {
+    fn backward(&self, mut dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
+        // Flat at both ends, as in PyTorch (the derivative at 0 and at 6 is 0).
+        let y = slice(ctx.output());
+        let d = dy.as_slice_mut().expect("standard layout");
+        for (d, &y) in d.iter_mut().zip(y) {
+            *d = if y > 0.0 && y < 6.0 { *d } else { 0.0 };
+        }
+        vec![Some(dy)]
+    }
+}
+
 struct DropoutOp {
     /// 0 where dropped, 1/(1-p) where kept: the forward multiplier, reused as is in backward.
     mask: Vec<f32>,
@@ -203,6 +217,12 @@ impl Graph {
     pub fn relu(&mut self, x: Var) -> Var {
         let y = map_pooled(self.value(x), |v| if v > 0.0 { v } else { 0.0 });
         self.push(y, &[x], ReluOp)
+    }
+
+    /// `min(max(x, 0), 6)`, MobileNet's activation: its bounded range quantizes well.
+    pub fn relu6(&mut self, x: Var) -> Var {
+        let y = map_pooled(self.value(x), |v| v.clamp(0.0, 6.0));
+        self.push(y, &[x], Relu6Op)
     }
 
     /// Inverted dropout: in training each element is zeroed with probability `p` and the
@@ -326,6 +346,30 @@ mod tests {
         gradcheck(
             |g, v| {
                 let y = g.relu(v[0]);
+                weighted_sum(g, y, 4)
+            },
+            &[x],
+            1e-2,
+            TOL,
+        )
+        .unwrap();
+    }
+
+    /// Inputs kept away from the kinks at 0 and 6, on both sides of each. Tolerance abs 1e-3
+    /// + rel 1e-2.
+    #[test]
+    fn relu6_clamps_and_gradcheck() {
+        let mut g = Graph::new();
+        let x = g.leaf(tensor(&[4], vec![-1.0, 3.0, 6.5, 0.5]), false);
+        let y = g.relu6(x);
+        assert_eq!(slice(g.value(y)), &[0.0, 3.0, 6.0, 0.5]);
+        let x = tensor(
+            &[2, 5],
+            vec![-2.0, -0.3, 0.4, 2.5, 5.7, 6.3, 9.0, 1.1, -4.0, 3.3],
+        );
+        gradcheck(
+            |g, v| {
+                let y = g.relu6(v[0]);
                 weighted_sum(g, y, 4)
             },
             &[x],

@@ -1,0 +1,278 @@
+//! Depthwise 2-D convolution with depth multiplier 1 (PyTorch's `groups = channels`) over
+//! NHWC: each channel convolved with its own kernel, zero padding on every side. Direct loops
+//! both ways: a depthwise layer has `kh * kw` MACs per output against `kh * kw * C` for a full
+//! convolution, so no GEMM is worth its packing. The kernel is used transposed to `[KH, KW,
+//! C]`, so every inner loop runs over contiguous channels.
+
+use super::conv_geom::{bias_grad, Conv2dParams};
+use super::graph::{Backward, GradCtx, Graph, Var};
+use super::{pool, pooled_zeros, slice, tensor, Tensor};
+
+/// Shapes of one depthwise convolution.
+#[derive(Clone, Copy, Debug)]
+struct DwGeom {
+    n: usize,
+    h: usize,
+    w: usize,
+    c: usize,
+    kh: usize,
+    kw: usize,
+    oh: usize,
+    ow: usize,
+    stride: usize,
+    pad: usize,
+}
+
+impl DwGeom {
+    fn new(x: &[usize], w: &[usize], p: Conv2dParams) -> Self {
+        assert_eq!(x.len(), 4, "depthwise_conv2d: x must be NHWC, got {x:?}");
+        assert!(
+            w.len() == 4 && w[3] == 1 && w[0] == x[3],
+            "depthwise_conv2d: w must be [C, KH, KW, 1] with C = {}, got {w:?}",
+            x[3]
+        );
+        assert!(p.stride >= 1, "depthwise_conv2d: stride must be >= 1");
+        let (hp, wp, kh, kw) = (x[1] + 2 * p.padding, x[2] + 2 * p.padding, w[1], w[2]);
+        assert!(
+            hp >= kh && wp >= kw,
+            "depthwise_conv2d: kernel {kh}x{kw} larger than padded input {hp}x{wp}"
+        );
+        Self {
+            n: x[0],
+            h: x[1],
+            w: x[2],
+            c: x[3],
+            kh,
+            kw,
+            oh: (hp - kh) / p.stride + 1,
+            ow: (wp - kw) / p.stride + 1,
+            stride: p.stride,
+            pad: p.padding,
+        }
+    }
+
+    /// Calls `f(out, inp, tap)` for every output pixel and kernel tap whose input pixel lies
+    /// inside the image: `out` and `inp` the offsets of the pixels' first channel, `tap` the
+    /// offset of the tap's first channel in the transposed kernel.
+    fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
+        let mut out = 0;
+        for n in 0..self.n {
+            for oy in 0..self.oh {
+                for ox in 0..self.ow {
+                    for ky in 0..self.kh {
+                        let iy = (oy * self.stride + ky).wrapping_sub(self.pad);
+                        if iy >= self.h {
+                            continue;
+                        }
+                        for kx in 0..self.kw {
+                            let ix = (ox * self.stride + kx).wrapping_sub(self.pad);
+                            if ix >= self.w {
+                                continue;
+                            }
+                            let inp = ((n * self.h + iy) * self.w + ix) * self.c;
+                            f(out, inp, (ky * self.kw + kx) * self.c);
+                        }
+                    }
+                    out += self.c;
+                }
+            }
+        }
+    }
+}
+
+/// `[C, KH, KW, 1]` -> `[KH, KW, C]` (and back with `back`).
+fn transpose(w: &[f32], c: usize, taps: usize, back: bool) -> Vec<f32> {
+    let mut t = vec![0.0; c * taps];
+    for ch in 0..c {
+        for k in 0..taps {
+            if back {
+                t[ch * taps + k] = w[k * c + ch];
+            } else {
+                t[k * c + ch] = w[ch * taps + k];
+            }
+        }
+    }
+    t
+}
+
+struct DepthwiseOp {
+    g: DwGeom,
+    has_bias: bool,
+    /// The kernel as `[KH, KW, C]`.
+    wt: Vec<f32>,
+}
+
+impl Backward for DepthwiseOp {
+    fn backward(&self, dy: Tensor, ctx: &GradCtx<'_>) -> Vec<Option<Tensor>> {
+        let (g, c) = (self.g, self.g.c);
+        let dys = slice(&dy);
+        let dx = ctx.needs(0).then(|| {
+            let mut dx = pooled_zeros(ctx.input(0).shape());
+            let d = dx.as_slice_mut().expect("standard layout");
+            g.for_each_tap(|o, i, t| {
+                let (d, dy, w) = (&mut d[i..i + c], &dys[o..o + c], &self.wt[t..t + c]);
+                for ((d, &dy), &w) in d.iter_mut().zip(dy).zip(w) {
+                    *d += dy * w;
+                }
+            });
+            dx
+        });
+        let dw = ctx.needs(1).then(|| {
+            let xs = slice(ctx.input(0));
+            let mut dwt = vec![0.0f32; self.wt.len()];
+            g.for_each_tap(|o, i, t| {
+                let (d, dy, x) = (&mut dwt[t..t + c], &dys[o..o + c], &xs[i..i + c]);
+                for ((d, &dy), &x) in d.iter_mut().zip(dy).zip(x) {
+                    *d += dy * x;
+                }
+            });
+            tensor(&[c, g.kh, g.kw, 1], transpose(&dwt, c, g.kh * g.kw, true))
+        });
+        let mut out = vec![dx, dw];
+        if self.has_bias {
+            out.push(ctx.needs(2).then(|| bias_grad(dys, c)));
+        }
+        pool::give_tensor(dy);
+        out
+    }
+}
+
+impl Graph {
+    /// Depthwise 2-D convolution (cross-correlation, depth multiplier 1): `x [N, H, W, C]`,
+    /// `w [C, KH, KW, 1]` (channel `c`'s kernel first, as a convolution's OHWI with one input
+    /// channel), optional `b [C]`, zero padding `p.padding` on every side. Output `[N, OH, OW,
+    /// C]` with `OH = (H + 2*pad - KH) / stride + 1`.
+    pub fn depthwise_conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Var {
+        let g = DwGeom::new(self.shape(x), self.shape(w), p);
+        let c = g.c;
+        let wt = transpose(slice(self.value(w)), c, g.kh * g.kw, false);
+        let mut y = vec![0.0f32; g.n * g.oh * g.ow * c];
+        if let Some(b) = b {
+            let bs = slice(self.value(b));
+            assert_eq!(
+                bs.len(),
+                c,
+                "depthwise_conv2d: bias has {} entries, expected {c}",
+                bs.len()
+            );
+            for row in y.chunks_exact_mut(c) {
+                row.copy_from_slice(bs);
+            }
+        }
+        let xs = slice(self.value(x));
+        g.for_each_tap(|o, i, t| {
+            let (y, x, w) = (&mut y[o..o + c], &xs[i..i + c], &wt[t..t + c]);
+            for ((y, &x), &w) in y.iter_mut().zip(x).zip(w) {
+                *y += x * w;
+            }
+        });
+        let y = tensor(&[g.n, g.oh, g.ow, c], y);
+        let op = DepthwiseOp {
+            g,
+            has_bias: b.is_some(),
+            wt,
+        };
+        match b {
+            Some(b) => self.push(y, &[x, w, b], op),
+            None => self.push(y, &[x, w], op),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::gradcheck::{gradcheck, test_util::*, Tolerance};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    /// The definition, loop by loop in f64: output channel `c` reads only input channel `c`.
+    fn depthwise_ref(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Tensor {
+        let (n, h, wd, c) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+        let (kh, kw) = (w.shape()[1], w.shape()[2]);
+        let oh = (h + 2 * p.padding - kh) / p.stride + 1;
+        let ow = (wd + 2 * p.padding - kw) / p.stride + 1;
+        let mut y = Tensor::zeros(ndarray::IxDyn(&[n, oh, ow, c]));
+        for i in 0..n {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ch in 0..c {
+                        let mut acc = b.map_or(0.0, |b| b[[ch]] as f64);
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * p.stride + ky) as isize - p.padding as isize;
+                                let ix = (ox * p.stride + kx) as isize - p.padding as isize;
+                                if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                    continue;
+                                }
+                                let xv = x[[i, iy as usize, ix as usize, ch]] as f64;
+                                acc += xv * w[[ch, ky, kx, 0]] as f64;
+                            }
+                        }
+                        y[[i, oy, ox, ch]] = acc as f32;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    const CASES: [([usize; 4], [usize; 2], usize, usize); 5] = [
+        ([2, 6, 5, 3], [3, 3], 1, 1),
+        ([1, 7, 7, 4], [3, 3], 2, 1),
+        ([2, 9, 4, 2], [5, 2], 1, 0),
+        ([1, 10, 4, 5], [10, 4], 2, 2),
+        ([1, 3, 3, 1], [3, 3], 1, 0),
+    ];
+
+    #[test]
+    fn matches_the_definition() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for (xs, [kh, kw], stride, padding) in CASES {
+            let c = xs[3];
+            let x = randn(&xs, &mut rng);
+            let w = randn(&[c, kh, kw, 1], &mut rng);
+            let b = randn(&[c], &mut rng);
+            let p = Conv2dParams { stride, padding };
+            for bias in [None, Some(&b)] {
+                let mut g = Graph::new();
+                let (xv, wv) = (g.leaf(x.clone(), false), g.leaf(w.clone(), false));
+                let bv = bias.map(|b| g.leaf(b.clone(), false));
+                let y = g.depthwise_conv2d(xv, wv, bv, p);
+                let want = depthwise_ref(&x, &w, bias, p);
+                assert_eq!(g.shape(y), want.shape(), "{xs:?} k{kh}x{kw}");
+                for (a, e) in slice(g.value(y)).iter().zip(want.iter()) {
+                    assert!((a - e).abs() <= 1e-4 * (1.0 + e.abs()), "{a} vs {e}");
+                }
+            }
+        }
+    }
+
+    /// Input, kernel and bias gradients against central differences, on every case above
+    /// (strides, one-sided clipping at the padding, non-square kernels). Tolerance abs 1e-3 +
+    /// rel 1e-2.
+    #[test]
+    fn gradcheck_depthwise_conv2d() {
+        let mut rng = ChaCha8Rng::seed_from_u64(12);
+        for (xs, [kh, kw], stride, padding) in CASES {
+            let c = xs[3];
+            let x = randn(&xs, &mut rng);
+            let w = randn(&[c, kh, kw, 1], &mut rng);
+            let b = randn(&[c], &mut rng);
+            let p = Conv2dParams { stride, padding };
+            gradcheck(
+                |g, v| {
+                    let y = g.depthwise_conv2d(v[0], v[1], Some(v[2]), p);
+                    weighted_sum(g, y, 5)
+                },
+                &[x, w, b],
+                1e-2,
+                Tolerance {
+                    abs: 1e-3,
+                    rel: 1e-2,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{xs:?} k{kh}x{kw} s{stride} p{padding}: {e:?}"));
+        }
+    }
+}
