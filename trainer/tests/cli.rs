@@ -764,3 +764,110 @@ fn other_image_sizes_have_example_architectures() {
         std::fs::remove_dir_all(&d).unwrap();
     }
 }
+
+/// Issue 32: colour images. A PNG folder whose classes differ only in hue (equal gray level,
+/// so a grayscale read cannot tell them apart) trains with an RGB architecture, exports, and
+/// `predict` reads a colour PNG; read as gray, the classes cannot be told apart; a colour
+/// architecture on the gray IDX digits is refused naming the channel counts.
+#[test]
+fn colour_png_folders_train_export_and_predict() {
+    let d = tmp("rgb");
+    // Red and a green of the same gray level, as the image crate reads them.
+    let colours = [("red", [200u8, 0, 0]), ("green", [0u8, 60, 0])];
+    let gray = |rgb: [u8; 3]| {
+        let px = image::RgbImage::from_pixel(1, 1, image::Rgb(rgb));
+        image::DynamicImage::ImageRgb8(px).to_luma8().into_raw()
+    };
+    assert_eq!(gray(colours[0].1), gray(colours[1].1));
+    for (class, rgb) in colours {
+        std::fs::create_dir_all(d.join(class)).unwrap();
+        for i in 0..24u32 {
+            let img = image::RgbImage::from_fn(8, 8, |x, y| {
+                if (x + y + i) % 3 == 0 {
+                    image::Rgb([10, 10, 10])
+                } else {
+                    image::Rgb(rgb)
+                }
+            });
+            img.save(d.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let arch = d.join("rgb.toml");
+    std::fs::write(
+        &arch,
+        r#"name = "rgb"
+input = [8, 8, 3]
+classes = 2
+[[layers]]
+type = "conv2d"
+out_channels = 4
+kernel = 3
+padding = 1
+[[layers]]
+type = "relu"
+[[layers]]
+type = "global_avg_pool"
+[[layers]]
+type = "linear"
+out_features = 2
+"#,
+    )
+    .unwrap();
+    let (data, ck, blob) = (d.to_str().unwrap(), d.join("m.ckpt.json"), d.join("m.bin"));
+    let counts = ["--train-count", "32", "--test-count", "16"];
+    let mut args = vec!["train", "--data", data, "--out", ck.to_str().unwrap()];
+    args.extend(counts);
+    args.extend(["--epochs", "20", "--batch-size", "8", "--lr", "0.1"]);
+    args.extend(["--arch", arch.to_str().unwrap()]);
+    let (code, out, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("test accuracy 100.00%"), "{out}");
+    let (code, _, err) = trainer(&[
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        blob.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let png = d.join("green").join("5.png");
+    let (code, out, err) = trainer(&[
+        "predict",
+        "--model",
+        blob.to_str().unwrap(),
+        png.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("class 0"), "{out}");
+    // The same folder read as gray (an architecture of one input channel): the classes look
+    // alike, so the model cannot separate them.
+    let gray = std::fs::read_to_string(&arch)
+        .unwrap()
+        .replace("[8, 8, 3]", "[8, 8, 1]");
+    std::fs::write(&arch, gray).unwrap();
+    let (code, out, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("test accuracy 100.00%"), "{out}");
+    // A colour architecture on the bundled (gray IDX) digits: refused, naming the channels.
+    let rgb28 = std::fs::read_to_string(&arch)
+        .unwrap()
+        .replace("[8, 8, 1]", "[28, 28, 3]")
+        .replace("classes = 2", "classes = 10")
+        .replace("out_features = 2", "out_features = 10");
+    std::fs::write(&arch, rgb28).unwrap();
+    let (code, _, err) = trainer(&[
+        "train",
+        "--arch",
+        arch.to_str().unwrap(),
+        "--out",
+        ck.to_str().unwrap(),
+        "--epochs",
+        "1",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("28x28x1") && err.contains("IDX files are gray"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

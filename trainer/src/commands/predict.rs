@@ -88,16 +88,17 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         // The test split the model's kind trains on: digits, or the detection canvases.
         let arch = builtin_arch_for(&m);
         let (_, test) = if matches!(m.def().head, Head::Classifier { .. }) {
-            a.data.source().load(256)?
+            a.data.source().load_channels(256, c)?
         } else {
             a.data.source().load_for(&arch)?
         };
-        if (test.h, test.w, 1) != (h, w, c) {
+        if (test.h, test.w, test.c) != (h, w, c) {
             bail!(
-                "the model takes {h}x{w}x{c} inputs but test image {i} is {}x{}x1; pass a PNG of \
-                 the model's input size instead",
+                "the model takes {h}x{w}x{c} inputs but test image {i} is {}x{}x{}; pass a PNG \
+                 of the model's input size instead",
                 test.h,
-                test.w
+                test.w,
+                test.c
             );
         }
         if i >= test.len() {
@@ -107,9 +108,30 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
             label = test.labels.get(i).map(|&l| l as usize);
         }
         test.image(i).to_vec()
+    } else if c == 3 {
+        // Colour: composited like gray, resized on request, never inverted (the polarity rule
+        // is the digits').
+        let img = image::open(&a.image)
+            .map_err(|e| anyhow::anyhow!("cannot read image {}: {e}", a.image))?;
+        let (img, composited) = crate::data::to_rgb(img);
+        notes.extend(composited);
+        let (iw, ih) = (img.width() as usize, img.height() as usize);
+        if (iw, ih) != (w, h) && !a.resize {
+            bail!(
+                "{} is {iw}x{ih}, the model takes {w}x{h} (add --resize to scale it)",
+                a.image
+            );
+        }
+        if (iw, ih) != (w, h) {
+            notes.push(format!("resized {iw}x{ih} to {w}x{h}"));
+            let f = image::imageops::FilterType::Triangle;
+            image::imageops::resize(&img, w as u32, h as u32, f).into_raw()
+        } else {
+            img.into_raw()
+        }
     } else {
         if c != 1 {
-            bail!("the model takes {c}-channel inputs; predict reads grayscale PNGs only");
+            bail!("the model takes {c}-channel inputs; predict reads gray (1) or RGB (3) PNGs");
         }
         // The decoder's message already holds its cause: one line, said once.
         let img = image::open(&a.image)

@@ -147,15 +147,21 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
     }
     let arch = crate::nn::arch::arch_from(&a.arch)?;
     let (train_set, test_set) = a.data.source().load_for(&arch)?;
-    if [train_set.h, train_set.w, 1] != arch.input {
+    if [train_set.h, train_set.w, train_set.c] != arch.input {
+        let colour = if arch.input[2] == 3 && train_set.c == 1 {
+            " (colour input reads PNG class folders as RGB; IDX files are gray)"
+        } else {
+            ""
+        };
         bail!(
-            "data images are {h}x{w}x1 but architecture '{}' expects {:?}: give --arch an \
-             architecture file whose input is [{h}, {w}, 1] (examples/arch/ has ones for 32x32 \
-             and 64x64 to start from)",
+            "data images are {h}x{w}x{c} but architecture '{}' expects {:?}{colour}: give \
+             --arch an architecture file whose input is [{h}, {w}, {c}] (examples/arch/ has \
+             ones for 32x32 and 64x64 to start from)",
             arch.name,
             arch.input,
             h = train_set.h,
             w = train_set.w,
+            c = train_set.c,
         );
     }
     if a.out.parent().is_some_and(|d| d == Path::new("runs")) {

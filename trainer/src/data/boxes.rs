@@ -104,6 +104,7 @@ mod tests {
         Dataset {
             h: 40,
             w: 40,
+            c: 1,
             pixels: vec![0; n * 1600],
             labels: vec![0; n],
             boxes: Vec::new(),

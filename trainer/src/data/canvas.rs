@@ -75,6 +75,7 @@ pub fn single_object(digits: &Dataset, count: usize, size: usize, seed: u64) -> 
     Dataset {
         h: size,
         w: size,
+        c: 1,
         pixels,
         labels,
         boxes,
@@ -131,6 +132,7 @@ pub fn multi_object(digits: &Dataset, count: usize, size: usize, seed: u64) -> D
     Dataset {
         h: size,
         w: size,
+        c: 1,
         pixels,
         labels,
         boxes: Vec::new(),

@@ -139,12 +139,14 @@ fn parse_idx(b: &[u8]) -> Result<Idx, ParseError> {
     })
 }
 
-/// Grayscale images with integer labels.
+/// Images (grayscale or colour) with integer labels.
 #[derive(Debug, Clone)]
 pub struct Dataset {
     pub h: usize,
     pub w: usize,
-    /// `len * h * w` bytes, row-major per image.
+    /// Channels per pixel: 1 (grayscale) or 3 (RGB).
+    pub c: usize,
+    /// `len * h * w * c` bytes, row-major per image, channels interleaved (HWC).
     pub pixels: Vec<u8>,
     pub labels: Vec<u8>,
     /// One box per image for localization sets: `[x0, y0, x1, y1]` as fractions of the image
@@ -162,16 +164,21 @@ impl Dataset {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
+    /// Bytes per image: `h * w * c`.
+    pub fn image_len(&self) -> usize {
+        self.h * self.w * self.c
+    }
     pub fn image(&self, i: usize) -> &[u8] {
-        let n = self.h * self.w;
+        let n = self.image_len();
         &self.pixels[i * n..(i + 1) * n]
     }
     /// Images `range` as a new data set.
     pub fn slice(&self, range: std::ops::Range<usize>) -> Dataset {
-        let n = self.h * self.w;
+        let n = self.image_len();
         Dataset {
             h: self.h,
             w: self.w,
+            c: self.c,
             pixels: self.pixels[range.start * n..range.end * n].to_vec(),
             labels: self.labels[range.clone()].to_vec(),
             boxes: if self.boxes.is_empty() {
@@ -186,13 +193,13 @@ impl Dataset {
             },
         }
     }
-    /// Normalized input `[len(idx), h, w, 1]` (NHWC): pixel / 255, so 0..=1. The int8 input
+    /// Normalized input `[len(idx), h, w, c]` (NHWC): pixel / 255, so 0..=1. The int8 input
     /// then quantizes exactly with scale 1/255 and zero point -128.
     pub fn batch(&self, idx: &[usize]) -> (crate::nn::autograd::Tensor, Vec<usize>) {
-        let n = self.h * self.w;
+        let n = self.image_len();
         // From the buffer cache, which the training step's graph gives it back to: a fresh
         // allocation every step was page-faulted in every step.
-        let mut x = crate::nn::autograd::pooled(&[idx.len(), self.h, self.w, 1]);
+        let mut x = crate::nn::autograd::pooled(&[idx.len(), self.h, self.w, self.c]);
         let data = x.as_slice_mut().expect("standard layout");
         for (out, &i) in data.chunks_exact_mut(n.max(1)).zip(idx) {
             for (o, &p) in out.iter_mut().zip(self.image(i)) {
@@ -227,18 +234,14 @@ pub fn find_pair(dir: &Path) -> Result<(PathBuf, PathBuf), DataError> {
     Err(DataError::NotFound(dir.to_owned()))
 }
 
-/// A folder of PNGs, one sub-folder per class: sub-folders sorted by name are classes 0, 1, ...
-/// (`0/`, `1/`, ... or `cat/`, `dog/`). Every PNG is read as 8-bit grayscale and must have the
-/// size of the first one. The images are shuffled with a fixed seed, so a train/test split
-/// of the result mixes the classes. `None` when `dir` has no sub-folder holding a PNG.
-/// A decoded image as 8-bit gray. An image with transparency (what drawing apps export: ink
-/// on a transparent canvas) is composited on the background its alpha implies, the opposite
-/// of its ink: white under dark ink, black under light ink (the ink's tone is the
-/// alpha-weighted mean of its gray), so black ink on a transparent canvas is black on white
-/// rather than black on black. Returns the note of what was done, if anything.
-pub fn to_gray(img: image::DynamicImage) -> (image::GrayImage, Option<String>) {
+/// The backdrop of an image with transparency (what drawing apps export: ink on a transparent
+/// canvas): the opposite of its ink, white under dark ink and black under light ink (the
+/// ink's tone is the alpha-weighted mean of its gray), so black ink on a transparent canvas is
+/// black on white rather than black on black. `None` for an opaque image; otherwise the
+/// backdrop's level and the note of what was done.
+fn backdrop(img: &image::DynamicImage) -> Option<(u32, String)> {
     if !img.color().has_alpha() {
-        return (img.to_luma8(), None);
+        return None;
     }
     let la = img.to_luma_alpha8();
     let (mut ink, mut weight) = (0u64, 0u64);
@@ -247,24 +250,80 @@ pub fn to_gray(img: image::DynamicImage) -> (image::GrayImage, Option<String>) {
         weight += p.0[1] as u64;
     }
     if weight == la.pixels().len() as u64 * 255 {
-        return (img.to_luma8(), None); // fully opaque: nothing to composite
+        return None; // fully opaque: nothing to composite
     }
     let dark_ink = weight == 0 || ink / weight < 128;
-    let bg: u32 = if dark_ink { 255 } else { 0 };
-    let gray = image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
-        let [v, a] = la.get_pixel(x, y).0;
-        let (v, a) = (v as u32, a as u32);
-        image::Luma([((v * a + bg * (255 - a) + 127) / 255) as u8])
-    });
     let note = format!(
         "composited the transparent image on {} (its ink is {})",
         if dark_ink { "white" } else { "black" },
         if dark_ink { "dark" } else { "light" }
     );
+    Some((if dark_ink { 255 } else { 0 }, note))
+}
+
+/// `v` at opacity `a` over the level `bg`.
+fn over(v: u8, a: u8, bg: u32) -> u8 {
+    let (v, a) = (v as u32, a as u32);
+    ((v * a + bg * (255 - a) + 127) / 255) as u8
+}
+
+/// A decoded image as 8-bit gray, composited on its [`backdrop`] if it has transparency.
+/// Returns the note of what was done, if anything.
+pub fn to_gray(img: image::DynamicImage) -> (image::GrayImage, Option<String>) {
+    let Some((bg, note)) = backdrop(&img) else {
+        return (img.to_luma8(), None);
+    };
+    let la = img.to_luma_alpha8();
+    let gray = image::GrayImage::from_fn(la.width(), la.height(), |x, y| {
+        let [v, a] = la.get_pixel(x, y).0;
+        image::Luma([over(v, a, bg)])
+    });
     (gray, Some(note))
 }
 
-pub fn load_png_folders(dir: &Path, classes: usize) -> Option<Result<Dataset, DataError>> {
+/// A decoded image as 8-bit RGB, composited on its [`backdrop`] like [`to_gray`].
+pub fn to_rgb(img: image::DynamicImage) -> (image::RgbImage, Option<String>) {
+    let Some((bg, note)) = backdrop(&img) else {
+        return (img.to_rgb8(), None);
+    };
+    let rgba = img.to_rgba8();
+    let rgb = image::RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let [r, g, b, a] = rgba.get_pixel(x, y).0;
+        image::Rgb([over(r, a, bg), over(g, a, bg), over(b, a, bg)])
+    });
+    (rgb, Some(note))
+}
+
+/// An image file's pixels with `channels` per pixel (1: gray, 3: RGB), its width and height.
+pub fn read_pixels(path: &Path, channels: usize) -> Result<(Vec<u8>, usize, usize), DataError> {
+    let img = image::open(path).map_err(|e| DataError::Png {
+        path: path.to_owned(),
+        why: format!("not a readable PNG ({e})"),
+    })?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let px = match channels {
+        1 => to_gray(img).0.into_raw(),
+        3 => to_rgb(img).0.into_raw(),
+        c => {
+            return Err(DataError::Png {
+                path: path.to_owned(),
+                why: format!("a model input of {c} channels: PNG folders give 1 (gray) or 3 (RGB)"),
+            })
+        }
+    };
+    Ok((px, w, h))
+}
+
+/// A folder of PNGs, one sub-folder per class: sub-folders sorted by name are classes 0, 1, ...
+/// (`0/`, `1/`, ... or `cat/`, `dog/`). Every PNG is read with `channels` per pixel (1: 8-bit
+/// gray, 3: RGB) and must have the size of the first one. The images are shuffled with a fixed
+/// seed, so a train/test split of the result mixes the classes. `None` when `dir` has no
+/// sub-folder holding a PNG.
+pub fn load_png_folders(
+    dir: &Path,
+    classes: usize,
+    channels: usize,
+) -> Option<Result<Dataset, DataError>> {
     let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -302,12 +361,7 @@ pub fn load_png_folders(dir: &Path, classes: usize) -> Option<Result<Dataset, Da
         let mut labels = Vec::with_capacity(files.len());
         for &k in &order {
             let (path, class) = &files[k];
-            let img = to_gray(image::open(path).map_err(|e| DataError::Png {
-                path: path.clone(),
-                why: format!("not a readable PNG ({e})"),
-            })?)
-            .0;
-            let (iw, ih) = (img.width() as usize, img.height() as usize);
+            let (px, iw, ih) = read_pixels(path, channels)?;
             if pixels.is_empty() {
                 (h, w) = (ih, iw);
             } else if (ih, iw) != (h, w) {
@@ -316,12 +370,13 @@ pub fn load_png_folders(dir: &Path, classes: usize) -> Option<Result<Dataset, Da
                     why: format!("{iw}x{ih} pixels, but the other images are {w}x{h}"),
                 });
             }
-            pixels.extend_from_slice(img.as_raw());
+            pixels.extend_from_slice(&px);
             labels.push(*class as u8);
         }
         Ok(Dataset {
             h,
             w,
+            c: channels,
             pixels,
             labels,
             boxes: Vec::new(),
@@ -370,6 +425,7 @@ pub fn load_pair(images: &Path, labels: &Path, classes: usize) -> Result<Dataset
     Ok(Dataset {
         h: im.dims[1],
         w: im.dims[2],
+        c: 1,
         pixels: im.data,
         labels: lb.data,
         boxes: Vec::new(),
@@ -429,6 +485,37 @@ mod tests {
         let opaque = DynamicImage::ImageRgba8(RgbaImage::from_pixel(2, 2, Rgba([9, 9, 9, 255])));
         let (g, note) = to_gray(opaque);
         assert_eq!((g.get_pixel(0, 0).0[0], note), (9, None));
+        // In colour: dark red ink on a transparent canvas is dark red on white.
+        let mut red = RgbaImage::from_pixel(2, 1, Rgba([0, 0, 0, 0]));
+        red.put_pixel(1, 0, Rgba([120, 0, 0, 255]));
+        let (c, note) = to_rgb(DynamicImage::ImageRgba8(red));
+        assert_eq!(
+            (c.get_pixel(0, 0).0, c.get_pixel(1, 0).0),
+            ([255; 3], [120, 0, 0])
+        );
+        assert!(note.unwrap().contains("on white"));
+    }
+
+    /// PNG class folders read with the architecture's channel count: RGB keeps the colours
+    /// interleaved per pixel, gray is one byte a pixel, and other counts are refused.
+    #[test]
+    fn png_folders_read_gray_or_rgb() {
+        let dir = std::env::temp_dir().join(format!("trainer-rgb-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("a")).unwrap();
+        let px = image::RgbImage::from_fn(2, 1, |x, _| image::Rgb([10 * x as u8 + 1, 2, 3]));
+        px.save(dir.join("a").join("0.png")).unwrap();
+        let rgb = load_png_folders(&dir, 2, 3).unwrap().unwrap();
+        assert_eq!((rgb.h, rgb.w, rgb.c, rgb.image_len()), (1, 2, 3, 6));
+        assert_eq!(rgb.image(0), &[1, 2, 3, 11, 2, 3]);
+        assert_eq!(rgb.batch(&[0]).0.shape(), &[1, 1, 2, 3]);
+        let gray = load_png_folders(&dir, 2, 1).unwrap().unwrap();
+        assert_eq!((gray.c, gray.image(0).len()), (1, 2));
+        let e = load_png_folders(&dir, 2, 2)
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 channels"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     use super::*;
@@ -458,6 +545,7 @@ mod tests {
         let ds = Dataset {
             h: 28,
             w: 28,
+            c: 1,
             pixels: (0..64 * 784).map(|i| (i % 251) as u8).collect(),
             labels: vec![3; 64],
             boxes: vec![],

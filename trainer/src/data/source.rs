@@ -19,8 +19,8 @@ pub const RCNN_CANVASES: usize = 3000;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DataSource {
     /// Directory with images-idx3-ubyte[.gz] and labels-idx1-ubyte[.gz], or with one sub-folder
-    /// of grayscale PNGs per class (sorted names are classes 0, 1, ...). Default: the bundled
-    /// mnist10k.
+    /// of PNGs per class (sorted names are classes 0, 1, ...; read as gray or RGB as the
+    /// architecture's input asks). Default: the bundled mnist10k.
     pub data: Option<PathBuf>,
     /// First N images are the training split.
     pub train_count: usize,
@@ -100,7 +100,7 @@ impl DataSource {
             )?;
             return Ok(split(&all, self.train_count, self.test_count)?);
         }
-        let (train, test) = self.load(arch.classes)?;
+        let (train, test) = self.load_channels(arch.classes, arch.input[2])?;
         let size = arch.input[0];
         if arch.grid {
             let tr = crate::data::canvas::multi_object(
@@ -136,12 +136,23 @@ impl DataSource {
         Ok((tr, te))
     }
 
+    /// Grayscale images: [`Self::load_channels`] with one channel.
     pub fn load(&self, classes: usize) -> anyhow::Result<(Dataset, Dataset)> {
+        self.load_channels(classes, 1)
+    }
+
+    /// The images split as set, with `channels` per pixel for PNG folders (1: gray, 3: RGB;
+    /// IDX sets are gray).
+    pub fn load_channels(
+        &self,
+        classes: usize,
+        channels: usize,
+    ) -> anyhow::Result<(Dataset, Dataset)> {
         let dir = self.data.clone().unwrap_or_else(default_data_dir);
         let all = match find_pair(&dir) {
             Ok((i, l)) => load_pair(&i, &l, classes)?,
             // No IDX pair: a folder of class sub-folders of PNGs, if that is what it holds.
-            Err(e) => match crate::data::load_png_folders(&dir, classes) {
+            Err(e) => match crate::data::load_png_folders(&dir, classes, channels) {
                 Some(r) => r?,
                 None => return Err(e.into()),
             },

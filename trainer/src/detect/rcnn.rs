@@ -168,6 +168,7 @@ pub fn training_crops(
     let crops = Dataset {
         h: WARP,
         w: WARP,
+        c: 1,
         pixels,
         labels,
         boxes: Vec::new(),

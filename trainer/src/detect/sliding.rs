@@ -88,6 +88,7 @@ pub fn crops(data: &Dataset, seed: u64) -> Dataset {
     Dataset {
         h: 28,
         w: 28,
+        c: 1,
         pixels,
         labels,
         boxes: Vec::new(),
@@ -139,6 +140,7 @@ pub fn detect(model: &mut Model, data: &Dataset) -> Vec<Vec<Pred>> {
         let batch = Dataset {
             h: 28,
             w: 28,
+            c: 1,
             pixels: px,
             labels: vec![0; wins.len()],
             boxes: Vec::new(),
