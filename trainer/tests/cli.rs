@@ -871,3 +871,63 @@ out_features = 2
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Issue 33: folders that cannot make a classifier trained without a word (one class scored
+/// 100 %, an empty class folder was dropped silently) and imbalance got no note. Now: one
+/// class and an empty class folder are refused with the reason, the classes found are listed
+/// with their counts, and a strong imbalance is warned about.
+#[test]
+fn class_folders_are_checked_and_listed() {
+    let d = tmp("classes");
+    let save = |class: &str, n: u32| {
+        std::fs::create_dir_all(d.join(class)).unwrap();
+        for i in 0..n {
+            let img = image::GrayImage::from_fn(28, 28, |x, _| image::Luma([(x * 9 + i) as u8]));
+            img.save(d.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    };
+    save("circle", 30);
+    let (data, ck) = (d.to_str().unwrap(), d.join("m.ckpt.json"));
+    let args = [
+        "train",
+        "--data",
+        data,
+        "--out",
+        ck.to_str().unwrap(),
+        "--train-count",
+        "20",
+        "--test-count",
+        "5",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+    ];
+    let (code, _, err) = trainer(&args);
+    assert_ne!(code, 0);
+    assert!(err.contains("one class folder (circle)"), "{err}");
+    std::fs::create_dir_all(d.join("empty")).unwrap();
+    save("square", 30);
+    let (code, _, err) = trainer(&args);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("empty") && err.contains("holds no PNG"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(d.join("empty")).unwrap();
+    let (code, _, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("2 classes (images): circle 30, square 30"),
+        "{err}"
+    );
+    assert!(!err.contains("imbalanced"), "{err}");
+    save("triangle", 5);
+    let (code, _, err) = trainer(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("triangle 5") && err.contains("imbalanced (30 images against 5)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

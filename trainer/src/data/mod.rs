@@ -347,7 +347,8 @@ pub fn load_png_folders(
         return None;
     }
     Some((|| {
-        let n_classes = files.iter().map(|f| f.1).max().unwrap_or(0) + 1;
+        let say = check_classes(dir, &subdirs, &files)?;
+        let n_classes = subdirs.len();
         if n_classes > classes {
             return Err(DataError::Png {
                 path: dir.to_owned(),
@@ -373,6 +374,9 @@ pub fn load_png_folders(
             pixels.extend_from_slice(&px);
             labels.push(*class as u8);
         }
+        for line in say {
+            eprintln!("{line}");
+        }
         Ok(Dataset {
             h,
             w,
@@ -383,6 +387,65 @@ pub fn load_png_folders(
             objects: Vec::new(),
         })
     })())
+}
+
+/// The class folders of a PNG data set against what makes a classifier: two or more, none
+/// empty (each sub-folder is a class: an empty one would be a class nothing teaches). Returns
+/// the lines to say once the images are read: the classes with their counts, and a warning
+/// when the largest class holds more than four times the smallest.
+fn check_classes(
+    dir: &Path,
+    subdirs: &[PathBuf],
+    files: &[(PathBuf, usize)],
+) -> Result<Vec<String>, DataError> {
+    let name = |d: &PathBuf| {
+        d.file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    };
+    let mut counts = vec![0usize; subdirs.len()];
+    for &(_, class) in files {
+        counts[class] += 1;
+    }
+    if let Some(empty) = counts.iter().position(|&n| n == 0) {
+        return Err(DataError::Png {
+            path: subdirs[empty].clone(),
+            why: "this class folder holds no PNG (every sub-folder is a class): add its images or \
+                  remove it"
+                .into(),
+        });
+    }
+    if subdirs.len() < 2 {
+        return Err(DataError::Png {
+            path: dir.to_owned(),
+            why: format!(
+                "one class folder ({}): a classifier needs two or more, one sub-folder of PNGs \
+                 per class",
+                name(&subdirs[0])
+            ),
+        });
+    }
+    let list: Vec<String> = subdirs
+        .iter()
+        .zip(&counts)
+        .map(|(d, n)| format!("{} {n}", name(d)))
+        .collect();
+    let mut say = vec![format!(
+        "{}: {} classes (images): {}",
+        dir.display(),
+        subdirs.len(),
+        list.join(", ")
+    )];
+    let (lo, hi) = (counts.iter().min(), counts.iter().max());
+    if let (Some(&lo), Some(&hi)) = (lo, hi) {
+        if hi > 4 * lo {
+            say.push(format!(
+                "warning: the classes are imbalanced ({hi} images against {lo}): a model can \
+                 score well by favouring the large ones; balance the folders or read the \
+                 confusion matrix, not only the accuracy"
+            ));
+        }
+    }
+    Ok(say)
 }
 
 /// Loads an image/label IDX pair and checks they agree.
@@ -501,9 +564,11 @@ mod tests {
     #[test]
     fn png_folders_read_gray_or_rgb() {
         let dir = std::env::temp_dir().join(format!("trainer-rgb-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("a")).unwrap();
-        let px = image::RgbImage::from_fn(2, 1, |x, _| image::Rgb([10 * x as u8 + 1, 2, 3]));
-        px.save(dir.join("a").join("0.png")).unwrap();
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(dir.join(class)).unwrap();
+            let px = image::RgbImage::from_fn(2, 1, |x, _| image::Rgb([10 * x as u8 + 1, 2, 3]));
+            px.save(dir.join(class).join("0.png")).unwrap();
+        }
         let rgb = load_png_folders(&dir, 2, 3).unwrap().unwrap();
         assert_eq!((rgb.h, rgb.w, rgb.c, rgb.image_len()), (1, 2, 3, 6));
         assert_eq!(rgb.image(0), &[1, 2, 3, 11, 2, 3]);
