@@ -157,22 +157,33 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
         }
         j
     };
+    // Layer `i`'s weights and bias (`wi`, `bi`) with a BatchNorm after it folded in, the
+    // activation after them, and the index of the layer after those.
+    let folded = |i: usize, wi: usize, bi: Option<usize>| {
+        let mut w = p[wi].clone();
+        let mut b: Vec<f32> = bi.map_or(vec![0.0; w.shape()[0]], |bi| {
+            p[bi].iter().copied().collect()
+        });
+        let mut j = i + 1;
+        if let (Some(LayerSpec::BatchNorm2d), Slot::Norm(gi, be, si)) =
+            (layers.get(j), slots.get(j).copied().unwrap_or(Slot::None))
+        {
+            (w, b) = fold_bn(w, b, &p[gi], &p[be], &model.bn[si]);
+            j += 1;
+        }
+        j = skip_dropout(j);
+        let act = Fused::of(layers.get(j));
+        if act != Fused::None {
+            j = skip_dropout(j + 1);
+        }
+        (w, b, act, j)
+    };
     while i < layers.len() {
         let here = i;
         match (layers[i], slots[i]) {
-            (LayerSpec::Conv2d { stride, padding, out_channels, .. }, Slot::Weights(wi, bi)) => {
-                let mut w = p[wi].clone();
-                let mut b: Vec<f32> = bi.map_or(vec![0.0; out_channels], |bi| p[bi].iter().copied().collect());
-                i += 1;
-                if let (Some(LayerSpec::BatchNorm2d), Slot::Norm(gi, be, si)) = (layers.get(i), slots.get(i).copied().unwrap_or(Slot::None)) {
-                    (w, b) = fold_bn(w, b, &p[gi], &p[be], &model.bn[si]);
-                    i += 1;
-                }
-                i = skip_dropout(i);
-                let act = Fused::of(layers.get(i));
-                if act != Fused::None {
-                    i = skip_dropout(i + 1);
-                }
+            (LayerSpec::Conv2d { stride, padding, .. }, Slot::Weights(wi, bi)) => {
+                let (w, b, act, next) = folded(i, wi, bi);
+                i = next;
                 let mut pool = None;
                 if let Some(LayerSpec::MaxPool2d { kernel, stride }) = layers.get(i) {
                     pool = Some((*kernel, stride.unwrap_or(*kernel)));
@@ -181,18 +192,8 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                 cur = push(&mut out, Deploy::Conv { w, b, stride, pad: padding, act, pool }, &[cur]);
             }
             (LayerSpec::DepthwiseConv2d { stride, padding, .. }, Slot::Weights(wi, bi)) => {
-                let mut w = p[wi].clone();
-                let mut b: Vec<f32> = bi.map_or(vec![0.0; w.shape()[0]], |bi| p[bi].iter().copied().collect());
-                i += 1;
-                if let (Some(LayerSpec::BatchNorm2d), Slot::Norm(gi, be, si)) = (layers.get(i), slots.get(i).copied().unwrap_or(Slot::None)) {
-                    (w, b) = fold_bn(w, b, &p[gi], &p[be], &model.bn[si]);
-                    i += 1;
-                }
-                i = skip_dropout(i);
-                let act = Fused::of(layers.get(i));
-                if act != Fused::None {
-                    i = skip_dropout(i + 1);
-                }
+                let (w, b, act, next) = folded(i, wi, bi);
+                i = next;
                 cur = push(&mut out, Deploy::Depthwise { w, b, stride, pad: padding, act }, &[cur]);
             }
             (LayerSpec::Linear { out_features, .. }, Slot::Weights(wi, bi)) => {
