@@ -12,8 +12,8 @@ fn demo_report_matches_the_separate_commands() {
     let dir = temp_dir("demo");
     let data = DataArgs {
         data: None,
-        train_count: 8000,
-        test_count: 2000,
+        train_count: Some(8000),
+        test_count: Some(2000),
         boxes: None,
         canvas_copies: 3,
     };
@@ -125,8 +125,8 @@ fn demo_failure_names_the_step_and_leaves_no_report() {
     let e = journey(&DemoArgs {
         data: DataArgs {
             data: Some(dir.join("no-such-data")),
-            train_count: 8000,
-            test_count: 2000,
+            train_count: Some(8000),
+            test_count: Some(2000),
             boxes: None,
             canvas_copies: 3,
         },

@@ -931,3 +931,57 @@ fn class_folders_are_checked_and_listed() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Issue 33: the defaults failed on your own data ("split asks for 10000 images but the data
+/// set has 60") and named no flag. A PNG folder now trains with no count flags (the last fifth
+/// tests), says so, and `export` and `eval` take the split the checkpoint recorded; counts that
+/// do not fit name the flags.
+#[test]
+fn own_data_splits_without_count_flags() {
+    let d = tmp("autosplit");
+    for (class, on) in [("dark", 30u8), ("light", 220u8)] {
+        std::fs::create_dir_all(d.join(class)).unwrap();
+        for i in 0..30u32 {
+            let img = image::GrayImage::from_fn(28, 28, |x, y| {
+                image::Luma([if (x + y + i) % 4 == 0 { 0 } else { on }])
+            });
+            img.save(d.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    let (data, ck, blob) = (d.to_str().unwrap(), d.join("m.ckpt.json"), d.join("m.bin"));
+    let (code, out, err) = trainer(&[
+        "train",
+        "--data",
+        data,
+        "--out",
+        ck.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("split: 48 training / 12 test images"), "{err}");
+    assert!(out.contains("test accuracy"), "{out}");
+    let (code, _, err) = trainer(&[
+        "export",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--out",
+        blob.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("48 / 12 split"), "{err}");
+    let (code, _, err) = trainer(&[
+        "train",
+        "--data",
+        data,
+        "--out",
+        ck.to_str().unwrap(),
+        "--train-count",
+        "100",
+    ]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--train-count and --test-count"), "{err}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

@@ -11,8 +11,8 @@ use trainer::train::{train_silent, TrainConfig};
 fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {
     DataSource {
         data: None,
-        train_count: 8000,
-        test_count: 2000,
+        train_count: Some(8000),
+        test_count: Some(2000),
         boxes: None,
         canvas_copies: 3,
     }

@@ -13,12 +13,14 @@ pub struct DataArgs {
     /// mnist10k.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// First N images are the training split.
-    #[arg(long, default_value_t = TRAIN_COUNT)]
-    pub train_count: usize,
-    /// Last N images are the test split.
-    #[arg(long, default_value_t = TEST_COUNT)]
-    pub test_count: usize,
+    /// First N images are the training split. Default: 8,000 of the bundled data; of your
+    /// --data, the images the test split leaves.
+    #[arg(long)]
+    pub train_count: Option<usize>,
+    /// Last N images are the test split. Default: 2,000 of the bundled data; of your --data,
+    /// the last fifth (or the images the training split leaves).
+    #[arg(long)]
+    pub test_count: Option<usize>,
     /// Boxes for the images (JSON, see `trainer::data::boxes`): localization and detection models
     /// then train on these images instead of generated canvases.
     #[arg(long)]
@@ -45,10 +47,12 @@ impl Default for DataArgs {
 
 impl From<&DataArgs> for DataSource {
     fn from(a: &DataArgs) -> Self {
+        // The bundled data's split is fixed; your own data's counts not given come from it.
+        let bundled = a.data.is_none();
         DataSource {
             data: a.data.clone(),
-            train_count: a.train_count,
-            test_count: a.test_count,
+            train_count: a.train_count.or(bundled.then_some(TRAIN_COUNT)),
+            test_count: a.test_count.or(bundled.then_some(TEST_COUNT)),
             boxes: a.boxes.clone(),
             canvas_copies: a.canvas_copies,
         }
@@ -87,8 +91,8 @@ mod tests {
         assert_eq!(DataArgs::default().source(), DataSource::default());
         let s = DataSource {
             data: Some("d".into()),
-            train_count: 5,
-            test_count: 6,
+            train_count: Some(5),
+            test_count: Some(6),
             boxes: Some("b.json".into()),
             canvas_copies: 1,
         };

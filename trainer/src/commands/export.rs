@@ -83,7 +83,7 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
                 data_name(t.data.as_deref()),
                 t.train_count,
                 data_name(data.data.as_deref()),
-                data.train_count
+                train_set.len()
             );
         }
     }

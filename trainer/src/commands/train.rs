@@ -137,16 +137,22 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
             a.weight_decay
         );
     }
-    if a.data.train_count == 0 || a.data.test_count == 0 {
+    if a.data.train_count == Some(0) || a.data.test_count == Some(0) {
         bail!(
-            "--train-count and --test-count must be at least 1 (got {} and {}): the test split \
-             is what the reported accuracy is measured on",
-            a.data.train_count,
-            a.data.test_count
+            "--train-count and --test-count must be at least 1: the test split is what the \
+             reported accuracy is measured on"
         );
     }
     let arch = crate::nn::arch::arch_from(&a.arch)?;
     let (train_set, test_set) = a.data.source().load_for(&arch)?;
+    if test_set.is_empty() || train_set.is_empty() {
+        bail!(
+            "the split leaves {} training and {} test images: set --train-count and \
+             --test-count so that both have some",
+            train_set.len(),
+            test_set.len()
+        );
+    }
     if [train_set.h, train_set.w, train_set.c] != arch.input {
         let colour = if arch.input[2] == 3 && train_set.c == 1 {
             " (colour input reads PNG class folders as RGB; IDX files are gray)"
@@ -218,10 +224,17 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
     let steps = (train_set.len() / a.batch_size.max(1)) as u64;
     let quiet = a.quiet;
     let grid = arch.grid;
+    // The split as resolved: a classifier's images themselves; canvases are made from the
+    // fixed counts.
+    let (train_count, test_count) = if arch.boxes || arch.grid {
+        a.data.source().split_counts(0, false)
+    } else {
+        (train_set.len(), test_set.len())
+    };
     let trained_on = crate::data::source::TrainedOn {
         data: a.data.data.clone(),
-        train_count: a.data.train_count,
-        test_count: a.data.test_count,
+        train_count,
+        test_count,
         boxes: a.data.boxes.clone(),
         canvas_copies: a.data.canvas_copies,
         train_fingerprint: crate::data::source::fingerprint(&train_set),

@@ -44,7 +44,7 @@ pub enum DataError {
     },
     #[error("data directory {0} has no images-idx3-ubyte[.gz] / labels-idx1-ubyte[.gz] pair and no class sub-folders of PNGs")]
     NotFound(PathBuf),
-    #[error("split asks for {want} images but the data set has {have}")]
+    #[error("split asks for {want} images but the data set has {have}: set --train-count and --test-count to fit (with your own --data, leaving both out tests on the last fifth)")]
     Split { want: usize, have: usize },
 }
 

@@ -22,10 +22,10 @@ pub struct DataSource {
     /// of PNGs per class (sorted names are classes 0, 1, ...; read as gray or RGB as the
     /// architecture's input asks). Default: the bundled mnist10k.
     pub data: Option<PathBuf>,
-    /// First N images are the training split.
-    pub train_count: usize,
-    /// Last N images are the test split.
-    pub test_count: usize,
+    /// First N images are the training split (`None`: see [`DataSource::split_counts`]).
+    pub train_count: Option<usize>,
+    /// Last N images are the test split (`None`: see [`DataSource::split_counts`]).
+    pub test_count: Option<usize>,
     /// Boxes for the images (JSON, see `trainer::data::boxes`): localization and detection models
     /// then train on these images instead of generated canvases.
     pub boxes: Option<PathBuf>,
@@ -38,8 +38,8 @@ impl Default for DataSource {
     fn default() -> Self {
         DataSource {
             data: None,
-            train_count: TRAIN_COUNT,
-            test_count: TEST_COUNT,
+            train_count: Some(TRAIN_COUNT),
+            test_count: Some(TEST_COUNT),
             boxes: None,
             canvas_copies: CANVAS_COPIES,
         }
@@ -67,8 +67,8 @@ impl DataSource {
                 );
                 DataSource {
                     data: t.data.clone(),
-                    train_count: t.train_count,
-                    test_count: t.test_count,
+                    train_count: Some(t.train_count),
+                    test_count: Some(t.test_count),
                     boxes: t.boxes.clone(),
                     canvas_copies: t.canvas_copies,
                 }
@@ -98,9 +98,12 @@ impl DataSource {
                 arch.classes,
                 arch.boxes && !arch.grid,
             )?;
-            return Ok(split(&all, self.train_count, self.test_count)?);
+            let (train, test) = self.split_counts(all.len(), false);
+            return Ok(split(&all, train, test)?);
         }
-        let (train, test) = self.load_channels(arch.classes, arch.input[2])?;
+        // A classifier's own data splits by its size; canvases keep the fixed counts.
+        let auto = self.data.is_some() && !arch.boxes && !arch.grid;
+        let (train, test) = self.load_split(arch.classes, arch.input[2], auto)?;
         let size = arch.input[0];
         if arch.grid {
             let tr = crate::data::canvas::multi_object(
@@ -148,6 +151,17 @@ impl DataSource {
         classes: usize,
         channels: usize,
     ) -> anyhow::Result<(Dataset, Dataset)> {
+        self.load_split(classes, channels, self.data.is_some())
+    }
+
+    /// [`Self::load_channels`], the counts not given taken from the data's size with `auto`
+    /// ([`Self::split_counts`]).
+    fn load_split(
+        &self,
+        classes: usize,
+        channels: usize,
+        auto: bool,
+    ) -> anyhow::Result<(Dataset, Dataset)> {
         let dir = self.data.clone().unwrap_or_else(default_data_dir);
         let all = match find_pair(&dir) {
             Ok((i, l)) => load_pair(&i, &l, classes)?,
@@ -157,7 +171,32 @@ impl DataSource {
                 None => return Err(e.into()),
             },
         };
-        Ok(split(&all, self.train_count, self.test_count)?)
+        let (train, test) = self.split_counts(all.len(), auto);
+        if auto && (self.train_count, self.test_count) == (None, None) {
+            eprintln!(
+                "split: {train} training / {test} test images (the last fifth for testing; \
+                 --train-count and --test-count set it)"
+            );
+        }
+        Ok(split(&all, train, test)?)
+    }
+
+    /// The training and test counts for a set of `total` images: the counts given; for a
+    /// count not given, with `from_data` (a classifier's own `--data`) the rest of the images,
+    /// or the last fifth (at least one image) for testing when neither is given; otherwise
+    /// the bundled data's 8,000 / 2,000.
+    pub fn split_counts(&self, total: usize, from_data: bool) -> (usize, usize) {
+        let rest = |n: usize| total.saturating_sub(n);
+        match (self.train_count, self.test_count, from_data) {
+            (Some(train), Some(test), _) => (train, test),
+            (Some(train), None, true) => (train, rest(train)),
+            (None, Some(test), true) => (rest(test), test),
+            (None, None, true) => {
+                let test = (total / 5).max(1).min(total);
+                (rest(test), test)
+            }
+            (train, test, false) => (train.unwrap_or(TRAIN_COUNT), test.unwrap_or(TEST_COUNT)),
+        }
     }
 }
 
@@ -201,4 +240,28 @@ pub fn fingerprint(d: &crate::data::Dataset) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DataSource;
+
+    /// The counts of a split: as given; of a classifier's own data, the rest of the images
+    /// for the one not given, or the last fifth (at least one) for testing; otherwise the
+    /// bundled data's 8,000 / 2,000.
+    #[test]
+    fn split_counts_fit_the_data() {
+        let with = |train, test| DataSource {
+            data: Some("d".into()),
+            train_count: train,
+            test_count: test,
+            ..DataSource::default()
+        };
+        assert_eq!(with(Some(5), Some(6)).split_counts(100, true), (5, 6));
+        assert_eq!(with(None, None).split_counts(600, true), (480, 120));
+        assert_eq!(with(None, None).split_counts(3, true), (2, 1));
+        assert_eq!(with(Some(50), None).split_counts(60, true), (50, 10));
+        assert_eq!(with(None, Some(7)).split_counts(60, true), (53, 7));
+        assert_eq!(with(None, None).split_counts(600, false), (8000, 2000));
+    }
 }
