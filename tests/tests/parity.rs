@@ -475,3 +475,50 @@ fn device_cleans_up_and_states_its_boards_resolution() {
     assert!(r.to_text().contains("SysTick resolution 62.5 instructions"));
     std::fs::remove_dir_all(&folder).unwrap();
 }
+
+/// Issue 33: `device` ran the bundled digits whatever `--data` said. A classifier's `--data`
+/// now supplies its test images (said in the report, bit-exact on the device), and images of
+/// another shape than the model's input are refused rather than replaced.
+#[test]
+fn device_runs_the_data_it_is_given() {
+    use trainer::commands::device::{cmd_device, DeviceArgs};
+    let root = repo_root();
+    let dir = std::env::temp_dir().join(format!("trainer-device-data-{}", std::process::id()));
+    let folder = |side: u32| {
+        let d = dir.join(format!("s{side}"));
+        for class in ["a", "b"] {
+            std::fs::create_dir_all(d.join(class)).unwrap();
+            for i in 0..10u32 {
+                let img = image::GrayImage::from_fn(side, side, |x, y| {
+                    image::Luma([((x * 7 + y * 3 + i) % 256) as u8])
+                });
+                img.save(d.join(class).join(format!("{i}.png"))).unwrap();
+            }
+        }
+        d
+    };
+    // As `--data DIR` with no count flags parses.
+    let mut data = trainer::commands::data::DataArgs::default();
+    (data.data, data.train_count, data.test_count) = (Some(folder(28)), None, None);
+    let args = DeviceArgs {
+        model: root.join("firmware/models/ref-cnn.bin"),
+        board: "mps2-an386".into(),
+        images: 3,
+        data: data.clone(),
+        keep_build: false,
+        json: false,
+    };
+    let r = cmd_device(&args).unwrap();
+    assert_eq!(r.bit_exact, 3);
+    let text = r.to_text();
+    assert!(
+        text.contains("the first 3 test images of") && text.contains("s28"),
+        "{text}"
+    );
+    data.data = Some(folder(32));
+    let e = cmd_device(&DeviceArgs { data, ..args })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("32x32x1") && e.contains("[28, 28, 1]"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

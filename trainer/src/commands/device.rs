@@ -72,8 +72,10 @@ pub struct DeviceReport {
     pub probe_chip: Option<String>,
 }
 
-/// Test inputs for the model: the data set's test split (or canvases) when the model's input
-/// shape matches a built-in architecture of its kind, else seeded random bytes.
+/// Test inputs for the model: a classifier's `--data` test split (which must have the model's
+/// input shape); else the built-in data's test split (or canvases) when the model's input
+/// shape matches a built-in architecture of its kind; else seeded random bytes. The second
+/// value says which.
 fn inputs_for(
     m: &runtime::Model,
     data: &DataSource,
@@ -81,6 +83,22 @@ fn inputs_for(
 ) -> anyhow::Result<(Vec<u8>, String)> {
     let s = m.def().input.shape;
     let shape = [s.h as usize, s.w as usize, s.c as usize];
+    if let (Some(dir), runtime::format::Head::Classifier { classes }) = (&data.data, m.def().head) {
+        let (_, test) = data.load_channels(classes as usize, shape[2])?;
+        if [test.h, test.w, test.c] != shape {
+            bail!(
+                "--data {}: its images are {}x{}x{} but the model takes {:?}",
+                dir.display(),
+                test.h,
+                test.w,
+                test.c,
+                shape
+            );
+        }
+        let v = crate::deploy::run::test_vectors_for(m, &test, n);
+        let k = n.min(test.len());
+        return Ok((v, format!("the first {k} test images of {}", dir.display())));
+    }
     let arch = crate::deploy::run::builtin_arch_for(m);
     if arch.input == shape {
         let (_, test) = data.load_for(&arch)?;
@@ -100,7 +118,10 @@ fn inputs_for(
     let v = device::vector_file(len, &raw);
     Ok((
         v,
-        format!("{n} seeded random inputs (no built-in data set has input {shape:?})"),
+        format!(
+            "{n} seeded random inputs (no built-in data set has input {shape:?}; --data DIR \
+             runs your own test images)"
+        ),
     ))
 }
 
