@@ -256,6 +256,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let _ = std::fs::remove_file(&dev.elf);
     let s = Summary {
         arch: tr.arch.clone(),
+        own_data: a.data.data.is_some(),
         params: tr.params,
         epochs: tr.epochs,
         train_seconds: tr.train_seconds,
@@ -478,17 +479,21 @@ fn detector_steps(a: &DemoArgs, dir: &Path, total: usize) -> anyhow::Result<Dete
 }
 
 fn print_summary(s: &Summary, out: &Path) {
+    let p = s.peers();
+    let peer = |on: bool, t: &'static str| if on { t } else { "" };
     println!();
     println!("{:<38} {} ({} params)", "model", s.arch, s.params);
     println!(
-        "{:<38} {:.2} %  (PyTorch: 97.2 %)",
+        "{:<38} {:.2} %{}",
         "float test accuracy",
-        s.float_accuracy * 100.0
+        s.float_accuracy * 100.0,
+        peer(p.accuracy, "  (PyTorch: 97.2 %)")
     );
     println!(
-        "{:<38} {:.2} %  (TFLM/ORT int8: 97.3 %)",
+        "{:<38} {:.2} %{}",
         "int8 test accuracy (host runtime)",
-        s.int8_accuracy * 100.0
+        s.int8_accuracy * 100.0,
+        peer(p.accuracy, "  (TFLM/ORT int8: 97.3 %)")
     );
     println!(
         "{:<38} {:.2} %",
@@ -506,12 +511,16 @@ fn print_summary(s: &Summary, out: &Path) {
         "device vs host parity", s.device_bit_exact, s.device_images
     );
     println!(
-        "{:<38} {} B  (TFLite: 13,688 B)",
-        "model blob", s.blob_bytes
+        "{:<38} {} B{}",
+        "model blob",
+        s.blob_bytes,
+        peer(p.model, "  (TFLite: 13,688 B)")
     );
     println!(
-        "{:<38} {} B  (TFLite Micro: 10,080 B)",
-        "arena", s.arena_bytes
+        "{:<38} {} B{}",
+        "arena",
+        s.arena_bytes,
+        peer(p.model, "  (TFLite Micro: 10,080 B)")
     );
     println!(
         "{:<38} {} ({:.2}/MAC)",

@@ -4,9 +4,12 @@
 use serde::Serialize;
 
 /// Everything the report shows; also `summary.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
     pub arch: String,
+    /// Trained on the user's `--data` rather than the bundled digits with the 8,000 / 2,000
+    /// split (then no peer's accuracy applies).
+    pub own_data: bool,
     pub params: usize,
     pub epochs: usize,
     pub train_seconds: f32,
@@ -70,17 +73,39 @@ pub(crate) fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Which peers' figures (bench/PEERS.md) apply to a run: they were measured on ref-cnn, the
+/// accuracies on the bundled digits with the default split.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peers {
+    /// The model is ref-cnn: the peers' sizes, instructions and training speed apply.
+    pub model: bool,
+    /// ...and trained on the bundled digits: their accuracies apply too.
+    pub accuracy: bool,
+}
+
+impl Summary {
+    pub fn peers(&self) -> Peers {
+        let model = self.arch == "ref-cnn";
+        Peers {
+            model,
+            accuracy: model && !self.own_data,
+        }
+    }
+}
+
 pub(crate) fn html(s: &Summary) -> String {
+    let p = s.peers();
+    let when = |on: bool, t: &'static str| if on { t } else { "" };
     let rows: &[(&str, String, &str)] = &[
         (
             "float test accuracy (trainer)",
             pct(s.float_accuracy),
-            "PyTorch, same model and split: 97.2 %",
+            when(p.accuracy, "PyTorch, same model and split: 97.2 %"),
         ),
         (
             "int8 test accuracy (host runtime)",
             pct(s.int8_accuracy),
-            "TFLM / ORT int8: 97.3 %",
+            when(p.accuracy, "TFLM / ORT int8: 97.3 %"),
         ),
         ("top-1 agreement float vs int8", pct(s.top1_agreement), ""),
         (
@@ -104,12 +129,12 @@ pub(crate) fn html(s: &Summary) -> String {
         (
             "model blob (flash)",
             format!("{} bytes", s.blob_bytes),
-            "TFLite int8 file: 13,688 bytes",
+            when(p.model, "TFLite int8 file: 13,688 bytes"),
         ),
         (
             "arena (RAM, planned = exact)",
             format!("{} bytes", s.arena_bytes),
-            "TFLite Micro: 10,080 bytes",
+            when(p.model, "TFLite Micro: 10,080 bytes"),
         ),
         (
             "firmware flash / static RAM",
@@ -130,7 +155,7 @@ pub(crate) fn html(s: &Summary) -> String {
                 "{} ({:.2} per MAC, {} MACs)",
                 s.instructions_per_inference, s.instructions_per_mac, s.macs
             ),
-            "CMSIS-NN class: about 1 per MAC",
+            when(p.model, "CMSIS-NN -O3: 1,575,562 (5.43 per MAC)"),
         ),
         (
             "training",
@@ -138,7 +163,7 @@ pub(crate) fn html(s: &Summary) -> String {
                 "{} epochs, {:.1} s, {:.0} images/s",
                 s.epochs, s.train_seconds, s.train_images_per_second
             ),
-            "PyTorch CPU 1 thread: ~6,900 images/s",
+            when(p.model, "PyTorch CPU 1 thread: ~6,900 images/s"),
         ),
     ];
     let table: String = rows
@@ -292,4 +317,34 @@ pub fn readme_table(s: &serde_json::Value) -> anyhow::Result<String> {
         );
     }
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 33: the report printed "CMSIS-NN class: about 1 per MAC" (hard-coded; CMSIS-NN
+    /// measures 5.43 on ref-cnn) and MNIST peers' accuracies beside a model of your own data.
+    /// The peers' figures now appear only for what they were measured on.
+    #[test]
+    fn peers_figures_only_where_measured() {
+        let run = |arch: &str, own_data: bool| {
+            html(&Summary {
+                arch: arch.into(),
+                own_data,
+                ..Summary::default()
+            })
+        };
+        let bundled = run("ref-cnn", false);
+        assert!(bundled.contains("97.2 %") && bundled.contains("13,688"));
+        assert!(bundled.contains("CMSIS-NN -O3: 1,575,562 (5.43 per MAC)"));
+        assert!(!bundled.contains("about 1 per MAC"));
+        let own = run("ref-cnn", true);
+        assert!(!own.contains("97.2 %") && !own.contains("97.3 %"));
+        assert!(own.contains("13,688") && own.contains("1,575,562"));
+        let other = run("cnn-32x32", true);
+        for peer in ["97.2 %", "13,688", "10,080", "1,575,562", "6,900"] {
+            assert!(!other.contains(peer), "{peer}");
+        }
+    }
 }
