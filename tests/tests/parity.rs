@@ -522,3 +522,30 @@ fn device_runs_the_data_it_is_given() {
     assert!(e.contains("32x32x1") && e.contains("[28, 28, 1]"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 33: the micro:bit's fit refusal named the build folder's copy of the model
+/// (`/tmp/trainer-device-PID/model.bin`) instead of the user's file.
+#[test]
+fn fit_refusal_names_the_users_model() {
+    use trainer::commands::device::{cmd_device, DeviceArgs};
+    let root = repo_root();
+    let tflite =
+        std::fs::read(root.join("trainer/tests/fixtures/mlperf/kws_ref_model.tflite")).unwrap();
+    let blob = trainer::deploy::tflite::import(&tflite, "kws").unwrap();
+    let path = std::env::temp_dir().join(format!("kws-{}.bin", std::process::id()));
+    std::fs::write(&path, blob).unwrap();
+    let e = cmd_device(&DeviceArgs {
+        model: path.clone(),
+        board: "microbit".into(),
+        images: 1,
+        data: Default::default(),
+        keep_build: false,
+        json: false,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("does not fit board microbit"), "{e}");
+    assert!(e.contains(&format!("Model: {}", path.display())), "{e}");
+    assert!(!e.contains("trainer-device-"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+}

@@ -145,7 +145,14 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
     let mpath = dir.join("model.bin");
     std::fs::write(&vpath, &vectors)?;
     std::fs::write(&mpath, &blob)?;
-    let elf = device::build_firmware_for(board, &mpath, &vpath, &dir)?;
+    // A refusal names the user's model, not the build folder's copy of it.
+    let elf = device::build_firmware_for(board, &mpath, &vpath, &dir).map_err(|e| {
+        let copy = mpath.display().to_string();
+        anyhow::anyhow!(
+            "{}",
+            format!("{e:#}").replace(&copy, &a.model.display().to_string())
+        )
+    })?;
     let (flash, ram) = device::firmware_size(&elf)?;
     let mut r = DeviceReport {
         model: a.model.clone(),
