@@ -985,3 +985,30 @@ fn own_data_splits_without_count_flags() {
     assert!(err.contains("--train-count and --test-count"), "{err}");
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Issue 33: the detector comparison (the main job's step 9) printed nothing for over a minute
+/// under a fixed "about 4 minutes". It says each detector as it is scored, with the time so
+/// far. Long (a whole comparison at one epoch each): ignored by default, run by CI.
+#[test]
+#[ignore]
+fn detector_comparison_reports_progress() {
+    let (code, out, err) = trainer(&[
+        "compare",
+        "--grid-epochs",
+        "1",
+        "--rcnn-epochs",
+        "1",
+        "--two-stage-epochs",
+        "1",
+        "--baseline-epochs",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    for k in 1..=5 {
+        assert!(
+            err.contains(&format!("detector {k}/5 scored after")),
+            "{err}"
+        );
+    }
+    assert!(out.contains("grid detector"), "{out}");
+}

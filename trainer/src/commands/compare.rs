@@ -72,6 +72,19 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
     let (train_digits, test) = crate::data::source::detection_test_set(&source, size)?;
     let n = test.len().max(1) as f32;
     let mut rows = Vec::new();
+    // Progress on stderr: each detector as it is scored, with the time so far (the whole
+    // comparison takes minutes).
+    let t0 = Instant::now();
+    let done = |rows: &Vec<CompareRow>| {
+        if let Some(r) = rows.last() {
+            eprintln!(
+                "      detector {}/5 scored after {:.0} s: {}",
+                rows.len(),
+                t0.elapsed().as_secs_f32(),
+                r.method
+            );
+        }
+    };
 
     // Sliding window: exactly `detect --baseline`.
     let train_canvases = crate::data::canvas::multi_object(
@@ -94,6 +107,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         macs_per_image: (windows * clf.arch.macs()) as f64,
         host_ms_per_image: ms,
     });
+    done(&rows);
 
     // Selective search + R-CNN.
     let mut pre: Option<Model> = None;
@@ -155,6 +169,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         macs_per_image: e.macs_per_image as f64,
         host_ms_per_image: prop_ms + e.ms_per_image,
     });
+    done(&rows);
 
     // Fast R-CNN: the same proposals, the trunk once per image.
     use crate::detect::fast_rcnn::{TwoStage, TwoStageConfig};
@@ -192,6 +207,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         macs_per_image: e.macs_per_image as f64,
         host_ms_per_image: prop_ms + e.ms_per_image,
     });
+    done(&rows);
 
     // Faster R-CNN: proposals from its own RPN.
     let faster = match &a.faster_rcnn {
@@ -221,6 +237,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         macs_per_image: e.macs_per_image as f64,
         host_ms_per_image: e.ms_per_image,
     });
+    done(&rows);
 
     // Grid detector.
     let mut grid: Model = match &a.grid_checkpoint {
@@ -255,6 +272,7 @@ fn compare_on_this_thread(a: &CompareArgs) -> anyhow::Result<Comparison> {
         macs_per_image: grid.arch.macs() as f64,
         host_ms_per_image: ms,
     });
+    done(&rows);
     Ok(Comparison {
         test_images: test.len(),
         rows,

@@ -457,7 +457,7 @@ fn detector_steps(a: &DemoArgs, dir: &Path, total: usize) -> anyhow::Result<Dete
             q,
             || {
                 if !q {
-                    eprintln!("      trains the sliding-window classifier (2 epochs), R-CNN (1 epoch), Fast and Faster R-CNN ({} epochs), runs selective search, then evaluates the five detectors on 1,000 test canvases: about 4 minutes", a.two_stage_epochs);
+                    eprintln!("      trains the sliding-window classifier (2 epochs), R-CNN (1 epoch), Fast and Faster R-CNN ({} epochs) and runs selective search, scoring each of the five detectors on 1,000 test canvases as it goes", a.two_stage_epochs);
                 }
                 compare(&CompareArgs {
                     data: a.data.clone(),
