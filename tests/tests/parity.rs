@@ -446,12 +446,17 @@ fn every_core_is_bit_exact() {
     }
 }
 
+/// `trainer device` builds in one folder per process (`trainer-device-PID`), so the tests
+/// that call it in this process take turns.
+static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `trainer device` removes its build folder after an emulated run (it left about 2.5 MB in
 /// the temporary directory per run), keeps it with `--keep-build`, and states the SysTick
 /// resolution of the board it ran on (one instruction per nanosecond under QEMU: 40 at the
 /// AN386's 25 MHz, 62.5 at the micro:bit's 16 MHz).
 #[test]
 fn device_cleans_up_and_states_its_boards_resolution() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     use trainer::commands::device::{cmd_device, DeviceArgs};
     let root = repo_root();
     let folder = std::env::temp_dir().join(format!("trainer-device-{}", std::process::id()));
@@ -481,6 +486,7 @@ fn device_cleans_up_and_states_its_boards_resolution() {
 /// another shape than the model's input are refused rather than replaced.
 #[test]
 fn device_runs_the_data_it_is_given() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     use trainer::commands::device::{cmd_device, DeviceArgs};
     let root = repo_root();
     let dir = std::env::temp_dir().join(format!("trainer-device-data-{}", std::process::id()));
@@ -527,6 +533,7 @@ fn device_runs_the_data_it_is_given() {
 /// (`/tmp/trainer-device-PID/model.bin`) instead of the user's file.
 #[test]
 fn fit_refusal_names_the_users_model() {
+    let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     use trainer::commands::device::{cmd_device, DeviceArgs};
     let root = repo_root();
     let tflite =
