@@ -509,6 +509,20 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
     for (i, (n, wq)) in nodes.iter().zip(quantized).enumerate() {
         let zp_in = zp(n.inputs[0]);
         let [_, _, in_c] = shapes[n.inputs[0]];
+        // A convolution's fields; `w` is `[O, KH, KW, I]` (a depthwise one's `[C, KH, KW, 1]`).
+        let conv = |w: &Tensor, stride: usize, pad: usize, weights, output| OwnedConv {
+            in_channels: in_c as u16,
+            out_channels: w.shape()[0] as u16,
+            kernel_h: w.shape()[1] as u8,
+            kernel_w: w.shape()[2] as u8,
+            stride_h: stride as u8,
+            stride_w: stride as u8,
+            padding: Padding::uniform(pad as u8),
+            input_zero_point: zp_in,
+            output,
+            weights,
+            pool: None,
+        };
         let layer = match (&n.op, wq) {
             (
                 Deploy::Conv {
@@ -520,17 +534,8 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 },
                 Some((weights, output)),
             ) => OwnedLayer::Conv2d(OwnedConv {
-                in_channels: in_c as u16,
-                out_channels: w.shape()[0] as u16,
-                kernel_h: w.shape()[1] as u8,
-                kernel_w: w.shape()[2] as u8,
-                stride_h: *stride as u8,
-                stride_w: *stride as u8,
-                padding: Padding::uniform(*pad as u8),
-                input_zero_point: zp_in,
-                output,
-                weights,
                 pool: pool.map(|(k, s)| Pool2d::square(k as u8, s as u8, 0)),
+                ..conv(w, *stride, *pad, weights, output)
             }),
             (Deploy::Depthwise { w, stride, pad, .. }, Some((weights, output))) => {
                 // `[C, KH, KW]` per channel here, `[1, KH, KW, C]` in the blob.
@@ -539,19 +544,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
                 for (i, &v) in weights.iter().enumerate() {
                     hwc[(i % taps) * c + i / taps] = v;
                 }
-                OwnedLayer::DepthwiseConv2d(OwnedConv {
-                    in_channels: in_c as u16,
-                    out_channels: c as u16,
-                    kernel_h: w.shape()[1] as u8,
-                    kernel_w: w.shape()[2] as u8,
-                    stride_h: *stride as u8,
-                    stride_w: *stride as u8,
-                    padding: Padding::uniform(*pad as u8),
-                    input_zero_point: zp_in,
-                    output,
-                    weights: hwc,
-                    pool: None,
-                })
+                OwnedLayer::DepthwiseConv2d(conv(w, *stride, *pad, hwc, output))
             }
             (Deploy::Linear { w, .. }, Some((weights, output))) => {
                 OwnedLayer::FullyConnected(OwnedFullyConnected {
