@@ -4,53 +4,24 @@
 //! convolution, so no GEMM is worth its packing. The kernel is used transposed to `[KH, KW,
 //! C]`, so every inner loop runs over contiguous channels.
 
-use super::conv_geom::{bias_grad, Conv2dParams};
+use super::conv_geom::{bias_grad, Conv2dParams, Geom};
 use super::graph::{Backward, GradCtx, Graph, Var};
 use super::{pool, pooled_zeros, slice, tensor, Tensor};
 
-/// Shapes of one depthwise convolution.
-#[derive(Clone, Copy, Debug)]
-struct DwGeom {
-    n: usize,
-    h: usize,
-    w: usize,
-    c: usize,
-    kh: usize,
-    kw: usize,
-    oh: usize,
-    ow: usize,
-    stride: usize,
-    pad: usize,
+/// Shapes of one depthwise convolution: a convolution's of one input channel (its checks),
+/// with the input's `C` channels (`g.o == g.c == C`).
+fn geom(x: &[usize], w: &[usize], p: Conv2dParams) -> Geom {
+    assert!(
+        x.len() == 4 && w.len() == 4 && w[0] == x[3],
+        "depthwise_conv2d: x must be NHWC and w [C, KH, KW, 1] with C = x's, got {x:?} and {w:?}"
+    );
+    Geom {
+        c: x[3],
+        ..Geom::new(&[x[0], x[1], x[2], 1], w, p)
+    }
 }
 
-impl DwGeom {
-    fn new(x: &[usize], w: &[usize], p: Conv2dParams) -> Self {
-        assert_eq!(x.len(), 4, "depthwise_conv2d: x must be NHWC, got {x:?}");
-        assert!(
-            w.len() == 4 && w[3] == 1 && w[0] == x[3],
-            "depthwise_conv2d: w must be [C, KH, KW, 1] with C = {}, got {w:?}",
-            x[3]
-        );
-        assert!(p.stride >= 1, "depthwise_conv2d: stride must be >= 1");
-        let (hp, wp, kh, kw) = (x[1] + 2 * p.padding, x[2] + 2 * p.padding, w[1], w[2]);
-        assert!(
-            hp >= kh && wp >= kw,
-            "depthwise_conv2d: kernel {kh}x{kw} larger than padded input {hp}x{wp}"
-        );
-        Self {
-            n: x[0],
-            h: x[1],
-            w: x[2],
-            c: x[3],
-            kh,
-            kw,
-            oh: (hp - kh) / p.stride + 1,
-            ow: (wp - kw) / p.stride + 1,
-            stride: p.stride,
-            pad: p.padding,
-        }
-    }
-
+impl Geom {
     /// Calls `f(out, inp, tap)` for every output pixel and kernel tap whose input pixel lies
     /// inside the image: `out` and `inp` the offsets of the pixels' first channel, `tap` the
     /// offset of the tap's first channel in the transposed kernel.
@@ -96,7 +67,7 @@ fn transpose(w: &[f32], c: usize, taps: usize, back: bool) -> Vec<f32> {
 }
 
 struct DepthwiseOp {
-    g: DwGeom,
+    g: Geom,
     has_bias: bool,
     /// The kernel as `[KH, KW, C]`.
     wt: Vec<f32>,
@@ -143,7 +114,7 @@ impl Graph {
     /// channel), optional `b [C]`, zero padding `p.padding` on every side. Output `[N, OH, OW,
     /// C]` with `OH = (H + 2*pad - KH) / stride + 1`.
     pub fn depthwise_conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Var {
-        let g = DwGeom::new(self.shape(x), self.shape(w), p);
+        let g = geom(self.shape(x), self.shape(w), p);
         let c = g.c;
         let wt = transpose(slice(self.value(w)), c, g.kh * g.kw, false);
         let mut y = vec![0.0f32; g.n * g.oh * g.ow * c];
