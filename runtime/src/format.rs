@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"TMCU";
 /// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
-pub const FORMAT_VERSION: u16 = 7;
+pub const FORMAT_VERSION: u16 = 8;
 pub const PREAMBLE_BYTES: usize = 20;
 /// Most layers (graph nodes) a model may have (bounds the fixed-capacity layer list).
 pub const MAX_LAYERS: usize = 32;

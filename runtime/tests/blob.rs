@@ -160,7 +160,7 @@ fn golden_blob() {
     );
     // Independent checks of the preamble layout.
     assert_eq!(&b[..4], b"TMCU");
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 7);
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 8);
     let arena = u32::from_le_bytes(b[8..12].try_into().unwrap());
     assert_eq!(arena as usize, SMALL_ARENA, "see SMALL_ARENA");
     assert_eq!(

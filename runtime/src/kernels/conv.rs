@@ -41,7 +41,7 @@ pub fn conv2d(
     output: &mut [i8],
     scratch: &mut [u32],
 ) {
-    let need = conv2d_scratch_words(g);
+    let need = conv2d_scratch_words(g, st);
     match scratch.get_mut(..need) {
         Some(s) if need > 0 => conv2d_patch(input, in_zp, weights, g, st, output, s),
         _ => conv2d_direct(input, in_zp, weights, g, st, output),

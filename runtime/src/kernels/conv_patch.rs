@@ -5,45 +5,58 @@
 use super::conv_base::{requant_double, Block, ConvGeom, CH_BLOCK};
 use super::dsp::{dot4, dot4_max, pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8};
 use super::gather::{copy_rows, gather_words};
-use super::patch_run::patch_channels;
+use super::patch_run::{patch_channels, LANES as RUN_LANES};
 use super::Stage;
 use crate::quant::Rounding;
 
 /// Conv outputs computed together: each weight word is loaded and sign-extended once for
-/// `LANES` receptive fields (the pixels of one pooling window, or neighbouring outputs).
+/// `LANES` receptive fields (the pixels of one pooling window, or neighbouring outputs);
+/// the SSAT channel loop takes [`RUN_LANES`].
 const LANES: usize = 4;
 /// Most taps (`kh * kw * in_c`) the patch path takes; larger kernels take the direct path,
 /// which needs no scratch.
 pub const PATCH_MAX_TAPS: usize = 1024;
 
-/// Scratch `conv2d` needs for this geometry, in 4-byte words (0 for the direct path): the four
-/// patches (`8 * ceil(taps / 4)` words) and, when `in_c % 4 != 0`, a receptive field's bytes
-/// (`ceil(taps / 4) + 1`). The model plans it in the arena, live only while its layer runs.
+/// Scratch `conv2d` needs for this layer, in 4-byte words (0 for the direct path): the
+/// patches (`2 * lanes * ceil(taps / 4)` words, [`patch_lanes`]) and, when `in_c % 4 != 0`,
+/// a receptive field's bytes (`ceil(taps / 4) + 1`). The model plans it in the arena, live
+/// only while its layer runs.
 ///
 /// Strides that differ between rows and columns take the direct path: the patch path's gather
 /// holds one stride (a second one cost 1.5 % of ref-cnn's instructions in register pressure).
-pub fn conv2d_scratch_words(g: &ConvGeom) -> usize {
+pub fn conv2d_scratch_words(g: &ConvGeom, st: &Stage) -> usize {
     if g.k_h * g.k_w * g.in_c > PATCH_MAX_TAPS || g.stride_h != g.stride_w {
         return 0;
     }
-    scratch_layout(g).iter().sum()
+    scratch_layout(g, patch_lanes(g, st)).iter().sum()
 }
 
-/// Words of each part of the patch path's scratch, in order: the four patches and the
-/// receptive field's bytes (only when `in_c % 4 != 0`).
-fn scratch_layout(g: &ConvGeom) -> [usize; 2] {
+/// The patches' lanes: [`RUN_LANES`] for an unpooled layer the SSAT channel loop can take
+/// (on any core, so that the arena does not depend on it; cores without the DSP extension
+/// use four of them), otherwise [`LANES`].
+fn patch_lanes(g: &ConvGeom, st: &Stage) -> usize {
+    if g.pool_k > 1 || g.pool_s > 1 || !st.ssat_layer(31) {
+        LANES
+    } else {
+        RUN_LANES
+    }
+}
+
+/// Words of each part of the patch path's scratch, in order: the patches of `lanes` lanes and
+/// the receptive field's bytes (only when `in_c % 4 != 0`).
+fn scratch_layout(g: &ConvGeom, lanes: usize) -> [usize; 2] {
     let groups = (g.k_h * g.k_w * g.in_c).div_ceil(4);
     let bytes = if g.in_c.is_multiple_of(4) {
         0
     } else {
         groups + 1
     };
-    [2 * LANES * groups, bytes]
+    [2 * lanes * groups, bytes]
 }
 
-/// The patch path. `scratch` is `[patches | receptive field bytes]`; group `t` of lane `l`
-/// is patch words `8 t + 2 l` and `8 t + 2 l + 1` (the four lanes interleaved per group, so
-/// the dot-product loop walks one pointer).
+/// The patch path. `scratch` is `[patches | receptive field bytes]`; with `L` lanes, group
+/// `t` of lane `l` is patch words `2 L t + 2 l` and `2 L t + 2 l + 1` (the lanes interleaved
+/// per group, so the dot-product loop walks one pointer).
 #[inline(never)] // its own function: its own inlining budget and register allocation
 pub(super) fn conv2d_patch(
     input: &[i8],
@@ -55,7 +68,7 @@ pub(super) fn conv2d_patch(
     scratch: &mut [u32],
 ) {
     let taps = g.k_h * g.k_w * g.in_c;
-    let [patch_words, _] = scratch_layout(g);
+    let [patch_words, _] = scratch_layout(g, patch_lanes(g, st));
     let (patch, temp) = scratch.split_at_mut(patch_words.min(scratch.len()));
     let nzp = pair(-(in_zp as i16));
     if g.pool_k > 1 || g.pool_s > 1 {
@@ -98,7 +111,7 @@ fn pooled(
                 for lane in 0..LANES {
                     let k = if q + lane < n { q + lane } else { q };
                     let (oy, ox) = (py * g.pool_s + k / g.pool_k, px * g.pool_s + k % g.pool_k);
-                    gather(input, nzp, in_zp, g, oy, ox, patch, lane, temp);
+                    gather(input, nzp, in_zp, g, oy, ox, patch, (lane, LANES), temp);
                 }
                 pooled_channels(patch, weights, taps, st, out, q == 0, &mut blk);
                 q += LANES;
@@ -107,8 +120,9 @@ fn pooled(
     }
 }
 
-/// The patch path without a pool: the lanes are four consecutive outputs in raster order.
-/// Its own function, so the pooled path's code and registers stay as they were.
+/// The patch path without a pool: the lanes are consecutive outputs in raster order, six for
+/// the SSAT channel loop (when the layer has six outputs), four otherwise. Its own function,
+/// so the pooled path's code and registers stay as they were.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn unpooled(
@@ -126,17 +140,18 @@ fn unpooled(
     let out_c = g.out_c;
     let n = g.out_h * g.out_w;
     // The SSAT requantization: one loop over the channels that requantizes as it goes.
-    let run = st.ssat_form(31);
+    let run = st.ssat_form(31) && n >= RUN_LANES;
+    let lanes = if run { RUN_LANES } else { LANES };
     let stage = (st.bias, st.requant, st.zero_point);
     let mut q = 0;
     while q < n {
-        if run && n - q < LANES && n >= LANES {
-            // The last outputs on the SSAT path: the four ending at `n`, some of them again
+        if run && n - q < lanes {
+            // The last outputs on the SSAT path: the six ending at `n`, some of them again
             // (the same bytes; the output does not overlap the input).
-            q = n - LANES;
+            q = n - lanes;
         }
-        let k_n = LANES.min(n - q);
-        for lane in 0..LANES {
+        let k_n = lanes.min(n - q);
+        for lane in 0..lanes {
             let k = q + lane.min(k_n - 1);
             gather(
                 input,
@@ -146,20 +161,20 @@ fn unpooled(
                 k / g.out_w,
                 k % g.out_w,
                 patch,
-                lane,
+                (lane, lanes),
                 temp,
             );
         }
-        if run && k_n == LANES {
-            let out = output.get_mut(q * out_c..).unwrap_or_default();
-            if patch_channels(patch, (weights, taps), stage, out, out_c) {
-                q += LANES;
-                continue;
-            }
-        }
         let out = output.get_mut(q * out_c..).unwrap_or_default();
-        unpooled_channels(patch, (weights, taps), st, out, (out_c, k_n));
-        q += LANES;
+        if run {
+            // `false` only for slices too short, unreachable for a validated layer.
+            if !patch_channels(patch, (weights, taps), stage, out, out_c) {
+                return;
+            }
+        } else {
+            unpooled_channels(patch, (weights, taps), st, out, (out_c, k_n));
+        }
+        q += lanes;
     }
 }
 
@@ -242,11 +257,11 @@ fn pooled_channels(
     }
 }
 
-/// Fills lane `lane` of the patches with `x - zp` over the receptive field of conv output
-/// `(oy, ox)`: 0 for taps in the padding and for the last group's pad taps.
+/// Fills lane `lane` of `lanes` of the patches with `x - zp` over the receptive field of conv
+/// output `(oy, ox)`: 0 for taps in the padding and for the last group's pad taps.
 ///
 /// Group `t` (taps `4t..4t+4`, OHWI order ky, kx, ic) of the lane is the words `(v0, v2)` and
-/// `(v1, v3)` at `8 t + 2 lane`, which pair with `SXTB16(w)` = `(w0, w2)` and
+/// `(v1, v3)` at `2 lanes t + 2 lane`, which pair with `SXTB16(w)` = `(w0, w2)` and
 /// `SXTB16(w ROR 8)` = `(w1, w3)` of its weight word. `temp` holds a contiguous patch for
 /// fields that cross the padding.
 #[inline(always)]
@@ -259,7 +274,7 @@ fn gather(
     oy: usize,
     ox: usize,
     patch: &mut [u32],
-    lane: usize,
+    (lane, lanes): (usize, usize),
     temp: &mut [u32],
 ) {
     // One stride for both axes: conv2d_scratch_words sends unequal strides to the direct path.
@@ -280,9 +295,9 @@ fn gather(
             let row_words = g.k_w * g.in_c / 4;
             for ky in 0..g.k_h {
                 let src = win.get(ky * g.in_w * g.in_c..).unwrap_or_default();
-                let first = 8 * ky * row_words + 2 * lane;
+                let first = 2 * lanes * ky * row_words + 2 * lane;
                 let dst = patch.get_mut(first..).unwrap_or_default();
-                gather_words(src, row_words, dst, nzp);
+                gather_words(src, row_words, (dst, lanes), nzp);
             }
             return;
         }
@@ -291,7 +306,7 @@ fn gather(
         let zero = core::hint::black_box(0u32);
         // The lane's two words of each group, in order.
         let mut slots = patch
-            .chunks_exact_mut(2 * LANES)
+            .chunks_exact_mut(2 * lanes)
             .map(|grp| &mut grp[2 * lane..2 * lane + 2]);
         // Whole groups per pixel: one word load and two SXTAB16 per four taps.
         for ky in 0..g.k_h {
@@ -384,7 +399,7 @@ fn gather(
     gather_words(
         words,
         groups,
-        patch.get_mut(2 * lane..).unwrap_or_default(),
+        (patch.get_mut(2 * lane..).unwrap_or_default(), lanes),
         nzp,
     );
 }

@@ -3,18 +3,23 @@
 //! ([`gather_words`]), in a loop of the DSP extension's instructions on the device and a Rust
 //! model of it elsewhere (the host tests check the model, the QEMU parity tests the loop).
 
-/// `n` consecutive input words into one lane of the patch: word `i` of `x` (four int8, read
-/// unaligned) becomes `dst[8 i] = SXTAB16(nzp, x)` and `dst[8 i + 1] = SXTAB16(nzp, x ROR
-/// 8)` (the lane's two words of group `i`, groups eight words apart), `nzp = pair(-zp)`. On
-/// the device one loop of six instructions a word. Nothing written if `x` or `dst` is too
-/// short (unreachable for the patch path's geometry).
+/// `n` consecutive input words into one lane of a patch of `lanes` lanes (4 or 6): word `i`
+/// of `x` (four int8, read unaligned) becomes `dst[s i] = SXTAB16(nzp, x)` and `dst[s i + 1]
+/// = SXTAB16(nzp, x ROR 8)` (the lane's two words of group `i`, groups `s = 2 lanes` words
+/// apart), `nzp = pair(-zp)`. On the device one loop of six instructions a word. Nothing
+/// written if `x` or `dst` is too short, or `lanes` is neither (unreachable for the patch
+/// path's geometry).
 #[inline(always)]
-pub fn gather_words(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
+pub fn gather_words(x: &[i8], n: usize, (dst, lanes): (&mut [u32], usize), nzp: u32) {
     let fits = n >= 1
         && n.checked_mul(4).is_some_and(|b| b <= x.len())
-        && (n - 1).checked_mul(8).is_some_and(|w| w + 2 <= dst.len());
-    if fits {
-        imp::gather_words(x, n, dst, nzp);
+        && (n - 1)
+            .checked_mul(2 * lanes)
+            .is_some_and(|w| w + 2 <= dst.len());
+    match (fits, lanes) {
+        (true, 4) => imp::gather_words::<8>(x, n, dst, nzp),
+        (true, 6) => imp::gather_words::<12>(x, n, dst, nzp),
+        _ => {}
     }
 }
 
@@ -46,11 +51,11 @@ pub fn copy_rows(
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 #[allow(unsafe_code)]
 mod imp {
-    /// `n >= 1` words of `x` and `8 (n - 1) + 2` words of `dst` (checked by the caller).
+    /// `n >= 1` words of `x` and `S (n - 1) + 2` words of `dst` (checked by the caller).
     #[inline(always)]
-    pub fn gather_words(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
+    pub fn gather_words<const S: usize>(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
         // SAFETY: reads `4 n` bytes of `x` (LDR, unaligned allowed on Armv7E-M and Armv8-M
-        // Mainline) and writes words `8 i` and `8 i + 1` of `dst` for `i < n` (STRD, `dst` is
+        // Mainline) and writes words `S i` and `S i + 1` of `dst` for `i < n` (STRD, `dst` is
         // a word-aligned `u32` slice): within the bounds the caller checked. No stack.
         unsafe {
             core::arch::asm!(
@@ -58,9 +63,10 @@ mod imp {
                 "ldr {x}, [{xp}], #4",
                 "sxtab16 {e}, {nzp}, {x}",
                 "sxtab16 {x}, {nzp}, {x}, ror #8",
-                "strd {e}, {x}, [{dp}], #32",
+                "strd {e}, {x}, [{dp}], #{step}",
                 "subs {n}, {n}, #1",
                 "bne 2b",
+                step = const 4 * S,
                 x = out(reg) _,
                 e = out(reg) _,
                 xp = inout(reg) x.as_ptr() => _,
@@ -118,12 +124,12 @@ mod imp {
 mod imp {
     /// The device loop's model (the caller checked the lengths).
     #[inline(always)]
-    pub fn gather_words(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
+    pub fn gather_words<const S: usize>(x: &[i8], n: usize, dst: &mut [u32], nzp: u32) {
         use super::super::dsp::{sxtab16, sxtab16_ror8};
         for (i, b) in x.chunks_exact(4).take(n).enumerate() {
             let w = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
-            dst[8 * i] = sxtab16(nzp, w);
-            dst[8 * i + 1] = sxtab16_ror8(nzp, w);
+            dst[S * i] = sxtab16(nzp, w);
+            dst[S * i + 1] = sxtab16_ror8(nzp, w);
         }
     }
     /// The device loop's model (the caller checked the lengths).

@@ -182,15 +182,16 @@ impl<'a> Stage<'a> {
 
     /// `[m, 2^(e-1), e]` of `rq` in the SSAT form's terms when this layer takes the
     /// one-multiply requantization (TensorFlow Lite's rounding, small accumulators): its
-    /// parts ([`Requant::double_small_parts`], a right shift `e` in `1..=31`), or `[0, 1, 1]`
-    /// for a zero multiplier (every output the zero point) whatever its shift.
+    /// parts ([`Requant::double_small_parts`], a right shift `e` in `1..=31`). A zero
+    /// multiplier has them only with such a shift: the patch loop derives its parts from the
+    /// stored shift, and with `e = 0` its rounding by the accumulator's sign would give the
+    /// zero point minus one for negative sums.
     #[inline(always)]
     pub fn ssat_parts(&self, rq: Requant) -> Option<[i32; 3]> {
         if self.rounding != Rounding::Double || !self.small_acc {
             return None;
         }
         rq.double_small_parts()
-            .or((rq.multiplier == 0).then_some([0, 1, 1]))
     }
 
     /// Whether every channel of this layer takes the SSAT form of the one-multiply
@@ -204,8 +205,13 @@ impl<'a> Stage<'a> {
     /// [`ssat_parts`]: Self::ssat_parts
     pub fn ssat_form(&self, max_shift: i32) -> bool {
         let dsp_or_host = !cfg!(target_arch = "arm") || cfg!(target_feature = "dsp");
-        dsp_or_host
-            && (self.act_min, self.act_max) == (-128, 127)
+        dsp_or_host && self.ssat_layer(max_shift)
+    }
+
+    /// [`ssat_form`](Self::ssat_form) on any target: what the layer's numbers allow, for
+    /// facts that must not depend on the core, such as the scratch it plans.
+    pub fn ssat_layer(&self, max_shift: i32) -> bool {
+        (self.act_min, self.act_max) == (-128, 127)
             && self
                 .channels()
                 .all(|(_, rq)| self.ssat_parts(rq).is_some_and(|[_, _, e]| e <= max_shift))

@@ -1,5 +1,5 @@
-//! The patch path's channel loop for layers in [`Stage::ssat_form`]: four gathered receptive
-//! fields times every output channel, each channel's four sums requantized and stored as
+//! The patch path's channel loop for layers in [`Stage::ssat_form`]: six gathered receptive
+//! fields times every output channel, each channel's six sums requantized and stored as
 //! they come (one loop on the device, in the DSP extension's instructions; a Rust model of it
 //! for every other target, which the host tests check against the reference and the QEMU
 //! parity tests check against the device).
@@ -34,14 +34,17 @@ const _: () = {
     assert!(core::mem::offset_of!(Walk, pad) == 32);
 };
 
-/// Every output channel `oc < out_c` for the four lanes of `patch` (`ceil(taps / 4)` groups
+/// The receptive fields the loop takes together (the patch's lanes).
+pub const LANES: usize = 6;
+
+/// Every output channel `oc < out_c` for the six lanes of `patch` (`ceil(taps / 4)` groups
 /// of four taps, the lanes interleaved per group as the patch path's gather writes them, the
 /// last group's pad taps zero): the sum starts from the bias (i32 LE at `bias[4 oc..]`), takes
 /// the weights at `weights[oc * taps..]` a word at a time (SXTB16 and SMLAD, each word read
-/// once for the four lanes; a last word's bytes past the channel's taps meet the patch's
+/// once for the six lanes; a last word's bytes past the channel's taps meet the patch's
 /// zeros), and is requantized with `requant[8 oc..]` (`[m, shift]` i32 LE, every channel in
-/// [`Stage::ssat_form`]: `e = -shift` in `1..=31`, or `m = 0`) into lane `l`'s byte at
-/// `out[l * out_c + oc]`. On the device about 15.5 instructions per 16 MACs plus 55 per
+/// [`Stage::ssat_form`]: `e = -shift` in `1..=31`) into lane `l`'s byte at
+/// `out[l * out_c + oc]`. On the device 21.5 instructions per 24 MACs plus about 74 per
 /// channel; when the last channel's last word would read past `weights`, that channel is
 /// computed in Rust. `false` and nothing written if a slice is too short (unreachable for a
 /// validated layer).
@@ -58,11 +61,12 @@ pub fn patch_channels(
     let groups = taps.div_ceil(4);
     let fits = groups >= 1
         && out_c >= 1
-        && groups.checked_mul(8).is_some_and(|n| n <= patch.len())
+        && groups
+            .checked_mul(2 * LANES)
+            .is_some_and(|n| n <= patch.len())
         && taps.checked_mul(out_c).is_some_and(|n| n <= weights.len())
-        && out_c
-            .checked_mul(4)
-            .is_some_and(|n| n <= bias.len() && n <= out.len())
+        && out_c.checked_mul(4).is_some_and(|n| n <= bias.len())
+        && out_c.checked_mul(LANES).is_some_and(|n| n <= out.len())
         && out_c.checked_mul(8).is_some_and(|n| n <= requant.len())
         && (-128..=127).contains(&zp);
     if !fits {
@@ -76,7 +80,7 @@ pub fn patch_channels(
     let walk = |ch: usize, n: usize, out: &[i8]| Walk {
         patch: patch.as_ptr() as usize,
         lead: groups % 4,
-        patch_end: patch.as_ptr().wrapping_add(8 * groups) as usize,
+        patch_end: patch.as_ptr().wrapping_add(2 * LANES * groups) as usize,
         bias: bias.as_ptr().wrapping_add(4 * ch) as usize,
         requant: requant.as_ptr().wrapping_add(8 * ch) as usize,
         zp,
@@ -133,12 +137,12 @@ fn whole_channels(len: usize, taps: usize, out_c: usize) -> usize {
 /// read past the weights (first layers: 3x3x3 = 27, 5x5x3 = 75).
 const TAIL_MAX: usize = 124;
 
-/// One channel's four output bytes, as the device loop computes them: `w` the channel's
+/// One channel's six output bytes, as the device loop computes them: `w` the channel's
 /// taps (a last partial word zero-filled), `bias` and `requant` from its first byte.
-fn channel(patch: &[u32], w: &[i8], (bias, requant, zp): (&[u8], &[u8], i32)) -> [i8; 4] {
+fn channel(patch: &[u32], w: &[i8], (bias, requant, zp): (&[u8], &[u8], i32)) -> [i8; LANES] {
     use super::dsp::{smlad, sxtb16, sxtb16_ror8};
     let word = |b: &[u8]| i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    let mut acc = [word(bias); 4];
+    let mut acc = [word(bias); LANES];
     for (g, w4) in w.chunks(4).enumerate() {
         let mut b = [0u8; 4];
         for (d, &s) in b.iter_mut().zip(w4) {
@@ -147,61 +151,77 @@ fn channel(patch: &[u32], w: &[i8], (bias, requant, zp): (&[u8], &[u8], i32)) ->
         let ww = u32::from_le_bytes(b);
         let (we, wo) = (sxtb16(ww), sxtb16_ror8(ww));
         for (l, a) in acc.iter_mut().enumerate() {
-            let p = &patch[8 * g + 2 * l..];
+            let p = &patch[2 * LANES * g + 2 * l..];
             // SMLAD wraps: only the final sum is bounded.
             let lo = smlad(p[0], we, 0);
             let hi = smlad(p[1], wo, 0);
             *a = a.wrapping_add(lo).wrapping_add(hi);
         }
     }
-    let (m, e) = (word(requant), -word(&requant[4..]));
-    // A zero multiplier (any shift) gives the zero point, as on the device.
-    let parts = if m == 0 {
-        [0, 1, 1]
-    } else {
-        [m, 1 << (e - 1), e]
-    };
-    acc.map(|a| super::ssat_requant(a, parts, zp))
+    // The parts as the device derives them from the raw shift (`e = -shift`, `2^e` by LSL,
+    // halved by LSR), so a shift outside `-31..=-1` would compute here what it computes there.
+    let (m, e) = (word(requant), word(&requant[4..]).wrapping_neg());
+    let half = 1u32.checked_shl(e as u32).unwrap_or(0) >> 1;
+    acc.map(|a| super::ssat_requant(a, [m, half as i32, e & 31], zp))
 }
 
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 #[allow(unsafe_code)]
 mod imp {
-    /// One group of four taps for the four lanes: one weight word, two SXTB16, four LDRD
-    /// and eight SMLAD (lane `l`'s words at `8 l` bytes into the group).
+    /// One group of four taps for the six lanes: one weight word, two SXTB16, six LDRD and
+    /// twelve SMLAD (lane `l`'s words at `8 l` bytes into the group).
     macro_rules! group {
         () => {
             "ldr {w}, [{wp}], #4
              sxtb16 {we}, {w}
-             sxtb16 {wo}, {w}, ror #8
-             ldrd {w}, {x}, [{pp}, #8]
-             smlad {a1}, {w}, {we}, {a1}
-             smlad {a1}, {x}, {wo}, {a1}
-             ldrd {w}, {x}, [{pp}, #16]
-             smlad {a2}, {w}, {we}, {a2}
-             smlad {a2}, {x}, {wo}, {a2}
-             ldrd {w}, {x}, [{pp}, #24]
-             smlad {a3}, {w}, {we}, {a3}
-             smlad {a3}, {x}, {wo}, {a3}
-             ldrd {w}, {x}, [{pp}], #32
-             smlad {a0}, {w}, {we}, {a0}
-             smlad {a0}, {x}, {wo}, {a0}"
+             sxtb16 {w}, {w}, ror #8
+             ldrd {x}, {y}, [{pp}, #8]
+             smlad {a1}, {x}, {we}, {a1}
+             smlad {a1}, {y}, {w}, {a1}
+             ldrd {x}, {y}, [{pp}, #16]
+             smlad {a2}, {x}, {we}, {a2}
+             smlad {a2}, {y}, {w}, {a2}
+             ldrd {x}, {y}, [{pp}, #24]
+             smlad {a3}, {x}, {we}, {a3}
+             smlad {a3}, {y}, {w}, {a3}
+             ldrd {x}, {y}, [{pp}, #32]
+             smlad {a4}, {x}, {we}, {a4}
+             smlad {a4}, {y}, {w}, {a4}
+             ldrd {x}, {y}, [{pp}, #40]
+             smlad {a5}, {x}, {we}, {a5}
+             smlad {a5}, {y}, {w}, {a5}
+             ldrd {x}, {y}, [{pp}], #48
+             smlad {a0}, {x}, {we}, {a0}
+             smlad {a0}, {y}, {w}, {a0}"
         };
     }
 
-    /// Lane accumulator `$a` (`acc`) requantized with `m` in `{w}`, `2^(e-1)` in `{x}`, `e` in
-    /// `{we}` and the zero point in `{pp}`: `(SMMLAR(2 acc, m, 2^(e-1)) + (acc >> 31)) >> e`
-    /// ([`super::super::ssat_requant`]), plus the zero point, SSAT.
+    /// Lane accumulator `$a` (`acc`) requantized with `m` in `{w}`, the rounding constant in
+    /// `{x}` and `e` in `{we}`: `(SMMLAR(2 acc, m, x) + (acc >> 31)) >> e`
+    /// ([`super::super::ssat_requant`]), plus the zero point in `{pp}` when `zp` is given
+    /// (otherwise `{x}` holds it), SSAT.
     #[rustfmt::skip]
     macro_rules! lane {
-        ($a:literal) => {
+        ($a:literal $(, $zp:ident)?) => {
             concat!(
                 "lsl {", $a, "}, {", $a, "}, #1\n",
-                "smmlar {wo}, {", $a, "}, {w}, {x}\n",
-                "add {", $a, "}, {wo}, {", $a, "}, asr #31\n",
+                "smmlar {y}, {", $a, "}, {w}, {x}\n",
+                "add {", $a, "}, {y}, {", $a, "}, asr #31\n",
                 "asr {", $a, "}, {", $a, "}, {we}\n",
-                "add {", $a, "}, {", $a, "}, {pp}\n",
+                $(lane!(@$zp $a),)?
                 "ssat {", $a, "}, #8, {", $a, "}\n",
+            )
+        };
+        (@zp $a:literal) => { concat!("add {", $a, "}, {", $a, "}, {pp}\n") };
+    }
+
+    /// The six lanes (`zp`: each adds the zero point).
+    #[rustfmt::skip]
+    macro_rules! lanes {
+        ($($zp:ident)?) => {
+            concat!(
+                lane!("a0" $(, $zp)?), lane!("a1" $(, $zp)?), lane!("a2" $(, $zp)?),
+                lane!("a3" $(, $zp)?), lane!("a4" $(, $zp)?), lane!("a5" $(, $zp)?),
             )
         };
     }
@@ -215,27 +235,32 @@ mod imp {
         out: &mut [i8],
         walk: &mut super::Walk,
     ) {
-        // SAFETY: per channel `oc` below the walk's end: reads the `8 groups` patch words
+        // SAFETY: per channel `oc` below the walk's end: reads the `12 groups` patch words
         // (LDRD, the scratch is word-aligned), `4 groups` weight bytes at `oc * taps` (the
-        // caller checked the last channel's words fit), the bias word
-        // and the two requantization words (LDR, unaligned allowed on Armv7E-M and Armv8-M
-        // Mainline), and writes the bytes `l * out_c + oc` (l < 4) of `out`: all within the
-        // slices the caller checked. Updates `walk`'s bias and requantization addresses.
+        // caller checked the last channel's words fit), the bias word and the two
+        // requantization words (LDR, unaligned allowed on Armv7E-M and Armv8-M Mainline), and
+        // writes the bytes `l * out_c + oc` (l < 6) of `out`: all within the slices the caller
+        // checked. Updates `walk`'s bias and requantization addresses. Eight bytes of stack
+        // (the walk's and the output's addresses), given back at the end.
         unsafe {
             core::arch::asm!(
+                "strd {a4}, {a5}, [sp, #-8]!",
                 "1:",
-                "ldr {x}, [{prm}, #12]",
-                "ldr {a0}, [{x}], #4",
-                "str {x}, [{prm}, #12]",
+                "ldr {x}, [sp]",
+                "ldr {y}, [{x}, #12]",
+                "ldr {a0}, [{y}], #4",
+                "str {y}, [{x}, #12]",
                 "mov {a1}, {a0}",
                 "mov {a2}, {a0}",
                 "mov {a3}, {a0}",
-                "ldr {pp}, [{prm}, #0]",
+                "mov {a4}, {a0}",
+                "mov {a5}, {a0}",
+                "ldr {pp}, [{x}, #0]",
                 // Four groups a pass; the first pass enters where `groups % 4` are left.
-                "ldr {x}, [{prm}, #4]",
-                "cmp {x}, #0",
+                "ldr {y}, [{x}, #4]",
+                "cmp {y}, #0",
                 "beq 2f",
-                "cmp {x}, #2",
+                "cmp {y}, #2",
                 "beq 4f",
                 "bhi 3f",
                 "b 5f",
@@ -250,47 +275,59 @@ mod imp {
                 "cmp {pp}, {pe}",
                 "bne 2b",
                 // The next channel's taps start `pad` bytes before the last word's end.
-                "ldr {x}, [{prm}, #32]",
+                "ldr {pp}, [sp]",
+                "ldr {x}, [{pp}, #32]",
                 "sub {wp}, {wp}, {x}",
-                // The channel's multiplier, shift and rounding constant.
-                "ldr {x}, [{prm}, #16]",
-                "ldr {w}, [{x}]",
-                "ldr {we}, [{x}, #4]",
-                "add {x}, {x}, #8",
-                "str {x}, [{prm}, #16]",
+                // The channel's multiplier, shift and rounding constant `2^(e-1)`.
+                "ldr {x}, [{pp}, #16]",
+                "ldr {w}, [{x}], #4",
+                "ldr {we}, [{x}], #4",
+                "str {x}, [{pp}, #16]",
                 "rsb {we}, {we}, #0",
-                "mov {wo}, #1",
-                "lsl {wo}, {wo}, {we}",
-                "asr {x}, {wo}, #1",
-                "ldr {pp}, [{prm}, #20]",
-                lane!("a0"),
-                lane!("a1"),
-                lane!("a2"),
-                lane!("a3"),
-                "ldr {wo}, [{prm}, #24]",
-                "strb {a0}, [{op}]",
-                "strb {a1}, [{op}, {wo}]",
-                "strb {a2}, [{op}, {wo}, lsl #1]",
-                "add {wo}, {wo}, {wo}, lsl #1",
-                "strb {a3}, [{op}, {wo}]",
-                "add {op}, {op}, #1",
-                "ldr {wo}, [{prm}, #28]",
-                "cmp {op}, {wo}",
+                "mov {y}, #1",
+                "lsl {y}, {y}, {we}",
+                "lsr {x}, {y}, #1",
+                "ldr {pp}, [{pp}, #20]",
+                // Up to a shift of 22 the zero point rides in the rounding constant
+                // (`|x| + 2^21 + 2^29 < 2^31`); past it, each lane adds it.
+                "cmp {we}, #22",
+                "bhi 6f",
+                "mla {x}, {pp}, {y}, {x}",
+                lanes!(),
+                "b 7f",
+                "6:",
+                lanes!(zp),
+                "7:",
+                // Lane `l`'s byte at `op + l * out_c`.
+                "ldrd {x}, {y}, [sp]",
+                "ldr {pp}, [{x}, #24]",
+                "strb {a0}, [{y}]",
+                "strb {a1}, [{y}, {pp}]",
+                "add {w}, {y}, {pp}, lsl #1",
+                "strb {a2}, [{w}]",
+                "strb {a3}, [{w}, {pp}]",
+                "strb {a4}, [{w}, {pp}, lsl #1]",
+                "add {w}, {w}, {pp}",
+                "strb {a5}, [{w}, {pp}, lsl #1]",
+                "add {y}, {y}, #1",
+                "str {y}, [sp, #4]",
+                "ldr {w}, [{x}, #28]",
+                "cmp {y}, {w}",
                 "bne 1b",
+                "add sp, sp, #8",
                 w = out(reg) _,
                 x = out(reg) _,
+                y = out(reg) _,
                 we = out(reg) _,
-                wo = out(reg) _,
                 a0 = out(reg) _,
                 a1 = out(reg) _,
                 a2 = out(reg) _,
                 a3 = out(reg) _,
+                a4 = inout(reg) walk as *mut super::Walk => _,
+                a5 = inout(reg) out.as_mut_ptr() => _,
                 pp = out(reg) _,
                 wp = inout(reg) weights.as_ptr() => _,
-                op = inout(reg) out.as_mut_ptr() => _,
                 pe = in(reg) walk.patch_end,
-                prm = in(reg) walk as *mut super::Walk,
-                options(nostack),
             );
         }
     }

@@ -482,7 +482,7 @@ mod tests {
             let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w * c.g.in_c);
             let mut out = vec![0i8; c.g.output_len()];
             let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
-            let mut scratch = vec![0u32; conv2d_scratch_words(&c.g)];
+            let mut scratch = vec![0u32; conv2d_scratch_words(&c.g, &st)];
             conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut scratch);
             prop_assert_eq!(&out, &want);
         }
@@ -532,7 +532,7 @@ mod tests {
             prop_assert!(st.ssat_form(31));
             let want = super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, false);
             let mut out = vec![0i8; c.g.output_len()];
-            let mut scratch = vec![0u32; conv2d_scratch_words(&c.g)];
+            let mut scratch = vec![0u32; conv2d_scratch_words(&c.g, &st)];
             conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut scratch);
             prop_assert_eq!(&out, &want);
         }
@@ -599,6 +599,45 @@ mod tests {
         }
     }
 
+    /// A zero multiplier with shift 0 (what `Requant::from_real(0.0)` encodes) under
+    /// TensorFlow Lite's rounding: every output is the zero point. The patch loop derives its
+    /// rounding from the stored shift, where `e = 0` would round negative sums to the zero
+    /// point minus one, so such a layer must stay off it (it took it before).
+    #[test]
+    fn zero_multiplier_with_shift_zero_gives_the_zero_point() {
+        let g = ConvGeom::new(
+            3,
+            4,
+            4,
+            2,
+            1,
+            1,
+            (1, 1),
+            crate::format::Padding::uniform(0),
+            None,
+        )
+        .unwrap();
+        let x: Vec<i8> = (0..g.input_len()).map(|i| (i as i8) - 20).collect();
+        let w = [3i8, 1, 2, 5, -4, 7, 1, 1];
+        let bias: Vec<u8> = [-500i32, 40].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let rq: Vec<u8> = [(0i32, 0i32), (1 << 30, -9)]
+            .iter()
+            .flat_map(|&(m, s)| m.to_le_bytes().into_iter().chain(s.to_le_bytes()))
+            .collect();
+        let st = Stage {
+            rounding: crate::quant::Rounding::Double,
+            small_acc: true,
+            ..stage(&bias, &rq, 5, false)
+        };
+        assert!(!st.ssat_form(31));
+        let want = super::conv2d(&x, 2, &w, &g, &st, false);
+        assert!(want.iter().step_by(2).all(|&v| v == 5));
+        let mut out = vec![0i8; g.output_len()];
+        let mut scratch = vec![0u32; conv2d_scratch_words(&g, &st)];
+        conv2d(&x, 2, &w, &g, &st, &mut out, &mut scratch);
+        assert_eq!(out, want);
+    }
+
     fn large_kernel_case(in_c: usize, pool: Option<(usize, usize)>) {
         let g = ConvGeom::new(
             5,
@@ -613,10 +652,6 @@ mod tests {
         )
         .unwrap();
         assert!(g.k_h * g.k_w * g.in_c > 128);
-        assert_eq!(
-            conv2d_scratch_words(&g) == 0,
-            g.k_h * g.k_w * g.in_c > PATCH_MAX_TAPS
-        );
         let x: Vec<i8> = (0..g.input_len())
             .map(|i| (i * 73 % 256) as u8 as i8)
             .collect();
@@ -638,9 +673,13 @@ mod tests {
             })
             .collect();
         let st = stage(&bias, &rq, -3, false);
+        assert_eq!(
+            conv2d_scratch_words(&g, &st) == 0,
+            g.k_h * g.k_w * g.in_c > PATCH_MAX_TAPS
+        );
         let want = super::conv2d(&x, 9, &w, &g, &st, false);
         let mut out = vec![0i8; g.output_len()];
-        let mut scratch = vec![0u32; conv2d_scratch_words(&g)];
+        let mut scratch = vec![0u32; conv2d_scratch_words(&g, &st)];
         conv2d(&x, 9, &w, &g, &st, &mut out, &mut scratch);
         assert_eq!(out, want, "in_c {in_c}, pool {pool:?}");
         out.fill(0);

@@ -192,8 +192,8 @@ impl<'a> Step<'a> {
     /// Arena bytes of the kernel's scratch (0: none), live only while the step runs.
     pub fn scratch_bytes(&self) -> usize {
         match self {
-            // Words, at most 8 * 256 + 2 * 512: fits 32 bits.
-            Step::Conv { g, .. } => 4 * conv_patch::conv2d_scratch_words(g),
+            // Words, at most 12 * 256 + 257 (PATCH_MAX_TAPS): fits 32 bits.
+            Step::Conv { g, stage, .. } => 4 * conv_patch::conv2d_scratch_words(g, stage),
             _ => 0,
         }
     }
