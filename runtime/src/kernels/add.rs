@@ -102,9 +102,8 @@ pub fn add(a: &[i8], b: &[i8], p: &AddParams, out: &mut [i8]) {
 /// of at most 1/2), so each SaturatingRoundingDoublingHighMul is one rounding high multiply
 /// of the doubled value (SMMULR). Taken when the input multipliers are not 0 and shift right
 /// by `0..=31`, and the output shifts right by `1..=22` (its zero point then rides in the
-/// rounding constant); otherwise the general path. The device loop reads the fields at fixed
-/// offsets (asserted below).
-#[repr(C)]
+/// rounding constant); otherwise the general path. With the whole int8 range as clamp and one
+/// input rescaled by exactly 1/2, [`HalfAdd`]'s device loop.
 #[derive(Debug, PartialEq, Eq)]
 struct DoubleSmall {
     a: Side,
@@ -116,19 +115,10 @@ struct DoubleSmall {
     act_max: i32,
 }
 
-#[cfg(target_arch = "arm")]
-const _: () = {
-    assert!(core::mem::offset_of!(DoubleSmall, b) == 20);
-    assert!(core::mem::offset_of!(DoubleSmall, m) == 40);
-    assert!(core::mem::offset_of!(DoubleSmall, e) == 48);
-    assert!(core::mem::offset_of!(DoubleSmall, act_max) == 56);
-};
-
 /// One input's rescale of `x`: `xs = (x << 21) - (zp << 21)` (twice `(x - zp) << 20`), then
 /// `(xs m + 2^31) >> 32 + 2^(e-1) - (xs < 0)` shifted right by `e` (no rounding terms for
 /// `e = 0`). The sign of the high product is the sign of `xs`: `|xs| >= 2^21` and `m >= 2^30`
 /// keep a nonzero product away from 0.
-#[repr(C)]
 #[derive(Debug, PartialEq, Eq)]
 struct Side {
     k: i32,
@@ -151,6 +141,12 @@ impl Side {
             mask: if e > 0 { -1 } else { 0 },
             e,
         })
+    }
+
+    /// The rescale by exactly 1/2: `apply(x)` is `(x - zp) << 19` (`(xs 2^30 + 2^31) >> 32` of
+    /// a multiple of 2^21 is `xs / 4`).
+    fn is_half(&self) -> bool {
+        (self.m, self.e) == (1 << 30, 0)
     }
 
     #[inline(always)]
@@ -199,72 +195,183 @@ impl DoubleSmall {
     fn add(&self, a: &[i8], b: &[i8], out: &mut [i8]) {
         let n = out.len().min(a.len()).min(b.len());
         let (a, b, out) = (&a[..n], &b[..n], &mut out[..n]);
-        if n > 0 && (self.act_min, self.act_max) == (-128, 127) {
-            imp::add_full_range(a, b, self, out);
-            return;
+        let mut done = 0;
+        if (self.act_min, self.act_max) == (-128, 127) {
+            // The input rescaled by exactly 1/2 first (the add is symmetric).
+            let half = match (self.a.is_half(), self.b.is_half()) {
+                (true, _) => HalfAdd::new(&self.a, &self.b, self).map(|h| (h, a, b)),
+                (false, true) => HalfAdd::new(&self.b, &self.a, self).map(|h| (h, b, a)),
+                _ => None,
+            };
+            if let Some((mut h, x, y)) = half {
+                done = n - n % 4;
+                if done > 0 {
+                    imp::half_add(&x[..done], &y[..done], &mut h, &mut out[..done]);
+                }
+            }
         }
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b).skip(done) {
             *o = self.finish(self.a.apply(x) + self.b.apply(y));
         }
+    }
+}
+
+/// The add when one input's rescale is exactly 1/2 (multiplier 2^30, shift 0: the larger
+/// input scale always has it, `s / (2 max(s_a, s_b))`), where TensorFlow Lite's
+/// SaturatingRoundingDoublingHighMul of `(x - zp) << 20` is exactly `(x - zp) << 19` (no
+/// rounding, [`Side::is_half`]); the other input's rescale as [`Side`] with a right shift of at
+/// least 1, the output's as [`DoubleSmall`] but rounding by the sum's sign (the same byte:
+/// the high product has the sum's sign or is 0, where both give the zero point). The device
+/// loop takes four elements a pass and reads the fields at fixed offsets (asserted below).
+#[repr(C)]
+#[derive(Debug, PartialEq, Eq)]
+struct HalfAdd {
+    /// The exact input's zero point `<< 19`.
+    k: i32,
+    /// The other input's `[k, m, 2^(e-1), e]`.
+    y: [i32; 4],
+    /// The output's `[m, 2^(e-1) + (zp << e), e]`.
+    out: [i32; 3],
+    /// Set by the device loop's caller: the other input's and the output's byte offsets from
+    /// the exact input, and the exact input's end.
+    y_off: isize,
+    out_off: isize,
+    end: usize,
+}
+
+#[cfg(target_arch = "arm")]
+const _: () = {
+    assert!(core::mem::offset_of!(HalfAdd, y) == 4);
+    assert!(core::mem::offset_of!(HalfAdd, out) == 20);
+    assert!(core::mem::offset_of!(HalfAdd, y_off) == 32);
+    assert!(core::mem::offset_of!(HalfAdd, out_off) == 36);
+    assert!(core::mem::offset_of!(HalfAdd, end) == 40);
+};
+
+impl HalfAdd {
+    /// `half` the exact side, `other` the other; `None` if `other` shifts by 0.
+    fn new(half: &Side, other: &Side, p: &DoubleSmall) -> Option<HalfAdd> {
+        (other.e >= 1).then_some(HalfAdd {
+            k: half.k >> 2,
+            y: [other.k, other.m, other.add, other.e],
+            out: [p.m, p.add, p.e],
+            y_off: 0,
+            out_off: 0,
+            end: 0,
+        })
+    }
+
+    /// The other input's rescale as the device loop computes it: `(SMMLAR(ys, m, 2^(e-1)) +
+    /// (ys >> 31)) >> e`, `ys = (y << 21) - (zp << 21)`.
+    #[inline(always)]
+    fn other(&self, y: i8) -> i32 {
+        let [k, m, add, e] = self.y;
+        let ys = ((y as i32) << (ADD_LEFT_SHIFT + 1)) - k;
+        (high_mul(ys, m) + add + (ys >> 31)) >> e
+    }
+
+    /// The device loop's arithmetic for one element: `x` the exact input's byte.
+    #[inline(always)]
+    fn element(&self, x: i8, y: i8) -> i8 {
+        let s = (((x as i32) << (ADD_LEFT_SHIFT - 1)) - self.k + self.other(y)) << 1;
+        let [m, add, e] = self.out;
+        let v = (high_mul(s, m) + add + (s >> 31)) >> e;
+        v.clamp(-128, 127) as i8
     }
 }
 
 #[cfg(all(target_arch = "arm", target_feature = "dsp"))]
 #[allow(unsafe_code)]
 mod imp {
-    /// One input's rescale of the byte at `[{$p}]` (post-incremented) into `{$v}`, with its
-    /// [`super::Side`] at `[{prm}, #$o]`.
+    /// Element `$i` of the other input (its word in `{w}`) rescaled and added to `{$s}`.
     #[rustfmt::skip]
-    macro_rules! side {
-        ($p:literal, $v:literal, $o0:literal, $o8:literal, $o16:literal) => {
+    macro_rules! other {
+        ($s:literal, $ror:literal) => {
             concat!(
-                "ldrsb {", $v, "}, [{", $p, "}], #1\n",
-                "ldrd {k}, {m}, [{prm}, #", $o0, "]\n",
-                "rsb {", $v, "}, {k}, {", $v, "}, lsl #21\n",
-                "ldrd {k}, {t}, [{prm}, #", $o8, "]\n",
-                "and {t}, {t}, {", $v, "}, asr #31\n",
-                "add {t}, {t}, {k}\n",
-                "smmlar {", $v, "}, {", $v, "}, {m}, {t}\n",
-                "ldr {k}, [{prm}, #", $o16, "]\n",
-                "asr {", $v, "}, {", $v, "}, {k}\n",
+                "sxtb {v}, {w}", $ror, "\n",
+                "rsb {v}, {k}, {v}, lsl #21\n",
+                "smmlar {t}, {v}, {m}, {ad}\n",
+                "add {t}, {t}, {v}, asr #31\n",
+                "asr {t}, {t}, {e}\n",
+                "add {", $s, "}, {", $s, "}, {t}\n",
             )
         };
     }
 
-    /// `out[i]` for `i < n` (`n >= 1`, every slice `n` long), clamp the whole int8 range:
-    /// both rescales, the sum's rescale (SMMULR, SMMLAR with the zero point in the rounding
-    /// constant) and SSAT, about 30 instructions an element.
-    pub fn add_full_range(a: &[i8], b: &[i8], p: &super::DoubleSmall, out: &mut [i8]) {
-        let end = out.as_mut_ptr().wrapping_add(out.len());
-        // SAFETY: reads `a[i]`, `b[i]` and writes `out[i]` for `i < out.len()`, which the
-        // caller made the length of all three (and at least 1); reads `p`.
+    /// The sum in `{$s}` to its output byte (SSAT), the zero point in the rounding constant.
+    #[rustfmt::skip]
+    macro_rules! finish {
+        ($s:literal) => {
+            concat!(
+                "lsl {", $s, "}, {", $s, "}, #1\n",
+                "smmlar {t}, {", $s, "}, {m}, {ad}\n",
+                "add {", $s, "}, {t}, {", $s, "}, asr #31\n",
+                "asr {", $s, "}, {", $s, "}, {e}\n",
+                "ssat {", $s, "}, #8, {", $s, "}\n",
+            )
+        };
+    }
+
+    /// [`super::HalfAdd`] over `x`, `y` and `out`, all the same length, a multiple of 4 and
+    /// at least 4: four elements a pass, 71 instructions.
+    pub fn half_add(x: &[i8], y: &[i8], p: &mut super::HalfAdd, out: &mut [i8]) {
+        let base = x.as_ptr();
+        p.y_off = (y.as_ptr() as isize).wrapping_sub(base as isize);
+        p.out_off = (out.as_mut_ptr() as isize).wrapping_sub(base as isize);
+        p.end = base.wrapping_add(x.len()) as usize;
+        // SAFETY: reads the words at `x + 4 i` and `y + 4 i` (LDR, unaligned allowed on
+        // Armv7E-M and Armv8-M Mainline) and writes the bytes `out + 4 i + j` (j < 4) for
+        // `4 i < x.len()`, which the caller made the length of all three; reads `p`. No stack.
         unsafe {
             core::arch::asm!(
                 "2:",
-                side!("pa", "va", "0", "8", "16"),
-                side!("pb", "vb", "20", "28", "36"),
-                "add {va}, {va}, {vb}",
-                "lsl {va}, {va}, #1",
-                "ldrd {m}, {t}, [{prm}, #40]",
-                "smmulr {vb}, {va}, {m}",
-                "smmlar {va}, {va}, {m}, {t}",
-                "add {va}, {va}, {vb}, asr #31",
-                "ldr {k}, [{prm}, #48]",
-                "asr {va}, {va}, {k}",
-                "ssat {va}, #8, {va}",
-                "strb {va}, [{po}], #1",
-                "cmp {po}, {end}",
+                "ldr {w}, [{px}]",
+                "ldr {k}, [{prm}]",
+                "sxtb {v}, {w}",
+                "rsb {s0}, {k}, {v}, lsl #19",
+                "sxtb {v}, {w}, ror #8",
+                "rsb {s1}, {k}, {v}, lsl #19",
+                "sxtb {v}, {w}, ror #16",
+                "rsb {s2}, {k}, {v}, lsl #19",
+                "sxtb {v}, {w}, ror #24",
+                "rsb {s3}, {k}, {v}, lsl #19",
+                "ldr {v}, [{prm}, #32]",
+                "ldr {w}, [{px}, {v}]",
+                "ldrd {k}, {m}, [{prm}, #4]",
+                "ldrd {ad}, {e}, [{prm}, #12]",
+                other!("s0", ""),
+                other!("s1", ", ror #8"),
+                other!("s2", ", ror #16"),
+                other!("s3", ", ror #24"),
+                "ldrd {m}, {ad}, [{prm}, #20]",
+                "ldr {e}, [{prm}, #28]",
+                finish!("s0"),
+                finish!("s1"),
+                finish!("s2"),
+                finish!("s3"),
+                "ldr {v}, [{prm}, #36]",
+                "add {v}, {v}, {px}",
+                "strb {s0}, [{v}]",
+                "strb {s1}, [{v}, #1]",
+                "strb {s2}, [{v}, #2]",
+                "strb {s3}, [{v}, #3]",
+                "add {px}, {px}, #4",
+                "ldr {v}, [{prm}, #40]",
+                "cmp {px}, {v}",
                 "bne 2b",
-                va = out(reg) _,
-                vb = out(reg) _,
+                w = out(reg) _,
                 k = out(reg) _,
                 m = out(reg) _,
+                ad = out(reg) _,
+                e = out(reg) _,
+                v = out(reg) _,
                 t = out(reg) _,
-                pa = inout(reg) a.as_ptr() => _,
-                pb = inout(reg) b.as_ptr() => _,
-                po = inout(reg) out.as_mut_ptr() => _,
-                end = in(reg) end,
-                prm = in(reg) p as *const super::DoubleSmall,
+                s0 = out(reg) _,
+                s1 = out(reg) _,
+                s2 = out(reg) _,
+                s3 = out(reg) _,
+                px = inout(reg) base => _,
+                prm = in(reg) p as *const super::HalfAdd,
                 options(nostack),
             );
         }
@@ -274,9 +381,9 @@ mod imp {
 #[cfg(not(all(target_arch = "arm", target_feature = "dsp")))]
 mod imp {
     /// The device loop's model.
-    pub fn add_full_range(a: &[i8], b: &[i8], p: &super::DoubleSmall, out: &mut [i8]) {
-        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-            *o = p.finish(p.a.apply(x) + p.b.apply(y));
+    pub fn half_add(x: &[i8], y: &[i8], p: &mut super::HalfAdd, out: &mut [i8]) {
+        for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
+            *o = p.element(a, b);
         }
     }
 }
@@ -354,10 +461,52 @@ mod tests {
         ) {
             let rq = Requant { multiplier: m, shift: -e };
             let side = Side::new(zp as i32, rq).unwrap();
+            // The same rescale as the non-exact input of the four-a-pass loop (`e >= 1`).
+            let half = Side::new(0, Requant { multiplier: 1 << 30, shift: 0 }).unwrap();
+            let out = DoubleSmall { a: Side::new(0, rq).unwrap(), b: half, m: 1 << 30, add: 1, e: 1, act_min: -128, act_max: 127 };
+            let other = HalfAdd::new(&out.b, &side, &out);
             for x in i8::MIN..=i8::MAX {
                 let want = rq.apply_double((x as i32 - zp as i32) << ADD_LEFT_SHIFT);
                 prop_assert_eq!(side.apply(x), want, "x {}", x);
+                if let Some(h) = &other {
+                    prop_assert_eq!(h.other(x), want, "x {} (four-a-pass loop)", x);
+                }
             }
+        }
+
+        /// The add with one input rescaled by exactly 1/2 (the larger input scale; either
+        /// input), the device's four-a-pass loop or its model plus the Rust tail, is
+        /// TensorFlow Lite's for every byte of both inputs: scale ratios that are powers of two
+        /// make the other input's rescale end on ties.
+        #[test]
+        fn half_add_is_tflites(
+            s_other in prop_oneof![0.02f64..=1.0, (1i32..=21).prop_map(|k| 0.5f64.powi(k))],
+            zp_a: i8,
+            zp_b: i8,
+            zp_out: i8,
+            s_out in 0.05f64..4.0,
+            swap: bool,
+            tail in 0usize..4,
+        ) {
+            let (s_a, s_b, zp_a, zp_b) = if swap {
+                (s_other, 1.0, zp_b, zp_a)
+            } else {
+                (1.0, s_other, zp_a, zp_b)
+            };
+            let (zp_a, zp_b, zp_out) = (zp_a as i32, zp_b as i32, zp_out as i32);
+            let mut p = AddParams::from_scales(s_a, zp_a, s_b, zp_b, s_out, zp_out, -128, 127)
+                .unwrap();
+            p.rounding = Rounding::Double;
+            let f = DoubleSmall::new(&p);
+            prop_assume!(f.as_ref().is_some_and(|f| f.a.is_half() != f.b.is_half()));
+            let n = 2 * 256 + tail;
+            let a: Vec<i8> = (0..n).map(|i| i as u8 as i8).collect();
+            let b: Vec<i8> = (0..n).map(|i| (i * 167 + 89) as u8 as i8).collect();
+            let mut out = vec![0i8; n];
+            add(&a, &b, &p, &mut out);
+            let mut want = vec![0i8; n];
+            add_with(&a, &b, &p, &mut want, Rounding::Double);
+            prop_assert_eq!(out, want);
         }
 
         /// The sum's rescale is TensorFlow Lite's plus the zero point, clamped: `m = 2^30`
