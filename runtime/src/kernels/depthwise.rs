@@ -3,12 +3,17 @@
 use super::conv_base::{Block, ConvGeom, CH_BLOCK};
 use super::dsp::{dw3x3, dw3x3_taps, pair};
 use super::dw3_run::{dw3x3_run, Dw3Run, Dw3Window};
+use super::dw_plane::depthwise_plane;
 use super::Stage;
 use crate::quant::{Prepared, Rounding};
 
 /// Depthwise convolution (channel multiplier 1): weights `[1, kh, kw, C]`, `out_c == in_c`.
-/// Without a fused pool, blocks of [`CH_BLOCK`] channels at a time ([`depthwise_blocks`]);
+/// 3x3 stride 1 on small maps in the SSAT form by channel planes in `scratch`
+/// ([`depthwise_plane`], [`plane_scratch_words`]); other 3x3 layers by runs of windows;
+/// without a fused pool, blocks of [`CH_BLOCK`] channels at a time ([`depthwise_blocks`]);
 /// with one, channel by channel.
+///
+/// [`plane_scratch_words`]: super::dw_plane::plane_scratch_words
 #[inline(never)] // its own function: the interpreter's frame stays as it was
 pub fn depthwise_conv2d(
     input: &[i8],
@@ -17,7 +22,11 @@ pub fn depthwise_conv2d(
     g: &ConvGeom,
     st: &Stage,
     output: &mut [i8],
+    scratch: &mut [u32],
 ) {
+    if depthwise_plane(input, in_zp, weights, g, st, output, scratch) {
+        return;
+    }
     let dw3 = g.k_h == 3 && g.k_w == 3 && g.in_h >= 3 && g.in_w >= 3;
     if g.pool_k == 1 && g.pool_s == 1 && dw3 && g.in_c.is_multiple_of(4) {
         if st.ssat_form(super::SSAT_MAX_SHIFT) {

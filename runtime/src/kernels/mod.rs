@@ -21,6 +21,7 @@ pub(crate) mod conv_patch;
 pub(crate) mod depthwise;
 pub(crate) mod dsp;
 pub(crate) mod dw3_run;
+pub(crate) mod dw_plane;
 pub(crate) mod fc;
 pub(crate) mod fc_run;
 pub(crate) mod gather;

@@ -472,8 +472,57 @@ mod tests {
             .prop_map(|(g, x, w, zp)| ConvCase { g, x, w, zp })
     }
 
+    /// Depthwise 3x3 stride 1 with at least four output rows (what the channel planes take):
+    /// any channel count, any padding on each side.
+    fn plane_case() -> impl Strategy<Value = ConvCase> {
+        (
+            2usize..12,
+            1usize..8,
+            1usize..12,
+            [0u8..3, 0u8..3, 0u8..3, 0u8..3],
+        )
+            .prop_filter_map("four output rows", |(h, w, c, [t, l, b, r])| {
+                let pad = crate::format::Padding {
+                    top: t,
+                    left: l,
+                    bottom: b,
+                    right: r,
+                };
+                ConvGeom::new(h, w, c, c, 3, 3, (1, 1), pad, None).filter(|g| g.out_h >= 4)
+            })
+            .prop_flat_map(|g| {
+                (
+                    Just(g),
+                    proptest::collection::vec(any::<i8>(), g.input_len()),
+                    proptest::collection::vec(any::<i8>(), 9 * g.in_c),
+                    any::<i8>(),
+                )
+            })
+            .prop_map(|(g, x, w, zp)| ConvCase { g, x, w, zp })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// TensorFlow Lite's 3x3 stride-1 layers on small maps take the channel planes
+        /// (`depthwise_plane` says so) and equal the reference.
+        #[test]
+        fn depthwise_planes_match_reference(
+            c in plane_case(),
+            s in stage_bytes(12),
+            shifts in proptest::collection::vec(-22i32..=-1, 12),
+        ) {
+            let s = tflite_stage(s, &shifts);
+            let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
+            let words = crate::kernels::dw_plane::plane_scratch_words(&c.g, &st);
+            prop_assert!(words > 0);
+            let mut scratch = vec![0u32; words];
+            let mut out = vec![0i8; c.g.output_len()];
+            prop_assert!(crate::kernels::dw_plane::depthwise_plane(
+                &c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut scratch
+            ));
+            prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
+        }
 
         #[test]
         fn conv2d_matches_reference(c in conv_case(false), s in stage_bytes(8)) {
@@ -492,7 +541,7 @@ mod tests {
             let s = if c.g.pool_k > 1 || c.g.pool_s > 1 { s.monotonic() } else { s };
             let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
             let mut out = vec![0i8; c.g.output_len()];
-            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut []);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
         }
 
@@ -500,7 +549,7 @@ mod tests {
         fn depthwise_3x3_in_fours_matches_reference(c in dw3x3_case(), s in stage_bytes(36)) {
             let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
             let mut out = vec![0i8; c.g.output_len()];
-            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut []);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
         }
 
@@ -516,7 +565,7 @@ mod tests {
             let st = s.stage(c.g.out_c, c.g.k_h * c.g.k_w);
             prop_assert!(st.ssat_form(crate::kernels::SSAT_MAX_SHIFT));
             let mut out = vec![0i8; c.g.output_len()];
-            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out);
+            depthwise_conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, &mut out, &mut []);
             prop_assert_eq!(out, super::conv2d(&c.x, c.zp as i32, &c.w, &c.g, &st, true));
         }
 

@@ -4,8 +4,8 @@
 
 use super::prepare::{Checked, Operand};
 use super::{
-    add, concat, conv, conv_patch, depthwise, fc, pool, softmax, AddParams, ConvGeom, MeanParams,
-    PoolGeom, Stage,
+    add, concat, conv, conv_patch, depthwise, dw_plane, fc, pool, softmax, AddParams, ConvGeom,
+    MeanParams, PoolGeom, Stage,
 };
 use crate::format::kinds;
 use crate::format::{kind, Layer, Shape, Softmax, MAX_INPUTS};
@@ -194,6 +194,8 @@ impl<'a> Step<'a> {
         match self {
             // Words, at most 12 * 256 + 257 (PATCH_MAX_TAPS): fits 32 bits.
             Step::Conv { g, stage, .. } => 4 * conv_patch::conv2d_scratch_words(g, stage),
+            // At most 512 words (dw_plane's PLANE_MAX halfwords).
+            Step::Depthwise { g, stage, .. } => 4 * dw_plane::plane_scratch_words(g, stage),
             _ => 0,
         }
     }
@@ -225,7 +227,7 @@ impl<'a> Step<'a> {
                 weights,
                 stage,
             } if K & kinds::DEPTHWISE_CONV2D != 0 => {
-                depthwise::depthwise_conv2d(x, in_zp as i32, weights, &g, &stage, y)
+                depthwise::depthwise_conv2d(x, in_zp as i32, weights, &g, &stage, y, scratch)
             }
             Step::MaxPool(g) if K & kinds::MAX_POOL2D != 0 => pool::max_pool2d(x, &g, y),
             Step::AvgPool(g) if K & kinds::AVG_POOL2D != 0 => pool::avg_pool2d(x, &g, y),
