@@ -67,7 +67,9 @@ const _: () = {
 
 /// The layer by channel planes when it [`takes`] it and `scratch` holds the plane; `false`
 /// (nothing written) otherwise, and for a geometry or slices that do not fit (unreachable for
-/// a validated layer).
+/// a validated layer). Out of line: inlined, its frame added to the depthwise runs' and took
+/// visual wake words past the 2 KiB stack budget on the M55.
+#[inline(never)]
 pub fn depthwise_plane(
     input: &[i8],
     in_zp: i32,
