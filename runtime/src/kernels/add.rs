@@ -264,6 +264,7 @@ impl HalfAdd {
     /// The other input's rescale as the device loop computes it: `(SMMLAR(ys, m, 2^(e-1)) +
     /// (ys >> 31)) >> e`, `ys = (y << 21) - (zp << 21)`.
     #[inline(always)]
+    #[cfg_attr(all(target_arch = "arm", target_feature = "dsp"), allow(dead_code))]
     fn other(&self, y: i8) -> i32 {
         let [k, m, add, e] = self.y;
         let ys = ((y as i32) << (ADD_LEFT_SHIFT + 1)) - k;
@@ -272,6 +273,7 @@ impl HalfAdd {
 
     /// The device loop's arithmetic for one element: `x` the exact input's byte.
     #[inline(always)]
+    #[cfg_attr(all(target_arch = "arm", target_feature = "dsp"), allow(dead_code))]
     fn element(&self, x: i8, y: i8) -> i8 {
         let s = (((x as i32) << (ADD_LEFT_SHIFT - 1)) - self.k + self.other(y)) << 1;
         let [m, add, e] = self.out;
