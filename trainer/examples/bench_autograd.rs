@@ -65,10 +65,7 @@ fn step(
     y: &[usize],
     times: &mut [Duration; 12],
 ) -> f32 {
-    let p1 = Conv2dParams {
-        stride: 1,
-        padding: 1,
-    };
+    let p1 = Conv2dParams::square(1, 1);
     let mut t = Instant::now();
     let mut g = Graph::new();
     let v: Vec<Var> = params.iter().map(|p| g.leaf(p.clone(), true)).collect();

@@ -12,7 +12,7 @@
 //!   shift, computed once here.
 
 use crate::data::Dataset;
-use crate::nn::arch::LayerSpec;
+use crate::nn::arch::{ConvShape, LayerSpec};
 use crate::nn::autograd::{Conv2dParams, Graph, Tensor};
 use crate::nn::model::{Model, Slot};
 use anyhow::{bail, Context};
@@ -67,11 +67,12 @@ impl Fused {
 #[derive(Debug, Clone)]
 pub enum Deploy {
     /// BatchNorm folded in, ReLU or ReLU6 fused as `act`, max-pool fused as `pool`.
+    /// `stride` `[rows, columns]`, `pad` `[top, left, bottom, right]`.
     Conv {
         w: Tensor,
         b: Vec<f32>,
-        stride: usize,
-        pad: usize,
+        stride: [usize; 2],
+        pad: [usize; 4],
         act: Fused,
         pool: Option<(usize, usize)>,
     },
@@ -79,8 +80,8 @@ pub enum Deploy {
     Depthwise {
         w: Tensor,
         b: Vec<f32>,
-        stride: usize,
-        pad: usize,
+        stride: [usize; 2],
+        pad: [usize; 4],
         act: Fused,
     },
     MaxPool {
@@ -147,6 +148,7 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
     let layers = &model.arch.layers;
     let slots = model.slots();
     let in_cs = model.in_channels();
+    let maps = model.in_maps();
     let p = &model.params;
     let mut out = Vec::new();
     let mut cur = 0usize;
@@ -181,7 +183,10 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
     while i < layers.len() {
         let here = i;
         match (layers[i], slots[i]) {
-            (LayerSpec::Conv2d { stride, padding, .. }, Slot::Weights(wi, bi)) => {
+            (l @ LayerSpec::Conv2d { .. }, Slot::Weights(wi, bi)) => {
+                let Some(ConvShape { stride, pad, .. }) = l.conv_shape(maps[i]) else {
+                    bail!("layer {i}: no input map for its convolution");
+                };
                 let (w, b, act, next) = folded(i, wi, bi);
                 i = next;
                 let mut pool = None;
@@ -189,12 +194,15 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                     pool = Some((*kernel, stride.unwrap_or(*kernel)));
                     i += 1;
                 }
-                cur = push(&mut out, Deploy::Conv { w, b, stride, pad: padding, act, pool }, &[cur]);
+                cur = push(&mut out, Deploy::Conv { w, b, stride, pad, act, pool }, &[cur]);
             }
-            (LayerSpec::DepthwiseConv2d { stride, padding, .. }, Slot::Weights(wi, bi)) => {
+            (l @ LayerSpec::DepthwiseConv2d { .. }, Slot::Weights(wi, bi)) => {
+                let Some(ConvShape { stride, pad, .. }) = l.conv_shape(maps[i]) else {
+                    bail!("layer {i}: no input map for its convolution");
+                };
                 let (w, b, act, next) = folded(i, wi, bi);
                 i = next;
-                cur = push(&mut out, Deploy::Depthwise { w, b, stride, pad: padding, act }, &[cur]);
+                cur = push(&mut out, Deploy::Depthwise { w, b, stride, pad, act }, &[cur]);
             }
             (LayerSpec::Linear { out_features, .. }, Slot::Weights(wi, bi)) => {
                 let b = bi.map_or(vec![0.0; out_features], |bi| p[bi].iter().copied().collect());
@@ -212,7 +220,7 @@ pub fn fold(model: &Model) -> anyhow::Result<Vec<DeployNode>> {
                     let bc = convs[j];
                     let (w, b) = fold_bn(p[wi].clone(), vec![0.0; bc.out_c], &p[gi], &p[be], &model.bn[si]);
                     let act = if relu { Fused::Relu } else { Fused::None };
-                    Deploy::Conv { w, b, stride: bc.stride, pad: bc.padding, act, pool: None }
+                    Deploy::Conv { w, b, stride: [bc.stride; 2], pad: [bc.padding; 4], act, pool: None }
                 };
                 let x = cur;
                 cur = if matches!(l, LayerSpec::Residual { .. }) {
@@ -292,7 +300,7 @@ pub fn deploy_forward(nodes: &[DeployNode], x: Tensor) -> Vec<Tensor> {
                     Some(bv),
                     Conv2dParams {
                         stride: *stride,
-                        padding: *pad,
+                        pad: *pad,
                     },
                 );
                 let mut y = act.apply(&mut g, y);
@@ -312,7 +320,7 @@ pub fn deploy_forward(nodes: &[DeployNode], x: Tensor) -> Vec<Tensor> {
                 let bv = bias_leaf(&mut g, b);
                 let p = Conv2dParams {
                     stride: *stride,
-                    padding: *pad,
+                    pad: *pad,
                 };
                 let y = g.depthwise_conv2d(h, wv, Some(bv), p);
                 act.apply(&mut g, y)
@@ -510,18 +518,25 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
         let zp_in = zp(n.inputs[0]);
         let [_, _, in_c] = shapes[n.inputs[0]];
         // A convolution's fields; `w` is `[O, KH, KW, I]` (a depthwise one's `[C, KH, KW, 1]`).
-        let conv = |w: &Tensor, stride: usize, pad: usize, weights, output| OwnedConv {
-            in_channels: in_c as u16,
-            out_channels: w.shape()[0] as u16,
-            kernel_h: w.shape()[1] as u8,
-            kernel_w: w.shape()[2] as u8,
-            stride_h: stride as u8,
-            stride_w: stride as u8,
-            padding: Padding::uniform(pad as u8),
-            input_zero_point: zp_in,
-            output,
-            weights,
-            pool: None,
+        let conv = |w: &Tensor, [sh, sw]: [usize; 2], [t, l, b, r]: [usize; 4], weights, output| {
+            OwnedConv {
+                in_channels: in_c as u16,
+                out_channels: w.shape()[0] as u16,
+                kernel_h: w.shape()[1] as u8,
+                kernel_w: w.shape()[2] as u8,
+                stride_h: sh as u8,
+                stride_w: sw as u8,
+                padding: Padding {
+                    top: t as u8,
+                    left: l as u8,
+                    bottom: b as u8,
+                    right: r as u8,
+                },
+                input_zero_point: zp_in,
+                output,
+                weights,
+                pool: None,
+            }
         };
         let layer = match (&n.op, wq) {
             (

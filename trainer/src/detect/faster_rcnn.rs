@@ -93,14 +93,14 @@ pub fn rpn(g: &mut Graph, feat: Var, p: &[Var]) -> (Var, Var) {
         p[RPN_W],
         Some(p[RPN_B]),
         Conv2dParams {
-            stride: 1,
-            padding: 1,
+            stride: [1; 2],
+            pad: [1; 4],
         },
     );
     let h = g.relu(h);
     let one = Conv2dParams {
-        stride: 1,
-        padding: 0,
+        stride: [1; 2],
+        pad: [0; 4],
     };
     let obj = g.conv2d(h, p[OBJ_W], Some(p[OBJ_B]), one);
     let dl = g.conv2d(h, p[DLT_W], Some(p[DLT_B]), one);

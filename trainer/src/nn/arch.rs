@@ -11,28 +11,115 @@ fn yes() -> bool {
     true
 }
 
+/// A kernel size or a stride: one number for both axes, or `[rows, columns]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged, expecting = "a number or [rows, columns]")]
+pub enum Pair {
+    One(usize),
+    Two([usize; 2]),
+}
+
+impl Pair {
+    /// `[rows, columns]`.
+    pub fn hw(self) -> [usize; 2] {
+        match self {
+            Pair::One(n) => [n, n],
+            Pair::Two(p) => p,
+        }
+    }
+}
+
+fn one_pair() -> Pair {
+    Pair::One(1)
+}
+
+/// A convolution's zero padding: rows and columns on every side, or TensorFlow's `"same"`
+/// (output `ceil(in / stride)` per axis, the padding split with the extra row or column at
+/// the bottom or right) or `"valid"` (none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a number of rows and columns, \"same\" or \"valid\""
+)]
+pub enum Padding {
+    Sides(usize),
+    Mode(PadMode),
+}
+
+/// TensorFlow's padding modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PadMode {
+    Same,
+    Valid,
+}
+
+impl Default for Padding {
+    fn default() -> Self {
+        Padding::Sides(0)
+    }
+}
+
+impl Padding {
+    /// `[top, left, bottom, right]` for an `h x w` input, a `kernel` and a `stride`
+    /// (`[rows, columns]`, both positive).
+    pub fn sides(
+        self,
+        (h, w): (usize, usize),
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    ) -> [usize; 4] {
+        let same = |n: usize, k: usize, s: usize| {
+            let total = ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
+            (total / 2, total - total / 2)
+        };
+        match self {
+            Padding::Sides(p) => [p; 4],
+            Padding::Mode(PadMode::Valid) => [0; 4],
+            Padding::Mode(PadMode::Same) => {
+                let (t, b) = same(h, kernel[0], stride[0]);
+                let (l, r) = same(w, kernel[1], stride[1]);
+                [t, l, b, r]
+            }
+        }
+    }
+}
+
+/// A convolution layer's kernel, strides and padding per side for an `h x w` input
+/// (`[rows, columns]` and `[top, left, bottom, right]`), as the graph, the shape checks and
+/// the export all take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub pad: [usize; 4],
+}
+
 /// One layer of an architecture file. PyTorch names; activations are NHWC.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LayerSpec {
+    /// `kernel` and `stride` one number or `[rows, columns]`; `padding` a number of rows and
+    /// columns on every side, `"same"` or `"valid"` ([`Padding`]).
     Conv2d {
         out_channels: usize,
-        kernel: usize,
-        #[serde(default = "one")]
-        stride: usize,
+        kernel: Pair,
+        #[serde(default = "one_pair")]
+        stride: Pair,
         #[serde(default)]
-        padding: usize,
+        padding: Padding,
         #[serde(default = "yes")]
         bias: bool,
     },
     /// Depthwise convolution, depth multiplier 1 (PyTorch's `Conv2d(C, C, k, groups=C)`):
-    /// each channel convolved with its own `kernel`x`kernel` filter; the channel count stays.
+    /// each channel convolved with its own `kernel` filter; the channel count stays. Kernel,
+    /// stride and padding as for [`LayerSpec::Conv2d`].
     DepthwiseConv2d {
-        kernel: usize,
-        #[serde(default = "one")]
-        stride: usize,
+        kernel: Pair,
+        #[serde(default = "one_pair")]
+        stride: Pair,
         #[serde(default)]
-        padding: usize,
+        padding: Padding,
         #[serde(default = "yes")]
         bias: bool,
     },
@@ -108,6 +195,37 @@ pub mod inception {
 }
 
 impl LayerSpec {
+    /// A convolution's kernel, strides and padding per side for an `h x w` input; `None` for
+    /// other layers.
+    pub fn conv_shape(&self, hw: (usize, usize)) -> Option<ConvShape> {
+        let (LayerSpec::Conv2d {
+            kernel,
+            stride,
+            padding,
+            ..
+        }
+        | LayerSpec::DepthwiseConv2d {
+            kernel,
+            stride,
+            padding,
+            ..
+        }) = *self
+        else {
+            return None;
+        };
+        let (kernel, stride) = (kernel.hw(), stride.hw());
+        let pad = if stride.contains(&0) {
+            [0; 4]
+        } else {
+            padding.sides(hw, kernel, stride)
+        };
+        Some(ConvShape {
+            kernel,
+            stride,
+            pad,
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             LayerSpec::Conv2d { .. } => "conv2d",
@@ -258,10 +376,12 @@ impl ArchSpec {
         for (l, &out) in self.layers.iter().zip(&shapes) {
             macs += match (*l, prev, out) {
                 (LayerSpec::Conv2d { kernel, .. }, Act::Map(_, _, ic), Act::Map(oh, ow, oc)) => {
-                    oh * ow * oc * kernel * kernel * ic
+                    let [kh, kw] = kernel.hw();
+                    oh * ow * oc * kh * kw * ic
                 }
                 (LayerSpec::DepthwiseConv2d { kernel, .. }, _, Act::Map(oh, ow, c)) => {
-                    oh * ow * c * kernel * kernel
+                    let [kh, kw] = kernel.hw();
+                    oh * ow * c * kh * kw
                 }
                 (LayerSpec::Linear { out_features, .. }, Act::Flat(n), _) => n * out_features,
                 // Every conv of a block outputs at the block's output resolution.
@@ -375,32 +495,18 @@ impl ArchSpec {
         };
         let prev = index.checked_sub(1).map(|i| &self.layers[i]);
         let next = match (*l, cur) {
-            (
-                LayerSpec::Conv2d {
-                    out_channels,
-                    kernel,
-                    stride,
-                    padding,
-                    ..
-                },
-                Act::Map(h, w, in_c),
-            ) => conv_out(
-                (h, w, in_c),
-                (out_channels, kernel, stride, padding),
-                params,
-            )
-            .map_err(err)?,
-            (
-                LayerSpec::DepthwiseConv2d {
-                    kernel,
-                    stride,
-                    padding,
-                    ..
-                },
-                Act::Map(h, w, c),
-            ) => {
+            (LayerSpec::Conv2d { out_channels, .. }, Act::Map(h, w, in_c)) => {
+                let shape = l
+                    .conv_shape((h, w))
+                    .ok_or_else(|| err("not a conv".into()))?;
+                conv_out((h, w, in_c), (out_channels, shape), params).map_err(err)?
+            }
+            (LayerSpec::DepthwiseConv2d { .. }, Act::Map(h, w, c)) => {
                 // A convolution of one input channel, `c` times: its shape and parameters.
-                conv_out((h, w, 1), (c, kernel, stride, padding), params).map_err(err)?
+                let shape = l
+                    .conv_shape((h, w))
+                    .ok_or_else(|| err("not a conv".into()))?;
+                conv_out((h, w, 1), (c, shape), params).map_err(err)?
             }
             (LayerSpec::BatchNorm2d, Act::Map(..)) => {
                 if !matches!(
@@ -554,33 +660,39 @@ pub fn arch_from(name: &str) -> anyhow::Result<ArchSpec> {
 /// `params`; the reason when its numbers cannot be.
 fn conv_out(
     (h, w, in_c): (usize, usize, usize),
-    (out_channels, kernel, stride, padding): (usize, usize, usize, usize),
+    (out_channels, shape): (usize, ConvShape),
     params: &mut u64,
 ) -> Result<Act, String> {
-    if out_channels == 0 || kernel == 0 || stride == 0 {
+    let ConvShape {
+        kernel: [kh, kw],
+        stride: [sh, sw],
+        pad: [pt, pl, pb, pr],
+    } = shape;
+    if out_channels == 0 || kh == 0 || kw == 0 || sh == 0 || sw == 0 {
         return Err("out_channels, kernel and stride must be positive".into());
     }
-    if kernel > 255 || stride > 255 || padding > 255 || out_channels > MAX_DIM {
+    if [kh, kw, sh, sw, pt, pl, pb, pr].iter().any(|&v| v > 255) || out_channels > MAX_DIM {
         return Err(format!(
             "kernel, stride and padding must be at most 255 and out_channels at most {MAX_DIM} \
              (the device format's fields)"
         ));
     }
-    *params = params
-        .saturating_add((kernel as u64 * kernel as u64 * in_c as u64 + 1) * out_channels as u64);
-    if padding >= kernel && padding > 0 {
+    *params =
+        params.saturating_add((kh as u64 * kw as u64 * in_c as u64 + 1) * out_channels as u64);
+    if (pt.max(pb) >= kh && pt.max(pb) > 0) || (pl.max(pr) >= kw && pl.max(pr) > 0) {
         return Err(format!(
-            "padding {padding} must be smaller than the kernel {kernel}"
+            "padding {pt}/{pl}/{pb}/{pr} (top/left/bottom/right) must be smaller than the \
+             kernel {kh}x{kw}"
         ));
     }
-    if h + 2 * padding < kernel || w + 2 * padding < kernel {
+    if h + pt + pb < kh || w + pl + pr < kw {
         return Err(format!(
-            "kernel {kernel} larger than the padded {h}x{w} input"
+            "kernel {kh}x{kw} larger than the padded {h}x{w} input"
         ));
     }
     Ok(Act::Map(
-        (h + 2 * padding - kernel) / stride + 1,
-        (w + 2 * padding - kernel) / stride + 1,
+        (h + pt + pb - kh) / sh + 1,
+        (w + pl + pr - kw) / sw + 1,
         out_channels,
     ))
 }

@@ -223,8 +223,8 @@ mod tests {
                 v[1],
                 Some(v[2]),
                 Conv2dParams {
-                    stride: 1,
-                    padding: 1,
+                    stride: [1; 2],
+                    pad: [1; 4],
                 },
             );
             let h = g.batch_norm(h, v[3], v[4], &mut st, true);
@@ -265,8 +265,8 @@ mod tests {
         ];
         let f = |g: &mut Graph, v: &[Var]| {
             let p = Conv2dParams {
-                stride: 1,
-                padding: 1,
+                stride: [1; 2],
+                pad: [1; 4],
             };
             let (mut s1, mut s2) = (BatchNormState::new(c), BatchNormState::new(c));
             let h = g.conv2d(v[0], v[1], None, p);

@@ -58,13 +58,15 @@ impl Model {
                     bias,
                     ..
                 } => {
-                    params.push(init.init(&[out_channels, kernel, kernel, in_c], rng));
+                    let [kh, kw] = kernel.hw();
+                    params.push(init.init(&[out_channels, kh, kw, in_c], rng));
                     if bias {
                         params.push(Tensor::zeros(ndarray::IxDyn(&[out_channels])));
                     }
                 }
                 LayerSpec::DepthwiseConv2d { kernel, bias, .. } => {
-                    params.push(init.init(&[in_c, kernel, kernel, 1], rng));
+                    let [kh, kw] = kernel.hw();
+                    params.push(init.init(&[in_c, kh, kw, 1], rng));
                     if bias {
                         params.push(Tensor::zeros(ndarray::IxDyn(&[in_c])));
                     }
@@ -151,6 +153,24 @@ impl Model {
     }
 
     /// Channels each layer reads (0 for a flat input).
+    /// Each layer's input map `(h, w)` (`(0, 0)` after a flatten, and for every layer of an
+    /// architecture that does not validate).
+    pub fn in_maps(&self) -> Vec<(usize, usize)> {
+        let shapes = self.arch.validate().unwrap_or_default();
+        let [h, w, _] = self.arch.input;
+        let mut v = Vec::with_capacity(self.arch.layers.len());
+        let mut cur = (h, w);
+        for s in shapes.iter().take(self.arch.layers.len()) {
+            v.push(cur);
+            cur = match *s {
+                Act::Map(h, w, _) => (h, w),
+                Act::Flat(_) => (0, 0),
+            };
+        }
+        v.resize(self.arch.layers.len(), (0, 0));
+        v
+    }
+
     pub fn in_channels(&self) -> Vec<usize> {
         let shapes = self.arch.validate().unwrap_or_default();
         let mut c = self.arch.input[2];
@@ -220,28 +240,14 @@ impl Model {
                 continue;
             }
             h = match (*l, slot) {
-                (
-                    LayerSpec::Conv2d {
-                        stride, padding, ..
-                    },
-                    Slot::Weights(w, b),
-                ) => g.conv2d(
-                    h,
-                    params[w],
-                    b.map(|b| params[b]),
-                    Conv2dParams { stride, padding },
-                ),
-                (
-                    LayerSpec::DepthwiseConv2d {
-                        stride, padding, ..
-                    },
-                    Slot::Weights(w, b),
-                ) => g.depthwise_conv2d(
-                    h,
-                    params[w],
-                    b.map(|b| params[b]),
-                    Conv2dParams { stride, padding },
-                ),
+                (LayerSpec::Conv2d { .. }, Slot::Weights(w, b)) => {
+                    let p = conv_params(l, g.shape(h));
+                    g.conv2d(h, params[w], b.map(|b| params[b]), p)
+                }
+                (LayerSpec::DepthwiseConv2d { .. }, Slot::Weights(w, b)) => {
+                    let p = conv_params(l, g.shape(h));
+                    g.depthwise_conv2d(h, params[w], b.map(|b| params[b]), p)
+                }
                 (LayerSpec::BatchNorm2d, Slot::Norm(gm, bt, s)) => {
                     let (gm, bt, st) = (params[gm], params[bt], &mut self.bn[s]);
                     match relu_pool_after(&self.arch.layers[i + 1..]).filter(|_| fuse) {
@@ -277,8 +283,8 @@ impl Model {
                             params[w],
                             None,
                             Conv2dParams {
-                                stride: bc.stride,
-                                padding: bc.padding,
+                                stride: [bc.stride; 2],
+                                pad: [bc.padding; 4],
                             },
                         );
                         let (gm, bt, st) = (params[gm], params[bt], &mut bn[st]);
@@ -371,9 +377,23 @@ fn relu_pool_after(next: &[LayerSpec]) -> Option<Option<usize>> {
     }
 }
 
+/// The graph's parameters of convolution layer `l` for an NHWC input of shape `x`.
+fn conv_params(l: &LayerSpec, x: &[usize]) -> Conv2dParams {
+    let hw = (
+        x.get(1).copied().unwrap_or(0),
+        x.get(2).copied().unwrap_or(0),
+    );
+    let c = l.conv_shape(hw).expect("a convolution layer");
+    Conv2dParams {
+        stride: c.stride,
+        pad: c.pad,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::arch::{Padding, Pair};
     use rand::SeedableRng;
 
     #[test]
@@ -423,9 +443,9 @@ mod tests {
         assert!(e.contains("layer 2 (batch_norm2d)"), "{e}");
         let mut bad = arch;
         bad.layers[0] = LayerSpec::DepthwiseConv2d {
-            kernel: 11,
-            stride: 1,
-            padding: 1,
+            kernel: Pair::One(11),
+            stride: Pair::One(1),
+            padding: Padding::Sides(1),
             bias: true,
         };
         let e = bad.validate().unwrap_err().to_string();

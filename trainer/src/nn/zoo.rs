@@ -1,15 +1,15 @@
 //! The built-in architectures: ref-cnn (the reference CNN), loc-cnn, grid-det, tiny-resnet and
 //! tiny-inception.
 
-use crate::nn::arch::{ArchSpec, LayerSpec};
+use crate::nn::arch::{ArchSpec, LayerSpec, Padding, Pair};
 
 /// A `kernel`x`kernel` conv, stride 1, same padding.
 fn conv(out_channels: usize, kernel: usize, bias: bool) -> LayerSpec {
     LayerSpec::Conv2d {
         out_channels,
-        kernel,
-        stride: 1,
-        padding: kernel / 2,
+        kernel: Pair::One(kernel),
+        stride: Pair::One(1),
+        padding: Padding::Sides(kernel / 2),
         bias,
     }
 }

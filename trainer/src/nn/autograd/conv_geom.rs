@@ -6,19 +6,33 @@ use super::lanes::Lanes;
 use super::Tensor;
 use serde::{Deserialize, Serialize};
 
-/// Stride and symmetric zero padding of a convolution (same for both spatial axes).
+/// Strides `[rows, columns]` and zero padding `[top, left, bottom, right]` of a
+/// convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conv2dParams {
-    pub stride: usize,
-    pub padding: usize,
+    pub stride: [usize; 2],
+    pub pad: [usize; 4],
 }
 
 impl Default for Conv2dParams {
     fn default() -> Self {
+        Self::square(1, 0)
+    }
+}
+
+impl Conv2dParams {
+    /// One stride for both axes and the same padding on every side.
+    pub fn square(stride: usize, padding: usize) -> Self {
         Self {
-            stride: 1,
-            padding: 0,
+            stride: [stride, stride],
+            pad: [padding; 4],
         }
+    }
+
+    /// The same padding on every side: its value.
+    pub fn symmetric(&self) -> Option<usize> {
+        let p = self.pad[0];
+        self.pad.iter().all(|&q| q == p).then_some(p)
     }
 }
 
@@ -34,8 +48,12 @@ pub(super) struct Geom {
     pub kw: usize,
     pub oh: usize,
     pub ow: usize,
-    pub stride: usize,
-    pub pad: usize,
+    pub sh: usize,
+    pub sw: usize,
+    /// Padding above and left of the input (below and right only set the output size).
+    pub pt: usize,
+    pub pl: usize,
+    pub p: Conv2dParams,
 }
 
 impl Geom {
@@ -47,8 +65,20 @@ impl Geom {
             "conv2d: x has {} channels, w expects {}",
             x[3], w[3]
         );
-        assert!(p.stride >= 1, "conv2d: stride must be >= 1");
-        let (h, wd, kh, kw) = (x[1] + 2 * p.padding, x[2] + 2 * p.padding, w[1], w[2]);
+        Self::with_channels(x, w[0], (w[1], w[2]), p)
+    }
+
+    /// The geometry of `x` convolved by `o` filters of `kh x kw` (any channel count).
+    pub(super) fn with_channels(
+        x: &[usize],
+        o: usize,
+        (kh, kw): (usize, usize),
+        p: Conv2dParams,
+    ) -> Self {
+        let [sh, sw] = p.stride;
+        let [pt, pl, pb, pr] = p.pad;
+        assert!(sh >= 1 && sw >= 1, "conv2d: strides must be >= 1");
+        let (h, wd) = (x[1] + pt + pb, x[2] + pl + pr);
         assert!(
             h >= kh && wd >= kw,
             "conv2d: kernel {kh}x{kw} larger than padded input {h}x{wd}"
@@ -58,13 +88,16 @@ impl Geom {
             h: x[1],
             w: x[2],
             c: x[3],
-            o: w[0],
+            o,
             kh,
             kw,
-            oh: (h - kh) / p.stride + 1,
-            ow: (wd - kw) / p.stride + 1,
-            stride: p.stride,
-            pad: p.padding,
+            oh: (h - kh) / sh + 1,
+            ow: (wd - kw) / sw + 1,
+            sh,
+            sw,
+            pt,
+            pl,
+            p,
         }
     }
     pub(super) fn m(&self) -> usize {
@@ -74,7 +107,12 @@ impl Geom {
         self.kh * self.kw * self.c
     }
     pub(super) fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
+        self.kh == 1 && self.kw == 1 && self.p == Conv2dParams::square(1, 0)
+    }
+    /// Floats of a zero-padded input row from which every output column's window is one
+    /// segment: the left padding, the row, and as much on the right as the windows reach.
+    pub(super) fn padded_row(&self) -> usize {
+        ((self.ow - 1) * self.sw + self.kw).max(self.pl + self.w) * self.c
     }
 }
 

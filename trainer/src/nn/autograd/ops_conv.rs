@@ -83,20 +83,20 @@ fn strided_add(dst: &mut [f32], step: usize, src: &[f32], k: usize, count: usize
 fn im2col(x: &[f32], g: &Geom, cols: &mut [f32]) {
     let (k, c, seg) = (g.k(), g.c, g.kw * g.c);
     debug_assert_eq!(cols.len(), g.m() * k);
-    let mut prow = vec![0.0f32; (g.w + 2 * g.pad) * c];
+    let mut prow = vec![0.0f32; g.padded_row()];
     let zeros = vec![0.0f32; seg];
     for (r, block) in cols.chunks_exact_mut(g.ow * k).enumerate() {
         let (n, oy) = (r / g.oh, r % g.oh);
         for ky in 0..g.kh {
             let dst = &mut block[ky * seg..];
-            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+            let iy = (oy * g.sh + ky) as isize - g.pt as isize;
             if iy < 0 || iy >= g.h as isize {
                 strided_copy(dst, k, &zeros, 0, g.ow, seg);
                 continue;
             }
             let start = (n * g.h + iy as usize) * g.w * c;
-            prow[g.pad * c..(g.pad + g.w) * c].copy_from_slice(&x[start..start + g.w * c]);
-            strided_copy(dst, k, &prow, g.stride * c, g.ow, seg);
+            prow[g.pl * c..(g.pl + g.w) * c].copy_from_slice(&x[start..start + g.w * c]);
+            strided_copy(dst, k, &prow, g.sw * c, g.ow, seg);
         }
     }
 }
@@ -105,19 +105,19 @@ fn im2col(x: &[f32], g: &Geom, cols: &mut [f32]) {
 /// input row at a time through a padded accumulation buffer.
 fn col2im(dcols: &[f32], g: &Geom, dx: &mut [f32]) {
     let (k, c, seg) = (g.k(), g.c, g.kw * g.c);
-    let mut prow = vec![0.0f32; (g.w + 2 * g.pad) * c];
+    let mut prow = vec![0.0f32; g.padded_row()];
     for (r, block) in dcols.chunks_exact(g.ow * k).enumerate() {
         let (n, oy) = (r / g.oh, r % g.oh);
         for ky in 0..g.kh {
-            let iy = (oy * g.stride + ky) as isize - g.pad as isize;
+            let iy = (oy * g.sh + ky) as isize - g.pt as isize;
             if iy < 0 || iy >= g.h as isize {
                 continue;
             }
             prow.fill(0.0);
-            strided_add(&mut prow, g.stride * c, &block[ky * seg..], k, g.ow, seg);
+            strided_add(&mut prow, g.sw * c, &block[ky * seg..], k, g.ow, seg);
             let start = (n * g.h + iy as usize) * g.w * c;
             let d = &mut dx[start..start + g.w * c];
-            for (d, s) in d.iter_mut().zip(&prow[g.pad * c..]) {
+            for (d, s) in d.iter_mut().zip(&prow[g.pl * c..]) {
                 *d += s;
             }
         }
@@ -188,8 +188,9 @@ impl Backward for Conv2dOp {
 
 impl Graph {
     /// 2-D convolution (cross-correlation, as in PyTorch): `x [N, H, W, C]` (NHWC),
-    /// `w [O, KH, KW, C]` (OHWI), optional `b [O]`, zero padding `p.padding` on every side.
-    /// Output `[N, OH, OW, O]` with `OH = (H + 2*pad - KH) / stride + 1`.
+    /// `w [O, KH, KW, C]` (OHWI), optional `b [O]`, zero padding `p.pad` (top, left,
+    /// bottom, right). Output `[N, OH, OW, O]` with `OH = (H + top + bottom - KH) / stride_h
+    /// + 1`.
     pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, p: Conv2dParams) -> Var {
         let g = Geom::new(self.shape(x), self.shape(w), p);
         let (m, k, o) = (g.m(), g.k(), g.o);
@@ -260,8 +261,8 @@ mod tests {
                         let mut acc = b.map_or(0.0, |b| b[[o]] as f64);
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
-                                let iy = (oy * g.stride + ky) as isize - g.pad as isize;
-                                let ix = (ox * g.stride + kx) as isize - g.pad as isize;
+                                let iy = (oy * g.sh + ky) as isize - g.pt as isize;
+                                let ix = (ox * g.sw + kx) as isize - g.pl as isize;
                                 if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                                     continue;
                                 }
@@ -284,56 +285,56 @@ mod tests {
             &[2, 5, 5, 3],
             &[4, 3, 3, 3],
             Conv2dParams {
-                stride: 1,
-                padding: 1,
+                stride: [1; 2],
+                pad: [1; 4],
             },
         ),
         (
             &[2, 5, 5, 3],
             &[4, 3, 3, 3],
             Conv2dParams {
-                stride: 1,
-                padding: 0,
+                stride: [1; 2],
+                pad: [0; 4],
             },
         ),
         (
             &[1, 7, 6, 2],
             &[3, 3, 3, 2],
             Conv2dParams {
-                stride: 2,
-                padding: 1,
+                stride: [2; 2],
+                pad: [1; 4],
             },
         ),
         (
             &[1, 6, 9, 2],
             &[2, 3, 3, 2],
             Conv2dParams {
-                stride: 2,
-                padding: 0,
+                stride: [2; 2],
+                pad: [0; 4],
             },
         ),
         (
             &[2, 4, 5, 3],
             &[5, 1, 1, 3],
             Conv2dParams {
-                stride: 1,
-                padding: 0,
+                stride: [1; 2],
+                pad: [0; 4],
             },
         ),
         (
             &[2, 5, 4, 3],
             &[2, 1, 1, 3],
             Conv2dParams {
-                stride: 2,
-                padding: 0,
+                stride: [2; 2],
+                pad: [0; 4],
             },
         ),
         (
             &[1, 5, 7, 2],
             &[3, 2, 3, 2],
             Conv2dParams {
-                stride: 1,
-                padding: 1,
+                stride: [1; 2],
+                pad: [1; 4],
             },
         ),
     ];
@@ -372,8 +373,8 @@ mod tests {
             w,
             None,
             Conv2dParams {
-                stride: 1,
-                padding: 1,
+                stride: [1; 2],
+                pad: [1; 4],
             },
         );
         assert_eq!(slice(g.value(y)), &[4.0, 4.0, 4.0, 4.0]);
@@ -458,8 +459,8 @@ mod tests {
             w,
             None,
             Conv2dParams {
-                stride: 1,
-                padding: 1,
+                stride: [1; 2],
+                pad: [1; 4],
             },
         );
         let s = g.sum(y);
@@ -498,8 +499,8 @@ mod tests {
     fn reused_buffers_do_not_leak() {
         let mut rng = ChaCha8Rng::seed_from_u64(15);
         let p = Conv2dParams {
-            stride: 1,
-            padding: 1,
+            stride: [1; 2],
+            pad: [1; 4],
         };
         let w = randn(&[8, 3, 3, 8], &mut rng);
         let (xa, xb) = (
@@ -566,8 +567,8 @@ mod tests {
         for (xs, ws, pad) in cases {
             let before = DIRECT_RUNS.with(|r| r.get());
             let p = Conv2dParams {
-                stride: 1,
-                padding: pad,
+                stride: [1; 2],
+                pad: [pad; 4],
             };
             let (x, w, b) = (
                 randn(xs, &mut rng),
@@ -628,8 +629,8 @@ mod tests {
         let x = g.leaf(Tensor::zeros(ndarray::IxDyn(&[0, 6, 6, 8])), true);
         let w = g.leaf(randn(&[4, 3, 3, 8], &mut rng), true);
         let p = Conv2dParams {
-            stride: 1,
-            padding: 1,
+            stride: [1; 2],
+            pad: [1; 4],
         };
         let y = g.conv2d(x, w, None, p);
         assert_eq!(g.shape(y), &[0, 6, 6, 4]);
@@ -641,16 +642,17 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
 
-        /// Any shape, kernel, stride and padding: the forward matches the direct loops, and
-        /// the backward is the adjoint of the (bilinear) forward:
+        /// Any shape, kernel, strides per axis and padding per side: the forward matches the
+        /// direct loops, and the backward is the adjoint of the (bilinear) forward:
         /// `sum(dy * conv(x, w)) == sum(dx * x) == sum(dw * w)`.
         #[test]
         fn forward_matches_reference_and_backward_is_adjoint(
             n in 1usize..3, h in 1usize..9, wd in 1usize..9, c in 1usize..12, o in 1usize..5,
-            kh in 1usize..4, kw in 1usize..4, stride in 1usize..4, pad in 0usize..3, seed in 0u64..1000,
+            kh in 1usize..4, kw in 1usize..4, stride in [1usize..4, 1usize..4],
+            pad in [0usize..3, 0usize..3, 0usize..3, 0usize..3], seed in 0u64..1000,
         ) {
-            proptest::prop_assume!(h + 2 * pad >= kh && wd + 2 * pad >= kw);
-            let p = Conv2dParams { stride, padding: pad };
+            proptest::prop_assume!(h + pad[0] + pad[2] >= kh && wd + pad[1] + pad[3] >= kw);
+            let p = Conv2dParams { stride, pad };
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             let (x, w) = (randn(&[n, h, wd, c], &mut rng), randn(&[o, kh, kw, c], &mut rng));
             let mut g = Graph::new();

@@ -17,24 +17,25 @@ use super::gemm_avx512::{self, Init, Lhs};
 use super::graph::{Backward, GradCtx, Graph, Var};
 use super::{pool, tensor, Tensor};
 
-/// The padded grid of a stride-1 convolution.
+/// The padded grid of a stride-1 convolution with the same padding on every side (`pt`).
 impl Geom {
     fn hp(&self) -> usize {
-        self.h + 2 * self.pad
+        self.h + 2 * self.pt
     }
     fn wp(&self) -> usize {
-        self.w + 2 * self.pad
+        self.w + 2 * self.pt
     }
 }
 
-/// Whether [`Graph::conv2d`] takes this path: no empty dimension, a stride of 1, a square
-/// kernel larger than the padding (so that `dx` is a convolution with padding
-/// `K - 1 - pad`), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
+/// Whether [`Graph::conv2d`] takes this path: no empty dimension, a stride of 1, the same
+/// padding on every side, a square kernel larger than the padding (so that `dx` is a
+/// convolution with padding `K - 1 - pad`), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
 pub(super) fn usable(s: &Geom, mnk: [usize; 3]) -> bool {
     let shape = [s.n, s.h, s.w, s.c, s.o].iter().all(|&d| d > 0)
-        && s.stride == 1
+        && s.p.stride == [1, 1]
+        && s.p.symmetric().is_some()
         && s.kh == s.kw
-        && s.pad < s.kh
+        && s.pt < s.kh
         && s.hp() >= s.kh
         && s.wp() >= s.kw
         && super::gemm::on_this_thread(mnk[0], mnk[1], mnk[2]);
@@ -227,7 +228,7 @@ impl Backward for DirectConvOp {
         let dx = ctx.needs(0).then(|| {
             // dx = conv(dy padded by K - 1 - pad, flipped kernel with swapped channels).
             // `Geom` pads both axes alike: the kernel is square (`usable`).
-            let q = s.kh - 1 - s.pad;
+            let q = s.kh - 1 - s.pt;
             let dyq = pad(dys, s.n, s.oh, s.ow, o, q);
             let mut wf = vec![0.0f32; s.kh * s.kw * o * c];
             for ky in 0..s.kh {
@@ -246,7 +247,9 @@ impl Backward for DirectConvOp {
                 o: c,
                 oh: s.h,
                 ow: s.w,
-                pad: q,
+                pt: q,
+                pl: q,
+                p: super::Conv2dParams::square(1, q),
                 ..*s
             };
             let mut dx = pool::take(s.n * s.h * s.w * c);
@@ -258,7 +261,7 @@ impl Backward for DirectConvOp {
             // The padded input: kept by the forward, or padded again here (and given back).
             let fresh = self.padded.is_none().then(|| {
                 let x = super::slice(ctx.input(0));
-                pad(x, s.n, s.h, s.w, c, s.pad)
+                pad(x, s.n, s.h, s.w, c, s.pt)
             });
             let padded = match (&self.padded, &fresh) {
                 (Some(p), _) | (None, Some(p)) => p,
@@ -321,7 +324,7 @@ impl Graph {
         let (k, o) = (s.k(), s.o);
         // The weights as the right operand, [K, O].
         let wt = pack(Mat::new(ws, o, k).t());
-        let padded = pad(xs, s.n, s.h, s.w, s.c, s.pad);
+        let padded = pad(xs, s.n, s.h, s.w, s.c, s.pt);
         let bias = b.map(|b| super::slice(self.value(b)));
         let mut y = pool::take(s.n * s.oh * s.ow * o);
         product(&padded, &s, s.c, &wt, o, &mut y, bias);

@@ -31,12 +31,12 @@ impl Geom {
             for oy in 0..self.oh {
                 for ox in 0..self.ow {
                     for ky in 0..self.kh {
-                        let iy = (oy * self.stride + ky).wrapping_sub(self.pad);
+                        let iy = (oy * self.sh + ky).wrapping_sub(self.pt);
                         if iy >= self.h {
                             continue;
                         }
                         for kx in 0..self.kw {
-                            let ix = (ox * self.stride + kx).wrapping_sub(self.pad);
+                            let ix = (ox * self.sw + kx).wrapping_sub(self.pl);
                             if ix >= self.w {
                                 continue;
                             }
@@ -161,8 +161,9 @@ mod tests {
     fn depthwise_ref(x: &Tensor, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Tensor {
         let (n, h, wd, c) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
         let (kh, kw) = (w.shape()[1], w.shape()[2]);
-        let oh = (h + 2 * p.padding - kh) / p.stride + 1;
-        let ow = (wd + 2 * p.padding - kw) / p.stride + 1;
+        let ([sh, sw], [pt, pl, pb, pr]) = (p.stride, p.pad);
+        let oh = (h + pt + pb - kh) / sh + 1;
+        let ow = (wd + pl + pr - kw) / sw + 1;
         let mut y = Tensor::zeros(ndarray::IxDyn(&[n, oh, ow, c]));
         for i in 0..n {
             for oy in 0..oh {
@@ -171,8 +172,8 @@ mod tests {
                         let mut acc = b.map_or(0.0, |b| b[[ch]] as f64);
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * p.stride + ky) as isize - p.padding as isize;
-                                let ix = (ox * p.stride + kx) as isize - p.padding as isize;
+                                let iy = (oy * sh + ky) as isize - pt as isize;
+                                let ix = (ox * sw + kx) as isize - pl as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }
@@ -188,12 +189,18 @@ mod tests {
         y
     }
 
-    const CASES: [([usize; 4], [usize; 2], usize, usize); 5] = [
-        ([2, 6, 5, 3], [3, 3], 1, 1),
-        ([1, 7, 7, 4], [3, 3], 2, 1),
-        ([2, 9, 4, 2], [5, 2], 1, 0),
-        ([1, 10, 4, 5], [10, 4], 2, 2),
-        ([1, 3, 3, 1], [3, 3], 1, 0),
+    /// Strides `[rows, columns]`, padding `[top, left, bottom, right]`: TensorFlow's SAME at
+    /// stride 2 pads one side only.
+    /// Input shape, kernel, strides and padding of one case.
+    type Case = ([usize; 4], [usize; 2], [usize; 2], [usize; 4]);
+    const CASES: [Case; 7] = [
+        ([2, 6, 5, 3], [3, 3], [1, 1], [1; 4]),
+        ([1, 7, 7, 4], [3, 3], [2, 2], [1; 4]),
+        ([2, 9, 4, 2], [5, 2], [1, 1], [0; 4]),
+        ([1, 10, 4, 5], [10, 4], [2, 2], [2; 4]),
+        ([1, 3, 3, 1], [3, 3], [1, 1], [0; 4]),
+        ([1, 8, 6, 3], [3, 3], [2, 2], [0, 0, 1, 1]),
+        ([2, 7, 5, 2], [3, 2], [2, 1], [1, 0, 2, 1]),
     ];
 
     #[test]
@@ -204,7 +211,10 @@ mod tests {
             let x = randn(&xs, &mut rng);
             let w = randn(&[c, kh, kw, 1], &mut rng);
             let b = randn(&[c], &mut rng);
-            let p = Conv2dParams { stride, padding };
+            let p = Conv2dParams {
+                stride,
+                pad: padding,
+            };
             for bias in [None, Some(&b)] {
                 let mut g = Graph::new();
                 let (xv, wv) = (g.leaf(x.clone(), false), g.leaf(w.clone(), false));
@@ -230,7 +240,10 @@ mod tests {
             let x = randn(&xs, &mut rng);
             let w = randn(&[c, kh, kw, 1], &mut rng);
             let b = randn(&[c], &mut rng);
-            let p = Conv2dParams { stride, padding };
+            let p = Conv2dParams {
+                stride,
+                pad: padding,
+            };
             gradcheck(
                 |g, v| {
                     let y = g.depthwise_conv2d(v[0], v[1], Some(v[2]), p);
@@ -243,7 +256,7 @@ mod tests {
                     rel: 1e-2,
                 },
             )
-            .unwrap_or_else(|e| panic!("{xs:?} k{kh}x{kw} s{stride} p{padding}: {e:?}"));
+            .unwrap_or_else(|e| panic!("{xs:?} k{kh}x{kw} s{stride:?} p{padding:?}: {e:?}"));
         }
     }
 }
