@@ -5,7 +5,7 @@ use tests::temp_dir;
 use trainer::commands::data::DataArgs;
 use trainer::commands::demo::{journey, DemoArgs};
 use trainer::commands::eval::{cmd_eval, EvalArgs};
-use trainer::commands::export::{cmd_export, ExportArgs};
+use trainer::commands::export::{cmd_export, ExportArgs, RoundingArg};
 
 #[test]
 fn demo_report_matches_the_separate_commands() {
@@ -85,6 +85,7 @@ fn demo_report_matches_the_separate_commands() {
         vectors: None,
         vector_count: 0,
         any_data: false,
+        rounding: RoundingArg::Single,
         json: true,
     })
     .unwrap();

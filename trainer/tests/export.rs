@@ -3,7 +3,7 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::data::source::DataSource;
-use trainer::deploy::export::{deploy_forward, fold, quantize, Deploy};
+use trainer::deploy::export::{deploy_forward, fold, quantize, quantize_with, Deploy};
 use trainer::nn::arch::{ArchSpec, LayerSpec};
 use trainer::nn::model::Model;
 use trainer::train::{train_silent, TrainConfig};
@@ -494,4 +494,11 @@ fn same_padding_and_non_square_kernels_export_to_the_runtime() {
     let rt = runtime::Model::from_bytes(&blob).unwrap();
     assert_eq!((m.arch.macs(), rt.macs()), (macs, macs));
     agreement(&m, &blob, &test_set, 90);
+    // With TensorFlow Lite's rounding (the runtime's SSAT loops): the same agreement.
+    let tfl = quantize_with(&m, &train_set, 200, runtime::Rounding::Double).unwrap();
+    assert_eq!(
+        runtime::decode_def(&tfl).unwrap().rounding,
+        runtime::Rounding::Double
+    );
+    agreement(&m, &tfl, &test_set, 90);
 }

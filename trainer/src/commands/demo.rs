@@ -9,7 +9,7 @@ use crate::commands::compare::{compare, CompareArgs};
 use crate::commands::data::DataArgs;
 use crate::commands::detect::{cmd_detect, DetectArgs};
 use crate::commands::eval::{cmd_eval, EvalArgs};
-use crate::commands::export::{cmd_export, ExportArgs};
+use crate::commands::export::{cmd_export, ExportArgs, RoundingArg};
 use crate::commands::train::{cmd_train, TrainArgs};
 use crate::commands::visualize::{cmd_visualize, VisualizeArgs};
 use crate::deploy::device;
@@ -218,6 +218,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                 vectors: Some(vectors.clone()),
                 vector_count: a.device_images,
                 any_data: false,
+                rounding: RoundingArg::Single,
                 json: false,
             })
         },
@@ -433,6 +434,7 @@ fn detector_steps(a: &DemoArgs, dir: &Path, total: usize) -> anyhow::Result<Dete
                     vectors: None,
                     vector_count: 0,
                     any_data: false,
+                    rounding: RoundingArg::Single,
                     json: false,
                 })?;
                 let rows = cmd_detect(&DetectArgs {

@@ -3,7 +3,7 @@
 
 use crate::commands::data::DataArgs;
 use crate::data::source::data_name;
-use crate::deploy::export::{quantize, run_int8};
+use crate::deploy::export::{quantize_with, run_int8};
 use crate::deploy::run::test_vectors_for;
 use crate::train::Checkpoint;
 use anyhow::bail;
@@ -32,9 +32,29 @@ pub struct ExportArgs {
     /// Calibrate on these images even if the checkpoint was trained on others.
     #[arg(long)]
     pub any_data: bool,
+    /// The blob's requantization rounding: `single` (one rounding of the 64-bit product) or
+    /// `tflite` (TensorFlow Lite's two roundings, which the runtime's fastest loops take).
+    #[arg(long, value_enum, default_value_t = RoundingArg::Single)]
+    pub rounding: RoundingArg,
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--rounding`'s values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoundingArg {
+    Single,
+    Tflite,
+}
+
+impl RoundingArg {
+    pub fn runtime(self) -> runtime::Rounding {
+        match self {
+            RoundingArg::Single => runtime::Rounding::Single,
+            RoundingArg::Tflite => runtime::Rounding::Double,
+        }
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,7 +109,7 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
     }
     // `quantize` has validated the blob (the writer loads what it writes); loaded once more
     // here to run it, and that one model serves the accuracy, the decoders and the vectors.
-    let blob = quantize(&ck.model, &train_set, a.calibration)?;
+    let blob = quantize_with(&ck.model, &train_set, a.calibration, a.rounding.runtime())?;
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (arena_bytes, macs) = (rt.arena_bytes(), rt.macs());
     let out_q = rt.def().output.quant;

@@ -25,7 +25,7 @@ pub struct TrainCmd {
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Built-in architecture (ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception) or a
+    /// Built-in architecture (ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception, ds-cnn) or a
     /// .toml/.json architecture file.
     #[arg(long, default_value = "ref-cnn")]
     pub arch: String,

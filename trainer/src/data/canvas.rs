@@ -27,6 +27,28 @@ pub fn resize_bilinear(src: &[u8], sh: usize, sw: usize, dh: usize, dw: usize) -
     out
 }
 
+/// Grayscale images resized (bilinear) to `h x w` and, for `c = 3`, the gray value in each of
+/// three channels: the bundled digits for an architecture of another input.
+pub fn resized(d: &Dataset, h: usize, w: usize, c: usize) -> Dataset {
+    let (sh, sw) = (d.h, d.w);
+    let mut pixels = Vec::with_capacity(d.len() * h * w * c);
+    for img in d.pixels.chunks_exact(sh * sw * d.c) {
+        let gray: Vec<u8> = img.iter().step_by(d.c).copied().collect();
+        for v in resize_bilinear(&gray, sh, sw, h, w) {
+            pixels.extend(std::iter::repeat_n(v, c));
+        }
+    }
+    Dataset {
+        h,
+        w,
+        c,
+        pixels,
+        labels: d.labels.clone(),
+        boxes: Vec::new(),
+        objects: Vec::new(),
+    }
+}
+
 /// Tight box `(x0, y0, x1, y1)` of the non-zero pixels, exclusive ends; `None` if all zero.
 pub fn tight_box(img: &[u8], h: usize, w: usize) -> Option<(usize, usize, usize, usize)> {
     let mut b: Option<(usize, usize, usize, usize)> = None;

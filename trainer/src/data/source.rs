@@ -121,7 +121,7 @@ impl DataSource {
             return Ok((tr, te));
         }
         if !arch.boxes {
-            return Ok((train, test));
+            return Ok(fit_digits(self.data.is_none(), arch, train, test));
         }
         // Each training digit appears on three canvases (other scale and place): cheap augmentation.
         let tr = crate::data::canvas::single_object(
@@ -198,6 +198,34 @@ impl DataSource {
             (train, test, false) => (train.unwrap_or(TRAIN_COUNT), test.unwrap_or(TEST_COUNT)),
         }
     }
+}
+
+/// The bundled digits (`bundled`: no `--data`) fitted to a classifier of another input size
+/// or channel count: resized and, for three channels, gray in each, said on stderr. Other
+/// data is returned as it is (a size that differs is refused where the model meets it).
+fn fit_digits(bundled: bool, arch: &ArchSpec, train: Dataset, test: Dataset) -> (Dataset, Dataset) {
+    let [h, w, c] = arch.input;
+    if !bundled || (train.h, train.w, train.c) == (h, w, c) || !matches!(c, 1 | 3) {
+        return (train, test);
+    }
+    let resized = if (train.h, train.w) == (h, w) {
+        String::new()
+    } else {
+        format!(" resized to {h}x{w}")
+    };
+    let rgb = if c == 3 {
+        ", gray in each of R, G, B,"
+    } else {
+        ""
+    };
+    eprintln!(
+        "data: the bundled {}x{} digits{resized}{rgb} for {}'s input",
+        train.h, train.w, arch.name
+    );
+    (
+        crate::data::canvas::resized(&train, h, w, c),
+        crate::data::canvas::resized(&test, h, w, c),
+    )
 }
 
 /// The detection test set every detector is scored on (the grid detector's, `detect`'s): 1,000

@@ -478,6 +478,19 @@ fn tensor_quants(nodes: &[DeployNode], ranges: &[(f32, f32)]) -> anyhow::Result<
 
 /// Quantizes the folded network and writes the blob (validated by the runtime's own loader).
 pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Result<Vec<u8>> {
+    quantize_with(model, calib, n_calib, runtime::Rounding::Single)
+}
+
+/// [`quantize`] with the blob's requantization rounding: [`runtime::Rounding::Single`]
+/// (this project's, one rounding of the 64-bit product) or [`runtime::Rounding::Double`]
+/// (TensorFlow Lite's, whose layers the runtime's SSAT loops take: the patch path's six
+/// lanes, the depthwise planes and runs, the fully connected triples).
+pub fn quantize_with(
+    model: &Model,
+    calib: &Dataset,
+    n_calib: usize,
+    rounding: runtime::Rounding,
+) -> anyhow::Result<Vec<u8>> {
     let arch = &model.arch;
     let nodes = fold(model)?;
     // Before calibration (the slow part), the limit the device format sets.
@@ -631,7 +644,7 @@ pub fn quantize(model: &Model, calib: &Dataset, n_calib: usize) -> anyhow::Resul
         }
     };
     let owned = OwnedModel {
-        rounding: runtime::Rounding::Single,
+        rounding,
         name: arch.name.clone(),
         input: TensorSpec {
             shape: Shape::new(

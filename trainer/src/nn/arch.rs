@@ -332,7 +332,7 @@ pub enum ArchError {
     },
     #[error("architecture '{arch}': {why}")]
     Whole { arch: String, why: String },
-    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception)")]
+    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception, ds-cnn)")]
     Unknown(String),
 }
 
@@ -408,6 +408,7 @@ impl ArchSpec {
             "grid-det" => Ok(ArchSpec::grid_det()),
             "tiny-resnet" => Ok(ArchSpec::tiny_resnet()),
             "tiny-inception" => Ok(ArchSpec::tiny_inception()),
+            "ds-cnn" => Ok(ArchSpec::ds_cnn()),
             other => Err(ArchError::Unknown(other.into())),
         }
     }

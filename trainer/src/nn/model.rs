@@ -579,6 +579,7 @@ mod tests {
             "grid-det",
             "tiny-resnet",
             "tiny-inception",
+            "ds-cnn",
         ] {
             let mut rng = ChaCha8Rng::seed_from_u64(5);
             let arch = ArchSpec::builtin(name).unwrap();

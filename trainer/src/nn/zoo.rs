@@ -1,7 +1,7 @@
-//! The built-in architectures: ref-cnn (the reference CNN), loc-cnn, grid-det, tiny-resnet and
-//! tiny-inception.
+//! The built-in architectures: ref-cnn (the reference CNN), loc-cnn, grid-det, tiny-resnet,
+//! tiny-inception and MLPerf Tiny's keyword-spotting DS-CNN.
 
-use crate::nn::arch::{ArchSpec, LayerSpec, Padding, Pair};
+use crate::nn::arch::{ArchSpec, LayerSpec, PadMode, Padding, Pair};
 
 /// A `kernel`x`kernel` conv, stride 1, same padding.
 fn conv(out_channels: usize, kernel: usize, bias: bool) -> LayerSpec {
@@ -141,5 +141,72 @@ impl ArchSpec {
             linear(10),
         ];
         digits("tiny-inception", [28, 28, 1], &[stem_16(), blocks])
+    }
+
+    /// MLPerf Tiny's keyword-spotting DS-CNN (github `mlcommons/tiny`,
+    /// `benchmark/training/keyword_spotting/keras_model.py`, `ds_cnn`) on a 49x10x1 input: a
+    /// 10x4 stride-2 convolution of 64 with SAME padding, BatchNorm, ReLU and dropout 0.2, four
+    /// depthwise-separable blocks (3x3 depthwise SAME, BatchNorm, ReLU; 1x1 convolution of 64,
+    /// BatchNorm, ReLU), dropout 0.4, the average of the 25x5 map and a linear classifier (ten
+    /// classes here, twelve keywords there). Its convolutions have the MACs of MLPerf's
+    /// reference model; trained on the bundled digits resized to 49x10.
+    pub fn ds_cnn() -> ArchSpec {
+        let same = Padding::Mode(PadMode::Same);
+        let relu_bn = [LayerSpec::BatchNorm2d, LayerSpec::Relu];
+        let mut layers = vec![LayerSpec::Conv2d {
+            out_channels: 64,
+            kernel: Pair::Two([10, 4]),
+            stride: Pair::One(2),
+            padding: same,
+            bias: true,
+        }];
+        layers.extend(relu_bn);
+        layers.push(LayerSpec::Dropout { p: 0.2 });
+        for _ in 0..4 {
+            layers.push(LayerSpec::DepthwiseConv2d {
+                kernel: Pair::One(3),
+                stride: Pair::One(1),
+                padding: same,
+                bias: true,
+            });
+            layers.extend(relu_bn);
+            layers.push(LayerSpec::Conv2d {
+                out_channels: 64,
+                kernel: Pair::One(1),
+                stride: Pair::One(1),
+                padding: same,
+                bias: true,
+            });
+            layers.extend(relu_bn);
+        }
+        layers.extend([
+            LayerSpec::Dropout { p: 0.4 },
+            LayerSpec::GlobalAvgPool,
+            linear(10),
+        ]);
+        digits("ds-cnn", [49, 10, 1], &[layers])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::nn::arch::{Act, ArchSpec};
+
+    /// The DS-CNN's shapes and MACs, by hand from MLPerf Tiny's definition: TensorFlow's SAME
+    /// pads the 10x4 stride-2 convolution's 49x10 input by 4 rows above and 5 below and one
+    /// column on each side, to 25x5x64; the four blocks keep it. Its convolutions' MACs are
+    /// the reference model's: 320,000 + 4 x (72,000 + 512,000), plus 640 for a ten-way
+    /// classifier (`kws_ref_model.tflite` has 768 for twelve keywords).
+    #[test]
+    fn ds_cnn_has_mlperfs_shapes_and_macs() {
+        let a = ArchSpec::ds_cnn();
+        let acts = a.validate().unwrap();
+        assert_eq!(acts[0], Act::Map(25, 5, 64));
+        assert!(acts[..acts.len() - 2]
+            .iter()
+            .skip(1)
+            .all(|&s| s == Act::Map(25, 5, 64)));
+        assert_eq!(a.layers[0].conv_shape((49, 10)).unwrap().pad, [4, 1, 5, 1]);
+        assert_eq!(a.macs(), 320_000 + 4 * (72_000 + 512_000) + 640);
     }
 }
