@@ -332,7 +332,7 @@ pub enum ArchError {
     },
     #[error("architecture '{arch}': {why}")]
     Whole { arch: String, why: String },
-    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception, ds-cnn)")]
+    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception, ds-cnn, resnet-8, mobilenet-v1)")]
     Unknown(String),
 }
 
@@ -409,6 +409,8 @@ impl ArchSpec {
             "tiny-resnet" => Ok(ArchSpec::tiny_resnet()),
             "tiny-inception" => Ok(ArchSpec::tiny_inception()),
             "ds-cnn" => Ok(ArchSpec::ds_cnn()),
+            "resnet-8" => Ok(ArchSpec::resnet_8()),
+            "mobilenet-v1" => Ok(ArchSpec::mobilenet_v1()),
             other => Err(ArchError::Unknown(other.into())),
         }
     }

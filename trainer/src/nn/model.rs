@@ -580,6 +580,8 @@ mod tests {
             "tiny-resnet",
             "tiny-inception",
             "ds-cnn",
+            "resnet-8",
+            "mobilenet-v1",
         ] {
             let mut rng = ChaCha8Rng::seed_from_u64(5);
             let arch = ArchSpec::builtin(name).unwrap();

@@ -1,5 +1,6 @@
 //! The built-in architectures: ref-cnn (the reference CNN), loc-cnn, grid-det, tiny-resnet,
-//! tiny-inception and MLPerf Tiny's keyword-spotting DS-CNN.
+//! tiny-inception, and MLPerf Tiny's keyword-spotting DS-CNN, image-classification ResNet-8
+//! and visual-wake-words MobileNetV1.
 
 use crate::nn::arch::{ArchSpec, LayerSpec, PadMode, Padding, Pair};
 
@@ -186,6 +187,88 @@ impl ArchSpec {
         ]);
         digits("ds-cnn", [49, 10, 1], &[layers])
     }
+
+    /// MLPerf Tiny's image-classification ResNet-8 (github `mlcommons/tiny`,
+    /// `benchmark/training/image_classification/keras_model.py`, `resnet_v1_eembc`) on a
+    /// 32x32x3 input: a 3x3 convolution of 16, BatchNorm, ReLU, three residual stacks of 16,
+    /// 32 (stride 2) and 64 (stride 2) channels, the average of the 8x8 map and a linear
+    /// classifier. Its MACs are the reference model's. Two differences from the Keras model,
+    /// both in [`LayerSpec::Residual`]: the strided 3x3 convolutions pad one row and column on
+    /// each side where TensorFlow's SAME pads only below and right (the same output size),
+    /// and the 1x1 projections have a BatchNorm. Trained on the bundled digits resized to
+    /// 32x32, gray in each of R, G, B.
+    pub fn resnet_8() -> ArchSpec {
+        let residual = |out_channels, stride| LayerSpec::Residual {
+            out_channels,
+            stride,
+        };
+        let layers = vec![
+            conv(16, 3, true),
+            LayerSpec::BatchNorm2d,
+            LayerSpec::Relu,
+            residual(16, 1),
+            residual(32, 2),
+            residual(64, 2),
+            LayerSpec::GlobalAvgPool,
+            linear(10),
+        ];
+        digits("resnet-8", [32, 32, 3], &[layers])
+    }
+
+    /// MobileNetV1 with width multiplier 0.25 at 96x96x3, as MLPerf Tiny's visual wake words
+    /// (github `mlcommons/tiny`, `benchmark/training/visual_wake_words/vww_model.py`): a 3x3
+    /// stride-2 convolution of 8, then thirteen depthwise-separable blocks (3x3 depthwise,
+    /// BatchNorm, ReLU; 1x1 convolution, BatchNorm, ReLU) of 16, 32, 32, 64, 64, 128 x 6, 256
+    /// and 256 channels, the strided ones at 32, 64, 128 and the first 256, all with
+    /// TensorFlow's SAME padding; the average of the 3x3 map and a linear classifier (ten
+    /// classes here, two there). Its MACs are the reference model's but for the classifier.
+    /// Trained on the bundled digits resized to 96x96, gray in each of R, G, B.
+    pub fn mobilenet_v1() -> ArchSpec {
+        let same = Padding::Mode(PadMode::Same);
+        let relu_bn = [LayerSpec::BatchNorm2d, LayerSpec::Relu];
+        let mut layers = vec![LayerSpec::Conv2d {
+            out_channels: 8,
+            kernel: Pair::One(3),
+            stride: Pair::One(2),
+            padding: same,
+            bias: false,
+        }];
+        layers.extend(relu_bn);
+        let blocks: [(usize, usize); 13] = [
+            (16, 1),
+            (32, 2),
+            (32, 1),
+            (64, 2),
+            (64, 1),
+            (128, 2),
+            (128, 1),
+            (128, 1),
+            (128, 1),
+            (128, 1),
+            (128, 1),
+            (256, 2),
+            (256, 1),
+        ];
+        for (out_channels, stride) in blocks {
+            layers.push(LayerSpec::DepthwiseConv2d {
+                kernel: Pair::One(3),
+                stride: Pair::One(stride),
+                padding: same,
+                bias: false,
+            });
+            layers.extend(relu_bn);
+            layers.push(LayerSpec::Conv2d {
+                out_channels,
+                kernel: Pair::One(1),
+                stride: Pair::One(1),
+                padding: same,
+                bias: false,
+            });
+            layers.extend(relu_bn);
+        }
+        layers.extend([LayerSpec::GlobalAvgPool, linear(10)]);
+        digits("mobilenet-v1", [96, 96, 3], &[layers])
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +280,50 @@ mod tests {
     /// column on each side, to 25x5x64; the four blocks keep it. Its convolutions' MACs are
     /// the reference model's: 320,000 + 4 x (72,000 + 512,000), plus 640 for a ten-way
     /// classifier (`kws_ref_model.tflite` has 768 for twelve keywords).
+    /// ResNet-8's MACs, by hand: the stem 32x32x16x27; the first stack 2 x 32x32x16x144; the
+    /// second 16x16x32 x (144 + 288 + 16); the third 8x8x64 x (288 + 576 + 32); the classifier
+    /// 640: 12,501,632, MLPerf Tiny's reference model's (`pretrainedResnet_quant.tflite`).
+    #[test]
+    fn resnet_8_has_mlperfs_macs() {
+        let a = ArchSpec::resnet_8();
+        let acts = a.validate().unwrap();
+        assert_eq!(acts[5], Act::Map(8, 8, 64));
+        let macs = 32 * 32 * 16 * 27
+            + 2 * 32 * 32 * 16 * 144
+            + 16 * 16 * 32 * (144 + 288 + 16)
+            + 8 * 8 * 64 * (288 + 576 + 32)
+            + 640;
+        assert_eq!((a.macs(), macs), (12_501_632, 12_501_632));
+    }
+
+    /// MobileNetV1 0.25's MACs, by hand per block (depthwise 9 per output, pointwise the input
+    /// channels per output) at 48, 24, 12, 6 and 3 pixels a side: MLPerf Tiny's reference model
+    /// has 7,489,664 with its two-way classifier (512 MACs), this one 2,560 for ten classes.
+    #[test]
+    fn mobilenet_v1_has_mlperfs_macs() {
+        let a = ArchSpec::mobilenet_v1();
+        let px = |n: usize| n * n;
+        let block = |n: usize, c_in: usize, c_out: usize, s: usize| {
+            px(n / s) * c_in * 9 + px(n / s) * c_out * c_in
+        };
+        let macs = px(48) * 8 * 27
+            + block(48, 8, 16, 1)
+            + block(48, 16, 32, 2)
+            + block(24, 32, 32, 1)
+            + block(24, 32, 64, 2)
+            + block(12, 64, 64, 1)
+            + block(12, 64, 128, 2)
+            + 5 * block(6, 128, 128, 1)
+            + block(6, 128, 256, 2)
+            + block(3, 256, 256, 1);
+        assert_eq!(macs + 512, 7_489_664);
+        assert_eq!(a.macs(), macs + 2_560);
+        assert_eq!(
+            a.validate().unwrap().iter().rev().nth(2),
+            Some(&Act::Map(3, 3, 256))
+        );
+    }
+
     #[test]
     fn ds_cnn_has_mlperfs_shapes_and_macs() {
         let a = ArchSpec::ds_cnn();
