@@ -44,6 +44,14 @@ fn perturbed(arch: ArchSpec, seed: u64) -> Model {
     m
 }
 
+/// The largest absolute difference between two outputs of the same shape.
+fn max_diff(a: &ndarray::ArrayD<f32>, b: &ndarray::ArrayD<f32>) -> f32 {
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// Folded float network == unfolded network in eval mode. Tolerance: 1e-4 absolute on logits
 /// of magnitude ~1-10 (f32 reassociation of the folded scale only).
 #[test]
@@ -55,11 +63,7 @@ fn folding_preserves_eval_outputs() {
     let folded = fold(&m).unwrap();
     assert_eq!(folded.len(), 3, "conv+bn+relu+pool twice, then linear");
     let got = deploy_forward(&folded, x).pop().unwrap();
-    let max = want
-        .iter()
-        .zip(got.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_diff(&want, &got);
     assert!(max < 1e-4, "max |folded - unfolded| = {max}");
 }
 
@@ -122,11 +126,7 @@ fn folding_graph_models_preserves_eval_outputs() {
         assert_eq!(count(|d| matches!(d, Deploy::Add { .. })), adds);
         assert_eq!(count(|d| matches!(d, Deploy::Concat)), concats);
         let got = deploy_forward(&folded, x.clone()).pop().unwrap();
-        let max = want
-            .iter()
-            .zip(got.iter())
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let max = max_diff(&want, &got);
         assert!(
             max < 1e-3,
             "{}: max |folded - unfolded| = {max}",
@@ -290,11 +290,7 @@ fn depthwise_separable_models_fold_and_count_like_the_runtime() {
         .count();
     assert_eq!((folded.len(), depthwise), (7, 2), "{folded:?}");
     let got = deploy_forward(&folded, x).pop().unwrap();
-    let max = want
-        .iter()
-        .zip(got.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_diff(&want, &got);
     assert!(max < 1e-4, "max |folded - unfolded| = {max}");
     let blob = quantize(&m, &train_set, 20).unwrap();
     let rt = runtime::Model::from_bytes(&blob).unwrap();
@@ -459,11 +455,7 @@ fn same_padding_and_non_square_kernels_export_to_the_runtime() {
     let (x, _) = train_set.batch(&(0..32).collect::<Vec<_>>());
     let want = m.predict(x.clone());
     let got = deploy_forward(&fold(&m).unwrap(), x).pop().unwrap();
-    let max = want
-        .iter()
-        .zip(got.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let max = max_diff(&want, &got);
     assert!(max < 1e-4, "max |folded - unfolded| = {max}");
     let blob = quantize(&m, &train_set, 200).unwrap();
     let def = runtime::decode_def(&blob).unwrap();
