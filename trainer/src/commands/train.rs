@@ -26,7 +26,7 @@ pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Built-in architecture (ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception, ds-cnn,
-    /// resnet-8, mobilenet-v1) or a .toml/.json architecture file.
+    /// resnet-8, mobilenet-v1, mobilenet-v1-32) or a .toml/.json architecture file.
     #[arg(long, default_value = "ref-cnn")]
     pub arch: String,
     /// Passes over the training split.

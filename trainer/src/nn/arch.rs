@@ -332,7 +332,7 @@ pub enum ArchError {
     },
     #[error("architecture '{arch}': {why}")]
     Whole { arch: String, why: String },
-    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception, ds-cnn, resnet-8, mobilenet-v1)")]
+    #[error("unknown built-in architecture '{0}' (built in: ref-cnn, loc-cnn, grid-det, tiny-resnet, tiny-inception, ds-cnn, resnet-8, mobilenet-v1, mobilenet-v1-32)")]
     Unknown(String),
 }
 
@@ -411,6 +411,7 @@ impl ArchSpec {
             "ds-cnn" => Ok(ArchSpec::ds_cnn()),
             "resnet-8" => Ok(ArchSpec::resnet_8()),
             "mobilenet-v1" => Ok(ArchSpec::mobilenet_v1()),
+            "mobilenet-v1-32" => Ok(ArchSpec::mobilenet_v1_32()),
             other => Err(ArchError::Unknown(other.into())),
         }
     }

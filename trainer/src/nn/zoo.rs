@@ -224,6 +224,17 @@ impl ArchSpec {
     /// classes here, two there). Its MACs are the reference model's but for the classifier.
     /// Trained on the bundled digits resized to 96x96, gray in each of R, G, B.
     pub fn mobilenet_v1() -> ArchSpec {
+        Self::mobilenet_v1_at("mobilenet-v1", [96, 96, 3])
+    }
+
+    /// [`ArchSpec::mobilenet_v1`] for small inputs: the same layers at 32x32x3, down to a
+    /// 1x1 map (its five strides halve 32 five times).
+    pub fn mobilenet_v1_32() -> ArchSpec {
+        Self::mobilenet_v1_at("mobilenet-v1-32", [32, 32, 3])
+    }
+
+    /// MobileNetV1 0.25 on an `input` of any size.
+    fn mobilenet_v1_at(name: &str, input: [usize; 3]) -> ArchSpec {
         let same = Padding::Mode(PadMode::Same);
         let relu_bn = [LayerSpec::BatchNorm2d, LayerSpec::Relu];
         let mut layers = vec![LayerSpec::Conv2d {
@@ -267,7 +278,7 @@ impl ArchSpec {
             layers.extend(relu_bn);
         }
         layers.extend([LayerSpec::GlobalAvgPool, linear(10)]);
-        digits("mobilenet-v1", [96, 96, 3], &[layers])
+        digits(name, input, &[layers])
     }
 }
 
@@ -321,6 +332,13 @@ mod tests {
         assert_eq!(
             a.validate().unwrap().iter().rev().nth(2),
             Some(&Act::Map(3, 3, 256))
+        );
+        // The small-input variant: the same layers at 32x32, the last map 1x1.
+        let small = ArchSpec::mobilenet_v1_32();
+        assert_eq!(small.layers, a.layers);
+        assert_eq!(
+            small.validate().unwrap().iter().rev().nth(2),
+            Some(&Act::Map(1, 1, 256))
         );
     }
 
