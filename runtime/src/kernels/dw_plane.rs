@@ -26,7 +26,7 @@ const ROWS: usize = 4;
 fn takes(g: &ConvGeom, st: &Stage) -> bool {
     (g.k_h, g.k_w, g.stride_h, g.stride_w, g.pool_k, g.pool_s) == (3, 3, 1, 1, 1, 1)
         && g.out_h >= ROWS
-        && (g.out_h + 2).saturating_mul(g.out_w + 2) <= PLANE_MAX
+        && (g.out_h.saturating_add(2)).saturating_mul(g.out_w.saturating_add(2)) <= PLANE_MAX
         && st.ssat_layer(SSAT_MAX_SHIFT)
 }
 
@@ -79,16 +79,22 @@ pub fn depthwise_plane(
     output: &mut [i8],
     scratch: &mut [u32],
 ) -> bool {
+    if !takes(g, st) || !st.ssat_form(SSAT_MAX_SHIFT) {
+        return false;
+    }
+    // `takes` bounds the plane, so `hp * wp` is at most PLANE_MAX; every other size is
+    // checked (a caller of the public kernel may pass any geometry).
     let (hp, wp) = (g.out_h + 2, g.out_w + 2);
     let c_n = g.in_c;
-    let fits = takes(g, st)
-        && st.ssat_form(SSAT_MAX_SHIFT)
-        && g.in_h + g.pad_top <= hp
-        && g.in_w + g.pad_left <= wp
+    let size = |a: usize, b: usize, c: usize| a.checked_mul(b)?.checked_mul(c);
+    let fits = g.in_h.checked_add(g.pad_top).is_some_and(|v| v <= hp)
+        && g.in_w.checked_add(g.pad_left).is_some_and(|v| v <= wp)
         && g.out_c == c_n
-        && weights.len() >= 9 * c_n
-        && input.len() >= g.in_h * g.in_w * c_n
-        && output.len() >= g.out_h * g.out_w * c_n
+        && c_n.checked_mul(9).is_some_and(|n| n <= weights.len())
+        && size(g.in_h, g.in_w, c_n).is_some_and(|n| n <= input.len())
+        && size(g.out_h, g.out_w, c_n).is_some_and(|n| n <= output.len())
+        && c_n.checked_mul(4).is_some_and(|n| n <= st.bias.len())
+        && c_n.checked_mul(8).is_some_and(|n| n <= st.requant.len())
         && (-128..=127).contains(&st.zero_point);
     let plane: &mut [u16] = bytemuck::cast_slice_mut(scratch);
     let Some(plane) = plane.get_mut(..hp * wp).filter(|_| fits) else {

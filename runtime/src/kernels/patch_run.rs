@@ -93,7 +93,10 @@ pub fn patch_channels(
         imp::patch_channels(patch, (weights, taps), (bias, requant), out, &mut w);
     }
     for oc in whole..out_c {
-        let last = weights.get(oc * taps..(oc + 1) * taps).unwrap_or_default();
+        // Within `weights`: `fits` checked `taps * out_c` against its length.
+        let Some(last) = weights.get(oc * taps..(oc + 1) * taps) else {
+            return false;
+        };
         let mut copy = [0i8; TAIL_MAX.next_multiple_of(4)];
         match copy.get_mut(..taps) {
             Some(c) => {
@@ -159,7 +162,8 @@ fn channel(patch: &[u32], w: &[i8], (bias, requant, zp): (&[u8], &[u8], i32)) ->
         }
     }
     // The parts as the device derives them from the raw shift (`e = -shift`, `2^e` by LSL,
-    // halved by LSR), so a shift outside `-31..=-1` would compute here what it computes there.
+    // halved by LSR): for the shifts the loader accepts (`e` in `-30..=31`) this computes what
+    // the device does (past 31 the device's ASR would fill with the sign, not wrap).
     let (m, e) = (word(requant), word(&requant[4..]).wrapping_neg());
     let half = 1u32.checked_shl(e as u32).unwrap_or(0) >> 1;
     acc.map(|a| super::ssat_requant(a, [m, half as i32, e & 31], zp))

@@ -648,6 +648,34 @@ mod tests {
         }
     }
 
+    /// The public depthwise kernel with a geometry no blob can carry (its fields set by hand,
+    /// sizes past 2^32 per axis) and empty slices: nothing to do, no panic (the plane path
+    /// multiplied the plane's sides before checking them).
+    #[test]
+    fn depthwise_with_absurd_geometry_does_not_panic() {
+        let big = 1usize << 33;
+        let g = ConvGeom {
+            in_h: big,
+            in_w: big,
+            in_c: 3,
+            out_c: 3,
+            k_h: 3,
+            k_w: 3,
+            stride_h: 1,
+            pad_top: 1,
+            pad_left: 1,
+            conv_h: big,
+            conv_w: big,
+            pool_k: 1,
+            pool_s: 1,
+            out_h: big,
+            out_w: big,
+            stride_w: 1,
+        };
+        let st = stage(&[], &[], 0, false);
+        depthwise_conv2d(&[], 0, &[], &g, &st, &mut [], &mut [0u32; 4]);
+    }
+
     /// A zero multiplier with shift 0 (what `Requant::from_real(0.0)` encodes) under
     /// TensorFlow Lite's rounding: every output is the zero point. The patch loop derives its
     /// rounding from the stored shift, where `e = 0` would round negative sums to the zero
