@@ -93,10 +93,10 @@ pub fn patch_channels(
         imp::patch_channels(patch, (weights, taps), (bias, requant), out, &mut w);
     }
     for oc in whole..out_c {
-        // Within `weights`: `fits` checked `taps * out_c` against its length.
-        let Some(last) = weights.get(oc * taps..(oc + 1) * taps) else {
-            return false;
-        };
+        // Within `weights` (`fits` checked `taps * out_c` against its length): never the
+        // empty default. A `let ... else` here cost image classification 10,600 instructions
+        // through the loop's inlining.
+        let last = weights.get(oc * taps..(oc + 1) * taps).unwrap_or_default();
         let mut copy = [0i8; TAIL_MAX.next_multiple_of(4)];
         match copy.get_mut(..taps) {
             Some(c) => {
