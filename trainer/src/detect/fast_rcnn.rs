@@ -151,10 +151,7 @@ impl TwoStage {
 
 /// The shared feature map `[N, 16, 16, 16]` of a batch of canvases `[N, 64, 64, 1]`.
 pub fn trunk(g: &mut Graph, x: Var, p: &[Var]) -> Var {
-    let same = Conv2dParams {
-        stride: [1; 2],
-        pad: [1; 4],
-    };
+    let same = Conv2dParams::square(1, 1);
     let h = g.conv2d(x, p[CONV1_W], Some(p[CONV1_B]), same);
     let h = g.relu(h);
     let h = g.max_pool2d(h, 2, 2);

@@ -88,20 +88,9 @@ pub fn rpn_macs() -> f32 {
 
 /// Objectness logits `[N * cells * anchors, 1]` and offsets `[N * cells * anchors, 4]`.
 pub fn rpn(g: &mut Graph, feat: Var, p: &[Var]) -> (Var, Var) {
-    let h = g.conv2d(
-        feat,
-        p[RPN_W],
-        Some(p[RPN_B]),
-        Conv2dParams {
-            stride: [1; 2],
-            pad: [1; 4],
-        },
-    );
+    let h = g.conv2d(feat, p[RPN_W], Some(p[RPN_B]), Conv2dParams::square(1, 1));
     let h = g.relu(h);
-    let one = Conv2dParams {
-        stride: [1; 2],
-        pad: [0; 4],
-    };
+    let one = Conv2dParams::square(1, 0);
     let obj = g.conv2d(h, p[OBJ_W], Some(p[OBJ_B]), one);
     let dl = g.conv2d(h, p[DLT_W], Some(p[DLT_B]), one);
     let n = g.shape(feat)[0] * GRID * GRID * PER_CELL;

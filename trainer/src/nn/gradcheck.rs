@@ -218,15 +218,7 @@ mod tests {
         ];
         let f = |g: &mut Graph, v: &[Var]| {
             let mut st = BatchNormState::new(3);
-            let h = g.conv2d(
-                v[0],
-                v[1],
-                Some(v[2]),
-                Conv2dParams {
-                    stride: [1; 2],
-                    pad: [1; 4],
-                },
-            );
+            let h = g.conv2d(v[0], v[1], Some(v[2]), Conv2dParams::square(1, 1));
             let h = g.batch_norm(h, v[3], v[4], &mut st, true);
             let h = g.relu(h);
             let h = g.max_pool2d(h, 2, 2);
@@ -264,10 +256,7 @@ mod tests {
             randn(&[5, c], &mut rng),
         ];
         let f = |g: &mut Graph, v: &[Var]| {
-            let p = Conv2dParams {
-                stride: [1; 2],
-                pad: [1; 4],
-            };
+            let p = Conv2dParams::square(1, 1);
             let (mut s1, mut s2) = (BatchNormState::new(c), BatchNormState::new(c));
             let h = g.conv2d(v[0], v[1], None, p);
             let h = g.batch_norm(h, v[2], v[3], &mut s1, true);

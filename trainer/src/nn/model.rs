@@ -282,10 +282,7 @@ impl Model {
                             x,
                             params[w],
                             None,
-                            Conv2dParams {
-                                stride: [bc.stride; 2],
-                                pad: [bc.padding; 4],
-                            },
+                            Conv2dParams::square(bc.stride, bc.padding),
                         );
                         let (gm, bt, st) = (params[gm], params[bt], &mut bn[st]);
                         match (relu, fuse) {

@@ -28,12 +28,6 @@ impl Conv2dParams {
             pad: [padding; 4],
         }
     }
-
-    /// The same padding on every side: its value.
-    pub fn symmetric(&self) -> Option<usize> {
-        let p = self.pad[0];
-        self.pad.iter().all(|&q| q == p).then_some(p)
-    }
 }
 
 /// Shapes of one convolution.
@@ -50,10 +44,11 @@ pub(super) struct Geom {
     pub ow: usize,
     pub sh: usize,
     pub sw: usize,
-    /// Padding above and left of the input (below and right only set the output size).
+    /// Padding above, left, below and right of the input.
     pub pt: usize,
     pub pl: usize,
-    pub p: Conv2dParams,
+    pub pb: usize,
+    pub pr: usize,
 }
 
 impl Geom {
@@ -65,16 +60,7 @@ impl Geom {
             "conv2d: x has {} channels, w expects {}",
             x[3], w[3]
         );
-        Self::with_channels(x, w[0], (w[1], w[2]), p)
-    }
-
-    /// The geometry of `x` convolved by `o` filters of `kh x kw` (any channel count).
-    pub(super) fn with_channels(
-        x: &[usize],
-        o: usize,
-        (kh, kw): (usize, usize),
-        p: Conv2dParams,
-    ) -> Self {
+        let (o, kh, kw) = (w[0], w[1], w[2]);
         let [sh, sw] = p.stride;
         let [pt, pl, pb, pr] = p.pad;
         assert!(sh >= 1 && sw >= 1, "conv2d: strides must be >= 1");
@@ -97,7 +83,8 @@ impl Geom {
             sw,
             pt,
             pl,
-            p,
+            pb,
+            pr,
         }
     }
     pub(super) fn m(&self) -> usize {
@@ -107,7 +94,11 @@ impl Geom {
         self.kh * self.kw * self.c
     }
     pub(super) fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.p == Conv2dParams::square(1, 0)
+        (self.kh, self.kw, self.sh, self.sw) == (1, 1, 1, 1) && self.same_padding() == Some(0)
+    }
+    /// The padding when it is the same on every side.
+    pub(super) fn same_padding(&self) -> Option<usize> {
+        (self.pl == self.pt && self.pb == self.pt && self.pr == self.pt).then_some(self.pt)
     }
     /// Floats of a zero-padded input row from which every output column's window is one
     /// segment: the left padding, the row, and as much on the right as the windows reach.

@@ -191,10 +191,7 @@ mod tests {
                 let mut g = Graph::new();
                 let v: Vec<Var> = params.iter().map(|p| g.leaf(p.clone(), true)).collect();
                 let xv = g.constant(x);
-                let p1 = Conv2dParams {
-                    stride: [1; 2],
-                    pad: [1; 4],
-                };
+                let p1 = Conv2dParams::square(1, 1);
                 let h = g.conv2d(xv, v[0], Some(v[1]), p1);
                 let h = g.batch_norm(h, v[2], v[3], &mut bn, true);
                 let h = g.relu(h);

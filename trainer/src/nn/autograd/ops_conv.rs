@@ -368,15 +368,7 @@ mod tests {
         let mut g = Graph::new();
         let x = g.constant(Tensor::ones(ndarray::IxDyn(&[1, 2, 2, 1])));
         let w = g.constant(Tensor::ones(ndarray::IxDyn(&[1, 3, 3, 1])));
-        let y = g.conv2d(
-            x,
-            w,
-            None,
-            Conv2dParams {
-                stride: [1; 2],
-                pad: [1; 4],
-            },
-        );
+        let y = g.conv2d(x, w, None, Conv2dParams::square(1, 1));
         assert_eq!(slice(g.value(y)), &[4.0, 4.0, 4.0, 4.0]);
     }
 
@@ -454,15 +446,7 @@ mod tests {
         let xs: Vec<f32> = xv.iter().copied().collect();
         let x = g.constant(xv);
         let w = g.leaf(randn(&[2, 3, 3, 1], &mut rng), true);
-        let y = g.conv2d(
-            x,
-            w,
-            None,
-            Conv2dParams {
-                stride: [1; 2],
-                pad: [1; 4],
-            },
-        );
+        let y = g.conv2d(x, w, None, Conv2dParams::square(1, 1));
         let s = g.sum(y);
         g.backward(s);
         assert!(g.grad(x).is_none());
@@ -498,10 +482,7 @@ mod tests {
     #[test]
     fn reused_buffers_do_not_leak() {
         let mut rng = ChaCha8Rng::seed_from_u64(15);
-        let p = Conv2dParams {
-            stride: [1; 2],
-            pad: [1; 4],
-        };
+        let p = Conv2dParams::square(1, 1);
         let w = randn(&[8, 3, 3, 8], &mut rng);
         let (xa, xb) = (
             randn(&[2, 20, 20, 8], &mut rng),
@@ -566,10 +547,7 @@ mod tests {
         ];
         for (xs, ws, pad) in cases {
             let before = DIRECT_RUNS.with(|r| r.get());
-            let p = Conv2dParams {
-                stride: [1; 2],
-                pad: [pad; 4],
-            };
+            let p = Conv2dParams::square(1, pad);
             let (x, w, b) = (
                 randn(xs, &mut rng),
                 randn(ws, &mut rng),
@@ -628,10 +606,7 @@ mod tests {
         let mut g = Graph::new();
         let x = g.leaf(Tensor::zeros(ndarray::IxDyn(&[0, 6, 6, 8])), true);
         let w = g.leaf(randn(&[4, 3, 3, 8], &mut rng), true);
-        let p = Conv2dParams {
-            stride: [1; 2],
-            pad: [1; 4],
-        };
+        let p = Conv2dParams::square(1, 1);
         let y = g.conv2d(x, w, None, p);
         assert_eq!(g.shape(y), &[0, 6, 6, 4]);
         let s = g.sum(y);

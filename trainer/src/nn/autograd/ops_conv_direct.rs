@@ -32,8 +32,8 @@ impl Geom {
 /// convolution with padding `K - 1 - pad`), a product that stays on this thread (see [`super::gemm`]) and AVX-512F.
 pub(super) fn usable(s: &Geom, mnk: [usize; 3]) -> bool {
     let shape = [s.n, s.h, s.w, s.c, s.o].iter().all(|&d| d > 0)
-        && s.p.stride == [1, 1]
-        && s.p.symmetric().is_some()
+        && (s.sh, s.sw) == (1, 1)
+        && s.same_padding().is_some()
         && s.kh == s.kw
         && s.pt < s.kh
         && s.hp() >= s.kh
@@ -249,7 +249,8 @@ impl Backward for DirectConvOp {
                 ow: s.w,
                 pt: q,
                 pl: q,
-                p: super::Conv2dParams::square(1, q),
+                pb: q,
+                pr: q,
                 ..*s
             };
             let mut dx = pool::take(s.n * s.h * s.w * c);
