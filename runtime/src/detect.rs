@@ -330,6 +330,7 @@ mod tests {
                 nms_iou_pct: 50,
                 max_detections: 2,
             },
+            labels: "",
         }
     }
 

@@ -48,6 +48,8 @@ pub enum Error {
     OutputMismatch { expected: [u16; 3], found: [u16; 3] },
     /// The header's arena size differs from the planner's figure for this layer list.
     ArenaMismatch { declared: usize, planned: usize },
+    /// The class names do not fit the head (see [`crate::format::check_labels`]).
+    BadLabels { what: &'static str },
     /// The caller's arena is smaller than the model needs.
     ArenaTooSmall { needed: usize, available: usize },
     /// `invoke` found the arena plan breaking its own invariant at this layer (an output
@@ -131,6 +133,7 @@ impl fmt::Display for Error {
                 f,
                 "header declares a {declared}-byte arena but the plan needs {planned}"
             ),
+            Error::BadLabels { what } => write!(f, "class names: {what}"),
             Error::BufferLength {
                 what,
                 expected,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub const MAGIC: [u8; 4] = *b"TMCU";
 /// Bump on any change to the wire format (the golden-blob test makes such changes deliberate).
-pub const FORMAT_VERSION: u16 = 8;
+pub const FORMAT_VERSION: u16 = 9;
 pub const PREAMBLE_BYTES: usize = 20;
 /// Most layers (graph nodes) a model may have (bounds the fixed-capacity layer list).
 pub const MAX_LAYERS: usize = 32;
@@ -32,6 +32,9 @@ pub const MAX_PLANNED: usize = MAX_TENSORS + MAX_LAYERS;
 pub const MAX_INPUTS: usize = 4;
 /// Bytes per output channel in a requantization array.
 pub const REQUANT_BYTES: usize = 8;
+/// Longest class name in bytes (UTF-8), and most bytes of all names with their separators.
+pub const MAX_LABEL_BYTES: usize = 48;
+pub const MAX_LABELS_BYTES: usize = 4096;
 
 // Resource limits. A blob is input from outside; these bound what loading one can ask for, and
 // they are the same on a 64-bit host and a 32-bit device: every size is computed in `u64` and
@@ -514,6 +517,52 @@ pub enum Head {
         nms_iou_pct: u8,
         max_detections: u8,
     },
+    /// The output holds values to read as they are, no classes (a regression, an
+    /// autoencoder's reconstruction); `outputs` is the output's length.
+    Values { outputs: u32 },
+}
+
+impl Head {
+    /// How many classes the head names (`None` for [`Head::Values`]).
+    pub fn classes(&self) -> Option<u16> {
+        match *self {
+            Head::Classifier { classes }
+            | Head::Localizer { classes }
+            | Head::GridDetector { classes, .. } => Some(classes),
+            Head::Values { .. } => None,
+        }
+    }
+}
+
+/// The class names of a model: empty (classes are numbers), or one name per class in class
+/// order, separated by `\n`; each name 1..=[`MAX_LABEL_BYTES`] bytes without control
+/// characters (a device log or terminal prints them as they are), at most
+/// [`MAX_LABELS_BYTES`] in all.
+pub fn check_labels(labels: &str, head: &Head) -> Result<(), Error> {
+    if labels.is_empty() {
+        return Ok(());
+    }
+    let bad = |what| Err(Error::BadLabels { what });
+    let Some(classes) = head.classes() else {
+        return bad("class names for a head without classes");
+    };
+    if labels.len() > MAX_LABELS_BYTES {
+        return bad("class names longer than MAX_LABELS_BYTES in all");
+    }
+    let mut n = 0usize;
+    for name in labels.split('\n') {
+        if name.is_empty() || name.len() > MAX_LABEL_BYTES {
+            return bad("a class name empty or longer than MAX_LABEL_BYTES");
+        }
+        if name.chars().any(char::is_control) {
+            return bad("a control character in a class name");
+        }
+        n += 1;
+    }
+    if n != classes as usize {
+        return bad("class name count != class count");
+    }
+    Ok(())
 }
 
 /// Tensor ids a layer reads: 0 is the model input, `k + 1` the output of layer `k`. A layer
@@ -546,6 +595,18 @@ pub struct ModelHeader<'a> {
     pub output: TensorSpec,
     pub rounding: Rounding,
     pub head: Head,
+    /// Class names ([`check_labels`]): empty, or one per class separated by `\n`.
+    pub labels: &'a str,
+}
+
+impl<'a> ModelHeader<'a> {
+    /// The name of class `class`, if the model names its classes.
+    pub fn label(&self, class: usize) -> Option<&'a str> {
+        if self.labels.is_empty() {
+            return None;
+        }
+        self.labels.split('\n').nth(class)
+    }
 }
 
 /// The decoded payload.
@@ -560,6 +621,8 @@ pub struct ModelDef<'a> {
     #[serde(borrow)]
     pub layers: heapless::Vec<Node<'a>, MAX_LAYERS>,
     pub head: Head,
+    /// Class names ([`check_labels`]): empty, or one per class separated by `\n`.
+    pub labels: &'a str,
 }
 
 impl<'a> ModelDef<'a> {
@@ -570,6 +633,7 @@ impl<'a> ModelDef<'a> {
             output: self.output,
             rounding: self.rounding,
             head: self.head,
+            labels: self.labels,
         }
     }
 }

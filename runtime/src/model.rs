@@ -124,6 +124,7 @@ pub fn analyze<'a>(def: &ModelDef<'a>) -> Result<Analysis<'a>, Error> {
         &mut src,
         &mut a,
     )?;
+    crate::format::check_labels(def.labels, &def.head)?;
     Ok(a)
 }
 
@@ -433,6 +434,7 @@ fn check_output_and_head<const N: usize>(
         output: *output,
         rounding,
         head,
+        labels: "",
     };
     match head {
         Head::Classifier { classes } if classes as usize == cur.len() => {}
@@ -451,6 +453,12 @@ fn check_output_and_head<const N: usize>(
         }
         Head::GridDetector { .. } => {
             out.grid = crate::detect::GridDecoder::new(&hdr)?;
+        }
+        Head::Values { outputs } if outputs as usize == cur.len() => {}
+        Head::Values { .. } => {
+            return Err(Error::BadDetectionHead {
+                what: "value count != output length",
+            })
         }
     }
     Ok(())
@@ -565,6 +573,7 @@ impl<'a, const N: usize, const K: u32> Model<'a, N, K> {
             output: spec,
             rounding: Rounding::Single,
             head: Head::Classifier { classes: 0 },
+            labels: "",
         }
     }
 
@@ -587,8 +596,8 @@ impl<'a, const N: usize, const K: u32> Model<'a, N, K> {
     #[inline(never)]
     fn load_inner(&mut self, bytes: &'a [u8]) -> Result<(), Error> {
         let (pre, payload) = checked_payload(bytes)?;
-        // The payload in wire order (name, input, output, layer count, layers, head), one node
-        // at a time, so the layer list is never held twice.
+        // The payload in wire order (name, input, output, layer count, layers, head, labels),
+        // one node at a time, so the layer list is never held twice.
         let dec = |_: postcard::Error| Error::Decode;
         let (name, rest) = postcard::take_from_bytes::<&'a str>(payload).map_err(dec)?;
         let (input, rest) = postcard::take_from_bytes::<TensorSpec>(rest).map_err(dec)?;
@@ -604,10 +613,10 @@ impl<'a, const N: usize, const K: u32> Model<'a, N, K> {
             &mut src,
             &mut self.analysis,
         )?;
-        if !src.rest.is_empty() {
-            return Err(Error::TrailingBytes {
-                extra: src.rest.len(),
-            });
+        let (labels, rest) = postcard::take_from_bytes::<&'a str>(src.rest).map_err(dec)?;
+        crate::format::check_labels(labels, &head)?;
+        if !rest.is_empty() {
+            return Err(Error::TrailingBytes { extra: rest.len() });
         }
         if self.analysis.arena_bytes != pre.arena_bytes as usize {
             return Err(Error::ArenaMismatch {
@@ -621,6 +630,7 @@ impl<'a, const N: usize, const K: u32> Model<'a, N, K> {
             output,
             rounding,
             head,
+            labels,
         };
         self.blob_bytes = bytes.len();
         Ok(())

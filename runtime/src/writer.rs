@@ -214,6 +214,9 @@ pub struct OwnedModel {
     /// The graph in execution order; the last layer's output is the model output.
     pub layers: Vec<OwnedNode>,
     pub head: Head,
+    /// Class names, one per class joined by `\n` ([`crate::format::check_labels`]); empty
+    /// when classes are numbers. [`OwnedModel::with_labels`] joins a list.
+    pub labels: String,
 }
 
 impl OwnedModel {
@@ -243,7 +246,21 @@ impl OwnedModel {
             rounding: self.rounding,
             layers,
             head: self.head,
+            labels: &self.labels,
         })
+    }
+
+    /// The model with `names` as its class names (checked when written).
+    pub fn with_labels<S: AsRef<str>>(mut self, names: &[S]) -> OwnedModel {
+        let mut joined = String::new();
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                joined.push('\n');
+            }
+            joined.push_str(n.as_ref());
+        }
+        self.labels = joined;
+        self
     }
 
     /// The blob: [`OwnedModel::def`], then [`write_blob`] (which validates it as the loader
@@ -296,6 +313,7 @@ mod tests {
                 },
             ],
             head: Head::Classifier { classes: 64 },
+            labels: String::new(),
         }
     }
 
@@ -337,6 +355,7 @@ mod tests {
             rounding: Rounding::Single,
             layers,
             head: m.head,
+            labels: "",
         };
         assert_eq!(m.def().unwrap(), def);
         assert_eq!(m.write().unwrap(), write_blob(&def).unwrap());

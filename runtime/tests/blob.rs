@@ -132,6 +132,7 @@ fn def(o: &Owned) -> ModelDef<'_> {
         },
         layers,
         head: Head::Classifier { classes: 3 },
+        labels: "zero\none\ntwo",
     }
 }
 
@@ -160,7 +161,9 @@ fn golden_blob() {
     );
     // Independent checks of the preamble layout.
     assert_eq!(&b[..4], b"TMCU");
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 8);
+    assert_eq!(u16::from_le_bytes([b[4], b[5]]), 9);
+    // The payload ends with the class names: their length, then "zero\none\ntwo".
+    assert!(b.ends_with(b"\x0czero\none\ntwo"));
     let arena = u32::from_le_bytes(b[8..12].try_into().unwrap());
     assert_eq!(arena as usize, SMALL_ARENA, "see SMALL_ARENA");
     assert_eq!(
@@ -322,10 +325,10 @@ fn header_errors_are_specific() {
     bad[0] = b'X';
     assert_eq!(Model::from_bytes(&bad).err(), Some(Error::BadMagic));
     let mut bad = b.clone();
-    bad[4] = 9;
+    bad[4] = 10;
     assert!(matches!(
         Model::from_bytes(&bad),
-        Err(Error::UnsupportedVersion { found: 9, .. })
+        Err(Error::UnsupportedVersion { found: 10, .. })
     ));
     let mut bad = b.clone();
     let last = bad.len() - 1;
@@ -381,6 +384,64 @@ fn writer_rejects_inconsistent_models() {
     assert!(matches!(
         write_blob(&d),
         Err(Error::QuantOutOfRange { layer: 4, .. })
+    ));
+}
+
+/// Class names travel in the blob and are read back by class; names that do not fit the
+/// head are refused by the writer and by the loader alike.
+#[test]
+fn class_names_load_and_are_checked() {
+    let o = owned();
+    let b = blob();
+    let m = Model::from_bytes(&b).unwrap();
+    let names: Vec<_> = (0..4).map(|k| m.def().label(k)).collect();
+    assert_eq!(names, [Some("zero"), Some("one"), Some("two"), None]);
+    let mut d = def(&o);
+    d.labels = "";
+    let b = write_blob(&d).unwrap();
+    assert_eq!(Model::from_bytes(&b).unwrap().def().label(0), None);
+    let long = "x".repeat(runtime::format::MAX_LABEL_BYTES + 1);
+    let bad = [
+        "zero\none",
+        "zero\none\ntwo\nthree",
+        "zero\n\ntwo",
+        "zero\none\ntwo\n",
+        "zero\none\n\u{1b}[2J",
+        &*format!("zero\none\n{long}"),
+    ];
+    for labels in bad {
+        let mut d = def(&o);
+        d.labels = labels;
+        assert!(
+            matches!(write_blob(&d), Err(Error::BadLabels { .. })),
+            "{labels:?}"
+        );
+        // Forged past the writer: the loader refuses it too.
+        let payload = postcard::to_allocvec(&d).unwrap();
+        let mut good = write_blob(&def(&o)).unwrap();
+        good.truncate(20);
+        good[12..16].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        good[16..20].copy_from_slice(&runtime::crc32(&payload).to_le_bytes());
+        good.extend_from_slice(&payload);
+        assert!(
+            matches!(Model::from_bytes(&good), Err(Error::BadLabels { .. })),
+            "{labels:?}"
+        );
+    }
+    // A head of plain values names no classes and takes none.
+    let mut d = def(&o);
+    d.head = Head::Values { outputs: 3 };
+    assert!(matches!(write_blob(&d), Err(Error::BadLabels { .. })));
+    d.labels = "";
+    let m = write_blob(&d).unwrap();
+    assert_eq!(
+        Model::from_bytes(&m).unwrap().def().head,
+        Head::Values { outputs: 3 }
+    );
+    d.head = Head::Values { outputs: 4 };
+    assert!(matches!(
+        write_blob(&d),
+        Err(Error::BadDetectionHead { .. })
     ));
 }
 

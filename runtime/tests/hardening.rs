@@ -40,6 +40,7 @@ fn one_layer<'a>(
         output,
         layers,
         head,
+        labels: "",
     }
 }
 
@@ -526,6 +527,7 @@ fn base<'a>(a: &'a Arrays, which: usize) -> ModelDef<'a> {
         output,
         layers,
         head,
+        labels: "",
     }
 }
 
@@ -575,6 +577,9 @@ fn edit(def: &mut ModelDef, (sel, v): (u8, i64)) {
                 },
                 Head::Localizer { .. } => Head::Localizer { classes: u16v },
                 Head::Classifier { .. } => Head::Classifier { classes: u16v },
+                Head::Values { .. } => Head::Values {
+                    outputs: u16v as u32,
+                },
             }
         }
         8 => {
@@ -985,6 +990,7 @@ fn box_helpers_and_decoders_take_any_input() {
     for zp in [i32::MIN, -129, 128, i32::MAX] {
         let header = |head| ModelHeader {
             name: "h",
+            labels: "",
             input: spec(16, 16, 1, 0.01, 0),
             output: TensorSpec {
                 shape: Shape::new(2, 2, 7),

@@ -47,6 +47,7 @@ fn generated_models_never_panic_and_match_the_reference() {
         "ArrayLength",
         "QuantOutOfRange",
         "BadDetectionHead",
+        "BadLabels",
     ] {
         assert!(tally.contains_key(kind), "no {kind} in {tally:?}");
     }

@@ -1014,3 +1014,130 @@ fn detector_comparison_reports_progress() {
     }
     assert!(out.contains("grid detector"), "{out}");
 }
+
+/// Three shapes, 28x28 gray, drawn with a per-image offset: class folders `circle`, `square`,
+/// `triangle` under `dir`, `n` images each.
+fn shapes(dir: &Path, n: u32, seed: u32) {
+    for (k, class) in ["circle", "square", "triangle"].into_iter().enumerate() {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..n {
+            let (cx, cy) = (10 + (i * 7 + seed) % 8, 10 + (i * 3 + seed) % 8);
+            let img = image::GrayImage::from_fn(28, 28, |x, y| {
+                let (dx, dy) = (x as i32 - cx as i32, y as i32 - cy as i32);
+                let on = match k {
+                    0 => dx * dx + dy * dy <= 36,
+                    1 => dx.abs() <= 5 && dy.abs() <= 5,
+                    _ => (-6..=5).contains(&dy) && dx.abs() * 2 <= dy + 6,
+                };
+                image::Luma([if on {
+                    230
+                } else {
+                    ((x * 5 + y * 3 + i) % 23) as u8
+                }])
+            });
+            img.save(dir.join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// Issue 33: three class folders became ten anonymous outputs, and `predict <index>` ran the
+/// bundled digits on any model. Now a `train/` + `test/` layout is the split, the head has the
+/// folders' class count, the names travel from the folders through the checkpoint and the blob
+/// to `eval`'s confusion matrix, `inspect` and `predict`, and an index needs the model's data.
+/// `--resume` goes on with a stopped run and refuses a finished one.
+#[test]
+fn classes_by_name_from_folders_to_predict_and_resume() {
+    let d = tmp("named");
+    shapes(&d.join("train"), 24, 0);
+    shapes(&d.join("test"), 6, 5);
+    let (data, ck, blob) = (d.to_str().unwrap(), d.join("m.ckpt.json"), d.join("m.bin"));
+    let (ck_s, blob_s) = (ck.to_str().unwrap(), blob.to_str().unwrap());
+    let train = [
+        "train",
+        "--data",
+        data,
+        "--out",
+        ck_s,
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+    ];
+    let (code, out, err) = trainer(&train);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("split: 72 training / 18 test images (the train/ and test/ folders)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "classes: 3 from the folders, so 'ref-cnn' has 3 outputs (its definition has 10)"
+        ),
+        "{err}"
+    );
+    assert!(out.contains("test accuracy"), "{out}");
+    let (code, out, err) = trainer(&["eval", "--checkpoint", ck_s]);
+    assert_eq!(code, 0, "{err}");
+    let header = out.lines().find(|l| l.starts_with("true")).unwrap_or("");
+    let cols: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        cols,
+        ["true\\pred", "circle", "square", "triangle"],
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("triangle ")),
+        "{out}"
+    );
+    let (code, _, err) = trainer(&["export", "--checkpoint", ck_s, "--out", blob_s]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = trainer(&["inspect", blob_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("classes circle, square, triangle"), "{out}");
+    let png = d.join("test/square/0.png");
+    let (code, out, err) = trainer(&["predict", "--model", blob_s, png.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let class = out.lines().find(|l| l.starts_with("class ")).unwrap_or("");
+    assert!(
+        ["0 circle", "1 square", "2 triangle"]
+            .iter()
+            .any(|c| class == format!("class {c}")),
+        "{out}"
+    );
+    assert_fails(
+        &["predict", "--model", blob_s, "0"],
+        "names its classes (circle, square, triangle)",
+    );
+    let (code, out, err) = trainer(&["predict", "--model", blob_s, "0", "--data", data]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!("note: test image 0 of {data} (18 test images)")),
+        "{out}"
+    );
+    assert!(out.contains("(true label "), "{out}");
+    // A finished run has nothing to resume; one that stopped early is said to and finishes.
+    assert_fails(&["train", "--resume", ck_s], "all 3 epochs are done");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&ck).unwrap()).unwrap();
+    j["config"]["epochs"] = 4.into();
+    std::fs::write(&ck, serde_json::to_vec(&j).unwrap()).unwrap();
+    let (code, _, err) = trainer(&["eval", "--checkpoint", ck_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("holds 3 of 4 epochs"), "{err}");
+    let (code, out, err) = trainer(&["train", "--resume", ck_s, "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("'ref-cnn' after epoch 3 of 4"), "{err}");
+    assert!(out.contains("4 epochs"), "{out}");
+    let (code, _, err) = trainer(&["train", "--resume", ck_s, "--epochs", "9"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("'--resume <RESUME>' cannot be used with '--epochs"),
+        "{err}"
+    );
+    // train/ and test/ must hold the same classes.
+    std::fs::rename(d.join("test/triangle"), d.join("test/cone")).unwrap();
+    assert_fails(
+        &train,
+        "train/ has classes (circle, square, triangle) and test/ (circle, cone, square)",
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+}

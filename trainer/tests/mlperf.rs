@@ -88,7 +88,7 @@ fn mlperf_tiny_models_equal_tflite_micro_byte_for_byte() {
 fn dead_channel_elimination_keeps_tflite_micros_outputs() {
     for name in MODELS {
         let tflite = fixture(name, "tflite");
-        let (blob, notes) = import_with(&tflite, name, true).unwrap();
+        let (blob, notes) = import_with(&tflite, name, true, &[]).unwrap();
         let (ours, tflm) = outputs_of(name, &blob);
         assert!(
             ours == tflm,

@@ -2,6 +2,7 @@
 //! `tests/fixtures/tflite/` were made by `scripts/tflite-fixtures.py` (Keras, converted to full
 //! int8, run by the `tflite-micro` package's interpreter); this suite only reads them.
 
+use runtime::format::Head;
 use std::path::{Path, PathBuf};
 use tflite_schema as tfl;
 use trainer::commands::import::{cmd_import, ImportArgs};
@@ -281,6 +282,7 @@ fn import_command_writes_only_on_success() {
         out: out.clone(),
         name: None,
         keep_dead_channels: false,
+        labels: None,
         json: false,
     })
     .unwrap();
@@ -308,6 +310,7 @@ fn import_command_writes_only_on_success() {
         out: bad_out.clone(),
         name: None,
         keep_dead_channels: false,
+        labels: None,
         json: false,
     })
     .is_err());
@@ -318,10 +321,68 @@ fn import_command_writes_only_on_success() {
         out: good.clone(),
         name: None,
         keep_dead_channels: false,
+        labels: None,
         json: false,
     })
     .is_err());
     assert_eq!(std::fs::read(&good).unwrap(), fixture("ref-cnn", "tflite"));
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// `--labels` records the class names in the blob (`predict` prints them); a list of another
+/// length is refused and nothing is written. An output as long as the input (MLPerf Tiny's
+/// autoencoder) is read as values, not 640 classes, and takes no names.
+#[test]
+fn import_records_class_names_and_reads_reconstructions_as_values() {
+    let d = temp("labels");
+    let good = d.join("ref-cnn.tflite");
+    std::fs::write(&good, fixture("ref-cnn", "tflite")).unwrap();
+    let names = d.join("names.txt");
+    let digits = "zero one two three four five six seven eight nine";
+    std::fs::write(&names, digits.replace(' ', "\n") + "\n\n").unwrap();
+    let out = d.join("named.bin");
+    let args = |model: &PathBuf, labels: &PathBuf, out: &PathBuf| ImportArgs {
+        model: model.clone(),
+        out: out.clone(),
+        name: None,
+        keep_dead_channels: false,
+        labels: Some(labels.clone()),
+        json: false,
+    };
+    cmd_import(&args(&good, &names, &out)).unwrap();
+    let blob = std::fs::read(&out).unwrap();
+    let m = runtime::Model::from_bytes(&blob).unwrap();
+    let read: Vec<_> = (0..10).filter_map(|k| m.def().label(k)).collect();
+    assert_eq!(read.join(" "), digits);
+    let p = trainer::commands::predict::cmd_predict(&trainer::commands::predict::PredictArgs {
+        model: out.clone(),
+        image: "0".into(),
+        resize: false,
+        no_invert: false,
+        data: Default::default(),
+    });
+    // Named classes are not the bundled digits' (which name none): an index is refused.
+    let e = p.unwrap_err().to_string();
+    assert!(e.contains("names its classes (zero, one,"), "{e}");
+    std::fs::write(&names, "a\nb\nc\n").unwrap();
+    let bad_out = d.join("bad.bin");
+    let e = cmd_import(&args(&good, &names, &bad_out)).unwrap_err();
+    assert!(
+        format!("{e:#}").contains("3 class names for the model's 10 outputs"),
+        "{e:#}"
+    );
+    assert!(!bad_out.exists());
+    let ad = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mlperf/ad01_int8.tflite");
+    let ad_out = d.join("ad.bin");
+    let e = cmd_import(&args(&ad, &names, &ad_out)).unwrap_err();
+    assert!(format!("{e:#}").contains("read as values"), "{e:#}");
+    let mut plain = args(&ad, &names, &ad_out);
+    plain.labels = None;
+    cmd_import(&plain).unwrap();
+    let blob = std::fs::read(&ad_out).unwrap();
+    let m = runtime::Model::from_bytes(&blob).unwrap();
+    assert_eq!(m.def().head, Head::Values { outputs: 640 });
     let _ = std::fs::remove_dir_all(&d);
 }
 

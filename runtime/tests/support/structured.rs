@@ -500,7 +500,14 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
     }
     let out_len =
         (out_shape.h as u64 * out_shape.w as u64 * out_shape.c as u64).min(u32::MAX as u64) as u32;
-    let head = match u.int_in_range(0u8..=5)? {
+    let head = match u.int_in_range(0u8..=6)? {
+        4 => Head::Values {
+            outputs: if rare(u, 64)? {
+                u.arbitrary()?
+            } else {
+                out_len
+            },
+        },
         0 | 1 if out_len > 4 => Head::Localizer {
             classes: (out_len - 4).min(u16::MAX as u32) as u16,
         },
@@ -545,6 +552,7 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
         },
         layers,
         head,
+        labels: labels(u, head.classes())?,
     };
     // Borrowed but not validated: the forged preamble below makes the loader the judge.
     let def = model.def().map_err(|_| arbitrary::Error::IncorrectFormat)?;
@@ -565,6 +573,30 @@ pub fn blob(u: &mut Unstructured) -> Result<Vec<u8>> {
     let mut out = pre.to_bytes().to_vec();
     out.extend_from_slice(&payload);
     Ok(out)
+}
+
+/// Class names: mostly none, else one per class (sometimes one too many or too few, an empty
+/// or over-long name, or a control character).
+fn labels(u: &mut Unstructured, classes: Option<u16>) -> Result<String> {
+    let n = match (classes, u.int_in_range(0u8..=3)?) {
+        (_, 0 | 1) => return Ok(String::new()),
+        (None, _) => 1,
+        (Some(c), _) => (c as usize).min(300),
+    };
+    let n = match u.int_in_range(0u8..=15)? {
+        0 => n + 1,
+        1 => n.saturating_sub(1),
+        _ => n,
+    };
+    let mut names: Vec<String> = (0..n).map(|i| format!("class {i}")).collect();
+    if let (Some(k), true) = (names.len().checked_sub(1), rare(u, 8)?) {
+        names[k] = match u.int_in_range(0u8..=2)? {
+            0 => String::new(),
+            1 => "x".repeat(runtime::format::MAX_LABEL_BYTES + 1),
+            _ => "bell\u{7}".into(),
+        };
+    }
+    Ok(names.join("\n"))
 }
 
 /// Checks a loaded model's layout against [`table_plan`] over the same regions: tensors by
@@ -695,6 +727,7 @@ pub fn error_kind(e: &Error) -> &'static str {
         Error::ArenaMismatch { .. } => "ArenaMismatch",
         Error::OutputMismatch { .. } => "OutputMismatch",
         Error::BadDetectionHead { .. } => "BadDetectionHead",
+        Error::BadLabels { .. } => "BadLabels",
         Error::LayerCount { .. } => "LayerCount",
         _ => "other",
     }

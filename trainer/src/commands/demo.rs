@@ -226,7 +226,8 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let blob = std::fs::read(&blob_path)?;
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let classes = rt.output_len();
-    let (_, test) = a.data.source().load(classes)?;
+    let channels = rt.def().input.shape.c as usize;
+    let (_, test) = a.data.source().load_channels(classes, channels)?;
     let int8 = crate::deploy::export::run_int8(&rt, &test)?;
     let preds: Vec<usize> = int8
         .iter()
@@ -235,6 +236,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
     let confusion_int8 = crate::report::plots::confusion(&test.labels, &preds, classes);
     crate::report::plots::confusion_matrix(
         &confusion_int8,
+        &ev.class_names,
         &format!(
             "int8 (host runtime), accuracy {:.2}%",
             ex.int8_accuracy * 100.0
@@ -278,6 +280,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
         firmware_flash_bytes: dev.flash,
         firmware_static_ram_bytes: dev.ram,
         firmware_peak_stack_bytes: run.stack.unwrap_or(0),
+        class_names: ev.class_names.clone(),
         confusion_float: ev.confusion,
         confusion_int8,
         layers,

@@ -99,8 +99,8 @@ fn inputs_for(
         let k = n.min(test.len());
         return Ok((v, format!("the first {k} test images of {}", dir.display())));
     }
-    let arch = crate::deploy::run::builtin_arch_for(m);
-    if arch.input == shape {
+    let builtin = crate::deploy::run::builtin_arch_for(m);
+    if let Some(arch) = builtin.filter(|a| a.input == shape) {
         let (_, test) = data.load_for(&arch)?;
         let v = crate::deploy::run::test_vectors_for(m, &test, n);
         return Ok((
@@ -116,12 +116,17 @@ fn inputs_for(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let raw: Vec<u8> = (0..n * len).map(|_| rng.gen::<u8>()).collect();
     let v = device::vector_file(len, &raw);
+    let why = match m.def().head {
+        runtime::format::Head::Values { .. } => "the model outputs values, not classes".into(),
+        _ if !m.def().labels.is_empty() => format!(
+            "the model's classes are its own ({}), the built-in data is not its data",
+            crate::deploy::run::class_list(m)
+        ),
+        _ => format!("no built-in data set has input {shape:?}"),
+    };
     Ok((
         v,
-        format!(
-            "{n} seeded random inputs (no built-in data set has input {shape:?}; --data DIR \
-             runs your own test images)"
-        ),
+        format!("{n} seeded random inputs ({why}; --data DIR runs your own test images)"),
     ))
 }
 

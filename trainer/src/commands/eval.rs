@@ -26,10 +26,15 @@ pub struct EvalReport {
     pub loss: f32,
     pub images: usize,
     pub confusion: Vec<Vec<usize>>,
+    /// The classes' names (empty: numbers).
+    pub class_names: Vec<String>,
 }
 
 pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     let mut ck = Checkpoint::load(&a.checkpoint)?;
+    if let Some(note) = ck.partial_note(&a.checkpoint) {
+        eprintln!("{note}");
+    }
     let (_, test) = a
         .data
         .source()
@@ -40,6 +45,7 @@ pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     if let Some(p) = &a.confusion_png {
         crate::report::plots::confusion_matrix(
             &confusion,
+            &ck.model.arch.class_names,
             &format!(
                 "{} float, test accuracy {:.2}%",
                 ck.model.arch.name,
@@ -53,22 +59,37 @@ pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
         loss,
         images: test.len(),
         confusion,
+        class_names: ck.model.arch.class_names.clone(),
     })
 }
 
-pub fn print_confusion(cm: &[Vec<usize>]) {
-    print!("true\\pred");
+/// The confusion matrix as text: rows true classes, columns predictions, each headed by the
+/// class's name (or number).
+pub fn confusion_text(cm: &[Vec<usize>], names: &[String]) -> String {
+    let name = |k: usize| names.get(k).cloned().unwrap_or_else(|| k.to_string());
+    let col = (0..cm.len())
+        .map(|k| name(k).chars().count())
+        .max()
+        .unwrap_or(0);
+    let col = col.max(5) + 1;
+    let first = (0..cm.len())
+        .map(|k| name(k).chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(9);
+    let mut s = format!("{:<first$}", "true\\pred");
     for p in 0..cm.len() {
-        print!("{p:>6}");
+        s += &format!("{:>col$}", name(p));
     }
-    println!();
+    s.push('\n');
     for (t, row) in cm.iter().enumerate() {
-        print!("{t:>9}");
+        s += &format!("{:>first$}", name(t));
         for n in row {
-            print!("{n:>6}");
+            s += &format!("{n:>col$}");
         }
-        println!();
+        s.push('\n');
     }
+    s
 }
 
 /// `trainer eval`: accuracy, loss and the confusion matrix (and the report as JSON with `--json`).
@@ -80,9 +101,27 @@ pub fn run(a: &EvalArgs) -> anyhow::Result<()> {
         r.images,
         r.loss
     );
-    print_confusion(&r.confusion);
+    print!("{}", confusion_text(&r.confusion, &r.class_names));
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// Named classes head the rows and columns, numbers otherwise; counts line up under them.
+    #[test]
+    fn confusion_text_names_the_classes() {
+        let cm = vec![vec![5, 1], vec![0, 7]];
+        let names = ["circle".to_string(), "a-very-long-class".to_string()];
+        let t = super::confusion_text(&cm, &names);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with(" circle a-very-long-class"), "{t}");
+        assert!(lines[1].trim_start().starts_with("circle"), "{t}");
+        assert!(lines[2].ends_with(" 7"), "{t}");
+        assert_eq!(lines[1].len(), lines[0].len(), "{t}");
+        let t = super::confusion_text(&cm, &[]);
+        assert!(t.lines().next().unwrap().ends_with("     0     1"), "{t}");
+    }
 }

@@ -90,6 +90,9 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
         bail!("--calibration must be at least 1 image (activation ranges come from them)");
     }
     let mut ck = Checkpoint::load(&a.checkpoint)?;
+    if let Some(note) = ck.partial_note(&a.checkpoint) {
+        eprintln!("{note}");
+    }
     let data = a.data.source().for_checkpoint(ck.trained_on.as_ref());
     let (train_set, test) = data.load_for(&ck.model.arch)?;
     if let Some(t) = &ck.trained_on {

@@ -21,6 +21,10 @@ pub struct ImportArgs {
     /// seeded inputs), as MLPerf Tiny's rules allow.
     #[arg(long)]
     pub keep_dead_channels: bool,
+    /// A text file of class names, one per line in output order (blank lines ignored):
+    /// recorded in the blob, so `predict` and `device` print names.
+    #[arg(long)]
+    pub labels: Option<std::path::PathBuf>,
     /// Also print the report as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -61,7 +65,11 @@ pub fn cmd_import(a: &ImportArgs) -> anyhow::Result<ImportReport> {
         .and_then(|s| s.to_str())
         .unwrap_or("imported");
     let name = a.name.as_deref().unwrap_or(stem);
-    let (blob, notes) = import_with(&bytes, name, !a.keep_dead_channels)
+    let labels = match &a.labels {
+        Some(p) => read_labels(p)?,
+        None => Vec::new(),
+    };
+    let (blob, notes) = import_with(&bytes, name, !a.keep_dead_channels, &labels)
         .with_context(|| format!("{}", a.model.display()))?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow!("the written blob does not load: {e}"))?;
@@ -78,6 +86,24 @@ pub fn cmd_import(a: &ImportArgs) -> anyhow::Result<ImportReport> {
         pruned: notes.pruned,
         settled: notes.settled,
     })
+}
+
+/// Class names from a text file: one per line, surrounding blanks trimmed, blank lines
+/// skipped.
+pub fn read_labels(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read class names {}", path.display()))?;
+    let names: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.is_empty() {
+        bail!("{}: no class names (one per line)", path.display());
+    }
+    Ok(names)
 }
 
 /// `trainer import`: the blob's table and what was written (and the report as JSON with

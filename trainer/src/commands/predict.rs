@@ -33,8 +33,13 @@ pub struct PredictReport {
     pub class: Option<usize>,
     /// The true class of a test-split image.
     pub label: Option<usize>,
+    /// The names of `class` and `label`, when the model names its classes.
+    pub class_name: Option<String>,
+    pub label_name: Option<String>,
     /// Dequantized class logits (classifier and localizer; not the box values).
     pub logits: Vec<f32>,
+    /// Dequantized outputs of a model that outputs values (an autoencoder's reconstruction).
+    pub values: Vec<f32>,
     /// Boxes in input pixels `(class, score byte, [x0, y0, x1, y1])`: the localizer's one box,
     /// or the grid detector's detections after the runtime's integer NMS.
     pub boxes: Vec<(usize, i8, [f32; 4])>,
@@ -48,12 +53,20 @@ impl PredictReport {
         for n in &self.notes {
             s += &format!("note: {n}\n");
         }
+        let named = |k: usize, name: &Option<String>| match name {
+            Some(n) => format!("{k} {n}"),
+            None => k.to_string(),
+        };
         if let Some(c) = self.class {
-            s += &format!("class {c}");
+            s += &format!("class {}", named(c, &self.class_name));
             if let Some(l) = self.label {
-                s += &format!(" (true label {l}{})", if l == c { "" } else { ": wrong" });
+                let wrong = if l == c { "" } else { ": wrong" };
+                s += &format!(" (true label {}{wrong})", named(l, &self.label_name));
             }
             s += "\n";
+        }
+        if !self.values.is_empty() {
+            s += &format!("values {:.3?}\n", self.values);
         }
         if !self.logits.is_empty() {
             s += &format!("logits {:.3?}\n", self.logits);
@@ -85,12 +98,20 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
     let mut notes = Vec::new();
     let mut label = None;
     let pixels: Vec<u8> = if let Ok(i) = a.image.parse::<usize>() {
-        // The test split the model's kind trains on: digits, or the detection canvases.
-        let arch = builtin_arch_for(&m);
-        let (_, test) = if matches!(m.def().head, Head::Classifier { .. }) {
-            a.data.source().load_channels(256, c)?
-        } else {
-            a.data.source().load_for(&arch)?
+        // The test split the model's kind trains on: digits, or the detection canvases; a
+        // model that names its classes takes them from `--data` only.
+        let head = m.def().head;
+        let classifier = matches!(head, Head::Classifier { .. });
+        let named = !m.def().labels.is_empty();
+        let (_, test) = match (builtin_arch_for(&m), &a.data.data) {
+            (_, Some(_)) if classifier => a.data.source().load_channels(256, c)?,
+            (Some(arch), _) => a.data.source().load_for(&arch)?,
+            (None, _) if named => bail!(
+                "the model names its classes ({}): a test index needs its data, --data DIR \
+                 (or give a PNG)",
+                crate::deploy::run::class_list(&m)
+            ),
+            (None, _) => bail!("the model outputs values, not classes: a test index has no data"),
         };
         if (test.h, test.w, test.c) != (h, w, c) {
             bail!(
@@ -104,7 +125,20 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         if i >= test.len() {
             bail!("index {i} is outside the {}-image test split", test.len());
         }
-        if matches!(m.def().head, Head::Classifier { .. }) {
+        let names: Vec<&str> = test.class_names.iter().map(String::as_str).collect();
+        if named && (0..names.len()).any(|k| m.def().label(k) != Some(names[k])) {
+            bail!(
+                "the model's classes ({}) are not the data's ({})",
+                crate::deploy::run::class_list(&m),
+                names.join(", ")
+            );
+        }
+        notes.push(format!(
+            "test image {i} of {} ({} test images)",
+            crate::data::source::data_name(a.data.data.as_deref()),
+            test.len()
+        ));
+        if classifier {
             label = test.labels.get(i).map(|&l| l as usize);
         }
         test.image(i).to_vec()
@@ -183,10 +217,14 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
     let q = m.def().output.quant;
     let out = it.output();
     let px = |v: i32| v as f32 / 16.0;
+    let name = |k: Option<usize>| k.and_then(|k| m.def().label(k)).map(String::from);
     let mut r = PredictReport {
         class: None,
+        class_name: None,
+        label_name: name(label),
         label,
         logits: Vec::new(),
+        values: Vec::new(),
         boxes: Vec::new(),
         notes,
     };
@@ -222,7 +260,9 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
                 }
             }
         }
+        Head::Values { .. } => r.values = out.iter().map(|&v| q.dequantize(v)).collect(),
     }
+    r.class_name = name(r.class);
     Ok(r)
 }
 

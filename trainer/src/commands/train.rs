@@ -3,7 +3,7 @@
 
 use crate::commands::data::DataArgs;
 use crate::nn::model::Model;
-use crate::train::{train, Checkpoint, OptimizerKind, TrainConfig, CHECKPOINT_FORMAT};
+use crate::train::{train_from, Checkpoint, OptimizerKind, TrainConfig, CHECKPOINT_FORMAT};
 use crate::util::*;
 use anyhow::{bail, Context};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
@@ -106,6 +106,11 @@ pub struct FinetuneArgs {
     /// parameters or BatchNorm statistics. ref-cnn: 8 freezes the whole conv trunk.
     #[arg(long, default_value_t = 0, requires = "init_from")]
     pub freeze: usize,
+    /// Go on with an interrupted run: the checkpoint's architecture, recipe and data from the
+    /// epoch it stopped after, bit for bit as if it had not stopped (one thread), written back
+    /// to the same file.
+    #[arg(long, conflicts_with_all = ["init_from", "arch", "epochs", "batch_size", "lr", "optimizer", "weight_decay", "seed", "out"])]
+    pub resume: Option<PathBuf>,
 }
 
 /// Result of `train`, also what `--json` prints.
@@ -128,6 +133,32 @@ pub fn cmd_train(a: &TrainArgs) -> anyhow::Result<TrainReport> {
 }
 
 pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainReport> {
+    let run = match &ft.resume {
+        Some(p) => resumed_run(a, p)?,
+        None => fresh_run(a, ft)?,
+    };
+    run_epochs(a, run)
+}
+
+/// What a run trains, on what, from where.
+struct Run {
+    arch: crate::nn::arch::ArchSpec,
+    model: Model,
+    cfg: TrainConfig,
+    train_set: crate::data::Dataset,
+    test_set: crate::data::Dataset,
+    trained_on: crate::data::source::TrainedOn,
+    out: PathBuf,
+    plot: PathBuf,
+    /// The epochs done and where they left the run (`--resume`).
+    history: Vec<crate::train::EpochMetrics>,
+    state: Option<crate::train::RunState>,
+    init: Vec<String>,
+}
+
+/// A new run: the architecture (its head following class folders), fresh or `--init-from`
+/// weights.
+fn fresh_run(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<Run> {
     if !(a.lr.is_finite() && a.lr > 0.0) {
         bail!("--lr must be a positive number, got {}", a.lr);
     }
@@ -144,7 +175,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
         );
     }
     let arch = crate::nn::arch::arch_from(&a.arch)?;
-    let (train_set, test_set) = a.data.source().load_for(&arch)?;
+    let (arch, train_set, test_set) = a.data.source().load_for_training(&arch)?;
     if test_set.is_empty() || train_set.is_empty() {
         bail!(
             "the split leaves {} training and {} test images: set --train-count and \
@@ -221,9 +252,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
             eprintln!("init from {}: {l}", p.display());
         }
     }
-    let steps = (train_set.len() / a.batch_size.max(1)) as u64;
-    let quiet = a.quiet;
-    let grid = arch.grid;
+
     // The split as resolved: a classifier's images themselves; canvases are made from the
     // fixed counts.
     let (train_count, test_count) = if arch.boxes || arch.grid {
@@ -239,16 +268,113 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
         canvas_copies: a.data.canvas_copies,
         train_fingerprint: crate::data::source::fingerprint(&train_set),
     };
+    Ok(Run {
+        arch,
+        model,
+        cfg,
+        train_set,
+        test_set,
+        trained_on,
+        out: a.out.clone(),
+        plot,
+        history: Vec::new(),
+        state: None,
+        init,
+    })
+}
+
+/// `--resume CKPT`: the run the checkpoint records (architecture, recipe, data) from where it
+/// stopped, written back to the same file.
+fn resumed_run(a: &TrainArgs, path: &Path) -> anyhow::Result<Run> {
+    let ck = Checkpoint::load(path)?;
+    let Some(state) = ck.run_state.clone() else {
+        bail!(
+            "--resume {}: the checkpoint records no run state (written by an older trainer): \
+             train anew, or fine-tune it with --init-from",
+            path.display()
+        );
+    };
+    let (done, all) = (ck.history.len(), ck.config.epochs);
+    if state.epochs != done {
+        bail!("--resume {}: inconsistent run state", path.display());
+    }
+    if done >= all {
+        bail!(
+            "--resume {}: all {all} epochs are done, nothing to resume (train a new run, or \
+             fine-tune this one with --init-from)",
+            path.display()
+        );
+    }
+    let Some(trained_on) = ck.trained_on.clone() else {
+        bail!(
+            "--resume {}: the checkpoint does not record its data",
+            path.display()
+        );
+    };
+    let source = a.data.source().for_checkpoint(Some(&trained_on));
+    let arch = ck.model.arch.clone();
+    let (train_set, test_set) = source.load_for(&arch)?;
+    if crate::data::source::fingerprint(&train_set) != trained_on.train_fingerprint {
+        bail!(
+            "--resume {}: the training images differ from the ones the run started on (the \
+             data changed, or --data names other data)",
+            path.display()
+        );
+    }
+    let plot = a
+        .plot
+        .clone()
+        .unwrap_or_else(|| path.with_extension("").with_extension("curves.png"));
+    crate::io::check_writable(&plot)?;
+    eprintln!(
+        "resuming {}: '{}' after epoch {done} of {all} (its recipe and data)",
+        path.display(),
+        arch.name
+    );
+    Ok(Run {
+        arch,
+        model: ck.model,
+        cfg: ck.config,
+        train_set,
+        test_set,
+        trained_on,
+        out: path.to_owned(),
+        plot,
+        history: ck.history,
+        state: Some(state),
+        init: Vec::new(),
+    })
+}
+
+/// Trains `run`'s remaining epochs, saving the checkpoint after each.
+fn run_epochs(a: &TrainArgs, run: Run) -> anyhow::Result<TrainReport> {
+    let Run {
+        arch,
+        mut model,
+        cfg,
+        train_set,
+        test_set,
+        trained_on,
+        out,
+        plot,
+        history: before,
+        state,
+        init,
+    } = run;
+    let batch = cfg.batch_size;
+    let steps = (train_set.len() / batch.max(1)) as u64;
+    let quiet = a.quiet;
+    let grid = arch.grid;
     let pb = std::sync::Mutex::new(bar(steps, quiet));
-    let mut history_so_far = Vec::new();
-    let out = a.out.clone();
+    let mut history_so_far = before.clone();
     let cfg2 = cfg.clone();
     let history = with_threads(a.threads, || {
-        train(
+        train_from(
             &mut model,
             &train_set,
             &test_set,
             &cfg2,
+            state.as_ref(),
             |epoch, s, _n, loss, acc| {
                 let Ok(mut pb) = pb.lock() else { return };
                 if s == 1 {
@@ -260,7 +386,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
                     pb.set_message(format!("loss {loss:.4} acc {:.2}%", acc * 100.0));
                 }
             },
-            |m, e| {
+            |m, e, st| {
                 if let Ok(pb) = pb.lock() {
                     pb.finish_and_clear();
                 }
@@ -299,6 +425,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
                     config: cfg2.clone(),
                     history: history_so_far.clone(),
                     trained_on: Some(trained_on.clone()),
+                    run_state: Some(st.clone()),
                 }
                 .save(&out)
             },
@@ -306,6 +433,7 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
     })??;
     crate::report::plots::training_curves(&history, &plot)?;
     let train_seconds: f32 = history.iter().map(|m| m.seconds).sum();
+    let history = [before, history].concat();
     let last = history.last().context("no epochs were run (--epochs 0)")?;
     Ok(TrainReport {
         arch: arch.name.clone(),
@@ -313,9 +441,9 @@ pub fn cmd_train_with(a: &TrainArgs, ft: &FinetuneArgs) -> anyhow::Result<TrainR
         epochs: history.len(),
         test_accuracy: last.test_accuracy,
         train_seconds,
-        images_per_second: (steps as usize * a.batch_size * history.len()) as f32
+        images_per_second: (steps as usize * batch * history.len()) as f32
             / train_seconds.max(1e-6),
-        checkpoint: a.out.clone(),
+        checkpoint: out,
         plot,
         init,
     })

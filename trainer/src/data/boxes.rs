@@ -109,6 +109,7 @@ mod tests {
             labels: vec![0; n],
             boxes: Vec::new(),
             objects: Vec::new(),
+            class_names: Vec::new(),
         }
     }
 

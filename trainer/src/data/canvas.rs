@@ -46,6 +46,7 @@ pub fn resized(d: &Dataset, h: usize, w: usize, c: usize) -> Dataset {
         labels: d.labels.clone(),
         boxes: Vec::new(),
         objects: Vec::new(),
+        class_names: d.class_names.clone(),
     }
 }
 
@@ -102,6 +103,7 @@ pub fn single_object(digits: &Dataset, count: usize, size: usize, seed: u64) -> 
         labels,
         boxes,
         objects: Vec::new(),
+        class_names: Vec::new(),
     }
 }
 
@@ -159,6 +161,7 @@ pub fn multi_object(digits: &Dataset, count: usize, size: usize, seed: u64) -> D
         labels,
         boxes: Vec::new(),
         objects,
+        class_names: Vec::new(),
     }
 }
 

@@ -155,6 +155,9 @@ pub struct Dataset {
     /// Every object of each image for detection sets: `(label, box)`, box as in `boxes`.
     /// Empty for other sets.
     pub objects: Vec<Vec<(u8, [f32; 4])>>,
+    /// The classes' names in label order (PNG class folders' names); empty when the data
+    /// names none (IDX files, canvases).
+    pub class_names: Vec<String>,
 }
 
 impl Dataset {
@@ -191,6 +194,7 @@ impl Dataset {
             } else {
                 self.objects[range].to_vec()
             },
+            class_names: self.class_names.clone(),
         }
     }
     /// Normalized input `[len(idx), h, w, c]` (NHWC): pixel / 255, so 0..=1. The int8 input
@@ -324,6 +328,21 @@ pub fn load_png_folders(
     classes: usize,
     channels: usize,
 ) -> Option<Result<Dataset, DataError>> {
+    Some(read_png_folders(dir, classes, channels)?.map(|(d, say)| {
+        for line in say {
+            eprintln!("{line}");
+        }
+        d
+    }))
+}
+
+/// [`load_png_folders`] with the lines it says (the classes and their counts, a warning of
+/// imbalance) returned rather than printed.
+pub fn read_png_folders(
+    dir: &Path,
+    classes: usize,
+    channels: usize,
+) -> Option<Result<(Dataset, Vec<String>), DataError>> {
     let mut subdirs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -374,10 +393,7 @@ pub fn load_png_folders(
             pixels.extend_from_slice(&px);
             labels.push(*class as u8);
         }
-        for line in say {
-            eprintln!("{line}");
-        }
-        Ok(Dataset {
+        let d = Dataset {
             h,
             w,
             c: channels,
@@ -385,8 +401,16 @@ pub fn load_png_folders(
             labels,
             boxes: Vec::new(),
             objects: Vec::new(),
-        })
+            class_names: subdirs.iter().map(|d| folder_name(d)).collect(),
+        };
+        Ok((d, say))
     })())
+}
+
+/// A class folder's name (the class's name).
+fn folder_name(d: &Path) -> String {
+    d.file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
 }
 
 /// The class folders of a PNG data set against what makes a classifier: two or more, none
@@ -398,10 +422,7 @@ fn check_classes(
     subdirs: &[PathBuf],
     files: &[(PathBuf, usize)],
 ) -> Result<Vec<String>, DataError> {
-    let name = |d: &PathBuf| {
-        d.file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
-    };
+    let name = |d: &PathBuf| folder_name(d);
     let mut counts = vec![0usize; subdirs.len()];
     for &(_, class) in files {
         counts[class] += 1;
@@ -493,6 +514,7 @@ pub fn load_pair(images: &Path, labels: &Path, classes: usize) -> Result<Dataset
         labels: lb.data,
         boxes: Vec::new(),
         objects: Vec::new(),
+        class_names: Vec::new(),
     })
 }
 
@@ -615,6 +637,7 @@ mod tests {
             labels: vec![3; 64],
             boxes: vec![],
             objects: vec![],
+            class_names: Vec::new(),
         };
         let idx: Vec<usize> = (0..64).rev().collect();
         crate::nn::autograd::release_cached_buffers();

@@ -80,7 +80,33 @@ impl DataSource {
     /// The data an architecture trains on: the IDX images themselves, or for a localization
     /// model single-digit canvases built from them (train digits -> train canvases, test
     /// digits -> 1,000 test canvases).
+    /// PNG class folders must be the architecture's classes (by name, when it names them).
     pub fn load_for(&self, arch: &ArchSpec) -> anyhow::Result<(Dataset, Dataset)> {
+        self.load_for_with(arch, false)
+    }
+
+    /// [`Self::load_for`] for training a classifier: its head follows the class folders (how
+    /// many, and their names), said on stderr when that changes the architecture's class count.
+    /// Returns the architecture to train.
+    pub fn load_for_training(
+        &self,
+        arch: &ArchSpec,
+    ) -> anyhow::Result<(ArchSpec, Dataset, Dataset)> {
+        let (train, test) = self.load_for_with(arch, true)?;
+        if train.class_names.is_empty() || arch.boxes || arch.grid {
+            return Ok((arch.clone(), train, test));
+        }
+        let named = arch.with_classes(&train.class_names)?;
+        if named.classes != arch.classes {
+            eprintln!(
+                "classes: {} from the folders, so '{}' has {} outputs (its definition has {})",
+                named.classes, arch.name, named.classes, arch.classes
+            );
+        }
+        Ok((named, train, test))
+    }
+
+    fn load_for_with(&self, arch: &ArchSpec, adapt: bool) -> anyhow::Result<(Dataset, Dataset)> {
         if let (Some(b), false) = (&self.boxes, arch.boxes || arch.grid) {
             bail!(
                 "--boxes {}: architecture '{}' is a classifier and takes no boxes (use loc-cnn, \
@@ -103,7 +129,18 @@ impl DataSource {
         }
         // A classifier's own data splits by its size; canvases keep the fixed counts.
         let auto = self.data.is_some() && !arch.boxes && !arch.grid;
-        let (train, test) = self.load_split(arch.classes, arch.input[2], auto)?;
+        // Class folders may set a trained classifier's class count (u8 labels: 256 at most).
+        let classes = if adapt && auto { 256 } else { arch.classes };
+        let (train, test) = self.load_split(classes, arch.input[2], auto)?;
+        let names = &train.class_names;
+        if !adapt && !arch.class_names.is_empty() && !names.is_empty() && *names != arch.class_names
+        {
+            bail!(
+                "the data's classes ({}) are not the model's ({})",
+                names.join(", "),
+                arch.class_names.join(", ")
+            );
+        }
         let size = arch.input[0];
         if arch.grid {
             let tr = crate::data::canvas::multi_object(
@@ -163,6 +200,9 @@ impl DataSource {
         auto: bool,
     ) -> anyhow::Result<(Dataset, Dataset)> {
         let dir = self.data.clone().unwrap_or_else(default_data_dir);
+        if let Some(r) = self.load_train_test(&dir, classes, channels) {
+            return r;
+        }
         let all = match find_pair(&dir) {
             Ok((i, l)) => load_pair(&i, &l, classes)?,
             // No IDX pair: a folder of class sub-folders of PNGs, if that is what it holds.
@@ -179,6 +219,66 @@ impl DataSource {
             );
         }
         Ok(split(&all, train, test)?)
+    }
+
+    /// A `train/` + `test/` layout (each with one sub-folder of PNGs per class, the same class
+    /// names in both): the folders are the split, said on stderr; counts given take the first
+    /// images of each. `None` when `dir` is not laid out so.
+    fn load_train_test(
+        &self,
+        dir: &Path,
+        classes: usize,
+        channels: usize,
+    ) -> Option<anyhow::Result<(Dataset, Dataset)>> {
+        let (tr, te) = (dir.join("train"), dir.join("test"));
+        if !tr.is_dir() || !te.is_dir() {
+            return None;
+        }
+        let load = |d: &Path| -> anyhow::Result<(Dataset, Vec<String>)> {
+            match crate::data::read_png_folders(d, classes, channels) {
+                Some(r) => Ok(r?),
+                None => bail!("{}: no class sub-folders of PNGs", d.display()),
+            }
+        };
+        Some((|| {
+            let ((train, say_train), (test, say_test)) = (load(&tr)?, load(&te)?);
+            if train.class_names != test.class_names {
+                bail!(
+                    "{}: train/ has classes ({}) and test/ ({}); both need the same class folders",
+                    dir.display(),
+                    train.class_names.join(", "),
+                    test.class_names.join(", ")
+                );
+            }
+            if (train.h, train.w) != (test.h, test.w) {
+                bail!(
+                    "{}: train/ images are {}x{}, test/ images {}x{}",
+                    dir.display(),
+                    train.w,
+                    train.h,
+                    test.w,
+                    test.h
+                );
+            }
+            for line in say_train.iter().chain(&say_test) {
+                eprintln!("{line}");
+            }
+            let take = |d: Dataset, n: Option<usize>, flag: &str| match n {
+                Some(n) if n > d.len() => bail!("{flag} {n}: that folder holds {} images", d.len()),
+                Some(n) => Ok(d.slice(0..n)),
+                None => Ok(d),
+            };
+            let train = take(train, self.train_count, "--train-count")?;
+            let test = take(test, self.test_count, "--test-count")?;
+            if (self.train_count, self.test_count) == (None, None) {
+                eprintln!(
+                    "split: {} training / {} test images (the train/ and test/ folders)",
+                    train.len(),
+                    test.len()
+                );
+            }
+            Ok((train, test))
+        })())
     }
 
     /// The training and test counts for a set of `total` images: the counts given; for a

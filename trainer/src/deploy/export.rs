@@ -663,6 +663,7 @@ pub fn quantize_with(
         },
         layers,
         head,
+        labels: arch.class_names.join("\n"),
     };
     owned
         .write()

@@ -35,6 +35,9 @@ pub fn inspect_blob(blob: &[u8], label: &str) -> anyhow::Result<String> {
             t.quant.zero_point
         )
     };
+    if !d.labels.is_empty() {
+        writeln!(s, "classes {}", class_list(&m))?;
+    }
     writeln!(s, "input  {}", q(&d.input))?;
     let row = |s: &mut String, c: [&str; 10]| {
         writeln!(

@@ -533,6 +533,7 @@ mod tests {
                 ),
             ],
             head: Head::Classifier { classes: 5 },
+            labels: String::new(),
         }
     }
 

@@ -32,13 +32,30 @@ pub fn read_blob(path: &Path) -> anyhow::Result<Vec<u8>> {
 
 /// The built-in architecture whose data a loaded model's kind uses: ref-cnn (with the model's
 /// class count) for a classifier, loc-cnn for a localizer, grid-det for a grid detector.
-pub fn builtin_arch_for(m: &runtime::Model) -> ArchSpec {
+/// `None` for a model that names its classes (the built-in data is not its data) or outputs
+/// values.
+pub fn builtin_arch_for(m: &runtime::Model) -> Option<ArchSpec> {
+    use runtime::format::Head;
+    if !m.def().labels.is_empty() {
+        return None;
+    }
     match m.def().head {
-        runtime::format::Head::Classifier { classes } => ArchSpec {
+        Head::Classifier { classes } => Some(ArchSpec {
             classes: classes as usize,
             ..ArchSpec::ref_cnn()
-        },
-        runtime::format::Head::Localizer { .. } => ArchSpec::loc_cnn(),
-        runtime::format::Head::GridDetector { .. } => ArchSpec::grid_det(),
+        }),
+        Head::Localizer { .. } => Some(ArchSpec::loc_cnn()),
+        Head::GridDetector { .. } => Some(ArchSpec::grid_det()),
+        Head::Values { .. } => None,
     }
+}
+
+/// A model's class names for a message: "a, b, c" (the first eight, then how many more).
+pub fn class_list(m: &runtime::Model) -> String {
+    let names: Vec<&str> = m.def().labels.split('\n').collect();
+    let mut s = names.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+    if names.len() > 8 {
+        s += &format!(" and {} more", names.len() - 8);
+    }
+    s
 }

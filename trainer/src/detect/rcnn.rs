@@ -173,6 +173,7 @@ pub fn training_crops(
         labels,
         boxes: Vec::new(),
         objects: Vec::new(),
+        class_names: Vec::new(),
     };
     (crops, reg)
 }

@@ -93,6 +93,7 @@ pub fn crops(data: &Dataset, seed: u64) -> Dataset {
         labels,
         boxes: Vec::new(),
         objects: Vec::new(),
+        class_names: Vec::new(),
     }
 }
 
@@ -145,6 +146,7 @@ pub fn detect(model: &mut Model, data: &Dataset) -> Vec<Vec<Pred>> {
             labels: vec![0; wins.len()],
             boxes: Vec::new(),
             objects: Vec::new(),
+            class_names: Vec::new(),
         };
         let (x, _) = batch.batch(&(0..wins.len()).collect::<Vec<_>>());
         let logits = model.predict(x);

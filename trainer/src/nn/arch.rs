@@ -313,6 +313,10 @@ pub struct ArchSpec {
     /// the cell's corner).
     #[serde(default)]
     pub grid: bool,
+    /// The classes' names in class order (class folders' names; an architecture file may give
+    /// them). Empty: classes are numbers. They travel in the checkpoint and the blob.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -484,6 +488,7 @@ impl ArchSpec {
             out.push(cur);
         }
         self.check_end(cur)?;
+        self.check_class_names()?;
         Ok(out)
     }
 

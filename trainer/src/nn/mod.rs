@@ -3,6 +3,7 @@
 
 pub mod arch;
 pub mod autograd;
+pub mod classes;
 pub mod gradcheck;
 pub mod init;
 pub mod model;

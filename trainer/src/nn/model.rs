@@ -520,6 +520,7 @@ mod tests {
                 ],
                 boxes: false,
                 grid: false,
+                class_names: Vec::new(),
             };
             let mut rng = ChaCha8Rng::seed_from_u64(52);
             let model = Model::new(arch, &mut rng).unwrap();

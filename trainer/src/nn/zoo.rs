@@ -48,6 +48,7 @@ fn digits(name: &str, input: [usize; 3], stages: &[Vec<LayerSpec>]) -> ArchSpec 
         layers: stages.concat(),
         boxes: false,
         grid: false,
+        class_names: Vec::new(),
     }
 }
 

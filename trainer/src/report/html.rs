@@ -30,6 +30,9 @@ pub struct Summary {
     pub firmware_flash_bytes: u64,
     pub firmware_static_ram_bytes: u64,
     pub firmware_peak_stack_bytes: usize,
+    /// The classes' names (empty: numbers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_names: Vec<String>,
     pub confusion_float: Vec<Vec<usize>>,
     pub confusion_int8: Vec<Vec<usize>>,
     pub layers: String,

@@ -164,15 +164,25 @@ pub fn training_curves(history: &[EpochMetrics], path: &Path) -> anyhow::Result<
 }
 
 /// `cm[true][pred]` counts as a heat map with the counts written in; true class 0 at the top.
-pub fn confusion_matrix(cm: &[Vec<usize>], title: &str, path: &Path) -> anyhow::Result<()> {
+/// The axes name the classes by `names` (their first 8 characters) when given, else by number.
+pub fn confusion_matrix(
+    cm: &[Vec<usize>],
+    names: &[String],
+    title: &str,
+    path: &Path,
+) -> anyhow::Result<()> {
     use plotters::style::text_anchor::{HPos, Pos, VPos};
     let k = cm.len() as i32;
+    let name = |v: i32| match names.get(v as usize) {
+        Some(n) => n.chars().take(8).collect(),
+        None => v.to_string(),
+    };
     render(path, (560, 560), |root| {
         let mut c = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(40)
+            .y_label_area_size(if names.is_empty() { 40 } else { 80 })
             .build_cartesian_2d((0..k - 1).into_segmented(), (0..k - 1).into_segmented())
             .map_err(|e| anyhow!("{e}"))?;
         let centre = |v: &SegmentValue<i32>| match v {
@@ -185,8 +195,8 @@ pub fn confusion_matrix(cm: &[Vec<usize>], title: &str, path: &Path) -> anyhow::
             .y_desc("true class")
             .x_labels(k as usize)
             .y_labels(k as usize)
-            .x_label_formatter(&|v| centre(v).map_or(String::new(), |v| v.to_string()))
-            .y_label_formatter(&|v| centre(v).map_or(String::new(), |v| (k - 1 - v).to_string()))
+            .x_label_formatter(&|v| centre(v).map_or(String::new(), name))
+            .y_label_formatter(&|v| centre(v).map_or(String::new(), |v| name(k - 1 - v)))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
         let max = cm.iter().flatten().copied().max().unwrap_or(1).max(1) as f64;

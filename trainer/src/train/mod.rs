@@ -178,6 +178,19 @@ pub fn evaluate(model: &mut Model, data: &Dataset, batch: usize) -> (f32, f32, V
     ((loss / n) as f32, (correct as f64 / n) as f32, preds)
 }
 
+/// Where a run stands after an epoch: with the model, what `train --resume` needs to go on
+/// exactly as if it had not stopped (bit for bit on one thread).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunState {
+    /// Epochs done.
+    pub epochs: usize,
+    /// Optimizer steps done (the learning-rate schedule's position).
+    pub step: usize,
+    /// The shuffling and dropout generator's position (ChaCha8 word position, decimal: a u128).
+    pub rng_word_pos: String,
+    pub optimizer: optim::OptimState,
+}
+
 /// Trains `model` in place. `on_step(epoch, step, steps, loss, acc)` drives a progress bar;
 /// `on_epoch` sees each epoch's metrics (and may save a checkpoint).
 pub fn train(
@@ -185,8 +198,24 @@ pub fn train(
     train: &Dataset,
     test: &Dataset,
     cfg: &TrainConfig,
-    mut on_step: impl FnMut(usize, usize, usize, f32, f32),
+    on_step: impl FnMut(usize, usize, usize, f32, f32),
     mut on_epoch: impl FnMut(&Model, &EpochMetrics) -> anyhow::Result<()>,
+) -> anyhow::Result<Vec<EpochMetrics>> {
+    train_from(model, train, test, cfg, None, on_step, |m, e, _| {
+        on_epoch(m, e)
+    })
+}
+
+/// [`train`] from a saved [`RunState`] (`None`: from the start), `on_epoch` seeing the state
+/// after each epoch too. The model must be the one saved with the state.
+pub fn train_from(
+    model: &mut Model,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &TrainConfig,
+    resume: Option<&RunState>,
+    mut on_step: impl FnMut(usize, usize, usize, f32, f32),
+    mut on_epoch: impl FnMut(&Model, &EpochMetrics, &RunState) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<EpochMetrics>> {
     if cfg.batch_size == 0 || cfg.batch_size > train.len() {
         return Err(TrainError::BatchSize(train.len()).into());
@@ -234,10 +263,20 @@ pub fn train(
         .collect();
     let mut history = Vec::new();
     let mut step = 0;
+    let mut first = 1;
+    if let Some(r) = resume {
+        let pos: u128 = r
+            .rng_word_pos
+            .parse()
+            .map_err(|_| anyhow::anyhow!("run state: bad generator position"))?;
+        rng.set_word_pos(pos);
+        opt.restore(r.optimizer.clone(), &model.params)?;
+        (step, first) = (r.step, r.epochs + 1);
+    }
     // Asked for and with two threads or more, each batch is split across two of them; else
     // the step is the plain one (on one thread, bit-identical for a seed).
     let data_parallel = cfg.split_batch && rayon::current_num_threads() >= 2;
-    for epoch in 1..=cfg.epochs {
+    for epoch in first..=cfg.epochs {
         let t0 = std::time::Instant::now();
         let order = shuffled(train.len(), &mut rng);
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -343,7 +382,13 @@ pub fn train(
             }
             .into());
         }
-        on_epoch(model, &m)?;
+        let state = RunState {
+            epochs: epoch,
+            step,
+            rng_word_pos: rng.get_word_pos().to_string(),
+            optimizer: opt.state(),
+        };
+        on_epoch(model, &m, &state)?;
         history.push(m);
     }
     Ok(history)
@@ -431,11 +476,29 @@ pub struct Checkpoint {
     /// The data it was trained on (absent in checkpoints written before it was recorded).
     #[serde(default)]
     pub trained_on: Option<crate::data::source::TrainedOn>,
+    /// Where the run stood when this was saved, so `train --resume` can go on (absent in
+    /// checkpoints written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_state: Option<RunState>,
 }
 
 pub const CHECKPOINT_FORMAT: &str = "tinymcu-checkpoint/1";
 
 impl Checkpoint {
+    /// "checkpoint holds 3 of 10 epochs ..." when the run stopped before its last epoch (an
+    /// interrupted `train`), for commands that read it to say.
+    pub fn partial_note(&self, path: &Path) -> Option<String> {
+        let (done, all) = (self.history.len(), self.config.epochs);
+        (done < all).then(|| {
+            format!(
+                "note: {} holds {done} of {all} epochs (the run stopped early); `train --resume \
+                 {}` finishes it",
+                path.display(),
+                path.display()
+            )
+        })
+    }
+
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
         if let Some(what) = non_finite_state(&self.model) {
             anyhow::bail!(
@@ -535,6 +598,79 @@ mod tests {
         })
         .unwrap();
         m
+    }
+
+    /// A run stopped after epoch 1 and resumed from its saved state (model, optimizer,
+    /// generator, step) ends bit for bit where the run that never stopped ends, with SGD and
+    /// with Adam; a state saved for other parameters is refused.
+    #[test]
+    fn resumed_runs_end_where_unbroken_runs_end() {
+        let (train_set, test) = crate::data::source::DataSource::default().load(10).unwrap();
+        let (sub, test) = (train_set.slice(0..256), test.slice(0..10));
+        for optimizer in OptimizerKind::ALL {
+            let cfg = TrainConfig {
+                epochs: 2,
+                optimizer,
+                lr: if optimizer == OptimizerKind::Adam {
+                    0.002
+                } else {
+                    0.05
+                },
+                ..TrainConfig::default()
+            };
+            let fresh = || Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(4));
+            let mut whole = fresh().unwrap();
+            train_silent(&mut whole, &sub, &test, &cfg).unwrap();
+            let mut broken = fresh().unwrap();
+            let mut saved = None;
+            let stop = train_from(
+                &mut broken,
+                &sub,
+                &test,
+                &cfg,
+                None,
+                |_, _, _, _, _| {},
+                |m, _, st| {
+                    saved = Some((m.clone(), st.clone()));
+                    anyhow::bail!("interrupted")
+                },
+            );
+            assert!(stop.is_err());
+            let (mut model, state) = saved.unwrap();
+            assert_eq!((state.epochs, state.step), (1, 4));
+            let rest = train_from(
+                &mut model,
+                &sub,
+                &test,
+                &cfg,
+                Some(&state),
+                |_, _, _, _, _| {},
+                |_, _, _| Ok(()),
+            )
+            .unwrap();
+            assert_eq!(rest.len(), 1, "{optimizer}: one epoch left");
+            assert_eq!(model.params, whole.params, "{optimizer}");
+            for (a, b) in model.bn.iter().zip(&whole.bn) {
+                assert_eq!(a.running_mean, b.running_mean);
+                assert_eq!(a.running_var, b.running_var);
+            }
+            // A state for another parameter list is refused, not half applied.
+            let (mut model2, mut state2) = (fresh().unwrap(), state.clone());
+            state2.optimizer.buffers.pop();
+            let e = train_from(
+                &mut model2,
+                &sub,
+                &test,
+                &cfg,
+                Some(&state2),
+                |_, _, _, _, _| {},
+                |_, _, _| Ok(()),
+            );
+            assert!(
+                e.unwrap_err().to_string().contains("parameters"),
+                "{optimizer}"
+            );
+        }
     }
 
     /// Without BatchNorm the two shards' weighted gradients are the whole batch's: eight

@@ -20,6 +20,48 @@ pub trait Optimizer {
     fn step(&mut self, params: &mut [Tensor], grads: &[Tensor]);
     fn lr(&self) -> f32;
     fn set_lr(&mut self, lr: f32);
+    /// The state the next step builds on (momentum buffers, Adam moments and step count).
+    fn state(&self) -> OptimState;
+    /// Continues from a saved [`Optimizer::state`] of the same kind over `params`.
+    fn restore(&mut self, s: OptimState, params: &[Tensor]) -> anyhow::Result<()>;
+}
+
+/// An optimizer's state between steps, saved in a checkpoint so `train --resume` goes on
+/// exactly: SGD's velocity buffers, or Adam's first and second moments then its step count.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct OptimState {
+    /// Per parameter: SGD one buffer (`[v]`), Adam two (`[m, v]`); empty before the first
+    /// step.
+    pub buffers: Vec<Vec<Tensor>>,
+    /// Adam's step count (0 for SGD).
+    pub t: i32,
+}
+
+/// `s`'s buffers as `per` tensors per parameter, each shaped like its parameter.
+fn unpack(s: OptimState, per: usize, params: &[Tensor]) -> anyhow::Result<Vec<Vec<Tensor>>> {
+    if s.buffers.is_empty() {
+        return Ok(vec![Vec::new(); per]);
+    }
+    if s.buffers.len() != params.len() {
+        anyhow::bail!(
+            "optimizer state for {} parameters, the model has {}",
+            s.buffers.len(),
+            params.len()
+        );
+    }
+    let mut out = vec![Vec::with_capacity(params.len()); per];
+    for (b, p) in s.buffers.into_iter().zip(params) {
+        if b.len() != per || b.iter().any(|t| t.shape() != p.shape()) {
+            anyhow::bail!("optimizer state does not match the parameters' shapes");
+        }
+        if b.iter().any(|t| t.iter().any(|v| !v.is_finite())) {
+            anyhow::bail!("optimizer state holds NaN or infinite values");
+        }
+        for (k, t) in b.into_iter().enumerate() {
+            out[k].push(t);
+        }
+    }
+    Ok(out)
 }
 
 /// Plain or momentum SGD, PyTorch semantics (dampening 0):
@@ -123,6 +165,17 @@ impl Optimizer for Sgd {
     fn set_lr(&mut self, lr: f32) {
         self.config.lr = lr;
     }
+    fn state(&self) -> OptimState {
+        OptimState {
+            buffers: self.velocity.iter().map(|v| vec![v.clone()]).collect(),
+            t: 0,
+        }
+    }
+    fn restore(&mut self, s: OptimState, params: &[Tensor]) -> anyhow::Result<()> {
+        let mut b = unpack(s, 1, params)?;
+        self.velocity = b.pop().unwrap_or_default();
+        Ok(())
+    }
 }
 
 /// Adam (Kingma & Ba) with bias correction, PyTorch semantics:
@@ -205,6 +258,32 @@ impl Optimizer for Adam {
     }
     fn set_lr(&mut self, lr: f32) {
         self.config.lr = lr;
+    }
+    fn state(&self) -> OptimState {
+        OptimState {
+            buffers: self
+                .m
+                .iter()
+                .zip(&self.v)
+                .map(|(m, v)| vec![m.clone(), v.clone()])
+                .collect(),
+            t: self.t,
+        }
+    }
+    fn restore(&mut self, s: OptimState, params: &[Tensor]) -> anyhow::Result<()> {
+        if s.t < 0 || (s.t == 0) != s.buffers.is_empty() {
+            anyhow::bail!(
+                "Adam state: step count {} with {} buffers",
+                s.t,
+                s.buffers.len()
+            );
+        }
+        let t = s.t;
+        let mut b = unpack(s, 2, params)?;
+        self.v = b.pop().unwrap_or_default();
+        self.m = b.pop().unwrap_or_default();
+        self.t = t;
+        Ok(())
     }
 }
 

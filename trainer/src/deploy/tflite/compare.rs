@@ -96,7 +96,8 @@ pub fn cmd_bench_tflite(dir: &Path, device: bool, work: &Path) -> anyhow::Result
         let labels = std::fs::read(dir.join(format!("{name}.labels.bin"))).ok();
         // The model without its dead channels and, where that removed any, as the file has it
         // (converted again only then).
-        let (pruned, notes) = import_with(&tflite, &name, true).with_context(|| name.clone())?;
+        let (pruned, notes) =
+            import_with(&tflite, &name, true, &[]).with_context(|| name.clone())?;
         let removed = notes.pruned.removed;
         let variants = if removed == 0 {
             vec![(name.clone(), pruned, 0)]

@@ -38,7 +38,7 @@ pub use read::MAX_TFLITE_BYTES;
 /// Import a `.tflite` file's bytes: the blob, with TensorFlow Lite's rounding, every layer and
 /// channel as the file has them.
 pub fn import(bytes: &[u8], name: &str) -> anyhow::Result<Vec<u8>> {
-    Ok(import_with(bytes, name, false)?.0)
+    Ok(import_with(bytes, name, false, &[])?.0)
 }
 
 /// What [`import_with`] did beyond converting.
@@ -58,9 +58,22 @@ pub fn import_with(
     bytes: &[u8],
     name: &str,
     prune: bool,
+    labels: &[String],
 ) -> anyhow::Result<(Vec<u8>, ImportNotes)> {
     let g = Graph::parse(bytes)?;
     let model = convert(&g, name, Rounding::Double)?;
+    let model = if labels.is_empty() {
+        model
+    } else {
+        match model.head.classes() {
+            Some(n) if n as usize == labels.len() => model.with_labels(labels),
+            Some(n) => bail!("{} class names for the model's {n} outputs", labels.len()),
+            None => bail!(
+                "class names for a model whose output is as long as its input (a \
+                 reconstruction, read as values, not classes)"
+            ),
+        }
+    };
     let full = model
         .write()
         .map_err(|e| anyhow!("the runtime refuses the converted model: {e}"))?;
@@ -200,6 +213,17 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         bail!("the model output is a PAD's output");
     }
     let out_shape = *cv.shapes.last().unwrap_or(&in_shape);
+    // An output as long as the input is a reconstruction (MLPerf Tiny's anomaly-detection
+    // autoencoder): values, not class logits.
+    let head = if out_shape.bytes() == in_shape.bytes() {
+        Head::Values {
+            outputs: u32::try_from(out_shape.bytes()).context("output too long")?,
+        }
+    } else {
+        Head::Classifier {
+            classes: u16::try_from(out_shape.bytes()).context("more than 65535 outputs")?,
+        }
+    };
     Ok(OwnedModel {
         name: name.to_string(),
         input: TensorSpec {
@@ -212,8 +236,7 @@ pub(crate) fn convert(g: &Graph, name: &str, rounding: Rounding) -> anyhow::Resu
         },
         rounding,
         layers: cv.layers,
-        head: Head::Classifier {
-            classes: u16::try_from(out_shape.bytes()).context("more than 65535 outputs")?,
-        },
+        head,
+        labels: String::new(),
     })
 }
