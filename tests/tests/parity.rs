@@ -446,8 +446,9 @@ fn every_core_is_bit_exact() {
     }
 }
 
-/// `trainer device` builds in one folder per process (`trainer-device-PID`), so the tests
-/// that call it in this process take turns.
+/// `trainer device` builds in a folder per call (`trainer-device-PID-N`); the tests that call
+/// it take turns so that one's check of what is left in the temporary directory does not see
+/// another's folder.
 static DEVICE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// `trainer device` removes its build folder after an emulated run (it left about 2.5 MB in
@@ -459,7 +460,14 @@ fn device_cleans_up_and_states_its_boards_resolution() {
     let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
     use trainer::commands::device::{cmd_device, DeviceArgs};
     let root = repo_root();
-    let folder = std::env::temp_dir().join(format!("trainer-device-{}", std::process::id()));
+    let prefix = format!("trainer-device-{}-", std::process::id());
+    let left = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .count()
+    };
     let args = |board: &str, keep_build: bool| DeviceArgs {
         model: root.join("firmware/models/ref-cnn.bin"),
         board: board.into(),
@@ -470,15 +478,17 @@ fn device_cleans_up_and_states_its_boards_resolution() {
     };
     let r = cmd_device(&args("mps2-an386", false)).unwrap();
     assert_eq!(r.bit_exact, 1);
-    assert!(!folder.exists(), "{} left behind", folder.display());
+    assert_eq!(left(), 0, "{prefix}* left behind");
     assert!(r.elf.is_none());
     assert!(r.to_text().contains("SysTick resolution 40 instructions"));
 
     let r = cmd_device(&args("microbit", true)).unwrap();
     let elf = r.elf.clone().expect("kept");
-    assert!(elf.exists() && elf.starts_with(&folder));
+    let folder = elf.parent().unwrap().to_owned();
+    assert!(elf.exists() && folder.to_string_lossy().contains(&prefix));
     assert!(r.to_text().contains("SysTick resolution 62.5 instructions"));
     std::fs::remove_dir_all(&folder).unwrap();
+    assert_eq!(left(), 0);
 }
 
 /// Issue 33: `device` ran the bundled digits whatever `--data` said. A classifier's `--data`
@@ -517,6 +527,13 @@ fn device_runs_the_data_it_is_given() {
     let r = cmd_device(&args).unwrap();
     assert_eq!(r.bit_exact, 3);
     let text = r.to_text();
+    assert!(
+        text.contains(&format!(
+            "classified as labelled on the device: {} / 3",
+            r.correct.unwrap()
+        )),
+        "{text}"
+    );
     assert!(
         text.contains("the first 3 test images of") && text.contains("s28"),
         "{text}"

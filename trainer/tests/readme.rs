@@ -38,3 +38,53 @@ fn a_missing_summary_key_is_an_error() {
         assert!(e.contains(key), "{key}: {e}");
     }
 }
+
+/// The README's own-data example runs as written (in a fresh folder, the commands as pasted,
+/// `cargo run --release -p trainer --` standing for this binary), and every output line the
+/// README shows for it is one the commands print.
+#[test]
+fn own_data_example_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let block = readme
+        .split("<!-- own-data example: start -->")
+        .nth(1)
+        .and_then(|r| r.split("<!-- own-data example: end -->").next())
+        .expect("the README's own-data example markers");
+    let prefix = "cargo run --release -p trainer -- ";
+    let commands: Vec<&str> = block
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix))
+        .collect();
+    assert!(commands.len() >= 5, "{block}");
+    let dir = std::env::temp_dir().join(format!("trainer-readme-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut printed = String::new();
+    for c in &commands {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_trainer"))
+            .args(c.split_whitespace())
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let (o, e) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{c}:\n{o}\n{e}");
+        printed += &o;
+        printed += &e;
+    }
+    let shown = block
+        .split("```text")
+        .nth(1)
+        .and_then(|t| t.split("```").next())
+        .expect("the example's output block");
+    for line in shown.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            printed.lines().any(|p| p == line),
+            "the README shows a line the commands do not print:\n{line}\n\nthey printed:\n{printed}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

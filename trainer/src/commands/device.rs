@@ -54,6 +54,8 @@ pub struct DeviceReport {
     pub images: usize,
     /// Images whose device output equals the host runtime's, byte for byte.
     pub bit_exact: usize,
+    /// A classifier on labelled test images: how many the device classified as labelled.
+    pub correct: Option<usize>,
     pub instructions_per_inference: u64,
     pub macs: usize,
     pub layers: Vec<LayerCost>,
@@ -80,11 +82,16 @@ fn inputs_for(
     m: &runtime::Model,
     data: &DataSource,
     n: usize,
-) -> anyhow::Result<(Vec<u8>, String)> {
+) -> anyhow::Result<(Vec<u8>, String, Vec<u8>)> {
+    let labels = |d: &crate::data::Dataset| match m.def().head {
+        runtime::format::Head::Classifier { .. } => d.labels[..n.min(d.len())].to_vec(),
+        _ => Vec::new(),
+    };
     let s = m.def().input.shape;
     let shape = [s.h as usize, s.w as usize, s.c as usize];
     if let (Some(dir), runtime::format::Head::Classifier { classes }) = (&data.data, m.def().head) {
         let (_, test) = data.load_channels(classes as usize, shape[2])?;
+        crate::deploy::run::check_data_classes(m, &test)?;
         if [test.h, test.w, test.c] != shape {
             bail!(
                 "--data {}: its images are {}x{}x{} but the model takes {:?}",
@@ -97,20 +104,19 @@ fn inputs_for(
         }
         let v = crate::deploy::run::test_vectors_for(m, &test, n);
         let k = n.min(test.len());
-        return Ok((v, format!("the first {k} test images of {}", dir.display())));
+        let what = format!("the first {k} test images of {}", dir.display());
+        return Ok((v, what, labels(&test)));
     }
     let builtin = crate::deploy::run::builtin_arch_for(m);
     if let Some(arch) = builtin.filter(|a| a.input == shape) {
         let (_, test) = data.load_for(&arch)?;
         let v = crate::deploy::run::test_vectors_for(m, &test, n);
-        return Ok((
-            v,
-            format!(
-                "the first {} test images of {}",
-                n.min(test.len()),
-                arch.name
-            ),
-        ));
+        let what = format!(
+            "the first {} test images of {}",
+            n.min(test.len()),
+            arch.name
+        );
+        return Ok((v, what, labels(&test)));
     }
     let len = m.input_len();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -127,6 +133,7 @@ fn inputs_for(
     Ok((
         v,
         format!("{n} seeded random inputs ({why}; --data DIR runs your own test images)"),
+        Vec::new(),
     ))
 }
 
@@ -139,7 +146,7 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
     let blob = crate::deploy::run::read_blob(&a.model)?;
     let m = runtime::Model::from_bytes(&blob)
         .map_err(|e| anyhow::anyhow!("{}: {e}", a.model.display()))?;
-    let (vectors, inputs) = inputs_for(&m, &a.data.source(), a.images)?;
+    let (vectors, inputs, labels) = inputs_for(&m, &a.data.source(), a.images)?;
     let dir = tempdir()?;
     // Removed on every way out (errors included) unless kept; silicon keeps its ELF to flash.
     let build = BuildDir {
@@ -165,6 +172,7 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
         inputs,
         images: 0,
         bit_exact: 0,
+        correct: None,
         instructions_per_inference: 0,
         macs: m.macs(),
         layers: Vec::new(),
@@ -203,6 +211,16 @@ pub fn cmd_device(a: &DeviceArgs) -> anyhow::Result<DeviceReport> {
     if let Some(mm) = device::first_mismatch(&host, &run.outputs) {
         bail!("device differs from the host runtime: {mm}");
     }
+    if labels.len() == run.outputs.len() {
+        let right = |(o, &l): (&Vec<i8>, &u8)| runtime::argmax(o) == Some(l as usize);
+        r.correct = Some(
+            run.outputs
+                .iter()
+                .zip(&labels)
+                .filter(|p| right(*p))
+                .count(),
+        );
+    }
     r.instructions_per_inference = run.insns.iter().sum::<u64>() / run.insns.len().max(1) as u64;
     r.peak_stack_bytes = run.stack.unwrap_or(0);
     r.layers = run
@@ -237,8 +255,11 @@ impl Drop for BuildDir {
     }
 }
 
+/// A build folder of its own per call (calls from several threads of one process included).
 fn tempdir() -> anyhow::Result<PathBuf> {
-    let d = std::env::temp_dir().join(format!("trainer-device-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("trainer-device-{}-{k}", std::process::id()));
     std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     Ok(d)
 }
@@ -304,6 +325,13 @@ impl DeviceReport {
             "bit-exact with the host runtime: {} / {}",
             self.bit_exact, self.images
         );
+        if let Some(c) = self.correct {
+            let _ = writeln!(
+                s,
+                "classified as labelled on the device: {c} / {}",
+                self.images
+            );
+        }
         let _ = writeln!(
             s,
             "RAM: {} B static (arena {} B) + {} B peak stack; flash {} B",

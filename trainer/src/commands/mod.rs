@@ -15,6 +15,7 @@ pub mod inspect;
 pub mod predict;
 pub mod proposals;
 pub mod rcnn;
+pub mod sample_data;
 pub mod train;
 pub mod two_stage;
 pub mod visualize;
@@ -31,6 +32,7 @@ use crate::commands::inspect::InspectArgs;
 use crate::commands::predict::PredictArgs;
 use crate::commands::proposals::ProposalsArgs;
 use crate::commands::rcnn::RcnnArgs;
+use crate::commands::sample_data::SampleDataArgs;
 use crate::commands::train::TrainCmd;
 use crate::commands::two_stage::TwoStageArgs;
 use crate::commands::visualize::VisualizeArgs;
@@ -55,6 +57,8 @@ pub enum Command {
     Train(TrainCmd),
     /// Accuracy and confusion matrix of a checkpoint.
     Eval(EvalArgs),
+    /// Write an example PNG data set (three shapes) in the layout `train --data` reads.
+    SampleData(SampleDataArgs),
     /// Fold BatchNorm, calibrate, quantize to int8 and write the runtime's model blob.
     Export(ExportArgs),
     /// Convert a fully-int8 TensorFlow Lite model (.tflite) to a model blob that computes
@@ -103,6 +107,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Train(a) => train::run(&a),
         Command::Eval(a) => eval::run(&a),
+        Command::SampleData(a) => sample_data::run(&a),
         Command::Export(a) => export::run(&a),
         Command::Import(a) => import::run(&a),
         Command::Inspect(a) => inspect::run(&a),

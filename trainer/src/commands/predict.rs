@@ -125,14 +125,7 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         if i >= test.len() {
             bail!("index {i} is outside the {}-image test split", test.len());
         }
-        let names: Vec<&str> = test.class_names.iter().map(String::as_str).collect();
-        if named && (0..names.len()).any(|k| m.def().label(k) != Some(names[k])) {
-            bail!(
-                "the model's classes ({}) are not the data's ({})",
-                crate::deploy::run::class_list(&m),
-                names.join(", ")
-            );
-        }
+        crate::deploy::run::check_data_classes(&m, &test)?;
         notes.push(format!(
             "test image {i} of {} ({} test images)",
             crate::data::source::data_name(a.data.data.as_deref()),

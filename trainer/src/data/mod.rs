@@ -4,6 +4,7 @@
 pub mod boxes;
 pub mod canvas;
 pub mod metrics;
+pub mod shapes;
 pub mod source;
 
 use rand::seq::SliceRandom;

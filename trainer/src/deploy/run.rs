@@ -59,3 +59,22 @@ pub fn class_list(m: &runtime::Model) -> String {
     }
     s
 }
+
+/// A model that names its classes runs only data whose class folders have those names, in
+/// that order (data that names none, an IDX set, is taken as it is).
+pub fn check_data_classes(m: &runtime::Model, data: &crate::data::Dataset) -> anyhow::Result<()> {
+    let names = &data.class_names;
+    let same = names.len() == m.def().labels.split('\n').count()
+        && names
+            .iter()
+            .enumerate()
+            .all(|(k, n)| m.def().label(k) == Some(n));
+    if !m.def().labels.is_empty() && !names.is_empty() && !same {
+        anyhow::bail!(
+            "the model's classes ({}) are not the data's ({})",
+            class_list(m),
+            names.join(", ")
+        );
+    }
+    Ok(())
+}
