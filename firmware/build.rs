@@ -220,10 +220,10 @@ fn run() -> Result<(), String> {
     let ram_need = arena + stack_reserve + statics;
     if ram_need > ram_budget {
         return Err(format!(
-            "firmware does not fit board {}: model ({model_len} B, in flash) + arena ({arena} B) \
-             + stack reserve ({stack_reserve} B) + statics and model table ({statics} B): \
-             {ram_need} B of RAM exceeds board RAM ({ram_budget} B).\n       {}.\n       \
-             Model: {}",
+            "firmware does not fit board {}: arena ({arena} B) + stack reserve \
+             ({stack_reserve} B) + statics and model table ({statics} B) = {ram_need} B of RAM \
+             exceeds board RAM ({ram_budget} B); the model itself ({model_len} B) stays in \
+             flash.\n       {}.\n       Model: {}",
             board.name,
             &board.why,
             model_path.display()

@@ -547,7 +547,8 @@ fn device_runs_the_data_it_is_given() {
 }
 
 /// Issue 33: the micro:bit's fit refusal named the build folder's copy of the model
-/// (`/tmp/trainer-device-PID/model.bin`) instead of the user's file.
+/// (`/tmp/trainer-device-PID/model.bin`) instead of the user's file, and listed the
+/// flash-resident model inside its RAM sum.
 #[test]
 fn fit_refusal_names_the_users_model() {
     let _turn = DEVICE.lock().unwrap_or_else(|e| e.into_inner());
@@ -571,5 +572,8 @@ fn fit_refusal_names_the_users_model() {
     assert!(e.contains("does not fit board microbit"), "{e}");
     assert!(e.contains(&format!("Model: {}", path.display())), "{e}");
     assert!(!e.contains("trainer-device-"), "{e}");
+    // The sum is RAM's alone: the flash-resident model is named apart from it.
+    assert!(e.contains(") stays in flash"), "{e}");
+    assert!(!e.contains("in flash) +"), "{e}");
     std::fs::remove_file(&path).unwrap();
 }

@@ -1115,6 +1115,14 @@ fn classes_by_name_from_folders_to_predict_and_resume() {
         "{out}"
     );
     assert!(out.contains("(true label "), "{out}");
+    // visualize reads the checkpoint's own data too (it read the bundled digits).
+    let (code, out, err) = trainer(&["visualize", "--checkpoint", ck_s, "--out", data]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("top-images.png"), "{out}");
+    assert!(
+        err.contains("using the data the checkpoint was trained on"),
+        "{err}"
+    );
     // A finished run has nothing to resume; one that stopped early is said to and finishes.
     assert_fails(&["train", "--resume", ck_s], "all 3 epochs are done");
     let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&ck).unwrap()).unwrap();

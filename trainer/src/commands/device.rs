@@ -104,7 +104,10 @@ fn inputs_for(
         }
         let v = crate::deploy::run::test_vectors_for(m, &test, n);
         let k = n.min(test.len());
-        let what = format!("the first {k} test images of {}", dir.display());
+        let mut what = format!("the first {k} test images of {}", dir.display());
+        if !m.def().labels.is_empty() {
+            what += &format!(" (classes {})", crate::deploy::run::class_list(m));
+        }
         return Ok((v, what, labels(&test)));
     }
     let builtin = crate::deploy::run::builtin_arch_for(m);

@@ -29,7 +29,13 @@ pub struct VisualizeArgs {
 /// Writes `filters.png`, `activations.png` and `top-images.png` into `a.out`.
 pub fn cmd_visualize(a: &VisualizeArgs) -> anyhow::Result<Vec<PathBuf>> {
     let mut ck = Checkpoint::load(&a.checkpoint)?;
-    let (_, test) = a.data.source().load_for(&ck.model.arch)?;
+    // The checkpoint's own data unless --data says otherwise (never the bundled digits in
+    // place of a model's own images).
+    let (_, test) = a
+        .data
+        .source()
+        .for_checkpoint(ck.trained_on.as_ref())
+        .load_for(&ck.model.arch)?;
     if !a.out.is_dir() {
         bail!("output directory {} does not exist", a.out.display());
     }

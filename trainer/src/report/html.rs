@@ -88,7 +88,9 @@ pub struct Peers {
 
 impl Summary {
     pub fn peers(&self) -> Peers {
-        let model = self.arch == "ref-cnn";
+        // ref-cnn with its ten classes: a head resized to other class folders is another model.
+        let ten = self.class_names.is_empty() || self.class_names.len() == 10;
+        let model = self.arch == "ref-cnn" && ten;
         Peers {
             model,
             accuracy: model && !self.own_data,
@@ -187,7 +189,7 @@ Journey took {secs:.0} s.</p>
 <h2>What the network learned</h2><img src="filters.png" alt="first-layer filters"> <img src="activations.png" alt="activation maps of test image 0">
 <img src="top-images.png" alt="test images that excite conv layer 0, channel 0 most">
 {detector}
-<h2>Confusion matrices (test split)</h2><img src="confusion-float.png" width=480> <img src="confusion-int8.png" width=480>
+<h2>Confusion matrices (test split)</h2>{classes}<img src="confusion-float.png" width=480> <img src="confusion-int8.png" width=480>
 <h2>Layers on the device (flash per layer = bytes; RAM = the arena above)</h2><pre>{layers}</pre>
 <h2>Where the instructions go (emulated Cortex-M4, one inference)</h2><table>{costs}</table>
 <p class=peer>Same table for any blob: <code>cargo run --release -p trainer -- device --model report/model.bin</code>.</p>
@@ -195,6 +197,14 @@ Journey took {secs:.0} s.</p>
 <a href="summary.json">summary.json</a>.</p>
 </body></html>"#,
         arch = esc(&s.arch),
+        classes = if s.class_names.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<p>Classes (the data's folders): {}</p>",
+                esc(&s.class_names.join(", "))
+            )
+        },
         be = s.device_bit_exact,
         n = s.device_images,
         secs = s.seconds_total,
@@ -345,6 +355,16 @@ mod tests {
         let own = run("ref-cnn", true);
         assert!(!own.contains("97.2 %") && !own.contains("97.3 %"));
         assert!(own.contains("13,688") && own.contains("1,575,562"));
+        let shapes = html(&Summary {
+            arch: "ref-cnn".into(),
+            own_data: true,
+            class_names: vec!["circle".into(), "square".into(), "triangle".into()],
+            ..Summary::default()
+        });
+        assert!(shapes.contains("Classes (the data's folders): circle, square, triangle"));
+        for peer in ["97.2 %", "13,688", "1,575,562"] {
+            assert!(!shapes.contains(peer), "{peer}");
+        }
         let other = run("cnn-32x32", true);
         for peer in ["97.2 %", "13,688", "10,080", "1,575,562", "6,900"] {
             assert!(!other.contains(peer), "{peer}");
