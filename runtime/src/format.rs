@@ -549,15 +549,28 @@ pub fn check_labels(labels: &str, head: &Head) -> Result<(), Error> {
     if labels.len() > MAX_LABELS_BYTES {
         return bad("class names longer than MAX_LABELS_BYTES in all");
     }
-    let mut n = 0usize;
-    for name in labels.split('\n') {
-        if name.is_empty() || name.len() > MAX_LABEL_BYTES {
-            return bad("a class name empty or longer than MAX_LABEL_BYTES");
-        }
-        if name.chars().any(char::is_control) {
+    // One pass over the bytes (a few instructions on a device; `char` tables would cost
+    // kilobytes of flash): postcard has checked the UTF-8, so a control character is a byte
+    // below 0x20, 0x7f, or U+0080..=U+009F, encoded as 0xc2 0x80..=0x9f.
+    let (mut n, mut len, mut prev) = (1usize, 0usize, 0u8);
+    for &b in labels.as_bytes() {
+        if b == b'\n' {
+            if len == 0 {
+                return bad("an empty class name");
+            }
+            (n, len) = (n + 1, 0);
+        } else if b < 0x20 || b == 0x7f || (prev == 0xc2 && (0x80..=0x9f).contains(&b)) {
             return bad("a control character in a class name");
+        } else {
+            len += 1;
+            if len > MAX_LABEL_BYTES {
+                return bad("a class name longer than MAX_LABEL_BYTES");
+            }
         }
-        n += 1;
+        prev = b;
+    }
+    if len == 0 {
+        return bad("an empty class name");
     }
     if n != classes as usize {
         return bad("class name count != class count");

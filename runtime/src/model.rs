@@ -613,7 +613,14 @@ impl<'a, const N: usize, const K: u32> Model<'a, N, K> {
             &mut src,
             &mut self.analysis,
         )?;
-        let (labels, rest) = postcard::take_from_bytes::<&'a str>(src.rest).map_err(dec)?;
+        // The class names, postcard's `&str` (a length, then UTF-8) read by hand: the generic
+        // decoder instantiated a second time cost 600 bytes of device flash.
+        let (len, rest) = postcard::take_from_bytes::<usize>(src.rest).map_err(dec)?;
+        let (labels, rest) = (rest.get(..len), rest.get(len..));
+        let (Some(labels), Some(rest)) = (labels, rest) else {
+            return Err(Error::Decode);
+        };
+        let labels = core::str::from_utf8(labels).map_err(|_| Error::Decode)?;
         crate::format::check_labels(labels, &head)?;
         if !rest.is_empty() {
             return Err(Error::TrailingBytes { extra: rest.len() });

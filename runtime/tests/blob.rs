@@ -407,6 +407,8 @@ fn class_names_load_and_are_checked() {
         "zero\n\ntwo",
         "zero\none\ntwo\n",
         "zero\none\n\u{1b}[2J",
+        "zero\none\ntw\u{85}o",
+        "zero\none\ntwo\u{7f}",
         &*format!("zero\none\n{long}"),
     ];
     for labels in bad {

@@ -3,7 +3,8 @@
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use trainer::data::source::DataSource;
-use trainer::deploy::export::{deploy_forward, fold, quantize, quantize_with, Deploy};
+use trainer::deploy::export::{quantize, quantize_with};
+use trainer::deploy::fold::{deploy_forward, fold, Deploy};
 use trainer::nn::arch::{ArchSpec, LayerSpec};
 use trainer::nn::model::Model;
 use trainer::train::{train_silent, TrainConfig};

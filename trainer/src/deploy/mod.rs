@@ -3,6 +3,7 @@
 
 pub mod device;
 pub mod export;
+pub mod fold;
 pub mod inspect;
 pub mod prune;
 pub mod run;
