@@ -86,6 +86,7 @@ fn demo_report_matches_the_separate_commands() {
         vector_count: 0,
         any_data: false,
         rounding: RoundingArg::Single,
+        format: trainer::commands::export::FormatArg::Blob,
         json: true,
     })
     .unwrap();

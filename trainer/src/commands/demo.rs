@@ -9,7 +9,7 @@ use crate::commands::compare::{compare, CompareArgs};
 use crate::commands::data::DataArgs;
 use crate::commands::detect::{cmd_detect, DetectArgs};
 use crate::commands::eval::{cmd_eval, EvalArgs};
-use crate::commands::export::{cmd_export, ExportArgs, RoundingArg};
+use crate::commands::export::{cmd_export, ExportArgs, FormatArg, RoundingArg};
 use crate::commands::train::{cmd_train, TrainArgs};
 use crate::commands::visualize::{cmd_visualize, VisualizeArgs};
 use crate::deploy::device;
@@ -219,6 +219,7 @@ fn build_report(a: &DemoArgs, dir: &Path, t0: Instant) -> anyhow::Result<Summary
                 vector_count: a.device_images,
                 any_data: false,
                 rounding: RoundingArg::Single,
+                format: FormatArg::Blob,
                 json: false,
             })
         },
@@ -438,6 +439,7 @@ fn detector_steps(a: &DemoArgs, dir: &Path, total: usize) -> anyhow::Result<Dete
                     vector_count: 0,
                     any_data: false,
                     rounding: RoundingArg::Single,
+                    format: FormatArg::Blob,
                     json: false,
                 })?;
                 let rows = cmd_detect(&DetectArgs {

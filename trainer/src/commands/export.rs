@@ -3,7 +3,7 @@
 
 use crate::commands::data::DataArgs;
 use crate::data::source::data_name;
-use crate::deploy::export::{quantize_with, run_int8};
+use crate::deploy::export::{quantize_graph, run_int8, write_quantized};
 use crate::deploy::run::test_vectors_for;
 use crate::train::Checkpoint;
 use anyhow::bail;
@@ -15,9 +15,16 @@ pub struct ExportArgs {
     /// Checkpoint written by `train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Model blob to write (what the runtime and the firmware load).
+    /// File to write: the model blob (what the runtime and the firmware load), or with
+    /// `--format tflite` the TensorFlow Lite file.
     #[arg(long)]
     pub out: PathBuf,
+    /// `blob` (the runtime's) or `tflite`: a fully-int8 TensorFlow Lite file (int8 input and
+    /// output, per-channel weights, TFLite's rounding) that TensorFlow Lite Micro runs; it is
+    /// imported back and must give the outputs of the blob `--rounding tflite` writes on every
+    /// test image, or nothing is written.
+    #[arg(long, value_enum, default_value_t = FormatArg::Blob)]
+    pub format: FormatArg,
     #[command(flatten)]
     pub data: DataArgs,
     /// Training images used to calibrate activation ranges (min/max).
@@ -39,6 +46,13 @@ pub struct ExportArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--format`'s values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    Blob,
+    Tflite,
 }
 
 /// `--rounding`'s values.
@@ -78,6 +92,9 @@ pub struct ExportReport {
     pub int8_mean_iou: f32,
     pub test_images: usize,
     pub out: PathBuf,
+    /// `--format tflite`: the file's bytes (`blob_bytes` is then the blob it was checked
+    /// against).
+    pub tflite_bytes: Option<usize>,
 }
 
 pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
@@ -112,7 +129,16 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
     }
     // `quantize` has validated the blob (the writer loads what it writes); loaded once more
     // here to run it, and that one model serves the accuracy, the decoders and the vectors.
-    let blob = quantize_with(&ck.model, &train_set, a.calibration, a.rounding.runtime())?;
+    let qz = quantize_graph(&ck.model, &train_set, a.calibration)?;
+    let rounding = match a.format {
+        FormatArg::Tflite => runtime::Rounding::Double,
+        FormatArg::Blob => a.rounding.runtime(),
+    };
+    let blob = write_quantized(&ck.model.arch, &qz, rounding)?;
+    let tflite = match a.format {
+        FormatArg::Tflite => Some(tflite_of(&ck, &qz, &blob, &test)?),
+        FormatArg::Blob => None,
+    };
     let rt = runtime::Model::from_bytes(&blob).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (arena_bytes, macs) = (rt.arena_bytes(), rt.macs());
     let out_q = rt.def().output.quant;
@@ -172,7 +198,7 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
             crate::data::metrics::mean_ap_coco(&preds, &test.objects, c),
         ];
     }
-    crate::io::write_atomic(&a.out, &blob)?;
+    crate::io::write_atomic(&a.out, tflite.as_deref().unwrap_or(&blob))?;
     if let Some(p) = &a.vectors {
         crate::io::write_atomic(p, &test_vectors_for(&rt, &test, a.vector_count))?;
     }
@@ -196,7 +222,36 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
         int8_mean_iou: (iou_q / n as f64) as f32,
         test_images: test.len(),
         out: a.out.clone(),
+        tflite_bytes: tflite.as_ref().map(Vec::len),
     })
+}
+
+/// The `.tflite` of the quantized graph, imported back and run beside `blob` on every test
+/// image: any output byte that differs is an error naming the image.
+fn tflite_of(
+    ck: &Checkpoint,
+    qz: &crate::deploy::export::Quantized,
+    blob: &[u8],
+    test: &crate::data::Dataset,
+) -> anyhow::Result<Vec<u8>> {
+    let arch = &ck.model.arch;
+    let tflite = crate::deploy::tflite::write::write_tflite(&arch.name, arch.input, qz)?;
+    let (back, _) =
+        crate::deploy::tflite::import_with(&tflite, &arch.name, false, &arch.class_names)
+            .map_err(|e| anyhow::anyhow!("the written .tflite does not import: {e:#}"))?;
+    let load = |b| runtime::Model::from_bytes(b).map_err(|e| anyhow::anyhow!("{e}"));
+    let (ours, theirs) = (
+        run_int8(&load(blob)?, test)?,
+        run_int8(&load(&back)?, test)?,
+    );
+    if let Some(i) = (0..ours.len()).find(|&i| ours[i] != theirs[i]) {
+        bail!(
+            "the .tflite imported back differs from the blob on test image {i}: {:?} vs {:?}",
+            theirs[i],
+            ours[i]
+        );
+    }
+    Ok(tflite)
 }
 
 /// `trainer export`: what was written and float vs int8 (and the report as JSON with `--json`).
@@ -205,12 +260,22 @@ pub fn run(a: &ExportArgs) -> anyhow::Result<()> {
     // The peers' figures (bench/PEERS.md, quoted) are for ref-cnn only.
     let ref_cnn = r.reference_cnn;
     let peer = |t: &'static str| if ref_cnn { t } else { "" };
-    println!(
-        "wrote {} ({} bytes{})",
-        r.out.display(),
-        r.blob_bytes,
-        peer("; TFLite int8 file of ref-cnn: 13,688")
-    );
+    match r.tflite_bytes {
+        Some(n) => println!(
+            "wrote {} ({n} bytes, TensorFlow Lite; imported back it gives the outputs of the \
+             {}-byte blob --rounding tflite writes on all {} test images{})",
+            r.out.display(),
+            r.blob_bytes,
+            r.test_images,
+            peer("; TensorFlow's converter wrote 13,688 bytes for ref-cnn")
+        ),
+        None => println!(
+            "wrote {} ({} bytes{})",
+            r.out.display(),
+            r.blob_bytes,
+            peer("; TFLite int8 file of ref-cnn: 13,688")
+        ),
+    }
     println!(
         "planned arena {} bytes{}, {} MACs",
         r.arena_bytes,

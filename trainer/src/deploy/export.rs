@@ -81,16 +81,23 @@ fn quantize_weights(index: usize, w: &Tensor, b: &[f32], s_in: f32) -> anyhow::R
 /// The output stage of a weighted layer: `s_in * scale[c] / out_scale` as a Q31 multiplier
 /// and shift per channel (TensorFlow Lite's arithmetic, in `double` from the `float` scales),
 /// the zero point and the fused activation's clamp.
+///
+/// A fully connected layer with one output channel has one scale, which TensorFlow Lite
+/// Micro takes as per-tensor quantization, whose product of the two scales is in `float`
+/// (the importer's `fc_multiplier`).
 fn output_stage(
     index: usize,
     w: &QWeights,
     s_in: f32,
     out_q: QuantParams,
     act: Fused,
+    fully_connected: bool,
 ) -> anyhow::Result<OwnedStage> {
+    use crate::deploy::tflite::read::fc_multiplier;
     let mut rq = Vec::with_capacity(w.scales.len());
+    let per_channel = !fully_connected || w.scales.len() > 1;
     for (c, &s_w) in w.scales.iter().enumerate() {
-        let m = s_in as f64 * s_w as f64 / out_q.scale as f64;
+        let m = fc_multiplier(s_in, s_w, out_q.scale, per_channel);
         rq.push(Requant::from_real(m).with_context(|| {
             format!(
                 "deploy layer {index}, channel {c}: requantization multiplier {m:e} out of range"
@@ -211,15 +218,28 @@ pub fn quantize_with(
     n_calib: usize,
     rounding: runtime::Rounding,
 ) -> anyhow::Result<Vec<u8>> {
-    let arch = &model.arch;
+    write_quantized(
+        &model.arch,
+        &quantize_graph(model, calib, n_calib)?,
+        rounding,
+    )
+}
+
+/// The blob of a quantized graph of `arch`, its requantizations rounding as `rounding` says.
+pub fn write_quantized(
+    arch: &crate::nn::arch::ArchSpec,
+    qz: &Quantized,
+    rounding: runtime::Rounding,
+) -> anyhow::Result<Vec<u8>> {
     let Quantized {
         nodes,
         shapes,
         q,
         weights,
-    } = quantize_graph(model, calib, n_calib)?;
+    } = qz;
     let mut quantized = Vec::with_capacity(nodes.len());
-    for (i, (n, w)) in nodes.iter().zip(&weights).enumerate() {
+    for (i, (n, w)) in nodes.iter().zip(weights).enumerate() {
+        let fc = matches!(n.op, Deploy::Linear { .. });
         quantized.push(match (&n.op, w) {
             (
                 Deploy::Conv { act, .. }
@@ -228,7 +248,7 @@ pub fn quantize_with(
                 Some(w),
             ) => Some((
                 encode_i8s(&w.q),
-                output_stage(i, w, q[n.inputs[0]].scale, q[i + 1], *act)?,
+                output_stage(i, w, q[n.inputs[0]].scale, q[i + 1], *act, fc)?,
             )),
             _ => None,
         });

@@ -32,6 +32,7 @@ use tflite_schema as tfl;
 pub mod compare;
 pub mod ops;
 pub mod read;
+pub mod write;
 
 pub use read::MAX_TFLITE_BYTES;
 

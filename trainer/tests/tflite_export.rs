@@ -1,0 +1,86 @@
+//! `trainer export --format tflite`: the `.tflite` of every built-in architecture, imported
+//! back, computes byte for byte what the blob `export --rounding tflite` writes from the same
+//! quantized graph (the importer is the one that is bit-exact with TensorFlow Lite Micro on
+//! TFLM's own outputs, `tflite.rs` and `mlperf.rs`).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use trainer::data::source::DataSource;
+use trainer::deploy::export::{quantize_graph, run_int8, write_quantized};
+use trainer::deploy::tflite::{import_with, write::write_tflite};
+use trainer::nn::arch::{arch_from, ArchSpec};
+use trainer::nn::model::Model;
+
+/// A model with BatchNorm statistics and biases away from their initial values (so the fold
+/// and every bias matter), seeded.
+fn perturbed(arch: ArchSpec) -> Model {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut m = Model::new(arch, &mut rng).unwrap();
+    for bn in &mut m.bn {
+        for v in &mut bn.running_mean {
+            *v = rng.gen_range(-0.3..0.3);
+        }
+        for v in &mut bn.running_var {
+            *v = rng.gen_range(0.3..2.0);
+        }
+    }
+    for p in &mut m.params {
+        if p.ndim() == 1 {
+            p.mapv_inplace(|v| v + rng.gen_range(-0.2..0.2));
+        }
+    }
+    m
+}
+
+/// The blob and the `.tflite` imported back: equal outputs on 16 test images, which differ
+/// from one another (a constant model would prove little); the same MACs.
+fn round_trip(arch: ArchSpec) {
+    let name = arch.name.clone();
+    let (train, test) = DataSource::default().load_for(&arch).unwrap();
+    let m = perturbed(arch);
+    let qz = quantize_graph(&m, &train.slice(0..64), 64).unwrap();
+    let blob = write_quantized(&m.arch, &qz, runtime::Rounding::Double).unwrap();
+    let tflite = write_tflite(&name, m.arch.input, &qz).unwrap();
+    let (back, _) = import_with(&tflite, &name, false, &[]).unwrap();
+    let load = |b: &[u8]| runtime::Model::from_bytes(b).unwrap().macs();
+    assert_eq!(load(&blob), load(&back), "{name}: MACs");
+    let test = test.slice(0..16);
+    let m1 = runtime::Model::from_bytes(&blob).unwrap();
+    let m2 = runtime::Model::from_bytes(&back).unwrap();
+    let (ours, theirs) = (run_int8(&m1, &test).unwrap(), run_int8(&m2, &test).unwrap());
+    assert_eq!(ours, theirs, "{name}");
+    assert!(
+        ours.iter().any(|o| *o != ours[0]),
+        "{name}: every output alike"
+    );
+}
+
+#[test]
+fn builtin_architectures_round_trip_through_tflite() {
+    for name in [
+        "ref-cnn",
+        "tiny-resnet",
+        "tiny-inception",
+        "ds-cnn",
+        "resnet-8",
+        "mobilenet-v1-32",
+    ] {
+        round_trip(arch_from(name).unwrap());
+    }
+}
+
+/// The example architecture files: stride-2 convolutions whose symmetric padding is neither
+/// SAME nor VALID (a PAD before them), SAME padding, non-square kernels.
+#[test]
+fn example_architectures_round_trip_through_tflite() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/arch");
+    for f in ["ds-cnn-28x28.toml", "cnn-32x32.toml"] {
+        round_trip(arch_from(root.join(f).to_str().unwrap()).unwrap());
+    }
+}
+
+/// MobileNetV1 0.25 at 96x96x3, MLPerf Tiny's visual wake words network.
+#[test]
+fn mobilenet_v1_round_trips_through_tflite() {
+    round_trip(arch_from("mobilenet-v1").unwrap());
+}
