@@ -41,6 +41,7 @@ pub struct ExportArgs {
     pub any_data: bool,
     /// The blob's requantization rounding: `single` (one rounding of the 64-bit product) or
     /// `tflite` (TensorFlow Lite's two roundings, which the runtime's fastest loops take).
+    /// `--format tflite` always rounds as TensorFlow Lite.
     #[arg(long, value_enum, default_value_t = RoundingArg::Single)]
     pub rounding: RoundingArg,
     /// Print the report as one JSON object.
