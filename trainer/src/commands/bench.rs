@@ -1,7 +1,7 @@
 //! `trainer bench train`, `trainer bench runtime` and `trainer bench tflite`: the figures,
 //! beside the peers' where they exist.
 
-use crate::report::bench::{bench_pytorch, cmd_bench_runtime, cmd_bench_train, Spread};
+use crate::report::bench::{bench_pytorch, cmd_bench_runtime, cmd_bench_train, BenchModel, Spread};
 use crate::report::html::grouped as group;
 use clap::Subcommand;
 use serde_json::json;
@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BenchWhat {
-    /// Training images/s of ref-cnn at batch 64 on 1 and 2 threads: several rounds, median
-    /// and spread, beside PyTorch's from the same run when --pytorch is given.
+    /// Training images/s at batch 64 on 1 and 2 threads (ref-cnn, or --arch): several
+    /// rounds, median and spread, beside PyTorch's from the same run when --pytorch is given.
     Train {
+        /// A built-in architecture or an architecture file (default ref-cnn), trained on the
+        /// bundled digits fitted to its input.
+        #[arg(long)]
+        arch: Option<String>,
         /// Optimizer steps per round (125 = one pass over the 8,000 training images; more
         /// wrap around).
         #[arg(long, default_value_t = 125)]
@@ -60,11 +64,12 @@ pub enum BenchWhat {
 pub fn run(what: BenchWhat) -> anyhow::Result<()> {
     match what {
         BenchWhat::Train {
+            arch,
             steps,
             rounds,
             pytorch,
             json,
-        } => train(steps, rounds, pytorch.as_deref(), json),
+        } => train(arch.as_deref(), steps, rounds, pytorch.as_deref(), json),
         BenchWhat::Runtime { model, iters, json } => runtime(&model, iters, json),
         BenchWhat::Tflite {
             dir,
@@ -75,18 +80,43 @@ pub fn run(what: BenchWhat) -> anyhow::Result<()> {
     }
 }
 
-pub fn train(steps: usize, rounds: usize, pytorch: Option<&str>, json: bool) -> anyhow::Result<()> {
-    let (t1, t2) = cmd_bench_train(steps, rounds)?;
+pub fn train(
+    arch: Option<&str>,
+    steps: usize,
+    rounds: usize,
+    pytorch: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let bm = BenchModel::new(arch)?;
+    let (t1, t2) = cmd_bench_train(&bm, steps, rounds)?;
     let show = |s: Spread| format!("{:>8.0}  ({:.0}-{:.0})", s.median, s.min, s.max);
+    let [h, w, c] = bm.arch.input;
     println!(
-        "ref-cnn training, batch 64, {rounds} rounds of {steps} steps: images/s median (min-max)"
+        "{} training ({h}x{w}x{c}, {} MACs per image), batch 64, {rounds} rounds of {steps} \
+         steps: images/s median (min-max)",
+        bm.arch.name,
+        group(bm.arch.macs() as u64)
     );
     println!("  this trainer, 1 thread      {}", show(t1));
     println!("  this trainer, 2 threads     {}", show(t2));
     let torch = match pytorch {
         Some(py) => {
-            let p1 = bench_pytorch(py, steps, rounds, 1)?;
-            let p2 = bench_pytorch(py, steps, rounds, 2)?;
+            // Another architecture goes to the script as JSON with its images.
+            let work = arch.map(|_| {
+                std::env::temp_dir().join(format!("trainer-bench-{}", std::process::id()))
+            });
+            if let Some(d) = &work {
+                std::fs::create_dir_all(d)?;
+            }
+            let r = (|| {
+                let p1 = bench_pytorch(py, &bm, work.as_deref(), steps, rounds, 1)?;
+                let p2 = bench_pytorch(py, &bm, work.as_deref(), steps, rounds, 2)?;
+                anyhow::Ok((p1, p2))
+            })();
+            if let Some(d) = &work {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            let (p1, p2) = r?;
             println!("  PyTorch, 1 thread           {}", show(p1));
             println!("  PyTorch, 2 threads          {}", show(p2));
             println!(

@@ -39,16 +39,45 @@ impl Spread {
     }
 }
 
-/// Images/s of ref-cnn training at batch 64, `rounds` rounds of `steps` steps each, on 1 and 2
+/// What a training benchmark trains: an architecture and its training images (the bundled
+/// digits, fitted to its input as `train` fits them).
+pub struct BenchModel {
+    pub arch: ArchSpec,
+    pub images: crate::data::Dataset,
+}
+
+impl BenchModel {
+    /// `arch` (a built-in name or a file; `None`: ref-cnn) with the bundled training images.
+    pub fn new(arch: Option<&str>) -> anyhow::Result<BenchModel> {
+        let arch = match arch {
+            Some(a) => crate::nn::arch::arch_from(a)?,
+            None => ArchSpec::ref_cnn(),
+        };
+        if arch.boxes || arch.grid {
+            bail!(
+                "bench train measures classifiers; '{}' is a detector",
+                arch.name
+            );
+        }
+        let images = DataSource::default().load_for(&arch)?.0;
+        Ok(BenchModel { arch, images })
+    }
+}
+
+/// Images/s of `bm`'s training at batch 64, `rounds` rounds of `steps` steps each, on 1 and 2
 /// threads.
-pub fn cmd_bench_train(steps: usize, rounds: usize) -> anyhow::Result<(Spread, Spread)> {
+pub fn cmd_bench_train(
+    bm: &BenchModel,
+    steps: usize,
+    rounds: usize,
+) -> anyhow::Result<(Spread, Spread)> {
     if steps == 0 || rounds == 0 {
         bail!("--steps and --rounds must be at least 1");
     }
-    let all = DataSource::default().load(10)?.0;
+    let all = &bm.images;
     let run = |threads: usize| -> anyhow::Result<Spread> {
         with_threads(threads, || {
-            let mut model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1))?;
+            let mut model = Model::new(bm.arch.clone(), &mut ChaCha8Rng::seed_from_u64(1))?;
             let cfg = TrainConfig {
                 epochs: 1,
                 split_batch: true,
@@ -78,23 +107,42 @@ pub fn cmd_bench_train(steps: usize, rounds: usize) -> anyhow::Result<(Spread, S
 }
 
 /// PyTorch's images/s for the same model, optimizer and data (bench/pytorch_train.py), run by
-/// `python`, on `threads` threads.
+/// `python`, on `threads` threads. With `work`, the script gets the architecture's JSON and
+/// the training images, written there (once); without, it trains its own ref-cnn on the
+/// bundled digits.
 pub fn bench_pytorch(
     python: &str,
+    bm: &BenchModel,
+    work: Option<&Path>,
     steps: usize,
     rounds: usize,
     threads: usize,
 ) -> anyhow::Result<Spread> {
     let script = crate::deploy::device::repo_root().join("bench/pytorch_train.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .args([
-            "--steps",
-            &steps.to_string(),
-            "--rounds",
-            &rounds.to_string(),
-        ])
-        .args(["--threads", &threads.to_string()])
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg(&script).args([
+        "--steps",
+        &steps.to_string(),
+        "--rounds",
+        &rounds.to_string(),
+    ]);
+    cmd.args(["--threads", &threads.to_string()]);
+    if let Some(dir) = work {
+        let (arch, images) = (dir.join("arch.json"), dir.join("images.bin"));
+        if !arch.exists() {
+            std::fs::write(&arch, serde_json::to_vec(&bm.arch)?)?;
+            let d = &bm.images;
+            let mut b = Vec::with_capacity(16 + d.pixels.len() + d.labels.len());
+            for v in [d.len(), d.h, d.w, d.c] {
+                b.extend_from_slice(&u32::try_from(v)?.to_le_bytes());
+            }
+            b.extend_from_slice(&d.pixels);
+            b.extend_from_slice(&d.labels);
+            std::fs::write(&images, b)?;
+        }
+        cmd.arg("--arch").arg(&arch).arg("--images").arg(&images);
+    }
+    let out = cmd
         .output()
         .with_context(|| format!("cannot run {python}"))?;
     if !out.status.success() {
