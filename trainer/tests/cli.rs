@@ -925,10 +925,18 @@ fn class_folders_are_checked_and_listed() {
     );
     assert!(!err.contains("imbalanced"), "{err}");
     save("triangle", 5);
+    std::fs::write(d.join("triangle/notes.txt"), "not an image").unwrap();
+    std::fs::write(d.join("triangle/.DS_Store"), "hidden").unwrap();
     let (code, _, err) = trainer(&args);
     assert_eq!(code, 0, "{err}");
     assert!(
         err.contains("triangle 5") && err.contains("imbalanced (30 images against 5)"),
+        "{err}"
+    );
+    // Files that are not PNGs are skipped and said (hidden ones silently).
+    assert!(
+        err.contains("skipped 1 file(s) of the class folders that are not PNGs")
+            && err.contains("notes.txt"),
         "{err}"
     );
     std::fs::remove_dir_all(&d).unwrap();

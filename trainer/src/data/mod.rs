@@ -352,22 +352,37 @@ pub fn read_png_folders(
     subdirs.sort();
     let png = |p: &Path| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
     let mut files: Vec<(PathBuf, usize)> = Vec::new();
+    // Files of the class folders that are not PNGs (hidden ones aside): skipped, and said.
+    let mut other: Vec<PathBuf> = Vec::new();
+    let hidden = |p: &Path| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+    };
     for (class, d) in subdirs.iter().enumerate() {
         let Ok(rd) = std::fs::read_dir(d) else {
             continue;
         };
-        let mut f: Vec<PathBuf> = rd
+        let (mut f, odd): (Vec<PathBuf>, Vec<PathBuf>) = rd
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| png(p))
-            .collect();
+            .partition(|p| png(p));
+        other.extend(odd.into_iter().filter(|p| !hidden(p)));
         f.sort();
         files.extend(f.into_iter().map(|p| (p, class)));
     }
     if files.is_empty() {
         return None;
     }
+    other.sort();
     Some((|| {
-        let say = check_classes(dir, &subdirs, &files)?;
+        let mut say = check_classes(dir, &subdirs, &files)?;
+        if let Some(first) = other.first() {
+            say.push(format!(
+                "warning: skipped {} file(s) of the class folders that are not PNGs (the first: \
+                 {}); convert them to PNG to train on them",
+                other.len(),
+                first.display()
+            ));
+        }
         let n_classes = subdirs.len();
         if n_classes > classes {
             return Err(DataError::Png {
