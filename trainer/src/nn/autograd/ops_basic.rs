@@ -239,8 +239,16 @@ impl Graph {
         let keep = 1.0 / (1.0 - p);
         let xv = self.value(x);
         let mut mask = pool::take(xv.len());
-        for m in mask.iter_mut() {
-            *m = if rng.gen::<f32>() < p { 0.0 } else { keep };
+        // One 32-bit draw per element, drawn 256 at a time (the generator's block refill,
+        // not a call per element): dropped when below p * 2^32, a probability exact to 2^-32.
+        let below = (p as f64 * 4_294_967_296.0) as u64;
+        let mut bits = [0u32; 256];
+        for block in mask.chunks_mut(256) {
+            let bits = &mut bits[..block.len()];
+            rng.fill(bits);
+            for (m, &b) in block.iter_mut().zip(bits.iter()) {
+                *m = if (b as u64) < below { 0.0 } else { keep };
+            }
         }
         let mut y = pooled(xv.shape());
         let ys = y.as_slice_mut().expect("standard layout");
