@@ -236,11 +236,16 @@ pub fn top_images_png(
             let img = data.image(i);
             for y in 0..data.h {
                 for x in 0..data.w {
-                    let g = img[y * data.w + x];
+                    // Gray, or the pixel's R, G, B for a colour set (HWC).
+                    let px = &img[(y * data.w + x) * data.c..][..data.c];
+                    let (r, g, b) = match *px {
+                        [r, g, b] => (r, g, b),
+                        _ => (px[0], px[0], px[0]),
+                    };
                     let p = (ox + x as i32 * scale, oy + y as i32 * scale);
                     root.draw(&Rectangle::new(
                         [p, (p.0 + scale, p.1 + scale)],
-                        RGBColor(g, g, g).filled(),
+                        RGBColor(r, g, b).filled(),
                     ))
                     .map_err(|e| anyhow!("{e}"))?;
                 }
@@ -289,5 +294,38 @@ mod tests {
             top_images(&mut m, &data, 1, 0, 3).is_err(),
             "layer 1 is batch norm"
         );
+    }
+
+    /// A colour set's images are drawn in colour (they were drawn from the first third of
+    /// their bytes, as gray).
+    #[test]
+    fn top_images_of_a_colour_set_are_in_colour() {
+        let arch: ArchSpec = toml::from_str(
+            "name = 'rgb'\ninput = [8, 8, 3]\nclasses = 2\n\
+             [[layers]]\ntype = 'conv2d'\nout_channels = 2\nkernel = 3\npadding = 1\n\
+             [[layers]]\ntype = 'relu'\n[[layers]]\ntype = 'flatten'\n\
+             [[layers]]\ntype = 'linear'\nout_features = 2\n",
+        )
+        .unwrap();
+        assert!(matches!(arch.layers[0], LayerSpec::Conv2d { .. }));
+        let mut m = Model::new(arch, &mut rand_chacha::ChaCha8Rng::seed_from_u64(3)).unwrap();
+        // Red images: R 255, G and B 0.
+        let pixels: Vec<u8> = (0..4 * 64).flat_map(|_| [255u8, 0, 0]).collect();
+        let data = Dataset {
+            h: 8,
+            w: 8,
+            c: 3,
+            pixels,
+            labels: vec![0, 1, 0, 1],
+            boxes: Vec::new(),
+            objects: Vec::new(),
+            class_names: Vec::new(),
+        };
+        let path = std::env::temp_dir().join(format!("top-rgb-{}.png", std::process::id()));
+        top_images_png(&mut m, &data, 0, 0, &path).unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        let red = img.pixels().filter(|p| p.0 == [255, 0, 0]).count();
+        assert!(red > 100, "{red} red pixels");
+        std::fs::remove_file(&path).unwrap();
     }
 }
