@@ -1,7 +1,11 @@
 //! Folding, quantization and the blob round trip, and training determinism.
 
-use rand::{Rng, SeedableRng};
+#[path = "support/perturbed.rs"]
+mod support;
+
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use support::perturbed;
 use trainer::data::source::DataSource;
 use trainer::deploy::export::{quantize, quantize_with};
 use trainer::deploy::fold::{deploy_forward, fold, Deploy};
@@ -24,25 +28,6 @@ fn data() -> (trainer::data::Dataset, trainer::data::Dataset) {
 /// A model with non-trivial BatchNorm statistics and affine parameters.
 fn perturbed_model(seed: u64) -> Model {
     perturbed(ArchSpec::ref_cnn(), seed)
-}
-
-fn perturbed(arch: ArchSpec, seed: u64) -> Model {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut m = Model::new(arch, &mut rng).unwrap();
-    for bn in &mut m.bn {
-        for v in &mut bn.running_mean {
-            *v = rng.gen_range(-0.5..0.5);
-        }
-        for v in &mut bn.running_var {
-            *v = rng.gen_range(0.2..3.0);
-        }
-    }
-    for p in &mut m.params {
-        if p.ndim() == 1 {
-            p.mapv_inplace(|v| v + rng.gen_range(-0.3..0.3));
-        }
-    }
-    m
 }
 
 /// The largest absolute difference between two outputs of the same shape.
