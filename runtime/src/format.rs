@@ -32,9 +32,10 @@ pub const MAX_PLANNED: usize = MAX_TENSORS + MAX_LAYERS;
 pub const MAX_INPUTS: usize = 4;
 /// Bytes per output channel in a requantization array.
 pub const REQUANT_BYTES: usize = 8;
-/// Longest class name in bytes (UTF-8), and most bytes of all names with their separators.
-pub const MAX_LABEL_BYTES: usize = 48;
-pub const MAX_LABELS_BYTES: usize = 4096;
+/// Longest class name in bytes (UTF-8), and most bytes of all names with their separators
+/// (bounds the check's work; 256 names of the longest take 16,639).
+pub const MAX_LABEL_BYTES: usize = 64;
+pub const MAX_LABELS_BYTES: usize = 1 << 16;
 
 // Resource limits. A blob is input from outside; these bound what loading one can ask for, and
 // they are the same on a 64-bit host and a 32-bit device: every size is computed in `u64` and

@@ -77,6 +77,32 @@ fn corrupt_or_truncated_data_is_a_clear_error() {
         "truncated",
     );
     assert_fails(&["train", "--data", "/nonexistent"], "/nonexistent");
+    // A label the architecture has no output for is refused (it panicked in the loss once
+    // class folders could set the head: IDX labels name no classes).
+    let mut raw = vec![0, 0, 8, 3, 0, 0, 0, 10, 0, 0, 0, 28, 0, 0, 0, 28];
+    raw.extend(vec![0u8; 10 * 28 * 28]);
+    std::fs::write(d.join("images-idx3-ubyte"), &raw).unwrap();
+    std::fs::write(
+        d.join("labels-idx1-ubyte"),
+        [0, 0, 8, 1, 0, 0, 0, 10, 0, 1, 2, 3, 4, 5, 6, 7, 8, 12],
+    )
+    .unwrap();
+    let data = d.to_str().unwrap();
+    let (code, _, err) = trainer(&[
+        "train",
+        "--epochs",
+        "1",
+        "--data",
+        data,
+        "--batch-size",
+        "4",
+    ]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("the data has label 12, but 'ref-cnn' has 10 classes"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
     assert!(!d.join("m.json").exists());
 }
 
@@ -1143,6 +1169,20 @@ fn classes_by_name_from_folders_to_predict_and_resume() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("'ref-cnn' after epoch 3 of 4"), "{err}");
     assert!(out.contains("4 epochs"), "{out}");
+    // A run that split its batches across two threads resumes on two threads.
+    let two = d.join("two.ckpt.json");
+    let mut split = train.to_vec();
+    let two_s = two.to_str().unwrap();
+    split[4] = two_s;
+    split.extend(["--threads", "2", "--quiet"]);
+    let (code, _, err) = trainer(&split);
+    assert_eq!(code, 0, "{err}");
+    let mut j: serde_json::Value = serde_json::from_slice(&std::fs::read(&two).unwrap()).unwrap();
+    j["config"]["epochs"] = 4.into();
+    std::fs::write(&two, serde_json::to_vec(&j).unwrap()).unwrap();
+    let (code, _, err) = trainer(&["train", "--resume", two_s, "--quiet"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("on two threads, as it started"), "{err}");
     let (code, _, err) = trainer(&["train", "--resume", ck_s, "--epochs", "9"]);
     assert_ne!(code, 0);
     assert!(

@@ -106,9 +106,14 @@ pub fn cmd_predict(a: &PredictArgs) -> anyhow::Result<PredictReport> {
         let (_, test) = match (builtin_arch_for(&m), &a.data.data) {
             (_, Some(_)) if classifier => a.data.source().load_channels(256, c)?,
             (Some(arch), _) => a.data.source().load_for(&arch)?,
-            (None, _) if named => bail!(
+            (None, _) if named && classifier => bail!(
                 "the model names its classes ({}): a test index needs its data, --data DIR \
                  (or give a PNG)",
+                crate::deploy::run::class_list(&m)
+            ),
+            (None, _) if named => bail!(
+                "the model names its classes ({}): the built-in canvases a test index reads \
+                 are not its data; give a PNG",
                 crate::deploy::run::class_list(&m)
             ),
             (None, _) => bail!("the model outputs values, not classes: a test index has no data"),

@@ -326,8 +326,13 @@ fn resumed_run(a: &TrainArgs, path: &Path) -> anyhow::Result<Run> {
         .clone()
         .unwrap_or_else(|| path.with_extension("").with_extension("curves.png"));
     crate::io::check_writable(&plot)?;
+    let threads = if ck.config.split_batch {
+        " on two threads, as it started"
+    } else {
+        ""
+    };
     eprintln!(
-        "resuming {}: '{}' after epoch {done} of {all} (its recipe and data)",
+        "resuming {}: '{}' after epoch {done} of {all} (its recipe and data{threads})",
         path.display(),
         arch.name
     );
@@ -368,7 +373,14 @@ fn run_epochs(a: &TrainArgs, run: Run) -> anyhow::Result<TrainReport> {
     let pb = std::sync::Mutex::new(bar(steps, quiet));
     let mut history_so_far = before.clone();
     let cfg2 = cfg.clone();
-    let history = with_threads(a.threads, || {
+    // A run that split its batches across two threads goes on doing so (one thread would take
+    // the whole-batch step: other statistics, another run).
+    let threads = if cfg.split_batch {
+        a.threads.max(2)
+    } else {
+        a.threads
+    };
+    let history = with_threads(threads, || {
         train_from(
             &mut model,
             &train_set,
@@ -431,9 +443,10 @@ fn run_epochs(a: &TrainArgs, run: Run) -> anyhow::Result<TrainReport> {
             },
         )
     })??;
+    // A resumed run's report covers the whole run: its curves and its time.
+    let history = [before, history].concat();
     crate::report::plots::training_curves(&history, &plot)?;
     let train_seconds: f32 = history.iter().map(|m| m.seconds).sum();
-    let history = [before, history].concat();
     let last = history.last().context("no epochs were run (--epochs 0)")?;
     Ok(TrainReport {
         arch: arch.name.clone(),

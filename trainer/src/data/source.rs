@@ -94,6 +94,16 @@ impl DataSource {
     ) -> anyhow::Result<(ArchSpec, Dataset, Dataset)> {
         let (train, test) = self.load_for_with(arch, true)?;
         if train.class_names.is_empty() || arch.boxes || arch.grid {
+            // Labels that name no classes (IDX) must fit the architecture's head.
+            let top = train.labels.iter().chain(&test.labels).max();
+            if let Some(&l) = top.filter(|&&l| l as usize >= arch.classes) {
+                bail!(
+                    "the data has label {l}, but '{}' has {} classes: set `classes` (and the \
+                     last layer's outputs) in an architecture file",
+                    arch.name,
+                    arch.classes
+                );
+            }
             return Ok((arch.clone(), train, test));
         }
         let named = arch.with_classes(&train.class_names)?;

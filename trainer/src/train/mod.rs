@@ -506,6 +506,15 @@ impl Checkpoint {
                 path.display()
             );
         }
+        // JSON would write a non-finite number as null, which no command could load back.
+        let state = self.run_state.as_ref().map(|r| &r.optimizer.buffers);
+        if state.is_some_and(|b| b.iter().flatten().any(|t| t.iter().any(|v| !v.is_finite()))) {
+            anyhow::bail!(
+                "not writing {}: the optimizer's state holds NaN or infinite values (lower the \
+                 learning rate)",
+                path.display()
+            );
+        }
         let bytes = serde_json::to_vec(self)?;
         crate::io::write_atomic(path, &bytes)
     }
@@ -671,6 +680,30 @@ mod tests {
                 "{optimizer}"
             );
         }
+    }
+
+    /// A checkpoint whose optimizer state is not finite is not written (JSON would hold a
+    /// null no command could read back).
+    #[test]
+    fn non_finite_optimizer_state_is_not_saved() {
+        let model = Model::new(ArchSpec::ref_cnn(), &mut ChaCha8Rng::seed_from_u64(1)).unwrap();
+        let mut buffers: Vec<Vec<Tensor>> = model.params.iter().map(|p| vec![p.clone()]).collect();
+        buffers[0][0].iter_mut().for_each(|v| *v = f32::INFINITY);
+        let ck = Checkpoint {
+            format: CHECKPOINT_FORMAT.into(),
+            model,
+            config: TrainConfig::default(),
+            history: Vec::new(),
+            trained_on: None,
+            run_state: Some(RunState {
+                optimizer: optim::OptimState { buffers, t: 0 },
+                ..RunState::default()
+            }),
+        };
+        let path = std::env::temp_dir().join(format!("nan-state-{}.json", std::process::id()));
+        let e = ck.save(&path).unwrap_err().to_string();
+        assert!(e.contains("optimizer's state"), "{e}");
+        assert!(!path.exists());
     }
 
     /// Without BatchNorm the two shards' weighted gradients are the whole batch's: eight
