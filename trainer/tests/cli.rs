@@ -1197,3 +1197,36 @@ fn classes_by_name_from_folders_to_predict_and_resume() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// A checkpoint trained on the bundled digits with a split of its own: `export` and `eval`
+/// take that split (they refused, naming the counts to pass again), and say so.
+#[test]
+fn bundled_data_with_other_counts_is_reused() {
+    let d = tmp("bundled-split");
+    let (ck, blob) = (d.join("m.ckpt.json"), d.join("m.bin"));
+    let (ck_s, blob_s) = (ck.to_str().unwrap(), blob.to_str().unwrap());
+    let (code, _, err) = trainer(&[
+        "train",
+        "--train-count",
+        "500",
+        "--test-count",
+        "100",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--out",
+        ck_s,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = trainer(&["export", "--checkpoint", ck_s, "--out", blob_s]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("the bundled mnist10k (500 / 100 split"),
+        "{err}"
+    );
+    assert!(out.contains("on 100 images"), "{out}");
+    let (code, out, err) = trainer(&["eval", "--checkpoint", ck_s, "--test-count", "50"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("on 50 images"), "{out}");
+    std::fs::remove_dir_all(&d).unwrap();
+}

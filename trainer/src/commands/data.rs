@@ -1,7 +1,7 @@
 //! The data options of every command that reads images (flattened into its arguments), and the
 //! library's [`DataSource`] they stand for.
 
-use crate::data::source::{DataSource, CANVAS_COPIES, TEST_COUNT, TRAIN_COUNT};
+use crate::data::source::{DataSource, TrainedOn, CANVAS_COPIES, TEST_COUNT, TRAIN_COUNT};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -34,6 +34,33 @@ impl DataArgs {
     /// The same data as the library's [`DataSource`] (what its loaders take).
     pub fn source(&self) -> DataSource {
         DataSource::from(self)
+    }
+
+    /// The data a command on a checkpoint uses: what the user passed with `--data`; else the
+    /// data the checkpoint was trained on (its folder, or the bundled digits) with its split,
+    /// the counts given on the command line overriding it; said on stderr when that is not
+    /// the bundled data's default split.
+    pub fn for_checkpoint(&self, trained_on: Option<&TrainedOn>) -> DataSource {
+        let Some(t) = trained_on.filter(|_| self.data.is_none()) else {
+            return self.source();
+        };
+        let src = DataSource {
+            data: t.data.clone(),
+            train_count: Some(self.train_count.unwrap_or(t.train_count)),
+            test_count: Some(self.test_count.unwrap_or(t.test_count)),
+            boxes: self.boxes.clone().or_else(|| t.boxes.clone()),
+            canvas_copies: t.canvas_copies,
+        };
+        if src != DataSource::default() {
+            eprintln!(
+                "note: using the data the checkpoint was trained on: {} ({} / {} split; --data, \
+                 --train-count and --test-count override)",
+                crate::data::source::data_name(t.data.as_deref()),
+                t.train_count,
+                t.test_count
+            );
+        }
+        src
     }
 }
 

@@ -37,7 +37,6 @@ pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
     }
     let (_, test) = a
         .data
-        .source()
         .for_checkpoint(ck.trained_on.as_ref())
         .load_for(&ck.model.arch)?;
     let (loss, accuracy, preds) = evaluate(&mut ck.model, &test, 500);

@@ -111,7 +111,7 @@ pub fn cmd_export(a: &ExportArgs) -> anyhow::Result<ExportReport> {
     if let Some(note) = ck.partial_note(&a.checkpoint) {
         eprintln!("{note}");
     }
-    let data = a.data.source().for_checkpoint(ck.trained_on.as_ref());
+    let data = a.data.for_checkpoint(ck.trained_on.as_ref());
     let (train_set, test) = data.load_for(&ck.model.arch)?;
     if let Some(t) = &ck.trained_on {
         let fp = crate::data::source::fingerprint(&train_set);

@@ -311,7 +311,7 @@ fn resumed_run(a: &TrainArgs, path: &Path) -> anyhow::Result<Run> {
             path.display()
         );
     };
-    let source = a.data.source().for_checkpoint(Some(&trained_on));
+    let source = a.data.for_checkpoint(Some(&trained_on));
     let arch = ck.model.arch.clone();
     let (train_set, test_set) = source.load_for(&arch)?;
     if crate::data::source::fingerprint(&train_set) != trained_on.train_fingerprint {

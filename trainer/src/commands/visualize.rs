@@ -33,7 +33,6 @@ pub fn cmd_visualize(a: &VisualizeArgs) -> anyhow::Result<Vec<PathBuf>> {
     // place of a model's own images).
     let (_, test) = a
         .data
-        .source()
         .for_checkpoint(ck.trained_on.as_ref())
         .load_for(&ck.model.arch)?;
     if !a.out.is_dir() {

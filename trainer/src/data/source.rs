@@ -53,30 +53,6 @@ pub const CANVAS_SEEDS: (u64, u64) = (1, 2);
 pub const CANVAS_TEST_COUNT: usize = 1000;
 
 impl DataSource {
-    /// The data a command on `ck` uses: what the user passed with `--data`, or, when they
-    /// passed none and the checkpoint was trained on other data, that data (said on stderr).
-    pub fn for_checkpoint(&self, trained_on: Option<&TrainedOn>) -> DataSource {
-        match (&self.data, trained_on) {
-            (None, Some(t)) if t.data.is_some() => {
-                eprintln!(
-                    "note: using the data the checkpoint was trained on: {} ({} / {} split; \
-                     --data overrides)",
-                    t.data.as_deref().unwrap_or(Path::new("")).display(),
-                    t.train_count,
-                    t.test_count
-                );
-                DataSource {
-                    data: t.data.clone(),
-                    train_count: Some(t.train_count),
-                    test_count: Some(t.test_count),
-                    boxes: t.boxes.clone(),
-                    canvas_copies: t.canvas_copies,
-                }
-            }
-            _ => self.clone(),
-        }
-    }
-
     /// The data an architecture trains on: the IDX images themselves, or for a localization
     /// model single-digit canvases built from them (train digits -> train canvases, test
     /// digits -> 1,000 test canvases).
