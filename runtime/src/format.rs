@@ -614,12 +614,19 @@ pub struct ModelHeader<'a> {
 }
 
 impl<'a> ModelHeader<'a> {
+    /// The class names in class order; none when the model's classes are numbers.
+    pub fn label_names(&self) -> impl Iterator<Item = &'a str> + Clone {
+        let names = if self.labels.is_empty() {
+            None
+        } else {
+            Some(self.labels.split('\n'))
+        };
+        names.into_iter().flatten()
+    }
+
     /// The name of class `class`, if the model names its classes.
     pub fn label(&self, class: usize) -> Option<&'a str> {
-        if self.labels.is_empty() {
-            return None;
-        }
-        self.labels.split('\n').nth(class)
+        self.label_names().nth(class)
     }
 }
 

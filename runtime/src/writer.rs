@@ -57,6 +57,11 @@ pub fn encode_i8s(values: &[i8]) -> Vec<u8> {
     values.iter().map(|&v| v as u8).collect()
 }
 
+/// Class names as the blob stores them ([`crate::format::check_labels`]): joined by `\n`.
+pub fn join_labels<S: core::borrow::Borrow<str>>(names: &[S]) -> String {
+    names.join("\n")
+}
+
 // ---- the owned model builder ----------------------------------------------------------------
 
 /// [`OutputStage`] with its arrays owned: bias, requantization, zero point and clamp.
@@ -251,15 +256,8 @@ impl OwnedModel {
     }
 
     /// The model with `names` as its class names (checked when written).
-    pub fn with_labels<S: AsRef<str>>(mut self, names: &[S]) -> OwnedModel {
-        let mut joined = String::new();
-        for (i, n) in names.iter().enumerate() {
-            if i > 0 {
-                joined.push('\n');
-            }
-            joined.push_str(n.as_ref());
-        }
-        self.labels = joined;
+    pub fn with_labels<S: core::borrow::Borrow<str>>(mut self, names: &[S]) -> OwnedModel {
+        self.labels = join_labels(names);
         self
     }
 

@@ -438,7 +438,6 @@ fn check_classes(
     subdirs: &[PathBuf],
     files: &[(PathBuf, usize)],
 ) -> Result<Vec<String>, DataError> {
-    let name = |d: &PathBuf| folder_name(d);
     let mut counts = vec![0usize; subdirs.len()];
     for &(_, class) in files {
         counts[class] += 1;
@@ -457,14 +456,14 @@ fn check_classes(
             why: format!(
                 "one class folder ({}): a classifier needs two or more, one sub-folder of PNGs \
                  per class",
-                name(&subdirs[0])
+                folder_name(&subdirs[0])
             ),
         });
     }
     let list: Vec<String> = subdirs
         .iter()
         .zip(&counts)
-        .map(|(d, n)| format!("{} {n}", name(d)))
+        .map(|(d, n)| format!("{} {n}", folder_name(d)))
         .collect();
     let mut say = vec![format!(
         "{}: {} classes (images): {}",

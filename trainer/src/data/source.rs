@@ -118,14 +118,11 @@ impl DataSource {
         // Class folders may set a trained classifier's class count (u8 labels: 256 at most).
         let classes = if adapt && auto { 256 } else { arch.classes };
         let (train, test) = self.load_split(classes, arch.input[2], auto)?;
-        let names = &train.class_names;
-        if !adapt && !arch.class_names.is_empty() && !names.is_empty() && *names != arch.class_names
-        {
-            bail!(
-                "the data's classes ({}) are not the model's ({})",
-                names.join(", "),
-                arch.class_names.join(", ")
-            );
+        if !adapt {
+            same_classes(
+                arch.class_names.iter().map(String::as_str),
+                &train.class_names,
+            )?;
         }
         let size = arch.input[0];
         if arch.grid {
@@ -286,6 +283,23 @@ impl DataSource {
     }
 }
 
+/// A model's class names (`model`) against a data set's (`data`, its class folders'): the same
+/// names in the same order, or either side naming none (numbered classes, an IDX set).
+pub fn same_classes<'a>(
+    model: impl Iterator<Item = &'a str> + Clone,
+    data: &[String],
+) -> anyhow::Result<()> {
+    let named = model.clone().next().is_some() && !data.is_empty();
+    if named && !model.clone().eq(data.iter().map(String::as_str)) {
+        bail!(
+            "the data's classes ({}) are not the model's ({})",
+            data.join(", "),
+            model.collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The bundled digits (`bundled`: no `--data`) fitted to a classifier of another input size
 /// or channel count: resized and, for three channels, gray in each, said on stderr. Other
 /// data is returned as it is (a size that differs is refused where the model meets it).
@@ -377,5 +391,20 @@ mod tests {
         assert_eq!(with(Some(50), None).split_counts(60, true), (50, 10));
         assert_eq!(with(None, Some(7)).split_counts(60, true), (53, 7));
         assert_eq!(with(None, None).split_counts(600, false), (8000, 2000));
+    }
+
+    /// One check of a model's class names against the data's: equal, or one side naming
+    /// none; other names or another order are refused, both lists said.
+    #[test]
+    fn class_names_must_match_the_models() {
+        let data: Vec<String> = ["cat", "dog"].map(String::from).to_vec();
+        assert!(super::same_classes(["cat", "dog"].into_iter(), &data).is_ok());
+        assert!(super::same_classes([].into_iter(), &data).is_ok());
+        assert!(super::same_classes(["cat", "dog"].into_iter(), &[]).is_ok());
+        for model in [&["dog", "cat"][..], &["cat"], &["cat", "dog", "owl"]] {
+            let e = super::same_classes(model.iter().copied(), &data).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains("(cat, dog) are not the model's"), "{e}");
+        }
     }
 }

@@ -391,8 +391,9 @@ pub fn write_quantized(
         },
         layers,
         head,
-        labels: arch.class_names.join("\n"),
-    };
+        labels: String::new(),
+    }
+    .with_labels(&arch.class_names);
     owned
         .write()
         .map_err(|e| anyhow::anyhow!("the runtime rejects the exported model: {e}"))

@@ -52,7 +52,7 @@ pub fn builtin_arch_for(m: &runtime::Model) -> Option<ArchSpec> {
 
 /// A model's class names for a message: "a, b, c" (the first eight, then how many more).
 pub fn class_list(m: &runtime::Model) -> String {
-    let names: Vec<&str> = m.def().labels.split('\n').collect();
+    let names: Vec<&str> = m.def().label_names().collect();
     let mut s = names.iter().take(8).copied().collect::<Vec<_>>().join(", ");
     if names.len() > 8 {
         s += &format!(" and {} more", names.len() - 8);
@@ -63,18 +63,5 @@ pub fn class_list(m: &runtime::Model) -> String {
 /// A model that names its classes runs only data whose class folders have those names, in
 /// that order (data that names none, an IDX set, is taken as it is).
 pub fn check_data_classes(m: &runtime::Model, data: &crate::data::Dataset) -> anyhow::Result<()> {
-    let names = &data.class_names;
-    let same = names.len() == m.def().labels.split('\n').count()
-        && names
-            .iter()
-            .enumerate()
-            .all(|(k, n)| m.def().label(k) == Some(n));
-    if !m.def().labels.is_empty() && !names.is_empty() && !same {
-        anyhow::bail!(
-            "the model's classes ({}) are not the data's ({})",
-            class_list(m),
-            names.join(", ")
-        );
-    }
-    Ok(())
+    crate::data::source::same_classes(m.def().label_names(), &data.class_names)
 }

@@ -27,7 +27,7 @@ impl ArchSpec {
         let head = runtime::format::Head::Classifier {
             classes: self.classes.min(u16::MAX as usize) as u16,
         };
-        runtime::format::check_labels(&self.class_names.join("\n"), &head)
+        runtime::format::check_labels(&runtime::writer::join_labels(&self.class_names), &head)
             .map_err(|e| whole(format!("{e} ({:?})", self.class_names)))
     }
 

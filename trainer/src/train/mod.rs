@@ -507,8 +507,11 @@ impl Checkpoint {
             );
         }
         // JSON would write a non-finite number as null, which no command could load back.
-        let state = self.run_state.as_ref().map(|r| &r.optimizer.buffers);
-        if state.is_some_and(|b| b.iter().flatten().any(|t| t.iter().any(|v| !v.is_finite()))) {
+        if self
+            .run_state
+            .as_ref()
+            .is_some_and(|r| !r.optimizer.is_finite())
+        {
             anyhow::bail!(
                 "not writing {}: the optimizer's state holds NaN or infinite values (lower the \
                  learning rate)",

@@ -37,10 +37,23 @@ pub struct OptimState {
     pub t: i32,
 }
 
+impl OptimState {
+    /// Every buffer value finite (what a checkpoint can hold and a run can go on from).
+    pub fn is_finite(&self) -> bool {
+        self.buffers
+            .iter()
+            .flatten()
+            .all(|t| t.iter().all(|v| v.is_finite()))
+    }
+}
+
 /// `s`'s buffers as `per` tensors per parameter, each shaped like its parameter.
 fn unpack(s: OptimState, per: usize, params: &[Tensor]) -> anyhow::Result<Vec<Vec<Tensor>>> {
     if s.buffers.is_empty() {
         return Ok(vec![Vec::new(); per]);
+    }
+    if !s.is_finite() {
+        anyhow::bail!("optimizer state holds NaN or infinite values");
     }
     if s.buffers.len() != params.len() {
         anyhow::bail!(
@@ -53,9 +66,6 @@ fn unpack(s: OptimState, per: usize, params: &[Tensor]) -> anyhow::Result<Vec<Ve
     for (b, p) in s.buffers.into_iter().zip(params) {
         if b.len() != per || b.iter().any(|t| t.shape() != p.shape()) {
             anyhow::bail!("optimizer state does not match the parameters' shapes");
-        }
-        if b.iter().any(|t| t.iter().any(|v| !v.is_finite())) {
-            anyhow::bail!("optimizer state holds NaN or infinite values");
         }
         for (k, t) in b.into_iter().enumerate() {
             out[k].push(t);
