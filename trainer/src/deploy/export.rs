@@ -49,6 +49,23 @@ pub struct QWeights {
     pub bias: Vec<i32>,
 }
 
+impl QWeights {
+    /// The weights as the blob and TensorFlow Lite store them: a convolution's (OHWI) and a
+    /// linear layer's as they are; a depthwise layer's `[C, KH, KW]` as `[KH, KW, C]`.
+    pub fn stored(&self, depthwise: bool) -> Vec<u8> {
+        if !depthwise {
+            return encode_i8s(&self.q);
+        }
+        let c = self.scales.len();
+        let taps = self.q.len() / c.max(1);
+        let mut hwc = vec![0u8; self.q.len()];
+        for (i, &v) in self.q.iter().enumerate() {
+            hwc[(i % taps) * c + i / taps] = v as u8;
+        }
+        hwc
+    }
+}
+
 /// Weights `[out, ...]` -> per-output-channel symmetric int8 and int32 biases.
 fn quantize_weights(index: usize, w: &Tensor, b: &[f32], s_in: f32) -> anyhow::Result<QWeights> {
     let o = w.shape()[0];
@@ -247,7 +264,7 @@ pub fn write_quantized(
                 | Deploy::Linear { act, .. },
                 Some(w),
             ) => Some((
-                encode_i8s(&w.q),
+                w.stored(matches!(n.op, Deploy::Depthwise { .. })),
                 output_stage(i, w, q[n.inputs[0]].scale, q[i + 1], *act, fc)?,
             )),
             _ => None,
@@ -294,13 +311,7 @@ pub fn write_quantized(
                 ..conv(w, *stride, *pad, weights, output)
             }),
             (Deploy::Depthwise { w, stride, pad, .. }, Some((weights, output))) => {
-                // `[C, KH, KW]` per channel here, `[1, KH, KW, C]` in the blob.
-                let (c, taps) = (w.shape()[0], w.shape()[1] * w.shape()[2]);
-                let mut hwc = vec![0u8; weights.len()];
-                for (i, &v) in weights.iter().enumerate() {
-                    hwc[(i % taps) * c + i / taps] = v;
-                }
-                OwnedLayer::DepthwiseConv2d(conv(w, *stride, *pad, hwc, output))
+                OwnedLayer::DepthwiseConv2d(conv(w, *stride, *pad, weights, output))
             }
             (Deploy::Linear { w, .. }, Some((weights, output))) => {
                 OwnedLayer::FullyConnected(OwnedFullyConnected {

@@ -10,6 +10,7 @@ use crate::deploy::export::{QWeights, Quantized};
 use crate::deploy::fold::{Deploy, Fused};
 use crate::deploy::tflite::read::same_padding;
 use anyhow::{bail, Context};
+use runtime::writer::encode_i32s;
 use runtime::QuantParams;
 use tflite_schema as tfl;
 
@@ -85,8 +86,9 @@ impl Writer {
         )
     }
 
-    /// A layer's weights (per-channel scales along `dim`) and int32 biases at scale
-    /// `s_in * scale[c]`; returns their tensor indices.
+    /// A layer's weights (per-channel scales along `dim`: 0, or 3 for a depthwise kernel
+    /// stored `[1, KH, KW, C]`) and int32 biases at scale `s_in * scale[c]`; returns their
+    /// tensor indices.
     fn weights(
         &mut self,
         k: usize,
@@ -94,7 +96,6 @@ impl Writer {
         shape: &[usize],
         dim: i32,
         s_in: f32,
-        bytes: Vec<u8>,
     ) -> anyhow::Result<(i32, i32)> {
         let zeros = vec![0i64; w.scales.len()];
         let wq = quant(w.scales.clone(), zeros.clone(), dim);
@@ -102,11 +103,11 @@ impl Writer {
             format!("layer{k}/weights"),
             shape,
             tfl::TensorType::INT8,
-            Some(bytes),
+            Some(w.stored(dim == 3)),
             wq,
         )?;
         let bias_scales = w.scales.iter().map(|&s| s_in * s).collect();
-        let bias = w.bias.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let bias = encode_i32s(&w.bias);
         let bq = quant(bias_scales, zeros, 0);
         let n = [w.bias.len()];
         let bt = self.tensor(
@@ -154,15 +155,10 @@ impl Writer {
         if [t, l, b, r] == [0; 4] {
             return Ok((x, tfl::Padding::VALID));
         }
-        let same = same_padding(true, (h, w), kernel, (sh, sw));
-        let s = [same.top, same.left, same.bottom, same.right].map(usize::from);
-        if s == [t, l, b, r] {
+        if same_sides((h, w), kernel, (sh, sw)) == [t, l, b, r] {
             return Ok((x, tfl::Padding::SAME));
         }
-        let pads: Vec<u8> = [0, 0, t, b, l, r, 0, 0]
-            .iter()
-            .flat_map(|&p| (p as i32).to_le_bytes())
-            .collect();
+        let pads = encode_i32s(&[0, 0, t as i32, b as i32, l as i32, r as i32, 0, 0]);
         let pq = quant(Vec::new(), Vec::new(), 0);
         let pt = self.tensor(
             format!("layer{k}/paddings"),
@@ -177,6 +173,12 @@ impl Writer {
         self.op(tfl::BuiltinOperator::PAD, vec![x, pt], y, options);
         Ok((y, tfl::Padding::VALID))
     }
+}
+
+/// TensorFlow's SAME padding `[top, left, bottom, right]` of a window over an `h x w` input.
+fn same_sides(hw: (usize, usize), kernel: (usize, usize), stride: (usize, usize)) -> [usize; 4] {
+    let p = same_padding(true, hw, kernel, stride);
+    [p.top, p.left, p.bottom, p.right].map(usize::from)
 }
 
 /// A convolution's window: kernel `(rows, columns)`, stride `[rows, columns]` and padding
@@ -229,24 +231,16 @@ pub fn write_tflite(name: &str, input: [usize; 3], qz: &Quantized) -> anyhow::Re
                 let [o, kh, kw, i] = [0, 1, 2, 3].map(|d| wf.shape()[d]);
                 let (xp, padding) =
                     wr.padded(k, x, in_shape, ((kh, kw), *stride, *pad), q[n.inputs[0]])?;
-                let bytes = qw.q.iter().map(|&v| v as u8).collect();
-                let (wt, bt) = wr.weights(k, qw, &[o, kh, kw, i], 0, s_in, bytes)?;
+                let (wt, bt) = wr.weights(k, qw, &[o, kh, kw, i], 0, s_in)?;
                 // A fused max-pool is TensorFlow Lite's own operator after the convolution.
-                let conv_shape = match mp {
+                let c = match mp {
                     Some(_) => {
                         let [h, wd, _] = in_shape;
                         let [t, l, b, r] = *pad;
-                        [
-                            1,
-                            (h + t + b - kh) / stride[0] + 1,
-                            (wd + l + r - kw) / stride[1] + 1,
-                            o,
-                        ]
+                        let oh = (h + t + b - kh) / stride[0] + 1;
+                        let ow = (wd + l + r - kw) / stride[1] + 1;
+                        wr.activation(format!("layer{k}/conv"), &[1, oh, ow, o], yq)?
                     }
-                    None => map,
-                };
-                let c = match mp {
-                    Some(_) => wr.activation(format!("layer{k}/conv"), &conv_shape, yq)?,
                     None => wr.activation(out_name.clone(), &map, yq)?,
                 };
                 let options =
@@ -282,13 +276,7 @@ pub fn write_tflite(name: &str, input: [usize; 3], qz: &Quantized) -> anyhow::Re
                 let [c, kh, kw] = [0, 1, 2].map(|d| wf.shape()[d]);
                 let (xp, padding) =
                     wr.padded(k, x, in_shape, ((kh, kw), *stride, *pad), q[n.inputs[0]])?;
-                // `[C, KH, KW]` here, `[1, KH, KW, C]` in TensorFlow Lite.
-                let taps = kh * kw;
-                let mut hwc = vec![0u8; qw.q.len()];
-                for (i, &v) in qw.q.iter().enumerate() {
-                    hwc[(i % taps) * c + i / taps] = v as u8;
-                }
-                let (wt, bt) = wr.weights(k, qw, &[1, kh, kw, c], 3, s_in, hwc)?;
+                let (wt, bt) = wr.weights(k, qw, &[1, kh, kw, c], 3, s_in)?;
                 let y = wr.activation(out_name, &map, yq)?;
                 let o = with!(tfl::DepthwiseConv2DOptionsT {
                     padding: padding,
@@ -310,8 +298,7 @@ pub fn write_tflite(name: &str, input: [usize; 3], qz: &Quantized) -> anyhow::Re
             }
             (Deploy::Linear { w: wf, act, .. }, Some(qw)) => {
                 let [o, i] = [wf.shape()[0], wf.len() / wf.shape()[0]];
-                let bytes = qw.q.iter().map(|&v| v as u8).collect();
-                let (wt, bt) = wr.weights(k, qw, &[o, i], 0, s_in, bytes)?;
+                let (wt, bt) = wr.weights(k, qw, &[o, i], 0, s_in)?;
                 let y = wr.activation(out_name, &[1, o], yq)?;
                 let o = with!(tfl::FullyConnectedOptionsT {
                     fused_activation_function: act.tflite()
@@ -330,9 +317,7 @@ pub fn write_tflite(name: &str, input: [usize; 3], qz: &Quantized) -> anyhow::Re
                 let padding = if *pad == 0 {
                     tfl::Padding::VALID
                 } else {
-                    let same = same_padding(true, (h, wd), (*pk, *pk), (*s, *s));
-                    if [same.top, same.left, same.bottom, same.right].map(usize::from) != [*pad; 4]
-                    {
+                    if same_sides((h, wd), (*pk, *pk), (*s, *s)) != [*pad; 4] {
                         bail!(
                             "deploy node {k}: a {pk}x{pk} max-pool with padding {pad} is neither \
                              SAME nor VALID, which TensorFlow Lite's pools know"
