@@ -26,10 +26,22 @@ impl Geom {
     /// inside the image: `out` and `inp` the offsets of the pixels' first channel, `tap` the
     /// offset of the tap's first channel in the transposed kernel.
     fn for_each_tap(&self, mut f: impl FnMut(usize, usize, usize)) {
+        self.for_each_output(|out, taps| {
+            for &(inp, tap) in taps {
+                f(out, inp, tap);
+            }
+        });
+    }
+
+    /// Calls `f(out, taps)` for every output pixel with its taps whose input pixel lies inside
+    /// the image, `(inp, tap)` offsets as [`Self::for_each_tap`] gives them, in its order.
+    fn for_each_output(&self, mut f: impl FnMut(usize, &[(usize, usize)])) {
+        let mut taps = Vec::with_capacity(self.kh * self.kw);
         let mut out = 0;
         for n in 0..self.n {
             for oy in 0..self.oh {
                 for ox in 0..self.ow {
+                    taps.clear();
                     for ky in 0..self.kh {
                         let iy = (oy * self.sh + ky).wrapping_sub(self.pt);
                         if iy >= self.h {
@@ -41,9 +53,10 @@ impl Geom {
                                 continue;
                             }
                             let inp = ((n * self.h + iy) * self.w + ix) * self.c;
-                            f(out, inp, (ky * self.kw + kx) * self.c);
+                            taps.push((inp, (ky * self.kw + kx) * self.c));
                         }
                     }
+                    f(out, &taps);
                     out += self.c;
                 }
             }
@@ -79,13 +92,12 @@ fn fma_tail(acc: &mut [f32], a: &[f32], b: &[f32]) {
 /// order as tap by tap into `y`, without storing `y` between taps.
 fn forward(g: &Geom, xs: &[f32], wt: &[f32], y: &mut [f32]) {
     let c = g.c;
-    let mut taps: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw);
-    let mut flush = |o: usize, taps: &mut Vec<(usize, usize)>| {
+    g.for_each_output(|o, taps| {
         let mut c0 = 0;
         while c0 + LANES <= c {
             let mut acc = [0f32; LANES];
             acc.copy_from_slice(&y[o + c0..o + c0 + LANES]);
-            for &(i, t) in taps.iter() {
+            for &(i, t) in taps {
                 fma_block(
                     &mut acc,
                     &xs[i + c0..i + c0 + LANES],
@@ -97,25 +109,11 @@ fn forward(g: &Geom, xs: &[f32], wt: &[f32], y: &mut [f32]) {
         }
         if c0 < c {
             let acc = &mut y[o + c0..o + c];
-            for &(i, t) in taps.iter() {
+            for &(i, t) in taps {
                 fma_tail(acc, &xs[i + c0..i + c], &wt[t + c0..t + c]);
             }
         }
-        taps.clear();
-    };
-    let mut current = None;
-    g.for_each_tap(|o, i, t| {
-        if current != Some(o) {
-            if let Some(prev) = current {
-                flush(prev, &mut taps);
-            }
-            current = Some(o);
-        }
-        taps.push((i, t));
     });
-    if let Some(prev) = current {
-        flush(prev, &mut taps);
-    }
 }
 
 /// `[C, KH, KW, 1]` -> `[KH, KW, C]` (and back with `back`).
