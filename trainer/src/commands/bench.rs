@@ -1,7 +1,9 @@
 //! `trainer bench train`, `trainer bench runtime` and `trainer bench tflite`: the figures,
 //! beside the peers' where they exist.
 
-use crate::report::bench::{bench_pytorch, cmd_bench_runtime, cmd_bench_train, BenchModel, Spread};
+use crate::report::bench::{
+    bench_pytorch, cmd_bench_runtime, cmd_bench_train, pytorch_files, BenchModel, Spread,
+};
 use crate::report::html::grouped as group;
 use clap::Subcommand;
 use serde_json::json;
@@ -105,12 +107,16 @@ pub fn train(
             let work = arch.map(|_| {
                 std::env::temp_dir().join(format!("trainer-bench-{}", std::process::id()))
             });
-            if let Some(d) = &work {
-                std::fs::create_dir_all(d)?;
-            }
             let r = (|| {
-                let p1 = bench_pytorch(py, &bm, work.as_deref(), steps, rounds, 1)?;
-                let p2 = bench_pytorch(py, &bm, work.as_deref(), steps, rounds, 2)?;
+                let files = match &work {
+                    Some(d) => {
+                        std::fs::create_dir_all(d)?;
+                        Some(pytorch_files(&bm, d)?)
+                    }
+                    None => None,
+                };
+                let p1 = bench_pytorch(py, files.as_ref(), steps, rounds, 1)?;
+                let p2 = bench_pytorch(py, files.as_ref(), steps, rounds, 2)?;
                 anyhow::Ok((p1, p2))
             })();
             if let Some(d) = &work {

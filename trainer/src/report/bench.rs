@@ -10,7 +10,7 @@ use crate::util::*;
 use anyhow::{bail, Context};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Median, lowest and highest of a set of measurements.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -106,14 +106,29 @@ pub fn cmd_bench_train(
     Ok((run(1)?, run(2)?))
 }
 
+/// Writes what bench/pytorch_train.py needs for `bm` into `dir`: the architecture's JSON and
+/// the training images (u32 count, h, w, c little endian, the pixels, the labels). Returns the
+/// two paths.
+pub fn pytorch_files(bm: &BenchModel, dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (arch, images) = (dir.join("arch.json"), dir.join("images.bin"));
+    std::fs::write(&arch, serde_json::to_vec(&bm.arch)?)?;
+    let d = &bm.images;
+    let mut b = Vec::with_capacity(16 + d.pixels.len() + d.labels.len());
+    for v in [d.len(), d.h, d.w, d.c] {
+        b.extend_from_slice(&u32::try_from(v)?.to_le_bytes());
+    }
+    b.extend_from_slice(&d.pixels);
+    b.extend_from_slice(&d.labels);
+    std::fs::write(&images, b)?;
+    Ok((arch, images))
+}
+
 /// PyTorch's images/s for the same model, optimizer and data (bench/pytorch_train.py), run by
-/// `python`, on `threads` threads. With `work`, the script gets the architecture's JSON and
-/// the training images, written there (once); without, it trains its own ref-cnn on the
-/// bundled digits.
+/// `python`, on `threads` threads: with `files` ([`pytorch_files`]) the architecture and
+/// images they hold; without, the script's own ref-cnn on the bundled digits.
 pub fn bench_pytorch(
     python: &str,
-    bm: &BenchModel,
-    work: Option<&Path>,
+    files: Option<&(PathBuf, PathBuf)>,
     steps: usize,
     rounds: usize,
     threads: usize,
@@ -127,20 +142,8 @@ pub fn bench_pytorch(
         &rounds.to_string(),
     ]);
     cmd.args(["--threads", &threads.to_string()]);
-    if let Some(dir) = work {
-        let (arch, images) = (dir.join("arch.json"), dir.join("images.bin"));
-        if !arch.exists() {
-            std::fs::write(&arch, serde_json::to_vec(&bm.arch)?)?;
-            let d = &bm.images;
-            let mut b = Vec::with_capacity(16 + d.pixels.len() + d.labels.len());
-            for v in [d.len(), d.h, d.w, d.c] {
-                b.extend_from_slice(&u32::try_from(v)?.to_le_bytes());
-            }
-            b.extend_from_slice(&d.pixels);
-            b.extend_from_slice(&d.labels);
-            std::fs::write(&images, b)?;
-        }
-        cmd.arg("--arch").arg(&arch).arg("--images").arg(&images);
+    if let Some((arch, images)) = files {
+        cmd.arg("--arch").arg(arch).arg("--images").arg(images);
     }
     let out = cmd
         .output()
