@@ -66,16 +66,11 @@ pub fn cmd_eval(a: &EvalArgs) -> anyhow::Result<EvalReport> {
 /// class's name (or number).
 pub fn confusion_text(cm: &[Vec<usize>], names: &[String]) -> String {
     let name = |k: usize| names.get(k).cloned().unwrap_or_else(|| k.to_string());
-    let col = (0..cm.len())
+    let widest = (0..cm.len())
         .map(|k| name(k).chars().count())
         .max()
         .unwrap_or(0);
-    let col = col.max(5) + 1;
-    let first = (0..cm.len())
-        .map(|k| name(k).chars().count())
-        .max()
-        .unwrap_or(0)
-        .max(9);
+    let (col, first) = (widest.max(5) + 1, widest.max(9));
     let mut s = format!("{:<first$}", "true\\pred");
     for p in 0..cm.len() {
         s += &format!("{:>col$}", name(p));
